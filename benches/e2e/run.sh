@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: `poisongate check` on a seeded ROWS x 20-column Parquet batch, timed
+# side by side with polars reading the same file, plus peak RSS of both.
+#
+#   ROWS=10000000 bash benches/e2e/run.sh      # default 10M rows; REPEAT=3 runs each
+#
+# Data: ../shared/bench/peers/gen.py (14 numeric columns with ~1% nulls, 6 categorical of
+# cardinality 2-1000, an int label; seeded). The baseline is pinned from reference.parquet and
+# current.parquet is checked. The page cache is warmed first so both sides read from memory.
+set -euo pipefail
+ROWS=${ROWS:-10000000}
+REPEAT=${REPEAT:-3}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DATA=${BENCH_DATA:-/tmp/poisongate-bench}
+VENV=${BENCH_VENV:-/tmp/poisongate-bench-venv}
+PEERS=${PEERS_DIR:-$ROOT/../shared/bench/peers}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q numpy==2.4.6 pyarrow==26.0.1 polars==2.1.0
+fi
+DIR="$DATA/n$ROWS"
+if [ ! -f "$DIR/current.parquet" ]; then
+  "$VENV/bin/python" "$PEERS/gen.py" --rows "$ROWS" --out "$DATA" >&2
+fi
+(cd "$ROOT" && cargo build --release --quiet --bin poisongate)
+BIN="$ROOT/target/release/poisongate"
+
+if [ ! -f "$DIR/baseline.json" ]; then
+  /usr/bin/time -f "profile: %e s wall, %M KiB peak RSS" \
+    "$BIN" profile "$DIR/reference.parquet" -o "$DIR/baseline.json" --label label --seed 1 >&2
+fi
+cat "$DIR/current.parquet" > /dev/null
+
+read_py='import sys, time, polars as pl
+t = time.perf_counter(); df = pl.read_parquet(sys.argv[1]); dt = time.perf_counter() - t
+print(f"{dt:.3f} {df.height} {df.width}")'
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+read_s=(); read_rss=(); check_s=(); check_rss=()
+for i in $(seq "$REPEAT"); do
+  /usr/bin/time -f "%M" -o "$tmp/rss" "$VENV/bin/python" -c "$read_py" "$DIR/current.parquet" > "$tmp/read"
+  read_s+=("$(cut -d' ' -f1 "$tmp/read")"); read_rss+=("$(cat "$tmp/rss")")
+  set +e
+  /usr/bin/time -f "%e %M" -o "$tmp/time" "$BIN" check --baseline "$DIR/baseline.json" \
+    "$DIR/current.parquet" --json "$tmp/report.json" > /dev/null
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then echo "check failed with exit $rc" >&2; exit 1; fi
+  check_s+=("$(cut -d' ' -f1 "$tmp/time")"); check_rss+=("$(cut -d' ' -f2 "$tmp/time")")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+r=$(median "${read_s[@]}"); c=$(median "${check_s[@]}")
+rr=$(median "${read_rss[@]}"); cr=$(median "${check_rss[@]}")
+verdict=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['verdict'], ','.join(sorted({f['subject'].get('column','') for f in r['findings'] if f['severity']=='deny'})))" "$tmp/report.json")
+echo "rows=$ROWS file=$(du -h "$DIR/current.parquet" | cut -f1) repeat=$REPEAT"
+echo "polars read (in-process, median): ${r} s, peak RSS $((rr / 1024)) MiB"
+echo "poisongate check (whole process, median): ${c} s, peak RSS $((cr / 1024)) MiB"
+python3 -c "print(f'check / read = {float(\"$c\") / float(\"$r\"):.2f}x, RSS ratio = {$cr / $rr:.2f}x')"
+echo "verdict: $verdict"

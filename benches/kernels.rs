@@ -1,0 +1,132 @@
+//! Criterion benchmarks of the hot kernels: profiling, summarising a batch against pinned
+//! edges (numeric and categorical), and the clean-batch null simulation.
+//!
+//! `cargo bench --bench kernels`; the end-to-end figure on 10M rows is `benches/e2e/run.sh`.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use poisongate::baseline::{self, ProfileOptions};
+use poisongate::check;
+use poisongate::source::{Batch, Format, InputMeta};
+use poisongate::summary::{
+    BatchSummary, CategoricalPlan, CategoricalSummary, NumericPlan, NumericSummary,
+    for_each_str_chunk,
+};
+use polars::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const ROWS: usize = 1_000_000;
+
+fn frame(rows: usize, seed: u64) -> DataFrame {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut cols = Vec::new();
+    for c in 0..4 {
+        let v: Vec<f64> = (0..rows)
+            .map(|_| rng.random::<f64>() * f64::from(c + 1))
+            .collect();
+        cols.push(Column::new(format!("n{c}").into(), v));
+    }
+    let cats: Vec<String> = (0..50).map(|k| format!("cat{k}")).collect();
+    let v: Vec<&str> = (0..rows)
+        .map(|_| cats[rng.random_range(0..50)].as_str())
+        .collect();
+    cols.push(Column::new("c0".into(), v));
+    DataFrame::new(rows, cols).unwrap()
+}
+
+fn batch(df: DataFrame) -> Batch {
+    let rows = df.height() as u64;
+    let meta = InputMeta {
+        path: "bench".into(),
+        format: Format::Parquet,
+        sha256: String::new(),
+        bytes: 0,
+        rows,
+    };
+    Batch {
+        frames: vec![df],
+        inputs: vec![meta],
+    }
+}
+
+fn kernels(c: &mut Criterion) {
+    let trusted = batch(frame(ROWS, 1));
+    let base = baseline::profile(&trusted, &ProfileOptions::default()).unwrap();
+    let current = frame(ROWS, 2);
+
+    let mut g = c.benchmark_group("profile");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    g.sample_size(10);
+    g.bench_function("5 columns", |b| {
+        b.iter(|| baseline::profile(black_box(&trusted), &ProfileOptions::default()).unwrap())
+    });
+    g.finish();
+
+    let col = base.column("n0").unwrap().numeric.clone().unwrap();
+    let plan = NumericPlan {
+        edges: col.edges.clone(),
+        center: col.mean,
+        min: col.min,
+        max: col.max,
+    };
+    let values: Vec<f64> = current
+        .column("n0")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let mut g = c.benchmark_group("summarise");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    g.bench_function("numeric column, 99 edges", |b| {
+        b.iter(|| {
+            let mut s = NumericSummary::new(&plan);
+            s.update(&plan, black_box(&values), None);
+            s
+        });
+    });
+    let cat = base.column("c0").unwrap().categorical.clone().unwrap();
+    let cplan = CategoricalPlan {
+        domain: cat.domain.iter().cloned().collect(),
+        cap_unseen: true,
+    };
+    let series = current
+        .column("c0")
+        .unwrap()
+        .as_materialized_series()
+        .clone();
+    g.bench_function("categorical column, 50 values", |b| {
+        b.iter(|| {
+            let mut s = CategoricalSummary::default();
+            for_each_str_chunk(black_box(&series), |arr| s.update(&cplan, arr)).unwrap();
+            s
+        });
+    });
+    let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
+    let plans = check::plans(&base, &usable);
+    g.bench_function("whole frame, 5 columns", |b| {
+        b.iter_batched(
+            || BatchSummary::new(&plans),
+            |mut s| {
+                s.update(black_box(&current), &plans).unwrap();
+                s
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.finish();
+
+    let mut summary = BatchSummary::new(&plans);
+    summary.update(&current, &plans).unwrap();
+    let policy = poisongate::policy::Policy::default();
+    let mut g = c.benchmark_group("decide");
+    g.bench_function("5 columns incl. null simulation", |b| {
+        b.iter(|| check::evaluate(&base, &policy, black_box(&summary), Vec::new()).unwrap());
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

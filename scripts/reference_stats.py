@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""Regenerate testdata/reference/stats.json: reference values for the Rust statistics tests.
+
+Run from the repository root:
+
+    python3 -m venv /tmp/pgvenv && /tmp/pgvenv/bin/pip install -r scripts/requirements.txt
+    /tmp/pgvenv/bin/python scripts/reference_stats.py
+
+Everything is drawn from numpy.random.default_rng with fixed seeds, so the output is
+reproducible for the pinned numpy/scipy versions (see scripts/requirements.txt).
+Sample inputs are rounded to 6 decimals *before* scipy sees them, so the JSON holds
+exactly the values the reference numbers were computed from.  Floats are written with
+Python's repr (shortest string that round-trips to the same IEEE-754 double).
+See testdata/reference/README.md for what each section holds.
+"""
+import json
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+import scipy
+import scipy.special
+import scipy.stats
+from scipy.spatial.distance import jensenshannon
+
+# Any scipy warning (e.g. "exact calculation unsuccessful, switching to asymp") is an error.
+warnings.simplefilter("error")
+
+SEED = 20240611
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_PATH = os.path.join(REPO_ROOT, "testdata", "reference", "stats.json")
+MAX_ATTEMPTS = 5000
+
+
+def rng_for(section, case, attempt=0):
+    """Independent, reproducible stream per (section, case, attempt)."""
+    return np.random.default_rng([SEED, section, case, attempt])
+
+
+def r6(x):
+    return np.round(np.asarray(x, dtype=np.float64), 6)
+
+
+def floats(x):
+    return [float(v) for v in np.asarray(x, dtype=np.float64).ravel()]
+
+
+def ints(x):
+    return [int(v) for v in np.asarray(x).ravel()]
+
+
+def draw_pair(rng, n1, n2, dist_a, dist_b):
+    """Two samples rounded to 6 decimals with no value shared anywhere (no ties).
+
+    dist_* = (family, loc, scale); family "normal" or "lognormal" (loc/scale of log).
+    A value that duplicates an earlier one is redrawn from the same distribution.
+    """
+    def one(dist):
+        fam, loc, scale = dist
+        if fam == "normal":
+            return float(r6(rng.normal(loc, scale)))
+        if fam == "lognormal":
+            return float(r6(rng.lognormal(loc, scale)))
+        raise ValueError(fam)
+
+    def draw(n, dist):
+        fam, loc, scale = dist
+        if fam == "normal":
+            return r6(rng.normal(loc, scale, n))
+        return r6(rng.lognormal(loc, scale, n))
+
+    a, b = draw(n1, dist_a), draw(n2, dist_b)
+    seen = set()
+    for arr, dist in ((a, dist_a), (b, dist_b)):
+        for i in range(len(arr)):
+            v = float(arr[i])
+            while v in seen:
+                v = one(dist)
+            arr[i] = v
+            seen.add(v)
+    assert len(np.unique(np.concatenate([a, b]))) == n1 + n2
+    return a, b
+
+
+# --------------------------------------------------------------------------- KS exact
+def ks_exact_section():
+    # (n1, n2, dist_a, dist_b, accepted p-value range); the first attempt whose exact
+    # p-value lands in the range is kept, so the cases span p ~ 1e-6 .. 0.99.
+    N = ("normal", 0.0, 1.0)
+    specs = [
+        (20, 20, N, N, (0.5, 0.999)),
+        (20, 20, N, ("normal", 1.5, 1.0), (1e-6, 1e-4)),
+        (50, 50, N, ("normal", 0.5, 1.0), (1e-3, 3e-2)),
+        (7, 13, N, N, (0.97, 0.9999)),
+        (30, 45, N, ("normal", 1.0, 1.0), (1e-6, 1e-4)),
+        (100, 80, N, ("normal", 0.0, 2.0), (0.01, 0.2)),
+        (150, 200, N, ("normal", 0.6, 1.0), (3e-7, 3e-6)),
+        (150, 200, N, N, (0.3, 0.9)),
+    ]
+    cases = []
+    for ci, (n1, n2, da, db, (lo, hi)) in enumerate(specs):
+        for attempt in range(MAX_ATTEMPTS):
+            a, b = draw_pair(rng_for(1, ci, attempt), n1, n2, da, db)
+            res = scipy.stats.ks_2samp(a, b, method="exact")
+            if lo <= res.pvalue <= hi:
+                break
+        else:
+            raise RuntimeError(f"ks exact case {ci}: no draw with p in [{lo}, {hi}]")
+        cases.append({"a": floats(a), "b": floats(b),
+                      "statistic": float(res.statistic), "pvalue": float(res.pvalue)})
+    return cases
+
+
+# --------------------------------------------------------------------------- KS asymptotic
+def ks_asymp_section():
+    N = ("normal", 0.0, 1.0)
+    specs = [
+        (2000, 3000, N, N),
+        (1500, 4000, N, ("normal", 0.1, 1.0)),
+        (2000, 2000, N, ("normal", 0.05, 1.0)),
+    ]
+    cases = []
+    for ci, (n1, n2, da, db) in enumerate(specs):
+        a, b = draw_pair(rng_for(2, ci), n1, n2, da, db)
+        res = scipy.stats.ks_2samp(a, b, method="asymp")
+        d = float(res.statistic)
+        en = n1 * n2 / (n1 + n2)
+        ksf = float(scipy.special.kolmogorov(np.sqrt(en) * d))
+        # kolmogorov(x) is the survival function of the Kolmogorov limiting distribution
+        assert math.isclose(ksf, float(scipy.stats.kstwobign.sf(np.sqrt(en) * d)), rel_tol=1e-12)
+        cases.append({"a": floats(a), "b": floats(b), "statistic": d, "en": float(en),
+                      "kolmogorov_sf": ksf, "scipy_asymp_pvalue": float(res.pvalue)})
+    return cases
+
+
+# --------------------------------------------------------------------------- Kolmogorov distribution
+def kolmogorov_sections():
+    sf = []
+    for x in [0.2, 0.3, 0.5, 0.8, 1.0, 1.2, 1.36, 1.63, 2.0, 3.0, 4.0, 6.0]:
+        v = float(scipy.special.kolmogorov(x))
+        if v > 0.0:  # drop values that underflow
+            sf.append({"x": x, "sf": v})
+    isf = [{"p": p, "x": float(scipy.stats.kstwobign.isf(p))}
+           for p in [0.5, 0.1, 0.05, 0.01, 0.001, 1e-4, 1e-6]]
+    return sf, isf
+
+
+# --------------------------------------------------------------------------- chi-square goodness of fit
+def chisquare_section():
+    # (categories, baseline total, observed total, drift in log-probability space)
+    specs = [(3, 300, 60, 0.0), (6, 1200, 600, 0.15), (10, 5000, 800, 0.5), (20, 100000, 40000, 0.05)]
+    cases = []
+    for ci, (k, nbase, nobs, drift) in enumerate(specs):
+        rng = rng_for(3, ci)
+        probs = rng.dirichlet(np.full(k, 5.0))
+        base = rng.multinomial(nbase, probs)
+        while (base == 0).any():
+            base = rng.multinomial(nbase, probs)
+        shifted = probs * np.exp(drift * rng.normal(size=k))
+        obs = rng.multinomial(nobs, shifted / shifted.sum())
+        # expected = baseline frequencies rescaled to the observed total
+        expected = base / base.sum() * obs.sum()
+        res = scipy.stats.chisquare(obs, expected)
+        cases.append({"observed": ints(obs), "expected": floats(expected),
+                      "statistic": float(res.statistic), "pvalue": float(res.pvalue)})
+    return cases
+
+
+# --------------------------------------------------------------------------- chi-square contingency (2 x K)
+def contingency_section():
+    # (K, row totals, drift, accepted p range)
+    specs = [
+        (2, (17, 22), 0.8, (1e-3, 0.2)),
+        (5, (400, 350), 0.0, (0.2, 0.95)),
+        (10, (2000, 2500), 0.5, (1e-32, 1e-28)),
+        (30, (3000, 1800), 0.1, (1e-6, 0.5)),
+        (8, (1_000_000, 1_200_000), 0.005, (1e-12, 1e-2)),
+    ]
+    cases = []
+    for ci, (k, (r1, r2), drift, (lo, hi)) in enumerate(specs):
+        for attempt in range(MAX_ATTEMPTS):
+            rng = rng_for(4, ci, attempt)
+            probs = rng.dirichlet(np.full(k, 4.0))
+            q = probs * np.exp(drift * rng.normal(size=k))
+            table = np.array([rng.multinomial(r1, probs), rng.multinomial(r2, q / q.sum())])
+            if (table.sum(axis=0) == 0).any():
+                continue
+            res = scipy.stats.chi2_contingency(table, correction=False)
+            if lo <= res.pvalue <= hi:
+                break
+        else:
+            raise RuntimeError(f"contingency case {ci}: no draw with p in [{lo}, {hi}]")
+        assert (res.expected_freq > 0).all()
+        cases.append({"table": [ints(row) for row in table], "statistic": float(res.statistic),
+                      "pvalue": float(res.pvalue), "dof": int(res.dof)})
+    return cases
+
+
+# --------------------------------------------------------------------------- chi-square distribution
+def chi2_dist_sections():
+    sf = []
+    for df in [1, 2, 3, 5, 10, 29, 50, 99, 200]:
+        for x in [0.001, 0.5, 1.0, 3.84, 7.5, 15.0, 30.0, 60.0, 100.0, 150.0, 250.0, 400.0]:
+            v = float(scipy.stats.chi2.sf(x, df))
+            if 0.0 < v < 1.0:  # drop underflows and values that round to exactly 1
+                sf.append({"x": x, "df": df, "sf": v})
+    isf = []
+    for df in [1, 2, 5, 10, 29, 100, 200]:
+        for p in [0.5, 0.1, 0.05, 0.01, 0.001, 1e-6]:
+            isf.append({"p": p, "df": df, "x": float(scipy.stats.chi2.isf(p, df))})
+    return sf, isf
+
+
+# --------------------------------------------------------------------------- Jensen-Shannon distance
+def jensenshannon_section():
+    rng = rng_for(5, 0)
+    k50 = rng.dirichlet(np.full(50, 3.0))
+    pairs = [
+        ([10, 20, 30, 40], [40, 30, 20, 10]),
+        (rng.multinomial(1000, np.full(10, 0.1)), rng.multinomial(700, rng.dirichlet(np.full(10, 2.0)))),
+        # zero cells in one vector only (p has zeros where q does not)
+        ([0, 12, 30, 0, 8, 1], [4, 10, 25, 6, 9, 2]),
+        (rng.multinomial(50000, k50), rng.multinomial(20000, k50)),
+        ([1, 0], [0, 1]),  # disjoint supports: distance = sqrt(ln 2)
+    ]
+    cases = []
+    for p, q in pairs:
+        p, q = np.asarray(p, dtype=np.int64), np.asarray(q, dtype=np.int64)
+        d = float(jensenshannon(p.astype(np.float64), q.astype(np.float64)))  # base e
+        cases.append({"p": ints(p), "q": ints(q), "distance": d})
+    return cases
+
+
+# --------------------------------------------------------------------------- PSI
+def psi(expected, actual, eps):
+    """Population Stability Index on binned counts.
+
+    p_i = expected_i / sum(expected),  q_i = actual_i / sum(actual)
+    p_i <- max(p_i, eps),  q_i <- max(q_i, eps)     (clip below at eps, no renormalisation)
+    PSI = sum_i (q_i - p_i) * ln(q_i / p_i)
+
+    This is the symmetrised Kullback-Leibler (Jeffreys) divergence between the two binned
+    distributions; see B. Yurdakul (2018), "Statistical Properties of Population Stability
+    Index", PhD dissertation, Western Michigan University, and N. Siddiqi (2006),
+    "Credit Risk Scorecards: Developing and Implementing Intelligent Credit Scoring", Wiley.
+    """
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    p = np.maximum(e / e.sum(), eps)
+    q = np.maximum(a / a.sum(), eps)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+# Bin counts of the four columns in the peer benchmark's oracle
+# (bench/peers/reference_values.json: 10 reference-quantile bins, proportions floored at 1e-6;
+# counts = proportion * non-null count, which are exact integers there).
+PEER_PSI_CASES = [
+    ([9901, 9900, 9900, 9900, 9900, 9901, 9900, 9900, 9900, 9901],
+     [5453, 7006, 7712, 8523, 9011, 9537, 10745, 11752, 13028, 16233], 0.0896954351675585),
+    ([9902] * 10,
+     [9528, 7694, 7662, 7815, 7771, 8196, 8951, 9838, 11553, 19995], 0.10021907711443523),
+    ([9902, 9901, 9901, 9902, 9901, 9901, 9902, 9901, 9901, 9902],
+     [9915, 9817, 9960, 9900, 10030, 9974, 9726, 9753, 9812, 10141], 0.00015327051204700305),
+    ([9163, 14634, 19231, 19454, 15397, 10325, 10811],
+     [3907, 8428, 13875, 17299, 17376, 14474, 23647], 0.21808984766708656),
+]
+
+
+def psi_section():
+    rng = rng_for(6, 0)
+    eps = 1e-4
+    base10 = rng.dirichlet(np.full(10, 8.0))
+    drift10 = base10 * np.exp(0.6 * rng.normal(size=10))
+    base100 = np.full(100, 0.01)
+    pairs = [
+        (rng.multinomial(20000, base10), rng.multinomial(5000, base10)),
+        (rng.multinomial(20000, base10), rng.multinomial(5000, drift10 / drift10.sum())),
+        # zero cells in actual: clipped at eps
+        ([500, 1200, 2500, 3000, 1800, 700, 300], [0, 40, 300, 520, 100, 0, 40]),
+        # zero cells in expected: clipped at eps
+        ([0, 100, 400, 400, 100, 0], [3, 90, 380, 410, 110, 7]),
+        (rng.multinomial(100000, base100), rng.multinomial(5000, base100)),
+    ]
+    cases = [{"expected": ints(e), "actual": ints(a), "eps": eps, "psi": psi(e, a, eps)}
+             for e, a in pairs]
+    for e, a, peer_value in PEER_PSI_CASES:
+        v = psi(e, a, 1e-6)
+        assert math.isclose(v, peer_value, rel_tol=1e-12), (v, peer_value)
+        cases.append({"expected": ints(e), "actual": ints(a), "eps": 1e-6, "psi": v})
+    return cases
+
+
+# --------------------------------------------------------------------------- Wasserstein-1
+def wasserstein_section():
+    N = ("normal", 0.0, 1.0)
+    specs = [
+        (10, 10, N, ("normal", 0.5, 1.0)),
+        (10, 25, N, ("normal", 0.0, 2.0)),
+        (100, 100, N, N),
+        (250, 400, ("lognormal", 0.0, 0.5), ("lognormal", 0.2, 0.5)),
+        (2000, 300, N, ("normal", 0.1, 1.0)),
+    ]
+    cases = []
+    for ci, (n1, n2, da, db) in enumerate(specs):
+        u, v = draw_pair(rng_for(7, ci), n1, n2, da, db)
+        cases.append({"u": floats(u), "v": floats(v),
+                      "distance": float(scipy.stats.wasserstein_distance(u, v))})
+    return cases
+
+
+# --------------------------------------------------------------------------- binned approximations
+def binned_section():
+    # baseline 20000, batch 5000; batch shifted by 0 / 0.1 / 0.5 standard deviations
+    # (lognormal: shift of the underlying normal, whose sd is 1).
+    specs = [("normal", 0.0), ("normal", 0.1), ("lognormal", 0.5)]
+    levels = np.round(np.arange(1, 100) / 100.0, 2)  # 0.01 .. 0.99
+    cases = []
+    for ci, (fam, shift) in enumerate(specs):
+        rng = rng_for(8, ci)
+        if fam == "normal":
+            base, batch = rng.normal(0.0, 1.0, 20000), rng.normal(shift, 1.0, 5000)
+        else:
+            base, batch = rng.lognormal(0.0, 1.0, 20000), rng.lognormal(shift, 1.0, 5000)
+        edges = np.unique(np.quantile(base, levels))  # default method "linear"
+        nb = len(edges) + 1
+        # bins (-inf, e0], (e0, e1], ..., (e_last, inf)
+        bc = np.bincount(np.searchsorted(edges, base, side="left"), minlength=nb)
+        tc = np.bincount(np.searchsorted(edges, batch, side="left"), minlength=nb)
+        assert len(bc) == nb and len(tc) == nb and bc.sum() == 20000 and tc.sum() == 5000
+        def tail_means(x):
+            lo, hi = x[x <= edges[0]], x[x > edges[-1]]
+            return [float(lo.mean()) if lo.size else 0.0, float(hi.mean()) if hi.size else 0.0]
+
+        cases.append({
+            "edges": floats(edges),
+            "baseline_tail_means": tail_means(base),
+            "batch_tail_means": tail_means(batch),
+            "baseline_counts": ints(bc),
+            "batch_counts": ints(tc),
+            "baseline_std": float(np.std(base, ddof=1)),
+            "baseline_std_ddof0": float(np.std(base, ddof=0)),
+            "ks_exact": float(scipy.stats.ks_2samp(base, batch, method="asymp").statistic),
+            "wasserstein_exact": float(scipy.stats.wasserstein_distance(base, batch)),
+        })
+    return cases
+
+
+# --------------------------------------------------------------------------- multiple testing
+def holm(pvalues):
+    """Holm (1979) step-down adjusted p-values.
+
+    S. Holm (1979), "A Simple Sequentially Rejective Multiple Test Procedure",
+    Scandinavian Journal of Statistics 6(2):65-70.
+    With p_(1) <= ... <= p_(m) sorted ascending:
+        adj_(i) = min(1, max_{j <= i} (m - j + 1) * p_(j))
+    mapped back to the original order.
+
+    Hand-worked example: p = [0.01, 0.04, 0.03, 0.005], m = 4
+        sorted: 0.005, 0.01, 0.03, 0.04  (original positions 3, 0, 2, 1)
+        times (4, 3, 2, 1): 0.02, 0.03, 0.06, 0.04
+        running max:        0.02, 0.03, 0.06, 0.06
+        original order:     [0.03, 0.06, 0.06, 0.02]
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="mergesort")
+    scaled = (m - np.arange(m)) * p[order]
+    adj_sorted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    adj = np.empty(m)
+    adj[order] = adj_sorted
+    return adj
+
+
+def multiple_testing_sections():
+    assert np.allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02], rtol=1e-15, atol=0)
+    rng = rng_for(9, 0)
+    sets = [
+        [0.01, 0.04, 0.03, 0.005],
+        [0.3],
+        [0.02, 0.02, 0.5, 1.0, 0.001, 0.001, 0.04],  # ties and a 1.0
+        rng.uniform(0.0, 0.1, size=10),
+        np.concatenate([rng.uniform(size=40), rng.beta(0.1, 1.0, size=10) * 1e-3]),
+    ]
+    holm_cases, bh_cases = [], []
+    for ps in sets:
+        ps = np.asarray(ps, dtype=np.float64)
+        holm_cases.append({"pvalues": floats(ps), "adjusted": floats(holm(ps))})
+        bh_cases.append({"pvalues": floats(ps),
+                         "adjusted": floats(scipy.stats.false_discovery_control(ps, method="bh"))})
+    return holm_cases, bh_cases
+
+
+# --------------------------------------------------------------------------- JSON output
+def fmt_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"non-finite value {v!r}")
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    raise TypeError(type(v))
+
+
+def to_json(obj, level=0, width=100):
+    """Pretty JSON: one key per line (sorted); lists of numbers wrapped to ~width columns."""
+    pad, inner = " " * level, " " * (level + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {to_json(obj[k], level + 1, width)}" for k in sorted(obj)]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list):
+        if not obj:
+            return "[]"
+        if all(not isinstance(x, (dict, list)) for x in obj):
+            lines, cur = [], ""
+            for s in (fmt_scalar(x) for x in obj):
+                if cur and len(inner) + len(cur) + len(s) + 2 > width:
+                    lines.append(cur + ",")
+                    cur = s
+                else:
+                    cur = f"{cur}, {s}" if cur else s
+            lines.append(cur)
+            return "[\n" + "\n".join(inner + ln for ln in lines) + "\n" + pad + "]"
+        return "[\n" + ",\n".join(inner + to_json(x, level + 1, width) for x in obj) + "\n" + pad + "]"
+    return fmt_scalar(obj)
+
+
+def main():
+    kol_sf, kol_isf = kolmogorov_sections()
+    chi2_sf, chi2_isf = chi2_dist_sections()
+    holm_cases, bh_cases = multiple_testing_sections()
+    out = {
+        "scipy_version": scipy.__version__,
+        "numpy_version": np.__version__,
+        "ks_2samp_exact": ks_exact_section(),
+        "ks_2samp_asymp": ks_asymp_section(),
+        "kolmogorov_sf": kol_sf,
+        "kolmogorov_isf": kol_isf,
+        "chisquare": chisquare_section(),
+        "chi2_contingency": contingency_section(),
+        "chi2_sf": chi2_sf,
+        "chi2_isf": chi2_isf,
+        "jensenshannon": jensenshannon_section(),
+        "psi": psi_section(),
+        "wasserstein": wasserstein_section(),
+        "binned": binned_section(),
+        "holm": holm_cases,
+        "bh": bh_cases,
+    }
+    text = to_json(out) + "\n"
+    # the text must parse back to exactly the same values, with no NaN/inf anywhere
+    assert json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c))) == out
+    json.dumps(out, allow_nan=False)
+    os.makedirs(os.path.dirname(OUT_PATH), exist_ok=True)
+    with open(OUT_PATH, "w") as f:
+        f.write(text)
+    print(f"wrote {os.path.relpath(OUT_PATH, REPO_ROOT)} ({len(text)} bytes) "
+          f"scipy {scipy.__version__} numpy {np.__version__}", file=sys.stderr)
+    for k in sorted(out):
+        if isinstance(out[k], list):
+            print(f"  {k}: {len(out[k])}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+//! Building a baseline from trusted data (`poisongate profile`).
+//!
+//! Profiling is exact: each numeric column's non-null values are gathered and sorted once,
+//! which gives exact quantiles, bin edges and bin counts in one pass over the sorted values
+//! (a sort per column instead of one selection per quantile; see `../shared/NOTES.md`).
+
+use std::collections::{BTreeMap, HashSet};
+
+use polars::prelude::DataFrame;
+use rayon::prelude::*;
+
+use super::BASELINE_FORMAT;
+use super::types::*;
+use crate::error::{Error, Result};
+use crate::source::Batch;
+use crate::summary::{
+    CategoricalPlan, CategoricalSummary, Kind, for_each_f64_chunk, for_each_str_chunk, kind_of,
+};
+
+/// Quantile levels stored in every numeric profile.
+const REPORTED_LEVELS: [(f64, &str); 9] = [
+    (0.01, "p01"),
+    (0.05, "p05"),
+    (0.10, "p10"),
+    (0.25, "p25"),
+    (0.50, "p50"),
+    (0.75, "p75"),
+    (0.90, "p90"),
+    (0.95, "p95"),
+    (0.99, "p99"),
+];
+
+/// Most label classes poisongate profiles; more suggests a regression target or an id.
+const MAX_CLASSES: usize = 1_000;
+
+/// What `profile` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileOptions {
+    /// Label column.
+    pub label: Option<String>,
+    /// Row-id column.
+    pub id: Option<String>,
+    /// Columns to leave out.
+    pub ignore: Vec<String>,
+    /// Seed recorded in the baseline.
+    pub seed: u64,
+}
+
+/// The default calibration: percentile edges, ten coarse bins, top 50 categories, a domain of
+/// up to 10,000 values.
+#[must_use]
+pub fn default_calibration() -> Calibration {
+    Calibration {
+        edge_levels: (1..100).map(|i| f64::from(i) / 100.0).collect(),
+        coarse_bins: 10,
+        top_k: 50,
+        domain_cap: 10_000,
+    }
+}
+
+/// Profiles a batch of trusted data into a baseline.
+///
+/// # Errors
+/// A named column (label, id, ignored) that does not exist, or a label with too many classes.
+pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
+    let schema = batch.schema();
+    let first = batch
+        .inputs
+        .first()
+        .map(|m| std::path::PathBuf::from(&m.path))
+        .unwrap_or_default();
+    let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
+    let require = |col: &str, what: &str| -> Result<()> {
+        if names.contains(&col) {
+            Ok(())
+        } else {
+            Err(Error::input(
+                &first,
+                format!(
+                    "{what} column `{col}` not found; columns are: {}",
+                    names.join(", ")
+                ),
+            ))
+        }
+    };
+    if let Some(l) = &opts.label {
+        require(l, "label")?;
+    }
+    if let Some(i) = &opts.id {
+        require(i, "id")?;
+    }
+    for c in &opts.ignore {
+        require(c, "ignored")?;
+    }
+    if opts.id.is_some() && opts.id == opts.label {
+        return Err(Error::Usage("--id and --label name the same column".into()));
+    }
+    let calibration = default_calibration();
+    let profiled: Vec<(String, polars::prelude::DataType)> = schema
+        .into_iter()
+        .filter(|(n, _)| Some(n) != opts.id.as_ref() && !opts.ignore.contains(n))
+        .collect();
+    let columns: Vec<ColumnProfile> = profiled
+        .par_iter()
+        .map(|(name, dtype)| {
+            let kind = if Some(name) == opts.label.as_ref() {
+                Kind::Categorical
+            } else {
+                kind_of(dtype)
+            };
+            profile_column(&batch.frames, name, dtype, kind, &calibration)
+        })
+        .collect::<Result<_>>()?;
+    let label_profile = match &opts.label {
+        Some(label) => Some(profile_label(&batch.frames, label, &columns, &first)?),
+        None => None,
+    };
+    Ok(Baseline {
+        format: BASELINE_FORMAT.to_owned(),
+        tool: Tool::current(),
+        seed: opts.seed,
+        rows: batch.rows(),
+        inputs: batch.inputs.clone(),
+        label: opts.label.clone(),
+        id: opts.id.clone(),
+        ignored: opts.ignore.clone(),
+        calibration,
+        columns,
+        label_profile,
+    })
+}
+
+fn series<'a>(df: &'a DataFrame, name: &str) -> Result<&'a polars::prelude::Series> {
+    df.column(name)
+        .map(polars::prelude::Column::as_materialized_series)
+        .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))
+}
+
+fn profile_column(
+    frames: &[DataFrame],
+    name: &str,
+    dtype: &polars::prelude::DataType,
+    kind: Kind,
+    cal: &Calibration,
+) -> Result<ColumnProfile> {
+    let rows: u64 = frames.iter().map(|f| f.height() as u64).sum();
+    let mut profile = ColumnProfile {
+        name: name.to_owned(),
+        dtype: dtype.to_string(),
+        kind,
+        nullable: false,
+        count: 0,
+        nulls: 0,
+        numeric: None,
+        categorical: None,
+    };
+    match kind {
+        Kind::Numeric => {
+            let mut values = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+            for df in frames {
+                for_each_f64_chunk(series(df, name)?, |v, valid| match valid {
+                    Some(valid) => values.extend(
+                        v.iter()
+                            .zip(valid.iter())
+                            .filter(|(x, ok)| *ok && !x.is_nan())
+                            .map(|(x, _)| *x),
+                    ),
+                    None => values.extend(v.iter().filter(|x| !x.is_nan())),
+                })?;
+            }
+            values.sort_unstable_by(f64::total_cmp);
+            profile.count = values.len() as u64;
+            profile.numeric = Some(numeric_profile(&values, cal));
+        }
+        Kind::Categorical => {
+            let mut s = CategoricalSummary::default();
+            let plan = CategoricalPlan::default();
+            for df in frames {
+                for_each_str_chunk(series(df, name)?, |arr| s.update(&plan, arr))?;
+            }
+            profile.count = s.count;
+            profile.categorical = Some(categorical_profile(&s, cal));
+        }
+        Kind::Unsupported => {
+            let nulls: u64 = frames
+                .iter()
+                .map(|df| series(df, name).map(|s| s.null_count() as u64))
+                .sum::<Result<u64>>()?;
+            profile.count = rows - nulls;
+        }
+    }
+    profile.nulls = rows - profile.count;
+    profile.nullable = profile.nulls > 0;
+    Ok(profile)
+}
+
+/// Quantile by linear interpolation between order statistics (Hyndman & Fan 1996, type 7;
+/// numpy's default).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+fn numeric_profile(sorted: &[f64], cal: &Calibration) -> NumericProfile {
+    if sorted.is_empty() {
+        return NumericProfile {
+            min: 0.0,
+            max: 0.0,
+            mean: 0.0,
+            std: 0.0,
+            quantiles: BTreeMap::new(),
+            edges: Vec::new(),
+            counts: vec![0],
+            lower_tail_mean: 0.0,
+            upper_tail_mean: 0.0,
+        };
+    }
+    let n = sorted.len() as f64;
+    let mean = sorted.iter().sum::<f64>() / n;
+    let var = if sorted.len() > 1 {
+        sorted.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    let mut edges: Vec<f64> = cal
+        .edge_levels
+        .iter()
+        .map(|&q| quantile(sorted, q))
+        .collect();
+    edges.dedup();
+    let mut counts = Vec::with_capacity(edges.len() + 1);
+    let mut prev = 0usize;
+    for &e in &edges {
+        let upto = sorted.partition_point(|&x| x <= e);
+        counts.push((upto - prev) as u64);
+        prev = upto;
+    }
+    counts.push((sorted.len() - prev) as u64);
+    let tail_mean = |s: &[f64]| {
+        if s.is_empty() {
+            0.0
+        } else {
+            s.iter().sum::<f64>() / s.len() as f64
+        }
+    };
+    let lower = usize::try_from(counts[0]).unwrap_or(0);
+    let upper = usize::try_from(counts[counts.len() - 1]).unwrap_or(0);
+    NumericProfile {
+        min: sorted[0],
+        max: sorted[sorted.len() - 1],
+        mean,
+        std: var.sqrt(),
+        quantiles: REPORTED_LEVELS
+            .iter()
+            .map(|&(q, k)| (k.to_owned(), quantile(sorted, q)))
+            .collect(),
+        lower_tail_mean: tail_mean(&sorted[..lower]),
+        upper_tail_mean: tail_mean(&sorted[sorted.len() - upper..]),
+        edges,
+        counts,
+    }
+}
+
+fn categorical_profile(s: &CategoricalSummary, cal: &Calibration) -> CategoricalProfile {
+    let mut by_count: Vec<(&String, u64)> = s.counts.iter().map(|(k, &v)| (k, v)).collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let top: Vec<CategoryCount> = by_count
+        .iter()
+        .take(cal.top_k)
+        .map(|(v, c)| CategoryCount {
+            value: (*v).clone(),
+            count: *c,
+        })
+        .collect();
+    let top_rows: u64 = top.iter().map(|t| t.count).sum();
+    let kept = &by_count[..by_count.len().min(cal.domain_cap)];
+    let mut domain: Vec<String> = kept.iter().map(|(v, _)| (*v).clone()).collect();
+    domain.sort();
+    CategoricalProfile {
+        distinct: by_count.len() as u64,
+        singletons: by_count.iter().filter(|(_, c)| *c == 1).count() as u64,
+        domain_complete: by_count.len() <= cal.domain_cap,
+        domain_rows: kept.iter().map(|(_, c)| c).sum(),
+        domain,
+        top,
+        other: s.count - top_rows,
+    }
+}
+
+/// Per-class counts and per-class numeric summaries, in one pass per numeric column.
+fn profile_label(
+    frames: &[DataFrame],
+    label: &str,
+    columns: &[ColumnProfile],
+    first: &std::path::Path,
+) -> Result<LabelProfile> {
+    // Class of every row, as an index into the sorted class list.
+    let mut raw: Vec<Option<String>> = Vec::new();
+    for df in frames {
+        for_each_str_chunk(series(df, label)?, |arr| {
+            raw.extend(arr.iter().map(|v| v.map(str::to_owned)));
+        })?;
+    }
+    let classes: Vec<String> = {
+        let set: HashSet<&String> = raw.iter().flatten().collect();
+        let mut v: Vec<String> = set.into_iter().cloned().collect();
+        v.sort();
+        v
+    };
+    if classes.len() > MAX_CLASSES {
+        return Err(Error::input(
+            first,
+            format!(
+                "label column `{label}` has {} distinct values; a classification label is expected (at most {MAX_CLASSES})",
+                classes.len()
+            ),
+        ));
+    }
+    let index: BTreeMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let row_class: Vec<Option<usize>> =
+        raw.iter().map(|v| v.as_deref().map(|s| index[s])).collect();
+    let mut counts = vec![0u64; classes.len()];
+    for c in row_class.iter().flatten() {
+        counts[*c] += 1;
+    }
+    let mut per_class: Vec<BTreeMap<String, MeanStd>> = vec![BTreeMap::new(); classes.len()];
+    for col in columns
+        .iter()
+        .filter(|c| c.kind == Kind::Numeric && c.name != label)
+    {
+        let center = col.numeric.as_ref().map_or(0.0, |n| n.mean);
+        // (count, sum of shifted values, sum of squared shifted values) per class.
+        let mut acc = vec![(0u64, 0.0f64, 0.0f64); classes.len()];
+        let mut row = 0usize;
+        for df in frames {
+            for_each_f64_chunk(series(df, &col.name)?, |v, valid| {
+                for (i, &x) in v.iter().enumerate() {
+                    let ok = valid.is_none_or(|b| b.get_bit(i)) && !x.is_nan();
+                    if let (true, Some(Some(c))) = (ok, row_class.get(row + i)) {
+                        let d = x - center;
+                        acc[*c].0 += 1;
+                        acc[*c].1 += d;
+                        acc[*c].2 += d * d;
+                    }
+                }
+                row += v.len();
+            })?;
+        }
+        for (class, (n, s1, s2)) in acc.into_iter().enumerate() {
+            let nf = n as f64;
+            let mean = if n > 0 { center + s1 / nf } else { 0.0 };
+            let std = if n > 1 {
+                ((s2 - s1 * s1 / nf) / (nf - 1.0)).max(0.0).sqrt()
+            } else {
+                0.0
+            };
+            per_class[class].insert(
+                col.name.clone(),
+                MeanStd {
+                    count: n,
+                    mean,
+                    std,
+                },
+            );
+        }
+    }
+    Ok(LabelProfile {
+        column: label.to_owned(),
+        nulls: row_class.iter().filter(|c| c.is_none()).count() as u64,
+        classes: classes
+            .into_iter()
+            .zip(counts)
+            .zip(per_class)
+            .map(|((value, count), numeric)| ClassProfile {
+                value,
+                count,
+                numeric,
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,95 @@
+//! The pinned baseline: a versioned, hashed profile of trusted data (`poisongate.baseline/1`).
+//!
+//! Owns the artifact's types, its loading (format version, digest and invariants checked
+//! before use) and its writing. Building one from data lives in [`build`].
+
+mod build;
+mod types;
+
+pub use build::{ProfileOptions, profile};
+pub use types::*;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Format tag of the baseline this build reads and writes.
+pub const BASELINE_FORMAT: &str = "poisongate.baseline/1";
+
+/// A baseline loaded from disk with its digest.
+#[derive(Debug, Clone)]
+pub struct LoadedBaseline {
+    /// The parsed, validated baseline.
+    pub baseline: Baseline,
+    /// Where it came from.
+    pub path: String,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// Reads, verifies and validates a baseline file.
+///
+/// The digest is checked on the raw bytes before parsing, so a tampered file is rejected
+/// without being interpreted.
+///
+/// # Errors
+/// Unreadable file, digest mismatch, invalid JSON, unknown format version, broken invariants.
+pub fn load(path: &Path, expect_sha256: Option<&str>) -> Result<LoadedBaseline> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::baseline(path, crate::source::io_cause(&e)))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    if let Some(expected) = expect_sha256 {
+        let expected = expected.trim().to_ascii_lowercase();
+        if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "--expect-baseline-sha256 must be 64 hex digits, got `{expected}`"
+            )));
+        }
+        if expected != sha256 {
+            return Err(Error::baseline(
+                path,
+                format!("SHA-256 mismatch: expected {expected}, file has {sha256}"),
+            ));
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::baseline(path, format!("not valid JSON: {e}")))?;
+    match value.get("format").and_then(serde_json::Value::as_str) {
+        Some(BASELINE_FORMAT) => {}
+        Some(other) => {
+            return Err(Error::baseline(
+                path,
+                format!("unknown format version `{other}` (this build reads {BASELINE_FORMAT})"),
+            ));
+        }
+        None => {
+            return Err(Error::baseline(
+                path,
+                "not a poisongate baseline (no `format` field)",
+            ));
+        }
+    }
+    let baseline: Baseline = serde_json::from_value(value)
+        .map_err(|e| Error::baseline(path, format!("corrupt baseline: {e}")))?;
+    baseline
+        .validate()
+        .map_err(|cause| Error::baseline(path, format!("corrupt baseline: {cause}")))?;
+    Ok(LoadedBaseline {
+        baseline,
+        path: path.display().to_string(),
+        sha256,
+    })
+}
+
+/// Serialises a baseline deterministically (sorted maps, fixed field order, trailing newline).
+///
+/// # Errors
+/// Serialisation failure (a bug).
+pub fn to_json(baseline: &Baseline) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(baseline)
+        .map_err(|e| Error::Internal(format!("serialising baseline: {e}")))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}

@@ -1,0 +1,222 @@
+//! `poisongate check`: compare a batch with the pinned baseline and decide.
+//!
+//! Steps: structural schema checks on the batch's schema; plans (what to bin or count per
+//! column) from the baseline; one summarising pass over the batch ([`crate::summary`]); rate
+//! and drift candidates per column; Holm adjustment across every test of the batch; the
+//! decision rule ([`candidate::decide`]); and last the policy's levels and exceptions.
+
+pub mod candidate;
+pub mod drift;
+pub mod schema;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::Baseline;
+use crate::error::{Error, Result};
+use crate::finding::{Finding, Severity, Subject};
+use crate::policy::{Level, Policy};
+use crate::source::Batch;
+use crate::stats::multitest::holm;
+use crate::summary::{BatchSummary, CategoricalPlan, ColumnPlan, ColumnSummary, NumericPlan};
+use candidate::{Candidate, decide};
+
+/// A finding removed by the policy, kept for the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Waived {
+    /// Its code.
+    pub code: String,
+    /// Its subject.
+    pub subject: Subject,
+    /// The severity it would have had.
+    pub severity: Severity,
+    /// Why it was waived (the exception's reason, or the level `allow`).
+    pub reason: String,
+}
+
+/// What `check` concluded.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Findings after the policy, sorted (deny first).
+    pub findings: Vec<Finding>,
+    /// Findings the policy waived.
+    pub waived: Vec<Waived>,
+    /// Columns summarised and tested.
+    pub columns_checked: usize,
+    /// Statistical tests run (before multiplicity adjustment).
+    pub tests: usize,
+}
+
+/// Checks a batch read into memory against a baseline.
+///
+/// # Errors
+/// The pinned label column missing from the batch, or a failure while summarising.
+pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Evaluation> {
+    let schema = batch.schema();
+    if let Some(label) = &baseline.label {
+        if !schema.iter().any(|(n, _)| n == label) {
+            let first = batch
+                .inputs
+                .first()
+                .map(|m| m.path.clone())
+                .unwrap_or_default();
+            return Err(Error::input(
+                std::path::Path::new(&first),
+                format!("label column `{label}` pinned in the baseline is missing from the batch"),
+            ));
+        }
+    }
+    let mut candidates = Vec::new();
+    let usable = schema::structure(baseline, &schema, &mut candidates);
+    let plans = plans(baseline, &usable);
+    let mut summary = BatchSummary::new(&plans);
+    for df in &batch.frames {
+        summary.update(df, &plans)?;
+    }
+    evaluate(baseline, policy, &summary, candidates)
+}
+
+/// What to compute per usable column.
+#[must_use]
+pub fn plans(baseline: &Baseline, usable: &[String]) -> BTreeMap<String, ColumnPlan> {
+    let mut out = BTreeMap::new();
+    for col in baseline.columns.iter().filter(|c| usable.contains(&c.name)) {
+        let plan = match (&col.numeric, &col.categorical) {
+            (Some(n), _) => ColumnPlan::Numeric(NumericPlan {
+                edges: n.edges.clone(),
+                center: n.mean,
+                min: n.min,
+                max: n.max,
+            }),
+            (None, Some(c)) => ColumnPlan::Categorical(CategoricalPlan {
+                domain: c.domain.iter().cloned().collect::<HashSet<_>>(),
+                cap_unseen: true,
+            }),
+            (None, None) => continue,
+        };
+        out.insert(col.name.clone(), plan);
+    }
+    out
+}
+
+/// Decides from a batch summary (possibly merged from shards) and structural candidates.
+///
+/// # Errors
+/// Never at present for valid inputs; kept fallible for summaries that do not fit the baseline.
+pub fn evaluate(
+    baseline: &Baseline,
+    policy: &Policy,
+    summary: &BatchSummary,
+    mut candidates: Vec<Candidate>,
+) -> Result<Evaluation> {
+    let mut columns_checked = 0;
+    for (index, col) in baseline.columns.iter().enumerate() {
+        let Some(cs) = summary.columns.get(&col.name) else {
+            continue;
+        };
+        columns_checked += 1;
+        let seed = drift::column_seed(baseline.seed, index);
+        let is_label = baseline.label.as_deref() == Some(col.name.as_str());
+        match cs {
+            ColumnSummary::Numeric(s) => {
+                candidates.extend(schema::null_rate(col, s.nulls, s.count + s.nulls, policy));
+                candidates.extend(schema::out_of_range(col, s, policy));
+                candidates.extend(drift::numeric(col, s, policy, seed));
+            }
+            ColumnSummary::Categorical(s) => {
+                candidates.extend(schema::null_rate(col, s.nulls, s.count + s.nulls, policy));
+                candidates.extend(schema::unseen_categories(col, s, policy));
+                candidates.extend(drift::categorical(col, s, policy, seed, is_label));
+            }
+        }
+    }
+    let raw: Vec<f64> = candidates.iter().filter_map(|c| c.p_value).collect();
+    let tests = raw.len();
+    let mut adjusted = holm(&raw).into_iter();
+    let mut decided = Vec::new();
+    for c in candidates {
+        let adj = if c.p_value.is_some() {
+            adjusted.next()
+        } else {
+            None
+        };
+        decided.extend(decide(c, adj, policy.gate.alpha));
+    }
+    let (mut findings, waived) = apply_policy(policy, decided);
+    for f in &mut findings {
+        f.tidy();
+    }
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    Ok(Evaluation {
+        findings,
+        waived,
+        columns_checked,
+        tests,
+    })
+}
+
+/// Applies levels and exceptions; reports exceptions that matched nothing.
+fn apply_policy(policy: &Policy, decided: Vec<Finding>) -> (Vec<Finding>, Vec<Waived>) {
+    let mut used = vec![false; policy.exceptions.len()];
+    let mut findings = Vec::new();
+    let mut waived = Vec::new();
+    for mut f in decided {
+        let matched = policy.exceptions.iter().position(|e| {
+            e.code == f.code
+                && e.column
+                    .as_ref()
+                    .is_none_or(|c| Some(c) == f.subject.column.as_ref())
+        });
+        if let Some(i) = matched {
+            used[i] = true;
+            waived.push(Waived {
+                code: f.code,
+                subject: f.subject,
+                severity: f.severity,
+                reason: policy.exceptions[i].reason.clone(),
+            });
+            continue;
+        }
+        match policy.level(&f.code) {
+            Level::Allow => waived.push(Waived {
+                code: f.code,
+                subject: f.subject,
+                severity: f.severity,
+                reason: "policy level allow".to_owned(),
+            }),
+            Level::Warn => {
+                f.severity = f.severity.min(Severity::Warn);
+                findings.push(f);
+            }
+            Level::Deny => findings.push(f),
+        }
+    }
+    for (e, used) in policy.exceptions.iter().zip(used) {
+        if !used {
+            let mut subject = Subject::default();
+            subject.column.clone_from(&e.column);
+            subject.value = Some(e.code.clone());
+            findings.push(Finding {
+                code: "policy-unused-exception".to_owned(),
+                severity: Severity::Warn,
+                subject,
+                statistic: "matches".to_owned(),
+                value: 0.0,
+                threshold: 1.0,
+                p_value: None,
+                n: 0,
+                n_baseline: 0,
+                message: format!(
+                    "The exception for `{}`{} matched no finding; remove it or fix its code or column.",
+                    e.code,
+                    e.column.as_ref().map_or(String::new(), |c| format!(" on `{c}`"))
+                ),
+                evidence: BTreeMap::new(),
+            });
+        }
+    }
+    waived.sort_by(|a, b| (&a.code, &a.subject).cmp(&(&b.code, &b.subject)));
+    (findings, waived)
+}

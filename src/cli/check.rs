@@ -1,0 +1,61 @@
+//! `poisongate check`.
+
+use poisongate::baseline;
+use poisongate::check;
+use poisongate::output::write_atomic;
+use poisongate::policy::Policy;
+use poisongate::report::{self, ArtifactRef, Report, Verdict};
+use poisongate::source;
+
+use super::CheckArgs;
+
+pub fn run(args: &CheckArgs) -> poisongate::Result<Verdict> {
+    match evaluate(args) {
+        Ok(report) => emit(args, &report),
+        Err(e) => {
+            // The JSON report records the failure too, so a pipeline can parse why; the error
+            // itself still goes to stderr and the exit code stays 2.
+            if let Some(path) = &args.json {
+                let report = Report::from_error("check", &e);
+                let _ = write_atomic(path, &report::json::render(&report)?);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
+    args.input.stdout_json()?;
+    let policy = Policy::load(args.policy.as_deref())?;
+    let loaded = baseline::load(&args.baseline, args.expect_baseline_sha256.as_deref())?;
+    let files = source::resolve(&args.input.data, args.input.input_format()?)?;
+    let batch = source::read_batch(&files)?;
+    let eval = check::check(&loaded.baseline, &policy.policy, &batch)?;
+    let base = ArtifactRef {
+        path: loaded.path,
+        sha256: loaded.sha256,
+        rows: loaded.baseline.rows,
+    };
+    Ok(Report::from_evaluation(eval, base, batch.inputs, &policy))
+}
+
+fn emit(args: &CheckArgs, report: &Report) -> poisongate::Result<Verdict> {
+    let json = report::json::render(report)?;
+    if let Some(path) = &args.json {
+        write_atomic(path, &json)?;
+    }
+    if args.input.stdout_json()? {
+        super::stdout(&String::from_utf8_lossy(&json));
+    } else {
+        super::stdout(&report::text::render(report));
+    }
+    if report.verdict == Verdict::Error {
+        return Err(poisongate::Error::Usage(
+            report
+                .error
+                .clone()
+                .unwrap_or_else(|| "could not evaluate".to_owned()),
+        ));
+    }
+    Ok(report.verdict)
+}

@@ -1,0 +1,185 @@
+//! Command-line interface (binary only): flags, and one function per command that calls the
+//! library and returns a [`Verdict`]. Errors are returned, never printed here, except by the
+//! single `report_error` in `main.rs`.
+
+mod check;
+mod explain;
+mod policy;
+mod profile;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use poisongate::report::Verdict;
+use poisongate::source::Format;
+
+/// Blocks poisoned or drifted data before it reaches model training.
+///
+/// Exit codes: 0 pass, 1 blocked (a deny finding), 2 could not evaluate.
+#[derive(Debug, Parser)]
+#[command(
+    name = "poisongate",
+    version,
+    propagate_version = true,
+    help_expected = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pin a baseline: profile trusted data into baseline.json (+ baseline.json.sha256).
+    Profile(ProfileArgs),
+    /// Gate a batch against a pinned baseline.
+    Check(CheckArgs),
+    /// Print the default policy as a commented template, or the effective policy.
+    Policy(PolicyArgs),
+    /// Explain a finding code: what it means, why it matters, how to respond.
+    Explain(ExplainArgs),
+}
+
+/// Options shared by commands that read data.
+#[derive(Debug, Args)]
+struct InputArgs {
+    /// Input files, directories or globs (Parquet, CSV, Arrow IPC, NDJSON). Several inputs form
+    /// one batch and must share one schema.
+    #[arg(required = true, value_name = "DATA")]
+    data: Vec<String>,
+    /// Input format (parquet, csv, ipc, ndjson) overriding the file extension; for `check`
+    /// also the stdout format (text, json). Repeat to give both: `--format csv --format json`.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Vec<FormatArg>,
+}
+
+/// Values of `--format`: input formats and stdout formats share the flag (their names differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FormatArg {
+    /// Decode inputs as Apache Parquet.
+    Parquet,
+    /// Decode inputs as CSV with a header row.
+    Csv,
+    /// Decode inputs as Arrow IPC (Feather v2).
+    Ipc,
+    /// Decode inputs as newline-delimited JSON.
+    Ndjson,
+    /// Human summary on stdout (check; the default).
+    Text,
+    /// The JSON report on stdout (check).
+    Json,
+}
+
+impl InputArgs {
+    /// The input format override, if any.
+    fn input_format(&self) -> poisongate::Result<Option<Format>> {
+        let mut found = None;
+        for f in &self.format {
+            let this = match f {
+                FormatArg::Parquet => Format::Parquet,
+                FormatArg::Csv => Format::Csv,
+                FormatArg::Ipc => Format::Ipc,
+                FormatArg::Ndjson => Format::Ndjson,
+                FormatArg::Text | FormatArg::Json => continue,
+            };
+            if found.is_some_and(|prev| prev != this) {
+                return Err(poisongate::Error::Usage(
+                    "--format names two different input formats".into(),
+                ));
+            }
+            found = Some(this);
+        }
+        Ok(found)
+    }
+
+    /// The stdout format: JSON when `--format json` was given.
+    fn stdout_json(&self) -> poisongate::Result<bool> {
+        let json = self.format.contains(&FormatArg::Json);
+        if json && self.format.contains(&FormatArg::Text) {
+            return Err(poisongate::Error::Usage(
+                "--format text and --format json conflict".into(),
+            ));
+        }
+        Ok(json)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ProfileArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Where to write the baseline; `<FILE>.sha256` is written beside it.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Label column (class labels); its distribution and per-class summaries are pinned.
+    #[arg(long, value_name = "COL")]
+    label: Option<String>,
+    /// Row-id column: carried into reports, never profiled as a feature.
+    #[arg(long, value_name = "COL")]
+    id: Option<String>,
+    /// Column to leave out of the baseline (repeatable).
+    #[arg(long, value_name = "COL")]
+    ignore: Vec<String>,
+    /// Seed for every random choice derived from this baseline.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The pinned baseline (from `poisongate profile`).
+    #[arg(long, value_name = "FILE")]
+    baseline: PathBuf,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Refuse the baseline unless its SHA-256 is this (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    expect_baseline_sha256: Option<String>,
+    /// Policy file (poisongate.toml); built-in defaults otherwise.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Write the JSON report here (also on errors, with verdict "error").
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// Print the defaults as a commented template.
+    #[arg(long, conflicts_with = "dump")]
+    init: bool,
+    /// Print the effective policy (defaults merged with --policy).
+    #[arg(long)]
+    dump: bool,
+    /// Policy file to merge with the defaults (with --dump).
+    #[arg(long, value_name = "FILE", requires = "dump")]
+    policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The finding code, e.g. drift-numeric.
+    #[arg(required_unless_present = "list")]
+    code: Option<String>,
+    /// List every code.
+    #[arg(long)]
+    list: bool,
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> poisongate::Result<Verdict> {
+    match cli.command {
+        Command::Profile(args) => profile::run(&args),
+        Command::Check(args) => check::run(&args),
+        Command::Policy(args) => policy::run(&args),
+        Command::Explain(args) => explain::run(&args),
+    }
+}
+
+/// Writes to stdout. A failed write cannot lower the verdict: the caller already holds it.
+fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

@@ -1,0 +1,51 @@
+//! `poisongate profile`.
+
+use poisongate::baseline::{self, ProfileOptions};
+use poisongate::output::write_atomic;
+use poisongate::report::Verdict;
+use poisongate::source;
+use sha2::{Digest, Sha256};
+
+use super::ProfileArgs;
+
+pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
+    if args.input.stdout_json()? {
+        return Err(poisongate::Error::Usage(
+            "`profile` has no JSON stdout; the baseline is the output".into(),
+        ));
+    }
+    let files = source::resolve(&args.input.data, args.input.input_format()?)?;
+    let batch = source::read_batch(&files)?;
+    let opts = ProfileOptions {
+        label: args.label.clone(),
+        id: args.id.clone(),
+        ignore: args.ignore.clone(),
+        seed: args.seed,
+    };
+    let baseline = baseline::profile(&batch, &opts)?;
+    let bytes = baseline::to_json(&baseline)?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let name = args.output.file_name().map_or_else(
+        || "baseline.json".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut sidecar = args.output.clone().into_os_string();
+    sidecar.push(".sha256");
+    write_atomic(&args.output, &bytes)?;
+    write_atomic(
+        std::path::Path::new(&sidecar),
+        format!("{digest}  {name}\n").as_bytes(),
+    )?;
+    super::stdout(&format!(
+        "pinned {} from {} input(s): {} rows, {} columns{}\nsha256 {digest}\n",
+        args.output.display(),
+        batch.inputs.len(),
+        baseline.rows,
+        baseline.columns.len(),
+        baseline
+            .label
+            .as_ref()
+            .map_or(String::new(), |l| format!(", label `{l}`")),
+    ));
+    Ok(Verdict::Pass)
+}

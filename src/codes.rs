@@ -1,0 +1,122 @@
+//! The registry of finding codes: one line of meaning, why it matters and how to respond.
+//!
+//! Codes are stable; a test snapshots the list so that a rename shows in review.
+
+/// Everything `poisongate explain` says about a code.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeInfo {
+    /// The code.
+    pub code: &'static str,
+    /// One line: what it flags.
+    pub summary: &'static str,
+    /// Why it matters.
+    pub why: &'static str,
+    /// What to do when it fires.
+    pub respond: &'static str,
+}
+
+/// Every code this build can emit.
+pub const CODES: &[CodeInfo] = &[
+    CodeInfo {
+        code: "schema-missing-column",
+        summary: "A column pinned in the baseline is absent from the batch.",
+        why: "Training code that expects the column fails or silently fills defaults; a dropped feature changes what the model learns.",
+        respond: "Fix the producer of the batch, or re-pin the baseline if the column was retired on purpose.",
+    },
+    CodeInfo {
+        code: "schema-extra-column",
+        summary: "The batch has a column the baseline does not know.",
+        why: "An unvetted column can leak the label or carry data nobody reviewed.",
+        respond: "Re-pin the baseline with the new column, or drop it before training; `--ignore` at profile time excludes columns on purpose.",
+    },
+    CodeInfo {
+        code: "schema-dtype-changed",
+        summary: "A column's type changed kind (numeric, categorical) from the baseline.",
+        why: "A numeric column read as text (or the reverse) breaks feature pipelines or turns values into categories.",
+        respond: "Fix the writer or the parsing of the batch; a width change within a kind (i32 to i64) is only a warning.",
+    },
+    CodeInfo {
+        code: "schema-null-rate",
+        summary: "A column's share of nulls rose beyond the baseline's, beyond sampling noise.",
+        why: "Missing values are imputed at training time; a jump in nulls shifts the imputed feature and often signals a broken join or upstream outage.",
+        respond: "Find the upstream cause (join, source outage, schema change) before training on the batch.",
+    },
+    CodeInfo {
+        code: "schema-out-of-range",
+        summary: "A share of the batch's values lies outside the range observed in the baseline.",
+        why: "Out-of-range values are unit changes, sentinel values (-1, 9999) or injected outliers; trees and scalers extrapolate badly.",
+        respond: "Inspect the extreme values; fix units or sentinels upstream, or re-pin if the range legitimately grew.",
+    },
+    CodeInfo {
+        code: "schema-unseen-category",
+        summary: "The batch holds category values the baseline never saw, in a share of rows beyond what its long tail explains.",
+        why: "New codes are often a renamed category, a new data source, or a backdoor trigger value.",
+        respond: "Check the listed values; map renamed categories upstream, or re-pin if the new category is legitimate.",
+    },
+    CodeInfo {
+        code: "drift-numeric",
+        summary: "A numeric column's distribution moved: KS, normalised Wasserstein or PSI beyond both the practical threshold and the clean-batch noise at this size.",
+        why: "A model trained on a shifted feature learns a different relationship; large shifts are broken pipelines or manipulated data.",
+        respond: "Compare the column's summary with the baseline (mean, quantiles in the evidence); fix upstream, or re-pin if the world changed.",
+    },
+    CodeInfo {
+        code: "drift-categorical",
+        summary: "A categorical column's mix of values moved: PSI or Jensen–Shannon beyond the practical threshold and the clean-batch noise.",
+        why: "Category mix changes alter what the model sees most; a large change is a new source, a filter bug or manipulation.",
+        respond: "Look at which categories gained or lost share (evidence); fix upstream, or re-pin if the change is real and expected.",
+    },
+    CodeInfo {
+        code: "drift-label-prior",
+        summary: "The label's class balance moved beyond the practical threshold and sampling noise.",
+        why: "A shifted class prior biases the retrained model's decisions; injecting or relabelling rows of one class shows up here first.",
+        respond: "Check how the batch was sampled and labelled; rebalance or investigate the labelling source.",
+    },
+    CodeInfo {
+        code: "policy-unused-exception",
+        summary: "An exception in the policy matched no finding of this batch.",
+        why: "Stale waivers hide future problems and make audits harder; a typo in a column name waives nothing.",
+        respond: "Remove the exception, or fix its code or column name.",
+    },
+];
+
+/// Looks a code up.
+#[must_use]
+pub fn lookup(code: &str) -> Option<&'static CodeInfo> {
+    CODES.iter().find(|c| c.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_kebab_case_and_stable() {
+        let names: Vec<&str> = CODES.iter().map(|c| c.code).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate code");
+        for n in &names {
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{n}"
+            );
+        }
+        // Renaming a code breaks every pipeline that allow-lists it: update this list on purpose.
+        assert_eq!(
+            names,
+            [
+                "schema-missing-column",
+                "schema-extra-column",
+                "schema-dtype-changed",
+                "schema-null-rate",
+                "schema-out-of-range",
+                "schema-unseen-category",
+                "drift-numeric",
+                "drift-categorical",
+                "drift-label-prior",
+                "policy-unused-exception",
+            ]
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Errors: every way poisongate can fail to evaluate a batch.
+//!
+//! An error is a failure to evaluate, never a verdict on the data: every variant maps to exit
+//! code 2. Poisoned or drifted data is `Ok(findings)`. Messages follow the contract
+//! `<what> (<file>): <cause>` so that the binary prints them as one line.
+
+use std::path::{Path, PathBuf};
+
+/// Convenience alias used across the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Why poisongate could not evaluate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A data input could not be found, read or decoded, or holds no rows.
+    #[error("cannot read input ({path}): {cause}")]
+    Input {
+        /// The offending file.
+        path: PathBuf,
+        /// What went wrong.
+        cause: String,
+    },
+    /// Several inputs of one batch disagree on their schema.
+    #[error("inputs disagree on schema ({first} vs {second}): {cause}")]
+    SchemaMismatch {
+        /// The first file, whose schema the batch takes.
+        first: PathBuf,
+        /// The file that disagrees.
+        second: PathBuf,
+        /// The difference.
+        cause: String,
+    },
+    /// The baseline is missing, corrupt, of an unknown format version or fails its digest.
+    #[error("cannot use baseline ({path}): {cause}")]
+    Baseline {
+        /// The baseline file.
+        path: PathBuf,
+        /// What went wrong.
+        cause: String,
+    },
+    /// The policy file is unreadable or invalid.
+    #[error("invalid policy ({path}): {cause}")]
+    Policy {
+        /// The policy file.
+        path: PathBuf,
+        /// What went wrong.
+        cause: String,
+    },
+    /// An argument is invalid in a way the argument parser cannot see.
+    #[error("invalid arguments: {0}")]
+    Usage(String),
+    /// An output could not be written.
+    #[error("cannot write output ({path}): {cause}")]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        cause: String,
+    },
+    /// A bug: an invariant did not hold. Still exit 2, never 0.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An input error for `path`.
+    pub fn input(path: &Path, cause: impl std::fmt::Display) -> Self {
+        Self::Input {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
+    /// A baseline error for `path`.
+    pub fn baseline(path: &Path, cause: impl std::fmt::Display) -> Self {
+        Self::Baseline {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
+    /// A policy error for `path`.
+    pub fn policy(path: &Path, cause: impl std::fmt::Display) -> Self {
+        Self::Policy {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
+    /// An output error for `path`.
+    pub fn output(path: &Path, cause: impl std::fmt::Display) -> Self {
+        Self::Output {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
+    /// An optional second line telling the user how to fix the problem.
+    #[must_use]
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::Input { .. } => Some(
+                "check the path and format; --format overrides the extension (parquet, csv, ipc, ndjson)",
+            ),
+            Self::SchemaMismatch { .. } => {
+                Some("all inputs of one batch must have the same columns and dtypes")
+            }
+            Self::Baseline { .. } => Some(
+                "re-pin the baseline with `poisongate profile`, or check --expect-baseline-sha256",
+            ),
+            Self::Policy { .. } => Some("`poisongate policy --init` prints a valid template"),
+            _ => None,
+        }
+    }
+}
+
+/// Error causes from libraries can span lines; the contract is one line.
+fn one_line(cause: impl std::fmt::Display) -> String {
+    let text = cause.to_string();
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(line);
+    }
+    if out.is_empty() {
+        "unknown cause".to_owned()
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_causes_become_one_line() {
+        let e = Error::input(Path::new("a.csv"), "first\n\n  second  \n");
+        assert_eq!(e.to_string(), "cannot read input (a.csv): first; second");
+    }
+}

@@ -1,0 +1,29 @@
+//! poisongate: a fail-closed gate that stops poisoned or drifted data before model training.
+//!
+//! The library holds every decision; the `poisongate` binary only parses arguments, calls it
+//! and maps the outcome to an exit code (0 pass, 1 blocked, 2 could not evaluate).
+//!
+//! - [`source`] reads inputs and records their digests;
+//! - [`baseline`] pins a profile of trusted data (`profile`) and loads it back;
+//! - [`summary`] summarises a batch chunk by chunk into mergeable counts;
+//! - [`check`] turns a summary into calibrated findings;
+//! - [`policy`], [`finding`], [`codes`] and [`report`] describe what was decided and why.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod baseline;
+pub mod check;
+pub mod codes;
+pub mod error;
+pub mod finding;
+pub mod output;
+pub mod policy;
+pub mod progress;
+pub mod report;
+pub mod schemas;
+pub mod source;
+pub mod stats;
+pub mod summary;
+
+pub use error::{Error, Result};

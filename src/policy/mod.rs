@@ -1,0 +1,463 @@
+//! The policy (`poisongate.toml`): per finding code a level and its thresholds.
+//!
+//! Defaults live in code ([`Policy::default`]); a file overrides any subset. Unknown keys are
+//! an error, so a misspelled threshold can never silently disable a check. Exceptions waive a
+//! code for one column and must give a reason; an exception that matches nothing is reported.
+
+mod template;
+
+pub use template::template;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// What a code's findings may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Findings may block (the severity the check computed is kept).
+    Deny,
+    /// Findings are reported but never block.
+    Warn,
+    /// Findings are dropped (counted as waived).
+    Allow,
+}
+
+/// The whole policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Policy {
+    /// Gate-wide settings.
+    pub gate: Gate,
+    /// Per-code settings.
+    pub checks: Checks,
+    /// Waivers; each needs a reason.
+    pub exceptions: Vec<Exception>,
+}
+
+/// Gate-wide statistical settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Gate {
+    /// Family-wise error rate across all tests of one batch (Holm).
+    pub alpha: f64,
+    /// Simulated clean batches per column for the null thresholds (0 turns them off).
+    pub null_draws: usize,
+    /// Quantile of the simulated null an effect statistic must exceed.
+    pub null_level: f64,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            alpha: 0.01,
+            null_draws: 200,
+            null_level: 0.995,
+        }
+    }
+}
+
+/// A check with only a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LevelOnly {
+    /// Level of the code.
+    pub level: Level,
+}
+
+/// A check on a share of rows: warn and deny thresholds on the share (or its increase).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RateRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Effect size from which a significant finding warns.
+    pub warn: f64,
+    /// Effect size from which a significant finding denies.
+    pub deny: f64,
+}
+
+/// Numeric drift thresholds (effect sizes; each must also beat the clean-batch null).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NumericDrift {
+    /// Level of the code.
+    pub level: Level,
+    /// KS statistic that warns.
+    pub warn_ks: f64,
+    /// KS statistic that denies.
+    pub deny_ks: f64,
+    /// Wasserstein distance / baseline standard deviation that warns.
+    pub warn_wasserstein: f64,
+    /// Wasserstein distance / baseline standard deviation that denies.
+    pub deny_wasserstein: f64,
+    /// PSI (coarse bins) that warns.
+    pub warn_psi: f64,
+    /// PSI (coarse bins) that denies.
+    pub deny_psi: f64,
+}
+
+/// Categorical drift and label prior thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CategoricalDrift {
+    /// Level of the code.
+    pub level: Level,
+    /// PSI that warns.
+    pub warn_psi: f64,
+    /// PSI that denies.
+    pub deny_psi: f64,
+    /// Jensen–Shannon distance that warns.
+    pub warn_js: f64,
+    /// Jensen–Shannon distance that denies.
+    pub deny_js: f64,
+}
+
+/// Per-code settings. Keys are the finding codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Checks {
+    /// `schema-missing-column`.
+    pub schema_missing_column: LevelOnly,
+    /// `schema-extra-column`.
+    pub schema_extra_column: LevelOnly,
+    /// `schema-dtype-changed`.
+    pub schema_dtype_changed: LevelOnly,
+    /// `schema-null-rate`: thresholds on the increase of the null share (absolute points).
+    pub schema_null_rate: RateRule,
+    /// `schema-out-of-range`: thresholds on the share of values outside the pinned range.
+    pub schema_out_of_range: RateRule,
+    /// `schema-unseen-category`: thresholds on the share of rows holding unseen values.
+    pub schema_unseen_category: RateRule,
+    /// `drift-numeric`.
+    pub drift_numeric: NumericDrift,
+    /// `drift-categorical`.
+    pub drift_categorical: CategoricalDrift,
+    /// `drift-label-prior`.
+    pub drift_label_prior: CategoricalDrift,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        let level = |level| LevelOnly { level };
+        Self {
+            schema_missing_column: level(Level::Deny),
+            schema_extra_column: level(Level::Warn),
+            schema_dtype_changed: level(Level::Deny),
+            schema_null_rate: RateRule {
+                level: Level::Deny,
+                warn: 0.02,
+                deny: 0.10,
+            },
+            schema_out_of_range: RateRule {
+                level: Level::Deny,
+                warn: 0.001,
+                deny: 0.01,
+            },
+            schema_unseen_category: RateRule {
+                level: Level::Deny,
+                warn: 0.005,
+                deny: 0.05,
+            },
+            // 0.25 sd shift: KS 0.10, W1/sd 0.25 (warn); 0.5 sd: KS 0.20, W1/sd 0.5 (deny).
+            drift_numeric: NumericDrift {
+                level: Level::Deny,
+                warn_ks: 0.05,
+                deny_ks: 0.15,
+                warn_wasserstein: 0.1,
+                deny_wasserstein: 0.4,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+            },
+            drift_categorical: CategoricalDrift {
+                level: Level::Deny,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+                warn_js: 0.1,
+                deny_js: 0.25,
+            },
+            drift_label_prior: CategoricalDrift {
+                level: Level::Deny,
+                warn_psi: 0.02,
+                deny_psi: 0.1,
+                warn_js: 0.05,
+                deny_js: 0.15,
+            },
+        }
+    }
+}
+
+/// A waiver of one code, optionally for one column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Exception {
+    /// The code waived.
+    pub code: String,
+    /// The column it is waived for (all columns when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Why: required, shown in reports.
+    pub reason: String,
+}
+
+/// Where the policy came from, for reports.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    /// The validated policy.
+    pub policy: Policy,
+    /// The file, or `None` for the built-in defaults.
+    pub path: Option<String>,
+    /// SHA-256 of the effective policy's canonical JSON.
+    pub sha256: String,
+}
+
+impl Policy {
+    /// Reads and validates a policy file; `None` gives the defaults.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML syntax, unknown keys, values out of range, exceptions without a
+    /// reason or naming an unknown code.
+    pub fn load(path: Option<&Path>) -> Result<LoadedPolicy> {
+        let policy = match path {
+            None => Self::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::policy(p, crate::source::io_cause(&e)))?;
+                let policy = Self::from_toml(&text).map_err(|e| Error::policy(p, e))?;
+                policy.validate().map_err(|cause| Error::policy(p, cause))?;
+                policy
+            }
+        };
+        let sha256 = policy.digest()?;
+        Ok(LoadedPolicy {
+            policy,
+            path: path.map(|p| p.display().to_string()),
+            sha256,
+        })
+    }
+
+    /// Parses a policy: the file's keys are laid over the defaults key by key, so a section
+    /// may set one threshold and keep the others; keys the defaults do not have are errors.
+    ///
+    /// # Errors
+    /// TOML syntax, unknown keys, wrong types.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
+        let user: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let toml::Value::Table(mut merged) =
+            toml::Value::try_from(Self::default()).map_err(|e| e.to_string())?
+        else {
+            return Err("default policy is not a table".to_owned());
+        };
+        overlay(&mut merged, user);
+        toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())
+    }
+
+    /// SHA-256 of the canonical JSON of this policy.
+    ///
+    /// # Errors
+    /// Serialisation failure (a bug).
+    pub fn digest(&self) -> Result<String> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(hex::encode(Sha256::digest(&json)))
+    }
+
+    /// Checks ranges and exceptions.
+    ///
+    /// # Errors
+    /// A description of the first problem.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let g = &self.gate;
+        if !(g.alpha > 0.0 && g.alpha <= 0.5) {
+            return Err(format!("gate.alpha must be in (0, 0.5], got {}", g.alpha));
+        }
+        if g.null_draws > 100_000 {
+            return Err(format!(
+                "gate.null-draws must be at most 100000, got {}",
+                g.null_draws
+            ));
+        }
+        if !(g.null_level > 0.5 && g.null_level < 1.0) {
+            return Err(format!(
+                "gate.null-level must be in (0.5, 1), got {}",
+                g.null_level
+            ));
+        }
+        let c = &self.checks;
+        let pairs = [
+            (
+                "schema-null-rate",
+                c.schema_null_rate.warn,
+                c.schema_null_rate.deny,
+            ),
+            (
+                "schema-out-of-range",
+                c.schema_out_of_range.warn,
+                c.schema_out_of_range.deny,
+            ),
+            (
+                "schema-unseen-category",
+                c.schema_unseen_category.warn,
+                c.schema_unseen_category.deny,
+            ),
+            (
+                "drift-numeric ks",
+                c.drift_numeric.warn_ks,
+                c.drift_numeric.deny_ks,
+            ),
+            (
+                "drift-numeric wasserstein",
+                c.drift_numeric.warn_wasserstein,
+                c.drift_numeric.deny_wasserstein,
+            ),
+            (
+                "drift-numeric psi",
+                c.drift_numeric.warn_psi,
+                c.drift_numeric.deny_psi,
+            ),
+            (
+                "drift-categorical psi",
+                c.drift_categorical.warn_psi,
+                c.drift_categorical.deny_psi,
+            ),
+            (
+                "drift-categorical js",
+                c.drift_categorical.warn_js,
+                c.drift_categorical.deny_js,
+            ),
+            (
+                "drift-label-prior psi",
+                c.drift_label_prior.warn_psi,
+                c.drift_label_prior.deny_psi,
+            ),
+            (
+                "drift-label-prior js",
+                c.drift_label_prior.warn_js,
+                c.drift_label_prior.deny_js,
+            ),
+        ];
+        for (name, warn, deny) in pairs {
+            if !(warn.is_finite() && deny.is_finite() && warn >= 0.0 && deny >= 0.0) {
+                return Err(format!(
+                    "checks.{name}: thresholds must be finite and non-negative"
+                ));
+            }
+            if warn > deny {
+                return Err(format!(
+                    "checks.{name}: warn threshold {warn} exceeds deny threshold {deny}"
+                ));
+            }
+        }
+        for e in &self.exceptions {
+            if crate::codes::lookup(&e.code).is_none() {
+                return Err(format!(
+                    "exception names unknown code `{}` (see `poisongate explain --list`)",
+                    e.code
+                ));
+            }
+            if e.reason.trim().is_empty() {
+                return Err(format!(
+                    "exception for `{}` needs a non-empty reason",
+                    e.code
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The level configured for a code.
+    #[must_use]
+    pub fn level(&self, code: &str) -> Level {
+        let c = &self.checks;
+        match code {
+            "schema-missing-column" => c.schema_missing_column.level,
+            "schema-extra-column" => c.schema_extra_column.level,
+            "schema-dtype-changed" => c.schema_dtype_changed.level,
+            "schema-null-rate" => c.schema_null_rate.level,
+            "schema-out-of-range" => c.schema_out_of_range.level,
+            "schema-unseen-category" => c.schema_unseen_category.level,
+            "drift-numeric" => c.drift_numeric.level,
+            "drift-categorical" => c.drift_categorical.level,
+            "drift-label-prior" => c.drift_label_prior.level,
+            _ => Level::Deny,
+        }
+    }
+}
+
+/// A TOML error as one line with its line number.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |t| t.matches('\n').count())
+                + 1;
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
+/// Lays `top` over `base`: tables merge recursively, anything else replaces.
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_toml() {
+        let p = Policy::default();
+        p.validate().unwrap();
+        let text = toml::to_string(&p).unwrap();
+        let back: Policy = toml::from_str(&text).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Policy::from_toml("[checks.drift-numeric]\nlevel = \"deny\"\ndeny-kss = 0.2\n");
+        assert!(err.unwrap_err().contains("deny-kss"));
+        assert!(Policy::from_toml("[gate]\nalfa = 0.05\n").is_err());
+        assert!(Policy::from_toml("[checks.drift-nope]\nlevel = \"deny\"\n").is_err());
+    }
+
+    #[test]
+    fn a_section_may_set_one_key_and_keep_the_other_defaults() {
+        let p = Policy::from_toml("[checks.drift-label-prior]\ndeny-psi = 0.3\n").unwrap();
+        let mut want = Policy::default();
+        want.checks.drift_label_prior.deny_psi = 0.3;
+        assert_eq!(p, want);
+    }
+
+    #[test]
+    fn exceptions_need_a_reason_and_a_known_code() {
+        let mut p = Policy::default();
+        p.exceptions.push(Exception {
+            code: "drift-numeric".into(),
+            column: None,
+            reason: " ".into(),
+        });
+        assert!(p.validate().is_err());
+        p.exceptions[0] = Exception {
+            code: "drift-nope".into(),
+            column: None,
+            reason: "x".into(),
+        };
+        assert!(p.validate().is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! Reports: the verdict, the findings with their evidence, and the provenance of everything
+//! read (`poisongate.report/1`). One type, rendered by one module per format.
+
+pub mod json;
+pub mod text;
+
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::Tool;
+use crate::check::{Evaluation, Waived};
+use crate::finding::{Finding, Severity};
+use crate::policy::{LoadedPolicy, Policy};
+use crate::source::InputMeta;
+
+/// Format tag of reports.
+pub const REPORT_FORMAT: &str = "poisongate.report/1";
+
+/// The outcome of a run. Exit codes: pass 0, blocked 1, error 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every required check ran on non-empty data and none denied.
+    Pass,
+    /// At least one finding at deny severity.
+    Blocked,
+    /// The batch could not be evaluated.
+    Error,
+}
+
+impl Verdict {
+    /// The process exit code. The only place the mapping lives.
+    #[must_use]
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Pass => 0,
+            Self::Blocked => 1,
+            Self::Error => 2,
+        }
+    }
+
+    /// Decides the verdict: blocked beats could-not-evaluate beats pass, and nothing passes
+    /// without at least one column checked.
+    #[must_use]
+    pub fn decide(findings: &[Finding], columns_checked: usize) -> Self {
+        if findings.iter().any(|f| f.severity == Severity::Deny) {
+            Self::Blocked
+        } else if columns_checked == 0 {
+            Self::Error
+        } else {
+            Self::Pass
+        }
+    }
+}
+
+/// A referenced artifact and its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRef {
+    /// Where it was read from.
+    pub path: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// Rows it describes.
+    pub rows: u64,
+}
+
+/// The policy in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRef {
+    /// The file, or absent for the built-in defaults.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    /// SHA-256 of the effective policy's canonical JSON.
+    pub sha256: String,
+    /// The effective policy.
+    pub effective: Policy,
+}
+
+/// Counts for a quick read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    /// Findings at deny.
+    pub deny: usize,
+    /// Findings at warn.
+    pub warn: usize,
+    /// Findings waived by the policy.
+    pub waived: usize,
+    /// Columns summarised and tested.
+    pub columns_checked: usize,
+    /// Statistical tests run.
+    pub tests: usize,
+}
+
+/// A `check` report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Always `poisongate.report/1`.
+    pub format: String,
+    /// The tool that wrote it.
+    pub tool: Tool,
+    /// The command (`check`).
+    pub command: String,
+    /// pass, blocked or error.
+    pub verdict: Verdict,
+    /// The process exit code of this run.
+    pub exit_code: u8,
+    /// Why the batch could not be evaluated (verdict `error` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// The baseline used.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub baseline: Option<ArtifactRef>,
+    /// Every input read, with digest and rows.
+    pub inputs: Vec<InputMeta>,
+    /// Rows in the batch.
+    pub rows: u64,
+    /// The policy in force.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub policy: Option<PolicyRef>,
+    /// Counts.
+    pub counts: Counts,
+    /// Findings, deny first.
+    pub findings: Vec<Finding>,
+    /// Findings waived by the policy, with reasons.
+    pub waived: Vec<Waived>,
+}
+
+impl Report {
+    /// A report of a completed evaluation.
+    #[must_use]
+    pub fn from_evaluation(
+        eval: Evaluation,
+        baseline: ArtifactRef,
+        inputs: Vec<InputMeta>,
+        policy: &LoadedPolicy,
+    ) -> Self {
+        let verdict = Verdict::decide(&eval.findings, eval.columns_checked);
+        let count = |s| eval.findings.iter().filter(|f| f.severity == s).count();
+        let error = (verdict == Verdict::Error)
+            .then(|| "no column of the baseline could be checked in this batch".to_owned());
+        Self {
+            format: REPORT_FORMAT.to_owned(),
+            tool: Tool::current(),
+            command: "check".to_owned(),
+            verdict,
+            exit_code: verdict.exit_code(),
+            error,
+            baseline: Some(baseline),
+            rows: inputs.iter().map(|i| i.rows).sum(),
+            inputs,
+            policy: Some(PolicyRef {
+                path: policy.path.clone(),
+                sha256: policy.sha256.clone(),
+                effective: policy.policy.clone(),
+            }),
+            counts: Counts {
+                deny: count(Severity::Deny),
+                warn: count(Severity::Warn),
+                waived: eval.waived.len(),
+                columns_checked: eval.columns_checked,
+                tests: eval.tests,
+            },
+            findings: eval.findings,
+            waived: eval.waived,
+        }
+    }
+
+    /// A report of a run that could not evaluate.
+    #[must_use]
+    pub fn from_error(command: &str, error: &crate::Error) -> Self {
+        Self {
+            format: REPORT_FORMAT.to_owned(),
+            tool: Tool::current(),
+            command: command.to_owned(),
+            verdict: Verdict::Error,
+            exit_code: Verdict::Error.exit_code(),
+            error: Some(error.to_string()),
+            baseline: None,
+            inputs: Vec::new(),
+            rows: 0,
+            policy: None,
+            counts: Counts {
+                deny: 0,
+                warn: 0,
+                waived: 0,
+                columns_checked: 0,
+                tests: 0,
+            },
+            findings: Vec::new(),
+            waived: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Subject;
+
+    fn finding(severity: Severity) -> Finding {
+        Finding {
+            code: "drift-numeric".into(),
+            severity,
+            subject: Subject::column("x"),
+            statistic: "ks".into(),
+            value: 0.2,
+            threshold: 0.15,
+            p_value: Some(0.001),
+            n: 1,
+            n_baseline: 1,
+            message: String::new(),
+            evidence: std::collections::BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn verdict_precedence_table() {
+        // (findings, columns checked) -> verdict
+        assert_eq!(Verdict::decide(&[], 3), Verdict::Pass);
+        assert_eq!(
+            Verdict::decide(&[finding(Severity::Warn)], 3),
+            Verdict::Pass
+        );
+        assert_eq!(
+            Verdict::decide(&[finding(Severity::Deny)], 3),
+            Verdict::Blocked
+        );
+        assert_eq!(Verdict::decide(&[], 0), Verdict::Error);
+        assert_eq!(
+            Verdict::decide(&[finding(Severity::Warn)], 0),
+            Verdict::Error
+        );
+        assert_eq!(
+            Verdict::decide(&[finding(Severity::Deny)], 0),
+            Verdict::Blocked
+        );
+        assert_eq!(
+            [Verdict::Pass, Verdict::Blocked, Verdict::Error].map(Verdict::exit_code),
+            [0, 1, 2]
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Decoding files into frames, hashing them, and assembling a batch of one schema.
+
+use std::fs::File;
+use std::io::Read;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use polars::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::{Format, InputFile, InputMeta, io_cause};
+use crate::error::{Error, Result};
+
+/// The frames of one batch, in input order, with their provenance.
+#[derive(Debug)]
+pub struct Batch {
+    /// One frame per input file.
+    pub frames: Vec<DataFrame>,
+    /// Provenance of each input, parallel to `frames`.
+    pub inputs: Vec<InputMeta>,
+}
+
+impl Batch {
+    /// Total rows across inputs.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        self.inputs.iter().map(|m| m.rows).sum()
+    }
+
+    /// The schema shared by every frame.
+    #[must_use]
+    pub fn schema(&self) -> Vec<(String, DataType)> {
+        self.frames.first().map(schema_of).unwrap_or_default()
+    }
+}
+
+fn schema_of(df: &DataFrame) -> Vec<(String, DataType)> {
+    df.columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.dtype().clone()))
+        .collect()
+}
+
+/// Reads every input of a batch, checks that they share one schema and hold rows.
+///
+/// # Errors
+/// Any unreadable or empty input, or two inputs whose columns or dtypes differ.
+pub fn read_batch(files: &[InputFile]) -> Result<Batch> {
+    let mut frames = Vec::with_capacity(files.len());
+    let mut inputs = Vec::with_capacity(files.len());
+    let progress = crate::progress::files(files.len() as u64);
+    for file in files {
+        progress.set_message(file.path.display().to_string());
+        let (meta, df) = read_file(file)?;
+        if let (Some(first), Some(first_meta)) = (frames.first(), inputs.first()) {
+            check_same_schema(first, &df, first_meta, &meta)?;
+        }
+        frames.push(df);
+        inputs.push(meta);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(Batch { frames, inputs })
+}
+
+fn check_same_schema(
+    first: &DataFrame,
+    other: &DataFrame,
+    first_meta: &InputMeta,
+    other_meta: &InputMeta,
+) -> Result<()> {
+    let (a, b) = (schema_of(first), schema_of(other));
+    if a == b {
+        return Ok(());
+    }
+    let names_a: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
+    let names_b: Vec<&str> = b.iter().map(|(n, _)| n.as_str()).collect();
+    let cause = if let Some(n) = names_a.iter().find(|n| !names_b.contains(n)) {
+        format!("column `{n}` is missing from the second file")
+    } else if let Some(n) = names_b.iter().find(|n| !names_a.contains(n)) {
+        format!("column `{n}` is only in the second file")
+    } else if let Some(((n, ta), (_, tb))) = a
+        .iter()
+        .zip(&b)
+        .find(|((na, ta), (nb, tb))| na == nb && ta != tb)
+    {
+        format!("column `{n}` is {ta} in the first file and {tb} in the second")
+    } else {
+        "columns appear in a different order".to_owned()
+    };
+    Err(Error::SchemaMismatch {
+        first: first_meta.path.clone().into(),
+        second: other_meta.path.clone().into(),
+        cause,
+    })
+}
+
+/// Reads one file: decodes it and hashes its bytes (in parallel), and rejects empty data.
+///
+/// # Errors
+/// Missing, unreadable, truncated or corrupt files, and files with no rows or no columns.
+pub fn read_file(file: &InputFile) -> Result<(InputMeta, DataFrame)> {
+    let path = &file.path;
+    let meta = std::fs::metadata(path).map_err(|e| Error::input(path, io_cause(&e)))?;
+    if meta.len() == 0 {
+        return Err(Error::input(path, "file is empty (0 bytes)"));
+    }
+    let (digest, frame) = rayon::join(|| sha256_file(path), || decode(path, file.format));
+    let (sha256, bytes) = digest?;
+    let df = frame?;
+    if df.width() == 0 {
+        return Err(Error::input(path, "no columns"));
+    }
+    if df.height() == 0 {
+        return Err(Error::input(path, "no rows (header or schema only)"));
+    }
+    let meta = InputMeta {
+        path: path.display().to_string(),
+        format: file.format,
+        sha256,
+        bytes,
+        rows: df.height() as u64,
+    };
+    Ok((meta, df))
+}
+
+/// SHA-256 and length of a file, streamed.
+pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).map_err(|e| Error::input(path, io_cause(&e)))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::input(path, io_cause(&e)))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// Decodes a file with polars. Decoder panics on hostile bytes become input errors naming the
+/// file instead of crashing the gate.
+fn decode(path: &Path, format: Format) -> Result<DataFrame> {
+    let result = catch_unwind(AssertUnwindSafe(|| decode_inner(path, format)));
+    match result {
+        Ok(Ok(df)) => Ok(df),
+        Ok(Err(e)) => Err(Error::input(
+            path,
+            format!("not valid {}: {e}", format.name()),
+        )),
+        Err(_) => Err(Error::input(
+            path,
+            format!("not valid {}: decoder failed", format.name()),
+        )),
+    }
+}
+
+fn decode_inner(path: &Path, format: Format) -> PolarsResult<DataFrame> {
+    let open = || File::open(path).map_err(PolarsError::from);
+    match format {
+        Format::Parquet => ParquetReader::new(open()?).finish(),
+        Format::Ipc => IpcReader::new(open()?).finish(),
+        Format::Ndjson => JsonReader::new(open()?)
+            .with_json_format(JsonFormat::JsonLines)
+            .finish(),
+        Format::Csv => CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(10_000))
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+            .finish(),
+    }
+}

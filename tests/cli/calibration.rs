@@ -1,0 +1,246 @@
+//! The false-block measurement (DESIGN §5): seeded clean batches drawn from the baseline's
+//! distribution at sizes from 1,000 to 1,000,000 rows must be blocked at most 1% of the time;
+//! mild natural drift at most 5%; a 0.5 sd shift must block. Prints the table.
+
+use poisongate::baseline::{self, ProfileOptions};
+use poisongate::check;
+use poisongate::policy::Policy;
+use poisongate::source::{Batch, Format, InputMeta};
+use polars::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal, Normal, Poisson};
+
+#[derive(Clone, Copy, Default)]
+struct Drift {
+    /// Shift of `n0` in baseline standard deviations.
+    shift_sd: f64,
+    /// Multiplier of `n1` (a rescaling, e.g. 1.03).
+    rescale: f64,
+    /// Share of the first category of `c0` (0.3 in the baseline).
+    c0_first: f64,
+    /// Multiplier of the positive-class probability.
+    prior: f64,
+}
+
+const CLEAN: Drift = Drift {
+    shift_sd: 0.0,
+    rescale: 1.0,
+    c0_first: 0.3,
+    prior: 1.0,
+};
+
+fn pick(rng: &mut ChaCha8Rng, weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    weights.len() - 1
+}
+
+fn generate(n: usize, seed: u64, d: Drift) -> DataFrame {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let lognormal = LogNormal::new(3.0, 0.5).unwrap();
+    let poisson = Poisson::new(4.0).unwrap();
+    let c0_names = ["a", "b", "c", "d"];
+    let rest = (1.0 - d.c0_first) / 0.7;
+    let c0_w = [d.c0_first, 0.3 * rest, 0.2 * rest, 0.2 * rest];
+    let c1_names: Vec<String> = (0..200).map(|k| format!("v{k:03}")).collect();
+    let c1_w: Vec<f64> = (0..200).map(|k| 1.0 / f64::from(k + 1)).collect();
+    let (mut n0, mut n1, mut n2, mut n3) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut c0, mut c1, mut label) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for _ in 0..n {
+        let x: f64 = normal.sample(&mut rng);
+        n0.push((rng.random::<f64>() >= 0.01).then_some(x + d.shift_sd));
+        n1.push(lognormal.sample(&mut rng) * d.rescale);
+        n2.push(rng.random::<f64>() * 10.0);
+        n3.push(poisson.sample(&mut rng) as i64);
+        c0.push(c0_names[pick(&mut rng, &c0_w)]);
+        c1.push(c1_names[pick(&mut rng, &c1_w)].as_str());
+        let p = (1.0 / (1.0 + (1.4 - 0.8 * x).exp()) * d.prior).min(1.0);
+        label.push(i64::from(rng.random::<f64>() < p));
+    }
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("n0".into(), n0),
+            Column::new("n1".into(), n1),
+            Column::new("n2".into(), n2),
+            Column::new("n3".into(), n3),
+            Column::new("c0".into(), c0),
+            Column::new("c1".into(), c1),
+            Column::new("label".into(), label),
+        ],
+    )
+    .unwrap()
+}
+
+fn batch(df: DataFrame) -> Batch {
+    let rows = df.height() as u64;
+    let meta = InputMeta {
+        path: "generated".into(),
+        format: Format::Parquet,
+        sha256: "0".repeat(64),
+        bytes: 0,
+        rows,
+    };
+    Batch {
+        frames: vec![df],
+        inputs: vec![meta],
+    }
+}
+
+fn blocked(base: &baseline::Baseline, policy: &Policy, df: DataFrame) -> bool {
+    let eval = check::check(base, policy, &batch(df)).unwrap();
+    let deny: Vec<String> = eval
+        .findings
+        .iter()
+        .filter(|f| f.severity == poisongate::finding::Severity::Deny)
+        .map(|f| format!("{} {}", f.code, f.subject.display()))
+        .collect();
+    if !deny.is_empty() {
+        println!("    blocked by: {}", deny.join(", "));
+    }
+    !deny.is_empty()
+}
+
+#[test]
+fn clean_batches_are_rarely_blocked_and_mild_drift_passes() {
+    let trusted = generate(100_000, 1, CLEAN);
+    let opts = ProfileOptions {
+        label: Some("label".into()),
+        seed: 11,
+        ..ProfileOptions::default()
+    };
+    let base = baseline::profile(&batch(trusted), &opts).unwrap();
+    let policy = Policy::default();
+
+    let sizes = [
+        (1_000usize, 80u64),
+        (10_000, 60),
+        (100_000, 40),
+        (1_000_000, 20),
+    ];
+    let mut total = (0u32, 0u32);
+    println!("clean batches (baseline 100,000 rows):");
+    for (size, reps) in sizes {
+        let mut b = 0;
+        for rep in 0..reps {
+            b += u32::from(blocked(
+                &base,
+                &policy,
+                generate(size, 1000 + size as u64 + rep, CLEAN),
+            ));
+        }
+        println!("  {size:>9} rows: {b}/{reps} blocked");
+        total.0 += b;
+        total.1 += reps as u32;
+    }
+    let rate = f64::from(total.0) / f64::from(total.1);
+    println!(
+        "  total: {}/{} blocked = {:.2}%",
+        total.0,
+        total.1,
+        100.0 * rate
+    );
+    assert!(total.1 >= 200);
+    assert!(rate <= 0.01, "clean block rate {rate}");
+
+    let mild = [
+        (
+            "covariate shift 0.25 sd",
+            Drift {
+                shift_sd: 0.25,
+                ..CLEAN
+            },
+        ),
+        (
+            "rescale x1.03",
+            Drift {
+                rescale: 1.03,
+                ..CLEAN
+            },
+        ),
+        (
+            "category share 0.30 -> 0.40",
+            Drift {
+                c0_first: 0.4,
+                ..CLEAN
+            },
+        ),
+        (
+            "class prior x1.2",
+            Drift {
+                prior: 1.2,
+                ..CLEAN
+            },
+        ),
+    ];
+    let mut mild_total = (0u32, 0u32);
+    println!("mild drift:");
+    for (name, d) in mild {
+        let mut b = 0;
+        let mut n = 0;
+        for (size, reps) in [
+            (1_000usize, 10u64),
+            (10_000, 5),
+            (100_000, 3),
+            (1_000_000, 2),
+        ] {
+            for rep in 0..reps {
+                b += u32::from(blocked(
+                    &base,
+                    &policy,
+                    generate(size, 5000 + size as u64 + rep, d),
+                ));
+                n += 1;
+            }
+        }
+        println!("  {name}: {b}/{n} blocked");
+        mild_total.0 += b;
+        mild_total.1 += n;
+    }
+    let mild_rate = f64::from(mild_total.0) / f64::from(mild_total.1);
+    assert!(mild_rate <= 0.05, "mild drift block rate {mild_rate}");
+
+    let mut b = 0;
+    let mut n = 0;
+    for (size, reps) in [
+        (1_000usize, 10u64),
+        (10_000, 5),
+        (100_000, 3),
+        (1_000_000, 2),
+    ] {
+        for rep in 0..reps {
+            b += u32::from(blocked(
+                &base,
+                &policy,
+                generate(
+                    size,
+                    9000 + size as u64 + rep,
+                    Drift {
+                        shift_sd: 0.5,
+                        ..CLEAN
+                    },
+                ),
+            ));
+            n += 1;
+        }
+    }
+    println!("0.5 sd shift: {b}/{n} blocked");
+    assert!(f64::from(b) / f64::from(n) >= 0.95);
+}

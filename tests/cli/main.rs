@@ -1,0 +1,8 @@
+//! One integration-test binary (one link) with a module per concern.
+
+mod calibration;
+mod common;
+mod exit_codes;
+mod formats;
+mod reference;
+mod schemas;

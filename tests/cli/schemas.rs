@@ -1,0 +1,51 @@
+//! `schemas/` stays in step with the code, and real reports and baselines validate against it.
+
+use crate::common::*;
+
+fn schema_path(stem: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(format!("{stem}.schema.json"))
+}
+
+#[test]
+fn committed_schemas_match_the_code() {
+    for (stem, schema) in poisongate::schemas::all() {
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        let path = schema_path(stem);
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "{} is stale: run `UPDATE_SCHEMAS=1 cargo test schemas`",
+            path.display()
+        );
+    }
+}
+
+fn validate(stem: &str, instance: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path(stem)).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{stem}: {errors:#?}");
+}
+
+#[test]
+fn reports_and_baselines_validate_against_their_schemas() {
+    let (_, blocked, _) = check_json(&[testdata("drifted/batch.parquet").to_str().unwrap()], &[]);
+    validate("report", &blocked);
+    let (_, error, _) = check_json(&[testdata("broken/empty.csv").to_str().unwrap()], &[]);
+    assert_eq!(error["verdict"], "error");
+    validate("report", &error);
+    let baseline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(baseline()).unwrap()).unwrap();
+    validate("baseline", &baseline);
+    let policy = serde_json::to_value(poisongate::policy::Policy::default()).unwrap();
+    validate("policy", &policy);
+}
