@@ -132,6 +132,35 @@ pub fn tidy(x: f64) -> f64 {
     if r.is_finite() { r } else { x }
 }
 
+/// A number for messages: four significant digits, no exponent for everyday magnitudes.
+#[must_use]
+pub fn num(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let a = x.abs();
+    if a == 0.0 {
+        "0".to_owned()
+    } else if a >= 1e6 || a < 1e-4 {
+        format!("{x:.3e}")
+    } else if a >= 1000.0 {
+        format!("{x:.0}")
+    } else {
+        let decimals = (3 - a.log10().floor() as i32).clamp(0, 8) as usize;
+        format!("{x:.decimals$}")
+    }
+}
+
+/// A p-value for messages; exact zeros (underflow) read as "< 1e-300".
+#[must_use]
+pub fn p_text(p: f64) -> String {
+    if p <= 0.0 {
+        "< 1e-300".to_owned()
+    } else {
+        format!("{p:.2e}")
+    }
+}
+
 impl Finding {
     /// Applies [`tidy`] to every number.
     pub fn tidy(&mut self) {
@@ -160,5 +189,14 @@ mod tests {
         assert_eq!(tidy(123_456.789_012_345), 123_456.789_0);
         assert_eq!(tidy(f64::NAN), 0.0);
         assert_eq!(tidy(1e-30), 1e-30);
+    }
+
+    #[test]
+    fn numbers_read_well_in_messages() {
+        assert_eq!(num(60249.1287), "60249");
+        assert_eq!(num(0.228_71), "0.2287");
+        assert_eq!(num(40.98), "40.98");
+        assert_eq!(num(-3.5e-7), "-3.500e-7");
+        assert_eq!(p_text(0.0), "< 1e-300");
     }
 }

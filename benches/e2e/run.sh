@@ -24,7 +24,7 @@ if [ ! -f "$DIR/current.parquet" ]; then
   "$VENV/bin/python" "$PEERS/gen.py" --rows "$ROWS" --out "$DATA" >&2
 fi
 (cd "$ROOT" && cargo build --release --quiet --bin poisongate)
-BIN="$ROOT/target/release/poisongate"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/poisongate"
 
 if [ ! -f "$DIR/baseline.json" ]; then
   /usr/bin/time -f "profile: %e s wall, %M KiB peak RSS" \

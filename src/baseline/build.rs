@@ -4,7 +4,7 @@
 //! which gives exact quantiles, bin edges and bin counts in one pass over the sorted values
 //! (a sort per column instead of one selection per quantile; see `../shared/NOTES.md`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use polars::prelude::DataFrame;
 use rayon::prelude::*;
@@ -296,38 +296,44 @@ fn profile_label(
     columns: &[ColumnProfile],
     first: &std::path::Path,
 ) -> Result<LabelProfile> {
-    // Class of every row, as an index into the sorted class list.
-    let mut raw: Vec<Option<String>> = Vec::new();
-    for df in frames {
-        for_each_str_chunk(series(df, label)?, |arr| {
-            raw.extend(arr.iter().map(|v| v.map(str::to_owned)));
-        })?;
-    }
-    let classes: Vec<String> = {
-        let set: HashSet<&String> = raw.iter().flatten().collect();
-        let mut v: Vec<String> = set.into_iter().cloned().collect();
-        v.sort();
-        v
-    };
-    if classes.len() > MAX_CLASSES {
+    // Classes from the label's own profile (already counted), sorted by value.
+    let label_col = columns
+        .iter()
+        .find(|c| c.name == label)
+        .and_then(|c| c.categorical.as_ref())
+        .ok_or_else(|| Error::Internal(format!("label `{label}` was not profiled")))?;
+    if label_col.distinct > MAX_CLASSES as u64 {
         return Err(Error::input(
             first,
             format!(
                 "label column `{label}` has {} distinct values; a classification label is expected (at most {MAX_CLASSES})",
-                classes.len()
+                label_col.distinct
             ),
         ));
     }
-    let index: BTreeMap<&str, usize> = classes
+    let mut classes: Vec<String> = label_col.domain.clone();
+    classes.sort();
+    // Class of every row as an index into `classes`; NO_CLASS for nulls.
+    const NO_CLASS: u32 = u32::MAX;
+    let index: foldhash::HashMap<&str, u32> = classes
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
+        .map(|(i, c)| (c.as_str(), i as u32))
         .collect();
-    let row_class: Vec<Option<usize>> =
-        raw.iter().map(|v| v.as_deref().map(|s| index[s])).collect();
+    let mut row_class: Vec<u32> = Vec::new();
+    for df in frames {
+        for_each_str_chunk(series(df, label)?, |arr| {
+            row_class.extend(
+                arr.iter()
+                    .map(|v| v.and_then(|s| index.get(s).copied()).unwrap_or(NO_CLASS)),
+            );
+        })?;
+    }
     let mut counts = vec![0u64; classes.len()];
-    for c in row_class.iter().flatten() {
-        counts[*c] += 1;
+    for &c in &row_class {
+        if c != NO_CLASS {
+            counts[c as usize] += 1;
+        }
     }
     let mut per_class: Vec<BTreeMap<String, MeanStd>> = vec![BTreeMap::new(); classes.len()];
     for col in columns
@@ -342,11 +348,13 @@ fn profile_label(
             for_each_f64_chunk(series(df, &col.name)?, |v, valid| {
                 for (i, &x) in v.iter().enumerate() {
                     let ok = valid.is_none_or(|b| b.get_bit(i)) && !x.is_nan();
-                    if let (true, Some(Some(c))) = (ok, row_class.get(row + i)) {
+                    let c = row_class.get(row + i).copied().unwrap_or(NO_CLASS);
+                    if ok && c != NO_CLASS {
                         let d = x - center;
-                        acc[*c].0 += 1;
-                        acc[*c].1 += d;
-                        acc[*c].2 += d * d;
+                        let a = &mut acc[c as usize];
+                        a.0 += 1;
+                        a.1 += d;
+                        a.2 += d * d;
                     }
                 }
                 row += v.len();
@@ -372,7 +380,7 @@ fn profile_label(
     }
     Ok(LabelProfile {
         column: label.to_owned(),
-        nulls: row_class.iter().filter(|c| c.is_none()).count() as u64,
+        nulls: row_class.iter().filter(|&&c| c == NO_CLASS).count() as u64,
         classes: classes
             .into_iter()
             .zip(counts)

@@ -241,13 +241,12 @@ impl Baseline {
                 _ => return Err(format!("column `{}`: summary does not match kind", c.name)),
             }
         }
-        if let Some(label) = &self.label {
-            if self
+        if let Some(label) = &self.label
+            && self
                 .column(label)
                 .is_none_or(|c| c.kind != Kind::Categorical)
-            {
-                return Err(format!("label column `{label}` has no categorical profile"));
-            }
+        {
+            return Err(format!("label column `{label}` has no categorical profile"));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::finding::{Finding, Severity, Subject};
+use crate::finding::{Finding, Severity, Subject, num, p_text};
 
 /// An effect size and the thresholds it is compared with.
 #[derive(Debug, Clone)]
@@ -117,15 +117,15 @@ pub fn decide(c: Candidate, adjusted_p: Option<f64>, alpha: f64) -> Option<Findi
         Severity::Deny => effect.deny,
         Severity::Warn => effect.warn,
     };
-    let p_text = adjusted_p.map_or(String::new(), |p| format!(", adjusted p {p:.2e}"));
+    let p = adjusted_p.map_or(String::new(), |p| format!(", adjusted p {}", p_text(p)));
     let message = format!(
-        "{}: {} {:.4} reaches the {} threshold {:.4}{}.",
+        "{}: {} {} reaches the {} threshold {}{}.",
         c.describe,
         effect.name,
-        effect.value,
+        num(effect.value),
         severity.name(),
-        threshold,
-        p_text
+        num(threshold),
+        p
     );
     Some(Finding {
         code: c.code.to_owned(),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::candidate::{Candidate, Effect};
 use crate::baseline::{ColumnProfile, NumericProfile};
-use crate::finding::Subject;
+use crate::finding::{Subject, num};
 use crate::policy::{CategoricalDrift, Gate, Policy};
 use crate::stats::binned::{self, Binned};
 use crate::stats::divergence::{PSI_EPS, jensen_shannon, psi};
@@ -51,7 +51,7 @@ pub fn numeric(
     seed: u64,
 ) -> Option<Candidate> {
     let p = col.numeric.as_ref()?;
-    if s.count == 0 || col.count == 0 || p.edges.is_empty() || !(p.std > 0.0) {
+    if s.count == 0 || col.count == 0 || p.edges.is_empty() || p.std.is_nan() || p.std <= 0.0 {
         return None;
     }
     let rule = &policy.checks.drift_numeric;
@@ -130,13 +130,13 @@ pub fn numeric(
         n,
         n_baseline: m,
         describe: format!(
-            "`{}` mean {:.4} -> {:.4} ({:+.2} sd), sd {:.4} -> {:.4}",
+            "`{}` mean {} -> {} ({:+.2} sd), sd {} -> {}",
             col.name,
-            p.mean,
-            mean,
+            num(p.mean),
+            num(mean),
             (mean - p.mean) / p.std,
-            p.std,
-            std
+            num(p.std),
+            num(std)
         ),
         evidence,
     })

@@ -55,18 +55,18 @@ pub struct Evaluation {
 /// The pinned label column missing from the batch, or a failure while summarising.
 pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Evaluation> {
     let schema = batch.schema();
-    if let Some(label) = &baseline.label {
-        if !schema.iter().any(|(n, _)| n == label) {
-            let first = batch
-                .inputs
-                .first()
-                .map(|m| m.path.clone())
-                .unwrap_or_default();
-            return Err(Error::input(
-                std::path::Path::new(&first),
-                format!("label column `{label}` pinned in the baseline is missing from the batch"),
-            ));
-        }
+    if let Some(label) = &baseline.label
+        && !schema.iter().any(|(n, _)| n == label)
+    {
+        let first = batch
+            .inputs
+            .first()
+            .map(|m| m.path.clone())
+            .unwrap_or_default();
+        return Err(Error::input(
+            std::path::Path::new(&first),
+            format!("label column `{label}` pinned in the baseline is missing from the batch"),
+        ));
     }
     let mut candidates = Vec::new();
     let usable = schema::structure(baseline, &schema, &mut candidates);

@@ -10,7 +10,7 @@ use polars::prelude::DataType;
 
 use super::candidate::{Candidate, Effect};
 use crate::baseline::{Baseline, ColumnProfile};
-use crate::finding::{Severity, Subject};
+use crate::finding::{Severity, Subject, num};
 use crate::policy::Policy;
 use crate::stats::proportion::{binomial_upper_tail, smoothed_rate};
 use crate::summary::{CategoricalSummary, Kind, NumericSummary, kind_of};
@@ -168,10 +168,10 @@ pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) ->
             k,
             col.name,
             100.0 * share,
-            profile.min,
-            profile.max,
-            s.min,
-            s.max
+            num(profile.min),
+            num(profile.max),
+            num(s.min),
+            num(s.max)
         ),
         evidence,
     })

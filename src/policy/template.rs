@@ -20,13 +20,12 @@ pub fn template() -> crate::Result<String> {
         if line.starts_with("exceptions") {
             continue;
         }
-        if let Some(section) = line
+        if let Some(info) = line
             .strip_prefix("[checks.")
             .and_then(|s| s.strip_suffix(']'))
+            .and_then(crate::codes::lookup)
         {
-            if let Some(info) = crate::codes::lookup(section) {
-                out.push_str(&format!("# {}\n", info.summary));
-            }
+            out.push_str(&format!("# {}\n", info.summary));
         }
         if line == "[gate]" {
             out.push_str(
