@@ -141,7 +141,7 @@ pub fn num(x: f64) -> String {
     let a = x.abs();
     if a == 0.0 {
         "0".to_owned()
-    } else if a >= 1e6 || a < 1e-4 {
+    } else if !(1e-4..1e6).contains(&a) {
         format!("{x:.3e}")
     } else if a >= 1000.0 {
         format!("{x:.0}")
