@@ -65,12 +65,7 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 
     let col = base.column("n0").unwrap().numeric.clone().unwrap();
-    let plan = NumericPlan {
-        edges: col.edges.clone(),
-        center: col.mean,
-        min: col.min,
-        max: col.max,
-    };
+    let plan = NumericPlan::new(col.edges.clone(), col.mean, col.min, col.max);
     let values: Vec<f64> = current
         .column("n0")
         .unwrap()

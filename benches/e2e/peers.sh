@@ -39,7 +39,7 @@ import json, sys
 tmp, manifest = sys.argv[1], json.load(open(sys.argv[2]))
 truth = set(manifest["drifted"])
 def t(name):
-    s, kib = open(f"{tmp}/{name}.time").read().split()
+    s, kib = open(f"{tmp}/{name}.time").read().splitlines()[-1].split()
     return float(s), int(kib) / 1024
 report = json.load(open(f"{tmp}/report.json"))
 pg = {f["subject"].get("column") for f in report["findings"] if f["code"].startswith(("drift-", "schema-"))}

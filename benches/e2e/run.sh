@@ -48,7 +48,7 @@ for i in $(seq "$REPEAT"); do
   rc=$?
   set -e
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then echo "check failed with exit $rc" >&2; exit 1; fi
-  check_s+=("$(cut -d' ' -f1 "$tmp/time")"); check_rss+=("$(cut -d' ' -f2 "$tmp/time")")
+  check_s+=("$(tail -1 "$tmp/time" | cut -d' ' -f1)"); check_rss+=("$(tail -1 "$tmp/time" | cut -d' ' -f2)")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 r=$(median "${read_s[@]}"); c=$(median "${check_s[@]}")

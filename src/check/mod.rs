@@ -84,12 +84,9 @@ pub fn plans(baseline: &Baseline, usable: &[String]) -> BTreeMap<String, ColumnP
     let mut out = BTreeMap::new();
     for col in baseline.columns.iter().filter(|c| usable.contains(&c.name)) {
         let plan = match (&col.numeric, &col.categorical) {
-            (Some(n), _) => ColumnPlan::Numeric(NumericPlan {
-                edges: n.edges.clone(),
-                center: n.mean,
-                min: n.min,
-                max: n.max,
-            }),
+            (Some(n), _) => {
+                ColumnPlan::Numeric(NumericPlan::new(n.edges.clone(), n.mean, n.min, n.max))
+            }
             (None, Some(c)) => ColumnPlan::Categorical(CategoricalPlan {
                 domain: c.domain.iter().cloned().collect::<HashSet<_>>(),
                 cap_unseen: true,

@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use polars_arrow::array::Utf8ViewArray;
+use polars_arrow::array::{Array, Utf8ViewArray, View};
+use polars_arrow::bitmap::Bitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -38,19 +39,75 @@ pub struct CategoricalSummary {
 
 impl CategoricalSummary {
     /// Folds one chunk in.
+    ///
+    /// Strings of up to 12 bytes live inline in their 16-byte Arrow view, zero padded, so the
+    /// view itself is the key: counting hashes one `u128` per row instead of a string. Longer
+    /// strings are counted by their text.
     pub fn update(&mut self, plan: &CategoricalPlan, arr: &Utf8ViewArray) {
-        // Count into a borrowed-key map first: one allocation per distinct value per chunk.
-        let mut local: foldhash::HashMap<&str, u64> = foldhash::HashMap::default();
-        for v in arr.iter() {
-            match v {
-                Some(s) => *local.entry(s).or_insert(0) += 1,
-                None => self.nulls += 1,
+        // (count, index of one occurrence, to recover the text once per distinct value)
+        let mut short: foldhash::HashMap<u128, (u64, usize)> = foldhash::HashMap::default();
+        let mut long: foldhash::HashMap<&str, u64> = foldhash::HashMap::default();
+        let views = arr.views();
+        let mut visit = |i: usize| {
+            let view = views[i];
+            if view.length <= View::MAX_INLINE_SIZE {
+                short.entry(view.as_u128()).or_insert((0, i)).0 += 1;
+            } else {
+                *long.entry(arr.value(i)).or_insert(0) += 1;
+            }
+        };
+        match arr.validity() {
+            Some(valid) if valid.unset_bits() > 0 => {
+                self.nulls += valid.unset_bits() as u64;
+                valid
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, ok)| *ok)
+                    .for_each(|(i, _)| visit(i));
+            }
+            _ => (0..views.len()).for_each(visit),
+        }
+        let named = short.into_values().map(|(n, i)| (arr.value(i), n));
+        self.add_counts(plan, named.chain(long));
+    }
+
+    /// Folds one chunk of an integer-typed column in; values are named by their decimal text,
+    /// exactly as a cast to strings would name them.
+    pub fn update_ints(
+        &mut self,
+        plan: &CategoricalPlan,
+        values: &[i64],
+        validity: Option<&Bitmap>,
+    ) {
+        let mut local: foldhash::HashMap<i64, u64> = foldhash::HashMap::default();
+        match validity {
+            Some(valid) if valid.unset_bits() > 0 => {
+                self.nulls += valid.unset_bits() as u64;
+                for (v, _) in values.iter().zip(valid.iter()).filter(|(_, ok)| *ok) {
+                    *local.entry(*v).or_insert(0) += 1;
+                }
+            }
+            _ => {
+                for v in values {
+                    *local.entry(*v).or_insert(0) += 1;
+                }
             }
         }
-        // Visit in sorted order so that which values pass the cap is deterministic.
-        let mut local: Vec<(&str, u64)> = local.into_iter().collect();
-        local.sort_unstable();
-        for (value, n) in local {
+        let named: Vec<(String, u64)> =
+            local.into_iter().map(|(v, n)| (v.to_string(), n)).collect();
+        self.add_counts(plan, named.iter().map(|(v, n)| (v.as_str(), *n)));
+    }
+
+    /// Adds per-value counts, sorted so that which values pass the distinct cap is
+    /// deterministic.
+    fn add_counts<'a>(
+        &mut self,
+        plan: &CategoricalPlan,
+        counts: impl Iterator<Item = (&'a str, u64)>,
+    ) {
+        let mut counts: Vec<(&str, u64)> = counts.collect();
+        counts.sort_unstable();
+        for (value, n) in counts {
             self.count += n;
             if let Some(c) = self.counts.get_mut(value) {
                 *c += n;

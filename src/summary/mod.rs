@@ -13,7 +13,9 @@ mod columns;
 mod numeric;
 
 pub use categorical::{CategoricalPlan, CategoricalSummary};
-pub use columns::{Kind, for_each_f64_chunk, for_each_str_chunk, kind_of};
+pub use columns::{
+    Kind, for_each_f64_chunk, for_each_str_chunk, kind_of, summarise_categorical, summarise_numeric,
+};
 pub use numeric::{NumericPlan, NumericSummary};
 
 use std::collections::BTreeMap;
@@ -108,12 +110,12 @@ impl BatchSummary {
                 let summary = match plan {
                     ColumnPlan::Numeric(p) => {
                         let mut s = NumericSummary::new(p);
-                        for_each_f64_chunk(series, |v, valid| s.update(p, v, valid))?;
+                        summarise_numeric(series, p, &mut s)?;
                         ColumnSummary::Numeric(s)
                     }
                     ColumnPlan::Categorical(p) => {
                         let mut s = CategoricalSummary::default();
-                        for_each_str_chunk(series, |arr| s.update(p, arr))?;
+                        summarise_categorical(series, p, &mut s)?;
                         ColumnSummary::Categorical(s)
                     }
                 };

@@ -10,7 +10,7 @@ use polars_arrow::bitmap::Bitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::stats::binned::bin_index;
+use crate::stats::binned::BinLookup;
 
 /// What a numeric column is binned against.
 #[derive(Debug, Clone)]
@@ -23,6 +23,23 @@ pub struct NumericPlan {
     pub min: f64,
     /// The baseline's observed maximum.
     pub max: f64,
+    /// Constant-time bin search over `edges`.
+    pub lookup: BinLookup,
+}
+
+impl NumericPlan {
+    /// A plan over `edges`, centred at `center`, with the pinned range.
+    #[must_use]
+    pub fn new(edges: Vec<f64>, center: f64, min: f64, max: f64) -> Self {
+        let lookup = BinLookup::new(&edges);
+        Self {
+            edges,
+            center,
+            min,
+            max,
+            lookup,
+        }
+    }
 }
 
 /// Mergeable summary of a numeric column.
@@ -54,6 +71,16 @@ pub struct NumericSummary {
     pub above_range: u64,
 }
 
+/// The values of `block` whose bit is set in `mask` (bit `i` for `block[i]`).
+#[inline]
+fn masked<T>(block: &[T], mask: u64) -> impl Iterator<Item = &T> {
+    block
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| (mask >> i) & 1 == 1)
+        .map(|(_, v)| v)
+}
+
 impl NumericSummary {
     /// An empty summary for `plan`.
     #[must_use]
@@ -74,44 +101,87 @@ impl NumericSummary {
         }
     }
 
-    /// Folds one chunk of values in.
+    /// Folds one chunk of values in, skipping the nulls marked in `validity`.
     pub fn update(&mut self, plan: &NumericPlan, values: &[f64], validity: Option<&Bitmap>) {
-        let last = plan.edges.len();
-        let mut visit = |x: f64| {
-            if x.is_nan() {
-                self.nulls += 1;
-                return;
-            }
-            let d = x - self.center;
-            self.count += 1;
-            self.sum += d;
-            self.sum_sq += d * d;
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
-            let b = bin_index(&plan.edges, x);
-            self.bins[b] += 1;
-            if b == 0 {
-                self.lower_tail_sum += x;
-            } else if b == last {
-                self.upper_tail_sum += x;
-            }
-            self.below_range += u64::from(x < plan.min);
-            self.above_range += u64::from(x > plan.max);
-        };
-        let mut invalid = 0u64;
+        self.update_with(plan, values, validity, |&x| x);
+    }
+
+    /// As [`Self::update`] for any primitive chunk, converted to `f64` on the fly (integer
+    /// columns are not copied into a float array first).
+    pub fn update_with<T>(
+        &mut self,
+        plan: &NumericPlan,
+        values: &[T],
+        validity: Option<&Bitmap>,
+        to_f64: impl Fn(&T) -> f64,
+    ) {
         match validity {
             Some(valid) if valid.unset_bits() > 0 => {
-                for (&x, ok) in values.iter().zip(valid.iter()) {
-                    if ok {
-                        visit(x);
+                self.nulls += valid.unset_bits() as u64;
+                // 64 values per validity word: whole words of valid values take the plain
+                // loop, the rest test one bit per value.
+                let mut words = valid.fast_iter_u64();
+                let mut start = 0usize;
+                for mask in words.by_ref() {
+                    let block = &values[start..start + 64];
+                    if mask == u64::MAX {
+                        self.fold(plan, block.iter().map(&to_f64));
                     } else {
-                        invalid += 1;
+                        self.fold(plan, masked(block, mask).map(&to_f64));
                     }
+                    start += 64;
                 }
+                // Up to 127 trailing values, described by two more words.
+                let ([low, high], left) = words.remainder();
+                let tail = &values[start..start + left];
+                let (first, second) = tail.split_at(left.min(64));
+                self.fold(
+                    plan,
+                    masked(first, low).chain(masked(second, high)).map(&to_f64),
+                );
             }
-            _ => values.iter().for_each(|&x| visit(x)),
+            _ => self.fold(plan, values.iter().map(to_f64)),
         }
-        self.nulls += invalid;
+    }
+
+    /// The hot loop: one pass, no allocation, rare branches only for NaN and the tail bins.
+    #[inline]
+    fn fold(&mut self, plan: &NumericPlan, values: impl Iterator<Item = f64>) {
+        let last = plan.edges.len();
+        let c = self.center;
+        let (mut n, mut nan, mut s1, mut s2) = (0u64, 0u64, 0.0f64, 0.0f64);
+        let (mut lo, mut hi) = (self.min, self.max);
+        for x in values {
+            if x.is_nan() {
+                nan += 1;
+                continue;
+            }
+            n += 1;
+            let d = x - c;
+            s1 += d;
+            s2 += d * d;
+            // Plain compares (x is not NaN here): `f64::min` pays for NaN semantics.
+            lo = if x < lo { x } else { lo };
+            hi = if x > hi { x } else { hi };
+            let b = plan.lookup.index(x);
+            self.bins[b] += 1;
+            // Values outside the pinned range can only sit in the open tail bins.
+            if b == 0 || b == last {
+                if b == 0 {
+                    self.lower_tail_sum += x;
+                } else {
+                    self.upper_tail_sum += x;
+                }
+                self.below_range += u64::from(x < plan.min);
+                self.above_range += u64::from(x > plan.max);
+            }
+        }
+        self.count += n;
+        self.nulls += nan;
+        self.sum += s1;
+        self.sum_sq += s2;
+        self.min = lo;
+        self.max = hi;
     }
 
     /// Adds another partial summary of the same plan.
@@ -180,12 +250,7 @@ mod tests {
     use super::*;
 
     fn plan() -> NumericPlan {
-        NumericPlan {
-            edges: vec![1.0, 2.0, 3.0],
-            center: 2.0,
-            min: 0.5,
-            max: 3.5,
-        }
+        NumericPlan::new(vec![1.0, 2.0, 3.0], 2.0, 0.5, 3.5)
     }
 
     #[test]
@@ -207,6 +272,30 @@ mod tests {
         );
         assert!((a.std() - whole.std()).abs() < 1e-12);
         assert!((a.mean() - whole.mean()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn validity_masks_skip_exactly_the_nulls() {
+        // 200 values (three full words and a remainder), every seventh null.
+        let p = plan();
+        let values: Vec<f64> = (0..200).map(|i| f64::from(i) / 50.0).collect();
+        let valid: Bitmap = (0..200).map(|i| i % 7 != 0).collect();
+        let mut s = NumericSummary::new(&p);
+        s.update(&p, &values, Some(&valid));
+        let kept: Vec<f64> = values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 7 != 0)
+            .map(|(_, v)| *v)
+            .collect();
+        let mut want = NumericSummary::new(&p);
+        want.update(&p, &kept, None);
+        assert_eq!(
+            (s.count, s.nulls),
+            (kept.len() as u64, 200 - kept.len() as u64)
+        );
+        assert_eq!(s.bins, want.bins);
+        assert!((s.sum - want.sum).abs() < 1e-9);
     }
 
     #[test]
