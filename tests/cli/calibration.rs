@@ -118,6 +118,27 @@ fn blocked(base: &baseline::Baseline, policy: &Policy, df: DataFrame) -> bool {
     !deny.is_empty()
 }
 
+/// Blocked batches out of 20 drifted ones (10 x 1k, 5 x 10k, 3 x 100k, 2 x 1M rows).
+fn blocked_count(base: &baseline::Baseline, policy: &Policy, d: Drift, seed: u64) -> (u32, u32) {
+    let (mut b, mut n) = (0, 0);
+    for (size, reps) in [
+        (1_000usize, 10u64),
+        (10_000, 5),
+        (100_000, 3),
+        (1_000_000, 2),
+    ] {
+        for rep in 0..reps {
+            b += u32::from(blocked(
+                base,
+                policy,
+                generate(size, seed + size as u64 + rep, d),
+            ));
+            n += 1;
+        }
+    }
+    (b, n)
+}
+
 #[test]
 fn clean_batches_are_rarely_blocked_and_mild_drift_passes() {
     let trusted = generate(100_000, 1, CLEAN);
@@ -193,23 +214,7 @@ fn clean_batches_are_rarely_blocked_and_mild_drift_passes() {
     let mut mild_total = (0u32, 0u32);
     println!("mild drift:");
     for (name, d) in mild {
-        let mut b = 0;
-        let mut n = 0;
-        for (size, reps) in [
-            (1_000usize, 10u64),
-            (10_000, 5),
-            (100_000, 3),
-            (1_000_000, 2),
-        ] {
-            for rep in 0..reps {
-                b += u32::from(blocked(
-                    &base,
-                    &policy,
-                    generate(size, 5000 + size as u64 + rep, d),
-                ));
-                n += 1;
-            }
-        }
+        let (b, n) = blocked_count(&base, &policy, d, 5000);
         println!("  {name}: {b}/{n} blocked");
         mild_total.0 += b;
         mild_total.1 += n;
@@ -217,30 +222,15 @@ fn clean_batches_are_rarely_blocked_and_mild_drift_passes() {
     let mild_rate = f64::from(mild_total.0) / f64::from(mild_total.1);
     assert!(mild_rate <= 0.05, "mild drift block rate {mild_rate}");
 
-    let mut b = 0;
-    let mut n = 0;
-    for (size, reps) in [
-        (1_000usize, 10u64),
-        (10_000, 5),
-        (100_000, 3),
-        (1_000_000, 2),
-    ] {
-        for rep in 0..reps {
-            b += u32::from(blocked(
-                &base,
-                &policy,
-                generate(
-                    size,
-                    9000 + size as u64 + rep,
-                    Drift {
-                        shift_sd: 0.5,
-                        ..CLEAN
-                    },
-                ),
-            ));
-            n += 1;
-        }
-    }
+    let (b, n) = blocked_count(
+        &base,
+        &policy,
+        Drift {
+            shift_sd: 0.5,
+            ..CLEAN
+        },
+        9000,
+    );
     println!("0.5 sd shift: {b}/{n} blocked");
     assert!(f64::from(b) / f64::from(n) >= 0.95);
 }

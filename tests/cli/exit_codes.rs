@@ -297,3 +297,59 @@ fn explain_and_policy_init_work() {
     let parsed: poisongate::policy::Policy = toml::from_str(&text).unwrap();
     assert_eq!(parsed, poisongate::policy::Policy::default());
 }
+
+#[test]
+fn json_on_stdout_is_the_report() {
+    let out = run(&[
+        "check",
+        "--baseline",
+        baseline().to_str().unwrap(),
+        &td("drifted/batch.parquet"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&out), 1);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "blocked");
+    assert_eq!(report["exit_code"], 1);
+}
+
+#[test]
+fn ignored_and_id_columns_are_left_out_of_the_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("b.json");
+    let out = run(&[
+        "profile",
+        &td("trusted/applications.parquet"),
+        "-o",
+        base.to_str().unwrap(),
+        "--id",
+        "application_id",
+        "--ignore",
+        "channel",
+        "--label",
+        "defaulted",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pinned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    let names: Vec<&str> = pinned["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"channel") && !names.contains(&"application_id"),
+        "{names:?}"
+    );
+    assert_eq!(pinned["id"], "application_id");
+    // Without `channel` pinned, a batch missing it passes; the id column is never "extra".
+    let out = run(&[
+        "check",
+        "--baseline",
+        base.to_str().unwrap(),
+        &td("drifted/missing_column.parquet"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+}
