@@ -35,6 +35,9 @@ pub struct CategoricalSummary {
     pub counts: BTreeMap<String, u64>,
     /// Rows whose value is outside the domain and past the distinct cap.
     pub overflow: u64,
+    /// Distinct values outside the domain held in `counts` (derived; rebuilt on merge).
+    #[serde(skip)]
+    unseen_tracked: usize,
 }
 
 impl CategoricalSummary {
@@ -111,10 +114,10 @@ impl CategoricalSummary {
             self.count += n;
             if let Some(c) = self.counts.get_mut(value) {
                 *c += n;
-            } else if !plan.cap_unseen
-                || plan.domain.contains(value)
-                || self.counts.len() < plan.domain.len() + MAX_UNSEEN_DISTINCT
-            {
+            } else if plan.domain.contains(value) {
+                self.counts.insert(value.to_owned(), n);
+            } else if !plan.cap_unseen || self.unseen_tracked < MAX_UNSEEN_DISTINCT {
+                self.unseen_tracked += 1;
                 self.counts.insert(value.to_owned(), n);
             } else {
                 self.overflow += n;
@@ -126,6 +129,9 @@ impl CategoricalSummary {
     ///
     /// # Errors
     /// Never at present; kept fallible like the other merges.
+    ///
+    /// Merging is exact for every value either side tracked; the distinct cap applies to each
+    /// partial, so a merged summary may track more than [`MAX_UNSEEN_DISTINCT`] values.
     pub fn merge(&mut self, o: &Self) -> Result<()> {
         self.count += o.count;
         self.nulls += o.nulls;
@@ -133,6 +139,66 @@ impl CategoricalSummary {
         for (k, v) in &o.counts {
             *self.counts.entry(k.clone()).or_insert(0) += v;
         }
+        self.unseen_tracked = self.unseen_tracked.max(o.unseen_tracked);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn array(values: &[Option<&str>]) -> Utf8ViewArray {
+        Utf8ViewArray::from_slice(values)
+    }
+
+    #[test]
+    fn short_and_long_values_are_counted_by_text() {
+        let plan = CategoricalPlan::default();
+        let long = "a value longer than twelve bytes";
+        let mut s = CategoricalSummary::default();
+        s.update(
+            &plan,
+            &array(&[
+                Some("web"),
+                Some(long),
+                None,
+                Some("web"),
+                Some(long),
+                Some(""),
+            ]),
+        );
+        assert_eq!((s.count, s.nulls), (5, 1));
+        assert_eq!(s.counts["web"], 2);
+        assert_eq!(s.counts[long], 2);
+        assert_eq!(s.counts[""], 1);
+    }
+
+    #[test]
+    fn unseen_values_past_the_cap_overflow_but_domain_values_never_do() {
+        let plan = CategoricalPlan {
+            domain: ["kept".to_owned()].into_iter().collect(),
+            cap_unseen: true,
+        };
+        let values: Vec<String> = (0..MAX_UNSEEN_DISTINCT + 10)
+            .map(|i| format!("id{i}"))
+            .collect();
+        let mut arr: Vec<Option<&str>> = values.iter().map(|v| Some(v.as_str())).collect();
+        arr.push(Some("kept"));
+        let mut s = CategoricalSummary::default();
+        s.update(&plan, &array(&arr));
+        assert_eq!(s.count, arr.len() as u64);
+        assert_eq!(s.counts["kept"], 1);
+        assert_eq!(s.overflow, 10);
+        assert_eq!(s.counts.len(), MAX_UNSEEN_DISTINCT + 1);
+    }
+
+    #[test]
+    fn integer_values_are_named_like_a_string_cast() {
+        let plan = CategoricalPlan::default();
+        let mut s = CategoricalSummary::default();
+        s.update_ints(&plan, &[0, 1, 1, -3], None);
+        assert_eq!(s.counts["1"], 2);
+        assert_eq!(s.counts["-3"], 1);
     }
 }

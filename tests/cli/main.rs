@@ -6,3 +6,4 @@ mod exit_codes;
 mod formats;
 mod reference;
 mod schemas;
+mod sharding;
