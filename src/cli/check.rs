@@ -15,10 +15,8 @@ pub fn run(args: &CheckArgs) -> poisongate::Result<Verdict> {
         Err(e) => {
             // The JSON report records the failure too, so a pipeline can parse why; the error
             // itself still goes to stderr and the exit code stays 2.
-            if let Some(path) = &args.json {
-                let report = Report::from_error("check", &e);
-                let _ = write_atomic(path, &report::json::render(&report)?);
-            }
+            let report = Report::from_error("check", &e);
+            let _ = write_reports(args, &report);
             Err(e)
         }
     }
@@ -39,11 +37,23 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     Ok(Report::from_evaluation(eval, base, batch.inputs, &policy))
 }
 
-fn emit(args: &CheckArgs, report: &Report) -> poisongate::Result<Verdict> {
+/// Writes every requested report file; returns the JSON rendering.
+fn write_reports(args: &CheckArgs, report: &Report) -> poisongate::Result<Vec<u8>> {
     let json = report::json::render(report)?;
     if let Some(path) = &args.json {
         write_atomic(path, &json)?;
     }
+    if let Some(path) = &args.markdown {
+        write_atomic(path, report::markdown::render(report).as_bytes())?;
+    }
+    if let Some(path) = &args.junit {
+        write_atomic(path, report::junit::render(report).as_bytes())?;
+    }
+    Ok(json)
+}
+
+fn emit(args: &CheckArgs, report: &Report) -> poisongate::Result<Verdict> {
+    let json = write_reports(args, report)?;
     if args.input.stdout_json()? {
         super::stdout(&String::from_utf8_lossy(&json));
     } else {

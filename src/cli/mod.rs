@@ -142,6 +142,12 @@ struct CheckArgs {
     /// Write the JSON report here (also on errors, with verdict "error").
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write a Markdown report here (for PR comments and job summaries).
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Write a JUnit XML report here (one test case per finding plus the gate).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

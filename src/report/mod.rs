@@ -2,6 +2,8 @@
 //! read (`poisongate.report/1`). One type, rendered by one module per format.
 
 pub mod json;
+pub mod junit;
+pub mod markdown;
 pub mod text;
 
 use serde::{Deserialize, Serialize};

@@ -353,3 +353,66 @@ fn ignored_and_id_columns_are_left_out_of_the_checks() {
     ]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn markdown_and_junit_reports_carry_the_verdict_and_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (md, xml) = (dir.path().join("r.md"), dir.path().join("r.xml"));
+    let out = run(&[
+        "check",
+        "--baseline",
+        baseline().to_str().unwrap(),
+        &td("drifted/batch.parquet"),
+        "--markdown",
+        md.to_str().unwrap(),
+        "--junit",
+        xml.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        md.starts_with("## poisongate check: ⛔ blocked (exit 1)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| deny | `schema-unseen-category` | region=offshore |"),
+        "{md}"
+    );
+    let xml = std::fs::read_to_string(&xml).unwrap();
+    assert!(xml.starts_with(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"poisongate\""
+    ));
+    assert!(
+        xml.contains(
+            "<testcase classname=\"drift-numeric\" name=\"income\">\n      <failure type=\"deny\""
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("name=\"gate\">\n      <failure type=\"blocked\""),
+        "{xml}"
+    );
+    // Every element opened is closed: a cheap well-formedness check on this flat document.
+    assert_eq!(
+        xml.matches("<testcase ").count(),
+        xml.matches("</testcase>").count()
+    );
+    assert!(!xml.contains("\"offshore\"") && xml.contains("&quot;offshore&quot;"));
+
+    let err_xml = dir.path().join("e.xml");
+    let out = run(&[
+        "check",
+        "--baseline",
+        baseline().to_str().unwrap(),
+        &td("broken/empty.csv"),
+        "--junit",
+        err_xml.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 2);
+    let xml = std::fs::read_to_string(&err_xml).unwrap();
+    assert!(
+        xml.contains("errors=\"1\"")
+            && xml.contains("<error type=\"error\" message=\"cannot read input"),
+        "{xml}"
+    );
+}

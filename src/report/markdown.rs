@@ -1,0 +1,104 @@
+//! Markdown rendering, for pull-request comments and job summaries (e.g. `$GITHUB_STEP_SUMMARY`).
+
+use std::fmt::Write as _;
+
+use super::{Report, Verdict};
+use crate::finding::num;
+
+/// Escapes the characters that would break a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace('\n', " ")
+}
+
+/// Renders the report as Markdown.
+#[must_use]
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let verdict = match r.verdict {
+        Verdict::Pass => "✅ pass",
+        Verdict::Blocked => "⛔ blocked",
+        Verdict::Error => "⚠️ could not evaluate",
+    };
+    let _ = writeln!(
+        s,
+        "## poisongate {}: {verdict} (exit {})\n",
+        r.command, r.exit_code
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "**Error:** {}\n", cell(e));
+    }
+    if let Some(b) = &r.baseline {
+        let _ = writeln!(
+            s,
+            "- Baseline: `{}` ({} rows), sha256 `{}`",
+            cell(&b.path),
+            b.rows,
+            b.sha256
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- Batch: {} input(s), {} rows; {} columns checked, {} tests; {} deny, {} warn, {} waived",
+        r.inputs.len(),
+        r.rows,
+        r.counts.columns_checked,
+        r.counts.tests,
+        r.counts.deny,
+        r.counts.warn,
+        r.counts.waived
+    );
+    if let Some(p) = &r.policy {
+        let _ = writeln!(
+            s,
+            "- Policy: {} (sha256 `{}`)",
+            cell(p.path.as_deref().unwrap_or("built-in defaults")),
+            p.sha256
+        );
+    }
+    if !r.findings.is_empty() {
+        s.push_str("\n| level | code | subject | statistic | value | threshold | message |\n");
+        s.push_str("| --- | --- | --- | --- | ---: | ---: | --- |\n");
+        for f in &r.findings {
+            let _ = writeln!(
+                s,
+                "| {} | `{}` | {} | {} | {} | {} | {} |",
+                f.severity.name(),
+                f.code,
+                cell(&f.subject.display()),
+                f.statistic,
+                num(f.value),
+                num(f.threshold),
+                cell(&f.message)
+            );
+        }
+    }
+    if !r.waived.is_empty() {
+        s.push_str("\n**Waived by policy**\n\n");
+        for w in &r.waived {
+            let _ = writeln!(
+                s,
+                "- `{}` {}: {}",
+                w.code,
+                cell(&w.subject.display()),
+                cell(&w.reason)
+            );
+        }
+    }
+    if !r.inputs.is_empty() {
+        s.push_str("\n<details><summary>Inputs</summary>\n\n| path | format | rows | sha256 |\n| --- | --- | ---: | --- |\n");
+        for i in &r.inputs {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | `{}` |",
+                cell(&i.path),
+                i.format.name(),
+                i.rows,
+                i.sha256
+            );
+        }
+        s.push_str("\n</details>\n");
+    }
+    s
+}
