@@ -14,7 +14,7 @@ pub fn template() -> crate::Result<String> {
          # Unknown keys are an error. Levels: deny (may block), warn (report only), allow (drop).\n\
          # A finding denies only when its effect size passes the deny threshold AND the statistic\n\
          # is beyond what clean batches of the same size produce (Holm-adjusted p < gate.alpha and\n\
-         # above the gate.null-level quantile of simulated clean batches).\n\n",
+         # above the gate.null-level quantile of simulated clean batches).\n",
     );
     for line in body.lines() {
         if line.starts_with("exceptions") {
