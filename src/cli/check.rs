@@ -46,6 +46,9 @@ fn write_reports(args: &CheckArgs, report: &Report) -> poisongate::Result<Vec<u8
     if let Some(path) = &args.markdown {
         write_atomic(path, report::markdown::render(report).as_bytes())?;
     }
+    if let Some(path) = &args.html {
+        write_atomic(path, report::html::render(report).as_bytes())?;
+    }
     if let Some(path) = &args.junit {
         write_atomic(path, report::junit::render(report).as_bytes())?;
     }

@@ -145,6 +145,9 @@ struct CheckArgs {
     /// Write a Markdown report here (for PR comments and job summaries).
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Write a standalone HTML report here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Write a JUnit XML report here (one test case per finding plus the gate).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,

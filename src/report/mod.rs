@@ -1,6 +1,7 @@
 //! Reports: the verdict, the findings with their evidence, and the provenance of everything
 //! read (`poisongate.report/1`). One type, rendered by one module per format.
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;

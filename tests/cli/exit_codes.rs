@@ -355,9 +355,13 @@ fn ignored_and_id_columns_are_left_out_of_the_checks() {
 }
 
 #[test]
-fn markdown_and_junit_reports_carry_the_verdict_and_findings() {
+fn markdown_html_and_junit_reports_carry_the_verdict_and_findings() {
     let dir = tempfile::tempdir().unwrap();
-    let (md, xml) = (dir.path().join("r.md"), dir.path().join("r.xml"));
+    let (md, xml, html) = (
+        dir.path().join("r.md"),
+        dir.path().join("r.xml"),
+        dir.path().join("r.html"),
+    );
     let out = run(&[
         "check",
         "--baseline",
@@ -367,8 +371,16 @@ fn markdown_and_junit_reports_carry_the_verdict_and_findings() {
         md.to_str().unwrap(),
         "--junit",
         xml.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
     ]);
     assert_eq!(code(&out), 1);
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        html.contains("<span class=\"deny\">blocked</span> (exit 1)"),
+        "{html}"
+    );
+    assert!(html.contains("&quot;offshore&quot;") && !html.contains("\"offshore\""));
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(
         md.starts_with("## poisongate check: ⛔ blocked (exit 1)"),
