@@ -3,24 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, Verdict};
+use super::{Report, Verdict, escape_markup as esc};
 use crate::finding::num;
-
-/// Escapes text for HTML content and attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}\
@@ -55,17 +39,7 @@ pub fn render(r: &Report) -> String {
             esc(&b.sha256)
         );
     }
-    let _ = writeln!(
-        s,
-        "<li>Batch: {} input(s), {} rows; {} columns checked, {} tests; {} deny, {} warn, {} waived</li>",
-        r.inputs.len(),
-        r.rows,
-        r.counts.columns_checked,
-        r.counts.tests,
-        r.counts.deny,
-        r.counts.warn,
-        r.counts.waived
-    );
+    let _ = writeln!(s, "<li>Batch: {}</li>", super::batch_line(r));
     if let Some(p) = &r.policy {
         let _ = writeln!(
             s,
@@ -121,15 +95,4 @@ pub fn render(r: &Report) -> String {
     }
     s.push_str("</body></html>\n");
     s
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            super::esc("<script>\"x\" & 'y'"),
-            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;"
-        );
-    }
 }

@@ -5,26 +5,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, Verdict};
+use super::{Report, Verdict, escape_markup as esc};
 use crate::finding::Severity;
-
-/// Escapes text for XML attributes and content.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 forbids most control characters even when escaped.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Renders the report as JUnit XML.
 #[must_use]
@@ -89,15 +71,4 @@ pub fn render(r: &Report) -> String {
     }
     s.push_str("    </testcase>\n  </testsuite>\n</testsuites>\n");
     s
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escapes_markup_and_control_characters() {
-        assert_eq!(
-            super::esc("a<b & \"c\"\u{1}"),
-            "a&lt;b &amp; &quot;c&quot;\u{FFFD}"
-        );
-    }
 }

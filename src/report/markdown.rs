@@ -38,17 +38,7 @@ pub fn render(r: &Report) -> String {
             b.sha256
         );
     }
-    let _ = writeln!(
-        s,
-        "- Batch: {} input(s), {} rows; {} columns checked, {} tests; {} deny, {} warn, {} waived",
-        r.inputs.len(),
-        r.rows,
-        r.counts.columns_checked,
-        r.counts.tests,
-        r.counts.deny,
-        r.counts.warn,
-        r.counts.waived
-    );
+    let _ = writeln!(s, "- Batch: {}", super::batch_line(r));
     if let Some(p) = &r.policy {
         let _ = writeln!(
             s,

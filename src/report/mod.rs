@@ -15,6 +15,38 @@ use crate::finding::{Finding, Severity};
 use crate::policy::{LoadedPolicy, Policy};
 use crate::source::InputMeta;
 
+/// Escapes text for XML and HTML content and attributes. Control characters that XML 1.0
+/// forbids even when escaped become U+FFFD.
+pub(crate) fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// "N input(s), R rows; C columns checked, T tests; D deny, W warn, V waived".
+pub(crate) fn batch_line(r: &Report) -> String {
+    format!(
+        "{} input(s), {} rows; {} columns checked, {} tests; {} deny, {} warn, {} waived",
+        r.inputs.len(),
+        r.rows,
+        r.counts.columns_checked,
+        r.counts.tests,
+        r.counts.deny,
+        r.counts.warn,
+        r.counts.waived
+    )
+}
+
 /// Format tag of reports.
 pub const REPORT_FORMAT: &str = "poisongate.report/1";
 
@@ -217,6 +249,14 @@ mod tests {
             message: String::new(),
             evidence: std::collections::BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn markup_is_escaped_for_xml_and_html() {
+        assert_eq!(
+            escape_markup("<a href='x'>\"&\"</a>\u{1}"),
+            "&lt;a href=&#39;x&#39;&gt;&quot;&amp;&quot;&lt;/a&gt;\u{FFFD}"
+        );
     }
 
     #[test]
