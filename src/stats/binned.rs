@@ -190,8 +190,7 @@ pub fn wasserstein(edges: &[f64], a: &Binned<'_>, b: &Binned<'_>) -> f64 {
     let k = edges.len();
     let share = |c: &[u64], t: f64, i: usize| c[i] as f64 / t;
     let (a0, b0) = (share(a.counts, ta, 0), share(b.counts, tb, 0));
-    // Lower tail: from the lowest point mass up to e_0; mirrored so that the helper walks
-    // forward with CDFs that start at zero.
+    // Lower tail: from the lowest point mass up to e_0, where both CDFs start at zero.
     let lo_start = [a.lower_tail_mean, b.lower_tail_mean, edges[0]]
         .into_iter()
         .filter(|x| x.is_finite())
