@@ -9,18 +9,7 @@
 # reference.parquet (pinning is reported separately); scipy reads and compares both files.
 set -euo pipefail
 ROWS=${ROWS:-1000000}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-DATA=${BENCH_DATA:-/tmp/poisongate-bench}
-VENV=${BENCH_VENV:-/tmp/poisongate-bench-venv}
-PEERS=${PEERS_DIR:-$ROOT/../shared/bench/peers}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q numpy==2.4.6 pyarrow==26.0.1 polars==2.1.0 scipy==1.17.1
-fi
-DIR="$DATA/n$ROWS"
-[ -f "$DIR/current.parquet" ] || "$VENV/bin/python" "$PEERS/gen.py" --rows "$ROWS" --out "$DATA" >&2
-(cd "$ROOT" && cargo build --release --quiet --bin poisongate)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/poisongate"
+source "$(dirname "$0")/common.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat "$DIR"/*.parquet > /dev/null

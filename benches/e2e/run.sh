@@ -10,21 +10,7 @@
 set -euo pipefail
 ROWS=${ROWS:-10000000}
 REPEAT=${REPEAT:-3}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-DATA=${BENCH_DATA:-/tmp/poisongate-bench}
-VENV=${BENCH_VENV:-/tmp/poisongate-bench-venv}
-PEERS=${PEERS_DIR:-$ROOT/../shared/bench/peers}
-
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q numpy==2.4.6 pyarrow==26.0.1 polars==2.1.0
-fi
-DIR="$DATA/n$ROWS"
-if [ ! -f "$DIR/current.parquet" ]; then
-  "$VENV/bin/python" "$PEERS/gen.py" --rows "$ROWS" --out "$DATA" >&2
-fi
-(cd "$ROOT" && cargo build --release --quiet --bin poisongate)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/poisongate"
+source "$(dirname "$0")/common.sh"
 
 if [ ! -f "$DIR/baseline.json" ]; then
   /usr/bin/time -f "profile: %e s wall, %M KiB peak RSS" \

@@ -30,11 +30,9 @@ pub fn run(args: &ExplainArgs) -> poisongate::Result<Verdict> {
     let _ = writeln!(
         s,
         "\nDefault level: {}. Thresholds: `poisongate policy --init`; waive with a [[exceptions]] entry and a reason.",
-        match poisongate::policy::Policy::default().level(info.code) {
-            poisongate::policy::Level::Deny => "deny",
-            poisongate::policy::Level::Warn => "warn",
-            poisongate::policy::Level::Allow => "allow",
-        }
+        poisongate::policy::Policy::default()
+            .level(info.code)
+            .name()
     );
     super::stdout(&s);
     Ok(Verdict::Pass)

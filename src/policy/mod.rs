@@ -27,6 +27,18 @@ pub enum Level {
     Allow,
 }
 
+impl Level {
+    /// Lowercase name, as written in the policy file.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Warn => "warn",
+            Self::Allow => "allow",
+        }
+    }
+}
+
 /// The whole policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]

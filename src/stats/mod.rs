@@ -13,9 +13,3 @@ pub mod multitest;
 pub mod null;
 pub mod proportion;
 pub mod wasserstein;
-
-/// Replace a non-finite value so that reports stay valid JSON.
-#[must_use]
-pub fn finite_or(x: f64, fallback: f64) -> f64 {
-    if x.is_finite() { x } else { fallback }
-}
