@@ -57,9 +57,12 @@ pub struct Subject {
     /// The column, when the finding is about one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub column: Option<String>,
-    /// The value (a category, a label class), when the finding is about one.
+    /// The value (a category, a segment, a label class), when the finding is about one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub value: Option<String>,
+    /// The label class the finding is about (a trigger's target, a shifted class).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub label: Option<String>,
 }
 
 impl Subject {
@@ -69,17 +72,22 @@ impl Subject {
         Self {
             column: Some(name.to_owned()),
             value: None,
+            label: None,
         }
     }
 
     /// Short text for tables.
     #[must_use]
     pub fn display(&self) -> String {
-        match (&self.column, &self.value) {
+        let base = match (&self.column, &self.value) {
             (Some(c), Some(v)) => format!("{c}={v}"),
             (Some(c), None) => c.clone(),
             (None, Some(v)) => v.clone(),
             (None, None) => "-".to_owned(),
+        };
+        match &self.label {
+            Some(l) => format!("{base} (label {l})"),
+            None => base,
         }
     }
 }
@@ -111,6 +119,26 @@ pub struct Finding {
     pub message: String,
     /// Every other statistic computed for this subject.
     pub evidence: BTreeMap<String, f64>,
+    /// The most suspicious rows behind the finding (row-level detectors), at most ten.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub rows: Vec<RowRef>,
+    /// Which detector outcome produced it (not serialised).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub tag: Option<usize>,
+}
+
+/// A row of the batch named by a finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RowRef {
+    /// Row index in batch order (inputs in the order given, rows in file order), from 0.
+    pub row: u64,
+    /// The row's id (the `--id` column pinned at profile time), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+    /// Suspicion score of the row.
+    pub score: f64,
 }
 
 /// Rounds to 10 significant digits, so that floating-point noise from chunk order never shows

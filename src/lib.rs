@@ -7,6 +7,7 @@
 //! - [`baseline`] pins a profile of trusted data (`profile`) and loads it back;
 //! - [`summary`] summarises a batch chunk by chunk into mergeable counts;
 //! - [`check`] turns a summary into calibrated findings;
+//! - [`rows`] and [`poison`] encode whole rows and run the poisoning detectors on them;
 //! - [`policy`], [`finding`], [`codes`] and [`report`] describe what was decided and why.
 
 #![forbid(unsafe_code)]
@@ -18,9 +19,11 @@ pub mod codes;
 pub mod error;
 pub mod finding;
 pub mod output;
+pub mod poison;
 pub mod policy;
 pub mod progress;
 pub mod report;
+pub mod rows;
 pub mod schemas;
 pub mod source;
 pub mod stats;

@@ -115,7 +115,7 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
         Some(label) => Some(profile_label(&batch.frames, label, &columns, &first)?),
         None => None,
     };
-    Ok(Baseline {
+    let mut baseline = Baseline {
         format: BASELINE_FORMAT.to_owned(),
         tool: Tool::current(),
         seed: opts.seed,
@@ -127,7 +127,10 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
         calibration,
         columns,
         label_profile,
-    })
+        poison: None,
+    };
+    baseline.poison = crate::poison::build(&baseline, &batch.frames)?;
+    Ok(baseline)
 }
 
 fn series<'a>(df: &'a DataFrame, name: &str) -> Result<&'a polars::prelude::Series> {
@@ -215,6 +218,8 @@ fn numeric_profile(sorted: &[f64], cal: &Calibration) -> NumericProfile {
             counts: vec![0],
             lower_tail_mean: 0.0,
             upper_tail_mean: 0.0,
+            frequent: Vec::new(),
+            frequent_bound: 0,
         };
     }
     let n = sorted.len() as f64;
@@ -245,6 +250,7 @@ fn numeric_profile(sorted: &[f64], cal: &Calibration) -> NumericProfile {
             s.iter().sum::<f64>() / s.len() as f64
         }
     };
+    let (frequent, frequent_bound) = frequent_values(sorted);
     let lower = usize::try_from(counts[0]).unwrap_or(0);
     let upper = usize::try_from(counts[counts.len() - 1]).unwrap_or(0);
     NumericProfile {
@@ -260,7 +266,36 @@ fn numeric_profile(sorted: &[f64], cal: &Calibration) -> NumericProfile {
         upper_tail_mean: tail_mean(&sorted[sorted.len() - upper..]),
         edges,
         counts,
+        frequent,
+        frequent_bound,
     }
+}
+
+/// Exact values kept with their counts for the point-mass detector.
+const FREQUENT_VALUES: usize = 32;
+
+/// The most frequent exact values of sorted data (runs of at least two), and the count of
+/// the most frequent value left out.
+fn frequent_values(sorted: &[f64]) -> (Vec<ValueCount>, u64) {
+    let mut runs: Vec<(u64, f64)> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let j = i + sorted[i..].partition_point(|&x| x <= sorted[i]);
+        runs.push(((j - i) as u64, sorted[i]));
+        i = j.max(i + 1);
+    }
+    runs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
+    let keep = runs
+        .iter()
+        .take(FREQUENT_VALUES)
+        .filter(|r| r.0 >= 2)
+        .count();
+    let bound = runs.get(keep).map_or(0, |r| r.0);
+    let frequent = runs[..keep]
+        .iter()
+        .map(|&(count, value)| ValueCount { value, count })
+        .collect();
+    (frequent, bound)
 }
 
 fn categorical_profile(s: &CategoricalSummary, cal: &Calibration) -> CategoricalProfile {

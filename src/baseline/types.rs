@@ -55,6 +55,9 @@ pub struct Baseline {
     pub columns: Vec<ColumnProfile>,
     /// Label distribution and per-class summaries.
     pub label_profile: Option<LabelProfile>,
+    /// What the poisoning detectors pinned (reference model, calibrations, filters).
+    #[serde(default)]
+    pub poison: Option<crate::poison::PoisonProfile>,
 }
 
 /// Binning and caps used at pin time; `check` reuses them.
@@ -116,6 +119,23 @@ pub struct NumericProfile {
     pub lower_tail_mean: f64,
     /// Mean of the values in the upper open bin (0 when empty).
     pub upper_tail_mean: f64,
+    /// The most frequent exact values with their counts (values seen at least twice), most
+    /// frequent first.
+    #[serde(default)]
+    pub frequent: Vec<ValueCount>,
+    /// Count of the most frequent value not in `frequent` (an upper bound for any other value).
+    #[serde(default)]
+    pub frequent_bound: u64,
+}
+
+/// An exact numeric value and its count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueCount {
+    /// The value.
+    pub value: f64,
+    /// Rows holding it.
+    pub count: u64,
 }
 
 /// Categorical summary of trusted data.
@@ -247,6 +267,9 @@ impl Baseline {
                 .is_none_or(|c| c.kind != Kind::Categorical)
         {
             return Err(format!("label column `{label}` has no categorical profile"));
+        }
+        if let Some(p) = &self.poison {
+            p.validate()?;
         }
         Ok(())
     }

@@ -44,6 +44,8 @@ pub struct Candidate {
     pub describe: String,
     /// Everything else computed.
     pub evidence: BTreeMap<String, f64>,
+    /// Index of the detector outcome that produced it (rows for the quarantine).
+    pub tag: Option<usize>,
 }
 
 impl Candidate {
@@ -65,6 +67,7 @@ impl Candidate {
             n_baseline: 0,
             describe,
             evidence: BTreeMap::new(),
+            tag: None,
         }
     }
 }
@@ -101,6 +104,8 @@ pub fn decide(c: Candidate, adjusted_p: Option<f64>, alpha: f64) -> Option<Findi
             n_baseline: c.n_baseline,
             message: format!("{}.", c.describe),
             evidence: c.evidence,
+            rows: Vec::new(),
+            tag: c.tag,
         });
     }
     if adjusted_p.is_some_and(|p| p.is_nan() || p >= alpha) {
@@ -139,6 +144,8 @@ pub fn decide(c: Candidate, adjusted_p: Option<f64>, alpha: f64) -> Option<Findi
         n_baseline: c.n_baseline,
         message,
         evidence: c.evidence,
+        rows: Vec::new(),
+        tag: c.tag,
     })
 }
 
@@ -162,6 +169,7 @@ mod tests {
             n_baseline: 100,
             describe: "x moved".into(),
             evidence: BTreeMap::new(),
+            tag: None,
         };
         (c, Some(p))
     }

@@ -139,6 +139,7 @@ pub fn numeric(
             num(std)
         ),
         evidence,
+        tag: None,
     })
 }
 
@@ -252,5 +253,6 @@ pub fn categorical(
         n_baseline: col.count,
         describe,
         evidence,
+        tag: None,
     })
 }

@@ -47,6 +47,10 @@ pub struct Evaluation {
     pub columns_checked: usize,
     /// Statistical tests run (before multiplicity adjustment).
     pub tests: usize,
+    /// Rows flagged by the poisoning findings that fired, in batch order.
+    pub quarantine: Vec<crate::poison::QuarantineRow>,
+    /// Why the row-level detectors did not run, when they did not.
+    pub row_detectors_skipped: Option<String>,
 }
 
 /// Checks a batch read into memory against a baseline.
@@ -75,7 +79,47 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
     for df in &batch.frames {
         summary.update(df, &plans)?;
     }
-    evaluate(baseline, policy, &summary, candidates)
+    let scan = crate::poison::scan(baseline, &usable, &batch.frames)?;
+    let skipped = match (&baseline.poison, &scan) {
+        (None, _) => Some("the baseline pins no row-level profile".to_owned()),
+        (Some(_), None) => {
+            Some("the batch lacks a pinned feature (see the schema findings)".to_owned())
+        }
+        _ => None,
+    };
+    let Some(scan) = scan else {
+        let mut eval = evaluate(baseline, policy, &summary, candidates)?;
+        eval.row_detectors_skipped = skipped;
+        return Ok(eval);
+    };
+    let mut outcome = crate::poison::detect(baseline, policy, &summary, &scan, &batch.frames)?;
+    for (i, mut c) in std::mem::take(&mut outcome.candidates).into_iter().enumerate() {
+        c.tag = Some(i);
+        candidates.push(c);
+    }
+    let mut eval = evaluate(baseline, policy, &summary, candidates)?;
+    let fired: BTreeMap<usize, usize> = eval
+        .findings
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.tag.map(|t| (t, i)))
+        .collect();
+    eval.quarantine =
+        crate::poison::quarantine(baseline, &scan, &outcome, &fired, &mut eval.findings);
+    if let Some(id) = &baseline.id {
+        let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();
+        wanted.extend(eval.findings.iter().flat_map(|f| f.rows.iter().map(|r| r.row)));
+        let ids = crate::poison::ids_of(&batch.frames, id, wanted)?;
+        for q in &mut eval.quarantine {
+            q.id = ids.get(&q.row).cloned();
+        }
+        for f in &mut eval.findings {
+            for r in &mut f.rows {
+                r.id = ids.get(&r.row).cloned();
+            }
+        }
+    }
+    Ok(eval)
 }
 
 /// What to compute per usable column.
@@ -151,6 +195,8 @@ pub fn evaluate(
         waived,
         columns_checked,
         tests,
+        quarantine: Vec::new(),
+        row_detectors_skipped: None,
     })
 }
 
@@ -211,6 +257,8 @@ fn apply_policy(policy: &Policy, decided: Vec<Finding>) -> (Vec<Finding>, Vec<Wa
                     e.column.as_ref().map_or(String::new(), |c| format!(" on `{c}`"))
                 ),
                 evidence: BTreeMap::new(),
+                rows: Vec::new(),
+                tag: None,
             });
         }
     }

@@ -128,6 +128,7 @@ pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) ->
             100.0 * q
         ),
         evidence,
+        tag: None,
     })
 }
 
@@ -174,6 +175,7 @@ pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) ->
             num(s.max)
         ),
         evidence,
+        tag: None,
     })
 }
 
@@ -235,5 +237,6 @@ pub fn unseen_categories(
             names.join(", ")
         ),
         evidence,
+        tag: None,
     })
 }

@@ -24,17 +24,30 @@ pub fn run(args: &CheckArgs) -> poisongate::Result<Verdict> {
 
 fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     args.input.stdout_json()?;
+    let quarantine_format = args
+        .quarantine
+        .as_deref()
+        .map(poisongate::poison::QuarantineFormat::from_path)
+        .transpose()?;
     let policy = Policy::load(args.policy.as_deref())?;
     let loaded = baseline::load(&args.baseline, args.expect_baseline_sha256.as_deref())?;
     let files = source::resolve(&args.input.data, args.input.input_format()?)?;
     let batch = source::read_batch(&files)?;
-    let eval = check::check(&loaded.baseline, &policy.policy, &batch)?;
+    let mut eval = check::check(&loaded.baseline, &policy.policy, &batch)?;
+    let quarantine = std::mem::take(&mut eval.quarantine);
+    let quarantined = quarantine.len();
     let base = ArtifactRef {
         path: loaded.path,
         sha256: loaded.sha256,
         rows: loaded.baseline.rows,
     };
-    Ok(Report::from_evaluation(eval, base, batch.inputs, &policy))
+    let mut report = Report::from_evaluation(eval, base, batch.inputs, &policy);
+    report.counts.quarantined_rows = quarantined;
+    if let (Some(path), Some(format)) = (&args.quarantine, quarantine_format) {
+        let bytes = poisongate::poison::render_quarantine(&quarantine, format)?;
+        write_atomic(path, &bytes)?;
+    }
+    Ok(report)
 }
 
 /// Writes every requested report file; returns the JSON rendering.

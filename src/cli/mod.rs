@@ -151,6 +151,10 @@ struct CheckArgs {
     /// Write a JUnit XML report here (one test case per finding plus the gate).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write the rows flagged by poisoning findings here (.parquet or .csv): row index, id,
+    /// finding codes and suspicion score, in batch order.
+    #[arg(long, value_name = "FILE")]
+    quarantine: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -129,6 +129,21 @@ pub struct CategoricalDrift {
     pub deny_js: f64,
 }
 
+/// Trigger thresholds: the share of batch rows carrying the trigger, and how concentrated on
+/// one label its rows must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TriggerRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Share of batch rows from which a significant trigger warns.
+    pub warn: f64,
+    /// Share of batch rows from which a significant trigger denies.
+    pub deny: f64,
+    /// Least share of the trigger's labelled rows in its most common class.
+    pub concentration: f64,
+}
+
 /// Per-code settings. Keys are the finding codes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -151,11 +166,33 @@ pub struct Checks {
     pub drift_categorical: CategoricalDrift,
     /// `drift-label-prior`.
     pub drift_label_prior: CategoricalDrift,
+    /// `drift-class-conditional`: thresholds on one class's distance beyond the other classes'.
+    pub drift_class_conditional: RateRule,
+    /// `poison-label-inconsistency`: thresholds on the estimated share of flipped labels.
+    pub poison_label_inconsistency: RateRule,
+    /// `poison-segment-label-shift`: thresholds on a segment's class-mix total variation.
+    pub poison_segment_label_shift: RateRule,
+    /// `poison-trigger`.
+    pub poison_trigger: TriggerRule,
+    /// `poison-point-mass`: thresholds on a value's excess share of the batch.
+    pub poison_point_mass: RateRule,
+    /// `poison-anomalous-rows`: thresholds on the excess share of anomalous rows.
+    pub poison_anomalous_rows: RateRule,
+    /// `poison-duplicate-flood`: thresholds on the excess share of repeated rows.
+    pub poison_duplicate_flood: RateRule,
+    /// `poison-label-conflict`: thresholds on the excess share of rows that contradict trusted
+    /// rows' labels.
+    pub poison_label_conflict: RateRule,
 }
 
 impl Default for Checks {
     fn default() -> Self {
         let level = |level| LevelOnly { level };
+        let rate = |warn, deny| RateRule {
+            level: Level::Deny,
+            warn,
+            deny,
+        };
         Self {
             schema_missing_column: level(Level::Deny),
             schema_extra_column: level(Level::Warn),
@@ -199,6 +236,20 @@ impl Default for Checks {
                 warn_js: 0.05,
                 deny_js: 0.15,
             },
+            drift_class_conditional: rate(0.1, 0.2),
+            // 5% random flips estimate at about 0.05; clean batches at 0 ± sampling noise.
+            poison_label_inconsistency: rate(0.015, 0.03),
+            poison_segment_label_shift: rate(0.05, 0.1),
+            poison_trigger: TriggerRule {
+                level: Level::Deny,
+                warn: 0.002,
+                deny: 0.005,
+                concentration: 0.9,
+            },
+            poison_point_mass: rate(0.002, 0.005),
+            poison_anomalous_rows: rate(0.005, 0.01),
+            poison_duplicate_flood: rate(0.005, 0.01),
+            poison_label_conflict: rate(0.005, 0.01),
         }
     }
 }
@@ -352,7 +403,49 @@ impl Policy {
                 c.drift_label_prior.warn_js,
                 c.drift_label_prior.deny_js,
             ),
+            (
+                "drift-class-conditional",
+                c.drift_class_conditional.warn,
+                c.drift_class_conditional.deny,
+            ),
+            (
+                "poison-label-inconsistency",
+                c.poison_label_inconsistency.warn,
+                c.poison_label_inconsistency.deny,
+            ),
+            (
+                "poison-segment-label-shift",
+                c.poison_segment_label_shift.warn,
+                c.poison_segment_label_shift.deny,
+            ),
+            ("poison-trigger", c.poison_trigger.warn, c.poison_trigger.deny),
+            (
+                "poison-point-mass",
+                c.poison_point_mass.warn,
+                c.poison_point_mass.deny,
+            ),
+            (
+                "poison-anomalous-rows",
+                c.poison_anomalous_rows.warn,
+                c.poison_anomalous_rows.deny,
+            ),
+            (
+                "poison-duplicate-flood",
+                c.poison_duplicate_flood.warn,
+                c.poison_duplicate_flood.deny,
+            ),
+            (
+                "poison-label-conflict",
+                c.poison_label_conflict.warn,
+                c.poison_label_conflict.deny,
+            ),
         ];
+        if !(c.poison_trigger.concentration > 0.0 && c.poison_trigger.concentration <= 1.0) {
+            return Err(format!(
+                "checks.poison-trigger.concentration must be in (0, 1], got {}",
+                c.poison_trigger.concentration
+            ));
+        }
         for (name, warn, deny) in pairs {
             if !(warn.is_finite() && deny.is_finite() && warn >= 0.0 && deny >= 0.0) {
                 return Err(format!(
@@ -396,6 +489,14 @@ impl Policy {
             "drift-numeric" => c.drift_numeric.level,
             "drift-categorical" => c.drift_categorical.level,
             "drift-label-prior" => c.drift_label_prior.level,
+            "drift-class-conditional" => c.drift_class_conditional.level,
+            "poison-label-inconsistency" => c.poison_label_inconsistency.level,
+            "poison-segment-label-shift" => c.poison_segment_label_shift.level,
+            "poison-trigger" => c.poison_trigger.level,
+            "poison-point-mass" => c.poison_point_mass.level,
+            "poison-anomalous-rows" => c.poison_anomalous_rows.level,
+            "poison-duplicate-flood" => c.poison_duplicate_flood.level,
+            "poison-label-conflict" => c.poison_label_conflict.level,
             _ => Level::Deny,
         }
     }

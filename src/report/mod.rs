@@ -126,6 +126,8 @@ pub struct Counts {
     pub columns_checked: usize,
     /// Statistical tests run.
     pub tests: usize,
+    /// Rows flagged by the poisoning findings (written with `--quarantine`).
+    pub quarantined_rows: usize,
 }
 
 /// A `check` report.
@@ -161,6 +163,10 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Findings waived by the policy, with reasons.
     pub waived: Vec<Waived>,
+    /// What did not run and why (for example the row-level detectors on a baseline without
+    /// a label).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -197,7 +203,13 @@ impl Report {
                 waived: eval.waived.len(),
                 columns_checked: eval.columns_checked,
                 tests: eval.tests,
+                quarantined_rows: eval.quarantine.len(),
             },
+            notes: eval
+                .row_detectors_skipped
+                .iter()
+                .map(|why| format!("row-level poisoning detectors did not run: {why}"))
+                .collect(),
             findings: eval.findings,
             waived: eval.waived,
         }
@@ -223,9 +235,11 @@ impl Report {
                 waived: 0,
                 columns_checked: 0,
                 tests: 0,
+                quarantined_rows: 0,
             },
             findings: Vec::new(),
             waived: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -248,6 +262,8 @@ mod tests {
             n_baseline: 1,
             message: String::new(),
             evidence: std::collections::BTreeMap::new(),
+            rows: Vec::new(),
+            tag: None,
         }
     }
 

@@ -1,0 +1,454 @@
+//! `poison-anomalous-rows`: more rows than the trusted data's own share score as anomalous.
+//!
+//! **What it detects.** Injected outliers (values far outside what was ever seen), and rows
+//! stitched together from the columns of different rows, each value normal on its own but the
+//! combination implausible.
+//!
+//! **How.** Two scores per row, both derived from the pinned profile:
+//! - HBOS, the histogram-based outlier score (Goldstein & Dengel 2012): the sum over features
+//!   of `-ln` of the value's normalised histogram height, with the pinned percentile bins for
+//!   numeric features (values beyond the trusted range get the tail bin's score plus their
+//!   distance in tenths of a standard deviation) and category frequencies for categorical ones;
+//! - a Gaussian-copula Mahalanobis distance: each numeric value is mapped to a normal score
+//!   through the pinned CDF (`Φ⁻¹(F(x))`, linear between the percentile edges), and `d² = zᵀ
+//!   R⁻¹ z` with `R` the trusted normal-score correlation, shrunk 2% toward the identity
+//!   (Ledoit & Wolf 2004) so that collinear features keep it invertible. This is the
+//!   nonparanormal model of Liu, Lafferty & Wasserman (2009) used as a density score.
+//!
+//! Each score's cut is its 99.5th percentile over the trusted rows; a row is anomalous when
+//! either passes its cut, and the trusted share of such rows (about 1%) is the rate a clean
+//! batch should show. The batch test is a two-sample z-test of shares; the effect is the
+//! excess share.
+//!
+//! **False positives.** A legitimate range extension (a new product with larger amounts)
+//! raises the share too, together with `schema-out-of-range`; correlations that changed for
+//! real (a new pricing rule) raise the copula score.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use super::Rows;
+use super::Scan;
+use crate::baseline::{Baseline, ColumnProfile};
+use crate::check::candidate::{Candidate, Effect};
+use crate::finding::{Subject, num};
+use crate::policy::Policy;
+use crate::rows::{Encoded, Encoder, FeatureCode};
+
+/// Quantile of the trusted scores used as the cut.
+const CUT_LEVEL: f64 = 0.995;
+/// Shrinkage of the copula correlation toward the identity.
+const SHRINK: f64 = 0.02;
+/// Most features in the copula score (its cost grows with the square).
+const MAX_COPULA: usize = 64;
+/// Cap of one feature's HBOS term.
+const MAX_TERM: f64 = 50.0;
+
+/// What the anomaly scores pinned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyProfile {
+    /// Features (indices into the poison profile's features) in the copula score.
+    pub copula: Vec<usize>,
+    /// Lower Cholesky factor of the shrunk normal-score correlation, row-major.
+    pub cholesky: Vec<f64>,
+    /// Cut of the HBOS score.
+    pub cut_hbos: f64,
+    /// Cut of the copula distance.
+    pub cut_copula: f64,
+    /// Share of trusted rows past either cut.
+    pub rate: f64,
+    /// Trusted rows scored.
+    pub rows: u64,
+}
+
+impl AnomalyProfile {
+    /// Checks shapes.
+    ///
+    /// # Errors
+    /// A description of the problem.
+    pub fn validate(&self, features: usize) -> Result<(), String> {
+        let p = self.copula.len();
+        if self.copula.iter().any(|&j| j >= features) || self.cholesky.len() != p * p {
+            return Err("anomaly profile does not fit the features".into());
+        }
+        if !(self.rate >= 0.0 && self.rate <= 1.0) {
+            return Err("anomaly rate out of range".into());
+        }
+        Ok(())
+    }
+}
+
+/// Per-feature scoring tables derived from the column profiles.
+#[derive(Debug, Clone)]
+enum Table {
+    Numeric {
+        /// HBOS term per bin.
+        hbos: Vec<f64>,
+        /// Normal score at min, at each edge, at max.
+        z: Vec<f64>,
+        /// min, edges, max.
+        knots: Vec<f64>,
+        /// Scale of the distance beyond the range.
+        sd: f64,
+        bins: usize,
+    },
+    Categorical {
+        hbos: Vec<f64>,
+    },
+}
+
+/// Row scorer built from a baseline.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    tables: Vec<Table>,
+    copula: Vec<usize>,
+    chol: Vec<f64>,
+    cut_hbos: f64,
+    cut_copula: f64,
+}
+
+fn hbos_terms(heights: &[f64]) -> Vec<f64> {
+    let top = heights.iter().copied().fold(0.0, f64::max);
+    heights
+        .iter()
+        .map(|&h| {
+            if top <= 0.0 {
+                0.0
+            } else {
+                (-(h / top).max(1e-300).ln()).min(MAX_TERM)
+            }
+        })
+        .collect()
+}
+
+fn table(col: &ColumnProfile, code: &FeatureCode) -> Table {
+    match (code, &col.numeric, &col.categorical) {
+        (FeatureCode::Numeric { bins, .. }, Some(p), _) => {
+            let mut knots = Vec::with_capacity(p.edges.len() + 2);
+            knots.push(p.min);
+            knots.extend_from_slice(&p.edges);
+            knots.push(p.max);
+            let span = (p.max - p.min).abs();
+            let floor = (span * 1e-4).max(1e-12);
+            let heights: Vec<f64> = p
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(b, &c)| (c as f64 + 0.5) / (knots[b + 1] - knots[b]).max(floor))
+                .collect();
+            let mut hbos = hbos_terms(&heights);
+            hbos.push(0.0); // null code
+            let n = col.count.max(1) as f64;
+            let normal = Normal::standard();
+            let clamp = |q: f64| q.clamp(0.5 / n, 1.0 - 0.5 / n);
+            let mut z = vec![normal.inverse_cdf(clamp(0.0))];
+            let mut cum = 0u64;
+            for &c in &p.counts[..p.counts.len() - 1] {
+                cum += c;
+                z.push(normal.inverse_cdf(clamp(cum as f64 / n)));
+            }
+            z.push(normal.inverse_cdf(clamp(1.0)));
+            let sd = if p.std > 0.0 { p.std } else { floor };
+            Table::Numeric {
+                hbos,
+                z,
+                knots,
+                sd,
+                bins: *bins,
+            }
+        }
+        (FeatureCode::Categorical { other, .. }, _, Some(c)) => {
+            let mut heights: Vec<f64> = c
+                .top
+                .iter()
+                .take(usize::from(*other))
+                .map(|t| t.count as f64)
+                .collect();
+            let rest = c.distinct.saturating_sub(heights.len() as u64).max(1) as f64;
+            heights.push((c.other as f64 / rest).max(0.5));
+            let mut hbos = hbos_terms(&heights);
+            hbos.push(0.0);
+            Table::Categorical { hbos }
+        }
+        _ => Table::Categorical {
+            hbos: vec![0.0; code.cardinality()],
+        },
+    }
+}
+
+impl Table {
+    /// HBOS term and (numeric) normal score of a value with code `c`.
+    #[inline]
+    fn score(&self, c: u8, x: f64) -> (f64, f64) {
+        match self {
+            Self::Categorical { hbos } => (hbos[usize::from(c)], 0.0),
+            Self::Numeric {
+                hbos,
+                z,
+                knots,
+                sd,
+                bins,
+            } => {
+                let b = usize::from(c);
+                if b >= *bins || x.is_nan() {
+                    return (0.0, 0.0);
+                }
+                let (lo, hi) = (knots[b], knots[b + 1]);
+                let last = knots.len() - 1;
+                if x < knots[0] {
+                    let d = (knots[0] - x) / sd;
+                    return ((hbos[0] + 10.0 * d).min(MAX_TERM), z[0] - d);
+                }
+                if x > knots[last] {
+                    let d = (x - knots[last]) / sd;
+                    return ((hbos[b] + 10.0 * d).min(MAX_TERM), z[last] + d);
+                }
+                let t = if hi > lo {
+                    ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                (hbos[b], z[b] + t * (z[b + 1] - z[b]))
+            }
+        }
+    }
+}
+
+impl Scorer {
+    /// The scorer of a baseline's features; `profile` supplies the fitted copula and cuts.
+    #[must_use]
+    pub fn new(baseline: &Baseline, encoder: &Encoder, profile: &AnomalyProfile) -> Self {
+        let mut me = Self::tables_only(baseline, encoder);
+        me.copula.clone_from(&profile.copula);
+        me.chol.clone_from(&profile.cholesky);
+        me.cut_hbos = profile.cut_hbos;
+        me.cut_copula = profile.cut_copula;
+        me
+    }
+
+    fn tables_only(baseline: &Baseline, encoder: &Encoder) -> Self {
+        let tables = encoder
+            .features
+            .iter()
+            .map(|f| match baseline.column(&f.name) {
+                Some(col) => table(col, &f.code),
+                None => Table::Categorical {
+                    hbos: vec![0.0; f.code.cardinality()],
+                },
+            })
+            .collect();
+        Self {
+            tables,
+            copula: Vec::new(),
+            chol: Vec::new(),
+            cut_hbos: 0.0,
+            cut_copula: 0.0,
+        }
+    }
+
+    /// Raw (HBOS, copula d²) of each row.
+    fn raw(&self, codes: &[Vec<u8>], values: &[Vec<f64>], n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut hbos = vec![0f64; n];
+        let p = self.copula.len();
+        let mut z = vec![0f64; n * p];
+        for (j, t) in self.tables.iter().enumerate() {
+            let slot = self.copula.iter().position(|&c| c == j);
+            let vals = &values[j];
+            for i in 0..n {
+                let x = vals.get(i).copied().unwrap_or(f64::NAN);
+                let (h, zi) = t.score(codes[j][i], x);
+                hbos[i] += h;
+                if let Some(s) = slot {
+                    z[i * p + s] = zi;
+                }
+            }
+        }
+        let mut d2 = vec![0f64; n];
+        if p > 0 {
+            let mut w = vec![0f64; p];
+            for i in 0..n {
+                let zi = &z[i * p..(i + 1) * p];
+                // Forward substitution L w = z; d² = |w|².
+                let mut s2 = 0.0;
+                for r in 0..p {
+                    let row = &self.chol[r * p..r * p + r];
+                    let dot: f64 = row.iter().zip(&w[..r]).map(|(a, b)| a * b).sum();
+                    w[r] = (zi[r] - dot) / self.chol[r * p + r];
+                    s2 += w[r] * w[r];
+                }
+                d2[i] = s2;
+            }
+        }
+        (hbos, d2)
+    }
+
+    /// Anomaly score of each row of a slice: the larger of its two scores over their cuts.
+    #[must_use]
+    pub fn score(&self, e: &Encoded) -> Vec<f32> {
+        let (h, d) = self.raw(&e.codes, &e.values, e.n);
+        h.iter()
+            .zip(&d)
+            .map(|(&h, &d)| {
+                let a = if self.cut_hbos > 0.0 { h / self.cut_hbos } else { 0.0 };
+                let b = if self.cut_copula > 0.0 { d / self.cut_copula } else { 0.0 };
+                a.max(b) as f32
+            })
+            .collect()
+    }
+}
+
+fn quantile_of(mut v: Vec<f64>, q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+/// Lower Cholesky factor of a symmetric positive-definite matrix (row-major), or `None`.
+fn cholesky(a: &[f64], p: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0f64; p * p];
+    for i in 0..p {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * p + k] * l[j * p + k]).sum();
+            if i == j {
+                let d = a[i * p + i] - s;
+                if d <= 0.0 || !d.is_finite() {
+                    return None;
+                }
+                l[i * p + j] = d.sqrt();
+            } else {
+                l[i * p + j] = (a[i * p + j] - s) / l[j * p + j];
+            }
+        }
+    }
+    Some(l)
+}
+
+/// Fits the copula and the cuts on trusted rows.
+#[must_use]
+pub fn fit(baseline: &Baseline, encoder: &Encoder, rows: &Rows) -> Option<AnomalyProfile> {
+    if rows.n < 100 {
+        return None;
+    }
+    let mut scorer = Scorer::tables_only(baseline, encoder);
+    let copula: Vec<usize> = scorer
+        .tables
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t, Table::Numeric { knots, .. } if knots.len() > 3))
+        .map(|(j, _)| j)
+        .take(MAX_COPULA)
+        .collect();
+    let p = copula.len();
+    if p >= 2 {
+        // Normal scores of every row, then their correlation.
+        scorer.copula.clone_from(&copula);
+        scorer.chol = (0..p * p)
+            .map(|i| if i / p == i % p { 1.0 } else { 0.0 })
+            .collect();
+        let mut sum = vec![0f64; p];
+        let mut cross = vec![0f64; p * p];
+        let mut zrow = vec![0f64; p];
+        for i in 0..rows.n {
+            for (s, &j) in copula.iter().enumerate() {
+                zrow[s] = scorer.tables[j]
+                    .score(rows.codes[j][i], rows.values[j][i])
+                    .1;
+            }
+            for a in 0..p {
+                sum[a] += zrow[a];
+                for b in 0..=a {
+                    cross[a * p + b] += zrow[a] * zrow[b];
+                }
+            }
+        }
+        let n = rows.n as f64;
+        let mut cov = vec![0f64; p * p];
+        for a in 0..p {
+            for b in 0..=a {
+                let c = cross[a * p + b] / n - sum[a] * sum[b] / (n * n);
+                cov[a * p + b] = c;
+                cov[b * p + a] = c;
+            }
+        }
+        let mut corr = vec![0f64; p * p];
+        for a in 0..p {
+            for b in 0..p {
+                let denom = (cov[a * p + a] * cov[b * p + b]).sqrt();
+                let r = if denom > 0.0 { cov[a * p + b] / denom } else { 0.0 };
+                corr[a * p + b] = if a == b { 1.0 } else { (1.0 - SHRINK) * r };
+            }
+        }
+        scorer.chol = cholesky(&corr, p)?;
+    } else {
+        scorer.copula.clear();
+    }
+    let (hbos, d2) = scorer.raw(&rows.codes, &rows.values, rows.n);
+    let cut_hbos = quantile_of(hbos.clone(), CUT_LEVEL);
+    let cut_copula = if scorer.copula.is_empty() {
+        0.0
+    } else {
+        quantile_of(d2.clone(), CUT_LEVEL)
+    };
+    let flagged = hbos
+        .iter()
+        .zip(&d2)
+        .filter(|&(&h, &d)| {
+            (cut_hbos > 0.0 && h > cut_hbos) || (cut_copula > 0.0 && d > cut_copula)
+        })
+        .count();
+    Some(AnomalyProfile {
+        copula: scorer.copula,
+        cholesky: scorer.chol,
+        cut_hbos,
+        cut_copula,
+        rate: flagged as f64 / rows.n as f64,
+        rows: rows.n as u64,
+    })
+}
+
+/// The anomalous-rows candidate of a scanned batch.
+#[must_use]
+pub fn candidates(a: &AnomalyProfile, scan: &Scan, policy: &Policy) -> Vec<Candidate> {
+    let rule = &policy.checks.poison_anomalous_rows;
+    let n = scan.rows.n as u64;
+    if n < 30 {
+        return Vec::new();
+    }
+    let k = scan.anomaly.iter().filter(|&&s| s > 1.0).count() as u64;
+    let (nf, mf) = (n as f64, a.rows as f64);
+    let r0 = a.rate.max(0.5 / mf);
+    let r = k as f64 / nf;
+    let se = (r0 * (1.0 - r0) * (1.0 / nf + 1.0 / mf)).sqrt();
+    let z = (r - r0) / se;
+    let mut evidence = BTreeMap::new();
+    evidence.insert("anomalous_share".into(), r);
+    evidence.insert("trusted_anomalous_share".into(), a.rate);
+    evidence.insert("z".into(), z);
+    evidence.insert("copula_features".into(), a.copula.len() as f64);
+    vec![Candidate {
+        code: "poison-anomalous-rows",
+        subject: Subject::default(),
+        p_value: Some(super::label::normal_sf(z)),
+        effects: vec![Effect {
+            name: "excess_share",
+            value: r - a.rate,
+            warn: rule.warn,
+            deny: rule.deny,
+        }],
+        fixed: None,
+        n,
+        n_baseline: a.rows,
+        describe: format!(
+            "{k} of {n} rows ({}%) score as anomalous against {}% of trusted rows",
+            num(100.0 * r),
+            num(100.0 * a.rate)
+        ),
+        evidence,
+        tag: None,
+    }]
+}

@@ -1,0 +1,121 @@
+//! `drift-class-conditional`: one class's feature distribution moved while the other classes'
+//! did not.
+//!
+//! **What it detects.** Rows of one class replaced or edited (a clean-label attack that pushes
+//! one class's features toward a trigger, or a broken join that affects only positives). An
+//! ordinary covariate shift moves every class together and is left to `drift-numeric`; a
+//! shift confined to one class changes P(label | features), which is what a model learns.
+//!
+//! **How.** Per feature and class, the batch's distribution over the pinned codes (percentile
+//! bins or top categories) is compared with the trusted one: KS over the bins for numeric
+//! features (asymptotic Kolmogorov p-value; Smirnov 1948) and total variation with a
+//! chi-square homogeneity test for categorical ones. The effect is the class's distance minus
+//! the largest distance among the other classes, so it is near zero when every class moved
+//! alike. Classes with fewer than 50 rows on either side are not tested.
+
+use std::collections::BTreeMap;
+
+use super::{PoisonProfile, Scan};
+use crate::baseline::Baseline;
+use crate::check::candidate::{Candidate, Effect};
+use crate::finding::{Subject, num};
+use crate::policy::Policy;
+use crate::stats::{binned, chi2, divergence, ks};
+
+const MIN_ROWS: u64 = 50;
+
+/// At most one candidate per feature: its most moved class.
+#[must_use]
+pub fn candidates(
+    baseline: &Baseline,
+    profile: &PoisonProfile,
+    scan: &Scan,
+    policy: &Policy,
+) -> Vec<Candidate> {
+    let rule = &policy.checks.drift_class_conditional;
+    let k = profile.classes;
+    let names: Vec<String> = baseline
+        .label_profile
+        .as_ref()
+        .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (j, name) in profile.features.iter().enumerate() {
+        // Codes without the null code (the last one).
+        let card = profile.cardinality[j] - 1;
+        let categorical = baseline
+            .column(name)
+            .is_some_and(|c| c.categorical.is_some());
+        let column = |t: &[u64], c: usize| -> Vec<u64> { (0..card).map(|code| t[code * k + c]).collect() };
+        // (distance, p-value, rows, trusted rows) per class.
+        let per_class: Vec<Option<(f64, f64, u64, u64)>> = (0..k)
+            .map(|c| {
+                let a = column(&profile.tables[j], c);
+                let b = column(&scan.tables[j], c);
+                let (na, nb): (u64, u64) = (a.iter().sum(), b.iter().sum());
+                if na < MIN_ROWS || nb < MIN_ROWS {
+                    return None;
+                }
+                let (d, p) = if categorical {
+                    (
+                        divergence::total_variation(&a, &b),
+                        chi2::homogeneity(&a, &b).p_value,
+                    )
+                } else {
+                    let d = binned::ks(&a, &b);
+                    (d, ks::asymptotic_p_value(na as f64, nb as f64, d))
+                };
+                Some((d, p, nb, na))
+            })
+            .collect();
+        let tested: Vec<(usize, (f64, f64, u64, u64))> = per_class
+            .iter()
+            .enumerate()
+            .filter_map(|(c, x)| x.map(|x| (c, x)))
+            .collect();
+        if tested.len() < 2 {
+            continue;
+        }
+        let Some(&(c, (d, p, n, m))) = tested.iter().max_by(|a, b| a.1.0.total_cmp(&b.1.0))
+        else {
+            continue;
+        };
+        let others = tested
+            .iter()
+            .filter(|(o, _)| *o != c)
+            .map(|(_, x)| x.0)
+            .fold(0.0, f64::max);
+        let effect = d - others;
+        let class = names.get(c).cloned().unwrap_or_else(|| c.to_string());
+        let stat = if categorical { "total variation" } else { "KS" };
+        let mut evidence = BTreeMap::new();
+        evidence.insert("distance".into(), d);
+        evidence.insert("other_classes_max_distance".into(), others);
+        out.push(Candidate {
+            code: "drift-class-conditional",
+            subject: Subject {
+                column: Some(name.clone()),
+                value: None,
+                label: Some(class.clone()),
+            },
+            p_value: Some(p),
+            effects: vec![Effect {
+                name: "class_specific_distance",
+                value: effect,
+                warn: rule.warn,
+                deny: rule.deny,
+            }],
+            fixed: None,
+            n,
+            n_baseline: m,
+            describe: format!(
+                "`{name}` moved among rows labelled `{class}` ({stat} {}) while the other classes moved at most {}",
+                num(d),
+                num(others)
+            ),
+            evidence,
+            tag: None,
+        });
+    }
+    out
+}

@@ -1,0 +1,481 @@
+//! `poison-duplicate-flood` and `poison-label-conflict`: copies beyond the trusted data's own
+//! duplicate rate, and rows that match trusted rows but carry another label.
+//!
+//! **What it detects.** An attacker who cannot write many distinct poisoned rows repeats a
+//! few, often with flipped labels, sometimes with a little noise to dodge exact matching; or
+//! re-submits trusted rows with new labels.
+//!
+//! **How.** Each row has two fingerprints ([`crate::rows`]): of its exact values and of its
+//! codes (same percentile bins and categories = near duplicate). The share of repeated rows in
+//! a sample grows with its size (the birthday effect), so at pin time the trusted repeat share
+//! is measured on nested random subsets of 1,000, 2,000, 4,000, … rows up to all of them, and
+//! `check` reads the expected share at the batch's own size off that curve (log-linear
+//! between points, a power law past the last one). The test is an exact binomial upper tail;
+//! the effect is the excess share. Near duplicates are counted beyond the exact ones.
+//!
+//! Label conflicts use a Bloom filter (Bloom 1970; double hashing after Kirsch & Mitzenmacher
+//! 2006) over the trusted (near fingerprint) and (near fingerprint, label) keys, 14.4 bits per
+//! key for a 0.1% false-positive rate: membership only, no rows. The trusted conflict rate is
+//! measured leave-one-out (a trusted row conflicts when another trusted row shares its cell
+//! and none shares its label), plus the filter's false-positive rate.
+//!
+//! **False positives.** Data with few, coarse columns repeats naturally; the curve absorbs
+//! that. Re-sent batches (a retry that appended the same file twice) are real duplicates and
+//! should be fixed upstream. The filter lets anyone holding a candidate row test whether it
+//! was in the trusted data; treat the baseline as confidential as the rows' existence.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use base64::Engine;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{RowSelector, Rows, Scan};
+use crate::check::candidate::{Candidate, Effect};
+use crate::finding::{Subject, num};
+use crate::policy::Policy;
+use crate::rows::{NO_CLASS, mix};
+use crate::stats::proportion::binomial_upper_tail;
+
+/// Hash functions of the filter.
+const HASHES: u32 = 10;
+/// Bits per key for about 0.1% false positives with [`HASHES`] functions.
+const BITS_PER_KEY: f64 = 14.4;
+/// Trusted rows beyond which no filter is pinned (it would pass 8 MiB).
+const MAX_FILTER_ROWS: usize = 2_000_000;
+const CELL_SALT: u64 = 0x6365_6c6c;
+const LABEL_SALT: u64 = 0x6c61_6265_6c00;
+
+/// A Bloom filter with a stable serialised form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bloom {
+    /// Bits.
+    pub bits: u64,
+    /// Hash functions.
+    pub hashes: u32,
+    /// Keys inserted.
+    pub keys: u64,
+    /// The bit words, little-endian, base64 (standard alphabet, padded).
+    pub words: String,
+    #[serde(skip)]
+    #[schemars(skip)]
+    cache: Vec<u64>,
+}
+
+impl Bloom {
+    fn new(keys: usize) -> Self {
+        let bits = ((keys.max(1) as f64 * BITS_PER_KEY).ceil() as u64).div_ceil(64) * 64;
+        Self {
+            bits,
+            hashes: HASHES,
+            keys: 0,
+            words: String::new(),
+            cache: vec![0; (bits / 64) as usize],
+        }
+    }
+
+    #[inline]
+    fn positions(&self, key: u64) -> impl Iterator<Item = u64> + '_ {
+        let h1 = mix(key);
+        let h2 = mix(h1) | 1;
+        (0..u64::from(self.hashes)).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % self.bits)
+    }
+
+    fn insert(&mut self, key: u64) {
+        let pos: Vec<u64> = self.positions(key).collect();
+        for p in pos {
+            self.cache[(p / 64) as usize] |= 1 << (p % 64);
+        }
+        self.keys += 1;
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.positions(key)
+            .all(|p| self.cache[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+
+    fn seal(&mut self) {
+        let bytes: Vec<u8> = self.cache.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.words = base64::engine::general_purpose::STANDARD.encode(bytes);
+        // The pinned form is the words; a loaded filter decodes them again.
+        self.cache = Vec::new();
+    }
+
+    /// Decodes the words after loading.
+    ///
+    /// # Errors
+    /// Words that are not base64 or do not hold `bits` bits.
+    pub fn unseal(&mut self) -> Result<(), String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.words)
+            .map_err(|e| format!("membership filter: {e}"))?;
+        if bytes.len() as u64 * 8 != self.bits || self.bits == 0 || self.hashes == 0 {
+            return Err("membership filter has the wrong size".into());
+        }
+        self.cache = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        Ok(())
+    }
+
+    /// Theoretical false-positive rate at the current load.
+    #[must_use]
+    pub fn false_positive_rate(&self) -> f64 {
+        let k = f64::from(self.hashes);
+        (1.0 - (-k * self.keys as f64 / self.bits as f64).exp()).powf(k)
+    }
+}
+
+/// What the duplicate detectors pinned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateProfile {
+    /// Trusted rows.
+    pub rows: u64,
+    /// (subset size, share of exact repeats) on nested random subsets.
+    pub exact_curve: Vec<[f64; 2]>,
+    /// (subset size, share of near repeats that are not exact repeats).
+    pub near_curve: Vec<[f64; 2]>,
+    /// Leave-one-out share of trusted rows whose cell holds only other labels.
+    pub conflict_rate: f64,
+    /// Trusted (cell) and (cell, label) keys; absent without a label or past 2M rows.
+    pub filter: Option<Bloom>,
+}
+
+impl DuplicateProfile {
+    /// Checks shapes and decodes the filter.
+    ///
+    /// # Errors
+    /// A description of the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |c: &[[f64; 2]]| {
+            c.windows(2).all(|w| w[0][0] < w[1][0])
+                && c.iter().all(|p| p[0] >= 1.0 && (0.0..=1.0).contains(&p[1]))
+        };
+        if !ok(&self.exact_curve) || !ok(&self.near_curve) {
+            return Err("duplicate curve is malformed".into());
+        }
+        if let Some(f) = &self.filter {
+            f.clone().unseal()?;
+        }
+        Ok(())
+    }
+}
+
+fn cell_key(fp: u64) -> u64 {
+    mix(fp ^ CELL_SALT)
+}
+
+fn pair_key(fp: u64, label: u16) -> u64 {
+    mix(fp ^ mix(LABEL_SALT + u64::from(label)))
+}
+
+/// Pins the duplicate curves, the conflict rate and the filter.
+#[must_use]
+pub fn fit(rows: &Rows, seed: u64) -> DuplicateProfile {
+    let n = rows.n;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x6475_7073));
+    let mut checkpoints = Vec::new();
+    let mut m = 1000usize;
+    while m < n {
+        checkpoints.push(m);
+        m *= 2;
+    }
+    checkpoints.push(n);
+    let mut exact = HashSet::with_capacity(n);
+    let mut near = HashSet::with_capacity(n);
+    let (mut dup_exact, mut dup_near) = (0usize, 0usize);
+    let mut exact_curve = Vec::new();
+    let mut near_curve = Vec::new();
+    let mut next = 0;
+    for (seen, &i) in order.iter().enumerate() {
+        if !exact.insert(rows.fp_exact[i]) {
+            dup_exact += 1;
+        }
+        if !near.insert(rows.fp_near[i]) {
+            dup_near += 1;
+        }
+        if next < checkpoints.len() && seen + 1 == checkpoints[next] {
+            let s = (seen + 1) as f64;
+            exact_curve.push([s, dup_exact as f64 / s]);
+            near_curve.push([s, (dup_near.saturating_sub(dup_exact)) as f64 / s]);
+            next += 1;
+        }
+    }
+    let labelled: Vec<usize> = (0..n).filter(|&i| rows.label[i] != NO_CLASS).collect();
+    let (conflict_rate, filter) = if labelled.len() < 100 {
+        (0.0, None)
+    } else {
+        let mut cells: HashMap<u64, u32> = HashMap::new();
+        let mut pairs: HashMap<(u64, u16), u32> = HashMap::new();
+        for &i in &labelled {
+            *cells.entry(rows.fp_near[i]).or_insert(0) += 1;
+            *pairs.entry((rows.fp_near[i], rows.label[i])).or_insert(0) += 1;
+        }
+        let conflicts = labelled
+            .iter()
+            .filter(|&&i| {
+                cells[&rows.fp_near[i]] > 1 && pairs[&(rows.fp_near[i], rows.label[i])] == 1
+            })
+            .count();
+        let filter = (labelled.len() <= MAX_FILTER_ROWS).then(|| {
+            let mut f = Bloom::new(cells.len() + pairs.len());
+            let mut cell_keys: Vec<u64> = cells.keys().copied().collect();
+            cell_keys.sort_unstable();
+            for fp in cell_keys {
+                f.insert(cell_key(fp));
+            }
+            let mut pair_keys: Vec<(u64, u16)> = pairs.keys().copied().collect();
+            pair_keys.sort_unstable();
+            for (fp, y) in pair_keys {
+                f.insert(pair_key(fp, y));
+            }
+            f.seal();
+            f
+        });
+        (conflicts as f64 / labelled.len() as f64, filter)
+    };
+    DuplicateProfile {
+        rows: n as u64,
+        exact_curve,
+        near_curve,
+        conflict_rate,
+        filter,
+    }
+}
+
+/// The trusted repeat share expected in a sample of `n` rows.
+#[must_use]
+pub fn expected_share(curve: &[[f64; 2]], n: f64) -> f64 {
+    let Some(first) = curve.first() else {
+        return 0.0;
+    };
+    if n <= first[0] {
+        return first[1] * n / first[0];
+    }
+    for w in curve.windows(2) {
+        let ([a, sa], [b, sb]) = (w[0], w[1]);
+        if n <= b {
+            let t = (n.ln() - a.ln()) / (b.ln() - a.ln());
+            return sa + t * (sb - sa);
+        }
+    }
+    let last = curve[curve.len() - 1];
+    if curve.len() < 2 || last[1] <= 0.0 {
+        return last[1];
+    }
+    let prev = curve[curve.len() - 2];
+    let slope = if prev[1] > 0.0 {
+        ((last[1] / prev[1]).ln() / (last[0] / prev[0]).ln()).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    (last[1] * (n / last[0]).powf(slope)).min(1.0)
+}
+
+/// First occurrences and repeats of fingerprints, in batch order.
+fn repeats(fps: &[u64]) -> Vec<bool> {
+    let mut seen = HashSet::with_capacity(fps.len());
+    fps.iter().map(|fp| !seen.insert(*fp)).collect()
+}
+
+/// Rows that repeat an earlier row: exact repeats, or near repeats that are not exact ones.
+#[must_use]
+pub fn repeated_rows(scan: &Scan, near: bool) -> Vec<u32> {
+    let exact = repeats(&scan.rows.fp_exact);
+    let hits: Vec<bool> = if near {
+        repeats(&scan.rows.fp_near)
+            .into_iter()
+            .zip(&exact)
+            .map(|(n, e)| n && !e)
+            .collect()
+    } else {
+        exact
+    };
+    hits.iter()
+        .enumerate()
+        .filter(|(_, h)| **h)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// Rows whose cell is in the trusted filter while their (cell, label) is not.
+#[must_use]
+pub fn conflicting_rows(profile: &DuplicateProfile, scan: &Scan) -> Vec<u32> {
+    let Some(filter) = &profile.filter else {
+        return Vec::new();
+    };
+    let mut f = filter.clone();
+    if f.unseal().is_err() {
+        return Vec::new();
+    }
+    (0..scan.rows.n)
+        .filter(|&i| {
+            let y = scan.rows.label[i];
+            y != NO_CLASS
+                && f.contains(cell_key(scan.rows.fp_near[i]))
+                && !f.contains(pair_key(scan.rows.fp_near[i], y))
+        })
+        .map(|i| i as u32)
+        .collect()
+}
+
+/// Groups of repeated rows whose labels disagree (rows in them), for evidence.
+fn conflicting_groups(scan: &Scan, near: bool) -> usize {
+    let fps = if near {
+        &scan.rows.fp_near
+    } else {
+        &scan.rows.fp_exact
+    };
+    let mut labels: HashMap<u64, (u16, bool, usize)> = HashMap::new();
+    for (i, &fp) in fps.iter().enumerate() {
+        let y = scan.rows.label[i];
+        let e = labels.entry(fp).or_insert((y, false, 0));
+        e.2 += 1;
+        if e.0 != y {
+            e.1 = true;
+        }
+    }
+    labels.values().filter(|e| e.1).map(|e| e.2).sum()
+}
+
+/// Duplicate-flood and label-conflict candidates.
+#[must_use]
+pub fn candidates(
+    profile: &DuplicateProfile,
+    scan: &Scan,
+    policy: &Policy,
+) -> Vec<(Candidate, RowSelector)> {
+    let mut out = Vec::new();
+    let n = scan.rows.n as u64;
+    if n < 30 {
+        return out;
+    }
+    let nf = n as f64;
+    let rule = &policy.checks.poison_duplicate_flood;
+    for near in [false, true] {
+        let k = repeated_rows(scan, near).len() as u64;
+        let curve = if near {
+            &profile.near_curve
+        } else {
+            &profile.exact_curve
+        };
+        let p0 = expected_share(curve, nf);
+        let floor = 0.5 / (profile.rows as f64).max(nf);
+        let r = k as f64 / nf;
+        let kind = if near { "near" } else { "exact" };
+        let mut evidence = BTreeMap::new();
+        evidence.insert("repeated_share".into(), r);
+        evidence.insert("expected_share".into(), p0);
+        evidence.insert(
+            "rows_in_groups_with_mixed_labels".into(),
+            conflicting_groups(scan, near) as f64,
+        );
+        out.push((
+            Candidate {
+                code: "poison-duplicate-flood",
+                subject: Subject {
+                    column: None,
+                    value: Some(kind.to_owned()),
+                    label: None,
+                },
+                p_value: Some(binomial_upper_tail(k, n, p0.max(floor))),
+                effects: vec![Effect {
+                    name: "excess_share",
+                    value: r - p0,
+                    warn: rule.warn,
+                    deny: rule.deny,
+                }],
+                fixed: None,
+                n,
+                n_baseline: profile.rows,
+                describe: format!(
+                    "{k} of {n} rows ({}%) repeat an earlier row ({kind}) against {}% expected at this size from the trusted data",
+                    num(100.0 * r),
+                    num(100.0 * p0)
+                ),
+                evidence,
+                tag: None,
+            },
+            RowSelector::Duplicates { near },
+        ));
+    }
+    if let Some(filter) = &profile.filter {
+        let rule = &policy.checks.poison_label_conflict;
+        let labelled = scan.rows.label.iter().filter(|&&y| y != NO_CLASS).count() as u64;
+        if labelled >= 30 {
+            let k = conflicting_rows(profile, scan).len() as u64;
+            let p0 = (profile.conflict_rate + filter.false_positive_rate()).min(1.0);
+            let lf = labelled as f64;
+            let r = k as f64 / lf;
+            let mut evidence = BTreeMap::new();
+            evidence.insert("conflict_share".into(), r);
+            evidence.insert("trusted_conflict_share".into(), profile.conflict_rate);
+            evidence.insert("filter_false_positive_rate".into(), filter.false_positive_rate());
+            out.push((
+                Candidate {
+                    code: "poison-label-conflict",
+                    subject: Subject::default(),
+                    p_value: Some(binomial_upper_tail(
+                        k,
+                        labelled,
+                        p0.max(0.5 / profile.rows as f64),
+                    )),
+                    effects: vec![Effect {
+                        name: "excess_share",
+                        value: r - p0,
+                        warn: rule.warn,
+                        deny: rule.deny,
+                    }],
+                    fixed: None,
+                    n: labelled,
+                    n_baseline: profile.rows,
+                    describe: format!(
+                        "{k} of {labelled} rows ({}%) match a trusted row's values but carry a label no matching trusted row has, against {}% expected",
+                        num(100.0 * r),
+                        num(100.0 * p0)
+                    ),
+                    evidence,
+                    tag: None,
+                },
+                RowSelector::Conflicting,
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_round_trips_and_has_no_false_negatives() {
+        let mut f = Bloom::new(10_000);
+        for k in 0..10_000u64 {
+            f.insert(k);
+        }
+        f.seal();
+        let mut g = f.clone();
+        g.unseal().unwrap();
+        assert!((0..10_000u64).all(|k| g.contains(k)));
+        let fp = (1_000_000..1_100_000u64).filter(|&k| g.contains(k)).count();
+        // 0.1% expected; allow sampling noise.
+        assert!(fp < 200, "{fp}");
+        assert!((g.false_positive_rate() - 0.001).abs() < 0.0005);
+    }
+
+    #[test]
+    fn expected_share_interpolates_and_extrapolates() {
+        let curve = [[1000.0, 0.01], [2000.0, 0.02], [4000.0, 0.04]];
+        assert!((expected_share(&curve, 2000.0) - 0.02).abs() < 1e-12);
+        assert!((expected_share(&curve, 8000.0) - 0.08).abs() < 1e-9);
+        assert!((expected_share(&curve, 500.0) - 0.005).abs() < 1e-12);
+        assert_eq!(expected_share(&[[1000.0, 0.0], [2000.0, 0.0]], 1e7), 0.0);
+    }
+}

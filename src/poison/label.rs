@@ -1,0 +1,429 @@
+//! `poison-label-inconsistency`: labels that disagree with a reference model of
+//! P(label | features) fitted on the trusted data, beyond the trusted data's own rate.
+//!
+//! **What it detects.** Random label flips, flips of the rows the model is most sure of,
+//! one-directional flips inside a region, and label swaps chosen to keep the class counts and
+//! every column's distribution unchanged: all of them put labels where the features say the
+//! class is unlikely, which no per-column statistic can see.
+//!
+//! **How.** At pin time a boosted ensemble ([`super::gbdt`]) is fitted on the trusted rows and
+//! calibrated out of fold (5 folds; Hastie, Tibshirani & Friedman 2009, §7.10): every trusted
+//! row is scored by a model that did not see it, which gives the rate `r0` at which *clean*
+//! rows look surprising (`P(label | x) < cut`) and the rate `r1` at which a randomly flipped
+//! label does. The cut is the out-of-fold quantile that maximises `(r1 − r0) / sqrt(r0 (1 −
+//! r0))`, the power of the rate test for a small flip share. This is the confident-learning
+//! idea of comparing given labels with out-of-sample predicted probabilities (Northcutt, Jiang
+//! & Chuang 2021), turned into a calibrated batch test: `check` counts surprising rows and
+//! compares their share with `r0` (two-sample z-test with both sampling variances); the
+//! effect is the estimated flipped share `(r − r0) / (r1 − r0)`.
+//!
+//! **Evidence.** The message names the most over-represented (predicted → given) class pair
+//! and the feature region where surprising rows concentrate, so a targeted flip reads as
+//! "class A relabelled B where income is in (52k, 60k]".
+//!
+//! **False positives.** A genuine change of the labelling process (a new annotation guideline)
+//! or concept drift looks the same: the labels really do disagree with the trusted relation.
+//! Re-pin the baseline once the change is confirmed legitimate.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::gbdt::{self, Forest, Params};
+use super::{PoisonProfile, RowSelector, Rows, Scan};
+use crate::baseline::Baseline;
+use crate::check::candidate::{Candidate, Effect};
+use crate::finding::{Subject, num};
+use crate::policy::Policy;
+use crate::rows::{Encoded, Encoder, NO_CLASS};
+use crate::stats::binned;
+
+/// Most trusted rows the model is fitted on (a seeded sample beyond).
+const MAX_TRAIN_ROWS: usize = 200_000;
+/// Folds of the out-of-fold calibration.
+const FOLDS: usize = 5;
+/// Probabilities are clipped here before taking logs.
+const P_FLOOR: f64 = 1e-6;
+
+/// The pinned reference model and its out-of-fold calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelModel {
+    /// The model.
+    pub forest: Forest,
+    /// Trusted rows scored out of fold.
+    pub rows: u64,
+    /// A row is surprising when the model gives its label a probability below this.
+    pub cut: f64,
+    /// Out-of-fold share of surprising trusted rows (`r0`).
+    pub clean_rate: f64,
+    /// Out-of-fold share of surprising rows after a random flip of their label (`r1`).
+    pub flipped_rate: f64,
+    /// Out-of-fold mean of `-ln P(label | x)`.
+    pub mean_surprise: f64,
+    /// Out-of-fold standard deviation of `-ln P(label | x)`.
+    pub sd_surprise: f64,
+    /// Out-of-fold accuracy of the most likely class.
+    pub accuracy: f64,
+    /// Out-of-fold surprising rows by (predicted, given) class, `predicted * classes + given`.
+    pub transitions: Vec<u64>,
+}
+
+/// Fits and calibrates the reference model; `None` with too few labelled rows or classes.
+#[must_use]
+pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
+    let classes = encoder.classes.len();
+    let mut idx: Vec<u32> = (0..rows.n as u32)
+        .filter(|&i| rows.label[i as usize] != NO_CLASS)
+        .collect();
+    let mut per_class = vec![0usize; classes];
+    for &i in &idx {
+        per_class[usize::from(rows.label[i as usize])] += 1;
+    }
+    if idx.len() < 200 || per_class.iter().filter(|&&c| c >= 10).count() < 2 {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c61_6265_6c5f_6d6f);
+    idx.shuffle(&mut rng);
+    idx.truncate(MAX_TRAIN_ROWS);
+    let n = idx.len();
+    let cardinality: Vec<usize> = encoder.features.iter().map(|f| f.code.cardinality()).collect();
+    let categorical: Vec<bool> = encoder.features.iter().map(|f| f.code.is_categorical()).collect();
+    let take = |sel: &[u32]| -> (Vec<Vec<u8>>, Vec<u16>) {
+        let codes = rows
+            .codes
+            .iter()
+            .map(|col| sel.iter().map(|&i| col[i as usize]).collect())
+            .collect();
+        let y = sel.iter().map(|&i| rows.label[i as usize]).collect();
+        (codes, y)
+    };
+    let params = Params::default();
+    let fit_on = |sel: &[u32]| {
+        let (codes, y) = take(sel);
+        let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
+        gbdt::fit(&refs, &cardinality, &categorical, &y, classes, params)
+    };
+    // Out of fold: fold k holds the shuffled positions i with i % FOLDS == k.
+    let oof_parts: Vec<(Vec<usize>, Vec<f32>)> = (0..FOLDS)
+        .into_par_iter()
+        .map(|k| {
+            let train: Vec<u32> = (0..n).filter(|i| i % FOLDS != k).map(|i| idx[i]).collect();
+            let test_pos: Vec<usize> = (0..n).filter(|i| i % FOLDS == k).collect();
+            let test: Vec<u32> = test_pos.iter().map(|&i| idx[i]).collect();
+            let forest = fit_on(&train);
+            let (codes, _) = take(&test);
+            let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
+            (test_pos, forest.predict(&refs, test.len()))
+        })
+        .collect();
+    let forest = fit_on(&idx);
+    let mut oof = vec![0f32; n * classes];
+    for (pos, probs) in oof_parts {
+        for (r, &p) in pos.iter().enumerate() {
+            oof[p * classes..(p + 1) * classes]
+                .copy_from_slice(&probs[r * classes..(r + 1) * classes]);
+        }
+    }
+    let y: Vec<usize> = idx.iter().map(|&i| usize::from(rows.label[i as usize])).collect();
+    let p_true: Vec<f64> = (0..n).map(|i| f64::from(oof[i * classes + y[i]])).collect();
+    let surprise: Vec<f64> = p_true.iter().map(|p| -p.max(P_FLOOR).ln()).collect();
+    let nf = n as f64;
+    let mean_surprise = surprise.iter().sum::<f64>() / nf;
+    let sd_surprise = (surprise
+        .iter()
+        .map(|s| (s - mean_surprise).powi(2))
+        .sum::<f64>()
+        / (nf - 1.0))
+        .sqrt();
+    let accuracy = (0..n)
+        .filter(|&i| argmax(&oof[i * classes..(i + 1) * classes]) == y[i])
+        .count() as f64
+        / nf;
+    let mut sorted = p_true.clone();
+    sorted.sort_by(f64::total_cmp);
+    // Candidate cuts: out-of-fold quantiles of P(given label | x).
+    let mut best: Option<(f64, f64, f64, f64)> = None; // (power, cut, r0, r1)
+    for level in [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3] {
+        let cut = sorted[((nf * level) as usize).min(n - 1)];
+        let r0 = p_true.iter().filter(|&&p| p < cut).count() as f64 / nf;
+        if r0 <= 0.0 || r0 >= 1.0 {
+            continue;
+        }
+        let r1 = (0..n)
+            .map(|i| {
+                let row = &oof[i * classes..(i + 1) * classes];
+                let below = (0..classes)
+                    .filter(|&c| c != y[i] && f64::from(row[c]) < cut)
+                    .count();
+                below as f64 / (classes - 1) as f64
+            })
+            .sum::<f64>()
+            / nf;
+        let power = (r1 - r0) / (r0 * (1.0 - r0)).sqrt();
+        if best.is_none_or(|b| power > b.0) {
+            best = Some((power, cut, r0, r1));
+        }
+    }
+    let (_, cut, clean_rate, flipped_rate) = best?;
+    let mut transitions = vec![0u64; classes * classes];
+    for i in 0..n {
+        if p_true[i] < cut {
+            let pred = argmax(&oof[i * classes..(i + 1) * classes]);
+            transitions[pred * classes + y[i]] += 1;
+        }
+    }
+    Some(LabelModel {
+        forest,
+        rows: n as u64,
+        cut,
+        clean_rate,
+        flipped_rate,
+        mean_surprise,
+        sd_surprise,
+        accuracy,
+        transitions,
+    })
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (c, &p) in row.iter().enumerate() {
+        if p > row[best] {
+            best = c;
+        }
+    }
+    best
+}
+
+/// Scores one encoded slice: the probability of each row's label and the most likely class.
+#[must_use]
+pub fn score(m: &LabelModel, e: &Encoded) -> (Vec<f32>, Vec<u16>) {
+    let classes = m.forest.classes;
+    let refs: Vec<&[u8]> = e.codes.iter().map(Vec::as_slice).collect();
+    let probs = m.forest.predict(&refs, e.n);
+    let mut p = Vec::with_capacity(e.n);
+    let mut pred = Vec::with_capacity(e.n);
+    for i in 0..e.n {
+        let row = &probs[i * classes..(i + 1) * classes];
+        let y = e.label[i];
+        p.push(if y == NO_CLASS {
+            f32::NAN
+        } else {
+            row[usize::from(y)]
+        });
+        pred.push(argmax(row) as u16);
+    }
+    (p, pred)
+}
+
+/// Whether row `i` of a scan carries a surprising label.
+#[must_use]
+pub fn is_surprising(m: &LabelModel, scan: &Scan, i: usize) -> bool {
+    let p = f64::from(scan.p_label[i]);
+    !p.is_nan() && p < m.cut
+}
+
+/// Upper tail of the standard normal.
+pub(crate) fn normal_sf(z: f64) -> f64 {
+    0.5 * statrs::function::erf::erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// The label-consistency candidate of a scanned batch.
+#[must_use]
+pub fn candidates(
+    baseline: &Baseline,
+    profile: &PoisonProfile,
+    m: &LabelModel,
+    scan: &Scan,
+    policy: &Policy,
+) -> Vec<(Candidate, Option<RowSelector>)> {
+    let rule = &policy.checks.poison_label_inconsistency;
+    let classes = m.forest.classes;
+    let mut n = 0u64;
+    let mut k = 0u64;
+    let mut surprise = 0f64;
+    let mut correct = 0u64;
+    let mut transitions = vec![0u64; classes * classes];
+    for i in 0..scan.rows.n {
+        let p = f64::from(scan.p_label[i]);
+        if p.is_nan() {
+            continue;
+        }
+        n += 1;
+        surprise -= p.max(P_FLOOR).ln();
+        let y = usize::from(scan.rows.label[i]);
+        let pred = usize::from(scan.predicted[i]);
+        correct += u64::from(pred == y);
+        if p < m.cut {
+            k += 1;
+            transitions[pred * classes + y] += 1;
+        }
+    }
+    if n < 30 {
+        return Vec::new();
+    }
+    let (nf, mf) = (n as f64, m.rows as f64);
+    let r0 = m.clean_rate;
+    let r = k as f64 / nf;
+    let se = (r0 * (1.0 - r0) * (1.0 / nf + 1.0 / mf)).sqrt();
+    let z = (r - r0) / se;
+    let p_value = normal_sf(z);
+    let gap = m.flipped_rate - r0;
+    let flip_share = if gap > 0.01 { (r - r0) / gap } else { r - r0 };
+    let mean_surprise = surprise / nf;
+    let surprise_z = (mean_surprise - m.mean_surprise) / (m.sd_surprise / nf.sqrt());
+    let names = &baseline
+        .label_profile
+        .as_ref()
+        .map(|l| l.classes.iter().map(|c| c.value.clone()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    // The (predicted, given) pair with the most surprising rows beyond the trusted rate.
+    let mut top: Option<(f64, usize, usize)> = None;
+    for pred in 0..classes {
+        for given in 0..classes {
+            let j = pred * classes + given;
+            let excess = transitions[j] as f64 - m.transitions[j] as f64 / mf * nf;
+            if excess > 0.0 && top.is_none_or(|t| excess > t.0) {
+                top = Some((excess, pred, given));
+            }
+        }
+    }
+    let mut describe = format!(
+        "{k} of {n} labels ({}%) are surprising to the reference model against {}% of trusted labels out of fold; estimated flipped share {}",
+        num(100.0 * r),
+        num(100.0 * r0),
+        num(flip_share)
+    );
+    let mut subject = Subject::column(baseline.label.as_deref().unwrap_or("label"));
+    if let Some((excess, pred, given)) = top {
+        let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
+        describe.push_str(&format!(
+            "; most of the excess ({} rows) looks like `{}` but is labelled `{}`",
+            num(excess),
+            name(pred),
+            name(given)
+        ));
+        subject.value = Some(format!("{} -> {}", name(pred), name(given)));
+        subject.label = Some(name(given));
+        if let Some(region) = region(baseline, profile, m, scan, pred, given) {
+            describe.push_str(&format!(", concentrated where {region}"));
+        }
+    }
+    let mut evidence = std::collections::BTreeMap::new();
+    evidence.insert("surprising_share".into(), r);
+    evidence.insert("trusted_surprising_share".into(), r0);
+    evidence.insert("flipped_surprising_share".into(), m.flipped_rate);
+    evidence.insert("probability_cut".into(), m.cut);
+    evidence.insert("z".into(), z);
+    evidence.insert("mean_surprise".into(), mean_surprise);
+    evidence.insert("trusted_mean_surprise".into(), m.mean_surprise);
+    evidence.insert("mean_surprise_z".into(), surprise_z);
+    evidence.insert("accuracy".into(), correct as f64 / nf);
+    evidence.insert("trusted_accuracy".into(), m.accuracy);
+    let c = Candidate {
+        code: "poison-label-inconsistency",
+        subject,
+        p_value: Some(p_value),
+        effects: vec![Effect {
+            name: "flip_share",
+            value: flip_share,
+            warn: rule.warn,
+            deny: rule.deny,
+        }],
+        fixed: None,
+        n,
+        n_baseline: m.rows,
+        describe,
+        evidence,
+        tag: None,
+    };
+    vec![(c, Some(RowSelector::Surprising))]
+}
+
+/// Where the surprising rows of one (predicted, given) pair concentrate: the feature segment
+/// (numeric decile or category) with the largest excess over the trusted surprising rate, if
+/// it holds at least a third of them.
+fn region(
+    baseline: &Baseline,
+    profile: &PoisonProfile,
+    m: &LabelModel,
+    scan: &Scan,
+    pred: usize,
+    given: usize,
+) -> Option<String> {
+    let hits: Vec<usize> = (0..scan.rows.n)
+        .filter(|&i| {
+            is_surprising(m, scan, i)
+                && usize::from(scan.predicted[i]) == pred
+                && usize::from(scan.rows.label[i]) == given
+        })
+        .collect();
+    if hits.len() < 10 {
+        return None;
+    }
+    let n = scan.rows.n as f64;
+    let mut best: Option<(f64, String)> = None;
+    for (j, name) in profile.features.iter().enumerate() {
+        let col = baseline.column(name)?;
+        let card = profile.cardinality[j];
+        let mut total = vec![0f64; card];
+        let mut hit = vec![0f64; card];
+        for &c in &scan.rows.codes[j] {
+            total[usize::from(c)] += 1.0;
+        }
+        for &i in &hits {
+            hit[usize::from(scan.rows.codes[j][i])] += 1.0;
+        }
+        let segments = segment_codes(col, card);
+        for (label, codes) in segments {
+            let h: f64 = codes.iter().map(|&c| hit[c]).sum();
+            let t: f64 = codes.iter().map(|&c| total[c]).sum();
+            // Excess of this pair's surprising rows over an even spread across the batch.
+            let excess = h - hits.len() as f64 * t / n;
+            if h >= hits.len() as f64 / 3.0 && best.as_ref().is_none_or(|b| excess > b.0) {
+                best = Some((excess, format!("`{name}` {label}")));
+            }
+        }
+    }
+    best.map(|b| b.1)
+}
+
+/// Segments of a feature: numeric deciles (by the trusted bin counts) or single categories,
+/// each as (description, codes). Null and "other" codes are left out.
+#[must_use]
+pub fn segment_codes(col: &crate::baseline::ColumnProfile, card: usize) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    if let Some(p) = &col.numeric {
+        let groups = binned::coarse_groups(&p.counts, 10);
+        let mut by_group: Vec<Vec<usize>> = Vec::new();
+        for (bin, &g) in groups.iter().enumerate() {
+            if by_group.len() <= g {
+                by_group.resize(g + 1, Vec::new());
+            }
+            by_group[g].push(bin);
+        }
+        for bins in by_group.into_iter().filter(|b| !b.is_empty()) {
+            let lo = bins[0];
+            let hi = bins[bins.len() - 1];
+            let from = if lo == 0 {
+                "-inf".to_owned()
+            } else {
+                num(p.edges[lo - 1])
+            };
+            let to = if hi >= p.edges.len() {
+                "inf".to_owned()
+            } else {
+                num(p.edges[hi])
+            };
+            out.push((format!("in ({from}, {to}]"), bins));
+        }
+    } else if let Some(c) = &col.categorical {
+        for (i, t) in c.top.iter().take(card.saturating_sub(2)).enumerate() {
+            out.push((format!("= `{}`", t.value), vec![i]));
+        }
+    }
+    out
+}

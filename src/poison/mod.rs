@@ -1,0 +1,539 @@
+//! The `poison-` detectors: signals of deliberate tampering that per-column drift statistics
+//! cannot see (DESIGN §4), and the class-conditional drift check that shares their pass.
+//!
+//! At `profile` time [`build`] encodes every trusted row ([`crate::rows`]) and pins what the
+//! detectors need, without raw rows: a reference model of P(label | features) with its
+//! out-of-fold calibration ([`label`]), per-feature class tables ([`segment`],
+//! [`class_drift`]), the copula and histogram scores of normal rows ([`anomaly`]), and the
+//! duplicate rates and a membership filter of (row, label) pairs ([`duplicates`]). Exact-value
+//! frequencies for [`point_mass`] and [`trigger`] live in the column profiles.
+//!
+//! At `check` time [`scan`] encodes the batch in parallel slices and keeps a few bytes per
+//! row (label probability, anomaly score, fingerprints); each detector turns that into
+//! [`Candidate`]s that go through the same decision rule and multiplicity adjustment as the
+//! drift checks. [`quarantine`] then lists the rows behind the findings that fired.
+
+pub mod anomaly;
+pub mod class_drift;
+pub mod duplicates;
+pub mod gbdt;
+pub mod label;
+pub mod point_mass;
+pub mod segment;
+pub mod trigger;
+
+use std::collections::BTreeMap;
+
+use polars::prelude::DataFrame;
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::Baseline;
+use crate::check::candidate::Candidate;
+use crate::error::Result;
+use crate::finding::{Finding, RowRef};
+use crate::policy::Policy;
+use crate::rows::{Encoded, Encoder, NO_CLASS};
+use crate::summary::BatchSummary;
+
+/// Most classes the row-level label detectors handle; more suggests an id-like label.
+pub const MAX_MODEL_CLASSES: usize = 20;
+
+/// What the detectors pinned from trusted data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoisonProfile {
+    /// Encoded features, in order; `check` runs row-level detectors only when the batch has
+    /// every one of them.
+    pub features: Vec<String>,
+    /// Codes per feature (bins or top values, plus other and null).
+    pub cardinality: Vec<usize>,
+    /// Classes of the label (0 without a label).
+    pub classes: usize,
+    /// Per feature, trusted row counts by code and class (`code * classes + class`); empty
+    /// without a label or with more than [`MAX_MODEL_CLASSES`] classes.
+    pub tables: Vec<Vec<u64>>,
+    /// The reference model of the label and its calibration.
+    pub label_model: Option<label::LabelModel>,
+    /// Anomaly scores of trusted rows.
+    pub anomaly: Option<anomaly::AnomalyProfile>,
+    /// Duplicate rates and the trusted membership filter.
+    pub duplicates: duplicates::DuplicateProfile,
+}
+
+/// Per-feature class tables of encoded rows.
+fn add_tables(tables: &mut [Vec<u64>], enc: &Encoded, classes: usize) {
+    for (t, codes) in tables.iter_mut().zip(&enc.codes) {
+        for (&c, &y) in codes.iter().zip(&enc.label) {
+            if y != NO_CLASS {
+                t[usize::from(c) * classes + usize::from(y)] += 1;
+            }
+        }
+    }
+}
+
+/// Every encoded row of a batch, concatenated in batch order.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    /// Rows.
+    pub n: usize,
+    /// Codes per feature.
+    pub codes: Vec<Vec<u8>>,
+    /// Raw values per feature (empty for categorical features).
+    pub values: Vec<Vec<f64>>,
+    /// Class per row.
+    pub label: Vec<u16>,
+    /// Exact fingerprints.
+    pub fp_exact: Vec<u64>,
+    /// Near fingerprints.
+    pub fp_near: Vec<u64>,
+}
+
+impl Rows {
+    fn append(&mut self, e: Encoded) {
+        if self.codes.is_empty() {
+            self.codes = vec![Vec::new(); e.codes.len()];
+            self.values = vec![Vec::new(); e.values.len()];
+        }
+        self.n += e.n;
+        for (a, b) in self.codes.iter_mut().zip(e.codes) {
+            a.extend(b);
+        }
+        for (a, b) in self.values.iter_mut().zip(e.values) {
+            a.extend(b);
+        }
+        self.label.extend(e.label);
+        self.fp_exact.extend(e.fp_exact);
+        self.fp_near.extend(e.fp_near);
+    }
+}
+
+/// Pins the detectors' profile from trusted frames; `baseline` already holds the column and
+/// label profiles. `None` when no column can be encoded.
+///
+/// # Errors
+/// A failure while encoding.
+pub fn build(baseline: &Baseline, frames: &[DataFrame]) -> Result<Option<PoisonProfile>> {
+    let encoder = Encoder::new(baseline, None);
+    if encoder.features.is_empty() {
+        return Ok(None);
+    }
+    let mut rows = Rows::default();
+    for e in encoder.for_each_slice(frames, |_, e| Ok(e))? {
+        rows.append(e);
+    }
+    let cardinality: Vec<usize> = encoder.features.iter().map(|f| f.code.cardinality()).collect();
+    let classes = encoder.classes.len();
+    let labelled = (2..=MAX_MODEL_CLASSES).contains(&classes);
+    let mut tables = Vec::new();
+    if labelled {
+        tables = cardinality.iter().map(|&c| vec![0u64; c * classes]).collect();
+        let e = Encoded {
+            n: rows.n,
+            codes: rows.codes.clone(),
+            values: Vec::new(),
+            label: rows.label.clone(),
+            fp_exact: Vec::new(),
+            fp_near: Vec::new(),
+        };
+        add_tables(&mut tables, &e, classes);
+    }
+    let label_model = if labelled {
+        label::fit(&encoder, &rows, baseline.seed)
+    } else {
+        None
+    };
+    let anomaly = anomaly::fit(baseline, &encoder, &rows);
+    let duplicates = duplicates::fit(&rows, baseline.seed);
+    Ok(Some(PoisonProfile {
+        features: encoder.features.iter().map(|f| f.name.clone()).collect(),
+        cardinality,
+        classes,
+        tables,
+        label_model,
+        anomaly,
+        duplicates,
+    }))
+}
+
+impl PoisonProfile {
+    /// Checks invariants a corrupted file could break.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.features.len() != self.cardinality.len() {
+            return Err("poison profile: features and cardinalities differ in length".into());
+        }
+        if !self.tables.is_empty()
+            && (self.tables.len() != self.features.len()
+                || self
+                    .tables
+                    .iter()
+                    .zip(&self.cardinality)
+                    .any(|(t, &c)| t.len() != c * self.classes))
+        {
+            return Err("poison profile: class tables do not fit the features".into());
+        }
+        if let Some(m) = &self.label_model {
+            m.forest.validate(&self.cardinality)?;
+            if m.forest.classes != self.classes {
+                return Err("poison profile: model classes differ from the label's".into());
+            }
+        }
+        if let Some(a) = &self.anomaly {
+            a.validate(self.features.len())?;
+        }
+        self.duplicates.validate()
+    }
+}
+
+/// What the row-level pass over a batch kept.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Encoded rows.
+    pub rows: Rows,
+    /// Probability the reference model gives each row's label (NaN without one).
+    pub p_label: Vec<f32>,
+    /// The model's most likely class per row.
+    pub predicted: Vec<u16>,
+    /// Anomaly score per row, in units of the trusted cut (above 1 is anomalous).
+    pub anomaly: Vec<f32>,
+    /// Per-feature class tables of the batch.
+    pub tables: Vec<Vec<u64>>,
+}
+
+/// Scores every row of a batch. `None` when the baseline has no poison profile or the batch
+/// lacks one of its features (that is already a schema finding).
+///
+/// # Errors
+/// A failure while encoding.
+pub fn scan(baseline: &Baseline, usable: &[String], frames: &[DataFrame]) -> Result<Option<Scan>> {
+    let Some(profile) = &baseline.poison else {
+        return Ok(None);
+    };
+    let encoder = Encoder::new(baseline, Some(usable));
+    let names: Vec<&String> = encoder.features.iter().map(|f| &f.name).collect();
+    if names.len() != profile.features.len()
+        || names.iter().zip(&profile.features).any(|(a, b)| *a != b)
+    {
+        return Ok(None);
+    }
+    let scorer = profile
+        .anomaly
+        .as_ref()
+        .map(|a| anomaly::Scorer::new(baseline, &encoder, a));
+    let parts = encoder.for_each_slice(frames, |_, e| {
+        let (p, pred) = match &profile.label_model {
+            Some(m) => label::score(m, &e),
+            None => (vec![f32::NAN; e.n], vec![NO_CLASS; e.n]),
+        };
+        let an = match &scorer {
+            Some(s) => s.score(&e),
+            None => vec![0.0; e.n],
+        };
+        Ok((e, p, pred, an))
+    })?;
+    let mut out = Scan::default();
+    if !profile.tables.is_empty() {
+        out.tables = profile
+            .cardinality
+            .iter()
+            .map(|&c| vec![0u64; c * profile.classes])
+            .collect();
+    }
+    for (e, p, pred, an) in parts {
+        if !out.tables.is_empty() {
+            add_tables(&mut out.tables, &e, profile.classes);
+        }
+        out.p_label.extend(p);
+        out.predicted.extend(pred);
+        out.anomaly.extend(an);
+        out.rows.append(e);
+    }
+    Ok(Some(out))
+}
+
+/// Which rows a fired finding points at.
+#[derive(Debug, Clone)]
+pub enum RowSelector {
+    /// Rows whose label the reference model finds surprising.
+    Surprising,
+    /// Rows with an anomaly score above the trusted cut.
+    Anomalous,
+    /// Repeated rows (second and later copies) of the exact or near fingerprint.
+    Duplicates {
+        /// Near (codes) rather than exact fingerprints.
+        near: bool,
+    },
+    /// Rows matching a trusted row's cell with another label.
+    Conflicting,
+    /// Explicit rows (trigger and point-mass values, segments).
+    Listed(Vec<u32>),
+}
+
+/// Candidates of every detector, with the rows each one points at.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Candidates, in detector order.
+    pub candidates: Vec<Candidate>,
+    /// Per candidate index, its rows.
+    pub selectors: Vec<Option<RowSelector>>,
+}
+
+impl Outcome {
+    fn push(&mut self, c: Candidate, rows: Option<RowSelector>) {
+        self.candidates.push(c);
+        self.selectors.push(rows);
+    }
+}
+
+/// Runs every detector on a scanned batch.
+///
+/// # Errors
+/// A failure while re-reading a column for value detectors.
+pub fn detect(
+    baseline: &Baseline,
+    policy: &Policy,
+    summary: &BatchSummary,
+    scan: &Scan,
+    frames: &[DataFrame],
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let Some(profile) = &baseline.poison else {
+        return Ok(out);
+    };
+    if let Some(m) = &profile.label_model {
+        for (c, sel) in label::candidates(baseline, profile, m, scan, policy) {
+            out.push(c, sel);
+        }
+    }
+    if !scan.tables.is_empty() {
+        for (c, sel) in segment::candidates(baseline, profile, scan, policy) {
+            out.push(c, sel);
+        }
+        for c in class_drift::candidates(baseline, profile, scan, policy) {
+            out.push(c, None);
+        }
+    }
+    if let Some(a) = &profile.anomaly {
+        for c in anomaly::candidates(a, scan, policy) {
+            out.push(c, Some(RowSelector::Anomalous));
+        }
+    }
+    for (c, sel) in duplicates::candidates(&profile.duplicates, scan, policy) {
+        out.push(c, Some(sel));
+    }
+    let values = point_mass::heavy_values(baseline, summary, scan, frames)?;
+    for (c, sel) in point_mass::candidates(baseline, &values, scan, policy) {
+        out.push(c, Some(sel));
+    }
+    for (c, sel) in trigger::candidates(baseline, profile, summary, &values, scan, frames, policy)? {
+        out.push(c, Some(sel));
+    }
+    Ok(out)
+}
+
+/// One row of the quarantine file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineRow {
+    /// Row index in batch order.
+    pub row: u64,
+    /// The row's id, when an id column was pinned.
+    pub id: Option<String>,
+    /// Finding codes that flagged it, sorted.
+    pub codes: Vec<String>,
+    /// Suspicion score: per flagging finding, a score in (0, 1], summed.
+    pub score: f64,
+}
+
+/// The per-row contribution of one selector, in (0, 1].
+fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
+    match sel {
+        RowSelector::Surprising => 1.0 - f64::from(scan.p_label[i]).clamp(0.0, 1.0),
+        RowSelector::Anomalous => {
+            let a = f64::from(scan.anomaly[i]);
+            a / (1.0 + a)
+        }
+        _ => 1.0,
+    }
+}
+
+/// Rows a selector points at, in batch order.
+fn select(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
+    let n = scan.rows.n;
+    match sel {
+        RowSelector::Surprising => match &profile.label_model {
+            Some(m) => (0..n)
+                .filter(|&i| label::is_surprising(m, scan, i))
+                .map(|i| i as u32)
+                .collect(),
+            None => Vec::new(),
+        },
+        RowSelector::Anomalous => (0..n)
+            .filter(|&i| scan.anomaly[i] > 1.0)
+            .map(|i| i as u32)
+            .collect(),
+        RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
+        RowSelector::Conflicting => duplicates::conflicting_rows(&profile.duplicates, scan),
+        RowSelector::Listed(rows) => rows.clone(),
+    }
+}
+
+/// Attaches the rows behind each fired poison finding: every flagged row with its codes and
+/// score, and on each finding its ten highest-scoring rows.
+///
+/// `fired` maps a candidate index to the index of its finding in `findings`.
+#[must_use]
+pub fn quarantine(
+    baseline: &Baseline,
+    scan: &Scan,
+    outcome: &Outcome,
+    fired: &BTreeMap<usize, usize>,
+    findings: &mut [Finding],
+) -> Vec<QuarantineRow> {
+    let Some(profile) = &baseline.poison else {
+        return Vec::new();
+    };
+    let mut per_row: BTreeMap<u32, (Vec<String>, f64)> = BTreeMap::new();
+    for (&cand, &finding) in fired {
+        let Some(Some(sel)) = outcome.selectors.get(cand) else {
+            continue;
+        };
+        let Some(f) = findings.get_mut(finding) else {
+            continue;
+        };
+        let rows = select(sel, profile, scan);
+        let mut scored: Vec<(f64, u32)> = rows
+            .iter()
+            .map(|&r| (row_score(sel, scan, r as usize), r))
+            .collect();
+        for &(s, r) in &scored {
+            let e = per_row.entry(r).or_default();
+            if !e.0.contains(&f.code) {
+                e.0.push(f.code.clone());
+                e.1 += s;
+            }
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        f.rows = scored
+            .iter()
+            .take(10)
+            .map(|&(s, r)| RowRef {
+                row: u64::from(r),
+                id: None,
+                score: crate::finding::tidy(s),
+            })
+            .collect();
+        f.evidence.insert("rows_flagged".into(), rows.len() as f64);
+    }
+    per_row
+        .into_iter()
+        .map(|(row, (mut codes, score))| {
+            codes.sort();
+            QuarantineRow {
+                row: u64::from(row),
+                id: None,
+                codes,
+                score: crate::finding::tidy(score),
+            }
+        })
+        .collect()
+}
+
+/// The text of the id column at the given rows (batch order), read in one pass.
+///
+/// # Errors
+/// An id column that cannot be read as text.
+pub fn ids_of(frames: &[DataFrame], id: &str, mut rows: Vec<u64>) -> Result<BTreeMap<u64, String>> {
+    rows.sort_unstable();
+    rows.dedup();
+    let mut out = BTreeMap::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let mut next = 0usize;
+    let mut offset = 0u64;
+    for df in frames {
+        let Ok(col) = df.column(id) else {
+            offset += df.height() as u64;
+            continue;
+        };
+        crate::summary::for_each_str_chunk(col.as_materialized_series(), |arr| {
+            let len = arr.len() as u64;
+            while next < rows.len() && rows[next] < offset + len {
+                let i = (rows[next] - offset) as usize;
+                if let Some(v) = arr.get(i) {
+                    out.insert(rows[next], v.to_owned());
+                }
+                next += 1;
+            }
+            offset += len;
+        })?;
+    }
+    Ok(out)
+}
+
+/// File format of the quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// CSV with a header.
+    Csv,
+}
+
+impl QuarantineFormat {
+    /// The format named by a path's extension.
+    ///
+    /// # Errors
+    /// An extension other than `.parquet` or `.csv`.
+    pub fn from_path(path: &std::path::Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("parquet") => Ok(Self::Parquet),
+            Some(e) if e.eq_ignore_ascii_case("csv") => Ok(Self::Csv),
+            _ => Err(crate::Error::Usage(format!(
+                "--quarantine {} must end in .parquet or .csv",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The quarantine as file bytes: columns `row` (u64), `id` (text, null without an id column),
+/// `codes` (`;`-separated) and `score`.
+///
+/// # Errors
+/// A failure of the writer (a bug).
+pub fn render_quarantine(rows: &[QuarantineRow], format: QuarantineFormat) -> Result<Vec<u8>> {
+    use polars::prelude::*;
+    let internal = |e: PolarsError| crate::Error::Internal(format!("writing the quarantine: {e}"));
+    let mut df = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("row".into(), rows.iter().map(|r| r.row).collect::<Vec<u64>>()),
+            Column::new(
+                "id".into(),
+                rows.iter().map(|r| r.id.clone()).collect::<Vec<Option<String>>>(),
+            ),
+            Column::new(
+                "codes".into(),
+                rows.iter().map(|r| r.codes.join(";")).collect::<Vec<String>>(),
+            ),
+            Column::new("score".into(), rows.iter().map(|r| r.score).collect::<Vec<f64>>()),
+        ],
+    )
+    .map_err(internal)?;
+    let mut buf = Vec::new();
+    match format {
+        QuarantineFormat::Parquet => {
+            ParquetWriter::new(&mut buf).finish(&mut df).map_err(internal)?;
+        }
+        QuarantineFormat::Csv => {
+            CsvWriter::new(&mut buf)
+                .include_header(true)
+                .finish(&mut df)
+                .map_err(internal)?;
+        }
+    }
+    Ok(buf)
+}

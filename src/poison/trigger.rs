@@ -1,0 +1,320 @@
+//! `poison-trigger`: a value (or a pair of values on two features), rare or absent in the
+//! trusted data, over-represented in the batch and concentrated on one label.
+//!
+//! **What it detects.** Backdoor poisoning: the attacker stamps a trigger on a few percent of
+//! rows and sets their label to a target class, so the model learns "trigger ⇒ target" (Gu,
+//! Dolan-Gavitt & Garg 2017, BadNets; Chen et al. 2017 for tabular/physical triggers). Also
+//! the clean-label variant, where the trigger is stamped only on rows already of the target
+//! class and no label is changed (Turner, Tsipras & Madry 2019): the value is still new, and
+//! its rows still all carry one label.
+//!
+//! **How.** Candidates are categorical values whose batch share is at least three times their
+//! trusted share (unseen values count as half a row of the trusted data) and exact numeric
+//! values found by [`super::point_mass`]. For each, the labels of its rows are counted; the
+//! most common class must hold at least `concentration` of them and be significantly above
+//! what the trusted data predicts for those rows (the value's own trusted class mix when it
+//! was among the pinned top values or its numeric bin held 30 rows, the class prior
+//! otherwise). Both tests must pass (intersection–union test, Berger 1982: the p-value is the
+//! larger of the two). Candidates on two features whose rows coincide (80% overlap) are
+//! reported as one pair trigger. The effect is the share of batch rows carrying the trigger.
+//!
+//! **False positives.** A new category that is genuinely predictive (a new product only
+//! sold to one segment). The finding names the feature, the value, the label and the rows;
+//! confirm where the value comes from before re-pinning.
+
+use std::collections::{BTreeMap, HashMap};
+
+use polars::prelude::DataFrame;
+
+use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
+use super::{PoisonProfile, RowSelector, Scan};
+use crate::baseline::Baseline;
+use crate::check::candidate::{Candidate, Effect};
+use crate::error::{Error, Result};
+use crate::finding::{Subject, num};
+use crate::policy::Policy;
+use crate::rows::NO_CLASS;
+use crate::stats::binned::bin_index;
+use crate::stats::proportion::binomial_upper_tail;
+use crate::summary::{ColumnSummary, for_each_str_chunk};
+
+/// A candidate value with its rows and the trusted class mix expected for them.
+struct Value {
+    column: String,
+    text: String,
+    rows: Vec<u32>,
+    over_p: f64,
+    trusted_share: f64,
+    expect: Vec<f64>,
+}
+
+/// Categorical values over-represented against the trusted data, with their rows.
+fn categorical_values(
+    baseline: &Baseline,
+    profile: &PoisonProfile,
+    summary: &BatchSummary,
+    n: f64,
+    frames: &[DataFrame],
+    prior: &[f64],
+) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for (j, name) in profile.features.iter().enumerate() {
+        let (Some(col), Some(ColumnSummary::Categorical(s))) =
+            (baseline.column(name), summary.columns.get(name))
+        else {
+            continue;
+        };
+        let Some(cp) = &col.categorical else {
+            continue;
+        };
+        let trusted = col.count.max(1) as f64;
+        let min_top = cp.top.last().map_or(0, |t| t.count);
+        let in_top: HashMap<&str, (usize, u64)> = cp
+            .top
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.value.as_str(), (i, t.count)))
+            .collect();
+        let mut wanted: BTreeMap<String, (f64, Option<usize>)> = BTreeMap::new();
+        for (value, &k) in &s.counts {
+            let kf = k as f64;
+            if kf < 3.0 || kf / n < MIN_SHARE {
+                continue;
+            }
+            let (tc, code) = match in_top.get(value.as_str()) {
+                Some(&(code, c)) => (c, Some(code)),
+                None if cp.domain_complete && cp.domain.binary_search(value).is_err() => (0, None),
+                None => (min_top, None),
+            };
+            let share = (tc as f64 + 0.5) / (trusted + 1.0);
+            if kf / n >= MIN_RATIO * share {
+                wanted.insert(value.clone(), (share, code));
+            }
+        }
+        if wanted.is_empty() {
+            continue;
+        }
+        let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        let mut offset = 0u32;
+        for df in frames {
+            let series = df
+                .column(name)
+                .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
+                .as_materialized_series();
+            for_each_str_chunk(series, |arr| {
+                for (i, v) in arr.iter().enumerate() {
+                    if let Some(v) = v
+                        && let Some((key, _)) = wanted.get_key_value(v)
+                    {
+                        rows.entry(key.as_str()).or_default().push(offset + i as u32);
+                    }
+                }
+                offset += arr.len() as u32;
+            })?;
+        }
+        let k = profile.classes;
+        for (value, (share, code)) in &wanted {
+            let r = rows.remove(value.as_str()).unwrap_or_default();
+            let expect = match code {
+                Some(code) if !profile.tables.is_empty() => {
+                    smooth(&profile.tables[j][code * k..(code + 1) * k], prior)
+                }
+                _ => prior.to_vec(),
+            };
+            out.push(Value {
+                column: name.clone(),
+                text: value.clone(),
+                over_p: binomial_upper_tail(r.len() as u64, n as u64, *share),
+                rows: r,
+                trusted_share: *share,
+                expect,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A trusted class mix with half a row of prior per class, or the prior when too thin.
+fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
+    let total: f64 = counts.iter().sum::<u64>() as f64;
+    if total < 30.0 {
+        return prior.to_vec();
+    }
+    counts
+        .iter()
+        .zip(prior)
+        .map(|(&c, &p)| (c as f64 + 0.5 * p) / (total + 0.5))
+        .collect()
+}
+
+use crate::summary::BatchSummary;
+
+/// Trigger candidates (single values and merged pairs).
+///
+/// # Errors
+/// A failure while re-reading a categorical column.
+pub fn candidates(
+    baseline: &Baseline,
+    profile: &PoisonProfile,
+    summary: &BatchSummary,
+    heavy: &[HeavyValue],
+    scan: &Scan,
+    frames: &[DataFrame],
+    policy: &Policy,
+) -> Result<Vec<(Candidate, RowSelector)>> {
+    let rule = &policy.checks.poison_trigger;
+    let k = profile.classes;
+    if k < 2 || profile.tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = scan.rows.n as f64;
+    let prior_counts: Vec<u64> = (0..k)
+        .map(|c| {
+            profile.tables[0]
+                .iter()
+                .skip(c)
+                .step_by(k)
+                .sum()
+        })
+        .collect();
+    let total: f64 = prior_counts.iter().sum::<u64>() as f64;
+    let prior: Vec<f64> = prior_counts
+        .iter()
+        .map(|&c| (c as f64 + 0.5) / (total + 0.5 * k as f64))
+        .collect();
+    let mut values = categorical_values(baseline, profile, summary, n, frames, &prior)?;
+    for h in heavy {
+        let expect = baseline
+            .column(&h.column)
+            .and_then(|c| c.numeric.as_ref())
+            .map_or_else(
+                || prior.clone(),
+                |p| {
+                    let b = bin_index(&p.edges, h.value);
+                    smooth(&profile.tables[h.feature][b * k..(b + 1) * k], &prior)
+                },
+            );
+        values.push(Value {
+            column: h.column.clone(),
+            text: num_exact(h.value),
+            rows: h.rows.clone(),
+            over_p: binomial_upper_tail(h.rows.len() as u64, n as u64, h.trusted_share),
+            trusted_share: h.trusted_share,
+            expect,
+        });
+    }
+    let names: Vec<String> = baseline
+        .label_profile
+        .as_ref()
+        .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
+        .unwrap_or_default();
+    // Concentrated candidates: (value, class, class rows, labelled rows, p).
+    let mut hits: Vec<(Value, usize, u64, u64, f64)> = Vec::new();
+    for v in values {
+        let mut per_class = vec![0u64; k];
+        for &r in &v.rows {
+            let y = scan.rows.label[r as usize];
+            if y != NO_CLASS {
+                per_class[usize::from(y)] += 1;
+            }
+        }
+        let labelled: u64 = per_class.iter().sum();
+        let Some((c, &kc)) = per_class.iter().enumerate().max_by_key(|(_, c)| **c) else {
+            continue;
+        };
+        if labelled < 3 || (kc as f64) < rule.concentration * labelled as f64 {
+            continue;
+        }
+        let p_conc = binomial_upper_tail(kc, labelled, v.expect[c].clamp(1e-9, 1.0));
+        let p = p_conc.max(v.over_p);
+        hits.push((v, c, kc, labelled, p));
+    }
+    // Merge candidates on different features whose rows coincide into pair triggers.
+    hits.sort_by(|a, b| b.0.rows.len().cmp(&a.0.rows.len()).then(a.0.column.cmp(&b.0.column)));
+    let mut groups: Vec<Vec<(Value, usize, u64, u64, f64)>> = Vec::new();
+    for h in hits {
+        let joined = groups.iter_mut().find(|g| {
+            g.len() == 1
+                && g[0].0.column != h.0.column
+                && g[0].1 == h.1
+                && overlap(&g[0].0.rows, &h.0.rows) >= 0.8
+        });
+        match joined {
+            Some(g) => g.push(h),
+            None => groups.push(vec![h]),
+        }
+    }
+    let mut out = Vec::new();
+    for mut g in groups {
+        g.sort_by(|a, b| a.0.column.cmp(&b.0.column));
+        let columns: Vec<&str> = g.iter().map(|h| h.0.column.as_str()).collect();
+        let texts: Vec<&str> = g.iter().map(|h| h.0.text.as_str()).collect();
+        let (lead, c, kc, labelled, _) = &g[0];
+        let p = g.iter().map(|h| h.4).fold(0.0, f64::max);
+        let mut rows: Vec<u32> = g.iter().flat_map(|h| h.0.rows.iter().copied()).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let class = names.get(*c).cloned().unwrap_or_else(|| c.to_string());
+        let share = lead.rows.len() as f64 / n;
+        let mut evidence = BTreeMap::new();
+        evidence.insert("rows".into(), lead.rows.len() as f64);
+        evidence.insert("share".into(), share);
+        evidence.insert("trusted_share".into(), lead.trusted_share);
+        evidence.insert("label_concentration".into(), *kc as f64 / *labelled as f64);
+        evidence.insert("expected_label_share".into(), lead.expect[*c]);
+        let what = columns
+            .iter()
+            .zip(&texts)
+            .map(|(c, v)| format!("`{c}` = `{v}`"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        out.push((
+            Candidate {
+                code: "poison-trigger",
+                subject: Subject {
+                    column: Some(columns.join(" & ")),
+                    value: Some(texts.join(" & ")),
+                    label: Some(class.clone()),
+                },
+                p_value: Some(p),
+                effects: vec![Effect {
+                    name: "share",
+                    value: share,
+                    warn: rule.warn,
+                    deny: rule.deny,
+                }],
+                fixed: None,
+                n: scan.rows.n as u64,
+                n_baseline: baseline.rows,
+                describe: format!(
+                    "{what} appears in {} rows ({}% of the batch, at most {}% of trusted rows) and {kc} of its {labelled} labelled rows are `{class}` against {}% expected",
+                    lead.rows.len(),
+                    num(100.0 * share),
+                    num(100.0 * lead.trusted_share),
+                    num(100.0 * lead.expect[*c])
+                ),
+                evidence,
+                tag: None,
+            },
+            RowSelector::Listed(rows),
+        ));
+    }
+    Ok(out)
+}
+
+/// |A ∩ B| / max(|A|, |B|) of two sorted row lists.
+fn overlap(a: &[u32], b: &[u32]) -> f64 {
+    let (mut i, mut j, mut both) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                both += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    both as f64 / a.len().max(b.len()).max(1) as f64
+}
