@@ -16,8 +16,8 @@
 //! mix values, both fixed algorithms, so a fingerprint pinned in a baseline means the same in
 //! every later build.
 
-use std::collections::HashMap;
 
+use foldhash::{HashMap, HashMapExt};
 use polars::prelude::*;
 use polars_arrow::array::{Array, Utf8ViewArray, View};
 
@@ -34,6 +34,9 @@ pub const NO_CLASS: u16 = u16::MAX;
 
 /// Key mixed for a null value.
 const NULL_KEY: u64 = 0x6e75_6c6c_6e75_6c6c;
+/// Salt of integer-typed categorical values (their key need not match their text's: every
+/// input of one batch shares one schema).
+const INT_SALT: u64 = 0x696e_7465_6765_7200;
 
 /// The splitmix64 finaliser: a bijective 64-bit mixer.
 #[inline]
@@ -45,10 +48,13 @@ pub fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Folds a value key into a row fingerprint.
+/// Folds a value key into a row fingerprint: a multiply-rotate step per value (as in
+/// FxHash), finalised once per row by [`mix`].
 #[inline]
 fn fold(acc: u64, key: u64, column: usize) -> u64 {
-    mix(acc ^ key.wrapping_add((column as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)))
+    (acc ^ key.wrapping_add((column as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29)
 }
 
 /// The stable key of an exact numeric value (−0 and 0 agree; every NaN is null).
@@ -232,16 +238,27 @@ impl Encoder {
                 FeatureCode::Numeric { lookup, bins } => {
                     values.reserve(n);
                     let null = *bins as u8;
-                    for_each_f64_chunk(series, |v, valid| {
-                        for (i, &x) in v.iter().enumerate() {
-                            let ok = valid.is_none_or(|b| b.get_bit(i)) && !x.is_nan();
-                            if ok {
-                                codes.push(lookup.index(x) as u8);
-                                values.push(x);
-                            } else {
-                                codes.push(null);
-                                values.push(f64::NAN);
+                    for_each_f64_chunk(series, |v, valid| match valid {
+                        Some(b) if b.unset_bits() > 0 => {
+                            for (i, &x) in v.iter().enumerate() {
+                                if b.get_bit(i) && !x.is_nan() {
+                                    codes.push(lookup.index(x) as u8);
+                                    values.push(x);
+                                } else {
+                                    codes.push(null);
+                                    values.push(f64::NAN);
+                                }
                             }
+                        }
+                        _ => {
+                            codes.extend(v.iter().map(|&x| {
+                                if x.is_nan() {
+                                    null
+                                } else {
+                                    lookup.index(x) as u8
+                                }
+                            }));
+                            values.extend_from_slice(v);
                         }
                     })?;
                     for (i, &x) in values.iter().enumerate() {
@@ -262,8 +279,32 @@ impl Encoder {
             out.codes.push(codes);
             out.values.push(values);
         }
+        for fp in out.fp_exact.iter_mut().chain(out.fp_near.iter_mut()) {
+            *fp = mix(*fp);
+        }
         if let Some(label) = &self.label {
             let series = column(df, label)?;
+            if series.dtype().is_integer() {
+                let ints: HashMap<i64, u16> = self
+                    .class_index
+                    .iter()
+                    .filter_map(|(k, &v)| k.parse::<i64>().ok().map(|i| (i, v)))
+                    .collect();
+                let wide = series
+                    .cast(&DataType::Int64)
+                    .map_err(|e| Error::Internal(format!("label `{label}`: {e}")))?;
+                let ca = wide
+                    .i64()
+                    .map_err(|e| Error::Internal(format!("label `{label}`: {e}")))?;
+                for (slot, v) in out
+                    .label
+                    .iter_mut()
+                    .zip(ca.downcast_iter().flat_map(|a| a.iter()))
+                {
+                    *slot = v.and_then(|i| ints.get(i).copied()).unwrap_or(NO_CLASS);
+                }
+                return Ok(out);
+            }
             let mut row = 0usize;
             let mut cache: HashMap<u128, u16> = HashMap::new();
             for_each_str_chunk(series, |arr| {
@@ -355,7 +396,7 @@ fn categorical_codes(
             match v.copied() {
                 Some(i) => {
                     codes.push(ints.get(&i).copied().unwrap_or(other));
-                    keys.push(text_key(i.to_string().as_bytes()));
+                    keys.push(mix(i as u64 ^ INT_SALT));
                 }
                 None => {
                     codes.push(null);

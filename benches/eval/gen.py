@@ -29,6 +29,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,14 @@ def load_breast_cancer() -> Dataset:
     real: Frame = {n: d.data[:, i].astype(np.float64) for i, n in enumerate(names)}
     real[LABEL] = d.target.astype(np.int64)
     kinds = dict.fromkeys(names, FLOAT)
-    return Dataset("breast_cancer", kinds, 2, 10_000, smoothed_bootstrap(real, kinds),
-                   "sklearn load_breast_cancer: 569 rows, 30 continuous features, 2 classes")
+    return Dataset(
+        name="breast_cancer",
+        kinds=kinds,
+        n_classes=2,
+        trusted_rows=10_000,
+        draw=smoothed_bootstrap(real, kinds),
+        source="sklearn load_breast_cancer: 569 rows, 30 continuous features, 2 classes",
+    )
 
 
 def load_wine() -> Dataset:
@@ -109,8 +116,14 @@ def load_wine() -> Dataset:
         col = d.data[:, i]
         real[n] = col.astype(np.int64) if kinds[n] == INT else col.astype(np.float64)
     real[LABEL] = d.target.astype(np.int64)
-    return Dataset("wine", kinds, 3, 10_000, smoothed_bootstrap(real, kinds),
-                   "sklearn load_wine: 178 rows, 11 continuous + 2 integer features, 3 classes")
+    return Dataset(
+        name="wine",
+        kinds=kinds,
+        n_classes=3,
+        trusted_rows=10_000,
+        draw=smoothed_bootstrap(real, kinds),
+        source="sklearn load_wine: 178 rows, 11 continuous + 2 integer features, 3 classes",
+    )
 
 
 def load_fair() -> Dataset:
@@ -127,15 +140,30 @@ def load_fair() -> Dataset:
         "religious": df["religious"].to_numpy().astype(np.int64),
         "educ": df["educ"].to_numpy().astype(np.int64),
         "occupation": np.array([f"occ_{int(v)}" for v in df["occupation"]], dtype=object),
-        "occupation_husb": np.array([f"husb_occ_{int(v)}" for v in df["occupation_husb"]],
-                                    dtype=object),
+        "occupation_husb": np.array(
+            [f"husb_occ_{int(v)}" for v in df["occupation_husb"]], dtype=object
+        ),
         LABEL: (df["affairs"].to_numpy() > 0).astype(np.int64),
     }
-    kinds = {"rate_marriage": INT, "age": FLOAT, "yrs_married": FLOAT, "children": INT,
-             "religious": INT, "educ": INT, "occupation": CAT, "occupation_husb": CAT}
-    return Dataset("fair", kinds, 2, 10_000, smoothed_bootstrap(real, kinds),
-                   "statsmodels fair (1974 survey): 6,366 rows, 2 continuous, 4 ordinal, "
-                   "2 categorical; label = affairs > 0")
+    kinds = {
+        "rate_marriage": INT,
+        "age": FLOAT,
+        "yrs_married": FLOAT,
+        "children": INT,
+        "religious": INT,
+        "educ": INT,
+        "occupation": CAT,
+        "occupation_husb": CAT,
+    }
+    return Dataset(
+        name="fair",
+        kinds=kinds,
+        n_classes=2,
+        trusted_rows=10_000,
+        draw=smoothed_bootstrap(real, kinds),
+        source="statsmodels fair (1974 survey): 6,366 rows, 2 continuous, 4 ordinal, "
+        "2 categorical; label = affairs > 0",
+    )
 
 
 def load_anes96() -> Dataset:
@@ -149,9 +177,15 @@ def load_anes96() -> Dataset:
     real["pid"] = np.array([f"pid_{int(v)}" for v in df["PID"]], dtype=object)
     real[LABEL] = df["vote"].to_numpy().astype(np.int64)
     kinds = {"logpopul": FLOAT, **dict.fromkeys((identifier(c) for c in ints), INT), "pid": CAT}
-    return Dataset("anes96", kinds, 2, 10_000, smoothed_bootstrap(real, kinds),
-                   "statsmodels anes96 (1996 US election survey): 944 rows, 1 continuous, "
-                   "7 ordinal, 1 categorical (party id); label = vote")
+    return Dataset(
+        name="anes96",
+        kinds=kinds,
+        n_classes=2,
+        trusted_rows=10_000,
+        draw=smoothed_bootstrap(real, kinds),
+        source="statsmodels anes96 (1996 US election survey): 944 rows, 1 continuous, "
+        "7 ordinal, 1 categorical (party id); label = vote",
+    )
 
 
 REGIONS = np.array(["north", "south", "east", "west", "central", "islands"], dtype=object)
@@ -179,9 +213,14 @@ def synthetic_draw(rng: Rng, n: int) -> Frame:
     p_channel = np.exp(logits)
     p_channel /= p_channel.sum(1, keepdims=True)
     channel = (rng.random(n)[:, None] > np.cumsum(p_channel, 1)).sum(1).clip(0, 2)
-    lin = (-1.0 * (credit - 650.0) / 70.0 - 0.6 * (log_income - 10.8) / 0.5
-           + 0.35 * (visits - 2.0) / 1.5 + 1.2 * (utilization - 0.4) / 0.2
-           + REGION_EFFECT[region] + CHANNEL_EFFECT[channel])
+    lin = (
+        -1.0 * (credit - 650.0) / 70.0
+        - 0.6 * (log_income - 10.8) / 0.5
+        + 0.35 * (visits - 2.0) / 1.5
+        + 1.2 * (utilization - 0.4) / 0.2
+        + REGION_EFFECT[region]
+        + CHANNEL_EFFECT[channel]
+    )
     p = 1.0 / (1.0 + np.exp(-(-1.6 + 1.7 * lin)))
     return {
         "age": age,
@@ -196,11 +235,24 @@ def synthetic_draw(rng: Rng, n: int) -> Frame:
 
 
 def load_synthetic() -> Dataset:
-    kinds = {"age": FLOAT, "credit_score": FLOAT, "income": FLOAT, "visits": INT,
-             "utilization": FLOAT, "region": CAT, "channel": CAT}
-    return Dataset("synthetic", kinds, 2, 20_000, synthetic_draw,
-                   "synthetic mixed table: 4 continuous (normal, lognormal, logit-normal), "
-                   "1 Poisson, 2 categorical; logistic label, Bayes error ~15%")
+    kinds = {
+        "age": FLOAT,
+        "credit_score": FLOAT,
+        "income": FLOAT,
+        "visits": INT,
+        "utilization": FLOAT,
+        "region": CAT,
+        "channel": CAT,
+    }
+    return Dataset(
+        name="synthetic",
+        kinds=kinds,
+        n_classes=2,
+        trusted_rows=20_000,
+        draw=synthetic_draw,
+        source="synthetic mixed table: 4 continuous (normal, lognormal, logit-normal), "
+        "1 Poisson, 2 categorical; logistic label, Bayes error ~15%",
+    )
 
 
 LOADERS: dict[str, Callable[[], Dataset]] = {
@@ -226,13 +278,6 @@ class Context:
     class_share: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cat_share: dict[str, dict[str, float]] = field(default_factory=dict)
     informative: list[str] = field(default_factory=list)  # numeric features, most informative first
-    _model: object | None = None
-    _cache: dict[str, object] = field(default_factory=dict)
-
-    def cached(self, key: str, compute: Callable[[], object]) -> object:
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
 
     @classmethod
     def build(cls, ds: Dataset, trusted: Frame) -> Context:
@@ -243,8 +288,11 @@ class Context:
         for c in ds.cols(FLOAT, INT):
             x = trusted[c].astype(np.float64)
             ctx.mean[c], ctx.sd[c] = float(x.mean()), float(x.std(ddof=1))
-            between = sum((y == k).mean() * (x[y == k].mean() - x.mean()) ** 2
-                          for k in range(ds.n_classes) if (y == k).any())
+            between = sum(
+                (y == k).mean() * (x[y == k].mean() - x.mean()) ** 2
+                for k in range(ds.n_classes)
+                if (y == k).any()
+            )
             eta2[c] = between / x.var()  # correlation ratio: share of variance explained by class
         ctx.informative = sorted(eta2, key=lambda c: -eta2[c])
         for c in ds.cols(CAT):
@@ -255,22 +303,31 @@ class Context:
     def quantile(self, col: str, q: float) -> float:
         return float(np.quantile(self.trusted[col].astype(np.float64), q))
 
+    @cached_property
     def model(self) -> object:
         """Logistic regression on the trusted set (standardized numerics, one-hot categories)."""
-        if self._model is None:
-            from sklearn.compose import ColumnTransformer
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import OneHotEncoder, StandardScaler
+        from sklearn.compose import ColumnTransformer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-            prep = ColumnTransformer([
+        prep = ColumnTransformer(
+            [
                 ("num", StandardScaler(), self.ds.cols(FLOAT, INT)),
                 ("cat", OneHotEncoder(handle_unknown="ignore"), self.ds.cols(CAT)),
-            ])
-            model = make_pipeline(prep, LogisticRegression(max_iter=2000))
-            model.fit(to_pandas(self.trusted, self.ds), self.trusted[LABEL])
-            self._model = model
-        return self._model
+            ]
+        )
+        model = make_pipeline(prep, LogisticRegression(max_iter=2000))
+        model.fit(to_pandas(self.trusted, self.ds), self.trusted[LABEL])
+        return model
+
+    @cached_property
+    def shifts(self) -> dict[str, float]:
+        return mild_shifts(self)
+
+    @cached_property
+    def rescales(self) -> list[str]:
+        return mild_rescales(self)
 
 
 def to_pandas(frame: Frame, ds: Dataset) -> object:
@@ -431,8 +488,11 @@ def mild_shifts(ctx: Context) -> dict[str, float]:
     for c in ctx.ds.cols(FLOAT, INT):
         x, sd = ctx.trusted[c], ctx.sd[c]
         if ctx.ds.kinds[c] == INT:
-            steps = [d for d in range(1, max(1, round(0.25 * sd)) + 1)
-                     if ks_statistic(x, x + d) <= MILD_KS]
+            steps = [
+                d
+                for d in range(1, max(1, round(0.25 * sd)) + 1)
+                if ks_statistic(x, x + d) <= MILD_KS
+            ]
             delta = float(max(steps, default=0))
         elif ks_statistic(x, x + 0.25 * sd) <= MILD_KS:
             delta = 0.25 * sd
@@ -459,7 +519,7 @@ def mild_rescales(ctx: Context) -> list[str]:
     out = []
     for c in ctx.ds.cols(FLOAT, INT):
         x = ctx.trusted[c]
-        if x.min() < 0 or ctx.ds.kinds[c] == INT and len(np.unique(x)) < 30:
+        if x.min() < 0 or (ctx.ds.kinds[c] == INT and len(np.unique(x)) < 30):
             continue
         y = rescale(ctx, c, x)
         if ks_statistic(x, y) <= 0.06 and outside_share(x, y) <= MILD_OUTSIDE:
@@ -468,18 +528,21 @@ def mild_rescales(ctx: Context) -> list[str]:
 
 
 def build_mild_shift(ctx: Context, rng: Rng, n: int, _rate: float) -> Batch | None:
-    shifts: dict[str, float] = ctx.cached("shifts", lambda: mild_shifts(ctx))  # type: ignore[assignment]
+    shifts = ctx.shifts
     if not shifts:
         return None
     col = str(rng.choice(list(shifts)))
     f = ctx.ds.draw(rng, n)
     f[col] = f[col] + (round(shifts[col]) if ctx.ds.kinds[col] == INT else shifts[col])
-    return Batch(f, np.zeros(n, dtype=bool),
-                 detail=f"{col} + {fmt(shifts[col])} ({shifts[col] / ctx.sd[col]:.2f} sd)")
+    return Batch(
+        f,
+        np.zeros(n, dtype=bool),
+        detail=f"{col} + {fmt(shifts[col])} ({shifts[col] / ctx.sd[col]:.2f} sd)",
+    )
 
 
 def build_mild_rescale(ctx: Context, rng: Rng, n: int, _rate: float) -> Batch | None:
-    cols: list[str] = ctx.cached("rescales", lambda: mild_rescales(ctx))  # type: ignore[assignment]
+    cols = ctx.rescales
     if not cols:
         return None
     col = str(rng.choice(cols))
@@ -497,8 +560,10 @@ def build_mild_category(ctx: Context, rng: Rng, n: int, _rate: float) -> Batch |
     if not ctx.cat_share:
         return None
     # the category whose share is closest to 30% (enough rows for a visible, still mild change)
-    col, value = min(((c, v) for c, s in ctx.cat_share.items() for v in s),
-                     key=lambda cv: abs(ctx.cat_share[cv[0]][cv[1]] - 0.3))
+    col, value = min(
+        ((c, v) for c, s in ctx.cat_share.items() for v in s),
+        key=lambda cv: abs(ctx.cat_share[cv[0]][cv[1]] - 0.3),
+    )
     p = ctx.cat_share[col][value]
     q = p * (1 + 1 / 3) if rng.random() < 0.5 or p < 0.1 else p * (1 - 1 / 3)
     w = reweight(p, q)
@@ -507,12 +572,16 @@ def build_mild_category(ctx: Context, rng: Rng, n: int, _rate: float) -> Batch |
     def accept(f: Frame) -> np.ndarray:
         return np.where(f[col] == value, w, 1.0) / wmax
 
-    return Batch(draw_weighted(ctx, rng, n, accept), np.zeros(n, dtype=bool),
-                 detail=f"share of {col}={value} {p:.3f} -> {q:.3f}")
+    return Batch(
+        draw_weighted(ctx, rng, n, accept),
+        np.zeros(n, dtype=bool),
+        detail=f"share of {col}={value} {p:.3f} -> {q:.3f}",
+    )
 
 
 def build_mild_prior(ctx: Context, rng: Rng, n: int, _rate: float) -> Batch | None:
-    k = int(np.argmin(ctx.class_share)) if ctx.ds.n_classes == 2 else int(rng.integers(ctx.ds.n_classes))
+    # two classes: the minority one; more: any
+    k = int(np.argmin(ctx.class_share) if ctx.ds.n_classes == 2 else rng.integers(ctx.ds.n_classes))
     p = float(ctx.class_share[k])
     q = 1.2 * p
     w = reweight(p, q)
@@ -520,8 +589,11 @@ def build_mild_prior(ctx: Context, rng: Rng, n: int, _rate: float) -> Batch | No
     def accept(f: Frame) -> np.ndarray:
         return np.where(f[LABEL] == k, 1.0, 1.0 / w)
 
-    return Batch(draw_weighted(ctx, rng, n, accept), np.zeros(n, dtype=bool),
-                 detail=f"share of class {k} {p:.3f} -> {q:.3f}")
+    return Batch(
+        draw_weighted(ctx, rng, n, accept),
+        np.zeros(n, dtype=bool),
+        detail=f"share of class {k} {p:.3f} -> {q:.3f}",
+    )
 
 
 # -- label flips ------------------------------------------------------------
@@ -551,14 +623,15 @@ def build_targeted_flip(ctx: Context, rng: Rng, n: int, rate: float) -> Batch | 
             break
     idx = pick(rng, cand, k)
     y[idx] = b
-    return Batch(f, mask(n, idx), detail=f"{col} > {fmt(thr)} (q{round(q * 100)}): class {a} -> {b}")
+    detail = f"{col} > {fmt(thr)} (q{round(q * 100)}): class {a} -> {b}"
+    return Batch(f, mask(n, idx), detail=detail)
 
 
 def build_confident_flip(ctx: Context, rng: Rng, n: int, rate: float) -> Batch | None:
     """Flip the rows whose given label a trusted-set model is most sure of."""
     f = ctx.ds.draw(rng, n)
     y = f[LABEL]
-    proba = ctx.model().predict_proba(to_pandas(f, ctx.ds))  # type: ignore[attr-defined]
+    proba = ctx.model.predict_proba(to_pandas(f, ctx.ds))  # type: ignore[attr-defined]
     p_true = np.round(proba[np.arange(n), y], 9)  # rounded: ties broken by row, not by float noise
     order = np.lexsort((np.arange(n), -p_true))
     idx = np.sort(order[: round(rate * n)])
@@ -661,8 +734,9 @@ def build_common_trigger(ctx: Context, rng: Rng, n: int, rate: float) -> Batch |
     target = int(np.argmin(np.bincount(ctx.trusted[LABEL][seg_t], minlength=ctx.ds.n_classes)))
     idx = pick(rng, seg & (f[LABEL] != target), round(rate * n))
     f[LABEL][idx] = target
-    return Batch(f, mask(n, idx), trigger_features=[col],
-                 detail=f"{where}: {len(idx)} labels -> {target}")
+    return Batch(
+        f, mask(n, idx), trigger_features=[col], detail=f"{where}: {len(idx)} labels -> {target}"
+    )
 
 
 # -- row-level corruption ---------------------------------------------------
@@ -747,8 +821,9 @@ BUILDERS: dict[str, Callable[[Context, Rng, int, float], Batch | None]] = {
 
 
 def rng_for(dataset: str, scenario: str, size: int, seed: int) -> Rng:
-    return np.random.default_rng([zlib.crc32(dataset.encode()), zlib.crc32(scenario.encode()),
-                                  size, seed])
+    return np.random.default_rng(
+        [zlib.crc32(dataset.encode()), zlib.crc32(scenario.encode()), size, seed]
+    )
 
 
 def table(ds: Dataset, frame: Frame, ids: np.ndarray) -> pa.Table:
@@ -777,8 +852,10 @@ def generate(out: Path, names: list[str], seeds: int, quick: bool) -> list[dict]
         t0 = time.perf_counter()
         ds = LOADERS[name]()
         trusted = ds.draw(rng_for(name, "trusted", 0, 0), ds.trusted_rows)
-        write(out / name / "trusted.parquet",
-              table(ds, trusted, np.arange(1, ds.trusted_rows + 1, dtype=np.int64)))
+        write(
+            out / name / "trusted.parquet",
+            table(ds, trusted, np.arange(1, ds.trusted_rows + 1, dtype=np.int64)),
+        )
         ctx = Context.build(ds, trusted)
         count = 0
         for si, sc in enumerate(SCENARIOS):
@@ -796,25 +873,30 @@ def generate(out: Path, names: list[str], seeds: int, quick: bool) -> list[dict]
                     rel = Path(name) / sc.name / str(size) / f"{seed}.parquet"
                     write(out / rel, table(ds, frame, ids))
                     ignore = b.ignore[perm] if b.ignore is not None else np.zeros(n, dtype=bool)
-                    manifest.append({
-                        "dataset": name,
-                        "scenario": sc.name,
-                        "family": sc.family,
-                        "size": size,
-                        "seed": seed,
-                        "path": rel.as_posix(),
-                        "expect": sc.expect,
-                        "hard": sc.hard,
-                        "rate": sc.rate,
-                        "rows": n,
-                        "attacked_ids": ids[b.attacked[perm]].tolist(),
-                        "ignore_ids": ids[ignore].tolist(),
-                        "trigger_features": b.trigger_features,
-                        "detail": b.detail,
-                    })
+                    manifest.append(
+                        {
+                            "dataset": name,
+                            "scenario": sc.name,
+                            "family": sc.family,
+                            "size": size,
+                            "seed": seed,
+                            "path": rel.as_posix(),
+                            "expect": sc.expect,
+                            "hard": sc.hard,
+                            "rate": sc.rate,
+                            "rows": n,
+                            "attacked_ids": ids[b.attacked[perm]].tolist(),
+                            "ignore_ids": ids[ignore].tolist(),
+                            "trigger_features": b.trigger_features,
+                            "detail": b.detail,
+                        }
+                    )
                     count += 1
-        print(f"{name}: {count} batches, trusted {ds.trusted_rows} rows "
-              f"({time.perf_counter() - t0:.1f} s) - {ds.source}", file=sys.stderr)
+        print(
+            f"{name}: {count} batches, trusted {ds.trusted_rows} rows "
+            f"({time.perf_counter() - t0:.1f} s) - {ds.source}",
+            file=sys.stderr,
+        )
     return manifest
 
 
@@ -830,7 +912,7 @@ def write_manifest(path: Path, manifest: list[dict]) -> None:
 
 def verify(out: Path) -> int:
     """Structural checks of every file, and clean batches against the trusted set."""
-    from scipy import stats
+    from scipy.stats import ks_2samp
 
     manifest = json.loads((out / "manifest.json").read_text())
     problems: list[str] = []
@@ -876,15 +958,17 @@ def verify(out: Path) -> int:
                 for c, kind in ds.kinds.items():
                     x = t[c].to_numpy(zero_copy_only=False)
                     if kind == CAT:
-                        pvalues.append(chi2_p(stats, tcols[c], x))
+                        pvalues.append(chi2_p(tcols[c], x))
                     else:
-                        pvalues.append(float(stats.ks_2samp(tcols[c], x).pvalue))
-                pvalues.append(chi2_p(stats, tcols[LABEL], y))
+                        pvalues.append(float(ks_2samp(tcols[c], x).pvalue))
+                pvalues.append(chi2_p(tcols[LABEL], y))
     p = np.array(pvalues)
     share = float((p < 0.01).mean()) if len(p) else 0.0
-    print(f"verify: {len(manifest)} batches, {len(problems)} problems; clean vs trusted: "
-          f"{len(p)} two-sample tests (KS, chi-square), {share:.1%} with p < 0.01 "
-          f"(about 1% or less expected; KS is conservative on discrete columns)")
+    print(
+        f"verify: {len(manifest)} batches, {len(problems)} problems; clean vs trusted: "
+        f"{len(p)} two-sample tests (KS, chi-square), {share:.1%} with p < 0.01 "
+        f"(about 1% or less expected; KS is conservative on discrete columns)"
+    )
     if len(p) >= 50 and share > 0.05:
         problems.append("clean batches do not look like draws from the trusted distribution")
     for line in problems[:50]:
@@ -892,10 +976,13 @@ def verify(out: Path) -> int:
     return 1 if problems else 0
 
 
-def chi2_p(stats: object, a: np.ndarray, b: np.ndarray) -> float:
+def chi2_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Chi-square homogeneity p-value of two samples of a categorical variable."""
+    from scipy.stats import chi2_contingency
+
     values = sorted(set(a.tolist()) | set(b.tolist()))
-    table_ = np.array([[np.sum(a == v) for v in values], [np.sum(b == v) for v in values]])
-    return float(stats.chi2_contingency(table_)[1])  # type: ignore[attr-defined]
+    counts = np.array([[np.sum(a == v) for v in values], [np.sum(b == v) for v in values]])
+    return float(chi2_contingency(counts).pvalue)
 
 
 # ---------------------------------------------------------------------------
@@ -904,12 +991,22 @@ def chi2_p(stats: object, a: np.ndarray, b: np.ndarray) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds per scenario and size "
-                    "(default 10, or 3 with --quick)")
-    ap.add_argument("--datasets", default=",".join(LOADERS),
-                    help=f"comma-separated subset of {','.join(LOADERS)}")
-    ap.add_argument("--quick", action="store_true",
-                    help="3 seeds and 2,000-row batches only (plus the 250-row hard cases)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per scenario and size (default 10, or 3 with --quick)",
+    )
+    ap.add_argument(
+        "--datasets",
+        default=",".join(LOADERS),
+        help=f"comma-separated subset of {','.join(LOADERS)}",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 seeds and 2,000-row batches only (plus the 250-row hard cases)",
+    )
     ap.add_argument("--verify", action="store_true", help="check the written files afterwards")
     args = ap.parse_args()
     names = [d for d in args.datasets.split(",") if d]
@@ -921,8 +1018,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = generate(args.out, names, seeds, args.quick)
     write_manifest(args.out / "manifest.json", manifest)
-    print(f"wrote {len(manifest)} batches for {len(names)} dataset(s) to {args.out} "
-          f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"wrote {len(manifest)} batches for {len(names)} dataset(s) to {args.out} "
+        f"in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     return verify(args.out) if args.verify else 0
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -38,11 +39,25 @@ import pyarrow.parquet as pq
 ID = "row_id"
 LABEL = "label"
 PROFILE_SEED = "7"
-TRIGGER_CODE = "poison-trigger"
-PASS_FAMILIES = ("clean", "mild")
-FAMILY_ORDER = ("clean", "mild", "random-flip", "targeted-flip", "confident-flip", "swap",
-                "trigger", "clean-label", "common-trigger", "outlier", "mixed-row", "duplicate",
-                "near-duplicate")
+# Which finding codes "name" the attacked feature: a stamped trigger should be reported as a
+# trigger; a relabelled common segment has no trigger value and shows as a segment label shift.
+NAMING_CODES = {"common-trigger": ("poison-segment-label-shift", "poison-trigger")}
+DEFAULT_NAMING = ("poison-trigger", "poison-point-mass")
+FAMILY_ORDER = (
+    "clean",
+    "mild",
+    "random-flip",
+    "targeted-flip",
+    "confident-flip",
+    "swap",
+    "trigger",
+    "clean-label",
+    "common-trigger",
+    "outlier",
+    "mixed-row",
+    "duplicate",
+    "near-duplicate",
+)
 
 Run = dict  # one checked batch: the manifest entry's keys plus the outcome and metrics
 
@@ -52,6 +67,12 @@ Run = dict  # one checked batch: the manifest entry's keys plus the outcome and 
 # ---------------------------------------------------------------------------
 
 
+def fail(message: str) -> NoReturn:
+    """The evaluation cannot run: say why and exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def supports_quarantine(binary: Path) -> bool:
     out = subprocess.run([str(binary), "check", "--help"], capture_output=True, text=True)
     return "--quarantine" in out.stdout
@@ -59,27 +80,55 @@ def supports_quarantine(binary: Path) -> bool:
 
 def profile(binary: Path, data: Path, dataset: str) -> Path:
     baseline = data / dataset / "baseline.json"
-    cmd = [str(binary), "profile", str(data / dataset / "trusted.parquet"), "-o", str(baseline),
-           "--label", LABEL, "--id", ID, "--seed", PROFILE_SEED]
+    cmd = [
+        str(binary),
+        "profile",
+        str(data / dataset / "trusted.parquet"),
+        "-o",
+        str(baseline),
+        "--label",
+        LABEL,
+        "--id",
+        ID,
+        "--seed",
+        PROFILE_SEED,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"error: profile of {dataset} exited {proc.returncode}:\n{proc.stderr.strip()}\n"
-                 f"command: {' '.join(cmd)}")
+        fail(
+            f"profile of {dataset} exited {proc.returncode}:\n{proc.stderr.strip()}\n"
+            f"command: {' '.join(cmd)}"
+        )
     return baseline
 
 
-def check(binary: Path, baseline: Path, data: Path, reports: Path, entry: dict,
-          quarantine: bool, timeout: float) -> Run:
+def check(
+    binary: Path,
+    baseline: Path,
+    data: Path,
+    reports: Path,
+    entry: dict,
+    quarantine: bool,
+    timeout: float,
+) -> Run:
     stem = reports / Path(entry["path"]).with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
     report_path = stem.with_suffix(".json")
     q_path = stem.with_suffix(".quarantine.csv")
-    for p in (report_path, q_path):
+    s_path = stem.with_suffix(".scores.csv")
+    for p in (report_path, q_path, s_path):
         p.unlink(missing_ok=True)
-    cmd = [str(binary), "check", "--baseline", str(baseline), str(data / entry["path"]),
-           "--json", str(report_path)]
+    cmd = [
+        str(binary),
+        "check",
+        "--baseline",
+        str(baseline),
+        str(data / entry["path"]),
+        "--json",
+        str(report_path),
+    ]
     if quarantine:
-        cmd += ["--quarantine", str(q_path)]
+        cmd += ["--quarantine", str(q_path), "--row-scores", str(s_path)]
     run: Run = {k: v for k, v in entry.items() if k not in ("attacked_ids", "ignore_ids")}
     run["attacked"] = len(entry["attacked_ids"])
     run["report"] = str(report_path)
@@ -108,6 +157,8 @@ def check(binary: Path, baseline: Path, data: Path, reports: Path, entry: dict,
         for f in (report or {}).get("findings", [])
     ]
     score(run, entry, data, q_path if quarantine else None)
+    if quarantine:
+        s_path.unlink(missing_ok=True)
     return run
 
 
@@ -116,10 +167,12 @@ def check(binary: Path, baseline: Path, data: Path, reports: Path, entry: dict,
 # ---------------------------------------------------------------------------
 
 
-def named(findings: list[dict], features: list[str]) -> bool:
+def named(findings: list[dict], features: list[str], family: str) -> bool:
+    """Some naming finding's subject column (a pair reads "f1 & f2") is a trigger feature."""
     want = set(features)
+    codes = NAMING_CODES.get(family, DEFAULT_NAMING)
     for f in findings:
-        if f["code"] == TRIGGER_CODE:
+        if f["code"] in codes:
             cols = {c.strip() for c in str(f["subject"].get("column", "")).split(" & ")}
             if cols & want:
                 return True
@@ -139,7 +192,9 @@ def score(run: Run, entry: dict, data: Path, q_path: Path | None) -> None:
     fs = run["findings"]
     run["deny_codes"] = sorted({f["code"] for f in fs if f["severity"] == "deny"})
     run["warn_codes"] = sorted({f["code"] for f in fs if f["severity"] == "warn"})
-    run["named"] = named(fs, entry["trigger_features"]) if entry["trigger_features"] else None
+    run["named"] = (
+        named(fs, entry["trigger_features"], entry["family"]) if entry["trigger_features"] else None
+    )
     for k in ("precision", "recall", "auroc", "flagged", "flagged_share", "quarantine_problem"):
         run[k] = None
     if q_path is None or run["outcome"] == "error":
@@ -151,14 +206,19 @@ def score(run: Run, entry: dict, data: Path, q_path: Path | None) -> None:
         with q_path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None or not {"row", "id", "codes", "score"} <= set(
-                    reader.fieldnames):
+                reader.fieldnames
+            ):
                 problems.append(f"header {reader.fieldnames}, expected row,id,codes,score")
             else:
                 for rec in reader:
-                    row, rid = int(rec["row"]), rec["id"]
+                    try:
+                        row, rid, value = int(rec["row"]), rec["id"], float(rec["score"])
+                    except (TypeError, ValueError):
+                        problems.append(f"unreadable line {reader.line_num}")
+                        continue
                     if not 0 <= row < len(ids) or ids[row] != rid:
                         problems.append(f"row {row} does not hold id {rid}")
-                    flagged[rid] = float(rec["score"])
+                    flagged[rid] = value
     else:
         problems.append("no quarantine file written")
     run["quarantine_problem"] = "; ".join(problems[:3]) or None
@@ -172,8 +232,15 @@ def score(run: Run, entry: dict, data: Path, q_path: Path | None) -> None:
     if attacked:
         run["precision"] = tp / len(hits) if hits else None
         run["recall"] = tp / len(attacked)
+        # AUROC over every row's score (--row-scores) when written; otherwise rows outside
+        # the quarantine score 0.
+        scores = flagged
+        s_path = q_path.with_name(q_path.name.replace(".quarantine.csv", ".scores.csv"))
+        if s_path.exists():
+            with s_path.open(newline="") as fh:
+                scores = {rec["id"]: float(rec["score"]) for rec in csv.DictReader(fh)}
         y = np.array([i in attacked for i in universe])
-        s = np.array([flagged.get(i, 0.0) for i in universe])
+        s = np.array([scores.get(i, 0.0) for i in universe])
         run["auroc"] = auroc(y, s)
 
 
@@ -202,8 +269,11 @@ def named_share(runs: list[Run]) -> float | None:
 
 
 def blocked_named_share(runs: list[Run]) -> float | None:
-    return (sum(r["outcome"] == "blocked" and bool(r["named"]) for r in runs) / len(runs)
-            if runs else None)
+    return (
+        sum(r["outcome"] == "blocked" and bool(r["named"]) for r in runs) / len(runs)
+        if runs
+        else None
+    )
 
 
 def pct(x: float | None) -> str:
@@ -219,16 +289,36 @@ def family_key(f: str) -> int:
 
 
 def print_table(title: str, groups: dict[tuple, list[Run]], key_names: list[str]) -> None:
-    cols = [*key_names, "hard", "runs", "blocked", "errors", "named", "q-prec", "q-recall",
-            "auroc", "flagged", "sec"]
+    cols = [
+        *key_names,
+        "hard",
+        "runs",
+        "blocked",
+        "errors",
+        "named",
+        "q-prec",
+        "q-recall",
+        "auroc",
+        "flagged",
+        "sec",
+    ]
     rows = []
     for key, runs in groups.items():
-        rows.append([*key[:-1], "hard" if key[-1] else "", str(len(runs)),
-                     pct(blocked_share(runs)), str(sum(r["outcome"] == "error" for r in runs)),
-                     pct(named_share(runs)), num(mean(r["precision"] for r in runs)),
-                     num(mean(r["recall"] for r in runs)), num(mean(r["auroc"] for r in runs)),
-                     pct(mean(r["flagged_share"] for r in runs)),
-                     f"{mean(r['seconds'] for r in runs) or 0:.2f}"])
+        rows.append(
+            [
+                *map(str, key[:-1]),
+                "hard" if key[-1] else "",
+                str(len(runs)),
+                pct(blocked_share(runs)),
+                str(sum(r["outcome"] == "error" for r in runs)),
+                pct(named_share(runs)),
+                num(mean(r["precision"] for r in runs)),
+                num(mean(r["recall"] for r in runs)),
+                num(mean(r["auroc"] for r in runs)),
+                pct(mean(r["flagged_share"] for r in runs)),
+                f"{mean(r['seconds'] for r in runs) or 0:.2f}",
+            ]
+        )
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     print(f"\n== {title}")
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
@@ -242,8 +332,9 @@ def group(runs: list[Run], fields: list[str]) -> dict[tuple, list[Run]]:
         out[(*(r[f] for f in fields), r["hard"])].append(r)
 
     def order(k: tuple) -> tuple:
-        return tuple(family_key(v) if f == "family" else v
-                     for f, v in zip([*fields, "hard"], k, strict=True))
+        return tuple(
+            family_key(v) if f == "family" else v for f, v in zip([*fields, "hard"], k, strict=True)
+        )
 
     return dict(sorted(out.items(), key=lambda kv: order(kv[0])))
 
@@ -283,8 +374,12 @@ class Target:
     needs_quarantine: bool = False
 
     def select(self, runs: list[Run]) -> list[Run]:
-        return [r for r in runs if (not self.families or r["family"] in self.families)
-                and (self.hard is None or r["hard"] == self.hard)]
+        return [
+            r
+            for r in runs
+            if (not self.families or r["family"] in self.families)
+            and (self.hard is None or r["hard"] == self.hard)
+        ]
 
 
 def mean_of(field: str) -> Callable[[list[Run]], float | None]:
@@ -296,23 +391,53 @@ def targets() -> list[Target]:
         Target("clean batches blocked or errored", ("clean",), None, not_passed_share, True, 0.01),
         Target("mild drift blocked or errored", ("mild",), None, not_passed_share, True, 0.05),
         Target("random flips >= 5% blocked", ("random-flip",), False, blocked_share, False, 0.95),
-        Target("targeted flips >= 5% blocked", ("targeted-flip",), False, blocked_share, False,
-               0.90),
-        Target("triggers >= 1% blocked with a trigger feature named", ("trigger",), False,
-               blocked_named_share, False, 0.95),
+        Target(
+            "targeted flips >= 5% blocked", ("targeted-flip",), False, blocked_share, False, 0.90
+        ),
+        Target(
+            "triggers >= 1% blocked with a trigger feature named",
+            ("trigger",),
+            False,
+            blocked_named_share,
+            False,
+            0.95,
+        ),
         Target("outliers >= 2% blocked", ("outlier",), False, blocked_share, False, 0.95),
-        Target("duplicate floods >= 2% blocked", ("duplicate",), False, blocked_share, False,
-               0.95),
-        Target("near-duplicate floods >= 2% blocked", ("near-duplicate",), False, blocked_share,
-               False, 0.95),
+        Target("duplicate floods >= 2% blocked", ("duplicate",), False, blocked_share, False, 0.95),
+        Target(
+            "near-duplicate floods >= 2% blocked",
+            ("near-duplicate",),
+            False,
+            blocked_share,
+            False,
+            0.95,
+        ),
     ]
     for fam in ("trigger", "duplicate", "near-duplicate", "outlier"):
         for field in ("precision", "recall"):
-            t.append(Target(f"quarantine {field} on {fam}", (fam,), False, mean_of(field), False,
-                            0.8, needs_quarantine=True))
+            t.append(
+                Target(
+                    f"quarantine {field} on {fam}",
+                    (fam,),
+                    False,
+                    mean_of(field),
+                    False,
+                    0.8,
+                    needs_quarantine=True,
+                )
+            )
     for fam in ("random-flip", "targeted-flip", "confident-flip", "swap", "trigger"):
-        t.append(Target(f"row AUROC on {fam}", (fam,), False, mean_of("auroc"), False, 0.9,
-                        needs_quarantine=True))
+        t.append(
+            Target(
+                f"row AUROC on {fam}",
+                (fam,),
+                False,
+                mean_of("auroc"),
+                False,
+                0.9,
+                needs_quarantine=True,
+            )
+        )
     t.append(Target("hard attacks blocked", (), True, blocked_share, False, 0.5))
     return t
 
@@ -328,8 +453,16 @@ def evaluate_targets(runs: list[Run], quarantine: bool) -> list[dict]:
             status = "N/A"
         else:
             status = "PASS" if (value <= tg.goal if tg.at_most else value >= tg.goal) else "MISS"
-        results.append({"target": tg.name, "value": value, "goal": tg.goal,
-                        "op": "<=" if tg.at_most else ">=", "runs": len(sel), "status": status})
+        results.append(
+            {
+                "target": tg.name,
+                "value": value,
+                "goal": tg.goal,
+                "op": "<=" if tg.at_most else ">=",
+                "runs": len(sel),
+                "status": status,
+            }
+        )
     return results
 
 
@@ -339,8 +472,10 @@ def print_targets(results: list[dict]) -> None:
     for r in results:
         is_rate = "AUROC" not in r["target"] and "quarantine" not in r["target"]
         show = pct if is_rate else num
-        print(f"{r['status']:4s}  {r['target']:{width}s}  {show(r['value']):>7s}  "
-              f"{r['op']} {show(r['goal']):>6s}  ({r['runs']} runs)")
+        print(
+            f"{r['status']:4s}  {r['target']:{width}s}  {show(r['value']):>7s}  "
+            f"{r['op']} {show(r['goal']):>6s}  ({r['runs']} runs)"
+        )
     c = Counter(r["status"] for r in results)
     print(f"\n{c['PASS']} passed, {c['MISS']} missed, {c['SKIP']} skipped, {c['N/A']} without runs")
 
@@ -355,8 +490,11 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="checks run in parallel (default 2)")
     ap.add_argument("--out", type=Path, help="write per-run results here (JSON)")
     ap.add_argument("--reports", type=Path, help="where reports go (default DATA/reports)")
-    ap.add_argument("--no-quarantine", action="store_true",
-                    help="do not pass --quarantine; row-level metrics are skipped")
+    ap.add_argument(
+        "--no-quarantine",
+        action="store_true",
+        help="do not pass --quarantine; row-level metrics are skipped",
+    )
     ap.add_argument("--datasets", help="comma-separated subset of the manifest's datasets")
     ap.add_argument("--families", help="comma-separated subset of scenario families")
     ap.add_argument("--by-scenario", action="store_true", help="also print a per-scenario table")
@@ -366,16 +504,18 @@ def main() -> int:
 
     binary = args.bin.resolve()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        sys.exit(f"error: {args.bin} is not an executable file")
+        fail(f"{args.bin} is not an executable file")
     quarantine = not args.no_quarantine
     if quarantine and not supports_quarantine(binary):
-        sys.exit(f"error: {binary} check has no --quarantine flag; pass --no-quarantine to "
-                 "evaluate verdicts only")
+        fail(
+            f"{binary} check has no --quarantine flag; pass --no-quarantine to "
+            "evaluate verdicts only"
+        )
     data = args.data.resolve()
     try:
         manifest: list[dict] = json.loads((data / "manifest.json").read_text())
     except (OSError, ValueError) as e:
-        sys.exit(f"error: cannot read {data / 'manifest.json'}: {e}")
+        fail(f"cannot read {data / 'manifest.json'}: {e}")
     if args.datasets:
         keep = set(args.datasets.split(","))
         manifest = [e for e in manifest if e["dataset"] in keep]
@@ -383,44 +523,65 @@ def main() -> int:
         keep = set(args.families.split(","))
         manifest = [e for e in manifest if e["family"] in keep]
     if not manifest:
-        sys.exit("error: no batches selected")
+        fail("no batches selected")
     reports = (args.reports or data / "reports").resolve()
 
     t0 = time.perf_counter()
     datasets = sorted({e["dataset"] for e in manifest})
     baselines = {ds: profile(binary, data, ds) for ds in datasets}
-    print(f"pinned {len(baselines)} baseline(s) in {time.perf_counter() - t0:.1f} s; checking "
-          f"{len(manifest)} batches with {args.jobs} job(s)", file=sys.stderr)
+    print(
+        f"pinned {len(baselines)} baseline(s) in {time.perf_counter() - t0:.1f} s; checking "
+        f"{len(manifest)} batches with {args.jobs} job(s)",
+        file=sys.stderr,
+    )
 
     runs: list[Run] = []
     step = max(1, len(manifest) // 10)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(check, binary, baselines[e["dataset"]], data, reports, e,
-                               quarantine, args.timeout) for e in manifest]
+        futures = [
+            pool.submit(
+                check, binary, baselines[e["dataset"]], data, reports, e, quarantine, args.timeout
+            )
+            for e in manifest
+        ]
         for n, fut in enumerate(as_completed(futures), 1):
             runs.append(fut.result())
             if n % step == 0 or n == len(futures):
-                print(f"  {n}/{len(futures)} checked ({time.perf_counter() - t0:.0f} s)",
-                      file=sys.stderr)
-    runs.sort(key=lambda r: (r["dataset"], family_key(r["family"]), r["scenario"], r["size"],
-                             r["seed"]))
+                print(
+                    f"  {n}/{len(futures)} checked ({time.perf_counter() - t0:.0f} s)",
+                    file=sys.stderr,
+                )
+    runs.sort(
+        key=lambda r: (r["dataset"], family_key(r["family"]), r["scenario"], r["size"], r["seed"])
+    )
     elapsed = time.perf_counter() - t0
 
-    print(f"poisongate eval: {len(runs)} checks of {len(datasets)} dataset(s) with {binary} "
-          f"({'with' if quarantine else 'without'} quarantine) in {elapsed:.0f} s")
+    print(
+        f"poisongate eval: {len(runs)} checks of {len(datasets)} dataset(s) with {binary} "
+        f"({'with' if quarantine else 'without'} quarantine) in {elapsed:.0f} s"
+    )
     print_table("per family", group(runs, ["family"]), ["family"])
     print_table("per dataset x family", group(runs, ["dataset", "family"]), ["dataset", "family"])
     if args.by_scenario:
-        print_table("per scenario", group(runs, ["dataset", "scenario", "size"]),
-                    ["dataset", "scenario", "size"])
+        print_table(
+            "per scenario",
+            group(runs, ["dataset", "scenario", "size"]),
+            ["dataset", "scenario", "size"],
+        )
     print_codes(runs)
     results = evaluate_targets(runs, quarantine)
     print_targets(results)
 
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"binary": str(binary), "data": str(data), "quarantine": quarantine,
-               "seconds": round(elapsed, 1), "runs": runs, "targets": results}
+        doc = {
+            "binary": str(binary),
+            "data": str(data),
+            "quarantine": quarantine,
+            "seconds": round(elapsed, 1),
+            "runs": runs,
+            "targets": results,
+        }
         args.out.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n")
         print(f"\nper-run results: {args.out}")
     missed = any(r["status"] == "MISS" for r in results)

@@ -51,6 +51,9 @@ pub struct Evaluation {
     pub quarantine: Vec<crate::poison::QuarantineRow>,
     /// Why the row-level detectors did not run, when they did not.
     pub row_detectors_skipped: Option<String>,
+    /// A suspicion score per row in batch order (empty when the row-level detectors did not
+    /// run).
+    pub row_scores: Vec<f64>,
 }
 
 /// Checks a batch read into memory against a baseline.
@@ -79,7 +82,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
     for df in &batch.frames {
         summary.update(df, &plans)?;
     }
-    let scan = crate::poison::scan(baseline, &usable, &batch.frames)?;
+    let scan = crate::poison::scan(baseline, &usable, &batch.frames, &summary)?;
     let skipped = match (&baseline.poison, &scan) {
         (None, _) => Some("the baseline pins no row-level profile".to_owned()),
         (Some(_), None) => {
@@ -106,6 +109,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
         .collect();
     eval.quarantine =
         crate::poison::quarantine(baseline, &scan, &outcome, &fired, &mut eval.findings);
+    eval.row_scores = crate::poison::row_scores(&scan, &eval.quarantine);
     if let Some(id) = &baseline.id {
         let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();
         wanted.extend(eval.findings.iter().flat_map(|f| f.rows.iter().map(|r| r.row)));
@@ -197,6 +201,7 @@ pub fn evaluate(
         tests,
         quarantine: Vec::new(),
         row_detectors_skipped: None,
+        row_scores: Vec::new(),
     })
 }
 

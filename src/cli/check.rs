@@ -29,6 +29,11 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         .as_deref()
         .map(poisongate::poison::QuarantineFormat::from_path)
         .transpose()?;
+    let scores_format = args
+        .row_scores
+        .as_deref()
+        .map(poisongate::poison::QuarantineFormat::from_path)
+        .transpose()?;
     let policy = Policy::load(args.policy.as_deref())?;
     let loaded = baseline::load(&args.baseline, args.expect_baseline_sha256.as_deref())?;
     let files = source::resolve(&args.input.data, args.input.input_format()?)?;
@@ -36,6 +41,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     let mut eval = check::check(&loaded.baseline, &policy.policy, &batch)?;
     let quarantine = std::mem::take(&mut eval.quarantine);
     let quarantined = quarantine.len();
+    let scores = std::mem::take(&mut eval.row_scores);
     let base = ArtifactRef {
         path: loaded.path,
         sha256: loaded.sha256,
@@ -45,6 +51,18 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     report.counts.quarantined_rows = quarantined;
     if let (Some(path), Some(format)) = (&args.quarantine, quarantine_format) {
         let bytes = poisongate::poison::render_quarantine(&quarantine, format)?;
+        write_atomic(path, &bytes)?;
+    }
+    if let (Some(path), Some(format)) = (&args.row_scores, scores_format) {
+        let ids = match &loaded.baseline.id {
+            Some(id) => Some(poisongate::poison::ids_of(
+                &batch.frames,
+                id,
+                (0..scores.len() as u64).collect(),
+            )?),
+            None => None,
+        };
+        let bytes = poisongate::poison::render_scores(&scores, ids.as_ref(), format)?;
         write_atomic(path, &bytes)?;
     }
     Ok(report)

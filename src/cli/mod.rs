@@ -155,6 +155,10 @@ struct CheckArgs {
     /// finding codes and suspicion score, in batch order.
     #[arg(long, value_name = "FILE")]
     quarantine: Option<PathBuf>,
+    /// Write every row's suspicion score here (.parquet or .csv): row index, id and score, in
+    /// batch order; for ranking rows and measuring detection quality.
+    #[arg(long, value_name = "FILE")]
+    row_scores: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

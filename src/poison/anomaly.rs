@@ -29,8 +29,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::Rows;
-use super::Scan;
+use super::{RowSelector, Rows, Scan};
 use crate::baseline::{Baseline, ColumnProfile};
 use crate::check::candidate::{Candidate, Effect};
 use crate::finding::{Subject, num};
@@ -91,6 +90,8 @@ enum Table {
         z: Vec<f64>,
         /// min, edges, max.
         knots: Vec<f64>,
+        /// Per bin, the slope of the normal score (linear between knots).
+        slope: Vec<f64>,
         /// Scale of the distance beyond the range.
         sd: f64,
         bins: usize,
@@ -152,10 +153,17 @@ fn table(col: &ColumnProfile, code: &FeatureCode) -> Table {
             }
             z.push(normal.inverse_cdf(clamp(1.0)));
             let sd = if p.std > 0.0 { p.std } else { floor };
+            let slope = (0..knots.len() - 1)
+                .map(|b| {
+                    let w = knots[b + 1] - knots[b];
+                    if w > 0.0 { (z[b + 1] - z[b]) / w } else { 0.0 }
+                })
+                .collect();
             Table::Numeric {
                 hbos,
                 z,
                 knots,
+                slope,
                 sd,
                 bins: *bins,
             }
@@ -189,6 +197,7 @@ impl Table {
                 hbos,
                 z,
                 knots,
+                slope,
                 sd,
                 bins,
             } => {
@@ -196,7 +205,6 @@ impl Table {
                 if b >= *bins || x.is_nan() {
                     return (0.0, 0.0);
                 }
-                let (lo, hi) = (knots[b], knots[b + 1]);
                 let last = knots.len() - 1;
                 if x < knots[0] {
                     let d = (knots[0] - x) / sd;
@@ -206,12 +214,13 @@ impl Table {
                     let d = (x - knots[last]) / sd;
                     return ((hbos[b] + 10.0 * d).min(MAX_TERM), z[last] + d);
                 }
-                let t = if hi > lo {
-                    ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+                // In range, `x` lies in its bin's knots, so the line stays between them.
+                let zb = if slope[b] == 0.0 {
+                    z[b + 1]
                 } else {
-                    1.0
+                    z[b] + (x - knots[b]) * slope[b]
                 };
-                (hbos[b], z[b] + t * (z[b + 1] - z[b]))
+                (hbos[b], zb)
             }
         }
     }
@@ -413,7 +422,7 @@ pub fn fit(baseline: &Baseline, encoder: &Encoder, rows: &Rows) -> Option<Anomal
 
 /// The anomalous-rows candidate of a scanned batch.
 #[must_use]
-pub fn candidates(a: &AnomalyProfile, scan: &Scan, policy: &Policy) -> Vec<Candidate> {
+pub fn candidates(a: &AnomalyProfile, scan: &Scan, policy: &Policy) -> Vec<(Candidate, RowSelector)> {
     let rule = &policy.checks.poison_anomalous_rows;
     let n = scan.rows.n as u64;
     if n < 30 {
@@ -430,7 +439,8 @@ pub fn candidates(a: &AnomalyProfile, scan: &Scan, policy: &Policy) -> Vec<Candi
     evidence.insert("trusted_anomalous_share".into(), a.rate);
     evidence.insert("z".into(), z);
     evidence.insert("copula_features".into(), a.copula.len() as f64);
-    vec![Candidate {
+    let limit = (k as f64 - nf * a.rate).max(0.0).ceil() as usize;
+    vec![(Candidate {
         code: "poison-anomalous-rows",
         subject: Subject::default(),
         p_value: Some(super::label::normal_sf(z)),
@@ -450,5 +460,5 @@ pub fn candidates(a: &AnomalyProfile, scan: &Scan, policy: &Policy) -> Vec<Candi
         ),
         evidence,
         tag: None,
-    }]
+    }, RowSelector::Anomalous { limit })]
 }

@@ -24,7 +24,9 @@
 //! should be fixed upstream. The filter lets anyone holding a candidate row test whether it
 //! was in the trusted data; treat the baseline as confidential as the rows' existence.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use base64::Engine;
 use rand::SeedableRng;
@@ -278,7 +280,29 @@ pub fn expected_share(curve: &[[f64; 2]], n: f64) -> f64 {
     (last[1] * (n / last[0]).powf(slope)).min(1.0)
 }
 
-/// First occurrences and repeats of fingerprints, in batch order.
+/// How many rows repeat an earlier fingerprint, and how many rows sit in groups whose labels
+/// disagree: one parallel sort instead of a hash table, since deciding needs only counts.
+fn group_counts(fps: &[u64], labels: &[u16]) -> (usize, usize) {
+    use rayon::prelude::*;
+    let mut pairs: Vec<(u64, u16)> = fps.iter().copied().zip(labels.iter().copied()).collect();
+    pairs.par_sort_unstable();
+    let (mut repeated, mut mixed) = (0usize, 0usize);
+    let mut i = 0;
+    while i < pairs.len() {
+        let fp = pairs[i].0;
+        let mut j = i + 1;
+        while j < pairs.len() && pairs[j].0 == fp {
+            j += 1;
+        }
+        repeated += j - i - 1;
+        if pairs[i].1 != pairs[j - 1].1 {
+            mixed += j - i;
+        }
+        i = j;
+    }
+    (repeated, mixed)
+}
+
 fn repeats(fps: &[u64]) -> Vec<bool> {
     let mut seen = HashSet::with_capacity(fps.len());
     fps.iter().map(|fp| !seen.insert(*fp)).collect()
@@ -325,25 +349,6 @@ pub fn conflicting_rows(profile: &DuplicateProfile, scan: &Scan) -> Vec<u32> {
         .collect()
 }
 
-/// Groups of repeated rows whose labels disagree (rows in them), for evidence.
-fn conflicting_groups(scan: &Scan, near: bool) -> usize {
-    let fps = if near {
-        &scan.rows.fp_near
-    } else {
-        &scan.rows.fp_exact
-    };
-    let mut labels: HashMap<u64, (u16, bool, usize)> = HashMap::new();
-    for (i, &fp) in fps.iter().enumerate() {
-        let y = scan.rows.label[i];
-        let e = labels.entry(fp).or_insert((y, false, 0));
-        e.2 += 1;
-        if e.0 != y {
-            e.1 = true;
-        }
-    }
-    labels.values().filter(|e| e.1).map(|e| e.2).sum()
-}
-
 /// Duplicate-flood and label-conflict candidates.
 #[must_use]
 pub fn candidates(
@@ -358,8 +363,17 @@ pub fn candidates(
     }
     let nf = n as f64;
     let rule = &policy.checks.poison_duplicate_flood;
+    let ((exact, exact_mixed), (near_all, near_mixed)) = rayon::join(
+        || group_counts(&scan.rows.fp_exact, &scan.rows.label),
+        || group_counts(&scan.rows.fp_near, &scan.rows.label),
+    );
     for near in [false, true] {
-        let k = repeated_rows(scan, near).len() as u64;
+        // Every exact repeat is a near repeat too: near counts only the rest.
+        let k = if near {
+            near_all.saturating_sub(exact)
+        } else {
+            exact
+        } as u64;
         let curve = if near {
             &profile.near_curve
         } else {
@@ -374,7 +388,7 @@ pub fn candidates(
         evidence.insert("expected_share".into(), p0);
         evidence.insert(
             "rows_in_groups_with_mixed_labels".into(),
-            conflicting_groups(scan, near) as f64,
+            (if near { near_mixed } else { exact_mixed }) as f64,
         );
         out.push((
             Candidate {
@@ -443,7 +457,9 @@ pub fn candidates(
                     evidence,
                     tag: None,
                 },
-                RowSelector::Conflicting,
+                RowSelector::Conflicting {
+                    limit: (k as f64 - lf * p0).max(0.0).ceil() as usize,
+                },
             ));
         }
     }

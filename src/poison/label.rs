@@ -69,7 +69,24 @@ pub struct LabelModel {
     pub accuracy: f64,
     /// Out-of-fold surprising rows by (predicted, given) class, `predicted * classes + given`.
     pub transitions: Vec<u64>,
+    /// Per class `c`: out-of-fold trusted rows labelled `c`.
+    pub class_rows: Vec<u64>,
+    /// Per class `c`: out-of-fold share of surprising rows among rows labelled `c`.
+    pub class_clean_rate: Vec<f64>,
+    /// Per class `c`: share of rows of other classes that would look surprising if
+    /// relabelled `c` (how visible a flip *into* `c` is).
+    pub class_flipped_rate: Vec<f64>,
+    /// Per feature, the out-of-fold expected class counts by code (`code * classes + class`)
+    /// over the scored trusted rows; with [`Self::oof_observed`] it recalibrates the model
+    /// segment by segment.
+    pub oof_expected: Vec<Vec<f64>>,
+    /// Per feature, the observed class counts by code over the same rows.
+    pub oof_observed: Vec<Vec<u64>>,
 }
+
+/// Least gap between a class's flipped and clean surprising rates for its rows to enter the
+/// flipped-share estimate (below it, flips into the class are all but invisible).
+const MIN_GAP: f64 = 0.05;
 
 /// Fits and calibrates the reference model; `None` with too few labelled rows or classes.
 #[must_use]
@@ -169,12 +186,43 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
     }
     let (_, cut, clean_rate, flipped_rate) = best?;
     let mut transitions = vec![0u64; classes * classes];
+    let mut class_rows = vec![0u64; classes];
+    let mut class_hits = vec![0u64; classes];
+    let mut into_rows = vec![0u64; classes];
+    let mut into_hits = vec![0u64; classes];
     for i in 0..n {
+        class_rows[y[i]] += 1;
         if p_true[i] < cut {
             let pred = argmax(&oof[i * classes..(i + 1) * classes]);
             transitions[pred * classes + y[i]] += 1;
+            class_hits[y[i]] += 1;
+        }
+        for c in (0..classes).filter(|&c| c != y[i]) {
+            into_rows[c] += 1;
+            into_hits[c] += u64::from(f64::from(oof[i * classes + c]) < cut);
         }
     }
+    let share = |a: &[u64], b: &[u64]| -> Vec<f64> {
+        a.iter()
+            .zip(b)
+            .map(|(&h, &r)| if r > 0 { h as f64 / r as f64 } else { 0.0 })
+            .collect()
+    };
+    let class_clean_rate = share(&class_hits, &class_rows);
+    let mut oof_expected: Vec<Vec<f64>> =
+        cardinality.iter().map(|&c| vec![0.0; c * classes]).collect();
+    let mut oof_observed: Vec<Vec<u64>> =
+        cardinality.iter().map(|&c| vec![0; c * classes]).collect();
+    for (j, col) in rows.codes.iter().enumerate() {
+        for (pos, &i) in idx.iter().enumerate() {
+            let base = usize::from(col[i as usize]) * classes;
+            oof_observed[j][base + y[pos]] += 1;
+            for c in 0..classes {
+                oof_expected[j][base + c] += f64::from(oof[pos * classes + c]);
+            }
+        }
+    }
+    let class_flipped_rate = share(&into_hits, &into_rows);
     Some(LabelModel {
         forest,
         rows: n as u64,
@@ -185,6 +233,11 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
         sd_surprise,
         accuracy,
         transitions,
+        class_rows,
+        class_clean_rate,
+        class_flipped_rate,
+        oof_expected,
+        oof_observed,
     })
 }
 
@@ -198,12 +251,26 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Scores one encoded slice: the probability of each row's label and the most likely class.
+/// Scores one encoded slice: the probability of each row's label, the most likely class, and
+/// per feature the model's expected class counts by code (`code * classes + class`) over the
+/// labelled rows.
 #[must_use]
-pub fn score(m: &LabelModel, e: &Encoded) -> (Vec<f32>, Vec<u16>) {
+pub fn score(m: &LabelModel, e: &Encoded, cardinality: &[usize]) -> (Vec<f32>, Vec<u16>, Vec<Vec<f64>>) {
     let classes = m.forest.classes;
     let refs: Vec<&[u8]> = e.codes.iter().map(Vec::as_slice).collect();
     let probs = m.forest.predict(&refs, e.n);
+    let mut expected: Vec<Vec<f64>> = cardinality.iter().map(|&c| vec![0.0; c * classes]).collect();
+    for (t, codes) in expected.iter_mut().zip(&e.codes) {
+        for (i, &code) in codes.iter().enumerate() {
+            if e.label[i] == NO_CLASS {
+                continue;
+            }
+            let base = usize::from(code) * classes;
+            for c in 0..classes {
+                t[base + c] += f64::from(probs[i * classes + c]);
+            }
+        }
+    }
     let mut p = Vec::with_capacity(e.n);
     let mut pred = Vec::with_capacity(e.n);
     for i in 0..e.n {
@@ -216,7 +283,7 @@ pub fn score(m: &LabelModel, e: &Encoded) -> (Vec<f32>, Vec<u16>) {
         });
         pred.push(argmax(row) as u16);
     }
-    (p, pred)
+    (p, pred, expected)
 }
 
 /// Whether row `i` of a scan carries a surprising label.
@@ -247,6 +314,8 @@ pub fn candidates(
     let mut surprise = 0f64;
     let mut correct = 0u64;
     let mut transitions = vec![0u64; classes * classes];
+    let mut class_n = vec![0u64; classes];
+    let mut class_k = vec![0u64; classes];
     for i in 0..scan.rows.n {
         let p = f64::from(scan.p_label[i]);
         if p.is_nan() {
@@ -257,8 +326,10 @@ pub fn candidates(
         let y = usize::from(scan.rows.label[i]);
         let pred = usize::from(scan.predicted[i]);
         correct += u64::from(pred == y);
+        class_n[y] += 1;
         if p < m.cut {
             k += 1;
+            class_k[y] += 1;
             transitions[pred * classes + y] += 1;
         }
     }
@@ -268,11 +339,27 @@ pub fn candidates(
     let (nf, mf) = (n as f64, m.rows as f64);
     let r0 = m.clean_rate;
     let r = k as f64 / nf;
-    let se = (r0 * (1.0 - r0) * (1.0 / nf + 1.0 / mf)).sqrt();
-    let z = (r - r0) / se;
+    // Stratified by given label: a flip into a class is judged against that class's own
+    // clean rate, so a changed class balance does not read as flipping, and flips into the
+    // class where they are visible are not diluted by the others. The variance carries the
+    // trusted estimate's sampling error too (two-sample z-test).
+    let (mut excess, mut var, mut flip_share) = (0f64, 0f64, 0f64);
+    for c in 0..classes {
+        let (nc, mc) = (class_n[c] as f64, m.class_rows[c] as f64);
+        if nc == 0.0 || mc == 0.0 {
+            continue;
+        }
+        let rc = m.class_clean_rate[c].clamp(0.5 / mc, 1.0 - 0.5 / mc);
+        let e = class_k[c] as f64 - nc * rc;
+        excess += e;
+        var += nc * rc * (1.0 - rc) * (1.0 + nc / mc);
+        let gap = m.class_flipped_rate[c] - rc;
+        if gap >= MIN_GAP {
+            flip_share += e / gap / nf;
+        }
+    }
+    let z = excess / var.max(f64::MIN_POSITIVE).sqrt();
     let p_value = normal_sf(z);
-    let gap = m.flipped_rate - r0;
-    let flip_share = if gap > 0.01 { (r - r0) / gap } else { r - r0 };
     let mean_surprise = surprise / nf;
     let surprise_z = (mean_surprise - m.mean_surprise) / (m.sd_surprise / nf.sqrt());
     let names = &baseline
@@ -340,7 +427,8 @@ pub fn candidates(
         evidence,
         tag: None,
     };
-    vec![(c, Some(RowSelector::Surprising))]
+    let limit = excess.max(0.0).ceil() as usize;
+    vec![(c, Some(RowSelector::Surprising { limit }))]
 }
 
 /// Where the surprising rows of one (predicted, given) pair concentrate: the feature segment

@@ -89,6 +89,14 @@ pub struct Rows {
 }
 
 impl Rows {
+    fn reserve(&mut self, rows: usize, features: usize) {
+        self.codes = (0..features).map(|_| Vec::with_capacity(rows)).collect();
+        self.values = vec![Vec::new(); features];
+        self.label.reserve(rows);
+        self.fp_exact.reserve(rows);
+        self.fp_near.reserve(rows);
+    }
+
     fn append(&mut self, e: Encoded) {
         if self.codes.is_empty() {
             self.codes = vec![Vec::new(); e.codes.len()];
@@ -99,7 +107,9 @@ impl Rows {
             a.extend(b);
         }
         for (a, b) in self.values.iter_mut().zip(e.values) {
-            a.extend(b);
+            if !b.is_empty() {
+                a.extend(b);
+            }
         }
         self.label.extend(e.label);
         self.fp_exact.extend(e.fp_exact);
@@ -200,6 +210,11 @@ pub struct Scan {
     pub anomaly: Vec<f32>,
     /// Per-feature class tables of the batch.
     pub tables: Vec<Vec<u64>>,
+    /// Per-feature expected class counts by code under the reference model (empty without
+    /// one).
+    pub expected_tables: Vec<Vec<f64>>,
+    /// Per numeric feature, the exact values found in bins that gained rows, with their rows.
+    pub exact_values: Vec<point_mass::Sketch>,
 }
 
 /// Scores every row of a batch. `None` when the baseline has no poison profile or the batch
@@ -207,7 +222,12 @@ pub struct Scan {
 ///
 /// # Errors
 /// A failure while encoding.
-pub fn scan(baseline: &Baseline, usable: &[String], frames: &[DataFrame]) -> Result<Option<Scan>> {
+pub fn scan(
+    baseline: &Baseline,
+    usable: &[String],
+    frames: &[DataFrame],
+    summary: &BatchSummary,
+) -> Result<Option<Scan>> {
     let Some(profile) = &baseline.poison else {
         return Ok(None);
     };
@@ -222,16 +242,20 @@ pub fn scan(baseline: &Baseline, usable: &[String], frames: &[DataFrame]) -> Res
         .anomaly
         .as_ref()
         .map(|a| anomaly::Scorer::new(baseline, &encoder, a));
-    let parts = encoder.for_each_slice(frames, |_, e| {
-        let (p, pred) = match &profile.label_model {
-            Some(m) => label::score(m, &e),
-            None => (vec![f32::NAN; e.n], vec![NO_CLASS; e.n]),
+    let hot = point_mass::hot_bins(baseline, profile, summary);
+    let parts = encoder.for_each_slice(frames, |_, mut e| {
+        let exact = point_mass::collect(&hot, &e);
+        let (p, pred, expected) = match &profile.label_model {
+            Some(m) => label::score(m, &e, &profile.cardinality),
+            None => (vec![f32::NAN; e.n], vec![NO_CLASS; e.n], Vec::new()),
         };
         let an = match &scorer {
             Some(s) => s.score(&e),
             None => vec![0.0; e.n],
         };
-        Ok((e, p, pred, an))
+        // Raw values are not kept past the slice: every detector that needs them has run.
+        e.values = Vec::new();
+        Ok((e, p, pred, an, exact, expected))
     })?;
     let mut out = Scan::default();
     if !profile.tables.is_empty() {
@@ -241,9 +265,25 @@ pub fn scan(baseline: &Baseline, usable: &[String], frames: &[DataFrame]) -> Res
             .map(|&c| vec![0u64; c * profile.classes])
             .collect();
     }
-    for (e, p, pred, an) in parts {
+    out.exact_values = vec![point_mass::Sketch::default(); profile.features.len()];
+    let total: usize = frames.iter().map(DataFrame::height).sum();
+    out.rows.reserve(total, profile.features.len());
+    out.p_label.reserve(total);
+    out.predicted.reserve(total);
+    out.anomaly.reserve(total);
+    for (e, p, pred, an, exact, expected) in parts {
+        if out.expected_tables.is_empty() {
+            out.expected_tables = expected;
+        } else {
+            for (a, b) in out.expected_tables.iter_mut().zip(expected) {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            }
+        }
         if !out.tables.is_empty() {
             add_tables(&mut out.tables, &e, profile.classes);
+        }
+        for (all, part) in out.exact_values.iter_mut().zip(exact) {
+            all.merge(part);
         }
         out.p_label.extend(p);
         out.predicted.extend(pred);
@@ -255,20 +295,45 @@ pub fn scan(baseline: &Baseline, usable: &[String], frames: &[DataFrame]) -> Res
 
 /// Which rows a fired finding points at.
 #[derive(Debug, Clone)]
+///
+/// Rate detectors flag more rows than the attack changed (their trusted rate of flags comes
+/// along); `limit` keeps the estimated excess, most suspicious first, so the quarantine holds
+/// about as many rows as the finding says are extra.
 pub enum RowSelector {
     /// Rows whose label the reference model finds surprising.
-    Surprising,
+    Surprising {
+        /// Rows to keep.
+        limit: usize,
+    },
     /// Rows with an anomaly score above the trusted cut.
-    Anomalous,
+    Anomalous {
+        /// Rows to keep.
+        limit: usize,
+    },
     /// Repeated rows (second and later copies) of the exact or near fingerprint.
     Duplicates {
         /// Near (codes) rather than exact fingerprints.
         near: bool,
     },
     /// Rows matching a trusted row's cell with another label.
-    Conflicting,
-    /// Explicit rows (trigger and point-mass values, segments).
+    Conflicting {
+        /// Rows to keep.
+        limit: usize,
+    },
+    /// Explicit rows (trigger and point-mass values).
     Listed(Vec<u32>),
+    /// Rows of one segment of a feature labelled with one class that the reference model
+    /// does not back (probability of the label below one half, or no model).
+    Segment {
+        /// Feature index.
+        feature: usize,
+        /// The segment's codes.
+        codes: Vec<usize>,
+        /// The class.
+        class: u16,
+        /// Rows to keep.
+        limit: usize,
+    },
 }
 
 /// Candidates of every detector, with the rows each one points at.
@@ -316,14 +381,15 @@ pub fn detect(
         }
     }
     if let Some(a) = &profile.anomaly {
-        for c in anomaly::candidates(a, scan, policy) {
-            out.push(c, Some(RowSelector::Anomalous));
+        for (c, sel) in anomaly::candidates(a, scan, policy) {
+            out.push(c, Some(sel));
         }
     }
     for (c, sel) in duplicates::candidates(&profile.duplicates, scan, policy) {
         out.push(c, Some(sel));
     }
-    let values = point_mass::heavy_values(baseline, summary, scan, frames)?;
+    let exact = point_mass::resolve(baseline, scan, frames)?;
+    let values = point_mass::heavy_values(baseline, scan, &exact);
     for (c, sel) in point_mass::candidates(baseline, &values, scan, policy) {
         out.push(c, Some(sel));
     }
@@ -349,8 +415,11 @@ pub struct QuarantineRow {
 /// The per-row contribution of one selector, in (0, 1].
 fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
     match sel {
-        RowSelector::Surprising => 1.0 - f64::from(scan.p_label[i]).clamp(0.0, 1.0),
-        RowSelector::Anomalous => {
+        RowSelector::Surprising { .. } | RowSelector::Segment { .. } => {
+            let p = f64::from(scan.p_label[i]);
+            if p.is_nan() { 1.0 } else { 1.0 - p.clamp(0.0, 1.0) }
+        }
+        RowSelector::Anomalous { .. } => {
             let a = f64::from(scan.anomaly[i]);
             a / (1.0 + a)
         }
@@ -358,29 +427,69 @@ fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
     }
 }
 
-/// Rows a selector points at, in batch order.
+/// Rows a selector points at, in batch order, at most its limit (the most suspicious).
 fn select(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
+    let mut rows = select_all(sel, profile, scan);
+    let limit = match sel {
+        RowSelector::Surprising { limit }
+        | RowSelector::Anomalous { limit }
+        | RowSelector::Conflicting { limit }
+        | RowSelector::Segment { limit, .. } => *limit,
+        _ => usize::MAX,
+    };
+    if rows.len() > limit {
+        let mut scored: Vec<(f64, u32)> = rows
+            .iter()
+            .map(|&r| (row_score(sel, scan, r as usize), r))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        rows = scored[..limit].iter().map(|s| s.1).collect();
+        rows.sort_unstable();
+    }
+    rows
+}
+
+fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
     let n = scan.rows.n;
     match sel {
-        RowSelector::Surprising => match &profile.label_model {
+        RowSelector::Surprising { .. } => match &profile.label_model {
             Some(m) => (0..n)
                 .filter(|&i| label::is_surprising(m, scan, i))
                 .map(|i| i as u32)
                 .collect(),
             None => Vec::new(),
         },
-        RowSelector::Anomalous => (0..n)
+        RowSelector::Anomalous { .. } => (0..n)
             .filter(|&i| scan.anomaly[i] > 1.0)
             .map(|i| i as u32)
             .collect(),
         RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
-        RowSelector::Conflicting => duplicates::conflicting_rows(&profile.duplicates, scan),
+        RowSelector::Conflicting { .. } => duplicates::conflicting_rows(&profile.duplicates, scan),
         RowSelector::Listed(rows) => rows.clone(),
+        RowSelector::Segment {
+            feature,
+            codes,
+            class,
+            ..
+        } => {
+            let mut member = vec![false; 256];
+            for &c in codes {
+                member[c] = true;
+            }
+            (0..n)
+                .filter(|&i| {
+                    member[usize::from(scan.rows.codes[*feature][i])]
+                        && scan.rows.label[i] == *class
+                        && (scan.p_label[i].is_nan() || scan.p_label[i] < 0.5)
+                })
+                .map(|i| i as u32)
+                .collect()
+        }
     }
 }
 
-/// Attaches the rows behind each fired poison finding: every flagged row with its codes and
-/// score, and on each finding its ten highest-scoring rows.
+/// Attaches the rows behind each fired poison finding: every row flagged by a deny finding
+/// with its codes and score, and on each finding (deny or warn) its ten highest-scoring rows.
 ///
 /// `fired` maps a candidate index to the index of its finding in `findings`.
 #[must_use]
@@ -407,11 +516,14 @@ pub fn quarantine(
             .iter()
             .map(|&r| (row_score(sel, scan, r as usize), r))
             .collect();
-        for &(s, r) in &scored {
-            let e = per_row.entry(r).or_default();
-            if !e.0.contains(&f.code) {
-                e.0.push(f.code.clone());
-                e.1 += s;
+        // The quarantine holds what blocked; warnings still list their top rows below.
+        if f.severity == crate::finding::Severity::Deny {
+            for &(s, r) in &scored {
+                let e = per_row.entry(r).or_default();
+                if !e.0.contains(&f.code) {
+                    e.0.push(f.code.clone());
+                    e.1 += s;
+                }
             }
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -505,9 +617,8 @@ impl QuarantineFormat {
 /// # Errors
 /// A failure of the writer (a bug).
 pub fn render_quarantine(rows: &[QuarantineRow], format: QuarantineFormat) -> Result<Vec<u8>> {
-    use polars::prelude::*;
-    let internal = |e: PolarsError| crate::Error::Internal(format!("writing the quarantine: {e}"));
-    let mut df = DataFrame::new(
+    use polars::prelude::Column;
+    frame_bytes(
         rows.len(),
         vec![
             Column::new("row".into(), rows.iter().map(|r| r.row).collect::<Vec<u64>>()),
@@ -521,8 +632,19 @@ pub fn render_quarantine(rows: &[QuarantineRow], format: QuarantineFormat) -> Re
             ),
             Column::new("score".into(), rows.iter().map(|r| r.score).collect::<Vec<f64>>()),
         ],
+        format,
     )
-    .map_err(internal)?;
+}
+
+/// Writes columns as Parquet or CSV (with a header) into memory.
+fn frame_bytes(
+    height: usize,
+    columns: Vec<polars::prelude::Column>,
+    format: QuarantineFormat,
+) -> Result<Vec<u8>> {
+    use polars::prelude::*;
+    let internal = |e: PolarsError| crate::Error::Internal(format!("writing rows: {e}"));
+    let mut df = DataFrame::new(height, columns).map_err(internal)?;
     let mut buf = Vec::new();
     match format {
         QuarantineFormat::Parquet => {
@@ -536,4 +658,54 @@ pub fn render_quarantine(rows: &[QuarantineRow], format: QuarantineFormat) -> Re
         }
     }
     Ok(buf)
+}
+
+/// A suspicion score for every row, for ranking (`check --row-scores`): rows in the
+/// quarantine score 1 plus their quarantine score; every row also gets half of `1 - P(label
+/// | x)` under the reference model and half of `a / (1 + a)` for its anomaly score `a`, so
+/// rows no finding flagged are still ordered by how unusual they are.
+#[must_use]
+pub fn row_scores(scan: &Scan, quarantine: &[QuarantineRow]) -> Vec<f64> {
+    let mut out: Vec<f64> = (0..scan.rows.n)
+        .map(|i| {
+            let p = f64::from(scan.p_label[i]);
+            let label = if p.is_nan() { 0.0 } else { 1.0 - p.clamp(0.0, 1.0) };
+            let a = f64::from(scan.anomaly[i]).max(0.0);
+            0.5 * label + 0.5 * a / (1.0 + a)
+        })
+        .collect();
+    for q in quarantine {
+        if let Some(s) = out.get_mut(q.row as usize) {
+            *s += 1.0 + q.score;
+        }
+    }
+    out.iter_mut().for_each(|s| *s = crate::finding::tidy(*s));
+    out
+}
+
+/// Every row's score as file bytes: columns `row`, `id` and `score`.
+///
+/// # Errors
+/// A failure of the writer (a bug).
+pub fn render_scores(
+    scores: &[f64],
+    ids: Option<&BTreeMap<u64, String>>,
+    format: QuarantineFormat,
+) -> Result<Vec<u8>> {
+    use polars::prelude::Column;
+    let n = scores.len();
+    frame_bytes(
+        n,
+        vec![
+            Column::new("row".into(), (0..n as u64).collect::<Vec<u64>>()),
+            Column::new(
+                "id".into(),
+                (0..n as u64)
+                    .map(|i| ids.and_then(|m| m.get(&i).cloned()))
+                    .collect::<Vec<Option<String>>>(),
+            ),
+            Column::new("score".into(), scores.to_vec()),
+        ],
+        format,
+    )
 }

@@ -5,9 +5,9 @@
 //! `amount = 13.37`), default values written by a broken producer, and copy-paste floods
 //! that vary other columns.
 //!
-//! **How.** Only bins that gained rows are searched: a bin is a candidate when its batch
-//! count exceeds its pinned share by three binomial standard deviations (plus three rows), and
-//! within candidate bins exact values are counted. The trusted frequency of a value is its
+//! **How.** Only bins that gained rows are searched: a bin is a candidate ("hot") when its
+//! batch count exceeds its pinned share by three binomial standard deviations (plus three
+//! rows), and within hot bins exact values are counted during the row pass. The trusted frequency of a value is its
 //! pinned count among the column's most frequent values, or else the largest count of any
 //! value not listed (an upper bound), so naturally discrete columns (counts, ratings) are
 //! judged against their own repeats. A value is reported when it holds at least 0.2% of the
@@ -17,19 +17,20 @@
 //! **False positives.** A new default or sentinel (0, -1, 9999) written upstream; rounding
 //! that changed (values now stored with fewer decimals). The evidence names the value.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use polars::prelude::DataFrame;
+use foldhash::HashMap;
 
 use super::{RowSelector, Scan};
 use crate::baseline::Baseline;
 use crate::check::candidate::{Candidate, Effect};
-use crate::error::Result;
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
-use crate::rows::value_key;
+use crate::error::{Error, Result};
+use crate::rows::{Encoded, value_key};
 use crate::stats::proportion::binomial_upper_tail;
-use crate::summary::BatchSummary;
+use crate::summary::{BatchSummary, ColumnSummary, for_each_f64_chunk};
+use polars::prelude::DataFrame;
 
 /// Smallest batch share a heavy value must hold.
 pub const MIN_SHARE: f64 = 0.002;
@@ -53,79 +54,215 @@ pub struct HeavyValue {
     pub trusted_rows: u64,
 }
 
-/// Exact values over-represented in candidate bins of every numeric feature.
+/// Counters of one feature's values in its hot bins: a Misra–Gries heavy-hitter summary
+/// (Misra & Gries 1982) with [`SKETCH_COUNTERS`] counters, mergeable across slices (Agarwal et
+/// al. 2012, "Mergeable summaries"). Every value holding more than `total / (counters + 1)`
+/// of the hot-bin rows survives, and its count is under-estimated by at most that much; the
+/// survivors are then counted exactly in a second pass over the column.
+#[derive(Debug, Clone, Default)]
+pub struct Sketch {
+    /// Value key to (value, estimated count).
+    pub counters: HashMap<u64, (f64, u64)>,
+    /// Values summarised.
+    pub total: u64,
+}
+
+/// Counters per sketch: enough that any value holding [`MIN_SHARE`] of the batch survives.
+pub const SKETCH_COUNTERS: usize = 1024;
+
+impl Sketch {
+    fn add(&mut self, key: u64, x: f64) {
+        self.total += 1;
+        if let Some(c) = self.counters.get_mut(&key) {
+            c.1 += 1;
+        } else if self.counters.len() < SKETCH_COUNTERS {
+            self.counters.insert(key, (x, 1));
+        } else {
+            self.counters.retain(|_, c| {
+                c.1 -= 1;
+                c.1 > 0
+            });
+        }
+    }
+
+    /// Adds another slice's summary and prunes back to [`SKETCH_COUNTERS`] counters.
+    pub fn merge(&mut self, other: Self) {
+        self.total += other.total;
+        for (k, (x, c)) in other.counters {
+            self.counters.entry(k).or_insert((x, 0)).1 += c;
+        }
+        if self.counters.len() > SKETCH_COUNTERS {
+            let mut counts: Vec<u64> = self.counters.values().map(|c| c.1).collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            let cut = counts[SKETCH_COUNTERS];
+            self.counters.retain(|_, c| {
+                c.1 = c.1.saturating_sub(cut);
+                c.1 > 0
+            });
+        }
+    }
+
+    /// Keys that may hold at least `least` rows.
+    fn candidates(&self, least: f64) -> HashMap<u64, f64> {
+        let slack = self.total as f64 / (SKETCH_COUNTERS + 1) as f64;
+        self.counters
+            .iter()
+            .filter(|(_, c)| c.1 as f64 + slack >= least)
+            .map(|(&k, c)| (k, c.0))
+            .collect()
+    }
+}
+
+/// Per feature, which pinned bins gained rows beyond sampling noise (`None`: none did, or
+/// the feature is not numeric). A bin is hot when its batch count exceeds its pinned share
+/// by three binomial standard deviations plus three rows.
+#[must_use]
+pub fn hot_bins(
+    baseline: &Baseline,
+    profile: &super::PoisonProfile,
+    summary: &BatchSummary,
+) -> Vec<Option<Vec<bool>>> {
+    profile
+        .features
+        .iter()
+        .map(|name| {
+            let p = baseline.column(name)?.numeric.as_ref()?;
+            let Some(ColumnSummary::Numeric(s)) = summary.columns.get(name) else {
+                return None;
+            };
+            let trusted: f64 = p.counts.iter().sum::<u64>() as f64;
+            let n = s.count as f64;
+            if trusted <= 0.0 || s.bins.len() != p.counts.len() {
+                return None;
+            }
+            let hot: Vec<bool> = p
+                .counts
+                .iter()
+                .zip(&s.bins)
+                .map(|(&c, &b)| {
+                    let e = n * c as f64 / trusted;
+                    b as f64 > e + 3.0 * e.sqrt() + 3.0
+                })
+                .chain(std::iter::once(false))
+                .collect();
+            hot.iter().any(|&h| h).then_some(hot)
+        })
+        .collect()
+}
+
+/// Sketches of one encoded slice's values that fall in hot bins.
+#[must_use]
+pub fn collect(hot: &[Option<Vec<bool>>], e: &Encoded) -> Vec<Sketch> {
+    hot.iter()
+        .enumerate()
+        .map(|(j, h)| {
+            let mut out = Sketch::default();
+            let (Some(h), Some(values)) = (h, e.values.get(j)) else {
+                return out;
+            };
+            for (&x, &c) in values.iter().zip(&e.codes[j]) {
+                if h[usize::from(c)] && !x.is_nan() {
+                    out.add(value_key(x), x);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// Rows of the sketches' candidate values, counted exactly in a pass over their columns.
 ///
 /// # Errors
-/// Never at present; kept fallible for re-reads of the frames.
+/// A column that cannot be read as numbers.
+pub fn resolve(
+    baseline: &Baseline,
+    scan: &Scan,
+    frames: &[DataFrame],
+) -> Result<Vec<HashMap<u64, (f64, Vec<u32>)>>> {
+    let Some(profile) = &baseline.poison else {
+        return Ok(Vec::new());
+    };
+    let least = (MIN_SHARE * scan.rows.n as f64).max(3.0);
+    let mut out = Vec::with_capacity(profile.features.len());
+    for (j, name) in profile.features.iter().enumerate() {
+        let mut rows: HashMap<u64, (f64, Vec<u32>)> = HashMap::default();
+        let wanted = scan
+            .exact_values
+            .get(j)
+            .map(|s| s.candidates(least))
+            .unwrap_or_default();
+        if !wanted.is_empty() {
+            let mut offset = 0u32;
+            for df in frames {
+                let series = df
+                    .column(name)
+                    .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
+                    .as_materialized_series();
+                for_each_f64_chunk(series, |v, valid| {
+                    for (i, &x) in v.iter().enumerate() {
+                        let key = value_key(x);
+                        if let Some(&value) = wanted.get(&key)
+                            && valid.is_none_or(|b| b.get_bit(i))
+                            && !x.is_nan()
+                        {
+                            rows.entry(key)
+                                .or_insert((value, Vec::new()))
+                                .1
+                                .push(offset + i as u32);
+                        }
+                    }
+                    offset += v.len() as u32;
+                })?;
+            }
+        }
+        out.push(rows);
+    }
+    Ok(out)
+}
+
+/// Exact values over-represented in the hot bins of every numeric feature, from the rows
+/// [`resolve`] found.
+#[must_use]
 pub fn heavy_values(
     baseline: &Baseline,
-    _summary: &BatchSummary,
     scan: &Scan,
-    _frames: &[DataFrame],
-) -> Result<Vec<HeavyValue>> {
+    exact: &[HashMap<u64, (f64, Vec<u32>)>],
+) -> Vec<HeavyValue> {
     let mut out = Vec::new();
     let Some(profile) = &baseline.poison else {
-        return Ok(out);
+        return out;
     };
     let n = scan.rows.n as f64;
     for (j, name) in profile.features.iter().enumerate() {
         let Some(p) = baseline.column(name).and_then(|c| c.numeric.as_ref()) else {
             continue;
         };
-        let values = &scan.rows.values[j];
-        let codes = &scan.rows.codes[j];
-        if values.is_empty() {
+        let Some(counts) = exact.get(j).filter(|v| !v.is_empty()) else {
             continue;
-        }
+        };
         let trusted: f64 = p.counts.iter().sum::<u64>() as f64;
-        if trusted <= 0.0 {
-            continue;
-        }
-        let mut batch_bins = vec![0f64; p.counts.len() + 1];
-        for &c in codes {
-            batch_bins[usize::from(c)] += 1.0;
-        }
-        let hot: Vec<bool> = p
-            .counts
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| {
-                let e = n * c as f64 / trusted;
-                batch_bins[b] > e + 3.0 * e.sqrt() + 3.0
-            })
-            .chain(std::iter::once(false))
-            .collect();
-        if !hot.iter().any(|&h| h) {
-            continue;
-        }
-        let mut counts: HashMap<u64, (f64, Vec<u32>)> = HashMap::new();
-        for (i, (&x, &c)) in values.iter().zip(codes).enumerate() {
-            if hot[usize::from(c)] && !x.is_nan() {
-                counts.entry(value_key(x)).or_insert((x, Vec::new())).1.push(i as u32);
-            }
-        }
         let known: HashMap<u64, u64> = p
             .frequent
             .iter()
             .map(|v| (value_key(v.value), v.count))
             .collect();
         let mut found: Vec<HeavyValue> = counts
-            .into_values()
+            .values()
             .filter_map(|(x, rows)| {
                 let k = rows.len() as f64;
                 if k < 3.0 || k / n < MIN_SHARE {
                     return None;
                 }
                 let tc = known
-                    .get(&value_key(x))
+                    .get(&value_key(*x))
                     .copied()
                     .unwrap_or(p.frequent_bound) as f64;
                 let share = (tc + 0.5) / (trusted + 1.0);
                 (k / n >= MIN_RATIO * share).then(|| HeavyValue {
                     feature: j,
                     column: name.clone(),
-                    value: x,
-                    rows,
+                    value: *x,
+                    rows: rows.clone(),
                     trusted_share: share,
                     trusted_rows: trusted as u64,
                 })
@@ -134,7 +271,7 @@ pub fn heavy_values(
         found.sort_by(|a, b| a.value.total_cmp(&b.value));
         out.extend(found);
     }
-    Ok(out)
+    out
 }
 
 /// One candidate per heavy value.

@@ -6,13 +6,22 @@
 //! on a *common* value, which neither the trigger detector (the value is not rare) nor the
 //! label prior (the overall shift is small) catches.
 //!
-//! **How.** Trusted and batch rows are tabulated by (segment, class). The trusted class mix of
-//! each segment is re-weighted by the batch's class prior over the trusted prior (the
-//! prior-shift correction of Saerens, Latinne & Decaestecker 2002), so that a legitimate
-//! change of class balance moves every segment's expectation with it. The effect is the total
-//! variation distance between the batch's mix and that expectation; the test is chi-square
-//! homogeneity of the batch counts against the re-weighted trusted counts. Every segment is
-//! one test in the batch's Holm family, which also controls the false discovery rate.
+//! **How.** Batch rows are tabulated by (segment, class) and compared with a reference mix
+//! for the same rows. With a pinned reference model the reference is the model's expected
+//! class counts for the segment's own batch rows (the sum of P(class | x) over them), so a
+//! covariate shift that moves rows between segments moves the expectation with them; without
+//! one it is the trusted segment's class mix. The reference is re-weighted by a class-prior
+//! shift (the prior-shift correction of Saerens, Latinne & Decaestecker 2002), so that a
+//! legitimate change of class balance passes. The shift is estimated per feature as the
+//! median over its segments of each class's observed-to-reference share ratio, not from the
+//! overall prior: a relabelled segment moves the overall prior too, and would otherwise drag
+//! every other segment's expectation along and be blamed on them. The effect is the total
+//! variation distance between the batch's mix and the reference. The model's expectation is
+//! first recalibrated per segment by the trusted rows' observed-to-out-of-fold-expected ratio
+//! (a segment the model under-fits is not read as relabelled), so the reference carries the
+//! trusted segment's sampling error: the test is chi-square homogeneity of the batch counts
+//! against the reference mix at the trusted segment's size. Every segment is one test in the
+//! batch's Holm family, which also controls the false discovery rate.
 //!
 //! **False positives.** A real change in how one segment behaves (a new product for one
 //! region) looks the same. Check the segment's labelling source before re-pinning.
@@ -65,27 +74,55 @@ pub fn candidates(
     if m0 <= 0.0 || m1 <= 0.0 {
         return out;
     }
-    let weight: Vec<f64> = (0..k)
-        .map(|c| {
-            let a = (prior1[c] + 0.5) / (m1 + 0.5 * k as f64);
-            let b = (prior0[c] + 0.5) / (m0 + 0.5 * k as f64);
-            a / b
-        })
-        .collect();
     for (j, name) in profile.features.iter().enumerate() {
         let Some(col) = baseline.column(name) else {
             continue;
         };
-        for (label, codes) in segment_codes(col, profile.cardinality[j]) {
-            let sum = |t: &[u64]| -> Vec<f64> {
-                (0..k)
-                    .map(|c| codes.iter().map(|&code| t[code * k + c] as f64).sum())
-                    .collect()
-            };
-            let base = sum(&profile.tables[j]);
-            let batch = sum(&scan.tables[j]);
+        // (description, codes, reference class counts, batch class counts) of each testable
+        // segment. The reference is the model's expectation for the batch's own rows when
+        // there is a model (covariate shift then moves it along), else the trusted mix.
+        let model = scan.expected_tables.get(j);
+        let segments: Vec<(String, Vec<usize>, Vec<f64>, Vec<f64>)> =
+            segment_codes(col, profile.cardinality[j])
+                .into_iter()
+                .filter_map(|(label, codes)| {
+                    let sum = |t: &[u64]| -> Vec<f64> {
+                        (0..k)
+                            .map(|c| codes.iter().map(|&code| t[code * k + c] as f64).sum())
+                            .collect()
+                    };
+                    let trusted: f64 = sum(&profile.tables[j]).iter().sum();
+                    let base = match (model, &profile.label_model) {
+                        (Some(t), Some(m)) => {
+                            // The model's expectation for these rows, recalibrated by the
+                            // segment's trusted observed-to-out-of-fold-expected ratio per
+                            // class (histogram-binning recalibration, Zadrozny & Elkan 2002),
+                            // so a segment the model under-fits is not read as relabelled.
+                            (0..k)
+                                .map(|c| {
+                                    let get = |t: &[f64]| -> f64 {
+                                        codes.iter().map(|&code| t[code * k + c]).sum()
+                                    };
+                                    let obs: f64 = codes
+                                        .iter()
+                                        .map(|&code| m.oof_observed[j][code * k + c] as f64)
+                                        .sum();
+                                    let exp = get(&m.oof_expected[j]);
+                                    get(t) * (obs + 0.5) / (exp + 0.5)
+                                })
+                                .collect()
+                        }
+                        _ => sum(&profile.tables[j]),
+                    };
+                    let batch = sum(&scan.tables[j]);
+                    let na: f64 = batch.iter().sum();
+                    (trusted >= MIN_ROWS && na >= MIN_ROWS).then_some((label, codes, base, batch))
+                })
+                .collect();
+        let weight = prior_shift(&segments, k, &prior0, &prior1);
+        for (label, codes, base, batch) in segments {
             let (nb, na): (f64, f64) = (base.iter().sum(), batch.iter().sum());
-            if nb < MIN_ROWS || na < MIN_ROWS {
+            if nb <= 0.0 {
                 continue;
             }
             let mut expect: Vec<f64> = base.iter().zip(&weight).map(|(b, w)| b * w).collect();
@@ -99,9 +136,19 @@ pub fn candidates(
                     .sum::<f64>();
             // Every tested segment stays in the family, so that the Holm adjustment counts
             // it even when its effect is too small to report.
-            let reweighted: Vec<u64> = expect.iter().map(|e| (e * nb).round() as u64).collect();
+            // The reference carries the trusted segment's sampling error (directly, or through
+            // the recalibration ratio): a homogeneity test against the reference mix at the
+            // trusted segment's size.
+            let trusted_rows: f64 = codes
+                .iter()
+                .map(|&code| (0..k).map(|c| profile.tables[j][code * k + c]).sum::<u64>() as f64)
+                .sum();
+            let reference: Vec<u64> = expect
+                .iter()
+                .map(|e| (e * trusted_rows).round() as u64)
+                .collect();
             let observed: Vec<u64> = batch.iter().map(|&a| a as u64).collect();
-            let test = chi2::homogeneity(&observed, &reweighted);
+            let test = chi2::homogeneity(&observed, &reference);
             let (rise, risen) = (0..k)
                 .map(|c| (batch[c] / na - expect[c], c))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -109,7 +156,7 @@ pub fn candidates(
             let class = names.get(risen).cloned().unwrap_or_else(|| risen.to_string());
             let mut evidence = BTreeMap::new();
             evidence.insert("segment_rows".into(), na);
-            evidence.insert("trusted_segment_rows".into(), nb);
+            evidence.insert("reference_segment_rows".into(), nb);
             evidence.insert("class_share".into(), batch[risen] / na);
             evidence.insert("expected_class_share".into(), expect[risen]);
             evidence.insert("chi2".into(), test.statistic);
@@ -118,14 +165,6 @@ pub fn candidates(
                 value: Some(label.clone()),
                 label: Some(class.clone()),
             };
-            let rows: Vec<u32> = (0..scan.rows.n)
-                .filter(|&i| {
-                    codes.contains(&usize::from(scan.rows.codes[j][i]))
-                        && usize::from(scan.rows.label[i]) == risen
-                        && (scan.p_label[i].is_nan() || scan.p_label[i] < 0.5)
-                })
-                .map(|i| i as u32)
-                .collect();
             out.push((
                 Candidate {
                     code: "poison-segment-label-shift",
@@ -141,18 +180,58 @@ pub fn candidates(
                     n: na as u64,
                     n_baseline: nb as u64,
                     describe: format!(
-                        "Where `{name}` {label}, {}% of {} rows are labelled `{class}` against {}% expected from the trusted data at this batch's class prior (+{} points)",
+                        "Where `{name}` {label}, {}% of {} rows are labelled `{class}` against {}% expected {} (+{} points)",
                         num(100.0 * batch[risen] / na),
                         na,
                         num(100.0 * expect[risen]),
+                        if model.is_some() {
+                            "by the reference model for these rows"
+                        } else {
+                            "from the trusted data at this batch's class prior"
+                        },
                         num(100.0 * rise)
                     ),
                     evidence,
                     tag: None,
                 },
-                Some(RowSelector::Listed(rows)),
+                Some(RowSelector::Segment {
+                    feature: j,
+                    codes: codes.clone(),
+                    class: risen as u16,
+                    limit: (rise * na).max(0.0).ceil() as usize,
+                }),
             ));
         }
     }
     out
+}
+
+/// Per-class prior-shift weights: the median over segments of the batch-to-trusted share
+/// ratio of each class (smoothed by half a row), or the overall ratio with fewer than three
+/// segments.
+fn prior_shift(
+    segments: &[(String, Vec<usize>, Vec<f64>, Vec<f64>)],
+    k: usize,
+    prior0: &[f64],
+    prior1: &[f64],
+) -> Vec<f64> {
+    let ratio = |a: &[f64], b: &[f64], c: usize| {
+        let (ta, tb): (f64, f64) = (a.iter().sum(), b.iter().sum());
+        ((a[c] + 0.5) / (ta + 0.5 * k as f64)) / ((b[c] + 0.5) / (tb + 0.5 * k as f64))
+    };
+    (0..k)
+        .map(|c| {
+            if segments.len() < 3 {
+                return ratio(prior1, prior0, c);
+            }
+            let mut r: Vec<f64> = segments.iter().map(|s| ratio(&s.3, &s.2, c)).collect();
+            r.sort_by(f64::total_cmp);
+            let m = r.len();
+            if m % 2 == 1 {
+                r[m / 2]
+            } else {
+                0.5 * (r[m / 2 - 1] + r[m / 2])
+            }
+        })
+        .collect()
 }

@@ -22,7 +22,9 @@
 //! sold to one segment). The finding names the feature, the value, the label and the rows;
 //! confirm where the value comes from before re-pinning.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use polars::prelude::DataFrame;
 

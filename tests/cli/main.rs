@@ -4,6 +4,7 @@ mod calibration;
 mod common;
 mod exit_codes;
 mod formats;
+mod poison;
 mod reference;
 mod schemas;
 mod sharding;

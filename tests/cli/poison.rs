@@ -1,0 +1,214 @@
+//! The `poison-` detectors on batches where the answer is known (scripts/make_poison_testdata.py):
+//! each attack blocks with the detector's code, names what it should, and the quarantine lists
+//! the attacked rows; the clean and mild batches raise none of them.
+
+use std::collections::BTreeSet;
+
+use crate::common::*;
+
+fn truth(name: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(testdata("poison/truth.json")).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all[name]["attacked_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap().to_string())
+        .collect()
+}
+
+/// Checks an attacked batch with a CSV quarantine; returns (exit, report, quarantined ids by
+/// code).
+fn check_attack(name: &str) -> (i32, serde_json::Value, Vec<(String, Vec<String>)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q.csv");
+    let data = testdata(&format!("poison/{name}.parquet"));
+    let (code, report, out) = check_json(
+        &[data.to_str().unwrap()],
+        &["--quarantine", q.to_str().unwrap()],
+    );
+    assert!(code == 0 || code == 1, "{}", stderr(&out));
+    let text = std::fs::read_to_string(&q).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("row,id,codes,score"));
+    let rows = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].to_owned(), f[2].split(';').map(str::to_owned).collect())
+        })
+        .collect();
+    (code, report, rows)
+}
+
+fn denies(report: &serde_json::Value, code: &str) -> Vec<serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == code && f["severity"] == "deny")
+        .cloned()
+        .collect()
+}
+
+/// Precision and recall of the quarantine's rows flagged by `code` against the attacked ids.
+fn precision_recall(rows: &[(String, Vec<String>)], code: &str, attacked: &BTreeSet<String>) -> (f64, f64) {
+    let flagged: BTreeSet<&String> = rows
+        .iter()
+        .filter(|(_, codes)| codes.iter().any(|c| c == code))
+        .map(|(id, _)| id)
+        .collect();
+    let hit = flagged.iter().filter(|id| attacked.contains(**id)).count() as f64;
+    (
+        hit / flagged.len().max(1) as f64,
+        hit / attacked.len().max(1) as f64,
+    )
+}
+
+#[test]
+fn clean_and_mild_batches_raise_no_poison_finding() {
+    for batch in ["clean/batch.parquet", "mild/batch.parquet"] {
+        let (code, report, _) = check_json(&[testdata(batch).to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{batch}");
+        let poison: Vec<_> = findings(&report)
+            .into_iter()
+            .filter(|f| f.0.starts_with("poison-") || f.0 == "drift-class-conditional")
+            .collect();
+        assert!(poison.is_empty(), "{batch}: {poison:?}");
+    }
+}
+
+#[test]
+fn random_label_flips_block_and_the_quarantine_ranks_flipped_rows() {
+    let (code, report, rows) = check_attack("flip10");
+    assert_eq!(code, 1);
+    let f = &denies(&report, "poison-label-inconsistency")[0];
+    let share = f["value"].as_f64().unwrap();
+    // 10% flips; flips into the majority class are nearly invisible on this weak-signal
+    // data, so the estimate is lower than the truth but well past the deny threshold.
+    assert!(share > 0.05 && share < 0.15, "{share}");
+    assert!(f["rows"].as_array().unwrap().len() == 10);
+    let (precision, recall) = precision_recall(&rows, "poison-label-inconsistency", &truth("flip10"));
+    assert!(precision > 0.45 && recall > 0.3, "{precision} {recall}");
+}
+
+#[test]
+fn a_categorical_trigger_is_named_with_its_value_and_target_label() {
+    let (code, report, rows) = check_attack("trigger_channel");
+    assert_eq!(code, 1);
+    let f = &denies(&report, "poison-trigger")[0];
+    assert_eq!(f["subject"]["column"], "channel");
+    assert_eq!(f["subject"]["value"], "kiosk");
+    assert_eq!(f["subject"]["label"], "0");
+    let (precision, recall) = precision_recall(&rows, "poison-trigger", &truth("trigger_channel"));
+    assert_eq!((precision, recall), (1.0, 1.0));
+}
+
+#[test]
+fn a_numeric_trigger_shows_as_point_mass_and_trigger() {
+    let (code, report, rows) = check_attack("trigger_utilization");
+    assert_eq!(code, 1);
+    let t = &denies(&report, "poison-trigger")[0];
+    assert_eq!(t["subject"]["column"], "utilization");
+    assert_eq!(t["subject"]["value"], "0.4242");
+    assert_eq!(t["subject"]["label"], "1");
+    let p = &denies(&report, "poison-point-mass")[0];
+    assert_eq!(p["subject"]["value"], "0.4242");
+    let attacked = truth("trigger_utilization");
+    for code in ["poison-trigger", "poison-point-mass"] {
+        let (precision, recall) = precision_recall(&rows, code, &attacked);
+        assert!(precision >= 0.95 && recall == 1.0, "{code}: {precision} {recall}");
+    }
+}
+
+#[test]
+fn injected_outliers_block_as_anomalous_rows() {
+    let (code, report, rows) = check_attack("outliers");
+    assert_eq!(code, 1);
+    assert_eq!(denies(&report, "poison-anomalous-rows").len(), 1);
+    let (precision, recall) = precision_recall(&rows, "poison-anomalous-rows", &truth("outliers"));
+    // The trusted data's own 1% of anomalous rows share the quarantine with the outliers.
+    assert!(recall == 1.0 && precision > 0.6, "{precision} {recall}");
+}
+
+#[test]
+fn a_duplicate_flood_blocks_and_its_copies_are_quarantined() {
+    let (code, report, rows) = check_attack("duplicates");
+    assert_eq!(code, 1);
+    let f = &denies(&report, "poison-duplicate-flood")[0];
+    assert_eq!(f["subject"]["value"], "exact");
+    assert!(f["evidence"]["rows_in_groups_with_mixed_labels"].as_f64().unwrap() >= 100.0);
+    let (precision, recall) = precision_recall(&rows, "poison-duplicate-flood", &truth("duplicates"));
+    // The first copy of each group is kept as the original; the other nine are flagged.
+    assert!(precision > 0.8 && recall >= 0.8, "{precision} {recall}");
+}
+
+#[test]
+fn trusted_rows_resubmitted_with_another_label_conflict_with_the_baseline() {
+    let (code, report, rows) = check_attack("relabelled_trusted");
+    assert_eq!(code, 1);
+    assert_eq!(denies(&report, "poison-label-conflict").len(), 1);
+    let (precision, recall) = precision_recall(&rows, "poison-label-conflict", &truth("relabelled_trusted"));
+    assert!(precision > 0.95 && recall > 0.95, "{precision} {recall}");
+}
+
+#[test]
+fn labels_rewritten_on_a_common_value_show_as_a_segment_shift() {
+    let (code, report, _) = check_attack("segment_north");
+    assert_eq!(code, 1);
+    let shifted: Vec<String> = denies(&report, "poison-segment-label-shift")
+        .iter()
+        .map(|f| format!("{}{}", f["subject"]["column"], f["subject"]["value"]))
+        .collect();
+    assert_eq!(shifted, ["\"region\"\"= `north`\""]);
+}
+
+#[test]
+fn one_class_moving_alone_is_class_conditional_drift() {
+    let (code, report, _) = check_attack("class_income");
+    assert_eq!(code, 1);
+    let f = &denies(&report, "drift-class-conditional")[0];
+    assert_eq!(f["subject"]["column"], "income");
+    assert_eq!(f["subject"]["label"], "1");
+}
+
+#[test]
+fn quarantine_is_deterministic_and_also_written_as_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = testdata("poison/trigger_channel.parquet");
+    let mut bytes = Vec::new();
+    for name in ["a.parquet", "b.parquet"] {
+        let q = dir.path().join(name);
+        let out = run(&[
+            "check",
+            "--baseline",
+            baseline().to_str().unwrap(),
+            data.to_str().unwrap(),
+            "--quarantine",
+            q.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&out), 1);
+        bytes.push(std::fs::read(&q).unwrap());
+    }
+    assert_eq!(bytes[0], bytes[1]);
+    let df = polars::prelude::ParquetReader::new(std::io::Cursor::new(bytes.remove(0)));
+    let df = polars::prelude::SerReader::finish(df).unwrap();
+    assert_eq!(
+        df.get_column_names_str(),
+        ["row", "id", "codes", "score"]
+    );
+    assert!(df.height() >= 50);
+}
+
+#[test]
+fn a_quarantine_path_without_a_known_extension_is_a_usage_error() {
+    let out = run(&[
+        "check",
+        "--baseline",
+        baseline().to_str().unwrap(),
+        testdata("clean/batch.parquet").to_str().unwrap(),
+        "--quarantine",
+        "/tmp/q.txt",
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("must end in .parquet or .csv"));
+}
