@@ -76,6 +76,13 @@ pub struct LabelModel {
     /// Per class `c`: share of rows of other classes that would look surprising if
     /// relabelled `c` (how visible a flip *into* `c` is).
     pub class_flipped_rate: Vec<f64>,
+    /// Per class `c`: out-of-fold mean of `-ln P(c | x)` over rows labelled `c`.
+    pub class_mean_surprise: Vec<f64>,
+    /// Per class `c`: its standard deviation.
+    pub class_sd_surprise: Vec<f64>,
+    /// Per class `c`: out-of-fold mean of `-ln P(c | x)` over rows of the other classes (the
+    /// surprise of a flip into `c`).
+    pub class_flipped_surprise: Vec<f64>,
     /// Per feature, the out-of-fold expected class counts by code (`code * classes + class`)
     /// over the scored trusted rows; with [`Self::oof_observed`] it recalibrates the model
     /// segment by segment.
@@ -209,6 +216,33 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
             .collect()
     };
     let class_clean_rate = share(&class_hits, &class_rows);
+    let mut s1 = vec![0f64; classes];
+    let mut s2 = vec![0f64; classes];
+    let mut into = vec![0f64; classes];
+    for i in 0..n {
+        let s = surprise[i];
+        s1[y[i]] += s;
+        s2[y[i]] += s * s;
+        for c in (0..classes).filter(|&c| c != y[i]) {
+            into[c] -= f64::from(oof[i * classes + c]).max(P_FLOOR).ln();
+        }
+    }
+    let class_mean_surprise: Vec<f64> = (0..classes)
+        .map(|c| s1[c] / (class_rows[c].max(1) as f64))
+        .collect();
+    let class_sd_surprise: Vec<f64> = (0..classes)
+        .map(|c| {
+            let m = class_rows[c] as f64;
+            if m < 2.0 {
+                0.0
+            } else {
+                ((s2[c] - s1[c] * s1[c] / m) / (m - 1.0)).max(0.0).sqrt()
+            }
+        })
+        .collect();
+    let class_flipped_surprise: Vec<f64> = (0..classes)
+        .map(|c| into[c] / (into_rows[c].max(1) as f64))
+        .collect();
     let mut oof_expected: Vec<Vec<f64>> =
         cardinality.iter().map(|&c| vec![0.0; c * classes]).collect();
     let mut oof_observed: Vec<Vec<u64>> =
@@ -236,6 +270,9 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
         class_rows,
         class_clean_rate,
         class_flipped_rate,
+        class_mean_surprise,
+        class_sd_surprise,
+        class_flipped_surprise,
         oof_expected,
         oof_observed,
     })
@@ -316,13 +353,16 @@ pub fn candidates(
     let mut transitions = vec![0u64; classes * classes];
     let mut class_n = vec![0u64; classes];
     let mut class_k = vec![0u64; classes];
+    let mut class_s = vec![0f64; classes];
     for i in 0..scan.rows.n {
         let p = f64::from(scan.p_label[i]);
         if p.is_nan() {
             continue;
         }
         n += 1;
-        surprise -= p.max(P_FLOOR).ln();
+        let s = -p.max(P_FLOOR).ln();
+        surprise += s;
+        class_s[usize::from(scan.rows.label[i])] += s;
         let y = usize::from(scan.rows.label[i]);
         let pred = usize::from(scan.predicted[i]);
         correct += u64::from(pred == y);
@@ -343,25 +383,61 @@ pub fn candidates(
     // clean rate, so a changed class balance does not read as flipping, and flips into the
     // class where they are visible are not diluted by the others. The variance carries the
     // trusted estimate's sampling error too (two-sample z-test).
-    let (mut excess, mut var, mut flip_share) = (0f64, 0f64, 0f64);
+    //
+    // A second, continuous statistic uses every row's surprise `-ln P(label | x)`: its excess
+    // over each class's trusted mean. It has more power when the model is weak and few flipped
+    // labels pass the cut. The p-value is the Bonferroni combination of the two.
+    //
+    // Each excess divided by how visible a flip into its class is estimates the flips into
+    // that class; classes where flips are nearly invisible are left out, and the sum is
+    // scaled by the share of random flips that land in the visible classes, so the effect
+    // reads as "the random-flip rate that explains what is visible".
+    let (mut excess, mut var, mut rate_flips, mut rate_visible) = (0f64, 0f64, 0f64, 0f64);
+    let (mut s_excess, mut s_var, mut mean_flips, mut mean_visible) = (0f64, 0f64, 0f64, 0f64);
+    let k_f = classes as f64;
     for c in 0..classes {
         let (nc, mc) = (class_n[c] as f64, m.class_rows[c] as f64);
         if nc == 0.0 || mc == 0.0 {
             continue;
         }
+        // Share of random flips that land in class `c`.
+        let landing = (1.0 - nc / nf) / (k_f - 1.0);
         let rc = m.class_clean_rate[c].clamp(0.5 / mc, 1.0 - 0.5 / mc);
         let e = class_k[c] as f64 - nc * rc;
         excess += e;
         var += nc * rc * (1.0 - rc) * (1.0 + nc / mc);
         let gap = m.class_flipped_rate[c] - rc;
         if gap >= MIN_GAP {
-            flip_share += e / gap / nf;
+            rate_flips += e / gap;
+            rate_visible += landing;
+        }
+        let mu = m.class_mean_surprise[c];
+        let sd = m.class_sd_surprise[c];
+        let es = class_s[c] - nc * mu;
+        s_excess += es;
+        s_var += nc * sd * sd * (1.0 + nc / mc);
+        let delta = m.class_flipped_surprise[c] - mu;
+        if delta >= 0.2 {
+            mean_flips += es / delta;
+            mean_visible += landing;
         }
     }
     let z = excess / var.max(f64::MIN_POSITIVE).sqrt();
-    let p_value = normal_sf(z);
+    let surprise_z = s_excess / s_var.max(f64::MIN_POSITIVE).sqrt();
+    let p_value = (2.0 * normal_sf(z).min(normal_sf(surprise_z))).min(1.0);
+    let estimate = |flips: f64, visible: f64| {
+        if visible > 0.0 {
+            flips / visible / nf
+        } else {
+            0.0
+        }
+    };
+    let flip_share = if surprise_z > z {
+        estimate(mean_flips, mean_visible)
+    } else {
+        estimate(rate_flips, rate_visible)
+    };
     let mean_surprise = surprise / nf;
-    let surprise_z = (mean_surprise - m.mean_surprise) / (m.sd_surprise / nf.sqrt());
     let names = &baseline
         .label_profile
         .as_ref()
@@ -432,8 +508,8 @@ pub fn candidates(
 }
 
 /// Where the surprising rows of one (predicted, given) pair concentrate: the feature segment
-/// (numeric decile or category) with the largest excess over the trusted surprising rate, if
-/// it holds at least a third of them.
+/// (numeric decile or category) with the largest excess over an even spread, if it holds at
+/// least a third of them and the excess is clear.
 fn region(
     baseline: &Baseline,
     profile: &PoisonProfile,
@@ -469,9 +545,18 @@ fn region(
         for (label, codes) in segments {
             let h: f64 = codes.iter().map(|&c| hit[c]).sum();
             let t: f64 = codes.iter().map(|&c| total[c]).sum();
-            // Excess of this pair's surprising rows over an even spread across the batch.
-            let excess = h - hits.len() as f64 * t / n;
-            if h >= hits.len() as f64 / 3.0 && best.as_ref().is_none_or(|b| excess > b.0) {
+            // Excess of this pair's surprising rows over an even spread across the batch; a
+            // region must hold a third of them, half again its share of rows, and be four
+            // binomial standard deviations past an even spread (random flips have no region).
+            let m = hits.len() as f64;
+            let even = m * t / n;
+            let excess = h - even;
+            let z = excess / (even * (1.0 - t / n)).max(1e-9).sqrt();
+            if h >= m / 3.0
+                && h >= 1.5 * even
+                && z >= 4.0
+                && best.as_ref().is_none_or(|b| excess > b.0)
+            {
                 best = Some((excess, format!("`{name}` {label}")));
             }
         }
