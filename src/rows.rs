@@ -16,7 +16,6 @@
 //! mix values, both fixed algorithms, so a fingerprint pinned in a baseline means the same in
 //! every later build.
 
-
 use foldhash::{HashMap, HashMapExt};
 use polars::prelude::*;
 use polars_arrow::array::{Array, Utf8ViewArray, View};
@@ -176,9 +175,7 @@ impl Encoder {
         let label = baseline.label.clone();
         let mut features = Vec::new();
         for col in &baseline.columns {
-            if Some(&col.name) == label.as_ref()
-                || usable.is_some_and(|u| !u.contains(&col.name))
-            {
+            if Some(&col.name) == label.as_ref() || usable.is_some_and(|u| !u.contains(&col.name)) {
                 continue;
             }
             let code = match (col.kind, &col.numeric) {

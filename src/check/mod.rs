@@ -96,7 +96,10 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
         return Ok(eval);
     };
     let mut outcome = crate::poison::detect(baseline, policy, &summary, &scan, &batch.frames)?;
-    for (i, mut c) in std::mem::take(&mut outcome.candidates).into_iter().enumerate() {
+    for (i, mut c) in std::mem::take(&mut outcome.candidates)
+        .into_iter()
+        .enumerate()
+    {
         c.tag = Some(i);
         candidates.push(c);
     }
@@ -112,7 +115,11 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
     eval.row_scores = crate::poison::row_scores(&scan, &eval.quarantine);
     if let Some(id) = &baseline.id {
         let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();
-        wanted.extend(eval.findings.iter().flat_map(|f| f.rows.iter().map(|r| r.row)));
+        wanted.extend(
+            eval.findings
+                .iter()
+                .flat_map(|f| f.rows.iter().map(|r| r.row)),
+        );
         let ids = crate::poison::ids_of(&batch.frames, id, wanted)?;
         for q in &mut eval.quarantine {
             q.id = ids.get(&q.row).cloned();

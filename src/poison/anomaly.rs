@@ -301,8 +301,16 @@ impl Scorer {
         h.iter()
             .zip(&d)
             .map(|(&h, &d)| {
-                let a = if self.cut_hbos > 0.0 { h / self.cut_hbos } else { 0.0 };
-                let b = if self.cut_copula > 0.0 { d / self.cut_copula } else { 0.0 };
+                let a = if self.cut_hbos > 0.0 {
+                    h / self.cut_hbos
+                } else {
+                    0.0
+                };
+                let b = if self.cut_copula > 0.0 {
+                    d / self.cut_copula
+                } else {
+                    0.0
+                };
                 a.max(b) as f32
             })
             .collect()
@@ -388,7 +396,11 @@ pub fn fit(baseline: &Baseline, encoder: &Encoder, rows: &Rows) -> Option<Anomal
         for a in 0..p {
             for b in 0..p {
                 let denom = (cov[a * p + a] * cov[b * p + b]).sqrt();
-                let r = if denom > 0.0 { cov[a * p + b] / denom } else { 0.0 };
+                let r = if denom > 0.0 {
+                    cov[a * p + b] / denom
+                } else {
+                    0.0
+                };
                 corr[a * p + b] = if a == b { 1.0 } else { (1.0 - SHRINK) * r };
             }
         }
@@ -422,7 +434,11 @@ pub fn fit(baseline: &Baseline, encoder: &Encoder, rows: &Rows) -> Option<Anomal
 
 /// The anomalous-rows candidate of a scanned batch.
 #[must_use]
-pub fn candidates(a: &AnomalyProfile, scan: &Scan, policy: &Policy) -> Vec<(Candidate, RowSelector)> {
+pub fn candidates(
+    a: &AnomalyProfile,
+    scan: &Scan,
+    policy: &Policy,
+) -> Vec<(Candidate, RowSelector)> {
     let rule = &policy.checks.poison_anomalous_rows;
     let n = scan.rows.n as u64;
     if n < 30 {
@@ -440,25 +456,28 @@ pub fn candidates(a: &AnomalyProfile, scan: &Scan, policy: &Policy) -> Vec<(Cand
     evidence.insert("z".into(), z);
     evidence.insert("copula_features".into(), a.copula.len() as f64);
     let limit = (k as f64 - nf * a.rate).max(0.0).ceil() as usize;
-    vec![(Candidate {
-        code: "poison-anomalous-rows",
-        subject: Subject::default(),
-        p_value: Some(super::label::normal_sf(z)),
-        effects: vec![Effect {
-            name: "excess_share",
-            value: r - a.rate,
-            warn: rule.warn,
-            deny: rule.deny,
-        }],
-        fixed: None,
-        n,
-        n_baseline: a.rows,
-        describe: format!(
-            "{k} of {n} rows ({}%) score as anomalous against {}% of trusted rows",
-            num(100.0 * r),
-            num(100.0 * a.rate)
-        ),
-        evidence,
-        tag: None,
-    }, RowSelector::Anomalous { limit })]
+    vec![(
+        Candidate {
+            code: "poison-anomalous-rows",
+            subject: Subject::default(),
+            p_value: Some(super::label::normal_sf(z)),
+            effects: vec![Effect {
+                name: "excess_share",
+                value: r - a.rate,
+                warn: rule.warn,
+                deny: rule.deny,
+            }],
+            fixed: None,
+            n,
+            n_baseline: a.rows,
+            describe: format!(
+                "{k} of {n} rows ({}%) score as anomalous against {}% of trusted rows",
+                num(100.0 * r),
+                num(100.0 * a.rate)
+            ),
+            evidence,
+            tag: None,
+        },
+        RowSelector::Anomalous { limit },
+    )]
 }

@@ -46,7 +46,8 @@ pub fn candidates(
         let categorical = baseline
             .column(name)
             .is_some_and(|c| c.categorical.is_some());
-        let column = |t: &[u64], c: usize| -> Vec<u64> { (0..card).map(|code| t[code * k + c]).collect() };
+        let column =
+            |t: &[u64], c: usize| -> Vec<u64> { (0..card).map(|code| t[code * k + c]).collect() };
         // (distance, p-value, rows, trusted rows) per class.
         let per_class: Vec<Option<(f64, f64, u64, u64)>> = (0..k)
             .map(|c| {
@@ -76,8 +77,7 @@ pub fn candidates(
         if tested.len() < 2 {
             continue;
         }
-        let Some(&(c, (d, p, n, m))) = tested.iter().max_by(|a, b| a.1.0.total_cmp(&b.1.0))
-        else {
+        let Some(&(c, (d, p, n, m))) = tested.iter().max_by(|a, b| a.1.0.total_cmp(&b.1.0)) else {
             continue;
         };
         let others = tested

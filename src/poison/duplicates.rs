@@ -430,7 +430,10 @@ pub fn candidates(
             let mut evidence = BTreeMap::new();
             evidence.insert("conflict_share".into(), r);
             evidence.insert("trusted_conflict_share".into(), profile.conflict_rate);
-            evidence.insert("filter_false_positive_rate".into(), filter.false_positive_rate());
+            evidence.insert(
+                "filter_false_positive_rate".into(),
+                filter.false_positive_rate(),
+            );
             out.push((
                 Candidate {
                     code: "poison-label-conflict",

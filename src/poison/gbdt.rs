@@ -54,7 +54,11 @@ pub struct Split {
 impl Split {
     #[inline]
     fn right(self, c: u8) -> bool {
-        if self.equal { c == self.code } else { c > self.code }
+        if self.equal {
+            c == self.code
+        } else {
+            c > self.code
+        }
     }
 }
 
@@ -108,8 +112,7 @@ impl Forest {
             if usize::from(t.output) >= self.base.len()
                 || t.leaves.len() != 1usize << t.splits.len()
                 || t.splits.len() > 12
-                || t
-                    .splits
+                || t.splits
                     .iter()
                     .any(|s| usize::from(s.feature) >= cardinality.len())
             {
@@ -209,7 +212,16 @@ pub fn fit(
                 g[i] = pi - yi;
                 h[i] = (pi * (1.0 - pi)).max(1e-6);
             }
-            let tree = grow(codes, cardinality, categorical, &g, &h, &mut leaf, o, params);
+            let tree = grow(
+                codes,
+                cardinality,
+                categorical,
+                &g,
+                &h,
+                &mut leaf,
+                o,
+                params,
+            );
             for (i, &l) in leaf.iter().enumerate() {
                 raw[i * outs + o] += f64::from(tree.leaves[l as usize]);
             }
@@ -289,8 +301,8 @@ fn grow(
                             let cell = hist[l * card + code];
                             left[l].0 += cell.0;
                             left[l].1 += cell.1;
-                            s += score(left[l].0, left[l].1)
-                                + score(gt - left[l].0, ht - left[l].1);
+                            s +=
+                                score(left[l].0, left[l].1) + score(gt - left[l].0, ht - left[l].1);
                         }
                         consider(s - parent, code, false);
                     }

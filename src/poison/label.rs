@@ -113,8 +113,16 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
     idx.shuffle(&mut rng);
     idx.truncate(MAX_TRAIN_ROWS);
     let n = idx.len();
-    let cardinality: Vec<usize> = encoder.features.iter().map(|f| f.code.cardinality()).collect();
-    let categorical: Vec<bool> = encoder.features.iter().map(|f| f.code.is_categorical()).collect();
+    let cardinality: Vec<usize> = encoder
+        .features
+        .iter()
+        .map(|f| f.code.cardinality())
+        .collect();
+    let categorical: Vec<bool> = encoder
+        .features
+        .iter()
+        .map(|f| f.code.is_categorical())
+        .collect();
     let take = |sel: &[u32]| -> (Vec<Vec<u8>>, Vec<u16>) {
         let codes = rows
             .codes
@@ -151,7 +159,10 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
                 .copy_from_slice(&probs[r * classes..(r + 1) * classes]);
         }
     }
-    let y: Vec<usize> = idx.iter().map(|&i| usize::from(rows.label[i as usize])).collect();
+    let y: Vec<usize> = idx
+        .iter()
+        .map(|&i| usize::from(rows.label[i as usize]))
+        .collect();
     let p_true: Vec<f64> = (0..n).map(|i| f64::from(oof[i * classes + y[i]])).collect();
     let surprise: Vec<f64> = p_true.iter().map(|p| -p.max(P_FLOOR).ln()).collect();
     let nf = n as f64;
@@ -243,8 +254,10 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
     let class_flipped_surprise: Vec<f64> = (0..classes)
         .map(|c| into[c] / (into_rows[c].max(1) as f64))
         .collect();
-    let mut oof_expected: Vec<Vec<f64>> =
-        cardinality.iter().map(|&c| vec![0.0; c * classes]).collect();
+    let mut oof_expected: Vec<Vec<f64>> = cardinality
+        .iter()
+        .map(|&c| vec![0.0; c * classes])
+        .collect();
     let mut oof_observed: Vec<Vec<u64>> =
         cardinality.iter().map(|&c| vec![0; c * classes]).collect();
     for (j, col) in rows.codes.iter().enumerate() {
@@ -292,11 +305,18 @@ fn argmax(row: &[f32]) -> usize {
 /// per feature the model's expected class counts by code (`code * classes + class`) over the
 /// labelled rows.
 #[must_use]
-pub fn score(m: &LabelModel, e: &Encoded, cardinality: &[usize]) -> (Vec<f32>, Vec<u16>, Vec<Vec<f64>>) {
+pub fn score(
+    m: &LabelModel,
+    e: &Encoded,
+    cardinality: &[usize],
+) -> (Vec<f32>, Vec<u16>, Vec<Vec<f64>>) {
     let classes = m.forest.classes;
     let refs: Vec<&[u8]> = e.codes.iter().map(Vec::as_slice).collect();
     let probs = m.forest.predict(&refs, e.n);
-    let mut expected: Vec<Vec<f64>> = cardinality.iter().map(|&c| vec![0.0; c * classes]).collect();
+    let mut expected: Vec<Vec<f64>> = cardinality
+        .iter()
+        .map(|&c| vec![0.0; c * classes])
+        .collect();
     for (t, codes) in expected.iter_mut().zip(&e.codes) {
         for (i, &code) in codes.iter().enumerate() {
             if e.label[i] == NO_CLASS {
@@ -441,7 +461,12 @@ pub fn candidates(
     let names = &baseline
         .label_profile
         .as_ref()
-        .map(|l| l.classes.iter().map(|c| c.value.clone()).collect::<Vec<_>>())
+        .map(|l| {
+            l.classes
+                .iter()
+                .map(|c| c.value.clone())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     // The (predicted, given) pair with the most surprising rows beyond the trusted rate.
     let mut top: Option<(f64, usize, usize)> = None;
@@ -567,7 +592,10 @@ fn region(
 /// Segments of a feature: numeric deciles (by the trusted bin counts) or single categories,
 /// each as (description, codes). Null and "other" codes are left out.
 #[must_use]
-pub fn segment_codes(col: &crate::baseline::ColumnProfile, card: usize) -> Vec<(String, Vec<usize>)> {
+pub fn segment_codes(
+    col: &crate::baseline::ColumnProfile,
+    card: usize,
+) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     if let Some(p) = &col.numeric {
         let groups = binned::coarse_groups(&p.counts, 10);

@@ -131,12 +131,19 @@ pub fn build(baseline: &Baseline, frames: &[DataFrame]) -> Result<Option<PoisonP
     for e in encoder.for_each_slice(frames, |_, e| Ok(e))? {
         rows.append(e);
     }
-    let cardinality: Vec<usize> = encoder.features.iter().map(|f| f.code.cardinality()).collect();
+    let cardinality: Vec<usize> = encoder
+        .features
+        .iter()
+        .map(|f| f.code.cardinality())
+        .collect();
     let classes = encoder.classes.len();
     let labelled = (2..=MAX_MODEL_CLASSES).contains(&classes);
     let mut tables = Vec::new();
     if labelled {
-        tables = cardinality.iter().map(|&c| vec![0u64; c * classes]).collect();
+        tables = cardinality
+            .iter()
+            .map(|&c| vec![0u64; c * classes])
+            .collect();
         let e = Encoded {
             n: rows.n,
             codes: rows.codes.clone(),
@@ -393,7 +400,8 @@ pub fn detect(
     for (c, sel) in point_mass::candidates(baseline, &values, scan, policy) {
         out.push(c, Some(sel));
     }
-    for (c, sel) in trigger::candidates(baseline, profile, summary, &values, scan, frames, policy)? {
+    for (c, sel) in trigger::candidates(baseline, profile, summary, &values, scan, frames, policy)?
+    {
         out.push(c, Some(sel));
     }
     Ok(out)
@@ -417,7 +425,11 @@ fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
     match sel {
         RowSelector::Surprising { .. } | RowSelector::Segment { .. } => {
             let p = f64::from(scan.p_label[i]);
-            if p.is_nan() { 1.0 } else { 1.0 - p.clamp(0.0, 1.0) }
+            if p.is_nan() {
+                1.0
+            } else {
+                1.0 - p.clamp(0.0, 1.0)
+            }
         }
         RowSelector::Anomalous { .. } => {
             let a = f64::from(scan.anomaly[i]);
@@ -621,16 +633,26 @@ pub fn render_quarantine(rows: &[QuarantineRow], format: QuarantineFormat) -> Re
     frame_bytes(
         rows.len(),
         vec![
-            Column::new("row".into(), rows.iter().map(|r| r.row).collect::<Vec<u64>>()),
+            Column::new(
+                "row".into(),
+                rows.iter().map(|r| r.row).collect::<Vec<u64>>(),
+            ),
             Column::new(
                 "id".into(),
-                rows.iter().map(|r| r.id.clone()).collect::<Vec<Option<String>>>(),
+                rows.iter()
+                    .map(|r| r.id.clone())
+                    .collect::<Vec<Option<String>>>(),
             ),
             Column::new(
                 "codes".into(),
-                rows.iter().map(|r| r.codes.join(";")).collect::<Vec<String>>(),
+                rows.iter()
+                    .map(|r| r.codes.join(";"))
+                    .collect::<Vec<String>>(),
             ),
-            Column::new("score".into(), rows.iter().map(|r| r.score).collect::<Vec<f64>>()),
+            Column::new(
+                "score".into(),
+                rows.iter().map(|r| r.score).collect::<Vec<f64>>(),
+            ),
         ],
         format,
     )
@@ -648,7 +670,9 @@ fn frame_bytes(
     let mut buf = Vec::new();
     match format {
         QuarantineFormat::Parquet => {
-            ParquetWriter::new(&mut buf).finish(&mut df).map_err(internal)?;
+            ParquetWriter::new(&mut buf)
+                .finish(&mut df)
+                .map_err(internal)?;
         }
         QuarantineFormat::Csv => {
             CsvWriter::new(&mut buf)
@@ -669,7 +693,11 @@ pub fn row_scores(scan: &Scan, quarantine: &[QuarantineRow]) -> Vec<f64> {
     let mut out: Vec<f64> = (0..scan.rows.n)
         .map(|i| {
             let p = f64::from(scan.p_label[i]);
-            let label = if p.is_nan() { 0.0 } else { 1.0 - p.clamp(0.0, 1.0) };
+            let label = if p.is_nan() {
+                0.0
+            } else {
+                1.0 - p.clamp(0.0, 1.0)
+            };
             let a = f64::from(scan.anomaly[i]).max(0.0);
             0.5 * label + 0.5 * a / (1.0 + a)
         })

@@ -24,9 +24,9 @@ use foldhash::HashMap;
 use super::{RowSelector, Scan};
 use crate::baseline::Baseline;
 use crate::check::candidate::{Candidate, Effect};
+use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
-use crate::error::{Error, Result};
 use crate::rows::{Encoded, value_key};
 use crate::stats::proportion::binomial_upper_tail;
 use crate::summary::{BatchSummary, ColumnSummary, for_each_f64_chunk};
@@ -88,7 +88,10 @@ impl Sketch {
     /// Adds another slice's summary and prunes back to [`SKETCH_COUNTERS`] counters.
     pub fn merge(&mut self, other: Self) {
         self.total += other.total;
-        for (k, (x, c)) in other.counters {
+        // Sums do not depend on the order; sorting keeps the lint (and readers) sure of it.
+        let mut incoming: Vec<(u64, (f64, u64))> = other.counters.into_iter().collect();
+        incoming.sort_unstable_by_key(|e| e.0);
+        for (k, (x, c)) in incoming {
             self.counters.entry(k).or_insert((x, 0)).1 += c;
         }
         if self.counters.len() > SKETCH_COUNTERS {
@@ -170,22 +173,21 @@ pub fn collect(hot: &[Option<Vec<bool>>], e: &Encoded) -> Vec<Sketch> {
         .collect()
 }
 
+/// Per feature: value key to (value, its rows in batch order).
+pub type ValueRows = HashMap<u64, (f64, Vec<u32>)>;
+
 /// Rows of the sketches' candidate values, counted exactly in a pass over their columns.
 ///
 /// # Errors
 /// A column that cannot be read as numbers.
-pub fn resolve(
-    baseline: &Baseline,
-    scan: &Scan,
-    frames: &[DataFrame],
-) -> Result<Vec<HashMap<u64, (f64, Vec<u32>)>>> {
+pub fn resolve(baseline: &Baseline, scan: &Scan, frames: &[DataFrame]) -> Result<Vec<ValueRows>> {
     let Some(profile) = &baseline.poison else {
         return Ok(Vec::new());
     };
     let least = (MIN_SHARE * scan.rows.n as f64).max(3.0);
     let mut out = Vec::with_capacity(profile.features.len());
     for (j, name) in profile.features.iter().enumerate() {
-        let mut rows: HashMap<u64, (f64, Vec<u32>)> = HashMap::default();
+        let mut rows: ValueRows = HashMap::default();
         let wanted = scan
             .exact_values
             .get(j)
@@ -223,11 +225,7 @@ pub fn resolve(
 /// Exact values over-represented in the hot bins of every numeric feature, from the rows
 /// [`resolve`] found.
 #[must_use]
-pub fn heavy_values(
-    baseline: &Baseline,
-    scan: &Scan,
-    exact: &[HashMap<u64, (f64, Vec<u32>)>],
-) -> Vec<HeavyValue> {
+pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Vec<HeavyValue> {
     let mut out = Vec::new();
     let Some(profile) = &baseline.poison else {
         return out;

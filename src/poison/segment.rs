@@ -36,6 +36,9 @@ use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::chi2;
 
+/// A testable segment: description, codes, reference class counts, batch class counts.
+type Segment = (String, Vec<usize>, Vec<f64>, Vec<f64>);
+
 /// Fewest rows a segment needs on each side to be tested.
 const MIN_ROWS: f64 = 30.0;
 
@@ -82,43 +85,42 @@ pub fn candidates(
         // segment. The reference is the model's expectation for the batch's own rows when
         // there is a model (covariate shift then moves it along), else the trusted mix.
         let model = scan.expected_tables.get(j);
-        let segments: Vec<(String, Vec<usize>, Vec<f64>, Vec<f64>)> =
-            segment_codes(col, profile.cardinality[j])
-                .into_iter()
-                .filter_map(|(label, codes)| {
-                    let sum = |t: &[u64]| -> Vec<f64> {
+        let segments: Vec<Segment> = segment_codes(col, profile.cardinality[j])
+            .into_iter()
+            .filter_map(|(label, codes)| {
+                let sum = |t: &[u64]| -> Vec<f64> {
+                    (0..k)
+                        .map(|c| codes.iter().map(|&code| t[code * k + c] as f64).sum())
+                        .collect()
+                };
+                let trusted: f64 = sum(&profile.tables[j]).iter().sum();
+                let base = match (model, &profile.label_model) {
+                    (Some(t), Some(m)) => {
+                        // The model's expectation for these rows, recalibrated by the
+                        // segment's trusted observed-to-out-of-fold-expected ratio per
+                        // class (histogram-binning recalibration, Zadrozny & Elkan 2002),
+                        // so a segment the model under-fits is not read as relabelled.
                         (0..k)
-                            .map(|c| codes.iter().map(|&code| t[code * k + c] as f64).sum())
+                            .map(|c| {
+                                let get = |t: &[f64]| -> f64 {
+                                    codes.iter().map(|&code| t[code * k + c]).sum()
+                                };
+                                let obs: f64 = codes
+                                    .iter()
+                                    .map(|&code| m.oof_observed[j][code * k + c] as f64)
+                                    .sum();
+                                let exp = get(&m.oof_expected[j]);
+                                get(t) * (obs + 0.5) / (exp + 0.5)
+                            })
                             .collect()
-                    };
-                    let trusted: f64 = sum(&profile.tables[j]).iter().sum();
-                    let base = match (model, &profile.label_model) {
-                        (Some(t), Some(m)) => {
-                            // The model's expectation for these rows, recalibrated by the
-                            // segment's trusted observed-to-out-of-fold-expected ratio per
-                            // class (histogram-binning recalibration, Zadrozny & Elkan 2002),
-                            // so a segment the model under-fits is not read as relabelled.
-                            (0..k)
-                                .map(|c| {
-                                    let get = |t: &[f64]| -> f64 {
-                                        codes.iter().map(|&code| t[code * k + c]).sum()
-                                    };
-                                    let obs: f64 = codes
-                                        .iter()
-                                        .map(|&code| m.oof_observed[j][code * k + c] as f64)
-                                        .sum();
-                                    let exp = get(&m.oof_expected[j]);
-                                    get(t) * (obs + 0.5) / (exp + 0.5)
-                                })
-                                .collect()
-                        }
-                        _ => sum(&profile.tables[j]),
-                    };
-                    let batch = sum(&scan.tables[j]);
-                    let na: f64 = batch.iter().sum();
-                    (trusted >= MIN_ROWS && na >= MIN_ROWS).then_some((label, codes, base, batch))
-                })
-                .collect();
+                    }
+                    _ => sum(&profile.tables[j]),
+                };
+                let batch = sum(&scan.tables[j]);
+                let na: f64 = batch.iter().sum();
+                (trusted >= MIN_ROWS && na >= MIN_ROWS).then_some((label, codes, base, batch))
+            })
+            .collect();
         let weight = prior_shift(&segments, k, &prior0, &prior1);
         for (label, codes, base, batch) in segments {
             let (nb, na): (f64, f64) = (base.iter().sum(), batch.iter().sum());
@@ -153,7 +155,10 @@ pub fn candidates(
                 .map(|c| (batch[c] / na - expect[c], c))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .unwrap_or((0.0, 0));
-            let class = names.get(risen).cloned().unwrap_or_else(|| risen.to_string());
+            let class = names
+                .get(risen)
+                .cloned()
+                .unwrap_or_else(|| risen.to_string());
             let mut evidence = BTreeMap::new();
             evidence.insert("segment_rows".into(), na);
             evidence.insert("reference_segment_rows".into(), nb);
@@ -209,12 +214,7 @@ pub fn candidates(
 /// Per-class prior-shift weights: the median over segments of the batch-to-trusted share
 /// ratio of each class (smoothed by half a row), or the overall ratio with fewer than three
 /// segments.
-fn prior_shift(
-    segments: &[(String, Vec<usize>, Vec<f64>, Vec<f64>)],
-    k: usize,
-    prior0: &[f64],
-    prior1: &[f64],
-) -> Vec<f64> {
+fn prior_shift(segments: &[Segment], k: usize, prior0: &[f64], prior1: &[f64]) -> Vec<f64> {
     let ratio = |a: &[f64], b: &[f64], c: usize| {
         let (ta, tb): (f64, f64) = (a.iter().sum(), b.iter().sum());
         ((a[c] + 0.5) / (ta + 0.5 * k as f64)) / ((b[c] + 0.5) / (tb + 0.5 * k as f64))

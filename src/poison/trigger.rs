@@ -38,7 +38,7 @@ use crate::policy::Policy;
 use crate::rows::NO_CLASS;
 use crate::stats::binned::bin_index;
 use crate::stats::proportion::binomial_upper_tail;
-use crate::summary::{ColumnSummary, for_each_str_chunk};
+use crate::summary::{BatchSummary, ColumnSummary, for_each_str_chunk};
 
 /// A candidate value with its rows and the trusted class mix expected for them.
 struct Value {
@@ -108,7 +108,9 @@ fn categorical_values(
                     if let Some(v) = v
                         && let Some((key, _)) = wanted.get_key_value(v)
                     {
-                        rows.entry(key.as_str()).or_default().push(offset + i as u32);
+                        rows.entry(key.as_str())
+                            .or_default()
+                            .push(offset + i as u32);
                     }
                 }
                 offset += arr.len() as u32;
@@ -136,6 +138,9 @@ fn categorical_values(
     Ok(out)
 }
 
+/// A concentrated candidate: (value, class, rows of the class, labelled rows, p-value).
+type Hit = (Value, usize, u64, u64, f64);
+
 /// A trusted class mix with half a row of prior per class, or the prior when too thin.
 fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
     let total: f64 = counts.iter().sum::<u64>() as f64;
@@ -149,7 +154,6 @@ fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-use crate::summary::BatchSummary;
 
 /// Trigger candidates (single values and merged pairs).
 ///
@@ -171,13 +175,7 @@ pub fn candidates(
     }
     let n = scan.rows.n as f64;
     let prior_counts: Vec<u64> = (0..k)
-        .map(|c| {
-            profile.tables[0]
-                .iter()
-                .skip(c)
-                .step_by(k)
-                .sum()
-        })
+        .map(|c| profile.tables[0].iter().skip(c).step_by(k).sum())
         .collect();
     let total: f64 = prior_counts.iter().sum::<u64>() as f64;
     let prior: Vec<f64> = prior_counts
@@ -210,8 +208,7 @@ pub fn candidates(
         .as_ref()
         .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
         .unwrap_or_default();
-    // Concentrated candidates: (value, class, class rows, labelled rows, p).
-    let mut hits: Vec<(Value, usize, u64, u64, f64)> = Vec::new();
+    let mut hits: Vec<Hit> = Vec::new();
     for v in values {
         let mut per_class = vec![0u64; k];
         for &r in &v.rows {
@@ -232,8 +229,13 @@ pub fn candidates(
         hits.push((v, c, kc, labelled, p));
     }
     // Merge candidates on different features whose rows coincide into pair triggers.
-    hits.sort_by(|a, b| b.0.rows.len().cmp(&a.0.rows.len()).then(a.0.column.cmp(&b.0.column)));
-    let mut groups: Vec<Vec<(Value, usize, u64, u64, f64)>> = Vec::new();
+    hits.sort_by(|a, b| {
+        b.0.rows
+            .len()
+            .cmp(&a.0.rows.len())
+            .then(a.0.column.cmp(&b.0.column))
+    });
+    let mut groups: Vec<Vec<Hit>> = Vec::new();
     for h in hits {
         let joined = groups.iter_mut().find(|g| {
             g.len() == 1

@@ -418,7 +418,11 @@ impl Policy {
                 c.poison_segment_label_shift.warn,
                 c.poison_segment_label_shift.deny,
             ),
-            ("poison-trigger", c.poison_trigger.warn, c.poison_trigger.deny),
+            (
+                "poison-trigger",
+                c.poison_trigger.warn,
+                c.poison_trigger.deny,
+            ),
             (
                 "poison-point-mass",
                 c.poison_point_mass.warn,

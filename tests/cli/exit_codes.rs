@@ -266,7 +266,7 @@ fn policy_levels_and_exceptions_change_the_verdict() {
     let path = dir.path().join("p.toml");
     std::fs::write(
         &path,
-        "[checks.drift-numeric]\nlevel = \"warn\"\n[checks.drift-categorical]\nlevel = \"warn\"\n[checks.schema-unseen-category]\nlevel = \"allow\"\n\
+        "[checks.drift-numeric]\nlevel = \"warn\"\n[checks.drift-categorical]\nlevel = \"warn\"\n[checks.poison-anomalous-rows]\nlevel = \"warn\"\n[checks.poison-label-inconsistency]\nlevel = \"warn\"\n[checks.schema-unseen-category]\nlevel = \"allow\"\n\
          [[exceptions]]\ncode = \"schema-null-rate\"\ncolumn = \"employment\"\nreason = \"known outage, INC-42\"\n",
     )
     .unwrap();

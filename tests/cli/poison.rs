@@ -34,7 +34,10 @@ fn check_attack(name: &str) -> (i32, serde_json::Value, Vec<(String, Vec<String>
     let rows = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[1].to_owned(), f[2].split(';').map(str::to_owned).collect())
+            (
+                f[1].to_owned(),
+                f[2].split(';').map(str::to_owned).collect(),
+            )
         })
         .collect();
     (code, report, rows)
@@ -51,7 +54,11 @@ fn denies(report: &serde_json::Value, code: &str) -> Vec<serde_json::Value> {
 }
 
 /// Precision and recall of the quarantine's rows flagged by `code` against the attacked ids.
-fn precision_recall(rows: &[(String, Vec<String>)], code: &str, attacked: &BTreeSet<String>) -> (f64, f64) {
+fn precision_recall(
+    rows: &[(String, Vec<String>)],
+    code: &str,
+    attacked: &BTreeSet<String>,
+) -> (f64, f64) {
     let flagged: BTreeSet<&String> = rows
         .iter()
         .filter(|(_, codes)| codes.iter().any(|c| c == code))
@@ -87,8 +94,12 @@ fn random_label_flips_block_and_the_quarantine_ranks_flipped_rows() {
     // data, so the estimate is lower than the truth but well past the deny threshold.
     assert!(share > 0.05 && share < 0.15, "{share}");
     assert!(f["rows"].as_array().unwrap().len() == 10);
-    let (precision, recall) = precision_recall(&rows, "poison-label-inconsistency", &truth("flip10"));
-    assert!(precision > 0.45 && recall > 0.3, "{precision} {recall}");
+    // The quarantine keeps the estimated excess of surprising labels, most surprising first:
+    // mostly flipped rows, and as many as the signal lets through (flips into the majority
+    // class are nearly invisible here).
+    let (precision, recall) =
+        precision_recall(&rows, "poison-label-inconsistency", &truth("flip10"));
+    assert!(precision > 0.6 && recall > 0.15, "{precision} {recall}");
 }
 
 #[test]
@@ -116,7 +127,10 @@ fn a_numeric_trigger_shows_as_point_mass_and_trigger() {
     let attacked = truth("trigger_utilization");
     for code in ["poison-trigger", "poison-point-mass"] {
         let (precision, recall) = precision_recall(&rows, code, &attacked);
-        assert!(precision >= 0.95 && recall == 1.0, "{code}: {precision} {recall}");
+        assert!(
+            precision >= 0.95 && recall == 1.0,
+            "{code}: {precision} {recall}"
+        );
     }
 }
 
@@ -136,8 +150,14 @@ fn a_duplicate_flood_blocks_and_its_copies_are_quarantined() {
     assert_eq!(code, 1);
     let f = &denies(&report, "poison-duplicate-flood")[0];
     assert_eq!(f["subject"]["value"], "exact");
-    assert!(f["evidence"]["rows_in_groups_with_mixed_labels"].as_f64().unwrap() >= 100.0);
-    let (precision, recall) = precision_recall(&rows, "poison-duplicate-flood", &truth("duplicates"));
+    assert!(
+        f["evidence"]["rows_in_groups_with_mixed_labels"]
+            .as_f64()
+            .unwrap()
+            >= 100.0
+    );
+    let (precision, recall) =
+        precision_recall(&rows, "poison-duplicate-flood", &truth("duplicates"));
     // The first copy of each group is kept as the original; the other nine are flagged.
     assert!(precision > 0.8 && recall >= 0.8, "{precision} {recall}");
 }
@@ -147,7 +167,8 @@ fn trusted_rows_resubmitted_with_another_label_conflict_with_the_baseline() {
     let (code, report, rows) = check_attack("relabelled_trusted");
     assert_eq!(code, 1);
     assert_eq!(denies(&report, "poison-label-conflict").len(), 1);
-    let (precision, recall) = precision_recall(&rows, "poison-label-conflict", &truth("relabelled_trusted"));
+    let (precision, recall) =
+        precision_recall(&rows, "poison-label-conflict", &truth("relabelled_trusted"));
     assert!(precision > 0.95 && recall > 0.95, "{precision} {recall}");
 }
 
@@ -190,12 +211,16 @@ fn quarantine_is_deterministic_and_also_written_as_parquet() {
         bytes.push(std::fs::read(&q).unwrap());
     }
     assert_eq!(bytes[0], bytes[1]);
-    let df = polars::prelude::ParquetReader::new(std::io::Cursor::new(bytes.remove(0)));
-    let df = polars::prelude::SerReader::finish(df).unwrap();
-    assert_eq!(
-        df.get_column_names_str(),
-        ["row", "id", "codes", "score"]
-    );
+    use polars::prelude::{ParquetReader, SerReader};
+    let df = ParquetReader::new(std::io::Cursor::new(bytes.remove(0)))
+        .finish()
+        .unwrap();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(names, ["row", "id", "codes", "score"]);
     assert!(df.height() >= 50);
 }
 
