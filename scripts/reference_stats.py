@@ -392,6 +392,37 @@ def multiple_testing_sections():
     return holm_cases, bh_cases
 
 
+# --------------------------------------------------------------------------- poison detectors
+def binom_sf_section():
+    """One-sided binomial tail P(X >= k) = binom.sf(k - 1, n, p) (rate tests of the detectors)."""
+    out = []
+    for k, n, p in [(1, 10, 0.1), (5, 20, 0.1), (50, 5000, 0.0003), (30, 2000, 0.005),
+                    (120, 1000, 0.1), (3, 250, 0.002), (1000, 100000, 0.009)]:
+        out.append({"k": k, "n": n, "p": p, "sf": float(scipy.stats.binom.sf(k - 1, n, p))})
+    return out
+
+
+def norm_sf_section():
+    """Standard normal upper tail (the two-sample z-tests of shares and surprise)."""
+    return [{"z": z, "sf": float(scipy.stats.norm.sf(z))}
+            for z in [-3.0, -0.5, 0.0, 0.7, 1.96, 3.5, 6.0, 9.0]]
+
+
+def mahalanobis_section():
+    """Squared Mahalanobis distance z^T R^-1 z with R a correlation matrix shrunk 2% toward
+    the identity, solved by numpy (the copula anomaly score)."""
+    out = []
+    for case, p in enumerate([2, 3, 6]):
+        rng = rng_for(20, case)
+        a = rng.normal(size=(200, p)) @ rng.normal(size=(p, p))
+        r = np.corrcoef(a, rowvar=False)
+        r = 0.98 * r + 0.02 * np.eye(p)
+        for z in rng.normal(size=(3, p)) * 2.0:
+            d2 = float(z @ np.linalg.solve(r, z))
+            out.append({"p": p, "corr": floats(r.ravel()), "z": floats(z), "d2": d2})
+    return out
+
+
 # --------------------------------------------------------------------------- JSON output
 def fmt_scalar(v):
     if isinstance(v, bool):
@@ -453,6 +484,9 @@ def main():
         "binned": binned_section(),
         "holm": holm_cases,
         "bh": bh_cases,
+        "binom_sf": binom_sf_section(),
+        "norm_sf": norm_sf_section(),
+        "mahalanobis": mahalanobis_section(),
     }
     text = to_json(out) + "\n"
     # the text must parse back to exactly the same values, with no NaN/inf anywhere

@@ -325,6 +325,26 @@ fn quantile_of(mut v: Vec<f64>, q: f64) -> f64 {
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
+/// The squared Mahalanobis distance `zᵀ R⁻¹ z` of one vector, through the Cholesky factor
+/// of `r` (`p × p`, row-major): the copula score's arithmetic, exposed for tests. `None` when
+/// `r` is not positive definite.
+#[must_use]
+pub fn mahalanobis_sq(r: &[f64], p: usize, z: &[f64]) -> Option<f64> {
+    let l = cholesky(r, p)?;
+    let mut w = vec![0f64; p];
+    let mut s2 = 0.0;
+    for i in 0..p {
+        let dot: f64 = l[i * p..i * p + i]
+            .iter()
+            .zip(&w[..i])
+            .map(|(a, b)| a * b)
+            .sum();
+        w[i] = (z[i] - dot) / l[i * p + i];
+        s2 += w[i] * w[i];
+    }
+    Some(s2)
+}
+
 /// Lower Cholesky factor of a symmetric positive-definite matrix (row-major), or `None`.
 fn cholesky(a: &[f64], p: usize) -> Option<Vec<f64>> {
     let mut l = vec![0f64; p * p];

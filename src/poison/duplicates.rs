@@ -281,21 +281,29 @@ pub fn expected_share(curve: &[[f64; 2]], n: f64) -> f64 {
 }
 
 /// How many rows repeat an earlier fingerprint, and how many rows sit in groups whose labels
-/// disagree: one parallel sort instead of a hash table, since deciding needs only counts.
+/// disagree: one parallel sort instead of a hash table, since deciding needs only counts. The
+/// label rides in the low 16 bits of the sort key, so groups are the top 48 bits of the
+/// fingerprint (an expected 0.2 chance collisions at ten million rows, against counts in the
+/// thousands that matter).
 fn group_counts(fps: &[u64], labels: &[u16]) -> (usize, usize) {
     use rayon::prelude::*;
-    let mut pairs: Vec<(u64, u16)> = fps.iter().copied().zip(labels.iter().copied()).collect();
-    pairs.par_sort_unstable();
+    const LOW: u64 = 0xFFFF;
+    let mut keys: Vec<u64> = fps
+        .par_iter()
+        .zip(labels.par_iter())
+        .map(|(&fp, &y)| (fp & !LOW) | u64::from(y))
+        .collect();
+    keys.par_sort_unstable();
     let (mut repeated, mut mixed) = (0usize, 0usize);
     let mut i = 0;
-    while i < pairs.len() {
-        let fp = pairs[i].0;
+    while i < keys.len() {
+        let group = keys[i] & !LOW;
         let mut j = i + 1;
-        while j < pairs.len() && pairs[j].0 == fp {
+        while j < keys.len() && keys[j] & !LOW == group {
             j += 1;
         }
         repeated += j - i - 1;
-        if pairs[i].1 != pairs[j - 1].1 {
+        if keys[i] != keys[j - 1] {
             mixed += j - i;
         }
         i = j;

@@ -31,9 +31,9 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Self {
-            rounds: 60,
+            rounds: 40,
             depth: 5,
-            learning_rate: 0.15,
+            learning_rate: 0.2,
             lambda: 2.0,
         }
     }

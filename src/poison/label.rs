@@ -41,7 +41,7 @@ use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::stats::binned;
 
 /// Most trusted rows the model is fitted on (a seeded sample beyond).
-const MAX_TRAIN_ROWS: usize = 200_000;
+const MAX_TRAIN_ROWS: usize = 100_000;
 /// Folds of the out-of-fold calibration.
 const FOLDS: usize = 5;
 /// Probabilities are clipped here before taking logs.
@@ -350,10 +350,7 @@ pub fn is_surprising(m: &LabelModel, scan: &Scan, i: usize) -> bool {
     !p.is_nan() && p < m.cut
 }
 
-/// Upper tail of the standard normal.
-pub(crate) fn normal_sf(z: f64) -> f64 {
-    0.5 * statrs::function::erf::erfc(z / std::f64::consts::SQRT_2)
-}
+pub(crate) use crate::stats::proportion::normal_upper_tail as normal_sf;
 
 /// The label-consistency candidate of a scanned batch.
 #[must_use]

@@ -332,3 +332,38 @@ pub fn candidates(
 pub fn num_exact(x: f64) -> String {
     format!("{x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Misra–Gries guarantee: every value holding more than `total / (counters + 1)` rows
+    /// survives any split into slices and merge, under-counted by at most that much.
+    #[test]
+    fn heavy_values_survive_slicing_and_merging() {
+        let mut slices = Vec::new();
+        let mut state = 7u64;
+        for s in 0..8 {
+            let mut sk = Sketch::default();
+            for i in 0..20_000u64 {
+                state = crate::rows::mix(state);
+                // 0.5% of rows carry 4242.0 in some slices only; the rest are all distinct.
+                let x = if s % 2 == 0 && i % 100 == 0 {
+                    4242.0
+                } else {
+                    (state >> 11) as f64
+                };
+                sk.add(value_key(x), x);
+            }
+            slices.push(sk);
+        }
+        let mut all = Sketch::default();
+        for s in slices {
+            all.merge(s);
+        }
+        assert_eq!(all.total, 160_000);
+        let heavy = all.candidates(400.0);
+        assert_eq!(heavy.get(&value_key(4242.0)), Some(&4242.0));
+        assert!(heavy.len() < 20, "{}", heavy.len());
+    }
+}

@@ -154,7 +154,6 @@ fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-
 /// Trigger candidates (single values and merged pairs).
 ///
 /// # Errors

@@ -29,3 +29,10 @@ pub fn binomial_upper_tail(k: u64, n: u64, p0: f64) -> f64 {
 pub fn smoothed_rate(x: u64, m: u64) -> f64 {
     (x as f64 + 1.0) / (m as f64 + 2.0)
 }
+
+/// Upper tail of the standard normal, `P(Z > z)`, through the complementary error function
+/// (Abramowitz & Stegun 1964, 7.1.2 and 26.2.29).
+#[must_use]
+pub fn normal_upper_tail(z: f64) -> f64 {
+    0.5 * statrs::function::erf::erfc(z / std::f64::consts::SQRT_2)
+}

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use poisongate::stats::{binned, chi2, divergence, ks, multitest, wasserstein};
+use poisongate::stats::{binned, chi2, divergence, ks, multitest, proportion, wasserstein};
 use serde_json::Value;
 
 fn fixtures() -> &'static Value {
@@ -224,5 +224,29 @@ fn binned_statistics_stay_close_to_exact_ones() {
             (w - exact_w).abs() <= 0.02 * sd + 0.05 * exact_w,
             "case {i}: binned W1 {w} vs exact {exact_w} (sd {sd})"
         );
+    }
+}
+
+#[test]
+fn rate_tests_of_the_detectors_match_scipy() {
+    for c in cases("binom_sf") {
+        let (k, n) = (c["k"].as_u64().unwrap(), c["n"].as_u64().unwrap());
+        let got = proportion::binomial_upper_tail(k, n, f(&c["p"]));
+        assert_close(got, f(&c["sf"]), 1e-9, &format!("binom sf {c}"));
+    }
+    for c in cases("norm_sf") {
+        let got = proportion::normal_upper_tail(f(&c["z"]));
+        assert_close(got, f(&c["sf"]), 1e-12, &format!("norm sf {c}"));
+    }
+}
+
+#[test]
+fn copula_mahalanobis_distance_matches_numpy() {
+    for c in cases("mahalanobis") {
+        let p = c["p"].as_u64().unwrap() as usize;
+        let got =
+            poisongate::poison::anomaly::mahalanobis_sq(&floats(&c["corr"]), p, &floats(&c["z"]))
+                .unwrap();
+        assert_close(got, f(&c["d2"]), 1e-10, &format!("d2 p={p}"));
     }
 }
