@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gate end to end on the bundled data: pin a baseline from trusted data, then gate a clean
-# batch (exit 0), a mildly drifted one (exit 0, warnings allowed) and a drifted one (exit 1).
+# batch (exit 0), a mildly drifted one (exit 0, warnings allowed), a drifted one (exit 1) and a
+# poisoned one: 1% of rows carry a backdoor trigger value with a fixed label (exit 1, quarantine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin poisongate || exit 2
@@ -12,4 +13,6 @@ run profile testdata/trusted/applications.parquet -o "$out/baseline.json" --labe
 run check --baseline "$out/baseline.json" testdata/clean/batch.parquet
 run check --baseline "$out/baseline.json" testdata/mild/batch.parquet
 run check --baseline "$out/baseline.json" testdata/drifted/batch.parquet --json "$out/report.json"
+run check --baseline "$out/baseline.json" testdata/poison/trigger_channel.parquet --quarantine "$out/quarantine.csv"
 echo "JSON report: $out/report.json"
+echo "quarantine:  $out/quarantine.csv ($(($(wc -l < "$out/quarantine.csv") - 1)) rows)"

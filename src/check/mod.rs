@@ -49,8 +49,8 @@ pub struct Evaluation {
     pub tests: usize,
     /// Rows flagged by the poisoning findings that fired, in batch order.
     pub quarantine: Vec<crate::poison::QuarantineRow>,
-    /// Why the row-level detectors did not run, when they did not.
-    pub row_detectors_skipped: Option<String>,
+    /// What did not run, and why.
+    pub notes: Vec<String>,
     /// A suspicion score per row in batch order (empty when the row-level detectors did not
     /// run).
     pub row_scores: Vec<f64>,
@@ -82,9 +82,19 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
     for df in &batch.frames {
         summary.update(df, &plans)?;
     }
-    let scan = crate::poison::scan(baseline, &usable, &batch.frames, &summary)?;
+    let all_allowed = crate::poison::ROW_CODES
+        .iter()
+        .all(|c| policy.level(c) == Level::Allow);
+    let scan = if all_allowed {
+        None
+    } else {
+        crate::poison::scan(baseline, &usable, &batch.frames, &summary)?
+    };
     let skipped = match (&baseline.poison, &scan) {
         (None, _) => Some("the baseline pins no row-level profile".to_owned()),
+        (Some(_), None) if all_allowed => {
+            Some("the policy sets every row-level code to allow".to_owned())
+        }
         (Some(_), None) => {
             Some("the batch lacks a pinned feature (see the schema findings)".to_owned())
         }
@@ -92,7 +102,8 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
     };
     let Some(scan) = scan else {
         let mut eval = evaluate(baseline, policy, &summary, candidates)?;
-        eval.row_detectors_skipped = skipped;
+        eval.notes
+            .extend(skipped.map(|why| format!("row-level poisoning detectors did not run: {why}")));
         return Ok(eval);
     };
     let mut outcome = crate::poison::detect(baseline, policy, &summary, &scan, &batch.frames)?;
@@ -104,6 +115,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
         candidates.push(c);
     }
     let mut eval = evaluate(baseline, policy, &summary, candidates)?;
+    eval.notes.extend(std::mem::take(&mut outcome.notes));
     let fired: BTreeMap<usize, usize> = eval
         .findings
         .iter()
@@ -207,7 +219,7 @@ pub fn evaluate(
         columns_checked,
         tests,
         quarantine: Vec::new(),
-        row_detectors_skipped: None,
+        notes: Vec::new(),
         row_scores: Vec::new(),
     })
 }

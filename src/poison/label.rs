@@ -550,16 +550,20 @@ fn region(
     if hits.len() < 10 {
         return None;
     }
-    let n = scan.rows.n as f64;
+    let k = profile.classes;
     let mut best: Option<(f64, String)> = None;
     for (j, name) in profile.features.iter().enumerate() {
         let col = baseline.column(name)?;
         let card = profile.cardinality[j];
-        let mut total = vec![0f64; card];
+        // Labelled rows per code, from the batch's class table.
+        let Some(table) = scan.tables.get(j) else {
+            return None;
+        };
+        let total: Vec<f64> = (0..card)
+            .map(|code| table[code * k..(code + 1) * k].iter().sum::<u64>() as f64)
+            .collect();
+        let n: f64 = total.iter().sum();
         let mut hit = vec![0f64; card];
-        for &c in &scan.rows.codes[j] {
-            total[usize::from(c)] += 1.0;
-        }
         for &i in &hits {
             hit[usize::from(scan.rows.codes[j][i])] += 1.0;
         }

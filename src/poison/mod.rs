@@ -35,6 +35,19 @@ use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::summary::BatchSummary;
 
+/// The codes of the row-level detectors; when the policy allows all of them, `check` skips
+/// the row pass.
+pub const ROW_CODES: [&str; 8] = [
+    "drift-class-conditional",
+    "poison-label-inconsistency",
+    "poison-segment-label-shift",
+    "poison-trigger",
+    "poison-point-mass",
+    "poison-anomalous-rows",
+    "poison-duplicate-flood",
+    "poison-label-conflict",
+];
+
 /// Most classes the row-level label detectors handle; more suggests an id-like label.
 pub const MAX_MODEL_CLASSES: usize = 20;
 
@@ -262,7 +275,16 @@ pub fn scan(
         };
         // Raw values are not kept past the slice: every detector that needs them has run.
         e.values = Vec::new();
-        Ok((e, p, pred, an, exact, expected))
+        let mut tables: Vec<Vec<u64>> = Vec::new();
+        if !profile.tables.is_empty() {
+            tables = profile
+                .cardinality
+                .iter()
+                .map(|&c| vec![0u64; c * profile.classes])
+                .collect();
+            add_tables(&mut tables, &e, profile.classes);
+        }
+        Ok((e, p, pred, an, exact, expected, tables))
     })?;
     let mut out = Scan::default();
     if !profile.tables.is_empty() {
@@ -278,7 +300,7 @@ pub fn scan(
     out.p_label.reserve(total);
     out.predicted.reserve(total);
     out.anomaly.reserve(total);
-    for (e, p, pred, an, exact, expected) in parts {
+    for (e, p, pred, an, exact, expected, tables) in parts {
         if out.expected_tables.is_empty() {
             out.expected_tables = expected;
         } else {
@@ -286,8 +308,8 @@ pub fn scan(
                 a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
             }
         }
-        if !out.tables.is_empty() {
-            add_tables(&mut out.tables, &e, profile.classes);
+        for (all, part) in out.tables.iter_mut().zip(tables) {
+            all.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }
         for (all, part) in out.exact_values.iter_mut().zip(exact) {
             all.merge(part);
@@ -350,6 +372,8 @@ pub struct Outcome {
     pub candidates: Vec<Candidate>,
     /// Per candidate index, its rows.
     pub selectors: Vec<Option<RowSelector>>,
+    /// Detectors that could not run, and why.
+    pub notes: Vec<String>,
 }
 
 impl Outcome {
@@ -374,6 +398,16 @@ pub fn detect(
     let Some(profile) = &baseline.poison else {
         return Ok(out);
     };
+    if baseline.label.is_some() && profile.label_model.is_none() {
+        out.notes.push(
+            "no reference model of the label was pinned (fewer than 200 labelled trusted rows, fewer than two classes with 10 rows, or more than 20 classes): the label-consistency detector did not run".to_owned(),
+        );
+    }
+    if baseline.label.is_some() && profile.tables.is_empty() {
+        out.notes.push(
+            "the label has more than 20 classes: the segment, trigger and class-conditional detectors did not run".to_owned(),
+        );
+    }
     if let Some(m) = &profile.label_model {
         for (c, sel) in label::candidates(baseline, profile, m, scan, policy) {
             out.push(c, sel);
@@ -707,7 +741,8 @@ pub fn row_scores(scan: &Scan, quarantine: &[QuarantineRow]) -> Vec<f64> {
             *s += 1.0 + q.score;
         }
     }
-    out.iter_mut().for_each(|s| *s = crate::finding::tidy(*s));
+    // Every term comes from one row's own arithmetic, so the scores do not depend on how
+    // the batch was sliced: no rounding pass is needed for byte-identical output.
     out
 }
 

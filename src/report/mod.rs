@@ -205,11 +205,7 @@ impl Report {
                 tests: eval.tests,
                 quarantined_rows: eval.quarantine.len(),
             },
-            notes: eval
-                .row_detectors_skipped
-                .iter()
-                .map(|why| format!("row-level poisoning detectors did not run: {why}"))
-                .collect(),
+            notes: eval.notes,
             findings: eval.findings,
             waived: eval.waived,
         }

@@ -103,6 +103,16 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "  {} {} ({})", w.code, w.subject.display(), w.reason);
         }
     }
+    if r.counts.quarantined_rows > 0 {
+        let _ = writeln!(
+            s,
+            "\n{} row(s) flagged by poisoning findings (written with --quarantine)",
+            r.counts.quarantined_rows
+        );
+    }
+    for note in &r.notes {
+        let _ = writeln!(s, "\nnote: {note}");
+    }
     let _ = writeln!(s, "\n{}", next_step(r));
     s
 }
