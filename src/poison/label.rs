@@ -556,9 +556,7 @@ fn region(
         let col = baseline.column(name)?;
         let card = profile.cardinality[j];
         // Labelled rows per code, from the batch's class table.
-        let Some(table) = scan.tables.get(j) else {
-            return None;
-        };
+        let table = scan.tables.get(j)?;
         let total: Vec<f64> = (0..card)
             .map(|code| table[code * k..(code + 1) * k].iter().sum::<u64>() as f64)
             .collect();
