@@ -1,5 +1,7 @@
 //! Criterion benchmarks of the hot kernels: profiling, summarising a batch against pinned
-//! edges (numeric and categorical), and the clean-batch null simulation.
+//! edges (numeric and categorical), the clean-batch null simulation, and the row-level pass
+//! of the poisoning detectors (encoding, reference-model and anomaly scores) and their
+//! decisions.
 //!
 //! `cargo bench --bench kernels`; the end-to-end figure on 10M rows is `benches/e2e/run.sh`.
 
@@ -123,5 +125,63 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels);
+/// `frame` plus a label that depends on two features (so the reference model has something to
+/// learn).
+fn labelled(rows: usize, seed: u64) -> DataFrame {
+    let mut df = frame(rows, seed);
+    let n0 = df.column("n0").unwrap().f64().unwrap().clone();
+    let n1 = df.column("n1").unwrap().f64().unwrap().clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 99);
+    let y: Vec<i64> = n0
+        .into_no_null_iter()
+        .zip(n1.into_no_null_iter())
+        .map(|(a, b)| i64::from(a + 0.5 * b + 0.3 * rng.random::<f64>() > 1.0))
+        .collect();
+    df.with_column(Column::new("y".into(), y)).unwrap();
+    df
+}
+
+fn poison(c: &mut Criterion) {
+    let opts = ProfileOptions {
+        label: Some("y".into()),
+        seed: 7,
+        ..ProfileOptions::default()
+    };
+    let small = batch(labelled(100_000, 1));
+    let mut g = c.benchmark_group("poison");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("profile with reference model, 100k rows", |b| {
+        b.iter(|| baseline::profile(black_box(&small), &opts).unwrap())
+    });
+    let trusted = batch(labelled(ROWS, 1));
+    let base = baseline::profile(&trusted, &opts).unwrap();
+    let current = labelled(ROWS, 2);
+    let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
+    let plans = check::plans(&base, &usable);
+    let mut summary = BatchSummary::new(&plans);
+    summary.update(&current, &plans).unwrap();
+    let frames = vec![current];
+    g.throughput(Throughput::Elements(ROWS as u64));
+    g.bench_function("row pass, 5 features, 1M rows", |b| {
+        b.iter(|| {
+            poisongate::poison::scan(&base, &usable, black_box(&frames), &summary)
+                .unwrap()
+                .unwrap()
+        })
+    });
+    let scan = poisongate::poison::scan(&base, &usable, &frames, &summary)
+        .unwrap()
+        .unwrap();
+    let policy = poisongate::policy::Policy::default();
+    g.bench_function("detectors' decisions, 1M rows", |b| {
+        b.iter(|| {
+            poisongate::poison::detect(&base, &policy, &summary, black_box(&scan), &frames)
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels, poison);
 criterion_main!(benches);
