@@ -176,8 +176,7 @@ fn poison(c: &mut Criterion) {
     let policy = poisongate::policy::Policy::default();
     g.bench_function("detectors' decisions, 1M rows", |b| {
         b.iter(|| {
-            poisongate::poison::detect(&base, &policy, &summary, black_box(&scan), &frames)
-                .unwrap()
+            poisongate::poison::detect(&base, &policy, &summary, black_box(&scan), &frames).unwrap()
         })
     });
     g.finish();

@@ -340,26 +340,54 @@ impl Encoder {
         f: impl Fn(usize, Encoded) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         use rayon::prelude::*;
-        let mut slices = Vec::new();
-        let mut start = 0usize;
-        for (k, df) in frames.iter().enumerate() {
-            let mut off = 0usize;
-            while off < df.height() {
-                let len = CHUNK_ROWS.min(df.height() - off);
-                slices.push((k, off, len, start + off));
-                off += len;
-            }
-            start += df.height();
-        }
-        slices
+        slices(frames)
             .par_iter()
-            .map(|&(k, off, len, first)| {
-                let slice = frames[k].slice(off as i64, len);
-                let enc = self.encode(&slice)?;
-                f(first, enc)
-            })
+            .map(|s| f(s.first, self.encode_slice(frames, s)?))
             .collect()
     }
+
+    /// Encodes one slice of a batch.
+    ///
+    /// # Errors
+    /// As [`Self::encode`].
+    pub fn encode_slice(&self, frames: &[DataFrame], s: &Slice) -> Result<Encoded> {
+        self.encode(&frames[s.frame].slice(s.offset as i64, s.len))
+    }
+}
+
+/// A run of at most [`CHUNK_ROWS`] rows of one frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Slice {
+    /// Frame index.
+    pub frame: usize,
+    /// First row in the frame.
+    pub offset: usize,
+    /// Rows.
+    pub len: usize,
+    /// First row in batch order.
+    pub first: usize,
+}
+
+/// The slices of a batch, in batch order.
+#[must_use]
+pub fn slices(frames: &[DataFrame]) -> Vec<Slice> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for (frame, df) in frames.iter().enumerate() {
+        let mut offset = 0usize;
+        while offset < df.height() {
+            let len = CHUNK_ROWS.min(df.height() - offset);
+            out.push(Slice {
+                frame,
+                offset,
+                len,
+                first: start + offset,
+            });
+            offset += len;
+        }
+        start += df.height();
+    }
+    out
 }
 
 fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Series> {

@@ -84,6 +84,21 @@ fn add_tables(tables: &mut [Vec<u64>], enc: &Encoded, classes: usize) {
     }
 }
 
+/// What one slice of the row pass returns beside its rows: value sketches, the model's
+/// expected class counts and the class tables.
+type SliceParts = (Vec<point_mass::Sketch>, Vec<Vec<f64>>, Vec<Vec<u64>>);
+
+/// Where one slice writes its rows.
+struct Dest<'a> {
+    codes: Vec<&'a mut [u8]>,
+    label: &'a mut [u16],
+    fp_exact: &'a mut [u64],
+    fp_near: &'a mut [u64],
+    p_label: &'a mut [f32],
+    predicted: &'a mut [u16],
+    anomaly: &'a mut [f32],
+}
+
 /// Every encoded row of a batch, concatenated in batch order.
 #[derive(Debug, Clone, Default)]
 pub struct Rows {
@@ -102,14 +117,6 @@ pub struct Rows {
 }
 
 impl Rows {
-    fn reserve(&mut self, rows: usize, features: usize) {
-        self.codes = (0..features).map(|_| Vec::with_capacity(rows)).collect();
-        self.values = vec![Vec::new(); features];
-        self.label.reserve(rows);
-        self.fp_exact.reserve(rows);
-        self.fp_near.reserve(rows);
-    }
-
     fn append(&mut self, e: Encoded) {
         if self.codes.is_empty() {
             self.codes = vec![Vec::new(); e.codes.len()];
@@ -263,30 +270,84 @@ pub fn scan(
         .as_ref()
         .map(|a| anomaly::Scorer::new(baseline, &encoder, a));
     let hot = point_mass::hot_bins(baseline, profile, summary);
-    let parts = encoder.for_each_slice(frames, |_, mut e| {
-        let exact = point_mass::collect(&hot, &e);
-        let (p, pred, expected) = match &profile.label_model {
-            Some(m) => label::score(m, &e, &profile.cardinality),
-            None => (vec![f32::NAN; e.n], vec![NO_CLASS; e.n], Vec::new()),
-        };
-        let an = match &scorer {
-            Some(s) => s.score(&e),
-            None => vec![0.0; e.n],
-        };
-        // Raw values are not kept past the slice: every detector that needs them has run.
-        e.values = Vec::new();
-        let mut tables: Vec<Vec<u64>> = Vec::new();
-        if !profile.tables.is_empty() {
-            tables = profile
-                .cardinality
-                .iter()
-                .map(|&c| vec![0u64; c * profile.classes])
-                .collect();
-            add_tables(&mut tables, &e, profile.classes);
-        }
-        Ok((e, p, pred, an, exact, expected, tables))
-    })?;
+    let slices = crate::rows::slices(frames);
+    let total: usize = frames.iter().map(DataFrame::height).sum();
+    let features = profile.features.len();
+    // Every per-row output is allocated once, zeroed lazily by the allocator, and written by
+    // the slice that owns its rows, in parallel: no serial concatenation, and the first touch
+    // of each page happens on the thread that writes it.
     let mut out = Scan::default();
+    out.rows.n = total;
+    out.rows.codes = (0..features).map(|_| vec![0u8; total]).collect();
+    out.rows.values = vec![Vec::new(); features];
+    out.rows.label = vec![0u16; total];
+    out.rows.fp_exact = vec![0u64; total];
+    out.rows.fp_near = vec![0u64; total];
+    out.p_label = vec![0f32; total];
+    out.predicted = vec![0u16; total];
+    out.anomaly = vec![0f32; total];
+    let parts: Vec<SliceParts> = {
+        let mut dests = Vec::with_capacity(slices.len());
+        let mut codes: Vec<&mut [u8]> = out.rows.codes.iter_mut().map(Vec::as_mut_slice).collect();
+        let mut label = out.rows.label.as_mut_slice();
+        let mut fp_exact = out.rows.fp_exact.as_mut_slice();
+        let mut fp_near = out.rows.fp_near.as_mut_slice();
+        let mut p_label = out.p_label.as_mut_slice();
+        let mut predicted = out.predicted.as_mut_slice();
+        let mut anomaly = out.anomaly.as_mut_slice();
+        fn cut<'a, T>(rest: &mut &'a mut [T], len: usize) -> &'a mut [T] {
+            let (head, tail) = std::mem::take(rest).split_at_mut(len);
+            *rest = tail;
+            head
+        }
+        for s in &slices {
+            dests.push(Dest {
+                codes: codes.iter_mut().map(|c| cut(c, s.len)).collect(),
+                label: cut(&mut label, s.len),
+                fp_exact: cut(&mut fp_exact, s.len),
+                fp_near: cut(&mut fp_near, s.len),
+                p_label: cut(&mut p_label, s.len),
+                predicted: cut(&mut predicted, s.len),
+                anomaly: cut(&mut anomaly, s.len),
+            });
+        }
+        use rayon::prelude::*;
+        slices
+            .par_iter()
+            .zip(dests.into_par_iter())
+            .map(|(s, d)| {
+                let e = encoder.encode_slice(frames, s)?;
+                let exact = point_mass::collect(&hot, &e);
+                let (p, pred, expected) = match &profile.label_model {
+                    Some(m) => label::score(m, &e, &profile.cardinality),
+                    None => (vec![f32::NAN; e.n], vec![NO_CLASS; e.n], Vec::new()),
+                };
+                let an = match &scorer {
+                    Some(sc) => sc.score(&e),
+                    None => vec![0.0; e.n],
+                };
+                let mut tables: Vec<Vec<u64>> = Vec::new();
+                if !profile.tables.is_empty() {
+                    tables = profile
+                        .cardinality
+                        .iter()
+                        .map(|&c| vec![0u64; c * profile.classes])
+                        .collect();
+                    add_tables(&mut tables, &e, profile.classes);
+                }
+                for (dst, src) in d.codes.into_iter().zip(&e.codes) {
+                    dst.copy_from_slice(src);
+                }
+                d.label.copy_from_slice(&e.label);
+                d.fp_exact.copy_from_slice(&e.fp_exact);
+                d.fp_near.copy_from_slice(&e.fp_near);
+                d.p_label.copy_from_slice(&p);
+                d.predicted.copy_from_slice(&pred);
+                d.anomaly.copy_from_slice(&an);
+                Ok((exact, expected, tables))
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
     if !profile.tables.is_empty() {
         out.tables = profile
             .cardinality
@@ -294,13 +355,8 @@ pub fn scan(
             .map(|&c| vec![0u64; c * profile.classes])
             .collect();
     }
-    out.exact_values = vec![point_mass::Sketch::default(); profile.features.len()];
-    let total: usize = frames.iter().map(DataFrame::height).sum();
-    out.rows.reserve(total, profile.features.len());
-    out.p_label.reserve(total);
-    out.predicted.reserve(total);
-    out.anomaly.reserve(total);
-    for (e, p, pred, an, exact, expected, tables) in parts {
+    out.exact_values = vec![point_mass::Sketch::default(); features];
+    for (exact, expected, tables) in parts {
         if out.expected_tables.is_empty() {
             out.expected_tables = expected;
         } else {
@@ -314,10 +370,6 @@ pub fn scan(
         for (all, part) in out.exact_values.iter_mut().zip(exact) {
             all.merge(part);
         }
-        out.p_label.extend(p);
-        out.predicted.extend(pred);
-        out.anomaly.extend(an);
-        out.rows.append(e);
     }
     Ok(Some(out))
 }
@@ -408,35 +460,57 @@ pub fn detect(
             "the label has more than 20 classes: the segment, trigger and class-conditional detectors did not run".to_owned(),
         );
     }
-    if let Some(m) = &profile.label_model {
-        for (c, sel) in label::candidates(baseline, profile, m, scan, policy) {
-            out.push(c, sel);
+    // Three independent groups run side by side; their candidates are appended in a fixed
+    // order, so the outcome does not depend on scheduling.
+    type Found = Vec<(Candidate, Option<RowSelector>)>;
+    let labels = || -> Found {
+        let mut v: Found = Vec::new();
+        if let Some(m) = &profile.label_model {
+            v.extend(label::candidates(baseline, profile, m, scan, policy));
         }
-    }
-    if !scan.tables.is_empty() {
-        for (c, sel) in segment::candidates(baseline, profile, scan, policy) {
-            out.push(c, sel);
+        if !scan.tables.is_empty() {
+            v.extend(segment::candidates(baseline, profile, scan, policy));
+            v.extend(
+                class_drift::candidates(baseline, profile, scan, policy)
+                    .into_iter()
+                    .map(|c| (c, None)),
+            );
         }
-        for c in class_drift::candidates(baseline, profile, scan, policy) {
-            out.push(c, None);
+        v
+    };
+    let rows = || -> Found {
+        let mut v: Found = Vec::new();
+        if let Some(a) = &profile.anomaly {
+            v.extend(
+                anomaly::candidates(a, scan, policy)
+                    .into_iter()
+                    .map(|(c, s)| (c, Some(s))),
+            );
         }
-    }
-    if let Some(a) = &profile.anomaly {
-        for (c, sel) in anomaly::candidates(a, scan, policy) {
-            out.push(c, Some(sel));
-        }
-    }
-    for (c, sel) in duplicates::candidates(&profile.duplicates, scan, policy) {
-        out.push(c, Some(sel));
-    }
-    let exact = point_mass::resolve(baseline, scan, frames)?;
-    let values = point_mass::heavy_values(baseline, scan, &exact);
-    for (c, sel) in point_mass::candidates(baseline, &values, scan, policy) {
-        out.push(c, Some(sel));
-    }
-    for (c, sel) in trigger::candidates(baseline, profile, summary, &values, scan, frames, policy)?
-    {
-        out.push(c, Some(sel));
+        v.extend(
+            duplicates::candidates(&profile.duplicates, scan, policy)
+                .into_iter()
+                .map(|(c, s)| (c, Some(s))),
+        );
+        v
+    };
+    let values = || -> Result<Found> {
+        let exact = point_mass::resolve(baseline, scan, frames)?;
+        let heavy = point_mass::heavy_values(baseline, scan, &exact);
+        let mut v: Found = point_mass::candidates(baseline, &heavy, scan, policy)
+            .into_iter()
+            .map(|(c, s)| (c, Some(s)))
+            .collect();
+        v.extend(
+            trigger::candidates(baseline, profile, summary, &heavy, scan, frames, policy)?
+                .into_iter()
+                .map(|(c, s)| (c, Some(s))),
+        );
+        Ok(v)
+    };
+    let (a, (b, c)) = rayon::join(labels, || rayon::join(rows, values));
+    for (cand, sel) in a.into_iter().chain(b).chain(c?) {
+        out.push(cand, sel);
     }
     Ok(out)
 }
