@@ -236,7 +236,8 @@ fn rate_tests_of_the_detectors_match_scipy() {
     }
     for c in cases("norm_sf") {
         let got = proportion::normal_upper_tail(f(&c["z"]));
-        assert_close(got, f(&c["sf"]), 1e-12, &format!("norm sf {c}"));
+        // statrs' erfc is accurate to about 1e-10 relative.
+        assert_close(got, f(&c["sf"]), 1e-9, &format!("norm sf {c}"));
     }
 }
 
