@@ -260,36 +260,48 @@ impl Scorer {
 
     /// Raw (HBOS, copula d²) of each row.
     fn raw(&self, codes: &[Vec<u8>], values: &[Vec<f64>], n: usize) -> (Vec<f64>, Vec<f64>) {
+        // Rows go in blocks small enough that the block's normal scores stay in cache; a
+        // whole slice's score matrix would be megabytes allocated and zeroed per slice.
+        const BLOCK: usize = 1024;
         let mut hbos = vec![0f64; n];
-        let p = self.copula.len();
-        let mut z = vec![0f64; n * p];
-        for (j, t) in self.tables.iter().enumerate() {
-            let slot = self.copula.iter().position(|&c| c == j);
-            let vals = &values[j];
-            for i in 0..n {
-                let x = vals.get(i).copied().unwrap_or(f64::NAN);
-                let (h, zi) = t.score(codes[j][i], x);
-                hbos[i] += h;
-                if let Some(s) = slot {
-                    z[i * p + s] = zi;
-                }
-            }
-        }
         let mut d2 = vec![0f64; n];
-        if p > 0 {
-            let mut w = vec![0f64; p];
-            for i in 0..n {
-                let zi = &z[i * p..(i + 1) * p];
-                // Forward substitution L w = z; d² = |w|².
-                let mut s2 = 0.0;
-                for r in 0..p {
-                    let row = &self.chol[r * p..r * p + r];
-                    let dot: f64 = row.iter().zip(&w[..r]).map(|(a, b)| a * b).sum();
-                    w[r] = (zi[r] - dot) / self.chol[r * p + r];
-                    s2 += w[r] * w[r];
+        let p = self.copula.len();
+        let slots: Vec<Option<usize>> = (0..self.tables.len())
+            .map(|j| self.copula.iter().position(|&c| c == j))
+            .collect();
+        let inv_diag: Vec<f64> = (0..p).map(|r| 1.0 / self.chol[r * p + r]).collect();
+        let mut z = vec![0f64; BLOCK * p];
+        let mut w = vec![0f64; p];
+        let mut start = 0;
+        while start < n {
+            let len = BLOCK.min(n - start);
+            for (j, t) in self.tables.iter().enumerate() {
+                let vals = &values[j];
+                let col = &codes[j][start..start + len];
+                for (b, &c) in col.iter().enumerate() {
+                    let x = vals.get(start + b).copied().unwrap_or(f64::NAN);
+                    let (h, zi) = t.score(c, x);
+                    hbos[start + b] += h;
+                    if let Some(s) = slots[j] {
+                        z[b * p + s] = zi;
+                    }
                 }
-                d2[i] = s2;
             }
+            if p > 0 {
+                for b in 0..len {
+                    let zi = &z[b * p..(b + 1) * p];
+                    // Forward substitution L w = z; d² = |w|².
+                    let mut s2 = 0.0;
+                    for r in 0..p {
+                        let row = &self.chol[r * p..r * p + r];
+                        let dot: f64 = row.iter().zip(&w[..r]).map(|(a, b)| a * b).sum();
+                        w[r] = (zi[r] - dot) * inv_diag[r];
+                        s2 += w[r] * w[r];
+                    }
+                    d2[start + b] = s2;
+                }
+            }
+            start += len;
         }
         (hbos, d2)
     }
