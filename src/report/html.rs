@@ -79,6 +79,20 @@ pub fn render(r: &Report) -> String {
         }
         s.push_str("</ul>\n");
     }
+    if r.counts.quarantined_rows > 0 || !r.notes.is_empty() {
+        s.push_str("<ul>\n");
+        if r.counts.quarantined_rows > 0 {
+            let _ = writeln!(
+                s,
+                "<li>{} row(s) flagged by poisoning findings (<code>--quarantine</code> writes them)</li>",
+                r.counts.quarantined_rows
+            );
+        }
+        for note in &r.notes {
+            let _ = writeln!(s, "<li>note: {}</li>", esc(note));
+        }
+        s.push_str("</ul>\n");
+    }
     if !r.inputs.is_empty() {
         s.push_str("<h2>Inputs</h2><table><tr><th>path</th><th>format</th><th>rows</th><th>sha256</th></tr>\n");
         for i in &r.inputs {

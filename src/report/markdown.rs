@@ -76,6 +76,19 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    if r.counts.quarantined_rows > 0 || !r.notes.is_empty() {
+        s.push('\n');
+        if r.counts.quarantined_rows > 0 {
+            let _ = writeln!(
+                s,
+                "- {} row(s) flagged by poisoning findings (`--quarantine` writes them)",
+                r.counts.quarantined_rows
+            );
+        }
+        for note in &r.notes {
+            let _ = writeln!(s, "- note: {}", cell(note));
+        }
+    }
     if !r.inputs.is_empty() {
         s.push_str("\n<details><summary>Inputs</summary>\n\n| path | format | rows | sha256 |\n| --- | --- | ---: | --- |\n");
         for i in &r.inputs {
