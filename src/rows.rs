@@ -195,11 +195,7 @@ impl Encoder {
                 code,
             });
         }
-        let classes: Vec<String> = baseline
-            .label_profile
-            .as_ref()
-            .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
-            .unwrap_or_default();
+        let classes: Vec<String> = baseline.class_names();
         let class_index = classes
             .iter()
             .enumerate()

@@ -211,6 +211,15 @@ impl Baseline {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The label's class values in pinned order (empty without a label).
+    #[must_use]
+    pub fn class_names(&self) -> Vec<String> {
+        self.label_profile
+            .as_ref()
+            .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Checks invariants a hand-edited or corrupted file could break.
     ///
     /// # Errors

@@ -34,11 +34,7 @@ pub fn candidates(
 ) -> Vec<Candidate> {
     let rule = &policy.checks.drift_class_conditional;
     let k = profile.classes;
-    let names: Vec<String> = baseline
-        .label_profile
-        .as_ref()
-        .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
-        .unwrap_or_default();
+    let names: Vec<String> = baseline.class_names();
     let mut out = Vec::new();
     for (j, name) in profile.features.iter().enumerate() {
         // Codes without the null code (the last one).

@@ -455,16 +455,7 @@ pub fn candidates(
         estimate(rate_flips, rate_visible)
     };
     let mean_surprise = surprise / nf;
-    let names = &baseline
-        .label_profile
-        .as_ref()
-        .map(|l| {
-            l.classes
-                .iter()
-                .map(|c| c.value.clone())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    let names = &baseline.class_names();
     // The (predicted, given) pair with the most surprising rows beyond the trusted rate.
     let mut top: Option<(f64, usize, usize)> = None;
     for pred in 0..classes {

@@ -73,15 +73,27 @@ pub struct PoisonProfile {
     pub duplicates: duplicates::DuplicateProfile,
 }
 
-/// Per-feature class tables of encoded rows.
-fn add_tables(tables: &mut [Vec<u64>], enc: &Encoded, classes: usize) {
-    for (t, codes) in tables.iter_mut().zip(&enc.codes) {
-        for (&c, &y) in codes.iter().zip(&enc.label) {
-            if y != NO_CLASS {
-                t[usize::from(c) * classes + usize::from(y)] += 1;
+/// Per-feature class tables (`code * classes + class`) of rows given by their codes and
+/// labels.
+fn class_tables(
+    cardinality: &[usize],
+    classes: usize,
+    codes: &[Vec<u8>],
+    labels: &[u16],
+) -> Vec<Vec<u64>> {
+    cardinality
+        .iter()
+        .zip(codes)
+        .map(|(&card, codes)| {
+            let mut t = vec![0u64; card * classes];
+            for (&c, &y) in codes.iter().zip(labels) {
+                if y != NO_CLASS {
+                    t[usize::from(c) * classes + usize::from(y)] += 1;
+                }
             }
-        }
-    }
+            t
+        })
+        .collect()
 }
 
 /// What one slice of the row pass returns beside its rows: value sketches, the model's
@@ -158,22 +170,11 @@ pub fn build(baseline: &Baseline, frames: &[DataFrame]) -> Result<Option<PoisonP
         .collect();
     let classes = encoder.classes.len();
     let labelled = (2..=MAX_MODEL_CLASSES).contains(&classes);
-    let mut tables = Vec::new();
-    if labelled {
-        tables = cardinality
-            .iter()
-            .map(|&c| vec![0u64; c * classes])
-            .collect();
-        let e = Encoded {
-            n: rows.n,
-            codes: rows.codes.clone(),
-            values: Vec::new(),
-            label: rows.label.clone(),
-            fp_exact: Vec::new(),
-            fp_near: Vec::new(),
-        };
-        add_tables(&mut tables, &e, classes);
-    }
+    let tables = if labelled {
+        class_tables(&cardinality, classes, &rows.codes, &rows.label)
+    } else {
+        Vec::new()
+    };
     let label_model = if labelled {
         label::fit(&encoder, &rows, baseline.seed)
     } else {
@@ -326,15 +327,11 @@ pub fn scan(
                     Some(sc) => sc.score(&e),
                     None => vec![0.0; e.n],
                 };
-                let mut tables: Vec<Vec<u64>> = Vec::new();
-                if !profile.tables.is_empty() {
-                    tables = profile
-                        .cardinality
-                        .iter()
-                        .map(|&c| vec![0u64; c * profile.classes])
-                        .collect();
-                    add_tables(&mut tables, &e, profile.classes);
-                }
+                let tables = if profile.tables.is_empty() {
+                    Vec::new()
+                } else {
+                    class_tables(&profile.cardinality, profile.classes, &e.codes, &e.label)
+                };
                 for (dst, src) in d.codes.into_iter().zip(&e.codes) {
                     dst.copy_from_slice(src);
                 }
@@ -348,13 +345,6 @@ pub fn scan(
             })
             .collect::<Result<Vec<_>>>()?
     };
-    if !profile.tables.is_empty() {
-        out.tables = profile
-            .cardinality
-            .iter()
-            .map(|&c| vec![0u64; c * profile.classes])
-            .collect();
-    }
     out.exact_values = vec![point_mass::Sketch::default(); features];
     for (exact, expected, tables) in parts {
         if out.expected_tables.is_empty() {
@@ -364,8 +354,12 @@ pub fn scan(
                 a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
             }
         }
-        for (all, part) in out.tables.iter_mut().zip(tables) {
-            all.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        if out.tables.is_empty() {
+            out.tables = tables;
+        } else {
+            for (all, part) in out.tables.iter_mut().zip(tables) {
+                all.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+            }
         }
         for (all, part) in out.exact_values.iter_mut().zip(exact) {
             all.merge(part);

@@ -62,11 +62,7 @@ pub fn candidates(
     let rule = &policy.checks.poison_segment_label_shift;
     let k = profile.classes;
     let mut out = Vec::new();
-    let names: Vec<String> = baseline
-        .label_profile
-        .as_ref()
-        .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
-        .unwrap_or_default();
+    let names: Vec<String> = baseline.class_names();
     // Priors from the first feature's table (every labelled row appears once per table).
     let (Some(t0), Some(t1)) = (profile.tables.first(), scan.tables.first()) else {
         return out;

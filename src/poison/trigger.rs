@@ -202,11 +202,7 @@ pub fn candidates(
             expect,
         });
     }
-    let names: Vec<String> = baseline
-        .label_profile
-        .as_ref()
-        .map(|l| l.classes.iter().map(|c| c.value.clone()).collect())
-        .unwrap_or_default();
+    let names: Vec<String> = baseline.class_names();
     let mut hits: Vec<Hit> = Vec::new();
     for v in values {
         let mut per_class = vec![0u64; k];
