@@ -27,12 +27,12 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     let quarantine_format = args
         .quarantine
         .as_deref()
-        .map(poisongate::poison::QuarantineFormat::from_path)
+        .map(|p| poisongate::poison::QuarantineFormat::from_path("--quarantine", p))
         .transpose()?;
     let scores_format = args
         .row_scores
         .as_deref()
-        .map(poisongate::poison::QuarantineFormat::from_path)
+        .map(|p| poisongate::poison::QuarantineFormat::from_path("--row-scores", p))
         .transpose()?;
     let policy = Policy::load(args.policy.as_deref())?;
     let loaded = baseline::load(&args.baseline, args.expect_baseline_sha256.as_deref())?;

@@ -713,12 +713,12 @@ impl QuarantineFormat {
     ///
     /// # Errors
     /// An extension other than `.parquet` or `.csv`.
-    pub fn from_path(path: &std::path::Path) -> Result<Self> {
+    pub fn from_path(flag: &str, path: &std::path::Path) -> Result<Self> {
         match path.extension().and_then(|e| e.to_str()) {
             Some(e) if e.eq_ignore_ascii_case("parquet") => Ok(Self::Parquet),
             Some(e) if e.eq_ignore_ascii_case("csv") => Ok(Self::Csv),
             _ => Err(crate::Error::Usage(format!(
-                "--quarantine {} must end in .parquet or .csv",
+                "{flag} {} must end in .parquet or .csv",
                 path.display()
             ))),
         }
