@@ -8,6 +8,7 @@
 //! - [`summary`] summarises a batch chunk by chunk into mergeable counts;
 //! - [`check`] turns a summary into calibrated findings;
 //! - [`rows`] and [`poison`] encode whole rows and run the poisoning detectors on them;
+//! - [`compare`] gates a retrained model against the serving one on the same rows;
 //! - [`policy`], [`finding`], [`codes`] and [`report`] describe what was decided and why.
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 pub mod baseline;
 pub mod check;
 pub mod codes;
+pub mod compare;
 pub mod error;
 pub mod finding;
 pub mod output;

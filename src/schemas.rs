@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::baseline::Baseline;
+use crate::compare::Noise;
 use crate::policy::Policy;
 use crate::report::Report;
 
@@ -23,6 +24,7 @@ fn schema<T: schemars::JsonSchema>(id: &str) -> Value {
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("baseline", schema::<Baseline>("baseline")),
+        ("noise", schema::<Noise>("noise")),
         ("policy", schema::<Policy>("policy")),
         ("report", schema::<Report>("report")),
     ]

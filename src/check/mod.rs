@@ -225,7 +225,7 @@ pub fn evaluate(
 }
 
 /// Applies levels and exceptions; reports exceptions that matched nothing.
-fn apply_policy(policy: &Policy, decided: Vec<Finding>) -> (Vec<Finding>, Vec<Waived>) {
+pub(crate) fn apply_policy(policy: &Policy, decided: Vec<Finding>) -> (Vec<Finding>, Vec<Waived>) {
     let mut used = vec![false; policy.exceptions.len()];
     let mut findings = Vec::new();
     let mut waived = Vec::new();

@@ -4,19 +4,19 @@ use poisongate::baseline;
 use poisongate::check;
 use poisongate::output::write_atomic;
 use poisongate::policy::Policy;
-use poisongate::report::{self, ArtifactRef, Report, Verdict};
+use poisongate::report::{ArtifactRef, Report, Verdict};
 use poisongate::source;
 
 use super::CheckArgs;
 
 pub fn run(args: &CheckArgs) -> poisongate::Result<Verdict> {
     match evaluate(args) {
-        Ok(report) => emit(args, &report),
+        Ok(report) => super::emit(&args.reports, &args.input, &report),
         Err(e) => {
             // The JSON report records the failure too, so a pipeline can parse why; the error
             // itself still goes to stderr and the exit code stays 2.
             let report = Report::from_error("check", &e);
-            let _ = write_reports(args, &report);
+            let _ = super::write_reports(&args.reports, &report);
             Err(e)
         }
     }
@@ -47,7 +47,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         sha256: loaded.sha256,
         rows: loaded.baseline.rows,
     };
-    let mut report = Report::from_evaluation(eval, base, batch.inputs, &policy);
+    let mut report = Report::from_evaluation("check", eval, Some(base), batch.inputs, &policy);
     report.counts.quarantined_rows = quarantined;
     if let (Some(path), Some(format)) = (&args.quarantine, quarantine_format) {
         let bytes = poisongate::poison::render_quarantine(&quarantine, format)?;
@@ -66,40 +66,4 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         write_atomic(path, &bytes)?;
     }
     Ok(report)
-}
-
-/// Writes every requested report file; returns the JSON rendering.
-fn write_reports(args: &CheckArgs, report: &Report) -> poisongate::Result<Vec<u8>> {
-    let json = report::json::render(report)?;
-    if let Some(path) = &args.json {
-        write_atomic(path, &json)?;
-    }
-    if let Some(path) = &args.markdown {
-        write_atomic(path, report::markdown::render(report).as_bytes())?;
-    }
-    if let Some(path) = &args.html {
-        write_atomic(path, report::html::render(report).as_bytes())?;
-    }
-    if let Some(path) = &args.junit {
-        write_atomic(path, report::junit::render(report).as_bytes())?;
-    }
-    Ok(json)
-}
-
-fn emit(args: &CheckArgs, report: &Report) -> poisongate::Result<Verdict> {
-    let json = write_reports(args, report)?;
-    if args.input.stdout_json()? {
-        super::stdout(&String::from_utf8_lossy(&json));
-    } else {
-        super::stdout(&report::text::render(report));
-    }
-    if report.verdict == Verdict::Error {
-        return Err(poisongate::Error::Usage(
-            report
-                .error
-                .clone()
-                .unwrap_or_else(|| "could not evaluate".to_owned()),
-        ));
-    }
-    Ok(report.verdict)
 }

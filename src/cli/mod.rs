@@ -3,6 +3,7 @@
 //! single `report_error` in `main.rs`.
 
 mod check;
+mod compare;
 mod explain;
 mod policy;
 mod profile;
@@ -35,6 +36,8 @@ enum Command {
     Profile(ProfileArgs),
     /// Gate a batch against a pinned baseline.
     Check(CheckArgs),
+    /// Gate a retrained model against the serving one: prediction diffs on the same rows.
+    Compare(CompareArgs),
     /// Print the default policy as a commented template, or the effective policy.
     Policy(PolicyArgs),
     /// Explain a finding code: what it means, why it matters, how to respond.
@@ -139,6 +142,21 @@ struct CheckArgs {
     /// Policy file (poisongate.toml); built-in defaults otherwise.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    reports: ReportArgs,
+    /// Write the rows flagged by poisoning findings here (.parquet or .csv): row index, id,
+    /// finding codes and suspicion score, in batch order.
+    #[arg(long, value_name = "FILE")]
+    quarantine: Option<PathBuf>,
+    /// Write every row's suspicion score here (.parquet or .csv): row index, id and score, in
+    /// batch order; for ranking rows and measuring detection quality.
+    #[arg(long, value_name = "FILE")]
+    row_scores: Option<PathBuf>,
+}
+
+/// Report files, shared by `check` and `compare`.
+#[derive(Debug, Args)]
+struct ReportArgs {
     /// Write the JSON report here (also on errors, with verdict "error").
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -151,14 +169,56 @@ struct CheckArgs {
     /// Write a JUnit XML report here (one test case per finding plus the gate).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
-    /// Write the rows flagged by poisoning findings here (.parquet or .csv): row index, id,
-    /// finding codes and suspicion score, in batch order.
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Column holding the serving model's predicted class.
+    #[arg(long, value_name = "COL")]
+    before_col: String,
+    /// Column holding the retrained model's predicted class.
+    #[arg(long, value_name = "COL")]
+    after_col: String,
+    /// Column holding the true class (enables accuracy, recall, loss and calibration tests).
+    #[arg(long, value_name = "COL")]
+    label: Option<String>,
+    /// Row key: unique per row; joins `--join` files.
+    #[arg(long, value_name = "COL")]
+    key: Option<String>,
+    /// Column to test per segment: each category, or each decile of a numeric column
+    /// (repeatable; from DATA or the `--join` file).
+    #[arg(long, value_name = "COL")]
+    segment: Vec<String>,
+    /// The serving model's score column(s): one = probability of the positive class (binary
+    /// tasks), or one per class in sorted class order (repeatable).
+    #[arg(long, value_name = "COL")]
+    before_score: Vec<String>,
+    /// The retrained model's score column(s), as `--before-score`.
+    #[arg(long, value_name = "COL")]
+    after_score: Vec<String>,
+    /// The class a single score column is the probability of (default: the second of the two
+    /// classes in sorted order).
+    #[arg(long, value_name = "CLASS")]
+    positive_class: Option<String>,
+    /// Evaluation features in other files, joined on `--key` (every key once in each).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    join: Vec<String>,
+    /// Policy file (poisongate.toml); built-in defaults otherwise.
     #[arg(long, value_name = "FILE")]
-    quarantine: Option<PathBuf>,
-    /// Write every row's suspicion score here (.parquet or .csv): row index, id and score, in
-    /// batch order; for ranking rows and measuring detection quality.
+    policy: Option<PathBuf>,
+    #[command(flatten)]
+    reports: ReportArgs,
+    /// Write this comparison's statistics as the retraining noise of a known-clean retrain.
     #[arg(long, value_name = "FILE")]
-    row_scores: Option<PathBuf>,
+    pin_noise: Option<PathBuf>,
+    /// Gate against the retraining noise pinned with `--pin-noise`.
+    #[arg(long, value_name = "FILE")]
+    noise: Option<PathBuf>,
+    /// Seed of the calibration test's bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -189,9 +249,57 @@ pub fn run(cli: Cli) -> poisongate::Result<Verdict> {
     match cli.command {
         Command::Profile(args) => profile::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Explain(args) => explain::run(&args),
     }
+}
+
+/// Writes every requested report file; returns the JSON rendering.
+fn write_reports(
+    args: &ReportArgs,
+    report: &poisongate::report::Report,
+) -> poisongate::Result<Vec<u8>> {
+    use poisongate::output::write_atomic;
+    use poisongate::report;
+    let json = report::json::render(report)?;
+    if let Some(path) = &args.json {
+        write_atomic(path, &json)?;
+    }
+    if let Some(path) = &args.markdown {
+        write_atomic(path, report::markdown::render(report).as_bytes())?;
+    }
+    if let Some(path) = &args.html {
+        write_atomic(path, report::html::render(report).as_bytes())?;
+    }
+    if let Some(path) = &args.junit {
+        write_atomic(path, report::junit::render(report).as_bytes())?;
+    }
+    Ok(json)
+}
+
+/// Writes the reports and the stdout summary; returns the verdict (an error report is still
+/// an error).
+fn emit(
+    args: &ReportArgs,
+    input: &InputArgs,
+    report: &poisongate::report::Report,
+) -> poisongate::Result<Verdict> {
+    let json = write_reports(args, report)?;
+    if input.stdout_json()? {
+        stdout(&String::from_utf8_lossy(&json));
+    } else {
+        stdout(&poisongate::report::text::render(report));
+    }
+    if report.verdict == Verdict::Error {
+        return Err(poisongate::Error::Usage(
+            report
+                .error
+                .clone()
+                .unwrap_or_else(|| "could not evaluate".to_owned()),
+        ));
+    }
+    Ok(report.verdict)
 }
 
 /// Writes to stdout. A failed write cannot lower the verdict: the caller already holds it.

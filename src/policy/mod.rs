@@ -47,6 +47,8 @@ pub struct Policy {
     pub gate: Gate,
     /// Per-code settings.
     pub checks: Checks,
+    /// Settings of `poisongate compare`.
+    pub compare: CompareSettings,
     /// Waivers; each needs a reason.
     pub exceptions: Vec<Exception>,
 }
@@ -144,6 +146,58 @@ pub struct TriggerRule {
     pub concentration: f64,
 }
 
+/// Score distribution shift thresholds (`compare-score-shift`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScoreShift {
+    /// Level of the code.
+    pub level: Level,
+    /// KS statistic between the two models' scores that warns.
+    pub warn_ks: f64,
+    /// KS statistic that denies.
+    pub deny_ks: f64,
+    /// PSI over the serving model's score deciles that warns.
+    pub warn_psi: f64,
+    /// PSI that denies.
+    pub deny_psi: f64,
+}
+
+/// Loss thresholds (`compare-loss`): increases of the mean per-row loss on labelled rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LossRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Log-loss increase that warns.
+    pub warn_log_loss: f64,
+    /// Log-loss increase that denies.
+    pub deny_log_loss: f64,
+    /// Brier score increase that warns.
+    pub warn_brier: f64,
+    /// Brier score increase that denies.
+    pub deny_brier: f64,
+}
+
+/// Settings of `poisongate compare` that are not one code's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CompareSettings {
+    /// With `--noise`, a statistic's thresholds become its pinned clean-retrain value plus
+    /// this share of the policy threshold.
+    pub noise_scale: f64,
+    /// Smallest segment (rows) tested by `compare-segment`.
+    pub min_segment_rows: u64,
+}
+
+impl Default for CompareSettings {
+    fn default() -> Self {
+        Self {
+            noise_scale: 0.5,
+            min_segment_rows: 30,
+        }
+    }
+}
+
 /// Per-code settings. Keys are the finding codes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -183,6 +237,27 @@ pub struct Checks {
     /// `poison-label-conflict`: thresholds on the excess share of rows that contradict trusted
     /// rows' labels.
     pub poison_label_conflict: RateRule,
+    /// `output-prediction`: drift of a pinned prediction column (as `drift-categorical`).
+    pub output_prediction: CategoricalDrift,
+    /// `output-score`: drift of a pinned score column (as `drift-numeric`).
+    pub output_score: NumericDrift,
+    /// `compare-flip-rate`: thresholds on the share of rows whose prediction changed.
+    pub compare_flip_rate: RateRule,
+    /// `compare-targeted-flips`: thresholds on the net change of one class's predicted share.
+    pub compare_targeted_flips: RateRule,
+    /// `compare-accuracy`: thresholds on the accuracy drop (points of accuracy, as a share).
+    pub compare_accuracy: RateRule,
+    /// `compare-loss`.
+    pub compare_loss: LossRule,
+    /// `compare-class-recall`: thresholds on one class's recall drop.
+    pub compare_class_recall: RateRule,
+    /// `compare-segment`: thresholds on a segment's accuracy drop or shift toward one class,
+    /// beyond the rest of the rows.
+    pub compare_segment: RateRule,
+    /// `compare-score-shift`.
+    pub compare_score_shift: ScoreShift,
+    /// `compare-calibration`: thresholds on the increase of the expected calibration error.
+    pub compare_calibration: RateRule,
 }
 
 impl Default for Checks {
@@ -250,6 +325,48 @@ impl Default for Checks {
             poison_anomalous_rows: rate(0.005, 0.01),
             poison_duplicate_flood: rate(0.005, 0.01),
             poison_label_conflict: rate(0.005, 0.01),
+            output_prediction: CategoricalDrift {
+                level: Level::Deny,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+                warn_js: 0.1,
+                deny_js: 0.25,
+            },
+            output_score: NumericDrift {
+                level: Level::Deny,
+                warn_ks: 0.05,
+                deny_ks: 0.15,
+                warn_wasserstein: 0.1,
+                deny_wasserstein: 0.4,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+            },
+            // A clean retrain on a noisy task flips 5-20% of predictions: the flip rate alone
+            // denies only far beyond that; --noise makes it relative to a pinned clean retrain.
+            compare_flip_rate: RateRule {
+                level: Level::Deny,
+                warn: 0.15,
+                deny: 0.3,
+            },
+            compare_targeted_flips: rate(0.02, 0.05),
+            compare_accuracy: rate(0.01, 0.02),
+            compare_loss: LossRule {
+                level: Level::Deny,
+                warn_log_loss: 0.02,
+                deny_log_loss: 0.05,
+                warn_brier: 0.01,
+                deny_brier: 0.02,
+            },
+            compare_class_recall: rate(0.03, 0.06),
+            compare_segment: rate(0.05, 0.1),
+            compare_score_shift: ScoreShift {
+                level: Level::Deny,
+                warn_ks: 0.1,
+                deny_ks: 0.2,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+            },
+            compare_calibration: rate(0.02, 0.05),
         }
     }
 }
@@ -443,7 +560,92 @@ impl Policy {
                 c.poison_label_conflict.warn,
                 c.poison_label_conflict.deny,
             ),
+            (
+                "output-prediction psi",
+                c.output_prediction.warn_psi,
+                c.output_prediction.deny_psi,
+            ),
+            (
+                "output-prediction js",
+                c.output_prediction.warn_js,
+                c.output_prediction.deny_js,
+            ),
+            (
+                "output-score ks",
+                c.output_score.warn_ks,
+                c.output_score.deny_ks,
+            ),
+            (
+                "output-score wasserstein",
+                c.output_score.warn_wasserstein,
+                c.output_score.deny_wasserstein,
+            ),
+            (
+                "output-score psi",
+                c.output_score.warn_psi,
+                c.output_score.deny_psi,
+            ),
+            (
+                "compare-flip-rate",
+                c.compare_flip_rate.warn,
+                c.compare_flip_rate.deny,
+            ),
+            (
+                "compare-targeted-flips",
+                c.compare_targeted_flips.warn,
+                c.compare_targeted_flips.deny,
+            ),
+            (
+                "compare-accuracy",
+                c.compare_accuracy.warn,
+                c.compare_accuracy.deny,
+            ),
+            (
+                "compare-loss log-loss",
+                c.compare_loss.warn_log_loss,
+                c.compare_loss.deny_log_loss,
+            ),
+            (
+                "compare-loss brier",
+                c.compare_loss.warn_brier,
+                c.compare_loss.deny_brier,
+            ),
+            (
+                "compare-class-recall",
+                c.compare_class_recall.warn,
+                c.compare_class_recall.deny,
+            ),
+            (
+                "compare-segment",
+                c.compare_segment.warn,
+                c.compare_segment.deny,
+            ),
+            (
+                "compare-score-shift ks",
+                c.compare_score_shift.warn_ks,
+                c.compare_score_shift.deny_ks,
+            ),
+            (
+                "compare-score-shift psi",
+                c.compare_score_shift.warn_psi,
+                c.compare_score_shift.deny_psi,
+            ),
+            (
+                "compare-calibration",
+                c.compare_calibration.warn,
+                c.compare_calibration.deny,
+            ),
         ];
+        let cs = &self.compare;
+        if !(cs.noise_scale.is_finite() && cs.noise_scale >= 0.0) {
+            return Err(format!(
+                "compare.noise-scale must be finite and non-negative, got {}",
+                cs.noise_scale
+            ));
+        }
+        if cs.min_segment_rows == 0 {
+            return Err("compare.min-segment-rows must be at least 1".to_owned());
+        }
         if !(c.poison_trigger.concentration > 0.0 && c.poison_trigger.concentration <= 1.0) {
             return Err(format!(
                 "checks.poison-trigger.concentration must be in (0, 1], got {}",
@@ -501,6 +703,16 @@ impl Policy {
             "poison-anomalous-rows" => c.poison_anomalous_rows.level,
             "poison-duplicate-flood" => c.poison_duplicate_flood.level,
             "poison-label-conflict" => c.poison_label_conflict.level,
+            "output-prediction" => c.output_prediction.level,
+            "output-score" => c.output_score.level,
+            "compare-flip-rate" => c.compare_flip_rate.level,
+            "compare-targeted-flips" => c.compare_targeted_flips.level,
+            "compare-accuracy" => c.compare_accuracy.level,
+            "compare-loss" => c.compare_loss.level,
+            "compare-class-recall" => c.compare_class_recall.level,
+            "compare-segment" => c.compare_segment.level,
+            "compare-score-shift" => c.compare_score_shift.level,
+            "compare-calibration" => c.compare_calibration.level,
             _ => Level::Deny,
         }
     }

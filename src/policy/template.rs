@@ -27,6 +27,10 @@ pub fn template() -> crate::Result<String> {
         {
             out.push_str(&format!("# {}\n", info.summary));
         }
+        if line == "[compare]" {
+            out.push_str("# noise-scale: with `compare --noise`, thresholds become the pinned clean-retrain value\n");
+            out.push_str("# plus noise-scale x the threshold. min-segment-rows: smaller segments are not tested.\n");
+        }
         if line == "[gate]" {
             out.push_str(
                 "# alpha: family-wise error rate over every test of one batch (Holm 1979).\n",

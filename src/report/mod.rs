@@ -130,7 +130,7 @@ pub struct Counts {
     pub quarantined_rows: usize,
 }
 
-/// A `check` report.
+/// A `check` or `compare` report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
@@ -138,7 +138,7 @@ pub struct Report {
     pub format: String,
     /// The tool that wrote it.
     pub tool: Tool,
-    /// The command (`check`).
+    /// The command (`check` or `compare`).
     pub command: String,
     /// pass, blocked or error.
     pub verdict: Verdict,
@@ -147,7 +147,7 @@ pub struct Report {
     /// Why the batch could not be evaluated (verdict `error` only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
-    /// The baseline used.
+    /// The baseline used (`check`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub baseline: Option<ArtifactRef>,
     /// Every input read, with digest and rows.
@@ -173,8 +173,9 @@ impl Report {
     /// A report of a completed evaluation.
     #[must_use]
     pub fn from_evaluation(
+        command: &str,
         eval: Evaluation,
-        baseline: ArtifactRef,
+        baseline: Option<ArtifactRef>,
         inputs: Vec<InputMeta>,
         policy: &LoadedPolicy,
     ) -> Self {
@@ -185,11 +186,11 @@ impl Report {
         Self {
             format: REPORT_FORMAT.to_owned(),
             tool: Tool::current(),
-            command: "check".to_owned(),
+            command: command.to_owned(),
             verdict,
             exit_code: verdict.exit_code(),
             error,
-            baseline: Some(baseline),
+            baseline,
             rows: inputs.iter().map(|i| i.rows).sum(),
             inputs,
             policy: Some(PolicyRef {

@@ -11,5 +11,6 @@ pub mod divergence;
 pub mod ks;
 pub mod multitest;
 pub mod null;
+pub mod paired;
 pub mod proportion;
 pub mod wasserstein;

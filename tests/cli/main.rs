@@ -2,6 +2,7 @@
 
 mod calibration;
 mod common;
+mod compare;
 mod exit_codes;
 mod formats;
 mod poison;

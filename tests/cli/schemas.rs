@@ -48,4 +48,34 @@ fn reports_and_baselines_validate_against_their_schemas() {
     validate("baseline", &baseline);
     let policy = serde_json::to_value(poisongate::policy::Policy::default()).unwrap();
     validate("policy", &policy);
+    // A compare report and a pinned noise file.
+    let dir = tempfile::tempdir().unwrap();
+    let (report, noise) = (dir.path().join("r.json"), dir.path().join("n.json"));
+    let data = testdata("compare/backdoor.parquet");
+    let out = run(&[
+        "compare",
+        data.to_str().unwrap(),
+        "--label",
+        "defaulted",
+        "--before-col",
+        "pred_before",
+        "--after-col",
+        "pred_after",
+        "--before-score",
+        "score_before",
+        "--after-score",
+        "score_after",
+        "--segment",
+        "channel",
+        "--json",
+        report.to_str().unwrap(),
+        "--pin-noise",
+        noise.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    validate("report", &read(&report));
+    validate("noise", &read(&noise));
 }

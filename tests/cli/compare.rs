@@ -1,0 +1,361 @@
+//! `poisongate compare` on real before/after predictions with known answers
+//! (scripts/make_compare_testdata.py, testdata/compare/truth.json): clean retrains pass,
+//! poisoned retrains block and name what they should, bad inputs exit 2.
+
+use crate::common::*;
+
+fn truth() -> serde_json::Value {
+    let text = std::fs::read_to_string(testdata("compare/truth.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The flags of a scenario, with paths made absolute.
+fn flags(name: &str) -> Vec<String> {
+    truth()["scenarios"][name]["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let s = v.as_str().unwrap();
+            match s.strip_prefix("testdata/") {
+                Some(rel) => testdata(rel).to_str().unwrap().to_owned(),
+                None => s.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Runs `compare` on a file with extra flags; returns (exit, JSON report, output).
+fn compare(
+    file: &str,
+    flags: &[String],
+    extra: &[&str],
+) -> (i32, serde_json::Value, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let data = testdata(&format!("compare/{file}"));
+    let mut args: Vec<&str> = vec!["compare", data.to_str().unwrap()];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend_from_slice(&["--json", report.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    let json = std::fs::read_to_string(&report).map_or(serde_json::Value::Null, |t| {
+        serde_json::from_str(&t).unwrap()
+    });
+    (code(&out), json, out)
+}
+
+fn scenario(name: &str, extra: &[&str]) -> (i32, serde_json::Value, std::process::Output) {
+    compare(&format!("{name}.parquet"), &flags(name), extra)
+}
+
+/// Deny findings as (code, subject column, subject value, subject label).
+fn denies(report: &serde_json::Value) -> Vec<(String, String, String, String)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "deny")
+        .map(|f| {
+            let s = |k: &str| f["subject"][k].as_str().unwrap_or("").to_owned();
+            (
+                f["code"].as_str().unwrap().to_owned(),
+                s("column"),
+                s("value"),
+                s("label"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_scenario_gets_its_expected_verdict() {
+    let truth = truth();
+    for (name, s) in truth["scenarios"].as_object().unwrap() {
+        let (code, report, out) = scenario(name, &[]);
+        let want = match s["expected"].as_str().unwrap() {
+            "pass" => 0,
+            "block" => 1,
+            _ => 2,
+        };
+        assert_eq!(code, want, "{name}: {}\n{report:#}", stderr(&out));
+        assert_eq!(report["exit_code"], want, "{name}");
+        if want == 2 {
+            let err = stderr(&out);
+            assert_eq!(
+                err.lines().filter(|l| l.starts_with("error: ")).count(),
+                1,
+                "{err}"
+            );
+            assert!(err.contains(&format!("compare/{name}.parquet")), "{err}");
+        } else {
+            assert_eq!(report["command"], "compare");
+            assert_eq!(
+                report["rows"],
+                3000u64.min(report["rows"].as_u64().unwrap())
+            );
+        }
+    }
+}
+
+#[test]
+fn a_backdoor_is_named_by_segment_value_and_target_class() {
+    let (code, report, _) = scenario("backdoor", &[]);
+    assert_eq!(code, 1);
+    let d = denies(&report);
+    assert!(
+        d.contains(&(
+            "compare-segment".into(),
+            "channel".into(),
+            "partner".into(),
+            "1".into()
+        )),
+        "{d:?}"
+    );
+    // No other channel is blamed for the shift: the rest moved, they did not.
+    assert!(
+        !d.iter()
+            .any(|f| f.0 == "compare-segment" && f.1 == "channel" && f.2 != "partner"),
+        "{d:?}"
+    );
+    let (code, report, _) = scenario("multiclass_backdoor", &[]);
+    assert_eq!(code, 1);
+    let d = denies(&report);
+    assert!(
+        d.contains(&(
+            "compare-segment".into(),
+            "vineyard".into(),
+            "v2".into(),
+            "barbera".into()
+        )),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn label_attacks_block_with_their_signature() {
+    let (_, report, _) = scenario("targeted", &[]);
+    let d = denies(&report);
+    assert!(
+        d.iter()
+            .any(|f| f.0 == "compare-targeted-flips" && f.3 == "1"),
+        "{d:?}"
+    );
+    let (_, report, _) = scenario("flips20", &[]);
+    let d = denies(&report);
+    assert!(d.iter().any(|f| f.0 == "compare-loss"), "{d:?}");
+    assert!(d.iter().any(|f| f.0 == "compare-score-shift"), "{d:?}");
+    let (_, report, _) = scenario("confident", &[]);
+    let d = denies(&report);
+    assert!(d.iter().any(|f| f.0 == "compare-accuracy"), "{d:?}");
+    // Accuracy finding carries McNemar evidence consistent with the paired counts.
+    let acc = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "compare-accuracy")
+        .unwrap();
+    let m = &truth()["scenarios"]["confident"]["metrics"];
+    let ev = &acc["evidence"];
+    assert!(
+        (ev["accuracy-before"].as_f64().unwrap() - m["accuracy_before"].as_f64().unwrap()).abs()
+            < 1e-6
+    );
+    assert!(
+        (ev["accuracy-after"].as_f64().unwrap() - m["accuracy_after"].as_f64().unwrap()).abs()
+            < 1e-6
+    );
+}
+
+#[test]
+fn clean_retrains_raise_no_deny_and_reports_are_deterministic() {
+    for name in ["clean", "clean2", "multiclass_clean"] {
+        let (code, a, _) = scenario(name, &[]);
+        assert_eq!(code, 0, "{name}: {a:#}");
+        assert!(denies(&a).is_empty());
+        let (_, b, _) = scenario(name, &[]);
+        assert_eq!(a, b, "{name}: reports differ between runs");
+    }
+}
+
+#[test]
+fn joined_features_give_the_same_findings_as_inline_ones() {
+    let mut inline = flags("clean");
+    inline.extend([
+        "--segment".into(),
+        "age".into(),
+        "--segment".into(),
+        "income".into(),
+    ]);
+    let (c1, a, _) = compare("clean.parquet", &inline, &[]);
+    let feats = testdata("compare/features.parquet");
+    let mut joined = flags("clean");
+    joined.extend([
+        "--segment".into(),
+        "age".into(),
+        "--segment".into(),
+        "income".into(),
+        "--join".into(),
+        feats.to_str().unwrap().to_owned(),
+    ]);
+    let (c2, b, out) = compare("preds_only.parquet", &joined, &[]);
+    assert_eq!((c1, c2), (0, 0), "{}", stderr(&out));
+    assert_eq!(a["findings"], b["findings"]);
+    assert_eq!(a["counts"], b["counts"]);
+    assert_eq!(
+        b["inputs"].as_array().unwrap().len(),
+        2,
+        "both files are recorded"
+    );
+}
+
+#[test]
+fn bad_inputs_exit_2_with_one_line_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "application_id,region\n1,north\n2,south\n").unwrap();
+    let base = flags("clean");
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (
+            [
+                base.clone(),
+                vec!["--join".into(), other.to_str().unwrap().into()],
+            ]
+            .concat(),
+            "preds_only.parquet",
+            "key mismatch",
+        ),
+        (
+            [base.clone(), vec!["--segment".into(), "nope".into()]].concat(),
+            "clean.parquet",
+            "column `nope` (--segment) is missing",
+        ),
+        (
+            base.iter()
+                .map(|f| {
+                    if f == "pred_after" {
+                        "pred_later".to_owned()
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect(),
+            "clean.parquet",
+            "column `pred_later` (--after-col) is missing",
+        ),
+        (
+            [
+                base.clone(),
+                vec!["--after-score".into(), "score_before".into()],
+            ]
+            .concat(),
+            "clean.parquet",
+            "--before-score",
+        ),
+        (
+            flags("multiclass_clean")
+                .into_iter()
+                .filter(|f| f != "p_before_barolo" && f != "p_after_barolo")
+                .collect::<Vec<_>>()
+                .windows(2)
+                .filter(|w| !(w[0].ends_with("-score") && w[1].ends_with("-score")))
+                .map(|w| w[0].clone())
+                .chain(std::iter::once("vineyard".to_owned()))
+                .collect(),
+            "multiclass_clean.parquet",
+            "columns for 3 classes",
+        ),
+        (
+            [base.clone(), vec!["--positive-class".into(), "9".into()]].concat(),
+            "clean.parquet",
+            "--positive-class `9`",
+        ),
+    ];
+    for (args, file, needle) in cases {
+        let (code, report, out) = compare(file, &args, &[]);
+        let err = stderr(&out);
+        assert_eq!(code, 2, "{needle}: {err}");
+        assert!(
+            err.lines().next().unwrap().contains(needle),
+            "{needle}: {err}"
+        );
+        assert_eq!(report["verdict"], "error", "{needle}");
+    }
+}
+
+#[test]
+fn pinned_noise_gates_later_retrains() {
+    let dir = tempfile::tempdir().unwrap();
+    let noise = dir.path().join("noise.json");
+    let noise2 = dir.path().join("noise2.json");
+    let (code, _, out) = scenario("clean2", &["--pin-noise", noise.to_str().unwrap()]);
+    assert_eq!(code, 0, "{}", stderr(&out));
+    scenario("clean2", &["--pin-noise", noise2.to_str().unwrap()]);
+    let text = std::fs::read(&noise).unwrap();
+    assert_eq!(
+        text,
+        std::fs::read(&noise2).unwrap(),
+        "noise pins are deterministic"
+    );
+    let pinned: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(pinned["format"], "poisongate.noise/1");
+    assert!(
+        pinned["entries"]["compare-flip-rate|pred_after|flip-rate"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let n = noise.to_str().unwrap();
+    let (code, report, _) = scenario("clean", &["--noise", n]);
+    assert_eq!(code, 0, "{report:#}");
+    // With the pin, the flip rate is tested against the pinned rate and its thresholds move.
+    let (_, plain, _) = scenario("backdoor", &[]);
+    let (code, gated, _) = scenario("backdoor", &["--noise", n]);
+    assert_eq!(code, 1);
+    let flip = |r: &serde_json::Value| {
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "compare-flip-rate")
+            .map(|f| f["threshold"].as_f64().unwrap())
+    };
+    assert!(flip(&plain).is_some());
+    assert_ne!(flip(&plain), flip(&gated), "{gated:#}");
+    for name in ["targeted", "flips20", "confident"] {
+        assert_eq!(scenario(name, &["--noise", n]).0, 1, "{name}");
+    }
+    // A pin for other classes is refused.
+    let (code, _, out) = scenario("multiclass_clean", &["--noise", n]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr(&out).contains("pinned for classes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn policy_levels_apply_to_compare_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[checks.compare-segment]\nlevel = \"warn\"\n[checks.compare-accuracy]\nlevel = \"allow\"\n",
+    )
+    .unwrap();
+    let (_, report, _) = scenario("backdoor", &["--policy", policy.to_str().unwrap()]);
+    let d = denies(&report);
+    assert!(
+        !d.iter()
+            .any(|f| f.0 == "compare-segment" || f.0 == "compare-accuracy"),
+        "{d:?}"
+    );
+    assert!(
+        report["waived"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "compare-accuracy")
+    );
+}
