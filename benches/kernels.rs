@@ -145,6 +145,8 @@ fn poison(c: &mut Criterion) {
     let opts = ProfileOptions {
         label: Some("y".into()),
         seed: 7,
+        predictions: Vec::new(),
+        scores: Vec::new(),
         ..ProfileOptions::default()
     };
     let small = batch(labelled(100_000, 1));

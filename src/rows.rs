@@ -175,7 +175,10 @@ impl Encoder {
         let label = baseline.label.clone();
         let mut features = Vec::new();
         for col in &baseline.columns {
-            if Some(&col.name) == label.as_ref() || usable.is_some_and(|u| !u.contains(&col.name)) {
+            if Some(&col.name) == label.as_ref()
+                || col.role.is_some()
+                || usable.is_some_and(|u| !u.contains(&col.name))
+            {
                 continue;
             }
             let code = match (col.kind, &col.numeric) {

@@ -44,6 +44,10 @@ pub struct ProfileOptions {
     pub ignore: Vec<String>,
     /// Seed recorded in the baseline.
     pub seed: u64,
+    /// Model prediction columns (pinned as outputs).
+    pub predictions: Vec<String>,
+    /// Model score columns (pinned as outputs).
+    pub scores: Vec<String>,
 }
 
 /// The default calibration: percentile edges, ten coarse bins, top 50 categories, a domain of
@@ -95,6 +99,37 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
     if opts.id.is_some() && opts.id == opts.label {
         return Err(Error::Usage("--id and --label name the same column".into()));
     }
+    for (flag, cols) in [
+        ("--prediction", &opts.predictions),
+        ("--score", &opts.scores),
+    ] {
+        for c in cols {
+            require(c, "output")?;
+            if Some(c) == opts.label.as_ref()
+                || Some(c) == opts.id.as_ref()
+                || opts.ignore.contains(c)
+            {
+                return Err(Error::Usage(format!(
+                    "{flag} `{c}` is also the label, the id or an ignored column"
+                )));
+            }
+        }
+    }
+    if let Some(c) = opts.predictions.iter().find(|c| opts.scores.contains(c)) {
+        return Err(Error::Usage(format!(
+            "`{c}` is given both as --prediction and as --score"
+        )));
+    }
+    for c in &opts.scores {
+        if let Some((_, dtype)) = schema.iter().find(|(n, _)| n == c)
+            && kind_of(dtype) != Kind::Numeric
+        {
+            return Err(Error::input(
+                &first,
+                format!("--score column `{c}` has type {dtype}; scores must be numeric"),
+            ));
+        }
+    }
     let calibration = default_calibration();
     let profiled: Vec<(String, polars::prelude::DataType)> = schema
         .into_iter()
@@ -103,12 +138,18 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
     let columns: Vec<ColumnProfile> = profiled
         .par_iter()
         .map(|(name, dtype)| {
-            let kind = if Some(name) == opts.label.as_ref() {
+            let kind = if Some(name) == opts.label.as_ref() || opts.predictions.contains(name) {
                 Kind::Categorical
             } else {
                 kind_of(dtype)
             };
-            profile_column(&batch.frames, name, dtype, kind, &calibration)
+            let mut col = profile_column(&batch.frames, name, dtype, kind, &calibration)?;
+            if opts.predictions.contains(name) {
+                col.role = Some(Role::Prediction);
+            } else if opts.scores.contains(name) {
+                col.role = Some(Role::Score);
+            }
+            Ok(col)
         })
         .collect::<Result<_>>()?;
     let label_profile = match &opts.label {
@@ -156,6 +197,7 @@ fn profile_column(
         nulls: 0,
         numeric: None,
         categorical: None,
+        role: None,
     };
     match kind {
         Kind::Numeric => {

@@ -94,6 +94,20 @@ pub struct ColumnProfile {
     pub numeric: Option<NumericProfile>,
     /// Categorical summary, for categorical columns.
     pub categorical: Option<CategoricalProfile>,
+    /// A model output (`--prediction`, `--score`) rather than a feature: its drift is
+    /// reported as `output-` and the poisoning detectors leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// What a model-output column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A predicted class (profiled as categorical).
+    Prediction,
+    /// A numeric score (profiled as numeric).
+    Score,
 }
 
 /// Numeric summary of trusted data.

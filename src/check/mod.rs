@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::Baseline;
+use crate::baseline::{Baseline, Role};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, Severity, Subject};
 use crate::policy::{Level, Policy};
@@ -183,16 +183,38 @@ pub fn evaluate(
         columns_checked += 1;
         let seed = drift::column_seed(baseline.seed, index);
         let is_label = baseline.label.as_deref() == Some(col.name.as_str());
+        // A model output drifts under its own code and thresholds (`output-`).
+        let output_policy = col.role.map(|role| {
+            let mut p = policy.clone();
+            match role {
+                Role::Score => p.checks.drift_numeric = p.checks.output_score.clone(),
+                Role::Prediction => {
+                    p.checks.drift_categorical = p.checks.output_prediction.clone();
+                }
+            }
+            (role, p)
+        });
+        let drift_policy = output_policy.as_ref().map_or(policy, |(_, p)| p);
+        let output_code = |mut c: Candidate| {
+            match output_policy.as_ref().map(|(r, _)| *r) {
+                Some(Role::Score) => c.code = "output-score",
+                Some(Role::Prediction) => c.code = "output-prediction",
+                None => {}
+            }
+            c
+        };
         match cs {
             ColumnSummary::Numeric(s) => {
                 candidates.extend(schema::null_rate(col, s.nulls, s.count + s.nulls, policy));
                 candidates.extend(schema::out_of_range(col, s, policy));
-                candidates.extend(drift::numeric(col, s, policy, seed));
+                candidates.extend(drift::numeric(col, s, drift_policy, seed).map(output_code));
             }
             ColumnSummary::Categorical(s) => {
                 candidates.extend(schema::null_rate(col, s.nulls, s.count + s.nulls, policy));
                 candidates.extend(schema::unseen_categories(col, s, policy));
-                candidates.extend(drift::categorical(col, s, policy, seed, is_label));
+                candidates.extend(
+                    drift::categorical(col, s, drift_policy, seed, is_label).map(output_code),
+                );
             }
         }
     }

@@ -35,7 +35,9 @@ pub fn structure(
             ));
             continue;
         };
-        let is_label = baseline.label.as_deref() == Some(col.name.as_str());
+        // The label and prediction columns are class columns whatever their type.
+        let is_label = baseline.label.as_deref() == Some(col.name.as_str())
+            || col.role == Some(crate::baseline::Role::Prediction);
         let kind = if is_label {
             Kind::Categorical
         } else {

@@ -124,6 +124,14 @@ struct ProfileArgs {
     /// Column to leave out of the baseline (repeatable).
     #[arg(long, value_name = "COL")]
     ignore: Vec<String>,
+    /// Column holding the model's predicted class: pinned as an output, so `check` reports
+    /// its drift as `output-prediction` (repeatable).
+    #[arg(long, value_name = "COL")]
+    prediction: Vec<String>,
+    /// Column holding a model score: pinned as an output, so `check` reports its drift as
+    /// `output-score` (repeatable).
+    #[arg(long, value_name = "COL")]
+    score: Vec<String>,
     /// Seed for every random choice derived from this baseline.
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -21,6 +21,8 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
         id: args.id.clone(),
         ignore: args.ignore.clone(),
         seed: args.seed,
+        predictions: args.prediction.clone(),
+        scores: args.score.clone(),
     };
     let baseline = baseline::profile(&batch, &opts)?;
     let bytes = baseline::to_json(&baseline)?;

@@ -145,6 +145,8 @@ fn clean_batches_are_rarely_blocked_and_mild_drift_passes() {
     let opts = ProfileOptions {
         label: Some("label".into()),
         seed: 11,
+        predictions: Vec::new(),
+        scores: Vec::new(),
         ..ProfileOptions::default()
     };
     let base = baseline::profile(&batch(trusted), &opts).unwrap();

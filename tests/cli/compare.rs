@@ -359,3 +359,91 @@ fn policy_levels_apply_to_compare_codes() {
             .any(|w| w["code"] == "compare-accuracy")
     );
 }
+
+#[test]
+fn check_reports_output_drift_of_pinned_prediction_and_score_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("outputs.json");
+    let trusted = testdata("compare/clean.parquet");
+    let out = run(&[
+        "profile",
+        trusted.to_str().unwrap(),
+        "-o",
+        base.to_str().unwrap(),
+        "--label",
+        "defaulted",
+        "--id",
+        "application_id",
+        "--prediction",
+        "pred_after",
+        "--score",
+        "score_after",
+        "--ignore",
+        "pred_before",
+        "--ignore",
+        "score_before",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pinned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    let role = |name: &str| {
+        pinned["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["role"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        (role("pred_after"), role("score_after")),
+        ("prediction".into(), "score".into())
+    );
+    let gate = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.json");
+        let data = testdata(&format!("compare/{name}.parquet"));
+        let out = run(&[
+            "check",
+            "--baseline",
+            base.to_str().unwrap(),
+            data.to_str().unwrap(),
+            "--json",
+            report.to_str().unwrap(),
+        ]);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        (code(&out), json)
+    };
+    // Same rows scored by another clean retrain: the outputs barely move.
+    let (c, clean) = gate("clean2");
+    assert_eq!(c, 0, "{clean:#}");
+    // Same rows scored by a model trained on 20% flipped labels: its scores moved.
+    let (c, flipped) = gate("flips20");
+    assert_eq!(c, 1);
+    let d = denies(&flipped);
+    assert!(
+        d.iter()
+            .any(|f| f.0 == "output-score" && f.1 == "score_after"),
+        "{d:?}"
+    );
+    assert!(
+        !d.iter().any(|f| f.0.starts_with("drift-")),
+        "features did not move: {d:?}"
+    );
+    // A score must be numeric.
+    let out = run(&[
+        "profile",
+        trusted.to_str().unwrap(),
+        "-o",
+        base.to_str().unwrap(),
+        "--score",
+        "region",
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("--score column `region`"),
+        "{}",
+        stderr(&out)
+    );
+}
