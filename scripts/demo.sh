@@ -14,5 +14,12 @@ run check --baseline "$out/baseline.json" testdata/clean/batch.parquet
 run check --baseline "$out/baseline.json" testdata/mild/batch.parquet
 run check --baseline "$out/baseline.json" testdata/drifted/batch.parquet --json "$out/report.json"
 run check --baseline "$out/baseline.json" testdata/poison/trigger_channel.parquet --quarantine "$out/quarantine.csv"
+# A retrained model against the serving one, on the same evaluation rows: a clean retrain
+# passes; a retrain whose training data carried a backdoor on channel == "partner" is blocked.
+cmp=(--key application_id --label defaulted --before-col pred_before --after-col pred_after
+     --before-score score_before --after-score score_after --segment channel --segment region)
+run compare testdata/compare/clean.parquet "${cmp[@]}"
+run compare testdata/compare/backdoor.parquet "${cmp[@]}" --json "$out/compare.json"
 echo "JSON report: $out/report.json"
+echo "compare report: $out/compare.json"
 echo "quarantine:  $out/quarantine.csv ($(($(wc -l < "$out/quarantine.csv") - 1)) rows)"

@@ -58,9 +58,14 @@ pub fn render(r: &Report) -> String {
     match r.verdict {
         Verdict::Pass => {}
         Verdict::Blocked => {
+            let what = if r.command == "compare" {
+                "keep the serving model"
+            } else {
+                "do not train on this batch"
+            };
             let _ = writeln!(
                 s,
-                "      <failure type=\"blocked\" message=\"{} deny finding(s): do not train on this batch\"/>",
+                "      <failure type=\"blocked\" message=\"{} deny finding(s): {what}\"/>",
                 r.counts.deny
             );
         }

@@ -118,10 +118,16 @@ pub fn render(r: &Report) -> String {
 }
 
 fn next_step(r: &Report) -> String {
+    let compare = r.command == "compare";
     match r.verdict {
         Verdict::Pass if r.findings.iter().any(|f| f.severity == Severity::Warn) => {
-            "next: the batch may be used for training; review the warnings above.".to_owned()
+            if compare {
+                "next: the retrained model may be promoted; review the warnings above.".to_owned()
+            } else {
+                "next: the batch may be used for training; review the warnings above.".to_owned()
+            }
         }
+        Verdict::Pass if compare => "next: the retrained model may be promoted.".to_owned(),
         Verdict::Pass => "next: the batch may be used for training.".to_owned(),
         Verdict::Blocked => {
             let mut codes: Vec<&str> = r
@@ -131,11 +137,21 @@ fn next_step(r: &Report) -> String {
                 .map(|f| f.code.as_str())
                 .collect();
             codes.dedup();
-            format!(
-                "next: do not train on this batch. `poisongate explain {}` says what each code means and how to respond; \
-                 fix the data upstream, or re-pin the baseline or add a policy exception with a reason if the change is expected.",
-                codes.first().copied().unwrap_or("CODE")
-            )
+            let first = codes.first().copied().unwrap_or("CODE");
+            if compare {
+                format!(
+                    "next: keep the serving model. `poisongate explain {first}` says what each code means and how to respond; \
+                     check the retrained model's training data, or pin the noise of a known-clean retrain (--pin-noise) if this task is noisier than the defaults assume."
+                )
+            } else {
+                format!(
+                    "next: do not train on this batch. `poisongate explain {first}` says what each code means and how to respond; \
+                     fix the data upstream, or re-pin the baseline or add a policy exception with a reason if the change is expected."
+                )
+            }
+        }
+        Verdict::Error if compare => {
+            "next: the models were not compared; fix the error above and run again.".to_owned()
         }
         Verdict::Error => {
             "next: the batch was not evaluated; fix the error above and run again.".to_owned()
