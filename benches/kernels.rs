@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the hot kernels: profiling, summarising a batch against pinned
 //! edges (numeric and categorical), the clean-batch null simulation, and the row-level pass
 //! of the poisoning detectors (encoding, reference-model and anomaly scores) and their
-//! decisions.
+//! decisions, and the model comparison of `compare`.
 //!
 //! `cargo bench --bench kernels`; the end-to-end figure on 10M rows is `benches/e2e/run.sh`.
 
@@ -145,8 +145,6 @@ fn poison(c: &mut Criterion) {
     let opts = ProfileOptions {
         label: Some("y".into()),
         seed: 7,
-        predictions: Vec::new(),
-        scores: Vec::new(),
         ..ProfileOptions::default()
     };
     let small = batch(labelled(100_000, 1));
@@ -184,5 +182,71 @@ fn poison(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, poison);
+/// Evaluation rows scored by two models: a label, both predictions and scores, a categorical
+/// and a numeric segment column. The retrained model differs on about 8% of rows.
+fn scored(rows: usize, seed: u64) -> DataFrame {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut y, mut pb, mut pa, mut sb, mut sa, mut seg, mut x) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let cats: Vec<String> = (0..50).map(|k| format!("seg{k}")).collect();
+    for _ in 0..rows {
+        let p: f64 = rng.random();
+        let q = (p + 0.2 * (rng.random::<f64>() - 0.5)).clamp(0.0, 1.0);
+        y.push(i64::from(rng.random::<f64>() < p));
+        pb.push(i64::from(p >= 0.5));
+        pa.push(i64::from(q >= 0.5));
+        sb.push(p);
+        sa.push(q);
+        seg.push(cats[rng.random_range(0..50)].as_str());
+        x.push(rng.random::<f64>());
+    }
+    DataFrame::new(
+        rows,
+        vec![
+            Column::new("y".into(), y),
+            Column::new("pred_before".into(), pb),
+            Column::new("pred_after".into(), pa),
+            Column::new("score_before".into(), sb),
+            Column::new("score_after".into(), sa),
+            Column::new("seg".into(), seg),
+            Column::new("x".into(), x),
+        ],
+    )
+    .unwrap()
+}
+
+fn compare(c: &mut Criterion) {
+    use poisongate::compare::{Spec, assemble, compare};
+    let data = batch(scored(ROWS, 3));
+    let spec = Spec {
+        before: "pred_before".into(),
+        after: "pred_after".into(),
+        label: Some("y".into()),
+        segments: vec!["seg".into(), "x".into()],
+        before_scores: vec!["score_before".into()],
+        after_scores: vec!["score_after".into()],
+        ..Spec::default()
+    };
+    let policy = poisongate::policy::Policy::default();
+    let mut g = c.benchmark_group("compare");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(ROWS as u64));
+    g.bench_function("assemble columns, 1M rows", |b| {
+        b.iter(|| assemble(&spec, black_box(&data), None).unwrap())
+    });
+    let table = assemble(&spec, &data, None).unwrap();
+    g.bench_function("every test, 1M rows, 2 segment columns", |b| {
+        b.iter(|| compare(&spec, black_box(&table), &policy, None).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels, poison, compare);
 criterion_main!(benches);
