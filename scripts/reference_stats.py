@@ -23,6 +23,7 @@ import numpy as np
 import scipy
 import scipy.special
 import scipy.stats
+import statsmodels
 from scipy.spatial.distance import jensenshannon
 
 # Any scipy warning (e.g. "exact calculation unsuccessful, switching to asymp") is an error.
@@ -423,6 +424,188 @@ def mahalanobis_section():
     return out
 
 
+# --------------------------------------------------------------------------- compare: McNemar
+def mcnemar_section():
+    """McNemar's test on the discordant counts of two classifiers scored on the same rows.
+
+    b = rows only the first model gets right, c = rows only the second gets right; the
+    concordant cells do not enter the test, so the table is [[0, b], [c, 0]].
+        exact_p       statsmodels mcnemar(exact=True): min(1, 2 * binom.cdf(min(b, c), b + c, 1/2))
+        mid_p         exact_p - binom.pmf(min(b, c), b + c, 1/2)
+        mid_p_doubled min(1, 2 * (binom.cdf(min, n, 1/2) - binom.pmf(min, n, 1/2) / 2)); equals
+                      mid_p unless b == c, where exact_p is capped at 1 (mid_p = 1 - pmf,
+                      mid_p_doubled = 1)
+        chi2_p        statsmodels mcnemar(exact=False, correction=True):
+                      chi2.sf((|b - c| - 1)^2 / (b + c), 1)
+    b + c = 0 is left out: the chi-square form divides by zero there.
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    out = []
+    for b, c in [(0, 5), (0, 17), (3, 3), (12, 12), (10, 2), (1, 9), (15, 8), (30, 52),
+                 (2480, 2520), (2405, 2595)]:
+        table = [[0, b], [c, 0]]
+        exact = mcnemar(table, exact=True)
+        chi = mcnemar(table, exact=False, correction=True)
+        n, k = b + c, min(b, c)
+        pmf = float(scipy.stats.binom.pmf(k, n, 0.5))
+        cdf = float(scipy.stats.binom.cdf(k, n, 0.5))
+        assert math.isclose(float(exact.pvalue), min(1.0, 2.0 * cdf), rel_tol=1e-15)
+        stat = (abs(b - c) - 1) ** 2 / n
+        assert math.isclose(float(chi.statistic), stat, rel_tol=1e-15)
+        out.append({"b": b, "c": c, "exact_p": float(exact.pvalue),
+                    "mid_p": float(exact.pvalue) - pmf,
+                    "mid_p_doubled": min(1.0, 2.0 * (cdf - 0.5 * pmf)),
+                    "chi2_statistic": float(chi.statistic), "chi2_p": float(chi.pvalue)})
+    return out
+
+
+# --------------------------------------------------------------------------- compare: paired t
+def ttest_rel_section():
+    """scipy.stats.ttest_rel(x, y): two-sided p and one-sided p_greater (mean(x - y) > 0)."""
+    # (n, mean of x - y, sd of x - y)
+    specs = [(5, 0.8, 0.6), (12, -0.3, 0.5), (50, 0.1, 0.4), (300, 0.0, 1.0), (2000, 0.03, 0.5)]
+    out = []
+    for ci, (n, delta, sd) in enumerate(specs):
+        rng = rng_for(31, ci)
+        x = r6(rng.normal(0.5, 0.2, n))
+        y = r6(x - rng.normal(delta, sd, n))
+        res = scipy.stats.ttest_rel(x, y)
+        greater = scipy.stats.ttest_rel(x, y, alternative="greater")
+        assert float(res.statistic) == float(greater.statistic)
+        out.append({"x": floats(x), "y": floats(y), "df": n - 1,
+                    "statistic": float(res.statistic), "p": float(res.pvalue),
+                    "p_greater": float(greater.pvalue)})
+    return out
+
+
+def t_sf_section():
+    """Student-t upper tail scipy.stats.t.sf(t, df)."""
+    out = []
+    for df in [1.0, 4.0, 30.0, 100000.0]:
+        for t in [-2.0, 0.0, 0.5, 1.5, 2.776, 4.0, 8.0]:
+            out.append({"t": t, "df": df, "sf": float(scipy.stats.t.sf(t, df))})
+    return out
+
+
+# --------------------------------------------------------------------------- compare: Bowker
+def bowker_section():
+    """Bowker's symmetry test on a k x k table (statsmodels SquareTable(table,
+    shift_zeros=False).symmetry(method="bowker")).
+
+    statistic = sum over pairs i < j of (n_ij - n_ji)^2 / (n_ij + n_ji), df = k (k - 1) / 2.
+    statsmodels adds 1e-20 to every denominator: a pair with n_ij = n_ji = 0 adds 0 to the
+    statistic and still counts in df (no NaN). Some implementations drop such pairs from df;
+    nonzero_pairs and pvalue_nonzero_pairs = chi2.sf(statistic, nonzero_pairs) give that form.
+    """
+    from statsmodels.stats.contingency_tables import SquareTable
+
+    tables = [
+        [[40, 12], [5, 43]],
+        [[120, 8, 3], [14, 95, 6], [2, 11, 60]],
+        [[50, 4, 0], [9, 30, 3], [0, 1, 20]],  # pair (0, 2) empty
+        [[300, 0, 2, 0], [6, 250, 0, 1], [1, 0, 90, 5], [0, 0, 0, 40]],  # pairs (0,3), (1,2) empty
+    ]
+    out = []
+    for t in tables:
+        a = np.asarray(t, dtype=np.float64)
+        res = SquareTable(a, shift_zeros=False).symmetry(method="bowker")
+        k = a.shape[0]
+        iu = np.triu_indices(k, 1)
+        up, lo = a[iu], a.T[iu]
+        nz = (up + lo) > 0
+        stat = float(np.sum((up[nz] - lo[nz]) ** 2 / (up[nz] + lo[nz])))
+        assert math.isclose(float(res.statistic), stat, rel_tol=1e-14), (res.statistic, stat)
+        assert float(res.df) == k * (k - 1) / 2
+        out.append({"table": [ints(row) for row in t], "statistic": float(res.statistic),
+                    "df": int(res.df), "pvalue": float(res.pvalue),
+                    "nonzero_pairs": int(nz.sum()),
+                    "pvalue_nonzero_pairs": float(scipy.stats.chi2.sf(stat, int(nz.sum())))})
+    return out
+
+
+# --------------------------------------------------------------------------- compare: ECE
+ECE_EDGES = np.arange(1, 10) / 10.0  # the doubles nearest 0.1, 0.2, ..., 0.9
+
+
+def ece_bins(conf):
+    """Bin index 0..9 = number of edges strictly below the value: bins [0, 0.1], (0.1, 0.2], ...,
+    (0.9, 1] (right-closed; the first also holds 0)."""
+    return np.searchsorted(ECE_EDGES, conf, side="left")
+
+
+def ece(y, p):
+    """Expected calibration error of the predicted class, 10 equal-width bins.
+
+    pred = 1 if p >= 0.5 else 0;  conf = max(p, 1 - p) (in double arithmetic);
+    correct = (pred == y);  ECE = sum over non-empty bins b of (n_b / n) * |mean(correct in b)
+    - mean(conf in b)|.
+    """
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    conf = np.maximum(p, 1.0 - p)
+    correct = ((p >= 0.5).astype(np.int64) == y).astype(np.float64)
+    bins = ece_bins(conf)
+    counts = np.bincount(bins, minlength=10)
+    total = 0.0
+    for b in range(10):
+        if counts[b]:
+            m = bins == b
+            total += counts[b] / len(y) * abs(correct[m].mean() - conf[m].mean())
+    return total, counts, conf, correct
+
+
+def ece_section():
+    from sklearn.calibration import calibration_curve
+
+    # (n, slope and shift on the logit scale of the reported probability, decimals)
+    specs = [(200, 1.0, 0.0, 6), (500, 2.0, 0.3, 6), (1000, 0.5, -0.2, 6), (2000, 1.5, 0.0, 2)]
+    out = []
+    for ci, (n, slope, shift, dec) in enumerate(specs):
+        rng = rng_for(32, ci)
+        q = 1.0 / (1.0 + np.exp(-rng.normal(0.0, 1.5, n)))  # true probability of class 1
+        y = (rng.random(n) < q).astype(np.int64)
+        logit = np.log(q / (1.0 - q))
+        p = np.round(1.0 / (1.0 + np.exp(-(slope * logit + shift))), dec)
+        value, counts, conf, correct = ece(y, p)
+        # Independent check of the per-bin means: sklearn bins on linspace(0, 1, 11), whose
+        # 0.3, 0.6 and 0.7 are one ulp above k/10; no confidence may sit on those doubles.
+        sk_edges = np.linspace(0.0, 1.0, 11)[1:-1]
+        assert not np.isin(conf, sk_edges[sk_edges != ECE_EDGES]).any()
+        prob_true, prob_pred = calibration_curve(correct, conf, n_bins=10, strategy="uniform")
+        check = float(np.sum(counts[counts > 0] / n * np.abs(prob_true - prob_pred)))
+        assert math.isclose(value, check, rel_tol=1e-12), (value, check)
+        out.append({"y": ints(y), "p": floats(p), "ece": float(value),
+                    "bin_counts": ints(counts)})
+    return out
+
+
+# --------------------------------------------------------------------------- compare: KS on scores
+def ks_scores_section():
+    """Two-sample KS on score vectors rounded to 2 decimals (many ties), method="asymp".
+
+    With ties the statistic is still sup_x |F_a(x) - F_b(x)| of the right-continuous ECDFs,
+    attained at one of the pooled values; the script checks scipy against that. The p-value
+    formula assumes continuous data, so with ties it is conservative.
+    """
+    specs = [((2.0, 5.0), (2.4, 5.0), 1500, 2000), ((2.0, 2.0), (2.0, 2.0), 800, 1200)]
+    out = []
+    for ci, (pa, pb, n1, n2) in enumerate(specs):
+        rng = rng_for(33, ci)
+        a = np.round(rng.beta(*pa, n1), 2)
+        b = np.round(rng.beta(*pb, n2), 2)
+        res = scipy.stats.ks_2samp(a, b, method="asymp")
+        grid = np.unique(np.concatenate([a, b]))
+        fa = np.searchsorted(np.sort(a), grid, side="right") / n1
+        fb = np.searchsorted(np.sort(b), grid, side="right") / n2
+        assert float(res.statistic) == float(np.max(np.abs(fa - fb)))
+        en = n1 * n2 / (n1 + n2)
+        out.append({"a": floats(a), "b": floats(b), "statistic": float(res.statistic),
+                    "en": float(en),
+                    "kolmogorov_sf": float(scipy.special.kolmogorov(np.sqrt(en) * res.statistic)),
+                    "scipy_asymp_pvalue": float(res.pvalue)})
+    return out
+
+
 # --------------------------------------------------------------------------- JSON output
 def fmt_scalar(v):
     if isinstance(v, bool):
@@ -487,6 +670,13 @@ def main():
         "binom_sf": binom_sf_section(),
         "norm_sf": norm_sf_section(),
         "mahalanobis": mahalanobis_section(),
+        "statsmodels_version": statsmodels.__version__,
+        "mcnemar": mcnemar_section(),
+        "ttest_rel": ttest_rel_section(),
+        "t_sf": t_sf_section(),
+        "bowker": bowker_section(),
+        "ece": ece_section(),
+        "ks_scores": ks_scores_section(),
     }
     text = to_json(out) + "\n"
     # the text must parse back to exactly the same values, with no NaN/inf anywhere

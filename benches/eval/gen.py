@@ -60,6 +60,7 @@ class Dataset:
     trusted_rows: int
     draw: Callable[[Rng, int], Frame]  # n independent rows from the generating distribution
     source: str  # one line for the README / logs
+    real: Frame | None = None  # the real rows draw() resamples (None: drawn from a generator)
 
     def cols(self, *kinds: str) -> list[str]:
         return [c for c, k in self.kinds.items() if k in kinds]
@@ -101,6 +102,7 @@ def load_breast_cancer() -> Dataset:
         n_classes=2,
         trusted_rows=10_000,
         draw=smoothed_bootstrap(real, kinds),
+        real=real,
         source="sklearn load_breast_cancer: 569 rows, 30 continuous features, 2 classes",
     )
 
@@ -122,6 +124,7 @@ def load_wine() -> Dataset:
         n_classes=3,
         trusted_rows=10_000,
         draw=smoothed_bootstrap(real, kinds),
+        real=real,
         source="sklearn load_wine: 178 rows, 11 continuous + 2 integer features, 3 classes",
     )
 
@@ -161,6 +164,7 @@ def load_fair() -> Dataset:
         n_classes=2,
         trusted_rows=10_000,
         draw=smoothed_bootstrap(real, kinds),
+        real=real,
         source="statsmodels fair (1974 survey): 6,366 rows, 2 continuous, 4 ordinal, "
         "2 categorical; label = affairs > 0",
     )
@@ -183,6 +187,7 @@ def load_anes96() -> Dataset:
         n_classes=2,
         trusted_rows=10_000,
         draw=smoothed_bootstrap(real, kinds),
+        real=real,
         source="statsmodels anes96 (1996 US election survey): 944 rows, 1 continuous, "
         "7 ordinal, 1 categorical (party id); label = vote",
     )

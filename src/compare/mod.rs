@@ -54,6 +54,9 @@ const ECE_BOOTSTRAP_ROWS: usize = 50_000;
 /// Probabilities are clipped to `[LOG_EPS, 1]` before the log (as scikit-learn's log_loss).
 const LOG_EPS: f64 = 1e-15;
 
+/// Scores are rounded to 1 / SCORE_RESOLUTION before the score-shift statistics.
+const SCORE_RESOLUTION: f64 = 100.0;
+
 /// Classes up to which the transition matrix is copied into the evidence.
 const MATRIX_EVIDENCE_CLASSES: usize = 10;
 
@@ -202,8 +205,10 @@ pub fn compare(
         for c in global.iter_mut().chain(&mut segment_candidates) {
             for e in &mut c.effects {
                 if let Some(&v) = nz.entries.get(&noise::key(c.code, &c.subject, e.name)) {
-                    e.warn = v + scale * e.warn;
-                    e.deny = v + scale * e.deny;
+                    // The pin relaxes thresholds where the clean retrain moved more than
+                    // they allow; it never tightens them (one clean retrain is one draw).
+                    e.warn = e.warn.max(v + scale * e.warn);
+                    e.deny = e.deny.max(v + scale * e.deny);
                     c.evidence.insert(format!("noise-{}", e.name), v);
                 }
             }
@@ -472,14 +477,22 @@ fn scores(table: &Table, policy: &Policy, names: &Names<'_>, out: &mut Vec<Candi
     let n = table.rows();
     let rule = &policy.checks.compare_score_shift;
     for j in score_classes(k) {
-        let mut before: Vec<f64> = (0..n).map(|r| table.before_scores[r * k + j]).collect();
-        let mut after: Vec<f64> = (0..n).map(|r| table.after_scores[r * k + j]).collect();
+        // Scores are compared at a resolution of 0.01: a saturated model's scores (1e-4 vs
+        // 1.2e-4) move under any retrain, and below that resolution no decision changes.
+        let at_resolution = |x: f64| (x * SCORE_RESOLUTION).round() / SCORE_RESOLUTION;
+        let mut before: Vec<f64> = (0..n)
+            .map(|r| at_resolution(table.before_scores[r * k + j]))
+            .collect();
+        let mut after: Vec<f64> = (0..n)
+            .map(|r| at_resolution(table.after_scores[r * k + j]))
+            .collect();
         // Sorted first: the KS test sorts its own copies, which is linear on sorted input.
         before.sort_unstable_by(f64::total_cmp);
         after.sort_unstable_by(f64::total_cmp);
         let ks = crate::stats::ks::two_sample(&before, &after);
-        let mut edges: Vec<f64> = (1..10).map(|q| before[((q * n) / 10).min(n - 1)]).collect();
-        edges.dedup();
+        // PSI over ten equal-width probability bins: quantile bins of saturated scores
+        // (most near 0 or 1) turn shifts of 1e-5 into large PSI values.
+        let edges: Vec<f64> = (1..10).map(|q| f64::from(q) / 10.0).collect();
         let count = |sorted: &[f64]| -> Vec<u64> {
             let mut counts = vec![0u64; edges.len() + 1];
             let mut prev = 0usize;
@@ -836,7 +849,12 @@ fn segments(
                     "compare-segment",
                     subject(None),
                     Some(binomial_upper_tail(b, b + c, q)),
-                    vec![effect("accuracy-drop", drop - drop_rest.max(0.0), rule.warn, rule.deny)],
+                    vec![effect(
+                        "accuracy-drop",
+                        drop - drop_rest.max(0.0),
+                        rule.warn_accuracy,
+                        rule.deny_accuracy,
+                    )],
                     counts.labelled,
                     format!(
                         "Where `{}` is {name} ({} rows), accuracy went from {} to {} while the other rows changed by {} points",
@@ -872,7 +890,12 @@ fn segments(
                 "compare-segment",
                 subject(Some(table.classes[j].clone())),
                 Some(binomial_upper_tail(into, into + away, q)),
-                vec![effect("shift-toward", shift - shift_rest.max(0.0), rule.warn, rule.deny)],
+                vec![effect(
+                    "shift-toward",
+                    shift - shift_rest.max(0.0),
+                    rule.warn_shift,
+                    rule.deny_shift,
+                )],
                 counts.rows,
                 format!(
                     "Where `{}` is {name} ({} rows), predictions of `{}` went from {} to {} ({into} flipped to it, {away} away) while the other rows moved {} points",

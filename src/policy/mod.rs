@@ -178,12 +178,28 @@ pub struct LossRule {
     pub deny_brier: f64,
 }
 
+/// Segment regression thresholds (`compare-segment`), each beyond the rest of the rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SegmentRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Accuracy drop in the segment (beyond the rest's) that warns.
+    pub warn_accuracy: f64,
+    /// Accuracy drop that denies.
+    pub deny_accuracy: f64,
+    /// Gain of one class's predicted share in the segment (beyond the rest's) that warns.
+    pub warn_shift: f64,
+    /// Gain of one class's predicted share that denies.
+    pub deny_shift: f64,
+}
+
 /// Settings of `poisongate compare` that are not one code's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CompareSettings {
     /// With `--noise`, a statistic's thresholds become its pinned clean-retrain value plus
-    /// this share of the policy threshold.
+    /// this share of the policy threshold, when that is above the policy threshold.
     pub noise_scale: f64,
     /// Smallest segment (rows) tested by `compare-segment`.
     pub min_segment_rows: u64,
@@ -253,7 +269,7 @@ pub struct Checks {
     pub compare_class_recall: RateRule,
     /// `compare-segment`: thresholds on a segment's accuracy drop or shift toward one class,
     /// beyond the rest of the rows.
-    pub compare_segment: RateRule,
+    pub compare_segment: SegmentRule,
     /// `compare-score-shift`.
     pub compare_score_shift: ScoreShift,
     /// `compare-calibration`: thresholds on the increase of the expected calibration error.
@@ -358,7 +374,15 @@ impl Default for Checks {
                 deny_brier: 0.02,
             },
             compare_class_recall: rate(0.03, 0.06),
-            compare_segment: rate(0.05, 0.1),
+            // A clean retrain of a weak model can move a segment whose rows sit near the
+            // decision boundary by 10-20 points; a backdoor moves its segment by far more.
+            compare_segment: SegmentRule {
+                level: Level::Deny,
+                warn_accuracy: 0.05,
+                deny_accuracy: 0.1,
+                warn_shift: 0.1,
+                deny_shift: 0.25,
+            },
             compare_score_shift: ScoreShift {
                 level: Level::Deny,
                 warn_ks: 0.1,
@@ -616,9 +640,14 @@ impl Policy {
                 c.compare_class_recall.deny,
             ),
             (
-                "compare-segment",
-                c.compare_segment.warn,
-                c.compare_segment.deny,
+                "compare-segment accuracy",
+                c.compare_segment.warn_accuracy,
+                c.compare_segment.deny_accuracy,
+            ),
+            (
+                "compare-segment shift",
+                c.compare_segment.warn_shift,
+                c.compare_segment.deny_shift,
             ),
             (
                 "compare-score-shift ks",

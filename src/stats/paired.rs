@@ -31,7 +31,8 @@ pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
     (2.0 * lower).min(1.0)
 }
 
-/// Two-sided McNemar mid-p value: the exact p-value less the point probability of `min(b, c)`.
+/// Two-sided McNemar mid-p value, `2 P(X <= min(b, c)) - P(X = min(b, c))` capped at 1: the
+/// uncapped exact p-value less the point probability (1 when `b == c`).
 #[must_use]
 pub fn mcnemar_mid_p(b: u64, c: u64) -> f64 {
     let n = b + c;
@@ -39,7 +40,8 @@ pub fn mcnemar_mid_p(b: u64, c: u64) -> f64 {
         return 1.0;
     }
     let k = b.min(c);
-    (mcnemar_exact(b, c) - binomial_pmf_half(k, n)).clamp(0.0, 1.0)
+    let lower = 1.0 - binomial_upper_tail(k + 1, n, 0.5);
+    (2.0 * lower - binomial_pmf_half(k, n)).clamp(0.0, 1.0)
 }
 
 /// One-sided McNemar mid-p value for "more rows got worse than better" (`b` large):
@@ -65,8 +67,9 @@ pub fn binomial_pmf_half(k: u64, n: u64) -> f64 {
     (ln(n + 1.0) - ln(k + 1.0) - ln(n - k + 1.0) - n * std::f64::consts::LN_2).exp()
 }
 
-/// Continuity-corrected McNemar chi-square p-value, `(|b - c| - 1)^2 / (b + c)` on one degree
-/// of freedom (Edwards 1948).
+/// Continuity-corrected McNemar chi-square p-value, `max(|b - c| - 1, 0)^2 / (b + c)` on one
+/// degree of freedom (Edwards 1948). statsmodels does not clamp, so for `b == c` it reports
+/// a statistic of `1 / (b + c)` where this reports 0.
 #[must_use]
 pub fn mcnemar_chi2(b: u64, c: u64) -> f64 {
     let n = (b + c) as f64;

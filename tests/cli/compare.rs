@@ -308,20 +308,22 @@ fn pinned_noise_gates_later_retrains() {
     let n = noise.to_str().unwrap();
     let (code, report, _) = scenario("clean", &["--noise", n]);
     assert_eq!(code, 0, "{report:#}");
-    // With the pin, the flip rate is tested against the pinned rate and its thresholds move.
-    let (_, plain, _) = scenario("backdoor", &[]);
-    let (code, gated, _) = scenario("backdoor", &["--noise", n]);
+    // A retrain that moves exactly as much as the pinned one passes (each threshold is the
+    // pinned value plus half the policy threshold), while the clean pin still blocks it.
+    let own = dir.path().join("own.json");
+    let (code, _, _) = scenario("backdoor", &["--pin-noise", own.to_str().unwrap()]);
     assert_eq!(code, 1);
-    let flip = |r: &serde_json::Value| {
+    let (code, relaxed, _) = scenario("backdoor", &["--noise", own.to_str().unwrap()]);
+    assert_eq!(code, 0, "{relaxed:#}");
+    let (_, plain, _) = scenario("backdoor", &["--noise", n]);
+    let partner = |r: &serde_json::Value| {
         r["findings"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|f| f["code"] == "compare-flip-rate")
-            .map(|f| f["threshold"].as_f64().unwrap())
+            .any(|f| f["code"] == "compare-segment" && f["subject"]["value"] == "partner")
     };
-    assert!(flip(&plain).is_some());
-    assert_ne!(flip(&plain), flip(&gated), "{gated:#}");
+    assert!(partner(&plain) && !partner(&relaxed));
     for name in ["targeted", "flips20", "confident"] {
         assert_eq!(scenario(name, &["--noise", n]).0, 1, "{name}");
     }

@@ -251,3 +251,90 @@ fn copula_mahalanobis_distance_matches_numpy() {
         assert_close(got, f(&c["d2"]), 1e-10, &format!("d2 p={p}"));
     }
 }
+
+#[test]
+fn paired_tests_of_compare_match_statsmodels_and_scipy() {
+    use poisongate::stats::paired;
+    for c in cases("mcnemar") {
+        let (b, n) = (c["b"].as_u64().unwrap(), c["c"].as_u64().unwrap());
+        assert_close(
+            paired::mcnemar_exact(b, n),
+            f(&c["exact_p"]),
+            1e-9,
+            &format!("exact {c}"),
+        );
+        assert_close(
+            paired::mcnemar_mid_p(b, n),
+            f(&c["mid_p_doubled"]),
+            1e-9,
+            &format!("mid-p {c}"),
+        );
+        if b == n {
+            // statsmodels squares |b - c| - 1 = -1 (statistic 1 / (b + c)); the correction is
+            // clamped at 0 here, so no discordance reads as no evidence (p 1).
+            assert_eq!(paired::mcnemar_chi2(b, n), 1.0);
+        } else {
+            let got = paired::mcnemar_chi2(b, n);
+            assert_close(got, f(&c["chi2_p"]), 1e-9, &format!("chi2 {c}"));
+        }
+        // The one-sided mid-p used by the gate is half the two-sided one when b > c.
+        if b > n {
+            assert_close(
+                2.0 * paired::mcnemar_mid_p_greater(b, n),
+                f(&c["mid_p_doubled"]),
+                1e-9,
+                &format!("one-sided mid-p {c}"),
+            );
+        }
+    }
+    for c in cases("ttest_rel") {
+        let d: Vec<f64> = floats(&c["x"])
+            .iter()
+            .zip(floats(&c["y"]))
+            .map(|(x, y)| x - y)
+            .collect();
+        let t = paired::ttest_paired(&d).unwrap();
+        assert_close(t.statistic, f(&c["statistic"]), 1e-9, "paired t");
+        assert_close(t.df, f(&c["df"]), 0.0, "paired t df");
+        assert_close(t.p_two_sided, f(&c["p"]), 1e-8, "paired t p");
+        assert_close(t.p_greater, f(&c["p_greater"]), 1e-8, "paired t p greater");
+    }
+    for c in cases("t_sf") {
+        let got = paired::t_sf(f(&c["t"]), f(&c["df"]));
+        assert_close(got, f(&c["sf"]), 1e-8, &format!("t sf {c}"));
+    }
+    for c in cases("bowker") {
+        let table: Vec<Vec<u64>> = c["table"].as_array().unwrap().iter().map(ints).collect();
+        let (stat, df, p) = paired::bowker(&table);
+        assert_close(stat, f(&c["statistic"]), 1e-9, "bowker statistic");
+        assert_close(df, f(&c["df"]), 0.0, "bowker df");
+        assert_close(p, f(&c["pvalue"]), 1e-8, "bowker p");
+    }
+}
+
+#[test]
+fn calibration_error_and_score_ks_match_references() {
+    use poisongate::stats::paired;
+    for c in cases("ece") {
+        let (p, y) = (floats(&c["p"]), floats(&c["y"]));
+        let conf: Vec<f64> = p.iter().map(|&x| x.max(1.0 - x)).collect();
+        let ok: Vec<bool> = p
+            .iter()
+            .zip(&y)
+            .map(|(&x, &l)| (x >= 0.5) == (l == 1.0))
+            .collect();
+        assert_close(paired::ece(&conf, &ok), f(&c["ece"]), 1e-10, "ece");
+        let mut counts = vec![0u64; paired::ECE_BINS];
+        for &x in &conf {
+            counts[paired::ece_bin(x)] += 1;
+        }
+        assert_eq!(counts, ints(&c["bin_counts"]), "ece bins");
+    }
+    for c in cases("ks_scores") {
+        let (a, b) = (floats(&c["a"]), floats(&c["b"]));
+        let d = ks::statistic(&a, &b);
+        assert_close(d, f(&c["statistic"]), 1e-12, "ks with ties");
+        let p = ks::asymptotic_p_value(a.len() as f64, b.len() as f64, d);
+        assert_close(p, f(&c["kolmogorov_sf"]), 1e-8, "ks asymptotic p");
+    }
+}
