@@ -255,6 +255,11 @@ def main() -> int:
     ap.add_argument("--scenarios", help="comma-separated subset of the scenarios")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run (default 600)")
     ap.add_argument(
+        "--seeds-from", type=int, default=0,
+        help="gate only files of this seed and above (a held-out check of files generated "
+        "with more seeds than the thresholds were set on)",
+    )
+    ap.add_argument(
         "--without",
         default="",
         help="comma-separated inputs to withhold from poisongate: scores, label, segments "
@@ -274,7 +279,7 @@ def main() -> int:
         if flag:
             keep = set(flag.split(","))
             manifest = [e for e in manifest if e[field] in keep]
-    gated = [e for e in manifest if e["role"] == "gate"]
+    gated = [e for e in manifest if e["role"] == "gate" and e["seed"] >= args.seeds_from]
     if args.scenarios:
         keep = set(args.scenarios.split(","))
         gated = [e for e in gated if e["scenario"] in keep]
