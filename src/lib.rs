@@ -9,6 +9,7 @@
 //! - [`check`] turns a summary into calibrated findings;
 //! - [`rows`] and [`poison`] encode whole rows and run the poisoning detectors on them;
 //! - [`compare`] gates a retrained model against the serving one on the same rows;
+//! - [`integrity`] checks `sha256sum` files and ECDSA P-256 blob signatures;
 //! - [`policy`], [`finding`], [`codes`] and [`report`] describe what was decided and why.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod codes;
 pub mod compare;
 pub mod error;
 pub mod finding;
+pub mod integrity;
 pub mod output;
 pub mod poison;
 pub mod policy;

@@ -37,8 +37,32 @@ pub struct LoadedBaseline {
 /// # Errors
 /// Unreadable file, digest mismatch, invalid JSON, unknown format version, broken invariants.
 pub fn load(path: &Path, expect_sha256: Option<&str>) -> Result<LoadedBaseline> {
+    load_verified(path, expect_sha256, None)
+}
+
+/// [`load`], verifying a detached signature over the raw bytes first.
+///
+/// # Errors
+/// As [`load`], and a signature that does not verify.
+pub fn load_verified(
+    path: &Path,
+    expect_sha256: Option<&str>,
+    signature: Option<&crate::integrity::SignatureCheck>,
+) -> Result<LoadedBaseline> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::baseline(path, crate::source::io_cause(&e)))?;
+    if let Some(sig) = signature
+        && !sig.verify(&bytes)?
+    {
+        return Err(Error::baseline(
+            path,
+            format!(
+                "signature {} does not verify with public key {}",
+                sig.signature.display(),
+                sig.public_key.display()
+            ),
+        ));
+    }
     let sha256 = hex::encode(Sha256::digest(&bytes));
     if let Some(expected) = expect_sha256 {
         let expected = expected.trim().to_ascii_lowercase();

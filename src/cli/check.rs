@@ -35,7 +35,18 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         .map(|p| poisongate::poison::QuarantineFormat::from_path("--row-scores", p))
         .transpose()?;
     let policy = Policy::load(args.policy.as_deref())?;
-    let loaded = baseline::load(&args.baseline, args.expect_baseline_sha256.as_deref())?;
+    let signature = match (&args.baseline_signature, &args.public_key) {
+        (Some(signature), Some(public_key)) => Some(poisongate::integrity::SignatureCheck {
+            signature: signature.clone(),
+            public_key: public_key.clone(),
+        }),
+        _ => None,
+    };
+    let loaded = baseline::load_verified(
+        &args.baseline,
+        args.expect_baseline_sha256.as_deref(),
+        signature.as_ref(),
+    )?;
     let files = source::resolve(&args.input.data, args.input.input_format()?)?;
     let batch = source::read_batch(&files)?;
     let mut eval = check::check(&loaded.baseline, &policy.policy, &batch)?;

@@ -7,6 +7,7 @@ mod compare;
 mod explain;
 mod policy;
 mod profile;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
     Policy(PolicyArgs),
     /// Explain a finding code: what it means, why it matters, how to respond.
     Explain(ExplainArgs),
+    /// Verify artifacts: digests from a sha256sum file, or an ECDSA P-256 blob signature.
+    Verify(VerifyArgs),
 }
 
 /// Options shared by commands that read data.
@@ -147,6 +150,13 @@ struct CheckArgs {
     /// Refuse the baseline unless its SHA-256 is this (64 hex digits).
     #[arg(long, value_name = "HEX")]
     expect_baseline_sha256: Option<String>,
+    /// Refuse the baseline unless this detached signature (cosign sign-blob: base64 of an
+    /// ECDSA P-256 / SHA-256 DER signature) verifies with `--public-key`.
+    #[arg(long, value_name = "SIG", requires = "public_key")]
+    baseline_signature: Option<PathBuf>,
+    /// PEM public key for `--baseline-signature`.
+    #[arg(long, value_name = "PEM", requires = "baseline_signature")]
+    public_key: Option<PathBuf>,
     /// Policy file (poisongate.toml); built-in defaults otherwise.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -230,6 +240,30 @@ struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature"])))]
+struct VerifyArgs {
+    /// Files to verify. With --sha256-file and no FILE, every listed file is checked
+    /// (names relative to the checksum file's directory).
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// A sha256sum-format file (`HEX  NAME` or `HEX *NAME` per line).
+    #[arg(long, value_name = "F")]
+    sha256_file: Option<PathBuf>,
+    /// A detached signature of FILE: base64 of an ECDSA P-256 / SHA-256 DER signature, as
+    /// `cosign sign-blob` or `openssl dgst -sha256 -sign` (base64-encoded) write it.
+    #[arg(
+        long,
+        value_name = "SIG",
+        requires = "public_key",
+        conflicts_with = "sha256_file"
+    )]
+    signature: Option<PathBuf>,
+    /// PEM public key (`-----BEGIN PUBLIC KEY-----`) for --signature.
+    #[arg(long, value_name = "PEM", requires = "signature")]
+    public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct PolicyArgs {
     /// Print the defaults as a commented template.
     #[arg(long, conflicts_with = "dump")]
@@ -260,6 +294,7 @@ pub fn run(cli: Cli) -> poisongate::Result<Verdict> {
         Command::Compare(args) => compare::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Verify(args) => verify::run(&args),
     }
 }
 

@@ -1,0 +1,262 @@
+//! Artifact integrity: `sha256sum` files and cosign-compatible blob signatures.
+//!
+//! An attacker who can write to the bucket can swap a batch, a baseline or a model file, and
+//! nothing errors. Two checks close that gap:
+//!
+//! - digests pinned in `sha256sum` format (GNU coreutils: `HEX  NAME` in text mode, `HEX *NAME`
+//!   in binary mode, and a leading `\` when the name holds a backslash or newline, which are
+//!   then escaped as `\\` and `\n`);
+//! - ECDSA P-256 signatures over SHA-256 of the file's bytes (FIPS 186-4), as `cosign
+//!   sign-blob` writes them: the base64 of the DER-encoded signature, verified against a
+//!   PEM `PUBLIC KEY` (SubjectPublicKeyInfo). `openssl dgst -sha256 -sign key.pem FILE | base64`
+//!   makes the same kind of signature.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use p256::pkcs8::DecodePublicKey;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// One line of a `sha256sum` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Lowercase hex digest.
+    pub sha256: String,
+    /// The file name as written (unescaped).
+    pub name: String,
+    /// Whether the binary marker (`*`) was used.
+    pub binary: bool,
+}
+
+/// Parses a `sha256sum` file. Empty lines are skipped; any other line that is not an entry is
+/// an error naming its line number.
+///
+/// # Errors
+/// A malformed line.
+pub fn parse_sha256sum(text: &str) -> std::result::Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (escaped, line) = match line.strip_prefix('\\') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let bad = || {
+            format!(
+                "line {}: not a sha256sum entry (`HEX  NAME` or `HEX *NAME`)",
+                i + 1
+            )
+        };
+        let (hex, rest) = line.split_at_checked(64).ok_or_else(bad)?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let (binary, name) = match rest.as_bytes() {
+            [b' ', b'*', ..] => (true, &rest[2..]),
+            [b' ', b' ', ..] => (false, &rest[2..]),
+            _ => return Err(bad()),
+        };
+        if name.is_empty() {
+            return Err(bad());
+        }
+        let name = if escaped {
+            unescape(name).ok_or_else(bad)?
+        } else {
+            name.to_owned()
+        };
+        out.push(Entry {
+            sha256: hex.to_ascii_lowercase(),
+            name,
+            binary,
+        });
+    }
+    Ok(out)
+}
+
+/// Undoes coreutils' name escaping (`\\` and `\n`).
+fn unescape(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next()? {
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// A file's bytes; an unreadable file is an input error naming it.
+///
+/// # Errors
+/// An unreadable file.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::input(path, crate::source::io_cause(&e)))
+}
+
+/// SHA-256 of a file's bytes, read in 1 MiB blocks, with its size.
+///
+/// # Errors
+/// An unreadable file.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f =
+        std::fs::File::open(path).map_err(|e| Error::input(path, crate::source::io_cause(&e)))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::input(path, crate::source::io_cause(&e)))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// The outcome of checking one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The file.
+    pub path: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// The digest it was checked against (sha256sum mode).
+    pub expected: Option<String>,
+    /// Whether it matched (digest or signature).
+    pub ok: bool,
+}
+
+/// Checks files against a `sha256sum` file. With no files, every entry is checked, its name
+/// taken relative to the checksum file's directory; with files, each must be listed (by the
+/// path as given or by its file name).
+///
+/// # Errors
+/// An unreadable or malformed checksum file, a file that is missing, or a file it does not
+/// list.
+pub fn check_sha256sum(sums: &Path, files: &[PathBuf]) -> Result<Vec<Checked>> {
+    let text = std::fs::read_to_string(sums)
+        .map_err(|e| Error::input(sums, crate::source::io_cause(&e)))?;
+    let entries = parse_sha256sum(&text).map_err(|cause| Error::input(sums, cause))?;
+    if entries.is_empty() {
+        return Err(Error::input(sums, "no sha256sum entries"));
+    }
+    let targets: Vec<(PathBuf, &Entry)> = if files.is_empty() {
+        let dir = sums.parent().unwrap_or(Path::new(""));
+        entries.iter().map(|e| (dir.join(&e.name), e)).collect()
+    } else {
+        let mut out = Vec::with_capacity(files.len());
+        for f in files {
+            let given = f.to_string_lossy();
+            let base = f.file_name().map(|n| n.to_string_lossy().into_owned());
+            let entry = entries
+                .iter()
+                .find(|e| e.name == given)
+                .or_else(|| {
+                    entries.iter().find(|e| {
+                        Path::new(&e.name)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            == base
+                    })
+                })
+                .ok_or_else(|| Error::input(f, format!("not listed in {}", sums.display())))?;
+            out.push((f.clone(), entry));
+        }
+        out
+    };
+    let mut out = Vec::with_capacity(targets.len());
+    for (path, entry) in targets {
+        let (sha256, _) = sha256_file(&path)?;
+        out.push(Checked {
+            ok: sha256 == entry.sha256,
+            expected: Some(entry.sha256.clone()),
+            sha256,
+            path,
+        });
+    }
+    Ok(out)
+}
+
+/// A public key and a detached signature read from files.
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    /// The signature file (base64 of DER, or raw DER).
+    pub signature: PathBuf,
+    /// The PEM public key.
+    pub public_key: PathBuf,
+}
+
+impl SignatureCheck {
+    /// Verifies `bytes` (the content of `what`). `Ok(false)` is a signature that does not
+    /// match; malformed keys and signatures are errors.
+    ///
+    /// # Errors
+    /// Unreadable files, a key that is not a P-256 public key, a signature that is not DER.
+    pub fn verify(&self, bytes: &[u8]) -> Result<bool> {
+        let pem = std::fs::read_to_string(&self.public_key)
+            .map_err(|e| Error::input(&self.public_key, crate::source::io_cause(&e)))?;
+        let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| {
+            Error::input(
+                &self.public_key,
+                format!("not a PEM P-256 (ECDSA) public key: {e}"),
+            )
+        })?;
+        let raw = std::fs::read(&self.signature)
+            .map_err(|e| Error::input(&self.signature, crate::source::io_cause(&e)))?;
+        let text: Vec<u8> = raw
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&text)
+            .unwrap_or(raw);
+        let sig = Signature::from_der(&der).map_err(|_| {
+            Error::input(
+                &self.signature,
+                "not an ECDSA signature (base64 of DER, as cosign sign-blob writes)",
+            )
+        })?;
+        Ok(key.verify(bytes, &sig).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256sum_lines_in_text_binary_and_escaped_form() {
+        let h = "a".repeat(64);
+        let text = format!("{h}  plain.csv\n{h} *bin.parquet\n\\{h}  back\\\\slash\\nnl\n\n");
+        let e = parse_sha256sum(&text).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!((e[0].name.as_str(), e[0].binary), ("plain.csv", false));
+        assert_eq!((e[1].name.as_str(), e[1].binary), ("bin.parquet", true));
+        assert_eq!(e[2].name, "back\\slash\nnl");
+        assert!(parse_sha256sum(&format!("{h} one-space")).is_err());
+        assert!(parse_sha256sum("abc  short").is_err());
+        assert!(
+            parse_sha256sum(&format!("{}  x", "g".repeat(64)))
+                .unwrap_err()
+                .contains("line 1")
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! `poisongate verify` and `check --baseline-signature` against files made by the real tools:
+//! `sha256sum` from coreutils and ECDSA P-256 signatures from `openssl`.
+
+use std::path::Path;
+use std::process::Command as Std;
+
+use crate::common::*;
+
+/// Runs a system tool in `dir`, asserting success.
+fn tool(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Std::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn sha256sum_files_written_by_coreutils_verify_and_tampering_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(testdata("clean/batch.csv"), d.join("batch.csv")).unwrap();
+    std::fs::copy(testdata("clean/batch.parquet"), d.join("batch.parquet")).unwrap();
+    // Text mode for one file, binary mode (`*`) for the other, in one file of two entries.
+    let mut sums = tool(d, "sha256sum", &["batch.csv"]);
+    sums.extend(tool(d, "sha256sum", &["--binary", "batch.parquet"]));
+    std::fs::write(d.join("SHA256SUMS"), &sums).unwrap();
+    assert!(String::from_utf8_lossy(&sums).contains(" *batch.parquet"));
+    let sums = d.join("SHA256SUMS");
+    let s = sums.to_str().unwrap();
+    // Every entry, names relative to the checksum file.
+    let out = run(&["verify", "--sha256-file", s]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).matches(": OK").count(), 2, "{}", stdout(&out));
+    // Named files, by path.
+    let csv = d.join("batch.csv");
+    let out = run(&["verify", csv.to_str().unwrap(), "--sha256-file", s]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // One changed byte: exit 1 naming the file.
+    let mut bytes = std::fs::read(&csv).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] = if bytes[last] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&csv, &bytes).unwrap();
+    let out = run(&["verify", "--sha256-file", s]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("batch.csv: FAILED"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("batch.parquet: OK"),
+        "{}",
+        stdout(&out)
+    );
+    // A listed file that is missing, or a file not listed: exit 2 with one line.
+    std::fs::remove_file(d.join("batch.parquet")).unwrap();
+    let out = run(&["verify", "--sha256-file", s]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).starts_with("error: ") && stderr(&out).contains("batch.parquet"));
+    let other = testdata("drifted/missing_column.parquet");
+    let out = run(&["verify", other.to_str().unwrap(), "--sha256-file", s]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("not listed"), "{}", stderr(&out));
+    // A malformed checksum file.
+    std::fs::write(&sums, "not a checksum line\n").unwrap();
+    let out = run(&["verify", "--sha256-file", s]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
+}
+
+/// A P-256 key pair and a base64 DER signature of `file`, made by openssl.
+fn sign(d: &Path, file: &str, sig: &str) {
+    if !d.join("key.pem").exists() {
+        tool(
+            d,
+            "openssl",
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "key.pem",
+            ],
+        );
+        tool(
+            d,
+            "openssl",
+            &["ec", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
+        );
+    }
+    let der = tool(d, "openssl", &["dgst", "-sha256", "-sign", "key.pem", file]);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    std::fs::write(d.join(sig), format!("{b64}\n")).unwrap();
+}
+
+#[test]
+fn openssl_ecdsa_p256_signatures_verify_and_a_tampered_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("model.bin");
+    std::fs::write(&model, b"weights v1\x00\x01\x02").unwrap();
+    sign(d, "model.bin", "model.bin.sig");
+    let (m, sig, key) = (
+        model.to_str().unwrap(),
+        d.join("model.bin.sig"),
+        d.join("pub.pem"),
+    );
+    let args = |f: &str| {
+        vec![
+            "verify".to_owned(),
+            f.to_owned(),
+            "--signature".to_owned(),
+            sig.to_str().unwrap().to_owned(),
+            "--public-key".to_owned(),
+            key.to_str().unwrap().to_owned(),
+        ]
+    };
+    let a = args(m);
+    let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("signature verified"));
+    std::fs::write(&model, b"weights v2\x00\x01\x02").unwrap();
+    let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("model.bin: FAILED"));
+    // A key that is not a public key, and a signature that is not one: exit 2.
+    let bad = args(m)
+        .into_iter()
+        .map(|s| {
+            if s.ends_with("pub.pem") {
+                d.join("model.bin").to_str().unwrap().to_owned()
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>();
+    let out = run(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("public key"), "{}", stderr(&out));
+    std::fs::write(&sig, "bm90IGEgc2lnbmF0dXJl\n").unwrap();
+    let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("not an ECDSA signature"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_verifies_the_baseline_signature_before_using_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(baseline(), d.join("baseline.json")).unwrap();
+    sign(d, "baseline.json", "baseline.json.sig");
+    let base = d.join("baseline.json");
+    let data = testdata("clean/batch.parquet");
+    let gate = || {
+        run(&[
+            "check",
+            "--baseline",
+            base.to_str().unwrap(),
+            data.to_str().unwrap(),
+            "--baseline-signature",
+            d.join("baseline.json.sig").to_str().unwrap(),
+            "--public-key",
+            d.join("pub.pem").to_str().unwrap(),
+        ])
+    };
+    let out = gate();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Same JSON meaning, one more space: the signature no longer matches and nothing is read.
+    let mut bytes = std::fs::read(&base).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&base, bytes).unwrap();
+    let out = gate();
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
+    // The two flags go together.
+    let out = run(&[
+        "check",
+        "--baseline",
+        base.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "--baseline-signature",
+        "x.sig",
+    ]);
+    assert_eq!(code(&out), 2);
+}
