@@ -356,29 +356,62 @@ fn flips(
     }
 }
 
-/// Paired correctness counts on labelled rows: (rows, b = right before and wrong after,
-/// c = wrong before and right after, right before, right after).
-fn paired_counts(table: &Table, rows: impl Iterator<Item = usize>) -> (u64, u64, u64, u64, u64) {
-    let (mut m, mut b, mut c, mut rb, mut ra) = (0, 0, 0, 0, 0);
-    for r in rows {
-        let l = table.label[r];
-        if l == NO_LABEL {
-            continue;
-        }
-        let okb = table.before[r] == l;
-        let oka = table.after[r] == l;
-        m += 1;
-        rb += u64::from(okb);
-        ra += u64::from(oka);
-        b += u64::from(okb && !oka);
-        c += u64::from(!okb && oka);
+/// Paired correctness counts on labelled rows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Paired {
+    /// Labelled rows.
+    rows: u64,
+    /// Right before, wrong after (McNemar's `b`).
+    newly_wrong: u64,
+    /// Wrong before, right after (McNemar's `c`).
+    newly_right: u64,
+    /// Right before.
+    right_before: u64,
+    /// Right after.
+    right_after: u64,
+}
+
+impl Paired {
+    fn add(&mut self, right_before: bool, right_after: bool) {
+        self.rows += 1;
+        self.right_before += u64::from(right_before);
+        self.right_after += u64::from(right_after);
+        self.newly_wrong += u64::from(right_before && !right_after);
+        self.newly_right += u64::from(!right_before && right_after);
     }
-    (m, b, c, rb, ra)
+
+    fn minus(&self, other: &Self) -> Self {
+        Self {
+            rows: self.rows - other.rows,
+            newly_wrong: self.newly_wrong - other.newly_wrong,
+            newly_right: self.newly_right - other.newly_right,
+            right_before: self.right_before - other.right_before,
+            right_after: self.right_after - other.right_after,
+        }
+    }
 }
 
 /// Accuracy and per-class recall (McNemar).
 fn accuracy(table: &Table, policy: &Policy, names: &Names<'_>, out: &mut Vec<Candidate>) {
-    let (m, b, c, rb, ra) = paired_counts(table, 0..table.rows());
+    let k = table.classes.len();
+    let mut all = Paired::default();
+    let mut per = vec![Paired::default(); k];
+    for r in 0..table.rows() {
+        let l = table.label[r];
+        if l == NO_LABEL {
+            continue;
+        }
+        let (okb, oka) = (table.before[r] == l, table.after[r] == l);
+        all.add(okb, oka);
+        per[usize::from(l)].add(okb, oka);
+    }
+    let Paired {
+        rows: m,
+        newly_wrong: b,
+        newly_right: c,
+        right_before: rb,
+        right_after: ra,
+    } = all;
     if m == 0 {
         return;
     }
@@ -406,26 +439,17 @@ fn accuracy(table: &Table, policy: &Policy, names: &Names<'_>, out: &mut Vec<Can
         ]),
     ));
     let rule = &policy.checks.compare_class_recall;
-    let k = table.classes.len();
-    let mut per = vec![(0u64, 0u64, 0u64, 0u64, 0u64); k];
-    for r in 0..table.rows() {
-        let l = table.label[r];
-        if l == NO_LABEL {
-            continue;
-        }
-        let okb = table.before[r] == l;
-        let oka = table.after[r] == l;
-        let e = &mut per[usize::from(l)];
-        e.0 += 1;
-        e.1 += u64::from(okb && !oka);
-        e.2 += u64::from(!okb && oka);
-        e.3 += u64::from(okb);
-        e.4 += u64::from(oka);
-    }
     if k < 2 {
         return;
     }
-    for (j, &(mj, bj, cj, rbj, raj)) in per.iter().enumerate() {
+    for (j, p) in per.iter().enumerate() {
+        let (mj, bj, cj, rbj, raj) = (
+            p.rows,
+            p.newly_wrong,
+            p.newly_right,
+            p.right_before,
+            p.right_after,
+        );
         if mj == 0 || bj + cj == 0 {
             continue;
         }
@@ -747,11 +771,8 @@ struct GroupCounts {
     rows: u64,
     /// Transition matrix, row-major `k x k`.
     t: Vec<u64>,
-    labelled: u64,
-    newly_wrong: u64,
-    newly_right: u64,
-    right_before: u64,
-    right_after: u64,
+    /// Paired correctness of the labelled rows.
+    paired: Paired,
 }
 
 impl GroupCounts {
@@ -759,11 +780,7 @@ impl GroupCounts {
         Self {
             rows: 0,
             t: vec![0; k * k],
-            labelled: 0,
-            newly_wrong: 0,
-            newly_right: 0,
-            right_before: 0,
-            right_after: 0,
+            paired: Paired::default(),
         }
     }
 
@@ -777,11 +794,7 @@ impl GroupCounts {
         Self {
             rows: self.rows - other.rows,
             t: self.t.iter().zip(&other.t).map(|(a, b)| a - b).collect(),
-            labelled: self.labelled - other.labelled,
-            newly_wrong: self.newly_wrong - other.newly_wrong,
-            newly_right: self.newly_right - other.newly_right,
-            right_before: self.right_before - other.right_before,
-            right_after: self.right_after - other.right_after,
+            paired: self.paired.minus(&other.paired),
         }
     }
 }
@@ -805,12 +818,7 @@ fn segments(
             if let Some(&l) = table.label.get(r)
                 && l != NO_LABEL
             {
-                let l = usize::from(l);
-                g.labelled += 1;
-                g.right_before += u64::from(b == l);
-                g.right_after += u64::from(a == l);
-                g.newly_wrong += u64::from(b == l && a != l);
-                g.newly_right += u64::from(b != l && a == l);
+                g.paired.add(b == usize::from(l), a == usize::from(l));
             }
         }
     }
@@ -834,16 +842,16 @@ fn segments(
         };
         let (n, nr) = (counts.rows as f64, rest.rows as f64);
         // Accuracy drop in the segment beyond the rest's.
-        if counts.labelled > 0 && rest.labelled > 0 {
-            let (m, mr) = (counts.labelled as f64, rest.labelled as f64);
-            let (b, c) = (counts.newly_wrong, counts.newly_right);
+        if counts.paired.rows > 0 && rest.paired.rows > 0 {
+            let (m, mr) = (counts.paired.rows as f64, rest.paired.rows as f64);
+            let (b, c) = (counts.paired.newly_wrong, counts.paired.newly_right);
             let drop = (b as f64 - c as f64) / m;
-            let drop_rest = (rest.newly_wrong as f64 - rest.newly_right as f64) / mr;
+            let drop_rest = (rest.paired.newly_wrong as f64 - rest.paired.newly_right as f64) / mr;
             if b + c > 0 {
                 // A segment regresses when it got worse than no change *and* than the rest:
                 // the null rate is the rest's, but never below even odds.
-                let q = ((rest.newly_wrong as f64 + 1.0)
-                    / ((rest.newly_wrong + rest.newly_right) as f64 + 2.0))
+                let q = ((rest.paired.newly_wrong as f64 + 1.0)
+                    / ((rest.paired.newly_wrong + rest.paired.newly_right) as f64 + 2.0))
                     .max(0.5);
                 out.push(candidate(
                     "compare-segment",
@@ -855,18 +863,18 @@ fn segments(
                         rule.warn_accuracy,
                         rule.deny_accuracy,
                     )],
-                    counts.labelled,
+                    counts.paired.rows,
                     format!(
                         "Where `{}` is {name} ({} rows), accuracy went from {} to {} while the other rows changed by {} points",
                         seg.column,
                         counts.rows,
-                        pct(counts.right_before as f64 / m),
-                        pct(counts.right_after as f64 / m),
+                        pct(counts.paired.right_before as f64 / m),
+                        pct(counts.paired.right_after as f64 / m),
                         num(-100.0 * drop_rest)
                     ),
                     BTreeMap::from([
-                        ("accuracy-before".to_owned(), counts.right_before as f64 / m),
-                        ("accuracy-after".to_owned(), counts.right_after as f64 / m),
+                        ("accuracy-before".to_owned(), counts.paired.right_before as f64 / m),
+                        ("accuracy-after".to_owned(), counts.paired.right_after as f64 / m),
                         ("accuracy-drop-rest".to_owned(), drop_rest),
                         ("newly-wrong".to_owned(), b as f64),
                         ("newly-right".to_owned(), c as f64),
