@@ -46,6 +46,7 @@ fn batch(df: DataFrame) -> Batch {
         sha256: String::new(),
         bytes: 0,
         rows,
+        object: None,
     };
     Batch {
         frames: vec![df],

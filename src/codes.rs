@@ -180,6 +180,12 @@ pub const CODES: &[CodeInfo] = &[
         respond: "Recalibrate on trusted data, or keep the serving model and check the training labels.",
     },
     CodeInfo {
+        code: "integrity-sse-kms-missing",
+        summary: "With --require-sse-kms, an input is not an S3 object encrypted with SSE-KMS (or not with the required key).",
+        why: "Objects outside the KMS key's access policy can be written by anyone with bucket access; a batch swapped in by such a writer is exactly what the gate exists to stop. A local file cannot prove its encryption at rest, so it fails the requirement too.",
+        respond: "Re-upload the object with SSE-KMS under the required key (or set the bucket's default encryption), and find out who wrote the unencrypted copy.",
+    },
+    CodeInfo {
         code: "policy-unused-exception",
         summary: "An exception in the policy matched no finding of this batch.",
         why: "Stale waivers hide future problems and make audits harder; a typo in a column name waives nothing.",
@@ -241,6 +247,7 @@ mod tests {
                 "compare-segment",
                 "compare-score-shift",
                 "compare-calibration",
+                "integrity-sse-kms-missing",
                 "policy-unused-exception",
             ]
         );

@@ -31,6 +31,14 @@ pub enum Error {
         /// The difference.
         cause: String,
     },
+    /// An S3 location could not be listed or read.
+    #[error("cannot read S3 object ({uri}): {cause}")]
+    S3 {
+        /// `s3://bucket/key`.
+        uri: String,
+        /// What went wrong, without request or credential details.
+        cause: String,
+    },
     /// The baseline is missing, corrupt, of an unknown format version or fails its digest.
     #[error("cannot use baseline ({path}): {cause}")]
     Baseline {
@@ -68,6 +76,14 @@ impl Error {
     pub fn input(path: &Path, cause: impl std::fmt::Display) -> Self {
         Self::Input {
             path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
+    /// An S3 error for `uri`.
+    pub fn s3(uri: impl std::fmt::Display, cause: impl std::fmt::Display) -> Self {
+        Self::S3 {
+            uri: uri.to_string(),
             cause: one_line(cause),
         }
     }
@@ -110,6 +126,9 @@ impl Error {
                 "re-pin the baseline with `poisongate profile`, or check --expect-baseline-sha256",
             ),
             Self::Policy { .. } => Some("`poisongate policy --init` prints a valid template"),
+            Self::S3 { .. } => Some(
+                "check the URI, the AWS credentials and region in the environment, and the endpoint (--s3-endpoint, AWS_ENDPOINT_URL)",
+            ),
             _ => None,
         }
     }

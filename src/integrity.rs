@@ -133,8 +133,8 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 /// The outcome of checking one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
-    /// The file.
-    pub path: PathBuf,
+    /// The file or `s3://` object, as named.
+    pub path: String,
     /// Its SHA-256.
     pub sha256: String,
     /// The digest it was checked against (sha256sum mode).
@@ -144,51 +144,62 @@ pub struct Checked {
 }
 
 /// Checks files against a `sha256sum` file. With no files, every entry is checked, its name
-/// taken relative to the checksum file's directory; with files, each must be listed (by the
-/// path as given or by its file name).
+/// taken relative to the checksum file's directory (or `s3://` prefix); with files, each must
+/// be listed (by the name as given or by its file name). `open` gives a local path for a name
+/// (downloading an S3 object first).
 ///
 /// # Errors
-/// An unreadable or malformed checksum file, a file that is missing, or a file it does not
-/// list.
-pub fn check_sha256sum(sums: &Path, files: &[PathBuf]) -> Result<Vec<Checked>> {
-    let text = std::fs::read_to_string(sums)
-        .map_err(|e| Error::input(sums, crate::source::io_cause(&e)))?;
-    let entries = parse_sha256sum(&text).map_err(|cause| Error::input(sums, cause))?;
+/// A malformed or empty checksum file, a file that is not listed, or one that cannot be read.
+pub fn check_sha256sum(
+    sums: &str,
+    text: &str,
+    files: &[String],
+    mut open: impl FnMut(&str) -> Result<PathBuf>,
+) -> Result<Vec<Checked>> {
+    let sums_path = Path::new(sums);
+    let entries = parse_sha256sum(text).map_err(|cause| Error::input(sums_path, cause))?;
     if entries.is_empty() {
-        return Err(Error::input(sums, "no sha256sum entries"));
+        return Err(Error::input(sums_path, "no sha256sum entries"));
     }
-    let targets: Vec<(PathBuf, &Entry)> = if files.is_empty() {
-        let dir = sums.parent().unwrap_or(Path::new(""));
-        entries.iter().map(|e| (dir.join(&e.name), e)).collect()
+    let basename = |name: &str| name.rsplit('/').next().unwrap_or(name).to_owned();
+    let targets: Vec<(String, &Entry)> = if files.is_empty() {
+        let dir = sums.rfind('/').map_or("", |i| &sums[..=i]);
+        entries
+            .iter()
+            .map(|e| {
+                let name = if e.name.starts_with('/') {
+                    e.name.clone()
+                } else {
+                    format!("{dir}{}", e.name)
+                };
+                (name, e)
+            })
+            .collect()
     } else {
         let mut out = Vec::with_capacity(files.len());
         for f in files {
-            let given = f.to_string_lossy();
-            let base = f.file_name().map(|n| n.to_string_lossy().into_owned());
+            let base = basename(f);
             let entry = entries
                 .iter()
-                .find(|e| e.name == given)
-                .or_else(|| {
-                    entries.iter().find(|e| {
-                        Path::new(&e.name)
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            == base
-                    })
-                })
-                .ok_or_else(|| Error::input(f, format!("not listed in {}", sums.display())))?;
+                .find(|e| e.name == *f)
+                .or_else(|| entries.iter().find(|e| basename(&e.name) == base))
+                .ok_or_else(|| Error::input(Path::new(f), format!("not listed in {sums}")))?;
             out.push((f.clone(), entry));
         }
         out
     };
     let mut out = Vec::with_capacity(targets.len());
-    for (path, entry) in targets {
-        let (sha256, _) = sha256_file(&path)?;
+    for (name, entry) in targets {
+        let local = open(&name)?;
+        let (sha256, _) = sha256_file(&local).map_err(|e| match e {
+            Error::Input { cause, .. } => Error::input(Path::new(&name), cause),
+            other => other,
+        })?;
         out.push(Checked {
             ok: sha256 == entry.sha256,
             expected: Some(entry.sha256.clone()),
             sha256,
-            path,
+            path: name,
         });
     }
     Ok(out)
@@ -259,4 +270,70 @@ mod tests {
                 .contains("line 1")
         );
     }
+}
+
+/// The code of an input that is not SSE-KMS encrypted when `--require-sse-kms` asks for it.
+pub const SSE_KMS_MISSING: &str = "integrity-sse-kms-missing";
+
+/// One input as `--require-sse-kms` sees it: its name and, for S3 objects, what S3 reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// The `s3://` URI or local path.
+    pub name: &'a str,
+    /// What S3 reported; `None` for a local file.
+    pub object: Option<&'a crate::source::ObjectRef>,
+}
+
+/// Findings for every input that `--require-sse-kms [KEY]` rejects: an S3 object without
+/// SSE-KMS, one encrypted under another key, and a local file (whose encryption at rest
+/// cannot be verified: the requirement fails closed).
+#[must_use]
+pub fn sse_kms_findings(
+    required_key: Option<&str>,
+    inputs: &[Stored<'_>],
+) -> Vec<crate::finding::Finding> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let message = match input.object {
+            None => format!(
+                "{} is a local file, not an S3 object, so SSE-KMS encryption cannot be verified.",
+                input.name
+            ),
+            Some(o) if o.sse_kms_matches(required_key) => continue,
+            Some(o) => match (o.sse.as_deref(), required_key) {
+                (Some("aws:kms" | "aws:kms:dsse"), Some(want)) => format!(
+                    "{} is encrypted with KMS key {}, not the required {want}.",
+                    input.name,
+                    o.sse_kms_key_id.as_deref().unwrap_or("(not reported)")
+                ),
+                (Some(other), _) => {
+                    format!("{} is encrypted with {other}, not SSE-KMS.", input.name)
+                }
+                (None, _) => format!(
+                    "{} reports no server-side encryption; SSE-KMS is required.",
+                    input.name
+                ),
+            },
+        };
+        out.push(crate::finding::Finding {
+            code: SSE_KMS_MISSING.to_owned(),
+            severity: crate::finding::Severity::Deny,
+            subject: crate::finding::Subject {
+                column: None,
+                value: Some(input.name.to_owned()),
+                label: None,
+            },
+            statistic: "sse-kms".to_owned(),
+            value: 0.0,
+            threshold: 1.0,
+            p_value: None,
+            n: 1,
+            n_baseline: 0,
+            message,
+            evidence: std::collections::BTreeMap::new(),
+            rows: Vec::new(),
+            tag: None,
+        });
+    }
+    out
 }

@@ -27,6 +27,8 @@ pub struct LoadedBaseline {
     pub path: String,
     /// SHA-256 of the file's bytes.
     pub sha256: String,
+    /// ETag, version and encryption, when it was read from S3.
+    pub object: Option<crate::source::ObjectRef>,
 }
 
 /// Reads, verifies and validates a baseline file.
@@ -51,8 +53,28 @@ pub fn load_verified(
 ) -> Result<LoadedBaseline> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::baseline(path, crate::source::io_cause(&e)))?;
+    from_bytes(
+        &path.display().to_string(),
+        &bytes,
+        expect_sha256,
+        signature,
+    )
+}
+
+/// [`load_verified`] on bytes already read (from S3, say); `name` is what errors and reports
+/// call the baseline.
+///
+/// # Errors
+/// As [`load_verified`].
+pub fn from_bytes(
+    name: &str,
+    bytes: &[u8],
+    expect_sha256: Option<&str>,
+    signature: Option<&crate::integrity::SignatureCheck>,
+) -> Result<LoadedBaseline> {
+    let path = Path::new(name);
     if let Some(sig) = signature
-        && !sig.verify(&bytes)?
+        && !sig.verify(bytes)?
     {
         return Err(Error::baseline(
             path,
@@ -63,7 +85,7 @@ pub fn load_verified(
             ),
         ));
     }
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let sha256 = hex::encode(Sha256::digest(bytes));
     if let Some(expected) = expect_sha256 {
         let expected = expected.trim().to_ascii_lowercase();
         if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -78,7 +100,7 @@ pub fn load_verified(
             ));
         }
     }
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::baseline(path, format!("not valid JSON: {e}")))?;
     match value.get("format").and_then(serde_json::Value::as_str) {
         Some(BASELINE_FORMAT) => {}
@@ -102,8 +124,9 @@ pub fn load_verified(
         .map_err(|cause| Error::baseline(path, format!("corrupt baseline: {cause}")))?;
     Ok(LoadedBaseline {
         baseline,
-        path: path.display().to_string(),
+        path: name.to_owned(),
         sha256,
+        object: None,
     })
 }
 

@@ -246,6 +246,33 @@ pub fn evaluate(
     })
 }
 
+/// Adds findings decided outside the batch's statistics (integrity of the inputs) to an
+/// evaluation: the policy's level applies to them as to any other, and the order stays
+/// deny first.
+pub fn add_findings(policy: &Policy, eval: &mut Evaluation, extra: Vec<Finding>) {
+    if extra.is_empty() {
+        return;
+    }
+    let mut policy = policy.clone();
+    policy
+        .exceptions
+        .retain(|e| extra.iter().any(|f| f.code == e.code && e.column.is_none()));
+    // The evaluation saw none of these findings, so it called their exceptions unused.
+    eval.findings.retain(|f| {
+        f.code != "policy-unused-exception"
+            || !policy.exceptions.iter().any(|e| {
+                f.subject.value.as_deref() == Some(e.code.as_str()) && f.subject.column.is_none()
+            })
+    });
+    let (findings, waived) = apply_policy(&policy, extra);
+    eval.findings.extend(findings);
+    eval.waived.extend(waived);
+    eval.findings
+        .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    eval.waived
+        .sort_by(|a, b| (&a.code, &a.subject).cmp(&(&b.code, &b.subject)));
+}
+
 /// Applies levels and exceptions; reports exceptions that matched nothing.
 pub(crate) fn apply_policy(policy: &Policy, decided: Vec<Finding>) -> (Vec<Finding>, Vec<Waived>) {
     let mut used = vec![false; policy.exceptions.len()];

@@ -2,6 +2,7 @@
 
 use poisongate::baseline;
 use poisongate::check;
+use poisongate::integrity;
 use poisongate::output::write_atomic;
 use poisongate::policy::Policy;
 use poisongate::report::{ArtifactRef, Report, Verdict};
@@ -42,14 +43,37 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         }),
         _ => None,
     };
-    let loaded = baseline::load_verified(
+    let sources = args.input.sources();
+    let (bytes, object) = sources.read_bytes(&args.baseline, |p, cause| {
+        poisongate::Error::baseline(p, cause)
+    })?;
+    let mut loaded = baseline::from_bytes(
         &args.baseline,
+        &bytes,
         args.expect_baseline_sha256.as_deref(),
         signature.as_ref(),
     )?;
-    let files = source::resolve(&args.input.data, args.input.input_format()?)?;
+    loaded.object = object;
+    let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
     let batch = source::read_batch(&files)?;
     let mut eval = check::check(&loaded.baseline, &policy.policy, &batch)?;
+    if let Some(key) = args.sse.requirement() {
+        // The baseline is held to the requirement when it comes from S3; a local baseline
+        // is pinned by its digest or signature instead.
+        let mut stored: Vec<integrity::Stored<'_>> = Vec::new();
+        if let Some(object) = &loaded.object {
+            stored.push(integrity::Stored {
+                name: &loaded.path,
+                object: Some(object),
+            });
+        }
+        stored.extend(batch.inputs.iter().map(|i| integrity::Stored {
+            name: &i.path,
+            object: i.object.as_ref(),
+        }));
+        let extra = integrity::sse_kms_findings(key, &stored);
+        check::add_findings(&policy.policy, &mut eval, extra);
+    }
     let quarantine = std::mem::take(&mut eval.quarantine);
     let quarantined = quarantine.len();
     let scores = std::mem::take(&mut eval.row_scores);
@@ -57,6 +81,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         path: loaded.path,
         sha256: loaded.sha256,
         rows: loaded.baseline.rows,
+        object: loaded.object,
     };
     let mut report = Report::from_evaluation("check", eval, Some(base), batch.inputs, &policy);
     report.counts.quarantined_rows = quarantined;

@@ -24,12 +24,13 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
     let policy = Policy::load(args.policy.as_deref())?;
     let noise = args.noise.as_deref().map(Noise::load).transpose()?;
     let format = args.input.input_format()?;
-    let files = source::resolve(&args.input.data, format)?;
+    let sources = args.input.sources();
+    let files = sources.resolve(&args.input.data, format)?;
     let batch = source::read_batch(&files)?;
     let join = if args.join.is_empty() {
         None
     } else {
-        Some(source::read_batch(&source::resolve(&args.join, format)?)?)
+        Some(source::read_batch(&sources.resolve(&args.join, format)?)?)
     };
     let spec = Spec {
         before: args.before_col.clone(),

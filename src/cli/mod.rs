@@ -58,6 +58,35 @@ struct InputArgs {
     /// also the stdout format (text, json). Repeat to give both: `--format csv --format json`.
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Vec<FormatArg>,
+    /// Endpoint of an S3-compatible store for s3:// inputs, e.g. http://127.0.0.1:9000
+    /// (implies path-style addressing). Default: AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL,
+    /// then AWS itself.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+}
+
+/// `--require-sse-kms`, shared by `profile` and `check`.
+#[derive(Debug, Args)]
+struct SseArgs {
+    /// Require every input to be an S3 object encrypted with SSE-KMS; with `=KEY` (a key ARN
+    /// or key id), with that key. Any other input is an `integrity-sse-kms-missing` deny.
+    #[arg(
+        long,
+        value_name = "KEY-ARN",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = ""
+    )]
+    require_sse_kms: Option<String>,
+}
+
+impl SseArgs {
+    /// `None` when not required; `Some(None)` for any KMS key; `Some(Some(key))` for one key.
+    fn requirement(&self) -> Option<Option<&str>> {
+        self.require_sse_kms
+            .as_deref()
+            .map(|k| Some(k.trim()).filter(|k| !k.is_empty()))
+    }
 }
 
 /// Values of `--format`: input formats and stdout formats share the flag (their names differ).
@@ -78,6 +107,13 @@ enum FormatArg {
 }
 
 impl InputArgs {
+    /// Where inputs come from: local paths, or S3 through this endpoint.
+    fn sources(&self) -> poisongate::source::Sources {
+        poisongate::source::Sources::new(poisongate::source::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+        })
+    }
+
     /// The input format override, if any.
     fn input_format(&self) -> poisongate::Result<Option<Format>> {
         let mut found = None;
@@ -138,13 +174,15 @@ struct ProfileArgs {
     /// Seed for every random choice derived from this baseline.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    sse: SseArgs,
 }
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// The pinned baseline (from `poisongate profile`).
+    /// The pinned baseline (from `poisongate profile`): a file or an s3:// object.
     #[arg(long, value_name = "FILE")]
-    baseline: PathBuf,
+    baseline: String,
     #[command(flatten)]
     input: InputArgs,
     /// Refuse the baseline unless its SHA-256 is this (64 hex digits).
@@ -170,6 +208,8 @@ struct CheckArgs {
     /// batch order; for ranking rows and measuring detection quality.
     #[arg(long, value_name = "FILE")]
     row_scores: Option<PathBuf>,
+    #[command(flatten)]
+    sse: SseArgs,
 }
 
 /// Report files, shared by `check` and `compare`.
@@ -242,13 +282,13 @@ struct CompareArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature"])))]
 struct VerifyArgs {
-    /// Files to verify. With --sha256-file and no FILE, every listed file is checked
-    /// (names relative to the checksum file's directory).
+    /// Files or s3:// objects to verify. With --sha256-file and no FILE, every listed file is
+    /// checked (names relative to the checksum file's directory or S3 prefix).
     #[arg(value_name = "FILE")]
-    files: Vec<PathBuf>,
-    /// A sha256sum-format file (`HEX  NAME` or `HEX *NAME` per line).
+    files: Vec<String>,
+    /// A sha256sum-format file (`HEX  NAME` or `HEX *NAME` per line); a file or s3:// object.
     #[arg(long, value_name = "F")]
-    sha256_file: Option<PathBuf>,
+    sha256_file: Option<String>,
     /// A detached signature of FILE: base64 of an ECDSA P-256 / SHA-256 DER signature, as
     /// `cosign sign-blob` or `openssl dgst -sha256 -sign` (base64-encoded) write it.
     #[arg(
@@ -261,6 +301,11 @@ struct VerifyArgs {
     /// PEM public key (`-----BEGIN PUBLIC KEY-----`) for --signature.
     #[arg(long, value_name = "PEM", requires = "signature")]
     public_key: Option<PathBuf>,
+    /// Endpoint of an S3-compatible store for s3:// files (implies path-style addressing).
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    #[command(flatten)]
+    sse: SseArgs,
 }
 
 #[derive(Debug, Args)]

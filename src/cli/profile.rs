@@ -1,6 +1,7 @@
 //! `poisongate profile`.
 
 use poisongate::baseline::{self, ProfileOptions};
+use poisongate::integrity;
 use poisongate::output::write_atomic;
 use poisongate::report::Verdict;
 use poisongate::source;
@@ -14,8 +15,34 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
             "`profile` has no JSON stdout; the baseline is the output".into(),
         ));
     }
-    let files = source::resolve(&args.input.data, args.input.input_format()?)?;
+    let sources = args.input.sources();
+    let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
     let batch = source::read_batch(&files)?;
+    if let Some(key) = args.sse.requirement() {
+        let stored: Vec<integrity::Stored<'_>> = batch
+            .inputs
+            .iter()
+            .map(|i| integrity::Stored {
+                name: &i.path,
+                object: i.object.as_ref(),
+            })
+            .collect();
+        let refused = integrity::sse_kms_findings(key, &stored);
+        if !refused.is_empty() {
+            // Pinning trusted data that fails its integrity requirement would launder it:
+            // nothing is written and the run is blocked.
+            let mut out = String::new();
+            for f in &refused {
+                out.push_str(&format!("deny {}: {}\n", f.code, f.message));
+            }
+            out.push_str(&format!(
+                "poisongate profile: BLOCKED (exit 1): {} input(s) fail --require-sse-kms; no baseline written\n",
+                refused.len()
+            ));
+            super::stdout(&out);
+            return Ok(Verdict::Blocked);
+        }
+    }
     let opts = ProfileOptions {
         label: args.label.clone(),
         id: args.id.clone(),

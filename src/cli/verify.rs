@@ -1,15 +1,32 @@
 //! `poisongate verify`.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use poisongate::integrity::{self, SignatureCheck};
 use poisongate::report::Verdict;
+use poisongate::source::{ObjectRef, S3Options, Sources};
 
 use super::VerifyArgs;
 
 pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
+    let sources = Sources::new(S3Options {
+        endpoint: args.s3_endpoint.clone(),
+    });
+    // What S3 reported for each object read, for --require-sse-kms.
+    let mut objects: Vec<(String, Option<ObjectRef>)> = Vec::new();
     let checked = match (&args.sha256_file, &args.signature, &args.public_key) {
-        (Some(sums), _, _) => integrity::check_sha256sum(sums, &args.files)?,
+        (Some(sums), _, _) => {
+            let (bytes, _) = sources.read_bytes(sums, poisongate::Error::input)?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                poisongate::Error::input(Path::new(sums), "not a UTF-8 sha256sum file")
+            })?;
+            integrity::check_sha256sum(sums, &text, &args.files, |name| {
+                let (path, object) = sources.open(name)?;
+                objects.push((name.to_owned(), object));
+                Ok(path)
+            })?
+        }
         (None, Some(signature), Some(public_key)) => {
             let [file] = args.files.as_slice() else {
                 return Err(poisongate::Error::Usage(format!(
@@ -17,7 +34,8 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
                     args.files.len()
                 )));
             };
-            let bytes = integrity::read(file)?;
+            let (bytes, object) = sources.read_bytes(file, poisongate::Error::input)?;
+            objects.push((file.clone(), object));
             let check = SignatureCheck {
                 signature: signature.clone(),
                 public_key: public_key.clone(),
@@ -47,19 +65,33 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
                 c.sha256
             ),
         };
-        let _ = writeln!(out, "{}: {what}", c.path.display());
+        let _ = writeln!(out, "{}: {what}", c.path);
     }
-    let failed = checked.iter().filter(|c| !c.ok).count();
+    let mut failed = checked.iter().filter(|c| !c.ok).count();
+    if let Some(key) = args.sse.requirement() {
+        let stored: Vec<integrity::Stored<'_>> = objects
+            .iter()
+            .map(|(name, object)| integrity::Stored {
+                name,
+                object: object.as_ref(),
+            })
+            .collect();
+        let refused = integrity::sse_kms_findings(key, &stored);
+        for f in &refused {
+            let _ = writeln!(out, "FAILED: {}: {}", f.code, f.message);
+        }
+        failed += refused.len();
+    }
     let _ = writeln!(
         out,
-        "poisongate verify: {} ({} of {} file(s) failed)",
+        "poisongate verify: {} ({} of {} check(s) failed)",
         if failed == 0 {
             "PASS (exit 0)"
         } else {
             "BLOCKED (exit 1)"
         },
         failed,
-        checked.len()
+        checked.len() + args.sse.requirement().map_or(0, |_| objects.len())
     );
     super::stdout(&out);
     Ok(if failed == 0 {

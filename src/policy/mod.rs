@@ -274,6 +274,9 @@ pub struct Checks {
     pub compare_score_shift: ScoreShift,
     /// `compare-calibration`: thresholds on the increase of the expected calibration error.
     pub compare_calibration: RateRule,
+    /// `integrity-sse-kms-missing`: an input not SSE-KMS encrypted under
+    /// `--require-sse-kms`.
+    pub integrity_sse_kms_missing: LevelOnly,
 }
 
 impl Default for Checks {
@@ -391,6 +394,7 @@ impl Default for Checks {
                 deny_psi: 0.25,
             },
             compare_calibration: rate(0.02, 0.05),
+            integrity_sse_kms_missing: level(Level::Deny),
         }
     }
 }
@@ -742,6 +746,7 @@ impl Policy {
             "compare-segment" => c.compare_segment.level,
             "compare-score-shift" => c.compare_score_shift.level,
             "compare-calibration" => c.compare_calibration.level,
+            "integrity-sse-kms-missing" => c.integrity_sse_kms_missing.level,
             _ => Level::Deny,
         }
     }

@@ -97,6 +97,9 @@ pub struct ArtifactRef {
     pub sha256: String,
     /// Rows it describes.
     pub rows: u64,
+    /// ETag, version id and encryption, when it was read from S3.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub object: Option<crate::source::ObjectRef>,
 }
 
 /// The policy in force.

@@ -6,9 +6,11 @@
 
 mod format;
 mod read;
+pub mod s3;
 
 pub use format::Format;
 pub use read::{Batch, read_batch, read_file};
+pub use s3::{ObjectRef, S3Options, S3Uri};
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,38 @@ pub struct InputFile {
     pub path: PathBuf,
     /// How to decode it.
     pub format: Format,
+    /// The S3 object it was downloaded from, when it was (then `path` is the spilled copy).
+    pub origin: Option<Origin>,
+}
+
+impl InputFile {
+    /// A local file.
+    #[must_use]
+    pub fn local(path: PathBuf, format: Format) -> Self {
+        Self {
+            path,
+            format,
+            origin: None,
+        }
+    }
+
+    /// The name errors and reports use: the `s3://` URI, or the local path.
+    #[must_use]
+    pub fn name(&self) -> String {
+        match &self.origin {
+            Some(o) => o.uri.clone(),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// Where a spilled input came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `s3://bucket/key`.
+    pub uri: String,
+    /// ETag, version and encryption as read.
+    pub object: ObjectRef,
 }
 
 /// Provenance of one input, recorded in baselines and reports.
@@ -39,6 +73,9 @@ pub struct InputMeta {
     pub bytes: u64,
     /// Rows decoded.
     pub rows: u64,
+    /// ETag, version id and server-side encryption, for S3 objects.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub object: Option<ObjectRef>,
 }
 
 /// Expands every `DATA` argument (file, directory, glob) into input files, in a stable order.
@@ -66,11 +103,188 @@ pub fn resolve(args: &[String], format: Option<Format>) -> Result<Vec<InputFile>
                 })?,
             };
             if !files.iter().any(|f| f.path == path) {
-                files.push(InputFile { path, format });
+                files.push(InputFile::local(path, format));
             }
         }
     }
     Ok(files)
+}
+
+/// Inputs from local paths and S3, with the S3 client made on first use and the spilled
+/// objects kept until this is dropped.
+#[derive(Debug, Default)]
+pub struct Sources {
+    options: S3Options,
+    s3: std::cell::OnceCell<s3::S3>,
+}
+
+/// The cause S3 gives for a key that does not exist (then the key may name a prefix).
+const NO_SUCH_OBJECT: &str = "no such object";
+
+impl Sources {
+    /// Sources with these S3 settings.
+    #[must_use]
+    pub fn new(options: S3Options) -> Self {
+        Self {
+            options,
+            s3: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn s3(&self, first: &str) -> Result<&s3::S3> {
+        if let Some(s3) = self.s3.get() {
+            return Ok(s3);
+        }
+        let client = s3::S3::connect(&self.options, first)?;
+        Ok(self.s3.get_or_init(|| client))
+    }
+
+    /// [`resolve`], where any argument may also be `s3://bucket/key` or `s3://bucket/prefix/`.
+    /// S3 objects are downloaded (streamed to a temporary directory) before this returns.
+    ///
+    /// A key that does not exist but has objects under `key/` is read as that prefix, as a
+    /// local directory is.
+    ///
+    /// # Errors
+    /// As [`resolve`]; for S3, a listing or download that fails, or a prefix without data.
+    pub fn resolve(&self, args: &[String], format: Option<Format>) -> Result<Vec<InputFile>> {
+        if args.is_empty() {
+            return Err(Error::Usage("no DATA inputs given".into()));
+        }
+        let mut files: Vec<InputFile> = Vec::new();
+        for arg in args {
+            let found = if S3Uri::is_s3(arg) {
+                self.resolve_s3(arg, format)?
+            } else {
+                resolve(std::slice::from_ref(arg), format)?
+            };
+            for file in found {
+                if !files.iter().any(|f| f.name() == file.name()) {
+                    files.push(file);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    fn resolve_s3(&self, arg: &str, format: Option<Format>) -> Result<Vec<InputFile>> {
+        let uri = S3Uri::parse(arg)?;
+        let s3 = self.s3(arg)?;
+        let objects = if uri.is_prefix() {
+            self.list_data(s3, &uri, format)?
+        } else if object_format(&uri, format).is_err() {
+            // No extension to go by: a "directory" of objects, as a local path may be.
+            let prefix = S3Uri {
+                bucket: uri.bucket.clone(),
+                key: format!("{}/", uri.key),
+            };
+            if s3.list(&prefix)?.is_empty() {
+                object_format(&uri, format)?;
+            }
+            self.list_data(s3, &prefix, format)?
+        } else {
+            match s3.fetch(&uri) {
+                Ok(one) => vec![one],
+                Err(Error::S3 { cause, .. }) if cause == NO_SUCH_OBJECT => {
+                    let prefix = S3Uri {
+                        bucket: uri.bucket.clone(),
+                        key: format!("{}/", uri.key),
+                    };
+                    let under = s3.list(&prefix)?;
+                    if under.is_empty() {
+                        return Err(Error::s3(&uri, NO_SUCH_OBJECT));
+                    }
+                    self.list_data(s3, &prefix, format)?
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        objects
+            .into_iter()
+            .map(|f| {
+                Ok(InputFile {
+                    format: object_format(&f.uri, format)?,
+                    path: f.path,
+                    origin: Some(Origin {
+                        uri: f.uri.to_string(),
+                        object: f.object,
+                    }),
+                })
+            })
+            .collect()
+    }
+
+    fn list_data(
+        &self,
+        s3: &s3::S3,
+        prefix: &S3Uri,
+        format: Option<Format>,
+    ) -> Result<Vec<s3::Fetched>> {
+        let keys: Vec<S3Uri> = s3
+            .list(prefix)?
+            .into_iter()
+            .filter(|u| {
+                // Keys below a hidden or marker "directory" are skipped, as on disk.
+                let rel = u.key.strip_prefix(&prefix.key).unwrap_or(&u.key);
+                !rel.split('/').any(|seg| seg.starts_with(['.', '_']))
+                    && is_data_name(u.basename(), format)
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(Error::s3(
+                prefix,
+                "no .parquet, .csv, .arrow, .ipc, .feather, .ndjson or .jsonl objects under this prefix",
+            ));
+        }
+        s3.fetch_all(&keys)
+    }
+
+    /// A local path holding one file or S3 object (downloaded first), with the object's
+    /// metadata.
+    ///
+    /// # Errors
+    /// A prefix where one object is needed, or an object that cannot be read.
+    pub fn open(&self, arg: &str) -> Result<(PathBuf, Option<ObjectRef>)> {
+        if !S3Uri::is_s3(arg) {
+            return Ok((PathBuf::from(arg), None));
+        }
+        let uri = S3Uri::parse(arg)?;
+        if uri.is_prefix() {
+            return Err(Error::s3(&uri, "names a prefix; one object is needed here"));
+        }
+        let fetched = self.s3(arg)?.fetch(&uri)?;
+        Ok((fetched.path, Some(fetched.object)))
+    }
+
+    /// The bytes of one local file or S3 object (a baseline, a checksum file), with the S3
+    /// object's metadata. Local read errors are built by `local_error`.
+    ///
+    /// # Errors
+    /// The file or object cannot be read.
+    pub fn read_bytes(
+        &self,
+        arg: &str,
+        local_error: impl Fn(&Path, String) -> Error,
+    ) -> Result<(Vec<u8>, Option<ObjectRef>)> {
+        let (path, object) = self.open(arg)?;
+        let bytes = std::fs::read(&path).map_err(|e| match object {
+            Some(_) => Error::s3(arg, format!("reading the spilled copy: {e}")),
+            None => local_error(&path, io_cause(&e)),
+        })?;
+        Ok((bytes, object))
+    }
+}
+
+fn object_format(uri: &S3Uri, format: Option<Format>) -> Result<Format> {
+    match format {
+        Some(f) => Ok(f),
+        None => Format::from_path(Path::new(uri.basename())).ok_or_else(|| {
+            Error::s3(
+                uri,
+                "unknown file extension; expected .parquet, .csv, .arrow/.ipc/.feather or .ndjson/.jsonl (or pass --format)",
+            )
+        }),
+    }
 }
 
 fn is_glob(arg: &str) -> bool {
@@ -78,12 +292,6 @@ fn is_glob(arg: &str) -> bool {
 }
 
 fn expand(arg: &str, format: Option<Format>) -> Result<Vec<PathBuf>> {
-    if arg.starts_with("s3://") {
-        return Err(Error::input(
-            Path::new(arg),
-            "s3:// inputs are not supported by this build yet",
-        ));
-    }
     let path = Path::new(arg);
     if is_glob(arg) && !path.exists() {
         let mut out: Vec<PathBuf> = glob::glob(arg)
@@ -113,22 +321,31 @@ fn expand(arg: &str, format: Option<Format>) -> Result<Vec<PathBuf>> {
     Ok(vec![path.to_path_buf()])
 }
 
+/// Whether a file name found under a directory or prefix is data: hidden files and
+/// Spark/Hadoop markers (`_SUCCESS`, `_committed_*`) are not, and neither are other formats.
+fn is_data_name(name: &str, format: Option<Format>) -> bool {
+    if name.is_empty() || name.starts_with(['.', '_']) {
+        return false;
+    }
+    let path = Path::new(name);
+    match format {
+        Some(f) => Format::from_path(path) == Some(f),
+        None => Format::from_path(path).is_some(),
+    }
+}
+
 fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::input(dir, io_cause(&e)))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::input(dir, io_cause(&e)))?;
         let path = entry.path();
         let name = entry.file_name();
-        // Hidden files and Spark/Hadoop markers (_SUCCESS, _committed_*) are not data.
-        if name.to_string_lossy().starts_with(['.', '_']) {
-            continue;
-        }
+        let name = name.to_string_lossy();
         if path.is_dir() {
-            walk(&path, format, out)?;
-        } else if match format {
-            Some(f) => Format::from_path(&path) == Some(f),
-            None => Format::from_path(&path).is_some(),
-        } {
+            if !name.starts_with(['.', '_']) {
+                walk(&path, format, out)?;
+            }
+        } else if is_data_name(&name, format) {
             out.push(path);
         }
     }

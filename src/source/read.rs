@@ -50,7 +50,7 @@ pub fn read_batch(files: &[InputFile]) -> Result<Batch> {
     let mut inputs = Vec::with_capacity(files.len());
     let progress = crate::progress::files(files.len() as u64);
     for file in files {
-        progress.set_message(file.path.display().to_string());
+        progress.set_message(file.name());
         let (meta, df) = read_file(file)?;
         if let (Some(first), Some(first_meta)) = (frames.first(), inputs.first()) {
             check_same_schema(first, &df, first_meta, &meta)?;
@@ -101,27 +101,39 @@ fn check_same_schema(
 /// Missing, unreadable, truncated or corrupt files, and files with no rows or no columns.
 pub fn read_file(file: &InputFile) -> Result<(InputMeta, DataFrame)> {
     let path = &file.path;
-    let meta = std::fs::metadata(path).map_err(|e| Error::input(path, io_cause(&e)))?;
+    // Errors and reports name the input as given: the S3 URI for a spilled object.
+    let name = file.name();
+    let shown = Path::new(&name);
+    let meta = std::fs::metadata(path).map_err(|e| Error::input(shown, io_cause(&e)))?;
     if meta.len() == 0 {
-        return Err(Error::input(path, "file is empty (0 bytes)"));
+        return Err(Error::input(shown, "file is empty (0 bytes)"));
     }
-    let (digest, frame) = rayon::join(|| sha256_file(path), || decode(path, file.format));
-    let (sha256, bytes) = digest?;
+    let (digest, frame) = rayon::join(|| sha256_file(path), || decode(path, shown, file.format));
+    let (sha256, bytes) = digest.map_err(|e| rename(e, shown))?;
     let df = frame?;
     if df.width() == 0 {
-        return Err(Error::input(path, "no columns"));
+        return Err(Error::input(shown, "no columns"));
     }
     if df.height() == 0 {
-        return Err(Error::input(path, "no rows (header or schema only)"));
+        return Err(Error::input(shown, "no rows (header or schema only)"));
     }
     let meta = InputMeta {
-        path: path.display().to_string(),
+        path: name.clone(),
         format: file.format,
         sha256,
         bytes,
         rows: df.height() as u64,
+        object: file.origin.as_ref().map(|o| o.object.clone()),
     };
     Ok((meta, df))
+}
+
+/// An input error about a spilled copy, renamed to the input it stands for.
+fn rename(e: Error, shown: &Path) -> Error {
+    match e {
+        Error::Input { cause, .. } => Error::input(shown, cause),
+        other => other,
+    }
 }
 
 /// SHA-256 and length of a file, streamed.
@@ -145,16 +157,22 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64)> {
 
 /// Decodes a file with polars. Decoder panics on hostile bytes become input errors naming the
 /// file instead of crashing the gate.
-fn decode(path: &Path, format: Format) -> Result<DataFrame> {
+fn decode(path: &Path, shown: &Path, format: Format) -> Result<DataFrame> {
     let result = catch_unwind(AssertUnwindSafe(|| decode_inner(path, format)));
     match result {
         Ok(Ok(df)) => Ok(df),
         Ok(Err(e)) => Err(Error::input(
-            path,
-            format!("not valid {}: {e}", format.name()),
+            shown,
+            format!(
+                "not valid {}: {}",
+                format.name(),
+                // Decoder messages may name the spilled copy; name the input instead.
+                e.to_string()
+                    .replace(&path.display().to_string(), &shown.display().to_string())
+            ),
         )),
         Err(_) => Err(Error::input(
-            path,
+            shown,
             format!("not valid {}: decoder failed", format.name()),
         )),
     }

@@ -97,6 +97,7 @@ fn batch(df: DataFrame) -> Batch {
         sha256: "0".repeat(64),
         bytes: 0,
         rows,
+        object: None,
     };
     Batch {
         frames: vec![df],

@@ -8,5 +8,6 @@ mod formats;
 mod integrity;
 mod poison;
 mod reference;
+mod s3;
 mod schemas;
 mod sharding;

@@ -10,10 +10,7 @@ use poisongate::summary::{BatchSummary, ColumnSummary};
 use crate::common::testdata;
 
 fn read(rel: &str) -> source::Batch {
-    let file = InputFile {
-        path: testdata(rel),
-        format: Format::Parquet,
-    };
+    let file = InputFile::local(testdata(rel), Format::Parquet);
     source::read_batch(&[file]).unwrap()
 }
 
