@@ -541,4 +541,50 @@ mod tests {
         };
         assert!(!none.sse_kms_matches(None));
     }
+
+    /// The service errors a real bucket gives but the loopback test server cannot (it accepts
+    /// any credentials): each maps to a short cause that names neither key nor request.
+    #[test]
+    fn service_errors_map_to_short_causes() {
+        use aws_sdk_s3::config::http::HttpResponse;
+        use aws_sdk_s3::error::ErrorMetadata;
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        use aws_sdk_s3::primitives::SdkBody;
+        let error = |code: Option<&str>, status: u16| {
+            let mut meta = ErrorMetadata::builder().message("AKIAEXAMPLE request detail");
+            if let Some(code) = code {
+                meta = meta.code(code);
+            }
+            let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+            SdkError::service_error(GetObjectError::generic(meta.build()), raw)
+        };
+        let cases = [
+            (Some("NoSuchKey"), 404, "no such object"),
+            (Some("NoSuchBucket"), 404, "no such bucket"),
+            (Some("AccessDenied"), 403, "access denied (HTTP 403)"),
+            (None, 403, "access denied (HTTP 403)"),
+            (
+                Some("ExpiredToken"),
+                400,
+                "the AWS credentials have expired",
+            ),
+            (
+                Some("InvalidAccessKeyId"),
+                403,
+                "the AWS credentials were rejected",
+            ),
+            (
+                Some("SignatureDoesNotMatch"),
+                403,
+                "the AWS credentials were rejected",
+            ),
+            (None, 404, "not found (HTTP 404)"),
+            (None, 503, "HTTP 503 from `http://store`"),
+        ];
+        for (code, status, want) in cases {
+            let got = cause(&error(code, status), Some("http://store"));
+            assert!(got.starts_with(want), "{code:?} {status}: {got}");
+            assert!(!got.contains("AKIA"), "{got}");
+        }
+    }
 }
