@@ -58,18 +58,29 @@ pub fn baseline() -> &'static Path {
 
 /// `check` of `data` against the demo baseline, writing the JSON report; returns (exit, report).
 pub fn check_json(data: &[&str], extra: &[&str]) -> (i32, serde_json::Value, Output) {
+    check_json_with(baseline().to_str().unwrap(), data, extra, run)
+}
+
+/// `check --baseline baseline` of `data` through `runner`, writing the JSON report; returns
+/// (exit, report, output). The report is `Null` when none was written.
+pub fn check_json_with(
+    baseline: &str,
+    data: &[&str],
+    extra: &[&str],
+    runner: impl Fn(&[&str]) -> Output,
+) -> (i32, serde_json::Value, Output) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let mut args = vec![
         "check",
         "--baseline",
-        baseline().to_str().unwrap(),
+        baseline,
         "--json",
         report.to_str().unwrap(),
     ];
     args.extend_from_slice(data);
     args.extend_from_slice(extra);
-    let out = run(&args);
+    let out = runner(&args);
     let json = std::fs::read_to_string(&report).map_or(serde_json::Value::Null, |t| {
         serde_json::from_str(&t).unwrap()
     });
@@ -90,4 +101,47 @@ pub fn findings(report: &serde_json::Value) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// Runs a system tool in `dir`, asserting success.
+pub fn tool(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A P-256 key pair and a base64 DER signature of `file`, made by openssl.
+pub fn sign(d: &Path, file: &str, sig: &str) {
+    if !d.join("key.pem").exists() {
+        tool(
+            d,
+            "openssl",
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "key.pem",
+            ],
+        );
+        tool(
+            d,
+            "openssl",
+            &["ec", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
+        );
+    }
+    let der = tool(d, "openssl", &["dgst", "-sha256", "-sign", "key.pem", file]);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    std::fs::write(d.join(sig), format!("{b64}\n")).unwrap();
 }

@@ -1,25 +1,7 @@
 //! `poisongate verify` and `check --baseline-signature` against files made by the real tools:
 //! `sha256sum` from coreutils and ECDSA P-256 signatures from `openssl`.
 
-use std::path::Path;
-use std::process::Command as Std;
-
 use crate::common::*;
-
-/// Runs a system tool in `dir`, asserting success.
-fn tool(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Std::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -77,34 +59,6 @@ fn sha256sum_files_written_by_coreutils_verify_and_tampering_fails() {
     let out = run(&["verify", "--sha256-file", s]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
-}
-
-/// A P-256 key pair and a base64 DER signature of `file`, made by openssl.
-fn sign(d: &Path, file: &str, sig: &str) {
-    if !d.join("key.pem").exists() {
-        tool(
-            d,
-            "openssl",
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "key.pem",
-            ],
-        );
-        tool(
-            d,
-            "openssl",
-            &["ec", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
-        );
-    }
-    let der = tool(d, "openssl", &["dgst", "-sha256", "-sign", "key.pem", file]);
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    std::fs::write(d.join(sig), format!("{b64}\n")).unwrap();
 }
 
 #[test]

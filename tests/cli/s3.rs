@@ -138,24 +138,9 @@ fn out_text(out: &Output) -> String {
     )
 }
 
-/// `check` with a JSON report; returns (exit, report, output).
+/// `check` with a JSON report and the S3 environment; returns (exit, report, output).
 fn check(baseline: &str, data: &[&str], extra: &[&str]) -> (i32, serde_json::Value, Output) {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let mut args = vec![
-        "check",
-        "--baseline",
-        baseline,
-        "--json",
-        report.to_str().unwrap(),
-    ];
-    args.extend_from_slice(data);
-    args.extend_from_slice(extra);
-    let out = s3_run(&args);
-    let json = std::fs::read_to_string(&report).map_or(serde_json::Value::Null, |t| {
-        serde_json::from_str(&t).unwrap()
-    });
-    (code(&out), json, out)
+    check_json_with(baseline, data, extra, s3_run)
 }
 
 fn profile(data: &str, out: &Path, extra: &[&str]) -> Output {
@@ -570,17 +555,6 @@ fn unreadable_s3_inputs_exit_2_naming_the_uri_and_never_the_secret() {
     assert!(stderr(&out).contains(&format!("s3://{b}/baseline.json")));
 }
 
-/// Runs a system tool in `dir`, asserting success.
-fn tool(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
-    assert!(out.status.success(), "{program} {args:?}");
-    out.stdout
-}
-
 #[test]
 fn verify_checks_bucket_objects_against_sha256sum_and_signatures() {
     let s = store();
@@ -630,44 +604,7 @@ fn verify_checks_bucket_objects_against_sha256sum_and_signatures() {
     assert!(out_text(&out).contains("integrity-sse-kms-missing"));
 
     // An openssl ECDSA P-256 signature of the baseline object verifies; check uses it.
-    tool(
-        d,
-        "openssl",
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "key.pem",
-        ],
-    );
-    tool(
-        d,
-        "openssl",
-        &["ec", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
-    );
-    tool(
-        d,
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-sign",
-            "key.pem",
-            "-out",
-            "baseline.sig.der",
-            "baseline.json",
-        ],
-    );
-    let der = std::fs::read(d.join("baseline.sig.der")).unwrap();
-    use base64::Engine;
-    std::fs::write(
-        d.join("baseline.sig"),
-        base64::engine::general_purpose::STANDARD.encode(der),
-    )
-    .unwrap();
+    sign(d, "baseline.json", "baseline.sig");
     let sig = d.join("baseline.sig");
     let key = d.join("pub.pem");
     let base_uri = format!("s3://{b}/release/baseline.json");
