@@ -85,6 +85,11 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     };
     let mut report = Report::from_evaluation("check", eval, Some(base), batch.inputs, &policy);
     report.counts.quarantined_rows = quarantined;
+    report.artifacts = read_artifacts(&[
+        ("policy", args.policy.as_deref()),
+        ("baseline-signature", args.baseline_signature.as_deref()),
+        ("public-key", args.public_key.as_deref()),
+    ])?;
     if let (Some(path), Some(format)) = (&args.quarantine, quarantine_format) {
         let bytes = poisongate::poison::render_quarantine(&quarantine, format)?;
         write_atomic(path, &bytes)?;
@@ -102,4 +107,14 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         write_atomic(path, &bytes)?;
     }
     Ok(report)
+}
+
+/// Digests of the side files a run read, in the order given; absent ones are skipped.
+pub(super) fn read_artifacts(
+    files: &[(&str, Option<&std::path::Path>)],
+) -> poisongate::Result<Vec<poisongate::report::Artifact>> {
+    files
+        .iter()
+        .filter_map(|(role, path)| path.map(|p| poisongate::report::Artifact::of(role, p)))
+        .collect()
 }

@@ -69,5 +69,9 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
     let mut report = Report::from_evaluation("compare", result.eval, None, inputs, &policy);
     // Joined feature files describe the same rows; the batch size is the compared rows.
     report.rows = table.rows() as u64;
+    report.artifacts = super::check::read_artifacts(&[
+        ("policy", args.policy.as_deref()),
+        ("noise", args.noise.as_deref()),
+    ])?;
     Ok(report)
 }

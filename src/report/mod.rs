@@ -102,6 +102,33 @@ pub struct ArtifactRef {
     pub object: Option<crate::source::ObjectRef>,
 }
 
+/// A file read besides the data and the baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// What it was read as: `policy`, `noise`, `baseline-signature` or `public-key`.
+    pub role: String,
+    /// Where it was read from.
+    pub path: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+}
+
+impl Artifact {
+    /// The artifact record of a local file.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn of(role: &str, path: &std::path::Path) -> crate::Result<Self> {
+        let (sha256, _) = crate::integrity::sha256_file(path)?;
+        Ok(Self {
+            role: role.to_owned(),
+            path: path.display().to_string(),
+            sha256,
+        })
+    }
+}
+
 /// The policy in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +182,10 @@ pub struct Report {
     pub baseline: Option<ArtifactRef>,
     /// Every input read, with digest and rows.
     pub inputs: Vec<InputMeta>,
+    /// Every other file the run read (policy file, noise file, signature, public key), with
+    /// its digest.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub artifacts: Vec<Artifact>,
     /// Rows in the batch.
     pub rows: u64,
     /// The policy in force.
@@ -210,6 +241,7 @@ impl Report {
                 quarantined_rows: eval.quarantine.len(),
             },
             notes: eval.notes,
+            artifacts: Vec::new(),
             findings: eval.findings,
             waived: eval.waived,
         }
@@ -240,6 +272,7 @@ impl Report {
             findings: Vec::new(),
             waived: Vec::new(),
             notes: Vec::new(),
+            artifacts: Vec::new(),
         }
     }
 }

@@ -137,6 +137,30 @@ fn check_verifies_the_baseline_signature_before_using_it() {
     };
     let out = gate();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The report records the digest of every file read: the signature and key among them.
+    let (c, report, _) = check_json_with(
+        base.to_str().unwrap(),
+        &[data.to_str().unwrap()],
+        &[
+            "--baseline-signature",
+            d.join("baseline.json.sig").to_str().unwrap(),
+            "--public-key",
+            d.join("pub.pem").to_str().unwrap(),
+        ],
+        run,
+    );
+    assert_eq!(c, 0);
+    let artifacts = report["artifacts"].as_array().unwrap();
+    let roles: Vec<&str> = artifacts
+        .iter()
+        .map(|a| a["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["baseline-signature", "public-key"]);
+    let key_bytes = std::fs::read(d.join("pub.pem")).unwrap();
+    assert_eq!(
+        artifacts[1]["sha256"].as_str().unwrap(),
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&key_bytes))
+    );
     // Same JSON meaning, one more space: the signature no longer matches and nothing is read.
     let mut bytes = std::fs::read(&base).unwrap();
     bytes.push(b' ');
