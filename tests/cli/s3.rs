@@ -761,3 +761,57 @@ fn throttling_and_a_cut_body_are_retried_and_auth_failures_exit_2() {
         assert!(!out_text(&out).contains(SECRET));
     }
 }
+
+#[test]
+fn versioned_buckets_record_the_version_read() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let s = store();
+    let b = s.bucket("pg-versioned");
+    s.runtime
+        .block_on(
+            s.client
+                .put_bucket_versioning()
+                .bucket(&b)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    // Two versions: the report names the one it read (the latest), with its digest.
+    s.put_file(
+        &b,
+        "batch.parquet",
+        &testdata("drifted/batch.parquet"),
+        Sse::None,
+    );
+    let clean = testdata("clean/batch.parquet");
+    s.put_file(&b, "batch.parquet", &clean, Sse::None);
+    let latest = s
+        .runtime
+        .block_on(
+            s.client
+                .head_object()
+                .bucket(&b)
+                .key("batch.parquet")
+                .send(),
+        )
+        .unwrap();
+    let want = latest
+        .version_id()
+        .expect("moto versions the object")
+        .to_owned();
+    let (c, r, out) = check(
+        baseline().to_str().unwrap(),
+        &[&format!("s3://{b}/batch.parquet")],
+        &[],
+    );
+    assert_eq!(c, 0, "{}", out_text(&out));
+    assert_eq!(r["inputs"][0]["object"]["version_id"], want.as_str());
+    assert_eq!(
+        r["inputs"][0]["sha256"],
+        sha256_hex(&std::fs::read(&clean).unwrap()).as_str()
+    );
+}
