@@ -1,6 +1,7 @@
 //! `poisongate compare`.
 
 use poisongate::compare::{self, Noise, Spec};
+use poisongate::integrity;
 use poisongate::output::write_atomic;
 use poisongate::policy::Policy;
 use poisongate::report::{Report, Verdict};
@@ -56,12 +57,30 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
             ),
         ));
     }
-    let result = compare::compare(&spec, &table, &policy.policy, noise.as_ref())?;
+    let mut result = compare::compare(&spec, &table, &policy.policy, noise.as_ref())?;
     let mut inputs = batch.inputs;
     if let Some(j) = join {
         inputs.extend(j.inputs);
     }
-    if let Some(path) = &args.pin_noise {
+    let mut refused = 0;
+    if let Some(key) = args.sse.requirement() {
+        let stored: Vec<integrity::Stored<'_>> = inputs
+            .iter()
+            .map(|i| integrity::Stored {
+                name: &i.path,
+                object: i.object.as_ref(),
+            })
+            .collect();
+        let extra = integrity::sse_kms_findings(key, &stored);
+        refused = extra.len();
+        poisongate::check::add_findings(&policy.policy, &mut result.eval, extra);
+    }
+    if refused > 0 && args.pin_noise.is_some() {
+        // Pinning noise from inputs that fail their integrity requirement would launder them.
+        result.eval.notes.push(format!(
+            "--pin-noise wrote nothing: {refused} input(s) fail --require-sse-kms"
+        ));
+    } else if let Some(path) = &args.pin_noise {
         let mut pin = Noise::new(table.rows() as u64, table.classes.clone(), inputs.clone());
         pin.entries = result.pinned;
         write_atomic(path, &pin.to_json()?)?;

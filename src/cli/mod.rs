@@ -65,7 +65,7 @@ struct InputArgs {
     s3_endpoint: Option<String>,
 }
 
-/// `--require-sse-kms`, shared by `profile` and `check`.
+/// `--require-sse-kms`, shared by `profile`, `check`, `compare` and `verify`.
 #[derive(Debug, Args)]
 struct SseArgs {
     /// Require every input to be an S3 object encrypted with SSE-KMS; with `=KEY` (a key ARN
@@ -277,6 +277,8 @@ struct CompareArgs {
     /// Seed of the calibration test's bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    sse: SseArgs,
 }
 
 #[derive(Debug, Args)]

@@ -94,18 +94,47 @@ pub fn render(r: &Report) -> String {
         s.push_str("</ul>\n");
     }
     if !r.inputs.is_empty() {
-        s.push_str("<h2>Inputs</h2><table><tr><th>path</th><th>format</th><th>rows</th><th>sha256</th></tr>\n");
+        let s3 = r.inputs.iter().any(|i| i.object.is_some());
+        s.push_str(
+            "<h2>Inputs</h2><table><tr><th>path</th><th>format</th><th>rows</th><th>sha256</th>",
+        );
+        s.push_str(if s3 {
+            "<th>S3 object</th></tr>\n"
+        } else {
+            "</tr>\n"
+        });
         for i in &r.inputs {
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td>",
                 esc(&i.path),
                 i.format.name(),
                 i.rows,
                 esc(&i.sha256)
             );
+            if s3 {
+                let o = i
+                    .object
+                    .as_ref()
+                    .map_or_else(String::new, |o| esc(&o.describe()));
+                let _ = write!(s, "<td>{o}</td>");
+            }
+            s.push_str("</tr>\n");
         }
         s.push_str("</table>\n");
+        if !r.artifacts.is_empty() {
+            s.push_str("<ul>\n");
+            for a in &r.artifacts {
+                let _ = writeln!(
+                    s,
+                    "<li>{} <code>{}</code>, sha256 <code>{}</code></li>",
+                    esc(&a.role),
+                    esc(&a.path),
+                    esc(&a.sha256)
+                );
+            }
+            s.push_str("</ul>\n");
+        }
     }
     s.push_str("</body></html>\n");
     s

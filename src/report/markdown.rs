@@ -90,9 +90,16 @@ pub fn render(r: &Report) -> String {
         }
     }
     if !r.inputs.is_empty() {
-        s.push_str("\n<details><summary>Inputs</summary>\n\n| path | format | rows | sha256 |\n| --- | --- | ---: | --- |\n");
+        // The S3 column appears only when an input came from S3.
+        let s3 = r.inputs.iter().any(|i| i.object.is_some());
+        s.push_str("\n<details><summary>Inputs</summary>\n\n| path | format | rows | sha256 |");
+        s.push_str(if s3 {
+            " S3 object |\n| --- | --- | ---: | --- | --- |\n"
+        } else {
+            "\n| --- | --- | ---: | --- |\n"
+        });
         for i in &r.inputs {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "| `{}` | {} | {} | `{}` |",
                 cell(&i.path),
@@ -100,6 +107,17 @@ pub fn render(r: &Report) -> String {
                 i.rows,
                 i.sha256
             );
+            if s3 {
+                let o = i
+                    .object
+                    .as_ref()
+                    .map_or_else(String::new, |o| cell(&o.describe()));
+                let _ = write!(s, " {o} |");
+            }
+            s.push('\n');
+        }
+        for a in &r.artifacts {
+            let _ = writeln!(s, "\n{} `{}`, sha256 `{}`", a.role, cell(&a.path), a.sha256);
         }
         s.push_str("\n</details>\n");
     }

@@ -105,6 +105,24 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
+    /// One line for human reports: `etag E, version V, aws:kms KEY`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(e) = &self.etag {
+            parts.push(format!("etag {e}"));
+        }
+        if let Some(v) = &self.version_id {
+            parts.push(format!("version {v}"));
+        }
+        match (&self.sse, &self.sse_kms_key_id) {
+            (Some(sse), Some(key)) => parts.push(format!("{sse} {key}")),
+            (Some(sse), None) => parts.push(sse.clone()),
+            (None, _) => parts.push("no server-side encryption reported".to_owned()),
+        }
+        parts.join(", ")
+    }
+
     /// Whether the object is SSE-KMS encrypted, with `key` when one is required.
     ///
     /// A required key matches the reported key id exactly, or its last `/` segment (a key id

@@ -448,6 +448,44 @@ fn require_sse_kms_denies_objects_without_the_key() {
     assert_eq!(c, 0);
     assert_eq!(r["findings"][0]["severity"], "warn");
 
+    // compare: a clean retrain read from an unencrypted object is blocked, and its noise is
+    // not pinned.
+    s.put_file(
+        &b,
+        "compare/clean.parquet",
+        &testdata("compare/clean.parquet"),
+        Sse::None,
+    );
+    let noise = dir.path().join("noise.json");
+    let cmp_uri = format!("s3://{b}/compare/clean.parquet");
+    let compare = |extra: &[&str]| {
+        let mut a = vec![
+            "compare",
+            cmp_uri.as_str(),
+            "--label",
+            "defaulted",
+            "--before-col",
+            "pred_before",
+            "--after-col",
+            "pred_after",
+            "--format",
+            "json",
+        ];
+        a.extend_from_slice(extra);
+        s3_run(&a)
+    };
+    let out = compare(&["--pin-noise", noise.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", out_text(&out));
+    std::fs::remove_file(&noise).unwrap();
+    let out = compare(&["--require-sse-kms", "--pin-noise", noise.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", out_text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sse_findings(&r), std::slice::from_ref(&cmp_uri));
+    assert!(
+        !noise.exists(),
+        "noise pinned from inputs that failed --require-sse-kms"
+    );
+
     // profile refuses to pin data that fails the requirement, and writes nothing.
     let out_path = dir.path().join("baseline.json");
     s.put_file(
@@ -803,13 +841,30 @@ fn versioned_buckets_record_the_version_read() {
         .version_id()
         .expect("moto versions the object")
         .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (md, html) = (dir.path().join("r.md"), dir.path().join("r.html"));
     let (c, r, out) = check(
         baseline().to_str().unwrap(),
         &[&format!("s3://{b}/batch.parquet")],
-        &[],
+        &[
+            "--markdown",
+            md.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ],
     );
     assert_eq!(c, 0, "{}", out_text(&out));
     assert_eq!(r["inputs"][0]["object"]["version_id"], want.as_str());
+    // The human reports show what was read, for an auditor.
+    for page in [&md, &html] {
+        let text = std::fs::read_to_string(page).unwrap();
+        assert!(text.contains("S3 object"), "{text}");
+        assert!(text.contains(&format!("version {want}")), "{text}");
+        assert!(
+            text.contains("no server-side encryption reported"),
+            "{text}"
+        );
+    }
     assert_eq!(
         r["inputs"][0]["sha256"],
         sha256_hex(&std::fs::read(&clean).unwrap()).as_str()
