@@ -284,6 +284,15 @@ pub struct Stored<'a> {
     pub object: Option<&'a crate::source::ObjectRef>,
 }
 
+impl<'a> From<&'a crate::source::InputMeta> for Stored<'a> {
+    fn from(input: &'a crate::source::InputMeta) -> Self {
+        Self {
+            name: &input.path,
+            object: input.object.as_ref(),
+        }
+    }
+}
+
 /// Findings for every input that `--require-sse-kms [KEY]` rejects: an S3 object without
 /// SSE-KMS, one encrypted under another key, and a local file (whose encryption at rest
 /// cannot be verified: the requirement fails closed).

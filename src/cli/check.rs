@@ -67,10 +67,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
                 object: Some(object),
             });
         }
-        stored.extend(batch.inputs.iter().map(|i| integrity::Stored {
-            name: &i.path,
-            object: i.object.as_ref(),
-        }));
+        stored.extend(batch.inputs.iter().map(integrity::Stored::from));
         let extra = integrity::sse_kms_findings(key, &stored);
         check::add_findings(&policy.policy, &mut eval, extra);
     }

@@ -64,13 +64,8 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
     }
     let mut refused = 0;
     if let Some(key) = args.sse.requirement() {
-        let stored: Vec<integrity::Stored<'_>> = inputs
-            .iter()
-            .map(|i| integrity::Stored {
-                name: &i.path,
-                object: i.object.as_ref(),
-            })
-            .collect();
+        let stored: Vec<integrity::Stored<'_>> =
+            inputs.iter().map(integrity::Stored::from).collect();
         let extra = integrity::sse_kms_findings(key, &stored);
         refused = extra.len();
         poisongate::check::add_findings(&policy.policy, &mut result.eval, extra);

@@ -19,14 +19,8 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
     let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
     let batch = source::read_batch(&files)?;
     if let Some(key) = args.sse.requirement() {
-        let stored: Vec<integrity::Stored<'_>> = batch
-            .inputs
-            .iter()
-            .map(|i| integrity::Stored {
-                name: &i.path,
-                object: i.object.as_ref(),
-            })
-            .collect();
+        let stored: Vec<integrity::Stored<'_>> =
+            batch.inputs.iter().map(integrity::Stored::from).collect();
         let refused = integrity::sse_kms_findings(key, &stored);
         if !refused.is_empty() {
             // Pinning trusted data that fails its integrity requirement would launder it:
