@@ -171,72 +171,29 @@ impl Sources {
         let uri = S3Uri::parse(arg)?;
         let s3 = self.s3(arg)?;
         let objects = if uri.is_prefix() {
-            self.list_data(s3, &uri, format)?
-        } else if object_format(&uri, format).is_err() {
-            // No extension to go by: a "directory" of objects, as a local path may be.
-            let prefix = S3Uri {
-                bucket: uri.bucket.clone(),
-                key: format!("{}/", uri.key),
-            };
-            if s3.list(&prefix)?.is_empty() {
-                object_format(&uri, format)?;
-            }
-            self.list_data(s3, &prefix, format)?
+            let keys = s3.list(&uri)?;
+            fetch_data(s3, &uri, keys, format)?
         } else {
-            match s3.fetch(&uri) {
-                Ok(one) => vec![one],
-                Err(Error::S3 { cause, .. }) if cause == NO_SUCH_OBJECT => {
-                    let prefix = S3Uri {
-                        bucket: uri.bucket.clone(),
-                        key: format!("{}/", uri.key),
-                    };
-                    let under = s3.list(&prefix)?;
-                    if under.is_empty() {
-                        return Err(Error::s3(&uri, NO_SUCH_OBJECT));
+            // A key without a known extension, or one that does not exist, may name a
+            // "directory" of objects, as a local path may; failing that, its own error stands.
+            let missing = match object_format(&uri, format) {
+                Err(no_format) => no_format,
+                Ok(_) => match s3.fetch(&uri) {
+                    Ok(one) => return Ok(vec![spilled(one, format)?]),
+                    Err(Error::S3 { cause, .. }) if cause == NO_SUCH_OBJECT => {
+                        Error::s3(&uri, NO_SUCH_OBJECT)
                     }
-                    self.list_data(s3, &prefix, format)?
-                }
-                Err(e) => return Err(e),
+                    Err(e) => return Err(e),
+                },
+            };
+            let dir = uri.as_dir();
+            let keys = s3.list(&dir)?;
+            if keys.is_empty() {
+                return Err(missing);
             }
+            fetch_data(s3, &dir, keys, format)?
         };
-        objects
-            .into_iter()
-            .map(|f| {
-                Ok(InputFile {
-                    format: object_format(&f.uri, format)?,
-                    path: f.path,
-                    origin: Some(Origin {
-                        uri: f.uri.to_string(),
-                        object: f.object,
-                    }),
-                })
-            })
-            .collect()
-    }
-
-    fn list_data(
-        &self,
-        s3: &s3::S3,
-        prefix: &S3Uri,
-        format: Option<Format>,
-    ) -> Result<Vec<s3::Fetched>> {
-        let keys: Vec<S3Uri> = s3
-            .list(prefix)?
-            .into_iter()
-            .filter(|u| {
-                // Keys below a hidden or marker "directory" are skipped, as on disk.
-                let rel = u.key.strip_prefix(&prefix.key).unwrap_or(&u.key);
-                !rel.split('/').any(|seg| seg.starts_with(['.', '_']))
-                    && is_data_name(u.basename(), format)
-            })
-            .collect();
-        if keys.is_empty() {
-            return Err(Error::s3(
-                prefix,
-                "no .parquet, .csv, .arrow, .ipc, .feather, .ndjson or .jsonl objects under this prefix",
-            ));
-        }
-        s3.fetch_all(&keys)
+        objects.into_iter().map(|f| spilled(f, format)).collect()
     }
 
     /// A local path holding one file or S3 object (downloaded first), with the object's
@@ -273,6 +230,43 @@ impl Sources {
         })?;
         Ok((bytes, object))
     }
+}
+
+/// The data objects among `keys` under `prefix`, downloaded. Keys below a hidden or marker
+/// "directory" are skipped, as on disk.
+fn fetch_data(
+    s3: &s3::S3,
+    prefix: &S3Uri,
+    keys: Vec<S3Uri>,
+    format: Option<Format>,
+) -> Result<Vec<s3::Fetched>> {
+    let keys: Vec<S3Uri> = keys
+        .into_iter()
+        .filter(|u| {
+            let rel = u.key.strip_prefix(&prefix.key).unwrap_or(&u.key);
+            !rel.split('/').any(|seg| seg.starts_with(['.', '_']))
+                && is_data_name(u.basename(), format)
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(Error::s3(
+            prefix,
+            "no .parquet, .csv, .arrow, .ipc, .feather, .ndjson or .jsonl objects under this prefix",
+        ));
+    }
+    s3.fetch_all(&keys)
+}
+
+/// The input file of a downloaded object.
+fn spilled(f: s3::Fetched, format: Option<Format>) -> Result<InputFile> {
+    Ok(InputFile {
+        format: object_format(&f.uri, format)?,
+        path: f.path,
+        origin: Some(Origin {
+            uri: f.uri.to_string(),
+            object: f.object,
+        }),
+    })
 }
 
 fn object_format(uri: &S3Uri, format: Option<Format>) -> Result<Format> {

@@ -1,12 +1,10 @@
 //! Decoding files into frames, hashing them, and assembling a batch of one schema.
 
 use std::fs::File;
-use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use polars::prelude::*;
-use sha2::{Digest, Sha256};
 
 use super::{Format, InputFile, InputMeta, io_cause};
 use crate::error::{Error, Result};
@@ -108,7 +106,10 @@ pub fn read_file(file: &InputFile) -> Result<(InputMeta, DataFrame)> {
     if meta.len() == 0 {
         return Err(Error::input(shown, "file is empty (0 bytes)"));
     }
-    let (digest, frame) = rayon::join(|| sha256_file(path), || decode(path, shown, file.format));
+    let (digest, frame) = rayon::join(
+        || crate::integrity::sha256_file(path),
+        || decode(path, shown, file.format),
+    );
     let (sha256, bytes) = digest.map_err(|e| rename(e, shown))?;
     let df = frame?;
     if df.width() == 0 {
@@ -134,25 +135,6 @@ fn rename(e: Error, shown: &Path) -> Error {
         Error::Input { cause, .. } => Error::input(shown, cause),
         other => other,
     }
-}
-
-/// SHA-256 and length of a file, streamed.
-pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).map_err(|e| Error::input(path, io_cause(&e)))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::input(path, io_cause(&e)))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), total))
 }
 
 /// Decodes a file with polars. Decoder panics on hostile bytes become input errors naming the

@@ -23,7 +23,6 @@ use std::time::Duration;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -71,6 +70,15 @@ impl S3Uri {
     #[must_use]
     pub fn is_prefix(&self) -> bool {
         self.key.is_empty() || self.key.ends_with('/')
+    }
+
+    /// The prefix `key/`: the objects a key names when read as a directory.
+    #[must_use]
+    pub fn as_dir(&self) -> Self {
+        Self {
+            bucket: self.bucket.clone(),
+            key: format!("{}/", self.key),
+        }
     }
 
     /// The last path segment of the key.
@@ -153,12 +161,8 @@ impl ObjectRef {
 pub struct Fetched {
     /// The object.
     pub uri: S3Uri,
-    /// The spilled copy.
+    /// The spilled copy, hashed and decoded by the readers of local files.
     pub path: PathBuf,
-    /// SHA-256 of the bytes, computed while streaming.
-    pub sha256: String,
-    /// Bytes read.
-    pub bytes: u64,
     /// ETag, version and encryption.
     pub object: ObjectRef,
 }
@@ -376,7 +380,7 @@ impl S3 {
     }
 }
 
-/// Streams one object to `path`, hashing as it goes. A body that breaks mid-stream is fetched
+/// Streams one object to `path`. A body that breaks mid-stream is fetched
 /// again, pinned to the same version and ETag so that a swapped object cannot be mixed in.
 async fn download(
     client: &Client,
@@ -422,12 +426,10 @@ async fn download(
         let mut body = response.body;
         let mut file = std::fs::File::create(path)
             .map_err(|e| Error::s3(uri, format!("cannot spill to {}: {e}", path.display())))?;
-        let mut hasher = Sha256::new();
         let mut total = 0u64;
         let streamed: std::result::Result<(), String> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| DisplayErrorContext(e).to_string())?;
-                hasher.update(&chunk);
                 total += chunk.len() as u64;
                 file.write_all(&chunk)
                     .map_err(|e| format!("cannot spill to {}: {e}", path.display()))?;
@@ -442,8 +444,6 @@ async fn download(
             return Ok(Fetched {
                 uri: uri.clone(),
                 path: path.to_path_buf(),
-                sha256: hex::encode(hasher.finalize()),
-                bytes: total,
                 object,
             });
         }

@@ -656,31 +656,20 @@ fn verify_checks_bucket_objects_against_sha256sum_and_signatures() {
     ]);
     assert_eq!(code(&out), 0, "{}", out_text(&out));
     let clean = testdata("clean/batch.parquet");
-    let (c, _, out) = check(
-        &base_uri,
-        &[clean.to_str().unwrap()],
-        &[
-            "--baseline-signature",
-            sig.to_str().unwrap(),
-            "--public-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let signed = [
+        "--baseline-signature",
+        sig.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ];
+    let gate = || check(&base_uri, &[clean.to_str().unwrap()], &signed);
+    let (c, _, out) = gate();
     assert_eq!(c, 0, "{}", out_text(&out));
     // A tampered baseline object is refused before it is parsed.
     let mut tampered = std::fs::read(baseline()).unwrap();
     tampered.push(b' ');
     s.put(&b, "release/baseline.json", tampered, Sse::Kms(KEY_A));
-    let (c, _, out) = check(
-        &base_uri,
-        &[clean.to_str().unwrap()],
-        &[
-            "--baseline-signature",
-            sig.to_str().unwrap(),
-            "--public-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (c, _, out) = gate();
     assert_eq!(c, 2, "{}", out_text(&out));
     assert!(stderr(&out).contains("does not verify"));
 }
