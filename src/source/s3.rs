@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -243,7 +243,9 @@ impl S3 {
                 .load(),
         );
         let mut builder = aws_sdk_s3::config::Builder::from(&config);
-        match (&endpoint, config.region()) {
+        // An empty AWS_REGION is no region, not a region named "".
+        let region = config.region().filter(|r| !r.as_ref().trim().is_empty());
+        match (&endpoint, region) {
             (Some(url), region) => {
                 builder = builder.endpoint_url(url.clone()).force_path_style(true);
                 if region.is_none() {
@@ -429,7 +431,7 @@ async fn download(
         let mut total = 0u64;
         let streamed: std::result::Result<(), String> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| DisplayErrorContext(e).to_string())?;
+                let chunk = chunk.map_err(|e| chain(&e))?;
                 total += chunk.len() as u64;
                 file.write_all(&chunk)
                     .map_err(|e| format!("cannot spill to {}: {e}", path.display()))?;
@@ -500,7 +502,7 @@ fn cause<E: ProvideErrorMetadata + std::error::Error + 'static>(
             format!("cannot connect to {at}")
         }
         SdkError::DispatchFailure(_) => {
-            let text = DisplayErrorContext(err).to_string();
+            let text = chain(err);
             if text.contains("credential") {
                 "no usable AWS credentials: none of environment, profile, web identity, container or instance metadata provided them".to_owned()
             } else {
@@ -509,10 +511,25 @@ fn cause<E: ProvideErrorMetadata + std::error::Error + 'static>(
         }
         SdkError::ResponseError(_) => format!("unreadable response from {at}"),
         SdkError::ConstructionFailure(_) => {
-            format!("cannot build the request: {}", DisplayErrorContext(err))
+            format!("cannot build the request: {}", chain(err))
         }
-        _ => DisplayErrorContext(err).to_string(),
+        _ => chain(err),
     }
+}
+
+/// An error and its sources as `a: b: c`, without the debug dump that the SDK's
+/// `DisplayErrorContext` appends (one readable line for the user).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]

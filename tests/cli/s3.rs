@@ -583,6 +583,36 @@ fn unreadable_s3_inputs_exit_2_naming_the_uri_and_never_the_secret() {
             "the secret leaked: {everything}"
         );
     }
+    // No region (an empty AWS_REGION counts as none) and an invalid one, against AWS itself:
+    // one readable line each, with no debug dump of the SDK's error.
+    for (region, cause) in [
+        ("", "no AWS region configured"),
+        ("not a region!", "region was not a valid DNS name"),
+    ] {
+        let out = bin()
+            .args(["check", "--baseline", base, "s3://pg-errors/x.parquet"])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", region)
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws-credentials",
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 2, "{}", out_text(&out));
+        let first = stderr(&out).lines().next().unwrap_or_default().to_owned();
+        assert!(
+            first.contains(cause) && !first.contains("DispatchFailure {"),
+            "{first}"
+        );
+    }
     // A missing baseline object, too.
     let (c, _, out) = check(
         &format!("s3://{b}/baseline.json"),
