@@ -103,7 +103,7 @@ fn kernels(c: &mut Criterion) {
         });
     });
     let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
-    let plans = check::plans(&base, &usable);
+    let plans = check::plans(&base, &usable, &poisongate::policy::Policy::default());
     g.bench_function("whole frame, 5 columns", |b| {
         b.iter_batched(
             || BatchSummary::new(&plans),
@@ -159,7 +159,7 @@ fn poison(c: &mut Criterion) {
     let base = baseline::profile(&trusted, &opts).unwrap();
     let current = labelled(ROWS, 2);
     let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
-    let plans = check::plans(&base, &usable);
+    let plans = check::plans(&base, &usable, &poisongate::policy::Policy::default());
     let mut summary = BatchSummary::new(&plans);
     summary.update(&current, &plans).unwrap();
     let frames = vec![current];

@@ -43,9 +43,15 @@ pub const CODES: &[CodeInfo] = &[
     },
     CodeInfo {
         code: "schema-out-of-range",
-        summary: "A share of the batch's values lies outside the range observed in the baseline.",
+        summary: "Values lie outside the range observed in the baseline: far outside (beyond a tolerance band scaled to the column's spread and tail) may deny; just past the observed extremes, which fresh data does at a rate that follows from the baseline's size, only warns.",
         why: "Out-of-range values are unit changes, sentinel values (-1, 9999) or injected outliers; trees and scalers extrapolate badly.",
         respond: "Inspect the extreme values; fix units or sentinels upstream, or re-pin if the range legitimately grew.",
+    },
+    CodeInfo {
+        code: "schema-out-of-domain",
+        summary: "Values fall outside a hard domain the policy pins for the column (`[domains.COLUMN]`: min, max or allowed categories).",
+        why: "A hard domain is what the column may hold by definition (an age below 0, a country code not in the list): any value outside it is an error or an injection, however few.",
+        respond: "Find the rows (the evidence counts them) and fix the producer; widen the domain in the policy only if the definition changed.",
     },
     CodeInfo {
         code: "schema-unseen-category",
@@ -225,6 +231,7 @@ mod tests {
                 "schema-dtype-changed",
                 "schema-null-rate",
                 "schema-out-of-range",
+                "schema-out-of-domain",
                 "schema-unseen-category",
                 "drift-numeric",
                 "drift-categorical",

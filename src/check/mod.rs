@@ -7,6 +7,7 @@
 
 pub mod candidate;
 pub mod drift;
+pub mod record;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashSet};
@@ -54,6 +55,10 @@ pub struct Evaluation {
     /// A suspicion score per row in batch order (empty when the row-level detectors did not
     /// run).
     pub row_scores: Vec<f64>,
+    /// Every test that ran or was skipped, with its outcome.
+    pub records: Vec<record::TestRecord>,
+    /// Per column, the baseline's and the batch's distributions (for the HTML report).
+    pub distributions: Vec<record::Distribution>,
 }
 
 /// Checks a batch read into memory against a baseline.
@@ -77,7 +82,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
     }
     let mut candidates = Vec::new();
     let usable = schema::structure(baseline, &schema, &mut candidates);
-    let plans = plans(baseline, &usable);
+    let plans = plans(baseline, &usable, policy);
     let mut summary = BatchSummary::new(&plans);
     for df in &batch.frames {
         summary.update(df, &plans)?;
@@ -102,6 +107,13 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
     };
     let Some(scan) = scan else {
         let mut eval = evaluate(baseline, policy, &summary, candidates)?;
+        if let Some(why) = &skipped {
+            for code in crate::poison::ROW_CODES {
+                eval.records
+                    .push(record::TestRecord::skipped(code, Subject::default(), why));
+            }
+            record::sort(&mut eval.records);
+        }
         eval.notes
             .extend(skipped.map(|why| format!("row-level poisoning detectors did not run: {why}")));
         return Ok(eval);
@@ -114,7 +126,30 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
         c.tag = Some(i);
         candidates.push(c);
     }
+    let ran: HashSet<&str> = candidates.iter().map(|c| c.code).collect();
+    let mut missing: Vec<record::TestRecord> = crate::poison::ROW_CODES
+        .iter()
+        .filter(|code| !ran.contains(**code))
+        .map(|code| {
+            let why = outcome
+                .notes
+                .iter()
+                .find(|n| n.contains(crate::poison::detector_phrase(code)))
+                .cloned();
+            match why {
+                Some(why) => record::TestRecord::skipped(code, Subject::default(), &why),
+                None => record::TestRecord::clean(
+                    code,
+                    Subject::default(),
+                    scan.rows.n as u64,
+                    "ran; no candidate to test (no value, segment or rate past its pre-screen)",
+                ),
+            }
+        })
+        .collect();
     let mut eval = evaluate(baseline, policy, &summary, candidates)?;
+    eval.records.append(&mut missing);
+    record::sort(&mut eval.records);
     eval.notes.extend(std::mem::take(&mut outcome.notes));
     let fired: BTreeMap<usize, usize> = eval
         .findings
@@ -147,12 +182,27 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
 
 /// What to compute per usable column.
 #[must_use]
-pub fn plans(baseline: &Baseline, usable: &[String]) -> BTreeMap<String, ColumnPlan> {
+pub fn plans(
+    baseline: &Baseline,
+    usable: &[String],
+    policy: &Policy,
+) -> BTreeMap<String, ColumnPlan> {
     let mut out = BTreeMap::new();
     for col in baseline.columns.iter().filter(|c| usable.contains(&c.name)) {
         let plan = match (&col.numeric, &col.categorical) {
             (Some(n), _) => {
-                ColumnPlan::Numeric(NumericPlan::new(n.edges.clone(), n.mean, n.min, n.max))
+                let tol = schema::tolerance(n);
+                let mut plan = NumericPlan::new(n.edges.clone(), n.mean, n.min, n.max)
+                    .with_tolerance(tol.far_min, tol.far_max);
+                if let Some(d) = policy.domains.get(&col.name)
+                    && (d.min.is_some() || d.max.is_some())
+                {
+                    plan = plan.with_domain(
+                        d.min.unwrap_or(f64::NEG_INFINITY),
+                        d.max.unwrap_or(f64::INFINITY),
+                    );
+                }
+                ColumnPlan::Numeric(plan)
             }
             (None, Some(c)) => ColumnPlan::Categorical(CategoricalPlan {
                 domain: c.domain.iter().cloned().collect::<HashSet<_>>(),
@@ -176,11 +226,13 @@ pub fn evaluate(
     mut candidates: Vec<Candidate>,
 ) -> Result<Evaluation> {
     let mut columns_checked = 0;
+    let mut records = Vec::new();
     for (index, col) in baseline.columns.iter().enumerate() {
         let Some(cs) = summary.columns.get(&col.name) else {
             continue;
         };
         columns_checked += 1;
+        let first = candidates.len();
         let seed = drift::column_seed(baseline.seed, index);
         let is_label = baseline.label.as_deref() == Some(col.name.as_str());
         // A model output drifts under its own code and thresholds (`output-`).
@@ -207,14 +259,54 @@ pub fn evaluate(
             ColumnSummary::Numeric(s) => {
                 candidates.extend(schema::null_rate(col, s.nulls, s.count + s.nulls, policy));
                 candidates.extend(schema::out_of_range(col, s, policy));
+                if let Some(d) = policy.domains.get(&col.name) {
+                    candidates.extend(schema::out_of_domain_numeric(col, s, d));
+                }
                 candidates.extend(drift::numeric(col, s, drift_policy, seed).map(output_code));
             }
             ColumnSummary::Categorical(s) => {
                 candidates.extend(schema::null_rate(col, s.nulls, s.count + s.nulls, policy));
                 candidates.extend(schema::unseen_categories(col, s, policy));
+                if let Some(allowed) = policy
+                    .domains
+                    .get(&col.name)
+                    .and_then(|d| d.categories.as_ref())
+                {
+                    candidates.extend(schema::out_of_domain_categorical(col, s, allowed));
+                }
                 candidates.extend(
                     drift::categorical(col, s, drift_policy, seed, is_label).map(output_code),
                 );
+            }
+        }
+        // The rate checks that found nothing to test still ran: record them as passed.
+        let (rows, extra): (u64, &[(&str, &str)]) = match cs {
+            ColumnSummary::Numeric(s) => (
+                s.count + s.nulls,
+                &[
+                    ("schema-null-rate", "null share not above the baseline's"),
+                    ("schema-out-of-range", "every value inside the pinned range"),
+                ],
+            ),
+            ColumnSummary::Categorical(s) => (
+                s.count + s.nulls,
+                &[
+                    ("schema-null-rate", "null share not above the baseline's"),
+                    (
+                        "schema-unseen-category",
+                        "no value outside the baseline's domain",
+                    ),
+                ],
+            ),
+        };
+        for (code, why) in extra {
+            if !candidates[first..].iter().any(|c| c.code == *code) {
+                records.push(record::TestRecord::clean(
+                    code,
+                    Subject::column(&col.name),
+                    rows,
+                    why,
+                ));
             }
         }
     }
@@ -228,13 +320,23 @@ pub fn evaluate(
         } else {
             None
         };
-        decided.extend(decide(c, adj, policy.gate.alpha));
+        let mut rec = record::TestRecord::of(&c, adj, None);
+        let f = decide(c, adj, policy.gate.alpha);
+        rec.outcome = match f.as_ref().map(|f| f.severity) {
+            Some(Severity::Deny) => record::TestOutcome::Deny,
+            Some(Severity::Warn) => record::TestOutcome::Warn,
+            None => record::TestOutcome::Pass,
+        };
+        records.push(rec.with_policy(policy));
+        decided.extend(f);
     }
+    record::sort(&mut records);
     let (mut findings, waived) = apply_policy(policy, decided);
     for f in &mut findings {
         f.tidy();
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    let distributions = record::distributions(baseline, summary, &findings);
     Ok(Evaluation {
         findings,
         waived,
@@ -243,7 +345,17 @@ pub fn evaluate(
         quarantine: Vec::new(),
         notes: Vec::new(),
         row_scores: Vec::new(),
+        distributions,
+        records,
     })
+}
+
+/// The index of the policy exception that waives `code` on `column`, if any.
+pub(crate) fn exception_for(policy: &Policy, code: &str, column: Option<&str>) -> Option<usize> {
+    policy
+        .exceptions
+        .iter()
+        .position(|e| e.code == code && e.column.as_deref().is_none_or(|c| Some(c) == column))
 }
 
 /// Adds findings decided outside the batch's statistics (integrity of the inputs) to an
@@ -279,12 +391,7 @@ pub(crate) fn apply_policy(policy: &Policy, decided: Vec<Finding>) -> (Vec<Findi
     let mut findings = Vec::new();
     let mut waived = Vec::new();
     for mut f in decided {
-        let matched = policy.exceptions.iter().position(|e| {
-            e.code == f.code
-                && e.column
-                    .as_ref()
-                    .is_none_or(|c| Some(c) == f.subject.column.as_ref())
-        });
+        let matched = exception_for(policy, &f.code, f.subject.column.as_deref());
         if let Some(i) = matched {
             used[i] = true;
             waived.push(Waived {

@@ -12,7 +12,9 @@ use super::candidate::{Candidate, Effect};
 use crate::baseline::{Baseline, ColumnProfile};
 use crate::finding::{Severity, Subject, num};
 use crate::policy::Policy;
-use crate::stats::proportion::{binomial_upper_tail, smoothed_rate};
+use crate::stats::proportion::{
+    beta_binomial_upper_tail, beta_binomial_upper_tail_ab, binomial_upper_tail,
+};
 use crate::summary::{CategoricalSummary, Kind, NumericSummary, kind_of};
 
 /// Missing, extra and retyped columns. Returns the columns that can be summarised.
@@ -107,7 +109,8 @@ pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) ->
         return None;
     }
     let rule = &policy.checks.schema_null_rate;
-    let p_value = binomial_upper_tail(nulls, rows, smoothed_rate(col.nulls, m));
+    // The trusted null rate was estimated from m rows: predictive test (see `proportion`).
+    let p_value = beta_binomial_upper_tail(nulls, rows, col.nulls, m);
     let mut evidence = rate_evidence(q, p, nulls, rows);
     evidence.insert("increase".into(), q - p);
     Some(Candidate {
@@ -134,51 +137,251 @@ pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) ->
     })
 }
 
-/// Values outside the pinned `[min, max]`.
-pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) -> Option<Candidate> {
+/// The tolerance band around the pinned range: `(far_min, far_max)`, and per side the scale
+/// of the tail used for the far-outside rate.
+///
+/// Just past the observed extremes is where fresh draws land all the time: of `n` new values
+/// from the trusted distribution, the count above the maximum of `m` trusted ones is
+/// `BetaBinomial(n, 1, m)` (the maximum sits at `F = U`, `U ~ Beta(m, 1)`; David & Nagaraja
+/// 2003, *Order Statistics*, §2.1), about `n / (m + 1)` per side. Far outside is judged
+/// against an exponential model of the tail beyond the outermost pinned edge, with the mean
+/// excess over that edge as its scale (peaks over threshold with shape 0: Davison & Smith
+/// 1990, JRSS B 52(3)); that is conservative for light tails. A value is far outside when it
+/// lies more than `max(0.5 sd, 2 × tail scale)` past the extreme.
+#[must_use]
+pub fn tolerance(p: &crate::baseline::NumericProfile) -> Tolerance {
+    let sd = if p.std.is_finite() && p.std > 0.0 {
+        p.std
+    } else {
+        ((p.max - p.min).abs() * 0.1).max(1e-12)
+    };
+    // Mean excess beyond the outermost edges (the tail bins' means are pinned).
+    let (first, last) = (
+        p.edges.first().copied().unwrap_or(p.min),
+        p.edges.last().copied().unwrap_or(p.max),
+    );
+    let lower = p.counts.first().copied().unwrap_or(0);
+    let upper = p.counts.last().copied().unwrap_or(0);
+    let scale = |excess: f64, rows: u64| {
+        if rows > 0 && excess.is_finite() && excess > 0.0 {
+            excess
+        } else {
+            0.25 * sd
+        }
+    };
+    let scale_lo = scale(first - p.lower_tail_mean, lower);
+    let scale_hi = scale(p.upper_tail_mean - last, upper);
+    let margin_lo = (0.5 * sd).max(2.0 * scale_lo);
+    let margin_hi = (0.5 * sd).max(2.0 * scale_hi);
+    Tolerance {
+        far_min: p.min - margin_lo,
+        far_max: p.max + margin_hi,
+        scale_lo,
+        scale_hi,
+        margin_lo,
+        margin_hi,
+    }
+}
+
+/// See [`tolerance`].
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerance {
+    /// Below this a value is far outside.
+    pub far_min: f64,
+    /// Above this a value is far outside.
+    pub far_max: f64,
+    /// Tail scale below the first edge.
+    pub scale_lo: f64,
+    /// Tail scale above the last edge.
+    pub scale_hi: f64,
+    /// Band below the minimum.
+    pub margin_lo: f64,
+    /// Band above the maximum.
+    pub margin_hi: f64,
+}
+
+/// Values outside the pinned `[min, max]`: far outside (may deny) and just past the extremes
+/// (warns at most), as two candidates. See [`tolerance`] for the two null rates.
+pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let Some(profile) = col.numeric.as_ref() else {
+        return out;
+    };
     let k = s.below_range + s.above_range;
-    let profile = col.numeric.as_ref()?;
     if k == 0 || s.count == 0 || col.count == 0 {
+        return out;
+    }
+    let rule = &policy.checks.schema_out_of_range;
+    let tol = tolerance(profile);
+    let m = col.count;
+    let mf = m as f64;
+    let far = s.far_below + s.far_above;
+    let base_evidence = |share: f64, p0: f64, k: u64| {
+        let mut e = rate_evidence(share, p0, k, s.count);
+        e.insert("below_min".into(), s.below_range as f64);
+        e.insert("above_max".into(), s.above_range as f64);
+        e.insert("far_below".into(), s.far_below as f64);
+        e.insert("far_above".into(), s.far_above as f64);
+        e.insert("batch_min".into(), s.min);
+        e.insert("batch_max".into(), s.max);
+        e.insert("baseline_min".into(), profile.min);
+        e.insert("baseline_max".into(), profile.max);
+        e.insert("tolerance_min".into(), tol.far_min);
+        e.insert("tolerance_max".into(), tol.far_max);
+        e
+    };
+    if far > 0 {
+        // P(X > max + t) = P(X > max) exp(-t / scale), with P(X > max) = 1 / (m + 1).
+        let p0 = ((-tol.margin_lo / tol.scale_lo).exp() + (-tol.margin_hi / tol.scale_hi).exp())
+            / (mf + 1.0);
+        let share = far as f64 / s.count as f64;
+        out.push(Candidate {
+            code: "schema-out-of-range",
+            subject: Subject {
+                value: Some("far outside".to_owned()),
+                ..Subject::column(&col.name)
+            },
+            p_value: Some(binomial_upper_tail(far, s.count, p0)),
+            effects: vec![Effect {
+                name: "far_share",
+                value: share,
+                warn: rule.warn,
+                deny: rule.deny,
+            }],
+            fixed: None,
+            n: s.count,
+            n_baseline: m,
+            describe: format!(
+                "{far} values of `{}` ({:.2}%) fall far outside the pinned range [{}, {}]: beyond [{}, {}], the range widened by half a standard deviation or twice the tail's mean excess (batch range [{}, {}])",
+                col.name,
+                100.0 * share,
+                num(profile.min),
+                num(profile.max),
+                num(tol.far_min),
+                num(tol.far_max),
+                num(s.min),
+                num(s.max)
+            ),
+            evidence: base_evidence(share, p0, far),
+            tag: None,
+        });
+    }
+    let near = k - far;
+    if near > 0 {
+        // Of n fresh values, the count beyond either extreme of m trusted ones is about
+        // BetaBinomial(n, 2, m - 1) (mean 2n / (m + 1)); see `tolerance`.
+        let p_value = beta_binomial_upper_tail_ab(near, s.count, 2.0, (mf - 1.0).max(1.0));
+        let share = near as f64 / s.count as f64;
+        out.push(Candidate {
+            code: "schema-out-of-range",
+            subject: Subject {
+                value: Some("just outside".to_owned()),
+                ..Subject::column(&col.name)
+            },
+            p_value: Some(p_value),
+            effects: vec![Effect {
+                name: "share",
+                value: share,
+                warn: rule.warn.max(4.0 / (mf + 1.0)),
+                // Values a hair past the extremes of m trusted rows are what fresh data does;
+                // they never block on their own (values far outside do).
+                deny: f64::INFINITY,
+            }],
+            fixed: None,
+            n: s.count,
+            n_baseline: m,
+            describe: format!(
+                "{near} values of `{}` ({:.2}%) fall just outside the pinned range [{}, {}], within the tolerance band [{}, {}]; fresh data from {m} trusted rows lands there about {}% of the time",
+                col.name,
+                100.0 * share,
+                num(profile.min),
+                num(profile.max),
+                num(tol.far_min),
+                num(tol.far_max),
+                num(200.0 / (mf + 1.0))
+            ),
+            evidence: base_evidence(share, 2.0 / (mf + 1.0), near),
+            tag: None,
+        });
+    }
+    out
+}
+
+/// Numeric values outside the policy's hard domain of the column (counted by the summary).
+pub fn out_of_domain_numeric(
+    col: &ColumnProfile,
+    s: &NumericSummary,
+    domain: &crate::policy::Domain,
+) -> Option<Candidate> {
+    if s.outside_domain == 0 {
         return None;
     }
-    let share = k as f64 / s.count as f64;
-    // For exchangeable draws, a new value exceeds the maximum (or falls below the minimum) of
-    // m trusted values with probability 1/(m+1) each.
-    let p0 = 2.0 / (col.count as f64 + 1.0);
-    let rule = &policy.checks.schema_out_of_range;
-    let mut evidence = rate_evidence(share, p0, k, s.count);
-    evidence.insert("below_min".into(), s.below_range as f64);
-    evidence.insert("above_max".into(), s.above_range as f64);
-    evidence.insert("batch_min".into(), s.min);
-    evidence.insert("batch_max".into(), s.max);
-    evidence.insert("baseline_min".into(), profile.min);
-    evidence.insert("baseline_max".into(), profile.max);
-    Some(Candidate {
-        code: "schema-out-of-range",
-        subject: Subject::column(&col.name),
-        p_value: Some(binomial_upper_tail(k, s.count, p0)),
-        effects: vec![Effect {
-            name: "share",
-            value: share,
-            warn: rule.warn,
-            deny: rule.deny,
-        }],
-        fixed: None,
-        n: s.count,
-        n_baseline: col.count,
-        describe: format!(
-            "{} values of `{}` ({:.2}%) fall outside the pinned range [{}, {}] (batch range [{}, {}])",
-            k,
+    let lo = domain.min.map_or("-inf".to_owned(), num);
+    let hi = domain.max.map_or("inf".to_owned(), num);
+    let mut c = Candidate::structural(
+        "schema-out-of-domain",
+        Subject::column(&col.name),
+        Severity::Deny,
+        format!(
+            "{} values of `{}` fall outside its hard domain [{lo}, {hi}] (batch range [{}, {}])",
+            s.outside_domain,
             col.name,
-            100.0 * share,
-            num(profile.min),
-            num(profile.max),
             num(s.min),
             num(s.max)
         ),
-        evidence,
-        tag: None,
-    })
+    );
+    c.n = s.count;
+    c.evidence
+        .insert("rows_flagged".into(), s.outside_domain as f64);
+    c.evidence.insert("rows".into(), s.count as f64);
+    Some(c)
+}
+
+/// Categorical values outside the policy's allowed categories. Values past the summary's
+/// distinct cap are counted as outside (they are unseen, and cannot be told apart).
+pub fn out_of_domain_categorical(
+    col: &ColumnProfile,
+    s: &CategoricalSummary,
+    allowed: &[String],
+) -> Option<Candidate> {
+    let allowed: std::collections::HashSet<&str> = allowed.iter().map(String::as_str).collect();
+    let mut bad: Vec<(&String, u64)> = s
+        .counts
+        .iter()
+        .filter(|(v, _)| !allowed.contains(v.as_str()))
+        .map(|(v, &c)| (v, c))
+        .collect();
+    let k = bad.iter().map(|(_, c)| c).sum::<u64>() + s.overflow;
+    if k == 0 {
+        return None;
+    }
+    bad.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let names: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(v, c)| format!("\"{}\" ({c})", v.escape_debug()))
+        .collect();
+    let mut subject = Subject::column(&col.name);
+    subject.value = bad.first().map(|(v, _)| (*v).clone());
+    let mut c = Candidate::structural(
+        "schema-out-of-domain",
+        subject,
+        Severity::Deny,
+        format!(
+            "{k} rows of `{}` hold values outside its allowed categories: {}{}",
+            col.name,
+            names.join(", "),
+            if s.overflow > 0 {
+                format!(" and {} rows of further unseen values", s.overflow)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    c.n = s.count;
+    c.evidence.insert("rows_flagged".into(), k as f64);
+    c.evidence.insert("rows".into(), s.count as f64);
+    Some(c)
 }
 
 /// Category values the baseline never saw.
@@ -205,7 +408,8 @@ pub fn unseen_categories(
     // Rows the baseline holds outside its stored domain, plus the Good–Turing estimate of the
     // mass of never-seen values, N1 / m (Good 1953, Biometrika 40(3/4)).
     let outside = col.count - profile.domain_rows;
-    let p0 = smoothed_rate(outside + profile.singletons, col.count);
+    let x0 = (outside + profile.singletons).min(col.count);
+    let p0 = (x0 as f64 + 0.5) / (col.count as f64 + 1.0);
     let rule = &policy.checks.schema_unseen_category;
     let mut evidence = rate_evidence(share, p0, k, s.count);
     evidence.insert(
@@ -222,7 +426,8 @@ pub fn unseen_categories(
     Some(Candidate {
         code: "schema-unseen-category",
         subject,
-        p_value: Some(binomial_upper_tail(k, s.count, p0)),
+        // Predictive test: the unseen mass was itself estimated from the trusted rows.
+        p_value: Some(beta_binomial_upper_tail(k, s.count, x0, col.count)),
         effects: vec![Effect {
             name: "share",
             value: share,

@@ -220,6 +220,7 @@ pub fn compare(
             .filter(|c| c.p_value.is_some())
             .count();
     let mut decided = Vec::new();
+    let mut records = Vec::new();
     let alpha = policy.gate.alpha;
     for (family, adjust) in [
         (global, holm as fn(&[f64]) -> Vec<f64>),
@@ -236,7 +237,15 @@ pub fn compare(
             } else {
                 None
             };
-            decided.extend(decide(c, adj, alpha));
+            let mut rec = crate::check::record::TestRecord::of(&c, adj, None);
+            let f = decide(c, adj, alpha);
+            rec.outcome = match f.as_ref().map(|f| f.severity) {
+                Some(crate::finding::Severity::Deny) => crate::check::record::TestOutcome::Deny,
+                Some(crate::finding::Severity::Warn) => crate::check::record::TestOutcome::Warn,
+                None => crate::check::record::TestOutcome::Pass,
+            };
+            records.push(rec.with_policy(policy));
+            decided.extend(f);
         }
     }
     let (mut findings, waived) = apply_policy(policy, decided);
@@ -254,6 +263,11 @@ pub fn compare(
             quarantine: Vec::new(),
             notes,
             row_scores: Vec::new(),
+            records: {
+                crate::check::record::sort(&mut records);
+                records
+            },
+            distributions: Vec::new(),
         },
         pinned,
     })

@@ -89,6 +89,10 @@ pub struct LabelModel {
     pub oof_expected: Vec<Vec<f64>>,
     /// Per feature, the observed class counts by code over the same rows.
     pub oof_observed: Vec<Vec<u64>>,
+    /// Temperature that calibrates the model's probabilities out of fold (absent in
+    /// baselines pinned before it was fitted: then 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 /// Least gap between a class's flipped and clean surprising rates for its rows to enter the
@@ -270,6 +274,8 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
         }
     }
     let class_flipped_rate = share(&into_hits, &into_rows);
+    let y16: Vec<u16> = y.iter().map(|&c| c as u16).collect();
+    let temperature = super::flip_lr::fit_temperature(&oof, &y16, classes);
     Some(LabelModel {
         forest,
         rows: n as u64,
@@ -288,6 +294,7 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
         class_flipped_surprise,
         oof_expected,
         oof_observed,
+        temperature: Some(crate::finding::tidy(temperature)),
     })
 }
 
@@ -309,7 +316,7 @@ pub fn score(
     m: &LabelModel,
     e: &Encoded,
     cardinality: &[usize],
-) -> (Vec<f32>, Vec<u16>, Vec<Vec<f64>>) {
+) -> (Vec<f32>, Vec<u16>, Vec<Vec<f64>>, Vec<f32>) {
     let classes = m.forest.classes;
     let refs: Vec<&[u8]> = e.codes.iter().map(Vec::as_slice).collect();
     let probs = m.forest.predict(&refs, e.n);
@@ -340,14 +347,71 @@ pub fn score(
         });
         pred.push(argmax(row) as u16);
     }
-    (p, pred, expected)
+    (p, pred, expected, probs)
 }
 
 /// Whether row `i` of a scan carries a surprising label.
 #[must_use]
 pub fn is_surprising(m: &LabelModel, scan: &Scan, i: usize) -> bool {
     let p = f64::from(scan.p_label[i]);
-    !p.is_nan() && p < m.cut
+    !p.is_nan() && p < m.cut && scan.support.get(i).copied().unwrap_or(true)
+}
+
+/// The class-prior reweighting the label test treats as natural (DESIGN §5: "a class prior
+/// reweighted by up to 1.2"); the pinned prior's own sampling error widens it.
+const PRIOR_TOLERANCE: f64 = 1.2;
+/// Most classes for which the likelihood-ratio test fits the prior reweighting.
+const MAX_LR_CLASSES: usize = 5;
+
+/// The likelihood-ratio test of flips ([`super::flip_lr`]) on the sampled rows of a scan.
+/// `transitions` are the batch's surprising rows by (predicted, given), which rank the
+/// directed alternatives when there are more than two classes.
+fn lr_test(m: &LabelModel, scan: &Scan, transitions: &[u64]) -> Option<super::flip_lr::LrResult> {
+    use super::flip_lr::{Alternative, Data, test};
+    let k = m.forest.classes;
+    if !(2..=MAX_LR_CLASSES).contains(&k) || scan.lr_rows.len() < 30 {
+        return None;
+    }
+    let labels: Vec<u16> = scan
+        .lr_rows
+        .iter()
+        .map(|&r| scan.rows.label[r as usize])
+        .collect();
+    let x0 = m.class_rows[0].max(1) as f64;
+    let bounds: Vec<f64> = (0..k)
+        .map(|c| {
+            let xc = m.class_rows[c].max(1) as f64;
+            PRIOR_TOLERANCE * (1.96 * (1.0 / xc + 1.0 / x0).sqrt()).exp()
+        })
+        .collect();
+    let mut alts = vec![Alternative::Random];
+    if k == 2 {
+        alts.push(Alternative::Directed { from: 0, to: 1 });
+        alts.push(Alternative::Directed { from: 1, to: 0 });
+    } else {
+        // The four (source -> target) pairs with the most surprising rows beyond the trusted
+        // share; all of them count toward the Bonferroni factor.
+        let mut pairs: Vec<(u64, usize, usize)> = (0..k)
+            .flat_map(|s| (0..k).filter(move |&t| t != s).map(move |t| (s, t)))
+            .map(|(s, t)| (transitions[s * k + t], s, t))
+            .collect();
+        pairs.sort_by(|a, b| b.0.cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        alts.extend(
+            pairs
+                .iter()
+                .take(4)
+                .map(|&(_, from, to)| Alternative::Directed { from, to }),
+        );
+    }
+    test(
+        &Data {
+            probs: &scan.lr_probs,
+            labels: &labels,
+            k,
+        },
+        &bounds,
+        &alts,
+    )
 }
 
 pub(crate) use crate::stats::proportion::normal_upper_tail as normal_sf;
@@ -371,9 +435,14 @@ pub fn candidates(
     let mut class_n = vec![0u64; classes];
     let mut class_k = vec![0u64; classes];
     let mut class_s = vec![0f64; classes];
+    let mut outside = 0u64;
     for i in 0..scan.rows.n {
         let p = f64::from(scan.p_label[i]);
         if p.is_nan() {
+            continue;
+        }
+        if !scan.support.get(i).copied().unwrap_or(true) {
+            outside += 1;
             continue;
         }
         n += 1;
@@ -439,9 +508,38 @@ pub fn candidates(
             mean_visible += landing;
         }
     }
-    let z = excess / var.max(f64::MIN_POSITIVE).sqrt();
-    let surprise_z = s_excess / s_var.max(f64::MIN_POSITIVE).sqrt();
-    let p_value = (2.0 * normal_sf(z).min(normal_sf(surprise_z))).min(1.0);
+    let mut z = excess / var.max(f64::MIN_POSITIVE).sqrt();
+    let mut surprise_z = s_excess / s_var.max(f64::MIN_POSITIVE).sqrt();
+    let lr = lr_test(m, scan, &transitions);
+    // With the likelihood-ratio test's probabilities at hand, the rate and surprise tests
+    // condition on each row's features (and on the null's fitted label shift) instead of
+    // comparing with the trusted class rates: a covariate shift then moves their
+    // expectation, not their verdict.
+    let conditional = lr.as_ref().map(|r| {
+        let labels: Vec<u16> = scan
+            .lr_rows
+            .iter()
+            .map(|&i| scan.rows.label[i as usize])
+            .collect();
+        let d = super::flip_lr::Data {
+            probs: &scan.lr_probs,
+            labels: &labels,
+            k: classes,
+        };
+        super::flip_lr::conditional_z(&d, &r.null_weights, m.cut)
+    });
+    if let Some((cz, cs, _)) = conditional {
+        z = cz;
+        surprise_z = cs;
+    }
+    // Bonferroni over the class-stratified rate and surprise tests (robust to any change of
+    // the class balance) and the likelihood-ratio test (which also uses the prior's move
+    // beyond the tolerated reweighting).
+    let tests = if lr.is_some() { 3.0 } else { 2.0 };
+    let p_min = normal_sf(z)
+        .min(normal_sf(surprise_z))
+        .min(lr.as_ref().map_or(1.0, |r| r.p_value));
+    let p_value = (tests * p_min).min(1.0);
     let estimate = |flips: f64, visible: f64| {
         if visible > 0.0 {
             flips / visible / nf
@@ -453,6 +551,16 @@ pub fn candidates(
         estimate(mean_flips, mean_visible)
     } else {
         estimate(rate_flips, rate_visible)
+    };
+    // Conditional tests: the maximum-likelihood share is the effect (the class-rate
+    // estimates above assume the trusted mix of easy and hard rows).
+    let flip_share = match &lr {
+        Some(r) => r.epsilon.max(if conditional.is_some() {
+            0.0
+        } else {
+            flip_share
+        }),
+        None => flip_share,
     };
     let mean_surprise = surprise / nf;
     let names = &baseline.class_names();
@@ -473,6 +581,26 @@ pub fn candidates(
         num(100.0 * r0),
         num(flip_share)
     );
+    if let Some(r) = &lr {
+        let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
+        let alt = match r.alternative {
+            super::flip_lr::Alternative::Random => "random flips".to_owned(),
+            super::flip_lr::Alternative::Directed { from, to } => {
+                format!("`{}` relabelled `{}`", name(from), name(to))
+            }
+        };
+        describe.push_str(&format!(
+            "; the likelihood-ratio test fits {} of labels flipped (95% interval {} to {}) as {alt}",
+            num(r.epsilon),
+            num(r.ci.0),
+            num(r.ci.1)
+        ));
+    }
+    if outside > 0 {
+        describe.push_str(&format!(
+            "; {outside} labelled rows lie outside the trusted support and were not judged"
+        ));
+    }
     let mut subject = Subject::column(baseline.label.as_deref().unwrap_or("label"));
     if let Some((excess, pred, given)) = top {
         let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
@@ -494,11 +622,26 @@ pub fn candidates(
     evidence.insert("flipped_surprising_share".into(), m.flipped_rate);
     evidence.insert("probability_cut".into(), m.cut);
     evidence.insert("z".into(), z);
+    evidence.insert(
+        "conditional_tests".into(),
+        f64::from(u8::from(conditional.is_some())),
+    );
     evidence.insert("mean_surprise".into(), mean_surprise);
     evidence.insert("trusted_mean_surprise".into(), m.mean_surprise);
     evidence.insert("mean_surprise_z".into(), surprise_z);
     evidence.insert("accuracy".into(), correct as f64 / nf);
     evidence.insert("trusted_accuracy".into(), m.accuracy);
+    evidence.insert("rows_judged".into(), nf);
+    evidence.insert("rows_outside_support".into(), outside as f64);
+    evidence.insert("temperature".into(), m.temperature.unwrap_or(1.0));
+    if let Some(r) = &lr {
+        evidence.insert("lr".into(), r.lr);
+        evidence.insert("lr_p".into(), r.p_value);
+        evidence.insert("lr_rows".into(), scan.lr_rows.len() as f64);
+        evidence.insert("flip_share_ml".into(), r.epsilon);
+        evidence.insert("flip_share_low".into(), r.ci.0);
+        evidence.insert("flip_share_high".into(), r.ci.1);
+    }
     let c = Candidate {
         code: "poison-label-inconsistency",
         subject,
@@ -515,6 +658,12 @@ pub fn candidates(
         describe,
         evidence,
         tag: None,
+    };
+    let excess = match conditional {
+        // The class-rate excess still bounds how many surprising rows the quarantine keeps
+        // when the finding fires; the conditional excess can be the larger of the two.
+        Some((_, _, e)) => (e * nf / scan.lr_rows.len().max(1) as f64).max(excess),
+        None => excess,
     };
     let limit = excess.max(0.0).ceil() as usize;
     vec![(c, Some(RowSelector::Surprising { limit }))]
@@ -617,4 +766,90 @@ pub fn segment_codes(
         }
     }
     out
+}
+
+/// Fewest trusted rows a categorical `other` or null code needs before the reference model's
+/// answer for it means anything.
+const MIN_SUPPORT_ROWS: u64 = 5;
+
+/// Which rows the reference model can judge: every feature value inside the support of the
+/// trusted rows it was fitted on.
+///
+/// A row with a null where the trusted rows had (almost) none, with a category value outside
+/// every trusted one, or with a number far outside the pinned range (the tolerance band of
+/// [`crate::check::schema::tolerance`]) meets a part of the model that no trusted row shaped:
+/// its probabilities say nothing about its label. Such rows are left out of the label test
+/// (and counted), so that a broken column reads as a broken column — a schema finding — and
+/// not as flipped labels.
+#[derive(Debug, Clone)]
+pub struct Support {
+    /// Per feature, per code: supported.
+    ok: Vec<Vec<bool>>,
+    /// Per numeric feature, the band beyond which a value is outside the support.
+    far: Vec<Option<(f64, f64)>>,
+}
+
+impl Support {
+    /// The support of a baseline's features, from the trusted rows per code.
+    #[must_use]
+    pub fn new(baseline: &Baseline, profile: &PoisonProfile, encoder: &Encoder) -> Self {
+        let k = profile.classes.max(1);
+        let mut ok = Vec::with_capacity(encoder.features.len());
+        let mut far = Vec::with_capacity(encoder.features.len());
+        for (j, f) in encoder.features.iter().enumerate() {
+            let card = f.code.cardinality();
+            let trusted = |code: usize| -> u64 {
+                profile.tables.get(j).map_or(MIN_SUPPORT_ROWS, |t| {
+                    t[code * k..(code + 1) * k].iter().sum()
+                })
+            };
+            let null = usize::from(f.code.null_code());
+            let mut v = vec![true; card];
+            match &f.code {
+                crate::rows::FeatureCode::Numeric { .. } => {
+                    v[null] = trusted(null) >= MIN_SUPPORT_ROWS;
+                }
+                crate::rows::FeatureCode::Categorical { other, .. } => {
+                    let other = usize::from(*other);
+                    v[other] = trusted(other) >= MIN_SUPPORT_ROWS;
+                    v[null] = trusted(null) >= MIN_SUPPORT_ROWS;
+                }
+            }
+            ok.push(v);
+            far.push(
+                baseline
+                    .column(&f.name)
+                    .and_then(|c| c.numeric.as_ref())
+                    .map(|p| {
+                        let t = crate::check::schema::tolerance(p);
+                        (t.far_min, t.far_max)
+                    }),
+            );
+        }
+        Self { ok, far }
+    }
+
+    /// Per row of a slice, whether it lies inside the support; and per feature, the rows it
+    /// put outside.
+    #[must_use]
+    pub fn mask(&self, e: &Encoded) -> (Vec<bool>, Vec<u64>) {
+        let mut inside = vec![true; e.n];
+        let mut per_feature = vec![0u64; self.ok.len()];
+        for (j, codes) in e.codes.iter().enumerate() {
+            let ok = &self.ok[j];
+            let vals = e.values.get(j).filter(|v| !v.is_empty());
+            for (i, &c) in codes.iter().enumerate() {
+                let mut good = ok.get(usize::from(c)).copied().unwrap_or(false);
+                if good && let (Some((lo, hi)), Some(v)) = (self.far[j], vals) {
+                    let x = v[i];
+                    good = x.is_nan() || (x >= lo && x <= hi);
+                }
+                if !good {
+                    per_feature[j] += 1;
+                    inside[i] = false;
+                }
+            }
+        }
+        (inside, per_feature)
+    }
 }

@@ -16,6 +16,7 @@
 pub mod anomaly;
 pub mod class_drift;
 pub mod duplicates;
+pub mod flip_lr;
 pub mod gbdt;
 pub mod label;
 pub mod point_mass;
@@ -47,6 +48,19 @@ pub const ROW_CODES: [&str; 8] = [
     "poison-duplicate-flood",
     "poison-label-conflict",
 ];
+
+/// A phrase that the note of a detector that could not run contains, to tie the note to
+/// the detector's code in the report's test list.
+#[must_use]
+pub fn detector_phrase(code: &str) -> &'static str {
+    match code {
+        "poison-label-inconsistency" => "label-consistency detector",
+        "poison-segment-label-shift" | "poison-trigger" | "drift-class-conditional" => {
+            "the segment, trigger and class-conditional detectors"
+        }
+        _ => "\u{0}",
+    }
+}
 
 /// Most classes the row-level label detectors handle; more suggests an id-like label.
 pub const MAX_MODEL_CLASSES: usize = 20;
@@ -97,8 +111,20 @@ fn class_tables(
 }
 
 /// What one slice of the row pass returns beside its rows: value sketches, the model's
-/// expected class counts and the class tables.
-type SliceParts = (Vec<point_mass::Sketch>, Vec<Vec<f64>>, Vec<Vec<u64>>);
+/// expected class counts, the class tables, rows outside the support per feature, and the
+/// sampled rows with their class probabilities for the likelihood-ratio test.
+type SliceParts = (
+    Vec<point_mass::Sketch>,
+    Vec<Vec<f64>>,
+    Vec<Vec<u64>>,
+    Vec<u64>,
+    (Vec<u32>, Vec<f32>),
+);
+
+/// Most rows the likelihood-ratio label test is fitted on (an even stride through the
+/// batch beyond): its standard error at this size is far below any flip share worth a
+/// finding, and the fit stays a fraction of a second.
+pub const LR_ROWS: usize = 50_000;
 
 /// Where one slice writes its rows.
 struct Dest<'a> {
@@ -109,6 +135,7 @@ struct Dest<'a> {
     p_label: &'a mut [f32],
     predicted: &'a mut [u16],
     anomaly: &'a mut [f32],
+    support: &'a mut [bool],
 }
 
 /// Every encoded row of a batch, concatenated in batch order.
@@ -180,7 +207,7 @@ pub fn build(baseline: &Baseline, frames: &[DataFrame]) -> Result<Option<PoisonP
     } else {
         None
     };
-    let anomaly = anomaly::fit(baseline, &encoder, &rows);
+    let anomaly = anomaly::fit(baseline, &encoder, &rows, baseline.seed);
     let duplicates = duplicates::fit(&rows, baseline.seed);
     Ok(Some(PoisonProfile {
         features: encoder.features.iter().map(|f| f.name.clone()).collect(),
@@ -243,6 +270,16 @@ pub struct Scan {
     pub expected_tables: Vec<Vec<f64>>,
     /// Per numeric feature, the exact values found in bins that gained rows, with their rows.
     pub exact_values: Vec<point_mass::Sketch>,
+    /// Per row, whether every feature value lies inside the trusted support
+    /// ([`label::Support`]); rows outside are left out of the label test.
+    pub support: Vec<bool>,
+    /// Per feature, the rows it put outside the support.
+    pub outside_support: Vec<u64>,
+    /// Rows sampled for the likelihood-ratio label test (an even stride, at most
+    /// [`LR_ROWS`]), in batch order.
+    pub lr_rows: Vec<u32>,
+    /// Their class probabilities under the reference model, row-major.
+    pub lr_probs: Vec<f32>,
 }
 
 /// Scores every row of a batch. `None` when the baseline has no poison profile or the batch
@@ -287,6 +324,12 @@ pub fn scan(
     out.p_label = vec![0f32; total];
     out.predicted = vec![0u16; total];
     out.anomaly = vec![0f32; total];
+    out.support = vec![true; total];
+    let support = profile
+        .label_model
+        .as_ref()
+        .map(|_| label::Support::new(baseline, profile, &encoder));
+    let stride = total.div_ceil(LR_ROWS).max(1);
     let parts: Vec<SliceParts> = {
         let mut dests = Vec::with_capacity(slices.len());
         let mut codes: Vec<&mut [u8]> = out.rows.codes.iter_mut().map(Vec::as_mut_slice).collect();
@@ -296,6 +339,7 @@ pub fn scan(
         let mut p_label = out.p_label.as_mut_slice();
         let mut predicted = out.predicted.as_mut_slice();
         let mut anomaly = out.anomaly.as_mut_slice();
+        let mut support_rows = out.support.as_mut_slice();
         fn cut<'a, T>(rest: &mut &'a mut [T], len: usize) -> &'a mut [T] {
             let (head, tail) = std::mem::take(rest).split_at_mut(len);
             *rest = tail;
@@ -310,6 +354,7 @@ pub fn scan(
                 p_label: cut(&mut p_label, s.len),
                 predicted: cut(&mut predicted, s.len),
                 anomaly: cut(&mut anomaly, s.len),
+                support: cut(&mut support_rows, s.len),
             });
         }
         use rayon::prelude::*;
@@ -319,10 +364,33 @@ pub fn scan(
             .map(|(s, d)| {
                 let e = encoder.encode_slice(frames, s)?;
                 let exact = point_mass::collect(&hot, &e);
-                let (p, pred, expected) = match &profile.label_model {
+                let (p, pred, expected, probs) = match &profile.label_model {
                     Some(m) => label::score(m, &e, &profile.cardinality),
-                    None => (vec![f32::NAN; e.n], vec![NO_CLASS; e.n], Vec::new()),
+                    None => (
+                        vec![f32::NAN; e.n],
+                        vec![NO_CLASS; e.n],
+                        Vec::new(),
+                        Vec::new(),
+                    ),
                 };
+                let (inside, outside) = match &support {
+                    Some(sup) => sup.mask(&e),
+                    None => (vec![true; e.n], vec![0; features]),
+                };
+                let mut sampled = (Vec::new(), Vec::new());
+                if let Some(m) = &profile.label_model {
+                    let k = m.forest.classes;
+                    let t = m.temperature.unwrap_or(1.0);
+                    for i in (s.first.next_multiple_of(stride) - s.first..e.n).step_by(stride) {
+                        if e.label[i] == NO_CLASS || !inside[i] {
+                            continue;
+                        }
+                        sampled.0.push((s.first + i) as u32);
+                        let mut row = probs[i * k..(i + 1) * k].to_vec();
+                        flip_lr::apply_temperature(&mut row, t);
+                        sampled.1.extend(row);
+                    }
+                }
                 let an = match &scorer {
                     Some(sc) => sc.score(&e),
                     None => vec![0.0; e.n],
@@ -341,12 +409,19 @@ pub fn scan(
                 d.p_label.copy_from_slice(&p);
                 d.predicted.copy_from_slice(&pred);
                 d.anomaly.copy_from_slice(&an);
-                Ok((exact, expected, tables))
+                d.support.copy_from_slice(&inside);
+                Ok((exact, expected, tables, outside, sampled))
             })
             .collect::<Result<Vec<_>>>()?
     };
     out.exact_values = vec![point_mass::Sketch::default(); features];
-    for (exact, expected, tables) in parts {
+    out.outside_support = vec![0; features];
+    for (exact, expected, tables, outside, (rows, probs)) in parts {
+        for (a, b) in out.outside_support.iter_mut().zip(outside) {
+            *a += b;
+        }
+        out.lr_rows.extend(rows);
+        out.lr_probs.extend(probs);
         if out.expected_tables.is_empty() {
             out.expected_tables = expected;
         } else {
@@ -453,6 +528,33 @@ pub fn detect(
         out.notes.push(
             "the label has more than 20 classes: the segment, trigger and class-conditional detectors did not run".to_owned(),
         );
+    }
+    let outside: u64 = scan
+        .support
+        .iter()
+        .zip(&scan.rows.label)
+        .filter(|&(&inside, &y)| !inside && y != NO_CLASS)
+        .count() as u64;
+    if profile.label_model.is_some() && outside > 0 {
+        let labelled = scan.rows.label.iter().filter(|&&y| y != NO_CLASS).count();
+        let mut worst: Vec<(u64, &String)> = scan
+            .outside_support
+            .iter()
+            .zip(&profile.features)
+            .filter(|(c, _)| **c > 0)
+            .map(|(&c, f)| (c, f))
+            .collect();
+        worst.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let list: Vec<String> = worst
+            .iter()
+            .take(3)
+            .map(|(c, f)| format!("`{f}` in {c} rows"))
+            .collect();
+        out.notes.push(format!(
+            "the label test judged {} of {labelled} labelled rows: {outside} hold a value outside the trusted support (a null, an unseen category or a number far outside the range: {}), where the reference model says nothing about the label",
+            labelled as u64 - outside,
+            list.join(", ")
+        ));
     }
     // Three independent groups run side by side; their candidates are appended in a fixed
     // order, so the outcome does not depend on scheduling.

@@ -8,6 +8,7 @@ mod template;
 
 pub use template::template;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,25 @@ pub struct Policy {
     pub compare: CompareSettings,
     /// Waivers; each needs a reason.
     pub exceptions: Vec<Exception>,
+    /// Hard domains per column (`[domains.COLUMN]`): values outside one are
+    /// `schema-out-of-domain`, whatever the trusted data held.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, Domain>,
+}
+
+/// What a column may hold, as the user knows it (not as the trusted data happened to show).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Domain {
+    /// Smallest allowed value of a numeric column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest allowed value of a numeric column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Allowed values of a categorical column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
 }
 
 /// Gate-wide statistical settings.
@@ -230,6 +250,8 @@ pub struct Checks {
     pub schema_out_of_range: RateRule,
     /// `schema-unseen-category`: thresholds on the share of rows holding unseen values.
     pub schema_unseen_category: RateRule,
+    /// `schema-out-of-domain`: values outside a hard domain of `[domains]`.
+    pub schema_out_of_domain: LevelOnly,
     /// `drift-numeric`.
     pub drift_numeric: NumericDrift,
     /// `drift-categorical`.
@@ -306,6 +328,7 @@ impl Default for Checks {
                 warn: 0.005,
                 deny: 0.05,
             },
+            schema_out_of_domain: level(Level::Deny),
             // 0.25 sd shift: KS 0.10, W1/sd 0.25 (warn); 0.5 sd: KS 0.20, W1/sd 0.5 (deny).
             drift_numeric: NumericDrift {
                 level: Level::Deny,
@@ -697,6 +720,21 @@ impl Policy {
                 ));
             }
         }
+        for (col, d) in &self.domains {
+            if d.min.is_none() && d.max.is_none() && d.categories.is_none() {
+                return Err(format!("domains.{col}: give min, max or categories"));
+            }
+            if d.categories.is_some() && (d.min.is_some() || d.max.is_some()) {
+                return Err(format!(
+                    "domains.{col}: categories cannot be combined with min or max"
+                ));
+            }
+            let lo = d.min.unwrap_or(f64::NEG_INFINITY);
+            let hi = d.max.unwrap_or(f64::INFINITY);
+            if lo.is_nan() || hi.is_nan() || lo > hi {
+                return Err(format!("domains.{col}: min must not exceed max"));
+            }
+        }
         for e in &self.exceptions {
             if crate::codes::lookup(&e.code).is_none() {
                 return Err(format!(
@@ -725,6 +763,7 @@ impl Policy {
             "schema-null-rate" => c.schema_null_rate.level,
             "schema-out-of-range" => c.schema_out_of_range.level,
             "schema-unseen-category" => c.schema_unseen_category.level,
+            "schema-out-of-domain" => c.schema_out_of_domain.level,
             "drift-numeric" => c.drift_numeric.level,
             "drift-categorical" => c.drift_categorical.level,
             "drift-label-prior" => c.drift_label_prior.level,

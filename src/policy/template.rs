@@ -47,7 +47,15 @@ pub fn template() -> crate::Result<String> {
          # [[exceptions]]\n\
          # code = \"drift-numeric\"\n\
          # column = \"age\"\n\
-         # reason = \"age distribution shifts every January; tracked in TICKET-123\"\n",
+         # reason = \"age distribution shifts every January; tracked in TICKET-123\"\n\
+         \n# Hard domains: what a column may hold by definition. Any value outside is\n\
+         # schema-out-of-domain (deny), however few. Numeric: min and/or max; categorical:\n\
+         # categories (a null is never outside a domain; schema-null-rate covers nulls).\n\
+         # [domains.age]\n\
+         # min = 0\n\
+         # max = 120\n\
+         # [domains.country]\n\
+         # categories = [\"DE\", \"FR\", \"NL\"]\n",
     );
     Ok(out)
 }

@@ -8,7 +8,8 @@ use crate::finding::num;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}\
-.deny{color:#b00020;font-weight:bold}.warn{color:#a15c00}.pass{color:#1b7f3b}code{font-size:90%}";
+.deny{color:#b00020;font-weight:bold}.warn{color:#a15c00}.pass{color:#1b7f3b}.muted{color:#777}code{font-size:90%}\
+.charts{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0}figcaption{font-size:85%}";
 
 /// Renders the report as a standalone HTML page.
 #[must_use]
@@ -136,6 +137,119 @@ pub fn render(r: &Report) -> String {
             s.push_str("</ul>\n");
         }
     }
+    distributions(&mut s, r);
+    tests(&mut s, r);
     s.push_str("</body></html>\n");
     s
+}
+
+/// One small bar chart per column: the baseline's share per cell in grey, the batch's in
+/// blue (red for a flagged column), drawn as inline SVG (no scripts, no external assets).
+fn distributions(s: &mut String, r: &Report) {
+    if r.distributions.is_empty() {
+        return;
+    }
+    s.push_str("<h2>Distributions</h2>\n<p>Baseline (grey) against batch (blue; red where a finding names the column), share of rows per bin or category. Flagged columns first.</p>\n<div class=\"charts\">\n");
+    for d in &r.distributions {
+        let cells = d.cells.len().max(1);
+        let (w, h, pad) = (320.0f64, 120.0f64, 18.0f64);
+        let top = d
+            .baseline
+            .iter()
+            .chain(&d.batch)
+            .copied()
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
+        let slot = (w - 2.0 * pad) / cells as f64;
+        let bar = (slot * 0.42).max(1.0);
+        let color = if d.flagged { "#b00020" } else { "#1f5fbf" };
+        let _ = write!(
+            s,
+            "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{col}\"><title>{col} ({kind}): baseline vs batch</title>",
+            col = esc(&d.column),
+            kind = esc(&d.kind)
+        );
+        let base_y = h - pad;
+        let span = h - 2.0 * pad;
+        for (i, cell) in d.cells.iter().enumerate() {
+            let x = pad + i as f64 * slot;
+            let b = d.baseline.get(i).copied().unwrap_or(0.0);
+            let q = d.batch.get(i).copied().unwrap_or(0.0);
+            let hb = span * b / top;
+            let hq = span * q / top;
+            let _ = write!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{hb:.1}\" fill=\"#9e9e9e\"><title>{}: baseline {}</title></rect>\
+                 <rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{hq:.1}\" fill=\"{color}\"><title>{}: batch {}</title></rect>",
+                x,
+                base_y - hb,
+                esc(cell),
+                num(b),
+                x + bar,
+                base_y - hq,
+                esc(cell),
+                num(q)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<line x1=\"{pad}\" y1=\"{base_y}\" x2=\"{:.1}\" y2=\"{base_y}\" stroke=\"#444\"/></svg><figcaption><code>{}</code> ({}){}</figcaption></figure>",
+            w - pad,
+            esc(&d.column),
+            esc(&d.kind),
+            if d.flagged {
+                " <span class=\"deny\">flagged</span>"
+            } else {
+                ""
+            }
+        );
+    }
+    s.push_str("</div>\n");
+}
+
+/// Every test, including the ones that passed or could not run.
+fn tests(s: &mut String, r: &Report) {
+    if r.tests.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "<h2>Every test ({})</h2>\n<table><tr><th>outcome</th><th>code</th><th>subject</th><th>statistics (value / warn / deny / null quantile)</th><th>p</th><th>adjusted p</th><th>rows</th><th>reason</th></tr>",
+        r.tests.len()
+    );
+    for t in &r.tests {
+        let stats: Vec<String> = t
+            .statistics
+            .iter()
+            .map(|x| {
+                format!(
+                    "{} {} / {} / {} / {}",
+                    esc(&x.name),
+                    num(x.value),
+                    num(x.warn),
+                    x.deny.map_or("-".to_owned(), num),
+                    x.null_quantile.map_or("-".to_owned(), num)
+                )
+            })
+            .collect();
+        let class = match t.outcome.name() {
+            "deny" => "deny",
+            "warn" => "warn",
+            "pass" => "pass",
+            _ => "muted",
+        };
+        let _ = writeln!(
+            s,
+            "<tr><td class=\"{class}\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            t.outcome.name(),
+            esc(&t.code),
+            esc(&t.subject.display()),
+            stats.join("<br>"),
+            t.p_value.map_or("-".to_owned(), crate::finding::p_text),
+            t.adjusted_p.map_or("-".to_owned(), crate::finding::p_text),
+            t.n,
+            esc(t.reason.as_deref().unwrap_or(""))
+        );
+    }
+    s.push_str("</table>\n");
 }

@@ -121,5 +121,41 @@ pub fn render(r: &Report) -> String {
         }
         s.push_str("\n</details>\n");
     }
+    if !r.tests.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n<details><summary>Every test ({})</summary>\n\n| outcome | code | subject | statistics (value / warn / deny / null quantile) | p | adjusted p | rows | reason |\n| --- | --- | --- | --- | --- | --- | --- | --- |",
+            r.tests.len()
+        );
+        for t in &r.tests {
+            let stats: Vec<String> = t
+                .statistics
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} {} / {} / {} / {}",
+                        x.name,
+                        num(x.value),
+                        num(x.warn),
+                        x.deny.map_or("-".to_owned(), num),
+                        x.null_quantile.map_or("-".to_owned(), num)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} |",
+                t.outcome.name(),
+                t.code,
+                cell(&t.subject.display()),
+                cell(&stats.join("; ")),
+                t.p_value.map_or("-".to_owned(), crate::finding::p_text),
+                t.adjusted_p.map_or("-".to_owned(), crate::finding::p_text),
+                t.n,
+                cell(t.reason.as_deref().unwrap_or(""))
+            );
+        }
+        s.push_str("\n</details>\n");
+    }
     s
 }

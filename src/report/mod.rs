@@ -201,7 +201,17 @@ pub struct Report {
     /// a label).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub notes: Vec<String>,
+    /// Every test that ran or was skipped: statistics, thresholds, null quantiles,
+    /// p-values and the outcome, including the ones that passed.
+    #[serde(default)]
+    pub tests: Vec<crate::check::record::TestRecord>,
+    /// Per column, the baseline's and the batch's distribution over shared bins or top
+    /// categories (drawn in the HTML report), flagged columns first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub distributions: Vec<Distribution>,
 }
+
+pub use crate::check::record::Distribution;
 
 impl Report {
     /// A report of a completed evaluation.
@@ -244,6 +254,8 @@ impl Report {
             artifacts: Vec::new(),
             findings: eval.findings,
             waived: eval.waived,
+            tests: eval.records,
+            distributions: eval.distributions,
         }
     }
 
@@ -273,6 +285,8 @@ impl Report {
             waived: Vec::new(),
             notes: Vec::new(),
             artifacts: Vec::new(),
+            tests: Vec::new(),
+            distributions: Vec::new(),
         }
     }
 }

@@ -23,12 +23,19 @@ pub struct NumericPlan {
     pub min: f64,
     /// The baseline's observed maximum.
     pub max: f64,
+    /// Below this a value is far outside the pinned range, not just past its minimum.
+    pub far_min: f64,
+    /// Above this a value is far outside the pinned range.
+    pub far_max: f64,
+    /// A hard domain `[lo, hi]` from the policy: every value outside it is counted.
+    pub domain: Option<(f64, f64)>,
     /// Constant-time bin search over `edges`.
     pub lookup: BinLookup,
 }
 
 impl NumericPlan {
-    /// A plan over `edges`, centred at `center`, with the pinned range.
+    /// A plan over `edges`, centred at `center`, with the pinned range (no tolerance band
+    /// and no hard domain: see [`Self::with_tolerance`] and [`Self::with_domain`]).
     #[must_use]
     pub fn new(edges: Vec<f64>, center: f64, min: f64, max: f64) -> Self {
         let lookup = BinLookup::new(&edges);
@@ -37,8 +44,26 @@ impl NumericPlan {
             center,
             min,
             max,
+            far_min: min,
+            far_max: max,
+            domain: None,
             lookup,
         }
+    }
+
+    /// Values below `far_min` or above `far_max` count as far outside the pinned range.
+    #[must_use]
+    pub fn with_tolerance(mut self, far_min: f64, far_max: f64) -> Self {
+        self.far_min = far_min.min(self.min);
+        self.far_max = far_max.max(self.max);
+        self
+    }
+
+    /// Counts every value outside `[lo, hi]`.
+    #[must_use]
+    pub fn with_domain(mut self, lo: f64, hi: f64) -> Self {
+        self.domain = Some((lo, hi));
+        self
     }
 }
 
@@ -69,6 +94,15 @@ pub struct NumericSummary {
     pub below_range: u64,
     /// Values above the baseline's maximum.
     pub above_range: u64,
+    /// Values below the plan's `far_min`.
+    #[serde(default)]
+    pub far_below: u64,
+    /// Values above the plan's `far_max`.
+    #[serde(default)]
+    pub far_above: u64,
+    /// Values outside the plan's hard domain.
+    #[serde(default)]
+    pub outside_domain: u64,
 }
 
 /// The values of `block` whose bit is set in `mask` (bit `i` for `block[i]`).
@@ -98,6 +132,9 @@ impl NumericSummary {
             upper_tail_sum: 0.0,
             below_range: 0,
             above_range: 0,
+            far_below: 0,
+            far_above: 0,
+            outside_domain: 0,
         }
     }
 
@@ -151,6 +188,8 @@ impl NumericSummary {
         let c = self.center;
         let (mut n, mut nan, mut s1, mut s2) = (0u64, 0u64, 0.0f64, 0.0f64);
         let (mut lo, mut hi) = (self.min, self.max);
+        let (dlo, dhi) = plan.domain.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+        let hard = plan.domain.is_some();
         for x in values {
             if x.is_nan() {
                 nan += 1;
@@ -174,6 +213,11 @@ impl NumericSummary {
                 }
                 self.below_range += u64::from(x < plan.min);
                 self.above_range += u64::from(x > plan.max);
+                self.far_below += u64::from(x < plan.far_min);
+                self.far_above += u64::from(x > plan.far_max);
+            }
+            if hard {
+                self.outside_domain += u64::from(x < dlo || x > dhi);
             }
         }
         self.count += n;
@@ -207,6 +251,9 @@ impl NumericSummary {
         self.upper_tail_sum += o.upper_tail_sum;
         self.below_range += o.below_range;
         self.above_range += o.above_range;
+        self.far_below += o.far_below;
+        self.far_above += o.far_above;
+        self.outside_domain += o.outside_domain;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ fn shard_summaries_merge_to_the_whole() {
     let base = &loaded.baseline;
     let batch = read("drifted/batch.parquet");
     let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
-    let plans = check::plans(base, &usable);
+    let plans = check::plans(base, &usable, &poisongate::policy::Policy::default());
 
     let mut whole = BatchSummary::new(&plans);
     whole.update(&batch.frames[0], &plans).unwrap();
