@@ -5,6 +5,7 @@ mod common;
 mod compare;
 mod exit_codes;
 mod formats;
+mod html;
 mod integrity;
 mod poison;
 mod reference;
