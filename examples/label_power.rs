@@ -99,7 +99,11 @@ fn main() {
     println!("### Smallest random-flip share blocked in at least 90% of batches\n");
     println!(
         "| AUC | {} |",
-        sizes.iter().map(|n| format!("{n} rows")).collect::<Vec<_>>().join(" | ")
+        sizes
+            .iter()
+            .map(|n| format!("{n} rows"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     println!("| --- |{}", " --- |".repeat(sizes.len()));
     for (auc, row) in limits {

@@ -4,6 +4,7 @@
     python benches/eval/gen.py --out /tmp/pg-eval            # 10 seeds, every size
     python benches/eval/gen.py --out /tmp/pg-eval --quick    # 3 seeds, 2,000-row batches
     python benches/eval/gen.py --out /tmp/pg-eval --verify   # generate, then check the files
+    python benches/eval/gen.py --out /tmp/pg-eval-small --suite small   # small trusted sets
 
 Writes, for every dataset, DIR/<dataset>/trusted.parquet (pin a baseline from it) and
 DIR/<dataset>/<scenario>/<size>/<seed>.parquet (batches to check), plus DIR/manifest.json, a
@@ -15,6 +16,9 @@ Real datasets are small, so the trusted set and every batch are independent draw
 smoothed bootstrap of the real rows (Silverman 1986, section 6.4): rows are sampled with
 replacement and continuous columns get Gaussian noise of 0.1 x the column's sd. A clean batch
 therefore comes from exactly the distribution the baseline was pinned from. See README.md.
+
+--suite small writes a separate suite with the same layout: trusted sets of 200-500 rows
+(small, wide and weak-signal data) and 200/300-row batches.
 
 Every random choice comes from numpy's default_rng seeded by (dataset, scenario, size, seed),
 so two runs with the pinned package versions write identical files.
@@ -28,7 +32,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -269,6 +273,140 @@ LOADERS: dict[str, Callable[[], Dataset]] = {
 }
 
 
+# -- the small suite (--suite small): small, wide and weak-signal trusted sets ----------------
+
+WIDE_COLUMNS = 40
+WIDE_FACTORS = 4
+WIDE_LOGNORMAL = 10  # the last 10 columns are exp() of their factor score: right-skewed
+
+
+def _wide_parameters() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed loadings, noise sds, locations and scales of the wide factor table (seeded)."""
+    rng = np.random.default_rng(zlib.crc32(b"wide_factor loadings"))
+    loadings = rng.normal(0.0, 0.15, (WIDE_COLUMNS, WIDE_FACTORS))  # small cross-loadings
+    primary = np.arange(WIDE_COLUMNS) % WIDE_FACTORS
+    loadings[np.arange(WIDE_COLUMNS), primary] = rng.uniform(0.55, 0.9, WIDE_COLUMNS)
+    noise = np.sqrt(np.clip(1.0 - (loadings**2).sum(1), 0.04, None))  # unit-variance scores
+    loc = rng.uniform(5.0, 50.0, WIDE_COLUMNS)
+    scale = loc * rng.uniform(0.08, 0.25, WIDE_COLUMNS)  # positive columns: ratio scales
+    return loadings, noise, loc, scale
+
+
+WIDE_LOADINGS, WIDE_NOISE, WIDE_LOC, WIDE_SCALE = _wide_parameters()
+
+
+def wide_factor_draw(rng: Rng, n: int) -> Frame:
+    """40 correlated numeric columns from 4 latent factors plus noise; the label is logistic in
+    three of the factors. Columns sharing a primary factor correlate at about 0.4-0.7."""
+    f = rng.standard_normal((n, WIDE_FACTORS))
+    z = f @ WIDE_LOADINGS.T + rng.standard_normal((n, WIDE_COLUMNS)) * WIDE_NOISE
+    out: Frame = {}
+    for j in range(WIDE_COLUMNS):
+        if j < WIDE_COLUMNS - WIDE_LOGNORMAL:
+            out[f"x{j + 1:02d}"] = WIDE_LOC[j] + WIDE_SCALE[j] * z[:, j]
+        else:
+            out[f"x{j + 1:02d}"] = WIDE_LOC[j] * np.exp(0.35 * z[:, j])
+    p = 1.0 / (1.0 + np.exp(-(-0.4 + 1.3 * f[:, 0] - 0.9 * f[:, 1] + 0.6 * f[:, 2])))
+    out[LABEL] = (rng.random(n) < p).astype(np.int64)
+    return out
+
+
+def load_wide_factor() -> Dataset:
+    return Dataset(
+        name="wide_factor_300",
+        kinds={f"x{j + 1:02d}": FLOAT for j in range(WIDE_COLUMNS)},
+        n_classes=2,
+        trusted_rows=300,
+        draw=wide_factor_draw,
+        source="synthetic wide table: 40 continuous (30 normal, 10 lognormal) from 4 latent "
+        "factors + noise; label logistic in 3 factors",
+    )
+
+
+SEGMENTS = np.array(["seg_a", "seg_b", "seg_c", "seg_d", "seg_e"], dtype=object)
+SEGMENT_P = np.array([0.34, 0.27, 0.20, 0.14, 0.05])
+SEGMENT_EFFECT = np.array([0.0, 0.15, -0.1, 0.25, 0.4])
+DEVICES = np.array(["mobile", "desktop", "tablet"], dtype=object)
+DEVICE_P = np.array([0.55, 0.35, 0.10])
+DEVICE_EFFECT = np.array([0.0, -0.15, 0.1])
+WEAK_SLOPE = 1.5  # out-of-fold AUC of a logistic regression on 450 rows about 0.61
+
+
+def weak_mixed_draw(rng: Rng, n: int) -> Frame:
+    """A mixed table whose features say little about the label.
+
+    age normal; tenure lognormal (correlated with age); balance lognormal; contacts Poisson;
+    segment (5 values) and device (3 values) categorical. The label is
+    Bernoulli(sigmoid(-0.85 + 1.5 * small linear predictor)): about 30% positive. The AUC of the
+    true probability is about 0.67; a logistic regression's 5-fold out-of-fold AUC is about 0.61
+    on 450-row draws (0.645 on the trusted set itself).
+    """
+    z = rng.standard_normal((n, 3))
+    age = 45.0 + 12.0 * z[:, 0]
+    tenure = np.exp(1.2 + 0.7 * (0.5 * z[:, 0] + np.sqrt(0.75) * z[:, 1]))
+    balance = np.exp(7.5 + 0.9 * z[:, 2])
+    contacts = rng.poisson(np.exp(0.8 + 0.3 * z[:, 1]))
+    segment = rng.choice(len(SEGMENTS), n, p=SEGMENT_P)
+    device = rng.choice(len(DEVICES), n, p=DEVICE_P)
+    lin = (
+        0.25 * z[:, 0]
+        - 0.3 * z[:, 1]
+        + 0.2 * (contacts - 2.3) / 1.6
+        + SEGMENT_EFFECT[segment]
+        + DEVICE_EFFECT[device]
+    )
+    p = 1.0 / (1.0 + np.exp(-(-0.85 + WEAK_SLOPE * lin)))
+    return {
+        "age": age,
+        "tenure": tenure,
+        "balance": balance,
+        "contacts": contacts.astype(np.int64),
+        "segment": SEGMENTS[segment],
+        "device": DEVICES[device],
+        LABEL: (rng.random(n) < p).astype(np.int64),
+    }
+
+
+def load_weak_mixed() -> Dataset:
+    return Dataset(
+        name="weak_mixed_450",
+        kinds={
+            "age": FLOAT,
+            "tenure": FLOAT,
+            "balance": FLOAT,
+            "contacts": INT,
+            "segment": CAT,
+            "device": CAT,
+        },
+        n_classes=2,
+        trusted_rows=450,
+        draw=weak_mixed_draw,
+        source="synthetic weak-signal table: 3 continuous, 1 Poisson, 2 categorical; "
+        "out-of-fold AUC about 0.61-0.65",
+    )
+
+
+def small(load: Callable[[], Dataset], name: str, rows: int) -> Callable[[], Dataset]:
+    """A default-suite dataset under a new name with a small trusted set."""
+
+    def loader() -> Dataset:
+        ds = load()
+        return replace(ds, name=name, trusted_rows=rows, source=f"{ds.source}; trusted {rows}")
+
+    return loader
+
+
+SMALL_LOADERS: dict[str, Callable[[], Dataset]] = {
+    "breast_cancer_250": small(load_breast_cancer, "breast_cancer_250", 250),
+    "wide_factor_300": load_wide_factor,
+    "weak_mixed_450": load_weak_mixed,
+    "fair_450": small(load_fair, "fair_450", 450),
+    "wine_200": small(load_wine, "wine_200", 200),
+    "anes96_500": small(load_anes96, "anes96_500", 500),
+}
+ALL_LOADERS = {**LOADERS, **SMALL_LOADERS}
+
+
 # ---------------------------------------------------------------------------
 # Trusted-set statistics the attacks are built from
 # ---------------------------------------------------------------------------
@@ -283,6 +421,10 @@ class Context:
     class_share: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cat_share: dict[str, dict[str, float]] = field(default_factory=dict)
     informative: list[str] = field(default_factory=list)  # numeric features, most informative first
+    # where the mild shifts and rescales are measured (None: the trusted set itself). The small
+    # suite measures them on a large reference draw: a KS of 0.10 on a 250-row sample against
+    # its own shifted copy overstates the change (local clumps), so shifts would be cut short.
+    mild_from: Context | None = None
 
     @classmethod
     def build(cls, ds: Dataset, trusted: Frame) -> Context:
@@ -328,11 +470,11 @@ class Context:
 
     @cached_property
     def shifts(self) -> dict[str, float]:
-        return mild_shifts(self)
+        return mild_shifts(self.mild_from or self)
 
     @cached_property
     def rescales(self) -> list[str]:
-        return mild_rescales(self)
+        return mild_rescales(self.mild_from or self)
 
 
 def to_pandas(frame: Frame, ds: Dataset) -> object:
@@ -354,6 +496,7 @@ class Scenario:
     rate: float  # share of the batch's rows that are attacked (0 for clean and mild)
     sizes: tuple[int, ...]
     hard: bool = False
+    seed_factor: int = 1  # this scenario gets seed_factor x --seeds seeds (clean batches, small suite)
 
     @property
     def expect(self) -> str:
@@ -398,6 +541,52 @@ def _scenarios() -> list[Scenario]:
 
 
 SCENARIOS = _scenarios()
+
+SMALL_SIZES = (200, 300)  # the small suite's batch sizes; the index enters the row ids
+
+
+def _small_scenarios() -> list[Scenario]:
+    """The small suite: every scenario at 200 and 300 rows; clean batches get 3x the seeds."""
+    s = [Scenario("clean", "clean", "clean", 0.0, SMALL_SIZES, seed_factor=3)]
+    for kind in ("shift", "category", "prior", "rescale"):
+        s.append(Scenario(f"mild-{kind}", "mild", f"mild-{kind}", 0.0, SMALL_SIZES))
+
+    def attack(family: str, kind: str, pct: int, hard: bool = False) -> None:
+        s.append(Scenario(f"{family}-{pct}", family, kind, pct / 100, SMALL_SIZES, hard))
+
+    for pct in (2, 5, 10, 20):
+        attack("random-flip", "random-flip", pct, hard=pct == 2)
+    attack("targeted-flip", "targeted-flip", 5)
+    attack("confident-flip", "confident-flip", 5)
+    for pct in (3, 5):
+        attack("trigger", "trigger", pct)
+    attack("outlier", "outlier", 5)
+    attack("duplicate", "duplicate", 5)
+    for pct in (2, 5):
+        attack("swap", "swap", pct, hard=True)
+    attack("mixed-row", "mixed-row", 5, hard=True)
+    return s
+
+
+SMALL_SCENARIOS = _small_scenarios()
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    loaders: dict[str, Callable[[], Dataset]]
+    scenarios: list[Scenario]
+    sizes: tuple[int, ...]  # every batch size in use; the index enters the row ids
+    quick_sizes: tuple[int, ...]  # --quick keeps only these sizes
+    seeds: int  # default --seeds
+    quick_seeds: int  # default --seeds with --quick
+    mild_reference: int = 0  # rows of the reference draw mild changes are sized on (0: trusted)
+
+
+SUITES = {
+    "default": Suite("default", LOADERS, SCENARIOS, SIZES, (2000, 250), 10, 3),
+    "small": Suite("small", SMALL_LOADERS, SMALL_SCENARIOS, SMALL_SIZES, (200,), 10, 3, 10_000),
+}
 
 
 @dataclass
@@ -539,10 +728,11 @@ def build_mild_shift(ctx: Context, rng: Rng, n: int, _rate: float) -> Batch | No
     col = str(rng.choice(list(shifts)))
     f = ctx.ds.draw(rng, n)
     f[col] = f[col] + (round(shifts[col]) if ctx.ds.kinds[col] == INT else shifts[col])
+    sd = (ctx.mild_from or ctx).sd[col]  # the sd the shift was sized on
     return Batch(
         f,
         np.zeros(n, dtype=bool),
-        detail=f"{col} + {fmt(shifts[col])} ({shifts[col] / ctx.sd[col]:.2f} sd)",
+        detail=f"{col} + {fmt(shifts[col])} ({shifts[col] / sd:.2f} sd)",
     )
 
 
@@ -845,28 +1035,35 @@ def write(path: Path, t: pa.Table) -> None:
     pq.write_table(t, path, compression="zstd")
 
 
-def batch_ids(scenario_index: int, size: int, seed: int, n: int) -> np.ndarray:
+def batch_ids(
+    scenario_index: int, size: int, seed: int, n: int, sizes: tuple[int, ...] = SIZES
+) -> np.ndarray:
     """Ids no other file of the dataset uses: trusted rows are 1..T, batches get 1e5-id blocks."""
-    block = ((seed + 1) * 100 + scenario_index) * len(SIZES) + SIZES.index(size)
+    block = ((seed + 1) * 100 + scenario_index) * len(sizes) + sizes.index(size)
     return block * ID_BLOCK + 1 + np.arange(n, dtype=np.int64)
 
 
-def generate(out: Path, names: list[str], seeds: int, quick: bool) -> list[dict]:
+def generate(
+    out: Path, names: list[str], seeds: int, quick: bool, suite: Suite = SUITES["default"]
+) -> list[dict]:
     manifest: list[dict] = []
     for name in names:
         t0 = time.perf_counter()
-        ds = LOADERS[name]()
+        ds = suite.loaders[name]()
         trusted = ds.draw(rng_for(name, "trusted", 0, 0), ds.trusted_rows)
         write(
             out / name / "trusted.parquet",
             table(ds, trusted, np.arange(1, ds.trusted_rows + 1, dtype=np.int64)),
         )
         ctx = Context.build(ds, trusted)
+        if suite.mild_reference:
+            reference = ds.draw(rng_for(name, "reference", 0, 0), suite.mild_reference)
+            ctx.mild_from = Context.build(ds, reference)
         count = 0
-        for si, sc in enumerate(SCENARIOS):
-            sizes = [s for s in sc.sizes if s in (2000, 250)] if quick else list(sc.sizes)
+        for si, sc in enumerate(suite.scenarios):
+            sizes = [s for s in sc.sizes if s in suite.quick_sizes] if quick else list(sc.sizes)
             for size in sizes:
-                for seed in range(seeds):
+                for seed in range(seeds * sc.seed_factor):
                     rng = rng_for(name, sc.name, size, seed)
                     b = BUILDERS[sc.kind](ctx, rng, size, sc.rate)
                     if b is None:
@@ -874,7 +1071,7 @@ def generate(out: Path, names: list[str], seeds: int, quick: bool) -> list[dict]
                     n = n_rows(b.frame)
                     perm = rng.permutation(n)  # attacked rows end up anywhere in the file
                     frame = take(b.frame, perm)
-                    ids = batch_ids(si, size, seed, n)
+                    ids = batch_ids(si, size, seed, n, suite.sizes)
                     rel = Path(name) / sc.name / str(size) / f"{seed}.parquet"
                     write(out / rel, table(ds, frame, ids))
                     ignore = b.ignore[perm] if b.ignore is not None else np.zeros(n, dtype=bool)
@@ -926,7 +1123,7 @@ def verify(out: Path) -> int:
     for e in manifest:
         by_ds.setdefault(e["dataset"], []).append(e)
     for name, entries in by_ds.items():
-        ds = LOADERS[name]()
+        ds = ALL_LOADERS[name]()
         trusted = pq.read_table(out / name / "trusted.parquet")
         seen = set(trusted[ID].to_pylist())
         if len(seen) != trusted.num_rows:
@@ -948,6 +1145,8 @@ def verify(out: Path) -> int:
             if not attacked <= set(ids) or not set(e["ignore_ids"]) <= set(ids):
                 problems.append(f"{where}: attacked or ignored ids missing from the file")
             want = round(e["rate"] * e["size"])
+            if e["family"] == "swap":  # whole pairs: 5% of 300 rows is 8 pairs, 16 rows
+                want = 2 * round(e["rate"] * e["size"] / 2)
             if e["expect"] == "pass" and attacked:
                 problems.append(f"{where}: a pass batch lists attacked rows")
             if e["expect"] == "block" and e["family"] != "common-trigger" and len(attacked) != want:
@@ -997,31 +1196,48 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory")
     ap.add_argument(
+        "--suite",
+        choices=list(SUITES),
+        default="default",
+        help="default: 10,000-row trusted sets and 1k-20k batches; small: 200-500-row trusted "
+        "sets and 200/300-row batches (see README.md)",
+    )
+    ap.add_argument(
         "--seeds",
         type=int,
         default=None,
-        help="seeds per scenario and size (default 10, or 3 with --quick)",
+        help="seeds per scenario and size (default 10, or 3 with --quick; clean batches of the "
+        "small suite get 3x as many)",
     )
     ap.add_argument(
         "--datasets",
-        default=",".join(LOADERS),
-        help=f"comma-separated subset of {','.join(LOADERS)}",
+        default=None,
+        help=f"comma-separated subset of the suite's datasets (default: {','.join(LOADERS)}; "
+        f"small: {','.join(SMALL_LOADERS)})",
     )
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="3 seeds and 2,000-row batches only (plus the 250-row hard cases)",
+        help="3 seeds and 2,000-row batches only (plus the 250-row hard cases); "
+        "small suite: 200-row batches only",
     )
     ap.add_argument("--verify", action="store_true", help="check the written files afterwards")
     args = ap.parse_args()
-    names = [d for d in args.datasets.split(",") if d]
-    unknown = [d for d in names if d not in LOADERS]
+    suite = SUITES[args.suite]
+    names = [d for d in (args.datasets or ",".join(suite.loaders)).split(",") if d]
+    unknown = [d for d in names if d not in suite.loaders]
     if unknown:
-        ap.error(f"unknown dataset(s) {','.join(unknown)}; choose from {','.join(LOADERS)}")
-    seeds = args.seeds if args.seeds is not None else (3 if args.quick else 10)
+        ap.error(
+            f"unknown dataset(s) {','.join(unknown)} for suite {suite.name}; "
+            f"choose from {','.join(suite.loaders)}"
+        )
+    if args.seeds is not None:
+        seeds = args.seeds
+    else:
+        seeds = suite.quick_seeds if args.quick else suite.seeds
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    manifest = generate(args.out, names, seeds, args.quick)
+    manifest = generate(args.out, names, seeds, args.quick, suite)
     write_manifest(args.out / "manifest.json", manifest)
     print(
         f"wrote {len(manifest)} batches for {len(names)} dataset(s) to {args.out} "

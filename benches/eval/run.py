@@ -276,6 +276,17 @@ def blocked_named_share(runs: list[Run]) -> float | None:
     )
 
 
+def scored(runs: list[Run]) -> list[Run]:
+    """Attacked runs with row-level metrics: no error, and a quarantine was asked for."""
+    return [r for r in runs if r["recall"] is not None]
+
+
+def q_count(runs: list[Run]) -> str:
+    """Runs with a non-empty quarantine (the precision mean's runs) / attacked runs scored."""
+    s = scored(runs)
+    return f"{sum(r['precision'] is not None for r in s)}/{len(s)}" if s else "-"
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -284,46 +295,71 @@ def num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def blocked_cell(runs: list[Run]) -> str:
+    return f"{pct(blocked_share(runs))} ({sum(r['outcome'] == 'blocked' for r in runs)})"
+
+
 def family_key(f: str) -> int:
     return FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
-def print_table(title: str, groups: dict[tuple, list[Run]], key_names: list[str]) -> None:
-    cols = [
-        *key_names,
-        "hard",
-        "runs",
-        "blocked",
-        "errors",
-        "named",
-        "q-prec",
-        "q-recall",
-        "auroc",
-        "flagged",
-        "sec",
-    ]
-    rows = []
-    for key, runs in groups.items():
-        rows.append(
-            [
-                *map(str, key[:-1]),
-                "hard" if key[-1] else "",
-                str(len(runs)),
-                pct(blocked_share(runs)),
-                str(sum(r["outcome"] == "error" for r in runs)),
-                pct(named_share(runs)),
-                num(mean(r["precision"] for r in runs)),
-                num(mean(r["recall"] for r in runs)),
-                num(mean(r["auroc"] for r in runs)),
-                pct(mean(r["flagged_share"] for r in runs)),
-                f"{mean(r['seconds'] for r in runs) or 0:.2f}",
-            ]
-        )
+# Table columns: name and cell. q-prec is the mean over runs with a non-empty quarantine; q-n
+# says how many those were out of the attacked runs scored; q-recall is the mean over all of
+# them (an empty quarantine has recall 0).
+COLUMNS: list[tuple[str, Callable[[list[Run]], str]]] = [
+    ("runs", lambda rs: str(len(rs))),
+    ("blocked", blocked_cell),
+    ("errors", lambda rs: str(sum(r["outcome"] == "error" for r in rs))),
+    ("named", lambda rs: pct(named_share(rs))),
+    ("q-prec", lambda rs: num(mean(r["precision"] for r in rs))),
+    ("q-n", q_count),
+    ("q-recall", lambda rs: num(mean(r["recall"] for r in rs))),
+    ("auroc", lambda rs: num(mean(r["auroc"] for r in rs))),
+    ("flagged", lambda rs: pct(mean(r["flagged_share"] for r in rs))),
+    ("sec", lambda rs: f"{mean(r['seconds'] for r in rs) or 0:.2f}"),
+]
+COMPARED = ("runs", "blocked", "errors", "named", "q-prec", "q-n", "q-recall", "auroc", "flagged")
+
+
+def print_rows(title: str, cols: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     print(f"\n== {title}")
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    if not rows:
+        print("(none)")
+
+
+def key_cells(key: tuple) -> list[str]:
+    return [*map(str, key[:-1]), "hard" if key[-1] else ""]
+
+
+def print_table(title: str, groups: dict[tuple, list[Run]], key_names: list[str]) -> None:
+    rows = [[*key_cells(key), *(cell(runs) for _, cell in COLUMNS)] for key, runs in groups.items()]
+    print_rows(title, [*key_names, "hard", *(c for c, _ in COLUMNS)], rows)
+
+
+def arrow(old: str, new: str) -> str:
+    return old if old == new else f"{old} -> {new}"
+
+
+def print_compare_table(
+    title: str, old: dict[tuple, list[Run]], new: dict[tuple, list[Run]], key_names: list[str]
+) -> None:
+    """The same table with every cell as old -> new (one value where nothing changed)."""
+    keys = list(new) + [k for k in old if k not in new]
+    cells = [(c, f) for c, f in COLUMNS if c in COMPARED]
+    rows = []
+    for key in keys:
+        o, n = old.get(key, []), new.get(key, [])
+        rows.append(
+            [
+                *key_cells(key),
+                *(arrow(f(o) if o else "-", f(n) if n else "-") for _, f in cells),
+            ]
+        )
+    print_rows(title, [*key_names, "hard", *(c for c, _ in cells)], rows)
 
 
 def group(runs: list[Run], fields: list[str]) -> dict[tuple, list[Run]]:
@@ -356,6 +392,139 @@ def print_codes(runs: list[Run]) -> None:
         print("\n== quarantine file problems")
         for e, n in problems.most_common(10):
             print(f"{n:5d}  {e}")
+
+
+# -- headline numbers and diagnostics ----------------------------------------
+
+QUARANTINE_FAMILIES = ("trigger", "duplicate", "outlier")
+
+
+def count_share(runs: list[Run], outcome: str) -> tuple[float | None, str]:
+    k = sum(r["outcome"] == outcome for r in runs)
+    errors = sum(r["outcome"] == "error" for r in runs)
+    extra = f", {errors} errors" if errors else ""
+    return (k / len(runs) if runs else None), f"{k}/{len(runs)}{extra}"
+
+
+def headline(runs: list[Run]) -> list[tuple[str, float | None, str]]:
+    """(name, value, detail). Pass and block rates count errors as failures."""
+    attacks = [r for r in runs if r["expect"] == "block"]
+    out = [
+        ("clean+mild pass rate", *count_share([r for r in runs if r["expect"] == "pass"], "pass")),
+        ("  clean pass rate", *count_share([r for r in runs if r["family"] == "clean"], "pass")),
+        ("  mild pass rate", *count_share([r for r in runs if r["family"] == "mild"], "pass")),
+        (
+            "easy+medium attack block rate",
+            *count_share([r for r in attacks if not r["hard"]], "blocked"),
+        ),
+        ("hard attack block rate", *count_share([r for r in attacks if r["hard"]], "blocked")),
+    ]
+    fams = [("/".join(QUARANTINE_FAMILIES), QUARANTINE_FAMILIES)]
+    fams += [(f, (f,)) for f in QUARANTINE_FAMILIES]
+    for label, fs in fams:
+        indent = "  " if len(fs) == 1 else ""
+        s = scored([r for r in attacks if r["family"] in fs and not r["hard"]])
+        with_q = [r for r in s if r["precision"] is not None]
+        out.append(
+            (
+                f"{indent}quarantine precision, {label}",
+                mean(r["precision"] for r in with_q),
+                f"over {len(with_q)} of {len(s)} runs: those with a non-empty quarantine",
+            )
+        )
+        out.append(
+            (f"{indent}quarantine recall, {label}", mean(r["recall"] for r in s), f"{len(s)} runs")
+        )
+    return out
+
+
+def headline_value(name: str, value: float | None) -> str:
+    return num(value) if "quarantine" in name else pct(value)
+
+
+def print_headline(runs: list[Run]) -> None:
+    print("\n== headline (errors count as failures; quarantine over non-hard attacks)")
+    rows = headline(runs)
+    width = max(len(n) for n, _, _ in rows)
+    for name, value, detail in rows:
+        print(f"{name:{width}s}  {headline_value(name, value):>7s}  ({detail})")
+
+
+def false_alarms(runs: list[Run]) -> dict[tuple[str, str], dict]:
+    """(dataset, deny code) -> counts over blocked clean and mild runs, and an example report."""
+    out: dict[tuple[str, str], dict] = {}
+    for r in runs:
+        if r["expect"] != "pass" or r["outcome"] != "blocked":
+            continue
+        for code in r["deny_codes"] or ["(no deny finding)"]:
+            d = out.setdefault(
+                (r["dataset"], code),
+                {"clean": 0, "mild": 0, "alone": 0, "example": None, "example_alone": False},
+            )
+            d[r["family"]] += 1
+            alone = len(r["deny_codes"]) <= 1
+            d["alone"] += alone
+            # the example: the first run the code blocked alone, else the first run it fired in
+            if d["example"] is None or (alone and not d["example_alone"]):
+                d["example"], d["example_alone"] = r["report"], alone
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], -kv[1]["clean"] - kv[1]["mild"])))
+
+
+def print_false_alarms(runs: list[Run]) -> None:
+    print(
+        "\n== clean and mild batches blocked: deny codes per dataset (blocked runs in which the "
+        "code fired at deny; alone = the only deny code; the example report prefers a run "
+        "blocked by the code alone)"
+    )
+    totals = {
+        ds: (
+            sum(r["outcome"] == "blocked" for r in rs),
+            len(rs),
+            Counter(r["family"] for r in rs if r["outcome"] == "blocked"),
+        )
+        for (ds, _), rs in group([r for r in runs if r["expect"] == "pass"], ["dataset"]).items()
+    }
+    for ds, (b, n, fam) in totals.items():
+        print(f"{ds}: {b} of {n} clean/mild runs blocked (clean {fam['clean']}, mild {fam['mild']})")
+    rows = [
+        [ds, code, str(d["clean"]), str(d["mild"]), str(d["alone"]), str(d["example"])]
+        for (ds, code), d in false_alarms(runs).items()
+    ]
+    print_rows("", ["dataset", "code", "clean", "mild", "alone", "example"], rows)
+
+
+def passed_attacks(runs: list[Run]) -> dict[tuple, dict]:
+    out: dict[tuple, dict] = {}
+    attacks = [r for r in runs if r["expect"] == "block"]
+    for key, rs in group(attacks, ["dataset", "family"]).items():
+        passed = [r for r in rs if r["outcome"] == "pass"]
+        if not passed:
+            continue
+        warned = [r for r in passed if r["warn_codes"]]
+        out[key] = {
+            "runs": len(rs),
+            "passed": len(passed),
+            "warned": len(warned),
+            "codes": Counter(c for r in passed for c in r["warn_codes"]),
+            "scenarios": Counter(f"{r['scenario']}/{r['size']}" for r in passed),
+        }
+    return out
+
+
+def print_passed_attacks(runs: list[Run]) -> None:
+    rows = []
+    for key, d in passed_attacks(runs).items():
+        codes = ", ".join(f"{c} {n}" for c, n in d["codes"].most_common()) or "-"
+        scen = ", ".join(f"{s} {n}" for s, n in sorted(d["scenarios"].items()))
+        rows.append(
+            [*key_cells(key), f"{d['passed']}/{d['runs']}", str(d["warned"]), codes, scen]
+        )
+    print_rows(
+        "attacks that passed (exit 0): per dataset x family, how many passed runs had a warn "
+        "finding, the warn codes (passed runs) and the passed scenario/size (runs)",
+        ["dataset", "family", "hard", "passed", "warned", "warn codes", "scenarios"],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -480,13 +649,154 @@ def print_targets(results: list[dict]) -> None:
     print(f"\n{c['PASS']} passed, {c['MISS']} missed, {c['SKIP']} skipped, {c['N/A']} without runs")
 
 
+# -- before -> after ----------------------------------------------------------
+
+
+def run_key(r: Run) -> tuple:
+    return (r["dataset"], r["scenario"], r["size"], r["seed"])
+
+
+def print_compare(old_doc: dict, new_doc: dict, old: list[Run], new: list[Run]) -> None:
+    """Every table of a results file, as before -> after, plus the runs whose outcome changed."""
+    print(
+        f"\n\n######## before -> after\nbefore: {old_doc.get('binary')} ({len(old)} runs, "
+        f"{old_doc.get('seconds')} s)\nafter:  {new_doc.get('binary')} ({len(new)} runs, "
+        f"{new_doc.get('seconds')} s)"
+    )
+    old_keys, new_keys = {run_key(r) for r in old}, {run_key(r) for r in new}
+    if old_keys != new_keys:
+        print(
+            f"warning: the run sets differ: {len(old_keys - new_keys)} runs only before, "
+            f"{len(new_keys - old_keys)} only after; tables compare whatever each side has"
+        )
+    print_compare_table("per family", group(old, ["family"]), group(new, ["family"]), ["family"])
+    fields = ["dataset", "family"]
+    print_compare_table("per dataset x family", group(old, fields), group(new, fields), fields)
+
+    print("\n== headline, before -> after")
+    ho, hn = headline(old), headline(new)
+    width = max(len(n) for n, _, _ in hn)
+    for (name, vo, do), (_, vn, dn) in zip(ho, hn, strict=True):
+        print(
+            f"{name:{width}s}  {headline_value(name, vo):>7s} -> {headline_value(name, vn):>7s}"
+            f"  ({do} -> {dn})"
+        )
+
+    fo, fn = false_alarms(old), false_alarms(new)
+    rows = []
+    for key in sorted(set(fo) | set(fn)):
+        a = fo.get(key, {"clean": 0, "mild": 0, "alone": 0})
+        b = fn.get(key, {"clean": 0, "mild": 0, "alone": 0})
+        rows.append(
+            [*key, *(arrow(str(a[c]), str(b[c])) for c in ("clean", "mild", "alone"))]
+        )
+    print_rows(
+        "clean and mild batches blocked: deny codes per dataset, before -> after",
+        ["dataset", "code", "clean", "mild", "alone"],
+        rows,
+    )
+
+    po, pn = passed_attacks(old), passed_attacks(new)
+    rows = []
+    for key in [k for k in group(old + new, fields) if k in po or k in pn]:
+        a, b = po.get(key), pn.get(key)
+        rows.append(
+            [
+                *key_cells(key),
+                arrow(
+                    f"{a['passed']}/{a['runs']}" if a else "0", f"{b['passed']}/{b['runs']}" if b else "0"
+                ),
+                arrow(str(a["warned"]) if a else "0", str(b["warned"]) if b else "0"),
+            ]
+        )
+    print_rows(
+        "attacks that passed, before -> after",
+        ["dataset", "family", "hard", "passed", "warned"],
+        rows,
+    )
+
+    to = {t["target"]: t for t in evaluate_targets(old, bool(old_doc.get("quarantine", True)))}
+    tn = evaluate_targets(new, bool(new_doc.get("quarantine", True)))
+    print("\n== targets, before -> after")
+    width = max(len(t["target"]) for t in tn)
+    for t in tn:
+        o = to.get(t["target"], {"status": "-", "value": None})
+        is_rate = "AUROC" not in t["target"] and "quarantine" not in t["target"]
+        show = pct if is_rate else num
+        print(
+            f"{arrow(o['status'], t['status']):12s}  {t['target']:{width}s}  "
+            f"{show(o['value']):>7s} -> {show(t['value']):>7s}  {t['op']} {show(t['goal'])}"
+        )
+
+    by_key = {run_key(r): r for r in old}
+    changes: dict[tuple, Counter] = defaultdict(Counter)
+    for r in new:
+        o = by_key.get(run_key(r))
+        if o is not None and o["outcome"] != r["outcome"]:
+            changes[(r["dataset"], r["family"], r["hard"])][f"{o['outcome']}->{r['outcome']}"] += 1
+    rows = [
+        [*key_cells(k), ", ".join(f"{t} {n}" for t, n in sorted(c.items()))]
+        for k, c in sorted(changes.items(), key=lambda kv: (kv[0][0], family_key(kv[0][1])))
+    ]
+    print_rows(
+        "runs whose outcome changed (matched by dataset, scenario, size, seed)",
+        ["dataset", "family", "hard", "changes"],
+        rows,
+    )
+
+
 # ---------------------------------------------------------------------------
+
+
+def report(runs: list[Run], quarantine: bool, by_scenario: bool) -> list[dict]:
+    """Print every table of one evaluation; return the targets."""
+    print_table("per family", group(runs, ["family"]), ["family"])
+    print_table("per dataset x family", group(runs, ["dataset", "family"]), ["dataset", "family"])
+    if by_scenario:
+        print_table(
+            "per scenario",
+            group(runs, ["dataset", "scenario", "size"]),
+            ["dataset", "scenario", "size"],
+        )
+    print_codes(runs)
+    print_false_alarms(runs)
+    print_passed_attacks(runs)
+    print_headline(runs)
+    results = evaluate_targets(runs, quarantine)
+    print_targets(results)
+    return results
+
+
+def load_results(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        fail(f"cannot read results file {path}: {e}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
+        fail(f"{path} is not a results file written by run.py --out")
+    return doc
+
+
+def select(runs: list[Run], datasets: str | None, families: str | None) -> list[Run]:
+    if datasets:
+        keep = set(datasets.split(","))
+        runs = [r for r in runs if r["dataset"] in keep]
+    if families:
+        keep = set(families.split(","))
+        runs = [r for r in runs if r["family"] in keep]
+    return runs
+
+
+def sort_runs(runs: list[Run]) -> None:
+    runs.sort(
+        key=lambda r: (r["dataset"], family_key(r["family"]), r["scenario"], r["size"], r["seed"])
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="directory written by gen.py")
-    ap.add_argument("--bin", type=Path, required=True, help="path to the poisongate binary")
+    ap.add_argument("--data", type=Path, help="directory written by gen.py")
+    ap.add_argument("--bin", type=Path, help="path to the poisongate binary")
     ap.add_argument("--jobs", type=int, default=2, help="checks run in parallel (default 2)")
     ap.add_argument("--out", type=Path, help="write per-run results here (JSON)")
     ap.add_argument("--reports", type=Path, help="where reports go (default DATA/reports)")
@@ -500,8 +810,48 @@ def main() -> int:
     ap.add_argument("--by-scenario", action="store_true", help="also print a per-scenario table")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per check (default 600)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        help="print the tables of an earlier --out file instead of running (no --data/--bin)",
+    )
+    ap.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="OLD.json",
+        help="an earlier --out file: also print every table as OLD -> this run (or --results)",
+    )
     args = ap.parse_args()
+    old_doc = load_results(args.compare_with) if args.compare_with else None
 
+    if args.results:
+        doc = load_results(args.results)
+        runs = select(doc["runs"], args.datasets, args.families)
+        if not runs:
+            fail("no runs selected")
+        sort_runs(runs)
+        quarantine = bool(doc.get("quarantine", True))
+        print(
+            f"poisongate eval (from {args.results}): {len(runs)} checks of "
+            f"{len({r['dataset'] for r in runs})} dataset(s) with {doc.get('binary')} "
+            f"({'with' if quarantine else 'without'} quarantine) in {doc.get('seconds')} s"
+        )
+        results = report(runs, quarantine, args.by_scenario)
+    else:
+        if args.data is None or args.bin is None:
+            ap.error("--data and --bin are required (unless --results is given)")
+        doc, runs, results = evaluate(args)
+
+    if old_doc is not None:
+        old_runs = select(old_doc["runs"], args.datasets, args.families)
+        sort_runs(old_runs)
+        print_compare(old_doc, doc, old_runs, runs)
+    missed = any(r["status"] == "MISS" for r in results)
+    return 1 if args.strict and missed else 0
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, list[Run], list[dict]]:
+    """Pin the baselines, check every batch, print the tables; write --out."""
     binary = args.bin.resolve()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         fail(f"{args.bin} is not an executable file")
@@ -516,12 +866,7 @@ def main() -> int:
         manifest: list[dict] = json.loads((data / "manifest.json").read_text())
     except (OSError, ValueError) as e:
         fail(f"cannot read {data / 'manifest.json'}: {e}")
-    if args.datasets:
-        keep = set(args.datasets.split(","))
-        manifest = [e for e in manifest if e["dataset"] in keep]
-    if args.families:
-        keep = set(args.families.split(","))
-        manifest = [e for e in manifest if e["family"] in keep]
+    manifest = select(manifest, args.datasets, args.families)
     if not manifest:
         fail("no batches selected")
     reports = (args.reports or data / "reports").resolve()
@@ -551,41 +896,28 @@ def main() -> int:
                     f"  {n}/{len(futures)} checked ({time.perf_counter() - t0:.0f} s)",
                     file=sys.stderr,
                 )
-    runs.sort(
-        key=lambda r: (r["dataset"], family_key(r["family"]), r["scenario"], r["size"], r["seed"])
-    )
+    sort_runs(runs)
     elapsed = time.perf_counter() - t0
 
     print(
         f"poisongate eval: {len(runs)} checks of {len(datasets)} dataset(s) with {binary} "
         f"({'with' if quarantine else 'without'} quarantine) in {elapsed:.0f} s"
     )
-    print_table("per family", group(runs, ["family"]), ["family"])
-    print_table("per dataset x family", group(runs, ["dataset", "family"]), ["dataset", "family"])
-    if args.by_scenario:
-        print_table(
-            "per scenario",
-            group(runs, ["dataset", "scenario", "size"]),
-            ["dataset", "scenario", "size"],
-        )
-    print_codes(runs)
-    results = evaluate_targets(runs, quarantine)
-    print_targets(results)
+    results = report(runs, quarantine, args.by_scenario)
 
+    doc = {
+        "binary": str(binary),
+        "data": str(data),
+        "quarantine": quarantine,
+        "seconds": round(elapsed, 1),
+        "runs": runs,
+        "targets": results,
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "binary": str(binary),
-            "data": str(data),
-            "quarantine": quarantine,
-            "seconds": round(elapsed, 1),
-            "runs": runs,
-            "targets": results,
-        }
         args.out.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n")
         print(f"\nper-run results: {args.out}")
-    missed = any(r["status"] == "MISS" for r in results)
-    return 1 if args.strict and missed else 0
+    return doc, runs, results
 
 
 if __name__ == "__main__":

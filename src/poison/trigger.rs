@@ -37,7 +37,7 @@ use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::NO_CLASS;
 use crate::stats::binned::bin_index;
-use crate::stats::proportion::binomial_upper_tail;
+use crate::stats::proportion::{beta_binomial_upper_tail, binomial_upper_tail};
 use crate::summary::{BatchSummary, ColumnSummary, for_each_str_chunk};
 
 /// A candidate value with its rows and the trusted class mix expected for them.
@@ -77,7 +77,7 @@ fn categorical_values(
             .enumerate()
             .map(|(i, t)| (t.value.as_str(), (i, t.count)))
             .collect();
-        let mut wanted: BTreeMap<String, (f64, Option<usize>)> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, (f64, Option<usize>, u64)> = BTreeMap::new();
         for (value, &k) in &s.counts {
             let kf = k as f64;
             if kf < 3.0 || kf / n < MIN_SHARE {
@@ -90,7 +90,7 @@ fn categorical_values(
             };
             let share = (tc as f64 + 0.5) / (trusted + 1.0);
             if kf / n >= MIN_RATIO * share {
-                wanted.insert(value.clone(), (share, code));
+                wanted.insert(value.clone(), (share, code, tc));
             }
         }
         if wanted.is_empty() {
@@ -117,7 +117,7 @@ fn categorical_values(
             })?;
         }
         let k = profile.classes;
-        for (value, (share, code)) in &wanted {
+        for (value, (share, code, tc)) in &wanted {
             let r = rows.remove(value.as_str()).unwrap_or_default();
             let expect = match code {
                 Some(code) if !profile.tables.is_empty() => {
@@ -128,7 +128,8 @@ fn categorical_values(
             out.push(Value {
                 column: name.clone(),
                 text: value.clone(),
-                over_p: binomial_upper_tail(r.len() as u64, n as u64, *share),
+                // The value's trusted count came from `col.count` rows: predictive test.
+                over_p: beta_binomial_upper_tail(r.len() as u64, n as u64, *tc, col.count),
                 rows: r,
                 trusted_share: *share,
                 expect,
@@ -140,6 +141,66 @@ fn categorical_values(
 
 /// A concentrated candidate: (value, class, rows of the class, labelled rows, p-value).
 type Hit = (Value, usize, u64, u64, f64);
+
+/// Most rows for the exact Poisson-binomial tail of [`model_chances`]; larger candidates
+/// have power enough from the class mix alone.
+const MAX_MODEL_ROWS: usize = 2000;
+
+/// Per labelled row of a candidate, the reference model's probability of class `c`: exact
+/// for rows labelled `c` and for two classes, the remaining mass spread evenly otherwise.
+fn model_chances(scan: &Scan, rows: &[u32], c: usize, k: usize) -> Option<Vec<f64>> {
+    if rows.len() > MAX_MODEL_ROWS {
+        return None;
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for &r in rows {
+        let r = r as usize;
+        let y = scan.rows.label[r];
+        let p = f64::from(scan.p_label[r]);
+        if y == NO_CLASS || !scan.support.get(r).copied().unwrap_or(true) {
+            continue;
+        }
+        if p.is_nan() {
+            return None;
+        }
+        let q = if usize::from(y) == c {
+            p
+        } else {
+            (1.0 - p) / (k as f64 - 1.0)
+        };
+        out.push(q.clamp(1e-6, 1.0));
+    }
+    Some(out)
+}
+
+/// `P(X >= k)` for a sum of independent Bernoulli(`p_i`) (the Poisson-binomial
+/// distribution), by the exact recursion over rows (Chen & Liu 1997, *Statistica Sinica*
+/// 7(4)).
+#[must_use]
+pub fn poisson_binomial_upper_tail(k: u64, p: &[f64]) -> f64 {
+    let k = k as usize;
+    if k == 0 {
+        return 1.0;
+    }
+    if k > p.len() {
+        return 0.0;
+    }
+    // dist[j] = P(j successes so far), capped at k (the tail is lumped into dist[k]).
+    let mut dist = vec![0f64; k + 1];
+    dist[0] = 1.0;
+    for &pi in p {
+        for j in (0..=k).rev() {
+            let stay = if j == k {
+                dist[j]
+            } else {
+                dist[j] * (1.0 - pi)
+            };
+            let from = if j > 0 { dist[j - 1] * pi } else { 0.0 };
+            dist[j] = stay + from;
+        }
+    }
+    dist[k].clamp(0.0, 1.0)
+}
 
 /// A trusted class mix with half a row of prior per class, or the prior when too thin.
 fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
@@ -219,7 +280,14 @@ pub fn candidates(
         if labelled < 3 || (kc as f64) < rule.concentration * labelled as f64 {
             continue;
         }
-        let p_conc = binomial_upper_tail(kc, labelled, v.expect[c].clamp(1e-9, 1.0));
+        let p_prior = binomial_upper_tail(kc, labelled, v.expect[c].clamp(1e-9, 1.0));
+        // Under the pinned model each row has its own chance of class `c`: a dirty-label
+        // trigger puts `c` on rows whose features say otherwise, which the value's trusted
+        // class mix cannot see when the value is new (Bonferroni over the two nulls).
+        let p_conc = match model_chances(scan, &v.rows, c, k) {
+            Some(pi) => (2.0 * p_prior.min(poisson_binomial_upper_tail(kc, &pi))).min(1.0),
+            None => p_prior,
+        };
         let p = p_conc.max(v.over_p);
         hits.push((v, c, kc, labelled, p));
     }
@@ -316,4 +384,30 @@ fn overlap(a: &[u32], b: &[u32]) -> f64 {
         }
     }
     both as f64 / a.len().max(b.len()).max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_binomial_with_equal_chances_is_the_binomial() {
+        for (k, n, p) in [(1u64, 10usize, 0.1), (5, 20, 0.3), (3, 3, 0.2), (0, 5, 0.5)] {
+            let got = poisson_binomial_upper_tail(k, &vec![p; n]);
+            let want = binomial_upper_tail(k, n as u64, p);
+            assert!((got - want).abs() < 1e-12, "{k} {n} {p}: {got} vs {want}");
+        }
+        // Unequal chances: brute force over all 2^4 outcomes.
+        let p = [0.1, 0.5, 0.9, 0.3];
+        let mut want = 0.0;
+        for mask in 0u32..16 {
+            let prob: f64 = (0..4)
+                .map(|i| if mask >> i & 1 == 1 { p[i] } else { 1.0 - p[i] })
+                .product();
+            if mask.count_ones() >= 2 {
+                want += prob;
+            }
+        }
+        assert!((poisson_binomial_upper_tail(2, &p) - want).abs() < 1e-12);
+    }
 }

@@ -234,6 +234,12 @@ fn rate_tests_of_the_detectors_match_scipy() {
         let got = proportion::binomial_upper_tail(k, n, f(&c["p"]));
         assert_close(got, f(&c["sf"]), 1e-9, &format!("binom sf {c}"));
     }
+    for c in cases("betabinom_sf") {
+        let (k, n) = (c["k"].as_u64().unwrap(), c["n"].as_u64().unwrap());
+        let got = proportion::beta_binomial_upper_tail_ab(k, n, f(&c["a"]), f(&c["b"]));
+        // n = 5e6 sums millions of terms on either side: 1e-8 relative.
+        assert_close(got, f(&c["sf"]), 1e-8, &format!("betabinom sf {c}"));
+    }
     for c in cases("norm_sf") {
         let got = proportion::normal_upper_tail(f(&c["z"]));
         // statrs' erfc is accurate to about 1e-10 relative.
