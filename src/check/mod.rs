@@ -80,6 +80,23 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
             format!("label column `{label}` pinned in the baseline is missing from the batch"),
         ));
     }
+    for (name, d) in &policy.domains {
+        let Some(col) = baseline.column(name) else {
+            return Err(Error::Usage(format!(
+                "the policy's domains.{name} names no column of the baseline"
+            )));
+        };
+        if d.categories.is_some() && col.categorical.is_none() {
+            return Err(Error::Usage(format!(
+                "the policy's domains.{name} lists categories, but `{name}` is numeric in the baseline"
+            )));
+        }
+        if (d.min.is_some() || d.max.is_some()) && col.numeric.is_none() {
+            return Err(Error::Usage(format!(
+                "the policy's domains.{name} sets min/max, but `{name}` is categorical in the baseline"
+            )));
+        }
+    }
     let mut candidates = Vec::new();
     let usable = schema::structure(baseline, &schema, &mut candidates);
     let plans = plans(baseline, &usable, policy);

@@ -39,7 +39,7 @@ use crate::check::candidate::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{NO_CLASS, mix};
-use crate::stats::proportion::binomial_upper_tail;
+use crate::stats::proportion::predictive_upper_tail;
 
 /// Hash functions of the filter.
 const HASHES: u32 = 10;
@@ -406,7 +406,13 @@ pub fn candidates(
                     value: Some(kind.to_owned()),
                     label: None,
                 },
-                p_value: Some(binomial_upper_tail(k, n, p0.max(floor))),
+                // The curve was measured on the trusted rows: predictive test at its size.
+                p_value: Some(predictive_upper_tail(
+                    k,
+                    n,
+                    p0.max(floor),
+                    profile.rows.max(1),
+                )),
                 effects: vec![Effect {
                     name: "excess_share",
                     value: r - p0,
@@ -446,10 +452,11 @@ pub fn candidates(
                 Candidate {
                     code: "poison-label-conflict",
                     subject: Subject::default(),
-                    p_value: Some(binomial_upper_tail(
+                    p_value: Some(predictive_upper_tail(
                         k,
                         labelled,
-                        p0.max(0.5 / profile.rows as f64),
+                        p0,
+                        profile.rows.max(1),
                     )),
                     effects: vec![Effect {
                         name: "excess_share",

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{Encoded, value_key};
-use crate::stats::proportion::binomial_upper_tail;
+use crate::stats::proportion::predictive_upper_tail;
 use crate::summary::{BatchSummary, ColumnSummary, for_each_f64_chunk};
 use polars::prelude::DataFrame;
 
@@ -275,7 +275,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
 /// One candidate per heavy value.
 #[must_use]
 pub fn candidates(
-    _baseline: &Baseline,
+    baseline: &Baseline,
     values: &[HeavyValue],
     scan: &Scan,
     policy: &Policy,
@@ -301,7 +301,13 @@ pub fn candidates(
                         value: Some(num_exact(h.value)),
                         label: None,
                     },
-                    p_value: Some(binomial_upper_tail(k, n, h.trusted_share)),
+                    // The share was pinned from the column's trusted rows: predictive test.
+                    p_value: Some(predictive_upper_tail(
+                        k,
+                        n,
+                        h.trusted_share,
+                        baseline.column(&h.column).map_or(1, |c| c.count.max(1)),
+                    )),
                     effects: vec![Effect {
                         name: "excess_share",
                         value: r - h.trusted_share,

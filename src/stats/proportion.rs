@@ -57,6 +57,14 @@ pub fn beta_binomial_upper_tail(k: u64, n: u64, x: u64, m: u64) -> f64 {
     beta_binomial_upper_tail_ab(k, n, x as f64 + 0.5, m.saturating_sub(x) as f64 + 0.5)
 }
 
+/// [`beta_binomial_upper_tail`] for a trusted rate `rate` measured on `m` rows (the event
+/// count is `rate × m`, rounded).
+#[must_use]
+pub fn predictive_upper_tail(k: u64, n: u64, rate: f64, m: u64) -> f64 {
+    let x = (rate.clamp(0.0, 1.0) * m as f64).round() as u64;
+    beta_binomial_upper_tail(k, n, x.min(m), m)
+}
+
 /// `P(K >= k)` for `K ~ BetaBinomial(n, alpha, beta)`.
 #[must_use]
 pub fn beta_binomial_upper_tail_ab(k: u64, n: u64, alpha: f64, beta: f64) -> f64 {

@@ -8,6 +8,7 @@ mod formats;
 mod html;
 mod integrity;
 mod poison;
+mod ranges;
 mod reference;
 mod s3;
 mod schemas;
