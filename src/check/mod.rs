@@ -19,9 +19,19 @@ use crate::error::{Error, Result};
 use crate::finding::{Finding, Severity, Subject};
 use crate::policy::{Level, Policy};
 use crate::source::Batch;
-use crate::stats::multitest::holm;
+use crate::stats::multitest::weighted_holm;
 use crate::summary::{BatchSummary, CategoricalPlan, ColumnPlan, ColumnSummary, NumericPlan};
 use candidate::{Candidate, decide};
+
+/// Codes whose detectors emit one candidate test per segment or value, and so can emit
+/// hundreds on one batch.
+const MANY_CANDIDATE_CODES: [&str; 3] = [
+    "poison-segment-label-shift",
+    "poison-trigger",
+    "poison-point-mass",
+];
+/// Total Holm weight shared by the candidates of one such code.
+const MANY_CANDIDATES: f64 = 20.0;
 
 /// A finding removed by the policy, kept for the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -329,7 +339,27 @@ pub fn evaluate(
     }
     let raw: Vec<f64> = candidates.iter().filter_map(|c| c.p_value).collect();
     let tests = raw.len();
-    let mut adjusted = holm(&raw).into_iter();
+    // Weighted Holm: every test weighs 1, except that a detector emitting many candidates on
+    // one batch (a test per segment, per value) shares a total weight of at most
+    // `MANY_CANDIDATES` among them, so hundreds of segment tests on a wide batch cannot
+    // dilute the level of every column and row-level test.
+    let mut per_code: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in candidates.iter().filter(|c| c.p_value.is_some()) {
+        *per_code.entry(c.code).or_default() += 1;
+    }
+    let weights: Vec<f64> = candidates
+        .iter()
+        .filter(|c| c.p_value.is_some())
+        .map(|c| {
+            let k = per_code[c.code] as f64;
+            if MANY_CANDIDATE_CODES.contains(&c.code) && k > MANY_CANDIDATES {
+                MANY_CANDIDATES / k
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut adjusted = weighted_holm(&raw, &weights).into_iter();
     let mut decided = Vec::new();
     for c in candidates {
         let adj = if c.p_value.is_some() {
