@@ -297,7 +297,7 @@ WIDE_LOADINGS, WIDE_NOISE, WIDE_LOC, WIDE_SCALE = _wide_parameters()
 
 def wide_factor_draw(rng: Rng, n: int) -> Frame:
     """40 correlated numeric columns from 4 latent factors plus noise; the label is logistic in
-    three of the factors. Columns sharing a primary factor correlate at about 0.4-0.7."""
+    three of the factors. Columns sharing a primary factor correlate at 0.3-0.8 (median 0.5)."""
     f = rng.standard_normal((n, WIDE_FACTORS))
     z = f @ WIDE_LOADINGS.T + rng.standard_normal((n, WIDE_COLUMNS)) * WIDE_NOISE
     out: Frame = {}
@@ -496,7 +496,7 @@ class Scenario:
     rate: float  # share of the batch's rows that are attacked (0 for clean and mild)
     sizes: tuple[int, ...]
     hard: bool = False
-    seed_factor: int = 1  # this scenario gets seed_factor x --seeds seeds (clean batches, small suite)
+    seed_factor: int = 1  # seed_factor x --seeds seeds (the small suite's clean batches: 3)
 
     @property
     def expect(self) -> str:

@@ -4,13 +4,17 @@
     python benches/eval/run.py --data /tmp/pg-eval --bin target/release/poisongate
     python benches/eval/run.py --data /tmp/pg-eval --bin target/debug/poisongate \
         --no-quarantine --jobs 2 --out /tmp/pg-eval/results.json
+    python benches/eval/run.py --results after.json --compare-with before.json   # before -> after
 
 For every dataset in DIR/manifest.json it pins DIR/<dataset>/baseline.json from trusted.parquet,
 then checks every batch (in parallel, --jobs) and keeps the JSON report and the quarantine CSV
 under DIR/reports/. It prints, per family and per dataset x family, the block rate, errors,
 row-level quarantine precision / recall / AUROC against the attacked row ids, and for trigger
-attacks whether the trigger feature was named; then which deny codes fired per family, and
-PASS / MISS for each target. Per-run results go to --out (JSON, sorted keys).
+attacks whether the trigger feature was named; then which deny codes fired per family, which
+codes blocked clean and mild batches (per dataset, with an example report), which attacks passed
+(and whether a finding warned), the headline rates, and PASS / MISS for each target. Per-run
+results go to --out (JSON, sorted keys). --results prints the tables of such a file without
+running anything; --compare-with OLD.json prints every table again as OLD -> this one.
 
 Exit code: 0 when the evaluation ran (targets may be missed; --strict makes a MISS exit 1),
 2 when it could not run (binary missing, profile failed, bad manifest).
@@ -321,14 +325,17 @@ COLUMNS: list[tuple[str, Callable[[list[Run]], str]]] = [
 COMPARED = ("runs", "blocked", "errors", "named", "q-prec", "q-n", "q-recall", "auroc", "flagged")
 
 
-def print_rows(title: str, cols: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print(f"\n== {title}")
+def print_rows(title: str | None, cols: list[str], rows: list[list[str]]) -> None:
+    """An aligned table under "== title" (no title line when title is None)."""
+    if title is not None:
+        print(f"\n== {title}")
+    if not rows:
+        print("(none)")
+        return
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    if not rows:
-        print("(none)")
 
 
 def key_cells(key: tuple) -> list[str]:
@@ -429,7 +436,7 @@ def headline(runs: list[Run]) -> list[tuple[str, float | None, str]]:
             (
                 f"{indent}quarantine precision, {label}",
                 mean(r["precision"] for r in with_q),
-                f"over {len(with_q)} of {len(s)} runs: those with a non-empty quarantine",
+                f"{len(with_q)}/{len(s)} non-empty",
             )
         )
         out.append(
@@ -443,7 +450,10 @@ def headline_value(name: str, value: float | None) -> str:
 
 
 def print_headline(runs: list[Run]) -> None:
-    print("\n== headline (errors count as failures; quarantine over non-hard attacks)")
+    print(
+        "\n== headline (errors count as failures; quarantine: non-hard attacks, precision over "
+        "the runs with a non-empty quarantine, recall over all)"
+    )
     rows = headline(runs)
     width = max(len(n) for n, _, _ in rows)
     for name, value, detail in rows:
@@ -485,12 +495,45 @@ def print_false_alarms(runs: list[Run]) -> None:
         for (ds, _), rs in group([r for r in runs if r["expect"] == "pass"], ["dataset"]).items()
     }
     for ds, (b, n, fam) in totals.items():
-        print(f"{ds}: {b} of {n} clean/mild runs blocked (clean {fam['clean']}, mild {fam['mild']})")
+        print(
+            f"{ds}: {b} of {n} clean/mild runs blocked (clean {fam['clean']}, mild {fam['mild']})"
+        )
     rows = [
         [ds, code, str(d["clean"]), str(d["mild"]), str(d["alone"]), str(d["example"])]
         for (ds, code), d in false_alarms(runs).items()
     ]
-    print_rows("", ["dataset", "code", "clean", "mild", "alone", "example"], rows)
+    if rows:
+        print()
+    print_rows(None, ["dataset", "code", "clean", "mild", "alone", "example"], rows)
+
+
+def alarm_only_blocks(runs: list[Run]) -> dict[tuple, tuple[int, int]]:
+    """(dataset, family, hard) -> (attack runs blocked only by deny codes that also blocked a
+    clean or mild batch of the dataset, blocked runs). Such blocks say little about the attack."""
+    alarm: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        if r["expect"] == "pass" and r["outcome"] == "blocked":
+            alarm[r["dataset"]].update(r["deny_codes"])
+    out = {}
+    attacks = [r for r in runs if r["expect"] == "block"]
+    for key, rs in group(attacks, ["dataset", "family"]).items():
+        blocked = [r for r in rs if r["outcome"] == "blocked"]
+        k = sum(set(r["deny_codes"]) <= alarm[r["dataset"]] for r in blocked)
+        if k:
+            out[key] = (k, len(blocked))
+    return out
+
+
+def print_alarm_only_blocks(runs: list[Run]) -> None:
+    rows = [
+        [*key_cells(key), f"{k}/{b}"] for key, (k, b) in alarm_only_blocks(runs).items()
+    ]
+    print_rows(
+        "attacks blocked only by codes that also blocked clean/mild batches of the same dataset "
+        "(such runs / blocked runs)",
+        ["dataset", "family", "hard", "alarm-only"],
+        rows,
+    )
 
 
 def passed_attacks(runs: list[Run]) -> dict[tuple, dict]:
@@ -673,7 +716,7 @@ def print_compare(old_doc: dict, new_doc: dict, old: list[Run], new: list[Run]) 
     fields = ["dataset", "family"]
     print_compare_table("per dataset x family", group(old, fields), group(new, fields), fields)
 
-    print("\n== headline, before -> after")
+    print("\n== headline, before -> after (see the headline above for the definitions)")
     ho, hn = headline(old), headline(new)
     width = max(len(n) for n, _, _ in hn)
     for (name, vo, do), (_, vn, dn) in zip(ho, hn, strict=True):
@@ -704,7 +747,8 @@ def print_compare(old_doc: dict, new_doc: dict, old: list[Run], new: list[Run]) 
             [
                 *key_cells(key),
                 arrow(
-                    f"{a['passed']}/{a['runs']}" if a else "0", f"{b['passed']}/{b['runs']}" if b else "0"
+                    f"{a['passed']}/{a['runs']}" if a else "0",
+                    f"{b['passed']}/{b['runs']}" if b else "0",
                 ),
                 arrow(str(a["warned"]) if a else "0", str(b["warned"]) if b else "0"),
             ]
@@ -760,6 +804,7 @@ def report(runs: list[Run], quarantine: bool, by_scenario: bool) -> list[dict]:
         )
     print_codes(runs)
     print_false_alarms(runs)
+    print_alarm_only_blocks(runs)
     print_passed_attacks(runs)
     print_headline(runs)
     results = evaluate_targets(runs, quarantine)
