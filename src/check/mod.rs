@@ -30,8 +30,16 @@ const MANY_CANDIDATE_CODES: [&str; 3] = [
     "poison-trigger",
     "poison-point-mass",
 ];
-/// Total Holm weight shared by the candidates of one such code.
-const MANY_CANDIDATES: f64 = 20.0;
+/// Holm weight of each test of a poisoning detector (`poison-*`); every other test weighs 1.
+/// The poisoning detectors are the few tests that an attack on a small batch must get past,
+/// and each one looks at every row (or at every row of a value or segment): a weight of 10
+/// gives their half dozen single tests about the share of 60 column tests, so that on a wide
+/// table (hundreds of per-column tests) a conformal row test at 10 of 200 rows, or a new
+/// category on 6 rows all of one label, still clears its level.
+const POISON_WEIGHT: f64 = 10.0;
+/// Total Holm weight shared by the candidates of one of [`MANY_CANDIDATE_CODES`] when it
+/// emits more than four.
+const MANY_CANDIDATES: f64 = 4.0 * POISON_WEIGHT;
 
 /// A finding removed by the policy, kept for the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -339,10 +347,12 @@ pub fn evaluate(
     }
     let raw: Vec<f64> = candidates.iter().filter_map(|c| c.p_value).collect();
     let tests = raw.len();
-    // Weighted Holm: every test weighs 1, except that a detector emitting many candidates on
-    // one batch (a test per segment, per value) shares a total weight of at most
-    // `MANY_CANDIDATES` among them, so hundreds of segment tests on a wide batch cannot
-    // dilute the level of every column and row-level test.
+    // Weighted Holm (Holm 1979, §5): column tests weigh 1 and poisoning tests
+    // `POISON_WEIGHT`, except that a detector emitting many candidates on one batch (a test
+    // per segment, per value) shares a total weight of `MANY_CANDIDATES` among them, so
+    // hundreds of segment tests on a wide batch cannot dilute the level of every other test.
+    // The weights depend on the tests' kinds and counts, never on their p-values, so the
+    // family-wise error rate stays at the gate's alpha.
     let mut per_code: BTreeMap<&str, usize> = BTreeMap::new();
     for c in candidates.iter().filter(|c| c.p_value.is_some()) {
         *per_code.entry(c.code).or_default() += 1;
@@ -352,10 +362,13 @@ pub fn evaluate(
         .filter(|c| c.p_value.is_some())
         .map(|c| {
             let k = per_code[c.code] as f64;
-            if MANY_CANDIDATE_CODES.contains(&c.code) && k > MANY_CANDIDATES {
+            if !c.code.starts_with("poison-") {
+                1.0
+            } else if MANY_CANDIDATE_CODES.contains(&c.code) && k * POISON_WEIGHT > MANY_CANDIDATES
+            {
                 MANY_CANDIDATES / k
             } else {
-                1.0
+                POISON_WEIGHT
             }
         })
         .collect();

