@@ -99,6 +99,23 @@ pub struct LabelModel {
 /// flipped-share estimate (below it, flips into the class are all but invisible).
 const MIN_GAP: f64 = 0.05;
 
+/// Labelled rows up to which the tree settings are chosen by out-of-fold log-loss.
+const SMALL_ROWS: usize = 5_000;
+/// Boosted stumps: an additive model, for small baselines.
+const STUMPS: Params = Params {
+    rounds: 150,
+    depth: 1,
+    learning_rate: 0.1,
+    lambda: 5.0,
+};
+/// Depth-2 trees (pairwise interactions), for small baselines.
+const PAIRS: Params = Params {
+    rounds: 80,
+    depth: 2,
+    learning_rate: 0.1,
+    lambda: 5.0,
+};
+
 /// Fits and calibrates the reference model; `None` with too few labelled rows or classes.
 #[must_use]
 pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
@@ -136,37 +153,59 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
         let y = sel.iter().map(|&i| rows.label[i as usize]).collect();
         (codes, y)
     };
-    let params = Params::default();
-    let fit_on = |sel: &[u32]| {
+    let fit_on = |sel: &[u32], params: Params| {
         let (codes, y) = take(sel);
         let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
         gbdt::fit(&refs, &cardinality, &categorical, &y, classes, params)
     };
-    // Out of fold: fold k holds the shuffled positions i with i % FOLDS == k.
-    let oof_parts: Vec<(Vec<usize>, Vec<f32>)> = (0..FOLDS)
-        .into_par_iter()
-        .map(|k| {
-            let train: Vec<u32> = (0..n).filter(|i| i % FOLDS != k).map(|i| idx[i]).collect();
-            let test_pos: Vec<usize> = (0..n).filter(|i| i % FOLDS == k).collect();
-            let test: Vec<u32> = test_pos.iter().map(|&i| idx[i]).collect();
-            let forest = fit_on(&train);
-            let (codes, _) = take(&test);
-            let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
-            (test_pos, forest.predict(&refs, test.len()))
-        })
-        .collect();
-    let forest = fit_on(&idx);
-    let mut oof = vec![0f32; n * classes];
-    for (pos, probs) in oof_parts {
-        for (r, &p) in pos.iter().enumerate() {
-            oof[p * classes..(p + 1) * classes]
-                .copy_from_slice(&probs[r * classes..(r + 1) * classes]);
-        }
-    }
     let y: Vec<usize> = idx
         .iter()
         .map(|&i| usize::from(rows.label[i as usize]))
         .collect();
+    // Out of fold: fold k holds the shuffled positions i with i % FOLDS == k.
+    let oof_of = |params: Params| -> Vec<f32> {
+        let parts: Vec<(Vec<usize>, Vec<f32>)> = (0..FOLDS)
+            .into_par_iter()
+            .map(|k| {
+                let train: Vec<u32> = (0..n).filter(|i| i % FOLDS != k).map(|i| idx[i]).collect();
+                let test_pos: Vec<usize> = (0..n).filter(|i| i % FOLDS == k).collect();
+                let test: Vec<u32> = test_pos.iter().map(|&i| idx[i]).collect();
+                let forest = fit_on(&train, params);
+                let (codes, _) = take(&test);
+                let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
+                (test_pos, forest.predict(&refs, test.len()))
+            })
+            .collect();
+        let mut oof = vec![0f32; n * classes];
+        for (pos, probs) in parts {
+            for (r, &p) in pos.iter().enumerate() {
+                oof[p * classes..(p + 1) * classes]
+                    .copy_from_slice(&probs[r * classes..(r + 1) * classes]);
+            }
+        }
+        oof
+    };
+    let log_loss = |oof: &[f32]| -> f64 {
+        (0..n)
+            .map(|i| -f64::from(oof[i * classes + y[i]]).max(P_FLOOR).ln())
+            .sum::<f64>()
+            / n as f64
+    };
+    // On small baselines the default trees (depth 5) overfit a few hundred rows: the
+    // settings are chosen among three by out-of-fold log-loss, the additive model of boosted
+    // stumps (Friedman, Hastie & Tibshirani 2000, Ann. Statist. 28(2), §4: boosting stumps
+    // fits an additive logistic model) and depth-2 trees among them.
+    let grid: &[Params] = if n <= SMALL_ROWS {
+        &[Params::default(), STUMPS, PAIRS]
+    } else {
+        &[Params::default()]
+    };
+    let (params, oof) = grid
+        .iter()
+        .map(|&p| (p, oof_of(p)))
+        .min_by(|a, b| log_loss(&a.1).total_cmp(&log_loss(&b.1)))
+        .expect("the grid is not empty");
+    let forest = fit_on(&idx, params);
     let p_true: Vec<f64> = (0..n).map(|i| f64::from(oof[i * classes + y[i]])).collect();
     let surprise: Vec<f64> = p_true.iter().map(|p| -p.max(P_FLOOR).ln()).collect();
     let nf = n as f64;
