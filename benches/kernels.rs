@@ -10,6 +10,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use poisongate::baseline::{self, ProfileOptions};
 use poisongate::check;
+use poisongate::source::Rows;
 use poisongate::source::{Batch, Format, InputMeta};
 use poisongate::summary::{
     BatchSummary, CategoricalPlan, CategoricalSummary, NumericPlan, NumericSummary,
@@ -166,18 +167,25 @@ fn poison(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROWS as u64));
     g.bench_function("row pass, 5 features, 1M rows", |b| {
         b.iter(|| {
-            poisongate::poison::scan(&base, &usable, black_box(&frames), &summary)
+            poisongate::poison::scan(&base, &usable, Rows::Frames(black_box(&frames)))
                 .unwrap()
                 .unwrap()
         })
     });
-    let scan = poisongate::poison::scan(&base, &usable, &frames, &summary)
+    let scan = poisongate::poison::scan(&base, &usable, Rows::Frames(&frames))
         .unwrap()
         .unwrap();
     let policy = poisongate::policy::Policy::default();
     g.bench_function("detectors' decisions, 1M rows", |b| {
         b.iter(|| {
-            poisongate::poison::detect(&base, &policy, &summary, black_box(&scan), &frames).unwrap()
+            poisongate::poison::detect(
+                &base,
+                &policy,
+                &summary,
+                black_box(&scan),
+                Rows::Frames(&frames),
+            )
+            .unwrap()
         })
     });
     g.finish();

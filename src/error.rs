@@ -55,6 +55,14 @@ pub enum Error {
         /// What went wrong.
         cause: String,
     },
+    /// A sharded run's manifest or summary part is unreadable, inconsistent or incomplete.
+    #[error("cannot use summary ({path}): {cause}")]
+    Summary {
+        /// The manifest or part.
+        path: PathBuf,
+        /// What went wrong.
+        cause: String,
+    },
     /// An argument is invalid in a way the argument parser cannot see.
     #[error("invalid arguments: {0}")]
     Usage(String),
@@ -96,6 +104,14 @@ impl Error {
         }
     }
 
+    /// A summary (manifest or part) error for `path`.
+    pub fn summary(path: &Path, cause: impl std::fmt::Display) -> Self {
+        Self::Summary {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
     /// A policy error for `path`.
     pub fn policy(path: &Path, cause: impl std::fmt::Display) -> Self {
         Self::Policy {
@@ -126,6 +142,9 @@ impl Error {
                 "re-pin the baseline with `poisongate profile`, or check --expect-baseline-sha256",
             ),
             Self::Policy { .. } => Some("`poisongate policy --init` prints a valid template"),
+            Self::Summary { .. } => Some(
+                "plan once, summarize every shard with the same build, baseline and policy, and merge every part exactly once",
+            ),
             Self::S3 { .. } => Some(
                 "check the URI, the AWS credentials and region in the environment, and the endpoint (--s3-endpoint, AWS_ENDPOINT_URL)",
             ),

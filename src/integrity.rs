@@ -107,6 +107,12 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::input(path, crate::source::io_cause(&e)))
 }
 
+/// SHA-256 of `bytes`, lowercase hex.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// SHA-256 of a file's bytes, read in 1 MiB blocks, with its size.
 ///
 /// # Errors

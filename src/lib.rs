@@ -29,6 +29,7 @@ pub mod progress;
 pub mod report;
 pub mod rows;
 pub mod schemas;
+pub mod shard;
 pub mod source;
 pub mod stats;
 pub mod summary;

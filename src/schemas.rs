@@ -27,5 +27,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("noise", schema::<Noise>("noise")),
         ("policy", schema::<Policy>("policy")),
         ("report", schema::<Report>("report")),
+        ("manifest", schema::<crate::shard::Manifest>("manifest")),
+        (
+            "summary-header",
+            schema::<crate::shard::PartHeader>("summary-header"),
+        ),
     ]
 }

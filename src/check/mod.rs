@@ -18,7 +18,7 @@ use crate::baseline::{Baseline, Role};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, Severity, Subject};
 use crate::policy::{Level, Policy};
-use crate::source::Batch;
+use crate::source::{Batch, InputFile, InputMeta, Rows};
 use crate::stats::multitest::weighted_holm;
 use crate::summary::{BatchSummary, CategoricalPlan, ColumnPlan, ColumnSummary, NumericPlan};
 use candidate::{Candidate, decide};
@@ -84,76 +84,285 @@ pub struct Evaluation {
 /// # Errors
 /// The pinned label column missing from the batch, or a failure while summarising.
 pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Evaluation> {
-    let schema = batch.schema();
-    if let Some(label) = &baseline.label
-        && !schema.iter().any(|(n, _)| n == label)
-    {
-        let first = batch
-            .inputs
-            .first()
-            .map(|m| m.path.clone())
-            .unwrap_or_default();
-        return Err(Error::input(
-            std::path::Path::new(&first),
-            format!("label column `{label}` pinned in the baseline is missing from the batch"),
+    let first = batch
+        .inputs
+        .first()
+        .map(|m| m.path.clone())
+        .unwrap_or_default();
+    let mut pass = Pass::new(baseline, policy, &batch.schema(), &first)?;
+    let rows = Rows::Frames(&batch.frames);
+    rows.for_each_window(None, &mut |blocks, at| pass.update(blocks, at))?;
+    pass.finish(rows)
+}
+
+/// Checks a batch streamed from its files, one window of blocks at a time
+/// ([`crate::source::stream`]): the decoded batch is never held, only the summaries and a few
+/// bytes per row for the row-level detectors. Returns the evaluation and the inputs'
+/// provenance.
+///
+/// # Errors
+/// Any unreadable, empty or mismatched input; the pinned label column missing from the
+/// batch; a failure while summarising.
+pub fn check_files(
+    baseline: &Baseline,
+    policy: &Policy,
+    files: &[InputFile],
+) -> Result<(Evaluation, Vec<InputMeta>)> {
+    let (pass, _, metas) = stream_pass(baseline, policy, files)?;
+    let eval = pass.finish(Rows::Files(files, &metas))?;
+    Ok((eval, metas))
+}
+
+type Schema = Vec<(String, polars::prelude::DataType)>;
+
+/// The first pass over files: every window folded into one [`Pass`]; with the batch's schema
+/// and the inputs' provenance.
+fn stream_pass<'a>(
+    baseline: &'a Baseline,
+    policy: &'a Policy,
+    files: &[InputFile],
+) -> Result<(Pass<'a>, Schema, Vec<InputMeta>)> {
+    let first = files.first().map(InputFile::name).unwrap_or_default();
+    let hint = crate::source::stream::row_hint(files);
+    let mut pass: Option<(Pass<'a>, Schema)> = None;
+    let metas = crate::source::stream::first_pass(files, &mut |schema, blocks, at| {
+        if pass.is_none() {
+            let columns: Schema = schema
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect();
+            let mut p = Pass::new(baseline, policy, &columns, &first)?;
+            if let Some(fold) = &mut p.scan {
+                fold.reserve(hint);
+            }
+            pass = Some((p, columns));
+        }
+        match pass.as_mut() {
+            Some((p, _)) => p.update(blocks, at),
+            None => Err(Error::Internal("check: no pass".into())),
+        }
+    })?;
+    match pass {
+        Some((pass, schema)) => Ok((pass, schema, metas)),
+        None => Err(Error::input(std::path::Path::new(&first), "no rows")),
+    }
+}
+
+/// What one unit (file) of a sharded batch contributes: its provenance and schema, its column
+/// summaries and its row-pass state ([`crate::shard`]).
+#[derive(Debug)]
+pub struct UnitSummary {
+    /// Provenance.
+    pub meta: InputMeta,
+    /// Column names and dtypes.
+    pub schema: Vec<(String, polars::prelude::DataType)>,
+    /// Column summaries.
+    pub summary: BatchSummary,
+    /// Row-pass state, when the row-level detectors run.
+    pub scan: Option<crate::poison::ScanState>,
+}
+
+/// Summarises one unit of a sharded batch with the same pass as [`check_files`].
+///
+/// # Errors
+/// As [`check_files`].
+pub fn summarize_file(
+    baseline: &Baseline,
+    policy: &Policy,
+    file: &InputFile,
+) -> Result<UnitSummary> {
+    let (pass, schema, mut metas) = stream_pass(baseline, policy, std::slice::from_ref(file))?;
+    let Some(meta) = metas.pop() else {
+        return Err(Error::input(std::path::Path::new(&file.name()), "no rows"));
+    };
+    Ok(UnitSummary {
+        meta,
+        schema,
+        summary: pass.summary,
+        scan: pass.scan.map(crate::poison::ScanFold::into_state),
+    })
+}
+
+/// Decides from merged unit summaries exactly as [`check_files`] decides from the files:
+/// `summary` is the merge of every unit's column summary, `scans` the units' row-pass states
+/// in batch order. `files` and `metas` are re-read only by the detectors that count a few
+/// candidate values exactly and for the ids of flagged rows.
+///
+/// # Errors
+/// Row-pass states that do not fit the baseline or the policy; a failure of a second pass.
+pub fn decide_summaries(
+    baseline: &Baseline,
+    policy: &Policy,
+    schema: &[(String, polars::prelude::DataType)],
+    summary: BatchSummary,
+    scans: Vec<Option<crate::poison::ScanState>>,
+    files: &[InputFile],
+    metas: &[InputMeta],
+) -> Result<Evaluation> {
+    let first = files.first().map(InputFile::name).unwrap_or_default();
+    let mut pass = Pass::new(baseline, policy, schema, &first)?;
+    let shown = std::path::Path::new("merged summary");
+    match &mut pass.scan {
+        Some(fold) => {
+            for state in scans {
+                let Some(state) = state else {
+                    return Err(Error::summary(
+                        shown,
+                        "a unit has no row-pass state, but the row-level detectors run",
+                    ));
+                };
+                fold.absorb(state).map_err(|e| Error::summary(shown, e))?;
+            }
+        }
+        None => {
+            if scans.iter().any(Option::is_some) {
+                return Err(Error::summary(
+                    shown,
+                    "units carry row-pass state, but the row-level detectors do not run",
+                ));
+            }
+        }
+    }
+    if summary.columns.keys().ne(pass.summary.columns.keys()) {
+        return Err(Error::summary(
+            shown,
+            "its column summaries do not match the baseline's plans for this schema",
         ));
     }
-    for (name, d) in &policy.domains {
-        let Some(col) = baseline.column(name) else {
-            return Err(Error::Usage(format!(
-                "the policy's domains.{name} names no column of the baseline"
-            )));
-        };
-        if d.categories.is_some() && col.categorical.is_none() {
-            return Err(Error::Usage(format!(
-                "the policy's domains.{name} lists categories, but `{name}` is numeric in the baseline"
-            )));
+    pass.summary = summary;
+    pass.finish(Rows::Files(files, metas))
+}
+
+/// The state of one check while the batch streams past: the structural findings, the column
+/// summaries and the row pass.
+struct Pass<'a> {
+    baseline: &'a Baseline,
+    policy: &'a Policy,
+    candidates: Vec<Candidate>,
+    plans: BTreeMap<String, ColumnPlan>,
+    summary: BatchSummary,
+    scan: Option<crate::poison::ScanFold<'a>>,
+    skipped: Option<String>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(
+        baseline: &'a Baseline,
+        policy: &'a Policy,
+        schema: &[(String, polars::prelude::DataType)],
+        first: &str,
+    ) -> Result<Self> {
+        if let Some(label) = &baseline.label
+            && !schema.iter().any(|(n, _)| n == label)
+        {
+            return Err(Error::input(
+                std::path::Path::new(first),
+                format!("label column `{label}` pinned in the baseline is missing from the batch"),
+            ));
         }
-        if (d.min.is_some() || d.max.is_some()) && col.numeric.is_none() {
-            return Err(Error::Usage(format!(
-                "the policy's domains.{name} sets min/max, but `{name}` is categorical in the baseline"
-            )));
-        }
-    }
-    let mut candidates = Vec::new();
-    let usable = schema::structure(baseline, &schema, &mut candidates);
-    let plans = plans(baseline, &usable, policy);
-    let mut summary = BatchSummary::new(&plans);
-    for df in &batch.frames {
-        summary.update(df, &plans)?;
-    }
-    let all_allowed = crate::poison::ROW_CODES
-        .iter()
-        .all(|c| policy.level(c) == Level::Allow);
-    let scan = if all_allowed {
-        None
-    } else {
-        crate::poison::scan(baseline, &usable, &batch.frames, &summary)?
-    };
-    let skipped = match (&baseline.poison, &scan) {
-        (None, _) => Some("the baseline pins no row-level profile".to_owned()),
-        (Some(_), None) if all_allowed => {
-            Some("the policy sets every row-level code to allow".to_owned())
-        }
-        (Some(_), None) => {
-            Some("the batch lacks a pinned feature (see the schema findings)".to_owned())
-        }
-        _ => None,
-    };
-    let Some(scan) = scan else {
-        let mut eval = evaluate(baseline, policy, &summary, candidates)?;
-        if let Some(why) = &skipped {
-            for code in crate::poison::ROW_CODES {
-                eval.records
-                    .push(record::TestRecord::skipped(code, Subject::default(), why));
+        for (name, d) in &policy.domains {
+            let Some(col) = baseline.column(name) else {
+                return Err(Error::Usage(format!(
+                    "the policy's domains.{name} names no column of the baseline"
+                )));
+            };
+            if d.categories.is_some() && col.categorical.is_none() {
+                return Err(Error::Usage(format!(
+                    "the policy's domains.{name} lists categories, but `{name}` is numeric in the baseline"
+                )));
             }
-            record::sort(&mut eval.records);
+            if (d.min.is_some() || d.max.is_some()) && col.numeric.is_none() {
+                return Err(Error::Usage(format!(
+                    "the policy's domains.{name} sets min/max, but `{name}` is categorical in the baseline"
+                )));
+            }
         }
-        eval.notes
-            .extend(skipped.map(|why| format!("row-level poisoning detectors did not run: {why}")));
-        return Ok(eval);
-    };
-    let mut outcome = crate::poison::detect(baseline, policy, &summary, &scan, &batch.frames)?;
+        let mut candidates = Vec::new();
+        let usable = schema::structure(baseline, schema, &mut candidates);
+        let plans = plans(baseline, &usable, policy);
+        let summary = BatchSummary::new(&plans);
+        let all_allowed = crate::poison::ROW_CODES
+            .iter()
+            .all(|c| policy.level(c) == Level::Allow);
+        let scan = if all_allowed {
+            None
+        } else {
+            crate::poison::ScanFold::new(baseline, &usable)
+        };
+        let skipped = match (&baseline.poison, &scan) {
+            (None, _) => Some("the baseline pins no row-level profile".to_owned()),
+            (Some(_), None) if all_allowed => {
+                Some("the policy sets every row-level code to allow".to_owned())
+            }
+            (Some(_), None) => {
+                Some("the batch lacks a pinned feature (see the schema findings)".to_owned())
+            }
+            _ => None,
+        };
+        Ok(Self {
+            baseline,
+            policy,
+            candidates,
+            plans,
+            summary,
+            scan,
+            skipped,
+        })
+    }
+
+    /// Folds one window of blocks in: the column summaries and the row pass side by side.
+    fn update(&mut self, blocks: &[polars::prelude::DataFrame], at: usize) -> Result<()> {
+        let (summary, plans, scan) = (&mut self.summary, &self.plans, &mut self.scan);
+        let (a, b) = rayon::join(
+            || blocks.iter().try_for_each(|df| summary.update(df, plans)),
+            || match scan {
+                Some(fold) => fold.update(blocks, at),
+                None => Ok(()),
+            },
+        );
+        a.and(b)
+    }
+
+    /// Decides, with `rows` for the few detectors that count candidate values exactly in a
+    /// second pass over their columns, and for the ids of flagged rows.
+    fn finish(self, rows: Rows<'_>) -> Result<Evaluation> {
+        let Pass {
+            baseline,
+            policy,
+            candidates,
+            summary,
+            scan,
+            skipped,
+            ..
+        } = self;
+        let Some(scan) = scan.map(crate::poison::ScanFold::finish) else {
+            let mut eval = evaluate(baseline, policy, &summary, candidates)?;
+            if let Some(why) = &skipped {
+                for code in crate::poison::ROW_CODES {
+                    eval.records
+                        .push(record::TestRecord::skipped(code, Subject::default(), why));
+                }
+                record::sort(&mut eval.records);
+            }
+            eval.notes.extend(
+                skipped.map(|why| format!("row-level poisoning detectors did not run: {why}")),
+            );
+            return Ok(eval);
+        };
+        decide_rows(baseline, policy, &summary, candidates, &scan, rows)
+    }
+}
+
+/// The decision with the row-level detectors' candidates.
+fn decide_rows(
+    baseline: &Baseline,
+    policy: &Policy,
+    summary: &BatchSummary,
+    mut candidates: Vec<Candidate>,
+    scan: &crate::poison::Scan,
+    rows: Rows<'_>,
+) -> Result<Evaluation> {
+    let mut outcome = crate::poison::detect(baseline, policy, summary, scan, rows)?;
     for (i, mut c) in std::mem::take(&mut outcome.candidates)
         .into_iter()
         .enumerate()
@@ -182,7 +391,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
             }
         })
         .collect();
-    let mut eval = evaluate(baseline, policy, &summary, candidates)?;
+    let mut eval = evaluate(baseline, policy, summary, candidates)?;
     eval.records.append(&mut missing);
     record::sort(&mut eval.records);
     eval.notes.extend(std::mem::take(&mut outcome.notes));
@@ -193,8 +402,8 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
         .filter_map(|(i, f)| f.tag.map(|t| (t, i)))
         .collect();
     eval.quarantine =
-        crate::poison::quarantine(baseline, &scan, &outcome, &fired, &mut eval.findings);
-    eval.row_scores = crate::poison::row_scores(&scan, &eval.quarantine);
+        crate::poison::quarantine(baseline, scan, &outcome, &fired, &mut eval.findings);
+    eval.row_scores = crate::poison::row_scores(scan, &eval.quarantine);
     if let Some(id) = &baseline.id {
         let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();
         wanted.extend(
@@ -202,7 +411,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
                 .iter()
                 .flat_map(|f| f.rows.iter().map(|r| r.row)),
         );
-        let ids = crate::poison::ids_of(&batch.frames, id, wanted)?;
+        let ids = crate::poison::ids_of(rows, id, wanted)?;
         for q in &mut eval.quarantine {
             q.id = ids.get(&q.row).cloned();
         }

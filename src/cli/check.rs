@@ -54,9 +54,51 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         signature.as_ref(),
     )?;
     loaded.object = object;
-    let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
-    let batch = source::read_batch(&files)?;
-    let mut eval = check::check(&loaded.baseline, &policy.policy, &batch)?;
+    let (mut eval, inputs, files) = match &args.summaries {
+        None => {
+            let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
+            let (eval, inputs) = check::check_files(&loaded.baseline, &policy.policy, &files)?;
+            (eval, inputs, files)
+        }
+        Some(path) => {
+            if !args.input.data.is_empty() {
+                return Err(poisongate::Error::Usage(
+                    "--summaries decides from a merged summary: give no DATA".into(),
+                ));
+            }
+            let part = super::shard::read_part(path)?;
+            let (summary, schema, metas, scans) =
+                part.complete(path, &loaded.sha256, &policy.sha256)?;
+            // The units, as the shards read them, for the second passes.
+            let mut files = Vec::with_capacity(metas.len());
+            for m in &metas {
+                files.extend(sources.resolve(std::slice::from_ref(&m.path), Some(m.format))?);
+            }
+            let Some(first) = files.first() else {
+                return Err(poisongate::Error::summary(path, "it covers no units"));
+            };
+            let dtypes = source::stream::schema_of(first)?;
+            if poisongate::shard::schema_text(&dtypes) != schema {
+                return Err(poisongate::Error::summary(
+                    path,
+                    format!(
+                        "the columns of {} differ from the summarised ones",
+                        first.name()
+                    ),
+                ));
+            }
+            let eval = check::decide_summaries(
+                &loaded.baseline,
+                &policy.policy,
+                &dtypes,
+                summary,
+                scans,
+                &files,
+                &metas,
+            )?;
+            (eval, metas, files)
+        }
+    };
     if let Some(key) = args.sse.requirement() {
         // The baseline is held to the requirement when it comes from S3; a local baseline
         // is pinned by its digest or signature instead.
@@ -67,7 +109,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
                 object: Some(object),
             });
         }
-        stored.extend(batch.inputs.iter().map(integrity::Stored::from));
+        stored.extend(inputs.iter().map(integrity::Stored::from));
         let extra = integrity::sse_kms_findings(key, &stored);
         check::add_findings(&policy.policy, &mut eval, extra);
     }
@@ -80,7 +122,8 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         rows: loaded.baseline.rows,
         object: loaded.object,
     };
-    let mut report = Report::from_evaluation("check", eval, Some(base), batch.inputs, &policy);
+    let rows = source::Rows::Files(&files, &inputs);
+    let mut report = Report::from_evaluation("check", eval, Some(base), inputs.clone(), &policy);
     report.counts.quarantined_rows = quarantined;
     report.artifacts = read_artifacts(&[
         ("policy", args.policy.as_deref()),
@@ -94,7 +137,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     if let (Some(path), Some(format)) = (&args.row_scores, scores_format) {
         let ids = match &loaded.baseline.id {
             Some(id) => Some(poisongate::poison::ids_of(
-                &batch.frames,
+                rows,
                 id,
                 (0..scores.len() as u64).collect(),
             )?),

@@ -7,6 +7,7 @@ mod compare;
 mod explain;
 mod policy;
 mod profile;
+mod shard;
 mod verify;
 
 use std::io::Write;
@@ -45,14 +46,20 @@ enum Command {
     Explain(ExplainArgs),
     /// Verify artifacts: digests from a sha256sum file, or an ECDSA P-256 blob signature.
     Verify(VerifyArgs),
+    /// List a batch's units (files, hashed) in a manifest, for a sharded check.
+    Plan(PlanArgs),
+    /// Summarise one shard of a planned batch into a part (poisongate.summary/1).
+    Summarize(SummarizeArgs),
+    /// Merge summary parts; refuses parts of another run or a unit covered twice.
+    Merge(MergeArgs),
 }
 
 /// Options shared by commands that read data.
 #[derive(Debug, Args)]
 struct InputArgs {
     /// Input files, directories or globs (Parquet, CSV, Arrow IPC, NDJSON). Several inputs form
-    /// one batch and must share one schema.
-    #[arg(required = true, value_name = "DATA")]
+    /// one batch and must share one schema. (`check --summaries` takes none.)
+    #[arg(value_name = "DATA")]
     data: Vec<String>,
     /// Input format (parquet, csv, ipc, ndjson) overriding the file extension; for `check`
     /// also the stdout format (text, json). Repeat to give both: `--format csv --format json`.
@@ -208,8 +215,56 @@ struct CheckArgs {
     /// batch order; for ranking rows and measuring detection quality.
     #[arg(long, value_name = "FILE")]
     row_scores: Option<PathBuf>,
+    /// Decide from a merged summary (`poisongate merge`) instead of DATA; the batch's files
+    /// are re-read only for the few exact counts and ids a second pass needs.
+    #[arg(long, value_name = "PART")]
+    summaries: Option<PathBuf>,
     #[command(flatten)]
     sse: SseArgs,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Where to write the manifest (JSON).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct SummarizeArgs {
+    /// The pinned baseline: a file or an s3:// object.
+    #[arg(long, value_name = "FILE")]
+    baseline: String,
+    /// Refuse the baseline unless its SHA-256 is this (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    expect_baseline_sha256: Option<String>,
+    /// Policy file (poisongate.toml); every shard and the final check must use the same one.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// The manifest from `poisongate plan` (a file or an s3:// object).
+    #[arg(long, value_name = "FILE")]
+    manifest: String,
+    /// Which shard: I/N, 0 <= I < N (e.g. `--shard $JOB_COMPLETION_INDEX/8`).
+    #[arg(long, value_name = "I/N")]
+    shard: String,
+    /// Where to write the part.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Endpoint of an S3-compatible store for s3:// inputs.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// Parts from `poisongate summarize` (or earlier merges), in any order.
+    #[arg(required = true, value_name = "PART")]
+    parts: Vec<PathBuf>,
+    /// Where to write the merged part.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
 }
 
 /// Report files, shared by `check` and `compare`.
@@ -342,6 +397,9 @@ pub fn run(cli: Cli) -> poisongate::Result<Verdict> {
         Command::Policy(args) => policy::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Plan(args) => shard::plan(&args),
+        Command::Summarize(args) => shard::summarize(&args),
+        Command::Merge(args) => shard::merge(&args),
     }
 }
 

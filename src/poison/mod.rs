@@ -34,6 +34,7 @@ use crate::error::Result;
 use crate::finding::{Finding, RowRef};
 use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
+use crate::source::Rows as BatchRows;
 use crate::summary::BatchSummary;
 
 /// The codes of the row-level detectors; when the policy allows all of them, `check` skips
@@ -110,35 +111,10 @@ fn class_tables(
         .collect()
 }
 
-/// What one slice of the row pass returns beside its rows: value sketches, the model's
-/// expected class counts, the class tables, rows outside the support per feature, and the
-/// sampled rows with their class probabilities for the likelihood-ratio test.
-type SliceParts = (
-    Vec<point_mass::Sketch>,
-    Vec<Vec<f64>>,
-    Vec<Vec<u64>>,
-    Vec<u64>,
-    (Vec<u32>, Vec<f32>),
-    Vec<u64>,
-);
-
 /// Most rows the likelihood-ratio label test is fitted on (an even stride through the
 /// batch beyond): its standard error at this size is far below any flip share worth a
 /// finding, and the fit stays a fraction of a second.
 pub const LR_ROWS: usize = 50_000;
-
-/// Where one slice writes its rows.
-struct Dest<'a> {
-    codes: Vec<&'a mut [u8]>,
-    label: &'a mut [u16],
-    fp_exact: &'a mut [u64],
-    fp_near: &'a mut [u64],
-    p_label: &'a mut [f32],
-    predicted: &'a mut [u16],
-    anomaly: &'a mut [f32],
-    extreme: &'a mut [f32],
-    support: &'a mut [bool],
-}
 
 /// Every encoded row of a batch, concatenated in batch order.
 #[derive(Debug, Clone, Default)]
@@ -275,8 +251,6 @@ pub struct Scan {
     /// Per-feature expected class counts by code under the reference model (empty without
     /// one).
     pub expected_tables: Vec<Vec<f64>>,
-    /// Per numeric feature, the exact values found in bins that gained rows, with their rows.
-    pub exact_values: Vec<point_mass::Sketch>,
     /// Per row, whether every feature value lies inside the trusted support
     /// ([`label::Support`]); rows outside are left out of the label test.
     pub support: Vec<bool>,
@@ -289,173 +263,346 @@ pub struct Scan {
     pub lr_probs: Vec<f32>,
 }
 
-/// Scores every row of a batch. `None` when the baseline has no poison profile or the batch
-/// lacks one of its features (that is already a schema finding).
+/// Scores every row of a batch in one pass. `None` when the baseline has no poison profile or
+/// the batch lacks one of its features (that is already a schema finding).
 ///
 /// # Errors
-/// A failure while encoding.
-pub fn scan(
-    baseline: &Baseline,
-    usable: &[String],
-    frames: &[DataFrame],
-    summary: &BatchSummary,
-) -> Result<Option<Scan>> {
-    let Some(profile) = &baseline.poison else {
+/// A failure while reading or encoding.
+pub fn scan(baseline: &Baseline, usable: &[String], rows: BatchRows<'_>) -> Result<Option<Scan>> {
+    let Some(mut fold) = ScanFold::new(baseline, usable) else {
         return Ok(None);
     };
-    let encoder = Encoder::new(baseline, Some(usable));
-    let names: Vec<&String> = encoder.features.iter().map(|f| &f.name).collect();
-    if names.len() != profile.features.len()
-        || names.iter().zip(&profile.features).any(|(a, b)| *a != b)
-    {
-        return Ok(None);
+    rows.for_each_window(None, &mut |blocks, first| fold.update(blocks, first))?;
+    Ok(Some(fold.finish()))
+}
+
+/// The row pass as a fold over windows of blocks ([`crate::source::stream`]): each window is
+/// encoded and scored in parallel, its few bytes per row appended in batch order, and its
+/// tables added; nothing of the decoded rows is kept.
+pub struct ScanFold<'a> {
+    profile: &'a PoisonProfile,
+    encoder: Encoder,
+    scorer: Option<anomaly::Scorer>,
+    support: Option<label::Support>,
+    out: Scan,
+    /// The model's expected class counts per feature and code, summed exactly block by block
+    /// (so that merged shards give the same sums as one pass).
+    expected: Vec<Vec<crate::stats::exact::ExactSum>>,
+}
+
+/// What one block contributes beside its per-row arrays.
+struct BlockParts {
+    e: Encoded,
+    p: Vec<f32>,
+    pred: Vec<u16>,
+    expected: Vec<Vec<f64>>,
+    inside: Vec<bool>,
+    outside: Vec<u64>,
+    anomaly: Vec<f32>,
+    extreme: Vec<f32>,
+    by_feature: Vec<u64>,
+    tables: Vec<Vec<u64>>,
+}
+
+impl<'a> ScanFold<'a> {
+    /// A fold for `baseline`'s poison profile, or `None` when it has none or `usable` lacks
+    /// one of its features.
+    #[must_use]
+    pub fn new(baseline: &'a Baseline, usable: &[String]) -> Option<Self> {
+        let profile = baseline.poison.as_ref()?;
+        let encoder = Encoder::new(baseline, Some(usable));
+        let names: Vec<&String> = encoder.features.iter().map(|f| &f.name).collect();
+        if names.len() != profile.features.len()
+            || names.iter().zip(&profile.features).any(|(a, b)| *a != b)
+        {
+            return None;
+        }
+        let scorer = profile
+            .anomaly
+            .as_ref()
+            .map(|a| anomaly::Scorer::new(baseline, &encoder, a));
+        let support = profile
+            .label_model
+            .as_ref()
+            .map(|_| label::Support::new(baseline, profile, &encoder));
+        let features = profile.features.len();
+        let mut out = Scan::default();
+        out.rows.codes = vec![Vec::new(); features];
+        out.rows.values = vec![Vec::new(); features];
+        out.outside_support = vec![0; features];
+        out.extreme_by_feature = vec![0; features];
+        Some(Self {
+            profile,
+            encoder,
+            scorer,
+            support,
+            out,
+            expected: Vec::new(),
+        })
     }
-    let scorer = profile
-        .anomaly
-        .as_ref()
-        .map(|a| anomaly::Scorer::new(baseline, &encoder, a));
-    let hot = point_mass::hot_bins(baseline, profile, summary);
-    let slices = crate::rows::slices(frames);
-    let total: usize = frames.iter().map(DataFrame::height).sum();
-    let features = profile.features.len();
-    // Every per-row output is allocated once, zeroed lazily by the allocator, and written by
-    // the slice that owns its rows, in parallel: no serial concatenation, and the first touch
-    // of each page happens on the thread that writes it.
-    let mut out = Scan::default();
-    out.rows.n = total;
-    out.rows.codes = (0..features).map(|_| vec![0u8; total]).collect();
-    out.rows.values = vec![Vec::new(); features];
-    out.rows.label = vec![0u16; total];
-    out.rows.fp_exact = vec![0u64; total];
-    out.rows.fp_near = vec![0u64; total];
-    out.p_label = vec![0f32; total];
-    out.predicted = vec![0u16; total];
-    out.anomaly = vec![0f32; total];
-    out.extreme = vec![0f32; total];
-    out.support = vec![true; total];
-    let support = profile
-        .label_model
-        .as_ref()
-        .map(|_| label::Support::new(baseline, profile, &encoder));
-    let stride = total.div_ceil(LR_ROWS).max(1);
-    let parts: Vec<SliceParts> = {
-        let mut dests = Vec::with_capacity(slices.len());
-        let mut codes: Vec<&mut [u8]> = out.rows.codes.iter_mut().map(Vec::as_mut_slice).collect();
-        let mut label = out.rows.label.as_mut_slice();
-        let mut fp_exact = out.rows.fp_exact.as_mut_slice();
-        let mut fp_near = out.rows.fp_near.as_mut_slice();
-        let mut p_label = out.p_label.as_mut_slice();
-        let mut predicted = out.predicted.as_mut_slice();
-        let mut anomaly = out.anomaly.as_mut_slice();
-        let mut extreme = out.extreme.as_mut_slice();
-        let mut support_rows = out.support.as_mut_slice();
-        fn cut<'a, T>(rest: &mut &'a mut [T], len: usize) -> &'a mut [T] {
-            let (head, tail) = std::mem::take(rest).split_at_mut(len);
-            *rest = tail;
-            head
+
+    /// Reserves per-row state for `rows` more rows.
+    pub fn reserve(&mut self, rows: usize) {
+        let out = &mut self.out;
+        for c in &mut out.rows.codes {
+            c.reserve_exact(rows);
         }
-        for s in &slices {
-            dests.push(Dest {
-                codes: codes.iter_mut().map(|c| cut(c, s.len)).collect(),
-                label: cut(&mut label, s.len),
-                fp_exact: cut(&mut fp_exact, s.len),
-                fp_near: cut(&mut fp_near, s.len),
-                p_label: cut(&mut p_label, s.len),
-                predicted: cut(&mut predicted, s.len),
-                anomaly: cut(&mut anomaly, s.len),
-                extreme: cut(&mut extreme, s.len),
-                support: cut(&mut support_rows, s.len),
-            });
-        }
+        out.rows.label.reserve_exact(rows);
+        out.rows.fp_exact.reserve_exact(rows);
+        out.rows.fp_near.reserve_exact(rows);
+        out.p_label.reserve_exact(rows);
+        out.predicted.reserve_exact(rows);
+        out.anomaly.reserve_exact(rows);
+        out.extreme.reserve_exact(rows);
+        out.support.reserve_exact(rows);
+    }
+
+    fn block(&self, df: &DataFrame) -> Result<BlockParts> {
+        let profile = self.profile;
+        let features = profile.features.len();
+        let e = self.encoder.encode(df)?;
+        let (p, pred, expected, _) = match &profile.label_model {
+            Some(m) => label::score(m, &e, &profile.cardinality),
+            None => (
+                vec![f32::NAN; e.n],
+                vec![NO_CLASS; e.n],
+                Vec::new(),
+                Vec::new(),
+            ),
+        };
+        let (inside, outside) = match &self.support {
+            Some(sup) => sup.mask(&e),
+            None => (vec![true; e.n], vec![0; features]),
+        };
+        let (anomaly, (extreme, by_feature)) = match &self.scorer {
+            Some(sc) => (sc.score(&e), sc.extreme(&e)),
+            None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
+        };
+        let tables = if profile.tables.is_empty() {
+            Vec::new()
+        } else {
+            class_tables(&profile.cardinality, profile.classes, &e.codes, &e.label)
+        };
+        Ok(BlockParts {
+            e,
+            p,
+            pred,
+            expected,
+            inside,
+            outside,
+            anomaly,
+            extreme,
+            by_feature,
+            tables,
+        })
+    }
+
+    /// Folds one window of blocks (batch rows from `first` on) in.
+    ///
+    /// # Errors
+    /// A failure while encoding.
+    pub fn update(&mut self, blocks: &[DataFrame], first: usize) -> Result<()> {
         use rayon::prelude::*;
-        slices
+        if first != self.out.rows.n {
+            return Err(crate::error::Error::Internal(format!(
+                "row pass: window at row {first} after {} rows",
+                self.out.rows.n
+            )));
+        }
+        let parts: Vec<BlockParts> = blocks
             .par_iter()
-            .zip(dests.into_par_iter())
-            .map(|(s, d)| {
-                let e = encoder.encode_slice(frames, s)?;
-                let exact = point_mass::collect(&hot, &e);
-                let (p, pred, expected, probs) = match &profile.label_model {
-                    Some(m) => label::score(m, &e, &profile.cardinality),
-                    None => (
-                        vec![f32::NAN; e.n],
-                        vec![NO_CLASS; e.n],
-                        Vec::new(),
-                        Vec::new(),
-                    ),
-                };
-                let (inside, outside) = match &support {
-                    Some(sup) => sup.mask(&e),
-                    None => (vec![true; e.n], vec![0; features]),
-                };
-                let mut sampled = (Vec::new(), Vec::new());
-                if let Some(m) = &profile.label_model {
-                    let k = m.forest.classes;
-                    let t = m.temperature.unwrap_or(1.0);
-                    for i in (s.first.next_multiple_of(stride) - s.first..e.n).step_by(stride) {
-                        if e.label[i] == NO_CLASS || !inside[i] {
-                            continue;
-                        }
-                        sampled.0.push((s.first + i) as u32);
-                        let mut row = probs[i * k..(i + 1) * k].to_vec();
-                        flip_lr::apply_temperature(&mut row, t);
-                        sampled.1.extend(row);
-                    }
+            .map(|df| self.block(df))
+            .collect::<Result<_>>()?;
+        let out = &mut self.out;
+        for b in parts {
+            out.rows.n += b.e.n;
+            for (dst, src) in out.rows.codes.iter_mut().zip(&b.e.codes) {
+                dst.extend_from_slice(src);
+            }
+            out.rows.label.extend_from_slice(&b.e.label);
+            out.rows.fp_exact.extend_from_slice(&b.e.fp_exact);
+            out.rows.fp_near.extend_from_slice(&b.e.fp_near);
+            out.p_label.extend(b.p);
+            out.predicted.extend(b.pred);
+            out.anomaly.extend(b.anomaly);
+            out.extreme.extend(b.extreme);
+            out.support.extend(b.inside);
+            for (a, x) in out.extreme_by_feature.iter_mut().zip(b.by_feature) {
+                *a += x;
+            }
+            for (a, x) in out.outside_support.iter_mut().zip(b.outside) {
+                *a += x;
+            }
+            if self.expected.is_empty() {
+                self.expected = b
+                    .expected
+                    .iter()
+                    .map(|t| vec![crate::stats::exact::ExactSum::new(); t.len()])
+                    .collect();
+            }
+            for (a, x) in self.expected.iter_mut().zip(b.expected) {
+                a.iter_mut().zip(x).for_each(|(s, y)| s.add(y));
+            }
+            if out.tables.is_empty() {
+                out.tables = b.tables;
+            } else {
+                for (all, part) in out.tables.iter_mut().zip(b.tables) {
+                    all.iter_mut().zip(part).for_each(|(a, x)| *a += x);
                 }
-                let (an, (ex, by_feature)) = match &scorer {
-                    Some(sc) => (sc.score(&e), sc.extreme(&e)),
-                    None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
-                };
-                let tables = if profile.tables.is_empty() {
-                    Vec::new()
-                } else {
-                    class_tables(&profile.cardinality, profile.classes, &e.codes, &e.label)
-                };
-                for (dst, src) in d.codes.into_iter().zip(&e.codes) {
-                    dst.copy_from_slice(src);
-                }
-                d.label.copy_from_slice(&e.label);
-                d.fp_exact.copy_from_slice(&e.fp_exact);
-                d.fp_near.copy_from_slice(&e.fp_near);
-                d.p_label.copy_from_slice(&p);
-                d.predicted.copy_from_slice(&pred);
-                d.anomaly.copy_from_slice(&an);
-                d.extreme.copy_from_slice(&ex);
-                d.support.copy_from_slice(&inside);
-                Ok((exact, expected, tables, outside, sampled, by_feature))
-            })
-            .collect::<Result<Vec<_>>>()?
-    };
-    out.exact_values = vec![point_mass::Sketch::default(); features];
-    out.outside_support = vec![0; features];
-    out.extreme_by_feature = vec![0; features];
-    for (exact, expected, tables, outside, (rows, probs), by_feature) in parts {
-        for (a, b) in out.extreme_by_feature.iter_mut().zip(by_feature) {
-            *a += b;
-        }
-        for (a, b) in out.outside_support.iter_mut().zip(outside) {
-            *a += b;
-        }
-        out.lr_rows.extend(rows);
-        out.lr_probs.extend(probs);
-        if out.expected_tables.is_empty() {
-            out.expected_tables = expected;
-        } else {
-            for (a, b) in out.expected_tables.iter_mut().zip(expected) {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
             }
         }
-        if out.tables.is_empty() {
-            out.tables = tables;
-        } else {
-            for (all, part) in out.tables.iter_mut().zip(tables) {
-                all.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-            }
-        }
-        for (all, part) in out.exact_values.iter_mut().zip(exact) {
-            all.merge(part);
+        Ok(())
+    }
+
+    /// The fold's state, to ship to a merge ([`crate::shard`]).
+    #[must_use]
+    pub fn into_state(self) -> ScanState {
+        ScanState {
+            scan: self.out,
+            expected: self.expected,
         }
     }
-    Ok(Some(out))
+
+    /// Appends a state that covers the rows right after this fold's (the next unit of the
+    /// batch): per-row state is concatenated, counts added and sums merged exactly.
+    ///
+    /// # Errors
+    /// A state whose shape does not fit this profile.
+    pub fn absorb(&mut self, state: ScanState) -> std::result::Result<(), String> {
+        let bad = |what: &str| {
+            Err(format!(
+                "its row-pass state does not fit the baseline ({what})"
+            ))
+        };
+        let features = self.profile.features.len();
+        let s = state.scan;
+        let n = s.rows.n;
+        if s.rows.codes.len() != features
+            || s.rows.codes.iter().any(|c| c.len() != n)
+            || [
+                s.rows.label.len(),
+                s.rows.fp_exact.len(),
+                s.rows.fp_near.len(),
+                s.p_label.len(),
+                s.predicted.len(),
+                s.anomaly.len(),
+                s.extreme.len(),
+                s.support.len(),
+            ]
+            .iter()
+            .any(|&l| l != n)
+        {
+            return bad("per-row arrays");
+        }
+        if s.outside_support.len() != features || s.extreme_by_feature.len() != features {
+            return bad("per-feature counts");
+        }
+        let shape_ok = |t: &[Vec<u64>]| {
+            t.is_empty()
+                || (t.len() == features
+                    && t.iter()
+                        .zip(&self.profile.cardinality)
+                        .all(|(t, &c)| t.len() == c * self.profile.classes))
+        };
+        if !shape_ok(&s.tables)
+            || !(state.expected.is_empty()
+                || (state.expected.len() == features
+                    && state
+                        .expected
+                        .iter()
+                        .zip(&self.profile.cardinality)
+                        .all(|(t, &c)| t.len() == c * self.profile.classes)))
+        {
+            return bad("class tables");
+        }
+        let out = &mut self.out;
+        out.rows.n += n;
+        for (dst, src) in out.rows.codes.iter_mut().zip(&s.rows.codes) {
+            dst.extend_from_slice(src);
+        }
+        out.rows.label.extend_from_slice(&s.rows.label);
+        out.rows.fp_exact.extend_from_slice(&s.rows.fp_exact);
+        out.rows.fp_near.extend_from_slice(&s.rows.fp_near);
+        out.p_label.extend_from_slice(&s.p_label);
+        out.predicted.extend_from_slice(&s.predicted);
+        out.anomaly.extend_from_slice(&s.anomaly);
+        out.extreme.extend_from_slice(&s.extreme);
+        out.support.extend_from_slice(&s.support);
+        for (a, x) in out.extreme_by_feature.iter_mut().zip(&s.extreme_by_feature) {
+            *a += x;
+        }
+        for (a, x) in out.outside_support.iter_mut().zip(&s.outside_support) {
+            *a += x;
+        }
+        if !s.tables.is_empty() {
+            if out.tables.is_empty() {
+                out.tables = s.tables;
+            } else {
+                for (all, part) in out.tables.iter_mut().zip(&s.tables) {
+                    all.iter_mut().zip(part).for_each(|(a, x)| *a += x);
+                }
+            }
+        }
+        if !state.expected.is_empty() {
+            if self.expected.is_empty() {
+                self.expected = state.expected;
+            } else {
+                for (all, part) in self.expected.iter_mut().zip(&state.expected) {
+                    all.iter_mut().zip(part).for_each(|(a, x)| a.merge(x));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scan: per-row state in batch order, and the likelihood-ratio sample (every
+    /// `ceil(n / LR_ROWS)`-th labelled row inside the support, with its class probabilities
+    /// recomputed from the kept codes, as the total is known only now).
+    #[must_use]
+    pub fn finish(mut self) -> Scan {
+        let out = &mut self.out;
+        let total = out.rows.n;
+        out.expected_tables = self
+            .expected
+            .iter()
+            .map(|t| t.iter().map(crate::stats::exact::ExactSum::value).collect())
+            .collect();
+        if let Some(m) = &self.profile.label_model {
+            let stride = total.div_ceil(LR_ROWS).max(1);
+            let rows: Vec<u32> = (0..total)
+                .step_by(stride)
+                .filter(|&i| out.rows.label[i] != NO_CLASS && out.support[i])
+                .map(|i| i as u32)
+                .collect();
+            let codes: Vec<Vec<u8>> = out
+                .rows
+                .codes
+                .iter()
+                .map(|c| rows.iter().map(|&r| c[r as usize]).collect())
+                .collect();
+            let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
+            let k = m.forest.classes;
+            let t = m.temperature.unwrap_or(1.0);
+            let mut probs = m.forest.predict(&refs, rows.len());
+            for row in probs.chunks_mut(k) {
+                flip_lr::apply_temperature(row, t);
+            }
+            out.lr_rows = rows;
+            out.lr_probs = probs;
+        }
+        self.out
+    }
+}
+
+/// The row pass's state over some rows of a batch: the per-row arrays and counts of a
+/// [`Scan`] (without the likelihood-ratio sample, which is drawn from the whole batch), and
+/// the exact sums of the model's expected class counts.
+#[derive(Debug, Clone, Default)]
+pub struct ScanState {
+    /// Per-row state and counts.
+    pub scan: Scan,
+    /// Exact expected class counts per feature and code.
+    pub expected: Vec<Vec<crate::stats::exact::ExactSum>>,
 }
 
 /// Which rows a fired finding points at.
@@ -556,7 +703,7 @@ pub fn detect(
     policy: &Policy,
     summary: &BatchSummary,
     scan: &Scan,
-    frames: &[DataFrame],
+    rows: BatchRows<'_>,
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
     let Some(profile) = &baseline.poison else {
@@ -605,7 +752,7 @@ pub fn detect(
         }
         v
     };
-    let rows = || -> Found {
+    let per_row = || -> Found {
         let mut v: Found = Vec::new();
         if let Some(a) = &profile.anomaly {
             v.extend(
@@ -622,20 +769,21 @@ pub fn detect(
         v
     };
     let values = || -> Result<Found> {
-        let exact = point_mass::resolve(baseline, scan, frames)?;
+        let sketches = point_mass::sketch(baseline, profile, summary, scan, rows)?;
+        let exact = point_mass::resolve(baseline, scan, &sketches, rows)?;
         let heavy = point_mass::heavy_values(baseline, scan, &exact);
         let mut v: Found = point_mass::candidates(baseline, &heavy, scan, policy)
             .into_iter()
             .map(|(c, s)| (c, Some(s)))
             .collect();
         v.extend(
-            trigger::candidates(baseline, profile, summary, &heavy, scan, frames, policy)?
+            trigger::candidates(baseline, profile, summary, &heavy, scan, rows, policy)?
                 .into_iter()
                 .map(|(c, s)| (c, Some(s))),
         );
         Ok(v)
     };
-    let (a, (b, c)) = rayon::join(labels, || rayon::join(rows, values));
+    let (a, (b, c)) = rayon::join(labels, || rayon::join(per_row, values));
     for (cand, sel) in a.into_iter().chain(b).chain(c?) {
         out.push(cand, sel);
     }
@@ -808,11 +956,16 @@ pub fn quarantine(
         .collect()
 }
 
-/// The text of the id column at the given rows (batch order), read in one pass.
+/// The text of the id column at the given rows (batch order), read in one pass over that
+/// column alone.
 ///
 /// # Errors
-/// An id column that cannot be read as text.
-pub fn ids_of(frames: &[DataFrame], id: &str, mut rows: Vec<u64>) -> Result<BTreeMap<u64, String>> {
+/// An id column that cannot be read as text, or a batch that can no longer be read.
+pub fn ids_of(
+    rows_of: BatchRows<'_>,
+    id: &str,
+    mut rows: Vec<u64>,
+) -> Result<BTreeMap<u64, String>> {
     rows.sort_unstable();
     rows.dedup();
     let mut out = BTreeMap::new();
@@ -821,10 +974,10 @@ pub fn ids_of(frames: &[DataFrame], id: &str, mut rows: Vec<u64>) -> Result<BTre
     }
     let mut next = 0usize;
     let mut offset = 0u64;
-    for df in frames {
+    for_each_block(rows_of, &[id.to_owned()], |df| {
         let Ok(col) = df.column(id) else {
             offset += df.height() as u64;
-            continue;
+            return Ok(());
         };
         crate::summary::for_each_str_chunk(col.as_materialized_series(), |arr| {
             let len = arr.len() as u64;
@@ -836,9 +989,26 @@ pub fn ids_of(frames: &[DataFrame], id: &str, mut rows: Vec<u64>) -> Result<BTre
                 next += 1;
             }
             offset += len;
-        })?;
-    }
+        })
+    })?;
     Ok(out)
+}
+
+/// Calls `f` on every block of the batch in batch order, with only `columns` read.
+///
+/// # Errors
+/// A batch that can no longer be read, or an error `f` returns.
+pub(crate) fn for_each_block(
+    rows: BatchRows<'_>,
+    columns: &[String],
+    mut f: impl FnMut(&DataFrame) -> Result<()>,
+) -> Result<()> {
+    rows.for_each_window(Some(columns), &mut |blocks, _| {
+        for df in blocks {
+            f(df)?;
+        }
+        Ok(())
+    })
 }
 
 /// File format of the quarantine.

@@ -27,7 +27,8 @@ use crate::check::candidate::{Candidate, Effect};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
-use crate::rows::{Encoded, value_key};
+use crate::rows::value_key;
+use crate::source::Rows;
 use crate::stats::proportion::predictive_upper_tail;
 use crate::summary::{BatchSummary, ColumnSummary, for_each_f64_chunk};
 use polars::prelude::DataFrame;
@@ -153,72 +154,124 @@ pub fn hot_bins(
         .collect()
 }
 
-/// Sketches of one encoded slice's values that fall in hot bins.
-#[must_use]
-pub fn collect(hot: &[Option<Vec<bool>>], e: &Encoded) -> Vec<Sketch> {
-    hot.iter()
+/// Sketches of every numeric feature's values in its hot bins ([`hot_bins`]), in one pass over
+/// those columns alone; the bins come from the scan's codes. No pass when no bin is hot.
+///
+/// # Errors
+/// A column that cannot be read as numbers, or a batch that can no longer be read.
+pub fn sketch(
+    baseline: &Baseline,
+    profile: &super::PoisonProfile,
+    summary: &BatchSummary,
+    scan: &Scan,
+    rows: Rows<'_>,
+) -> Result<Vec<Sketch>> {
+    let hot = hot_bins(baseline, profile, summary);
+    let mut out = vec![Sketch::default(); profile.features.len()];
+    let wanted: Vec<(usize, &Vec<bool>)> = hot
+        .iter()
         .enumerate()
-        .map(|(j, h)| {
-            let mut out = Sketch::default();
-            let (Some(h), Some(values)) = (h, e.values.get(j)) else {
-                return out;
-            };
-            for (&x, &c) in values.iter().zip(&e.codes[j]) {
-                if h[usize::from(c)] && !x.is_nan() {
-                    out.add(value_key(x), x);
+        .filter_map(|(j, h)| h.as_ref().map(|h| (j, h)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let names: Vec<String> = wanted
+        .iter()
+        .map(|&(j, _)| profile.features[j].clone())
+        .collect();
+    let mut offset = 0usize;
+    super::for_each_block(rows, &names, |df| {
+        for (&(j, h), name) in wanted.iter().zip(&names) {
+            let codes = &scan.rows.codes[j];
+            let sketch = &mut out[j];
+            let mut at = offset;
+            for_each_f64_chunk(series_of(df, name)?, |v, _| {
+                for (&x, &c) in v.iter().zip(&codes[at..at + v.len()]) {
+                    if h[usize::from(c)] && !x.is_nan() {
+                        sketch.add(value_key(x), x);
+                    }
                 }
-            }
-            out
-        })
-        .collect()
+                at += v.len();
+            })?;
+        }
+        offset += df.height();
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn series_of<'a>(df: &'a DataFrame, name: &str) -> Result<&'a polars::prelude::Series> {
+    Ok(df
+        .column(name)
+        .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
+        .as_materialized_series())
 }
 
 /// Per feature: value key to (value, its rows in batch order).
 pub type ValueRows = HashMap<u64, (f64, Vec<u32>)>;
 
-/// Rows of the sketches' candidate values, counted exactly in a pass over their columns.
+/// Rows of the sketches' candidate values, counted exactly in one pass over their columns.
 ///
 /// # Errors
 /// A column that cannot be read as numbers.
-pub fn resolve(baseline: &Baseline, scan: &Scan, frames: &[DataFrame]) -> Result<Vec<ValueRows>> {
+pub fn resolve(
+    baseline: &Baseline,
+    scan: &Scan,
+    sketches: &[Sketch],
+    rows_of: Rows<'_>,
+) -> Result<Vec<ValueRows>> {
     let Some(profile) = &baseline.poison else {
         return Ok(Vec::new());
     };
     let least = (MIN_SHARE * scan.rows.n as f64).max(3.0);
-    let mut out = Vec::with_capacity(profile.features.len());
-    for (j, name) in profile.features.iter().enumerate() {
-        let mut rows: ValueRows = HashMap::default();
-        let wanted = scan
-            .exact_values
-            .get(j)
-            .map(|s| s.candidates(least))
-            .unwrap_or_default();
-        if !wanted.is_empty() {
-            let mut offset = 0u32;
-            for df in frames {
-                let series = df
-                    .column(name)
-                    .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
-                    .as_materialized_series();
-                for_each_f64_chunk(series, |v, valid| {
-                    for (i, &x) in v.iter().enumerate() {
-                        let key = value_key(x);
-                        if let Some(&value) = wanted.get(&key)
-                            && valid.is_none_or(|b| b.get_bit(i))
-                            && !x.is_nan()
-                        {
-                            rows.entry(key)
-                                .or_insert((value, Vec::new()))
-                                .1
-                                .push(offset + i as u32);
-                        }
-                    }
-                    offset += v.len() as u32;
-                })?;
-            }
-        }
-        out.push(rows);
+    let wanted: Vec<HashMap<u64, f64>> = (0..profile.features.len())
+        .map(|j| {
+            sketches
+                .get(j)
+                .map(|s| s.candidates(least))
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut out: Vec<ValueRows> = vec![HashMap::default(); profile.features.len()];
+    let names: Vec<String> = profile
+        .features
+        .iter()
+        .zip(&wanted)
+        .filter(|(_, w)| !w.is_empty())
+        .map(|(n, _)| n.clone())
+        .collect();
+    if names.is_empty() {
+        return Ok(out);
     }
+    let mut offset = 0u32;
+    super::for_each_block(rows_of, &names, |df| {
+        for (j, name) in profile.features.iter().enumerate() {
+            let want = &wanted[j];
+            if want.is_empty() {
+                continue;
+            }
+            let rows = &mut out[j];
+            let mut at = offset;
+            for_each_f64_chunk(series_of(df, name)?, |v, valid| {
+                for (i, &x) in v.iter().enumerate() {
+                    let key = value_key(x);
+                    if let Some(&value) = want.get(&key)
+                        && valid.is_none_or(|b| b.get_bit(i))
+                        && !x.is_nan()
+                    {
+                        rows.entry(key)
+                            .or_insert((value, Vec::new()))
+                            .1
+                            .push(at + i as u32);
+                    }
+                }
+                at += v.len() as u32;
+            })?;
+        }
+        offset += df.height() as u32;
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 
-use polars::prelude::DataFrame;
+use crate::source::Rows;
 
 use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
@@ -56,7 +56,7 @@ fn categorical_values(
     profile: &PoisonProfile,
     summary: &BatchSummary,
     n: f64,
-    frames: &[DataFrame],
+    frames: Rows<'_>,
     prior: &[f64],
 ) -> Result<Vec<Value>> {
     let mut out = Vec::new();
@@ -98,7 +98,7 @@ fn categorical_values(
         }
         let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         let mut offset = 0u32;
-        for df in frames {
+        super::for_each_block(frames, std::slice::from_ref(name), |df| {
             let series = df
                 .column(name)
                 .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
@@ -114,8 +114,8 @@ fn categorical_values(
                     }
                 }
                 offset += arr.len() as u32;
-            })?;
-        }
+            })
+        })?;
         let k = profile.classes;
         for (value, (share, code, tc)) in &wanted {
             let r = rows.remove(value.as_str()).unwrap_or_default();
@@ -225,7 +225,7 @@ pub fn candidates(
     summary: &BatchSummary,
     heavy: &[HeavyValue],
     scan: &Scan,
-    frames: &[DataFrame],
+    frames: Rows<'_>,
     policy: &Policy,
 ) -> Result<Vec<(Candidate, RowSelector)>> {
     let rule = &policy.checks.poison_trigger;

@@ -7,10 +7,12 @@
 mod format;
 mod read;
 pub mod s3;
+pub mod stream;
 
 pub use format::Format;
 pub use read::{Batch, read_batch, read_file};
 pub use s3::{ObjectRef, S3Options, S3Uri};
+pub use stream::Rows;
 
 use std::path::{Path, PathBuf};
 
@@ -347,7 +349,7 @@ fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()
 }
 
 /// A short, stable cause for an I/O error (no OS error numbers).
-pub(crate) fn io_cause(e: &std::io::Error) -> String {
+pub fn io_cause(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),

@@ -61,7 +61,7 @@ pub fn read_batch(files: &[InputFile]) -> Result<Batch> {
     Ok(Batch { frames, inputs })
 }
 
-fn check_same_schema(
+pub(super) fn check_same_schema(
     first: &DataFrame,
     other: &DataFrame,
     first_meta: &InputMeta,
@@ -139,10 +139,20 @@ fn rename(e: Error, shown: &Path) -> Error {
 
 /// Decodes a file with polars. Decoder panics on hostile bytes become input errors naming the
 /// file instead of crashing the gate.
-fn decode(path: &Path, shown: &Path, format: Format) -> Result<DataFrame> {
-    let result = catch_unwind(AssertUnwindSafe(|| decode_inner(path, format)));
-    match result {
-        Ok(Ok(df)) => Ok(df),
+pub(super) fn decode(path: &Path, shown: &Path, format: Format) -> Result<DataFrame> {
+    guard(path, shown, format, || decode_inner(path, format))
+}
+
+/// Runs a decoder step; its errors and panics become one input error naming the input (not
+/// a spilled copy).
+pub(super) fn guard<T>(
+    path: &Path,
+    shown: &Path,
+    format: Format,
+    step: impl FnOnce() -> PolarsResult<T>,
+) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(step)) {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Error::input(
             shown,
             format!(

@@ -8,6 +8,7 @@
 pub mod binned;
 pub mod chi2;
 pub mod divergence;
+pub mod exact;
 pub mod ks;
 pub mod multitest;
 pub mod null;

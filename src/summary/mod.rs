@@ -43,7 +43,7 @@ pub enum ColumnPlan {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ColumnSummary {
     /// A numeric column.
-    Numeric(NumericSummary),
+    Numeric(Box<NumericSummary>),
     /// A categorical column.
     Categorical(CategoricalSummary),
 }
@@ -79,7 +79,9 @@ impl BatchSummary {
             .iter()
             .map(|(name, plan)| {
                 let summary = match plan {
-                    ColumnPlan::Numeric(p) => ColumnSummary::Numeric(NumericSummary::new(p)),
+                    ColumnPlan::Numeric(p) => {
+                        ColumnSummary::Numeric(Box::new(NumericSummary::new(p)))
+                    }
                     ColumnPlan::Categorical(_) => {
                         ColumnSummary::Categorical(CategoricalSummary::default())
                     }
@@ -111,7 +113,7 @@ impl BatchSummary {
                     ColumnPlan::Numeric(p) => {
                         let mut s = NumericSummary::new(p);
                         summarise_numeric(series, p, &mut s)?;
-                        ColumnSummary::Numeric(s)
+                        ColumnSummary::Numeric(Box::new(s))
                     }
                     ColumnPlan::Categorical(p) => {
                         let mut s = CategoricalSummary::default();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::stats::binned::BinLookup;
+use crate::stats::exact::ExactSum;
 
 /// What a numeric column is binned against.
 #[derive(Debug, Clone)]
@@ -76,10 +77,10 @@ pub struct NumericSummary {
     pub nulls: u64,
     /// The shift `c` of the power sums.
     pub center: f64,
-    /// `sum (x - c)`.
-    pub sum: f64,
+    /// `sum (x - c)`, exact across blocks and merges ([`ExactSum`]).
+    pub sum: ExactSum,
     /// `sum (x - c)^2`.
-    pub sum_sq: f64,
+    pub sum_sq: ExactSum,
     /// Smallest value (`+inf` when empty).
     pub min: f64,
     /// Largest value (`-inf` when empty).
@@ -87,9 +88,9 @@ pub struct NumericSummary {
     /// Counts over the pinned bins (`edges + 1`).
     pub bins: Vec<u64>,
     /// Sum of values in the lower open bin.
-    pub lower_tail_sum: f64,
+    pub lower_tail_sum: ExactSum,
     /// Sum of values in the upper open bin.
-    pub upper_tail_sum: f64,
+    pub upper_tail_sum: ExactSum,
     /// Values below the baseline's minimum.
     pub below_range: u64,
     /// Values above the baseline's maximum.
@@ -123,13 +124,13 @@ impl NumericSummary {
             count: 0,
             nulls: 0,
             center: plan.center,
-            sum: 0.0,
-            sum_sq: 0.0,
+            sum: ExactSum::new(),
+            sum_sq: ExactSum::new(),
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             bins: vec![0; plan.edges.len() + 1],
-            lower_tail_sum: 0.0,
-            upper_tail_sum: 0.0,
+            lower_tail_sum: ExactSum::new(),
+            upper_tail_sum: ExactSum::new(),
             below_range: 0,
             above_range: 0,
             far_below: 0,
@@ -187,6 +188,7 @@ impl NumericSummary {
         let last = plan.edges.len();
         let c = self.center;
         let (mut n, mut nan, mut s1, mut s2) = (0u64, 0u64, 0.0f64, 0.0f64);
+        let (mut t_lo, mut t_hi) = (0.0f64, 0.0f64);
         let (mut lo, mut hi) = (self.min, self.max);
         let (dlo, dhi) = plan.domain.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
         let hard = plan.domain.is_some();
@@ -207,9 +209,9 @@ impl NumericSummary {
             // Values outside the pinned range can only sit in the open tail bins.
             if b == 0 || b == last {
                 if b == 0 {
-                    self.lower_tail_sum += x;
+                    t_lo += x;
                 } else {
-                    self.upper_tail_sum += x;
+                    t_hi += x;
                 }
                 self.below_range += u64::from(x < plan.min);
                 self.above_range += u64::from(x > plan.max);
@@ -222,8 +224,19 @@ impl NumericSummary {
         }
         self.count += n;
         self.nulls += nan;
-        self.sum += s1;
-        self.sum_sq += s2;
+        // One exact step per block of values: the block's own sum is a deterministic function
+        // of the block, and adding it exactly makes the total independent of how blocks are
+        // grouped into chunks, shards and merges.
+        if n > 0 {
+            self.sum.add(s1);
+            self.sum_sq.add(s2);
+        }
+        if t_lo != 0.0 {
+            self.lower_tail_sum.add(t_lo);
+        }
+        if t_hi != 0.0 {
+            self.upper_tail_sum.add(t_hi);
+        }
         self.min = lo;
         self.max = hi;
     }
@@ -240,15 +253,15 @@ impl NumericSummary {
         }
         self.count += o.count;
         self.nulls += o.nulls;
-        self.sum += o.sum;
-        self.sum_sq += o.sum_sq;
+        self.sum.merge(&o.sum);
+        self.sum_sq.merge(&o.sum_sq);
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
         for (a, b) in self.bins.iter_mut().zip(&o.bins) {
             *a += b;
         }
-        self.lower_tail_sum += o.lower_tail_sum;
-        self.upper_tail_sum += o.upper_tail_sum;
+        self.lower_tail_sum.merge(&o.lower_tail_sum);
+        self.upper_tail_sum.merge(&o.upper_tail_sum);
         self.below_range += o.below_range;
         self.above_range += o.above_range;
         self.far_below += o.far_below;
@@ -263,7 +276,7 @@ impl NumericSummary {
         if self.count == 0 {
             f64::NAN
         } else {
-            self.center + self.sum / self.count as f64
+            self.center + self.sum.value() / self.count as f64
         }
     }
 
@@ -274,21 +287,20 @@ impl NumericSummary {
             return f64::NAN;
         }
         let n = self.count as f64;
-        ((self.sum_sq - self.sum * self.sum / n) / (n - 1.0))
-            .max(0.0)
-            .sqrt()
+        let (s1, s2) = (self.sum.value(), self.sum_sq.value());
+        ((s2 - s1 * s1 / n) / (n - 1.0)).max(0.0).sqrt()
     }
 
     /// Mean of the values in the lower open bin.
     #[must_use]
     pub fn lower_tail_mean(&self) -> f64 {
-        self.lower_tail_sum / self.bins[0] as f64
+        self.lower_tail_sum.value() / self.bins[0] as f64
     }
 
     /// Mean of the values in the upper open bin.
     #[must_use]
     pub fn upper_tail_mean(&self) -> f64 {
-        self.upper_tail_sum / self.bins[self.bins.len() - 1] as f64
+        self.upper_tail_sum.value() / self.bins[self.bins.len() - 1] as f64
     }
 }
 
@@ -342,7 +354,7 @@ mod tests {
             (kept.len() as u64, 200 - kept.len() as u64)
         );
         assert_eq!(s.bins, want.bins);
-        assert!((s.sum - want.sum).abs() < 1e-9);
+        assert!((s.sum.value() - want.sum.value()).abs() < 1e-9);
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod reference;
 mod s3;
 mod schemas;
 mod sharding;
+mod streaming;

@@ -66,3 +66,154 @@ fn shard_summaries_merge_to_the_whole() {
     assert_eq!(one.findings, two.findings);
     assert!(!one.findings.is_empty());
 }
+
+/// Writes `df` split into `parts` Parquet files under `dir`; returns their paths.
+fn split_into(df: &polars::prelude::DataFrame, parts: usize, dir: &std::path::Path) -> Vec<String> {
+    use polars::prelude::*;
+    let n = df.height();
+    (0..parts)
+        .map(|i| {
+            let (a, b) = (i * n / parts, (i + 1) * n / parts);
+            let mut part = df.slice(a as i64, b - a);
+            let path = dir.join(format!("part-{i}.parquet"));
+            ParquetWriter::new(std::fs::File::create(&path).unwrap())
+                .finish(&mut part)
+                .unwrap();
+            path.display().to_string()
+        })
+        .collect()
+}
+
+fn ok(args: &[&str]) -> std::process::Output {
+    let out = crate::common::run(args);
+    assert_eq!(
+        crate::common::code(&out),
+        0,
+        "{args:?}: {}",
+        crate::common::stderr(&out)
+    );
+    out
+}
+
+/// `plan`, `summarize` of every shard, `merge` in any order and tree, then `check --summaries`:
+/// the same report, byte for byte, the same exit code and the same quarantine as `check` on
+/// the files; a lost or duplicated part, or a file changed since `plan`, is exit 2.
+#[test]
+fn sharded_check_is_byte_identical_to_check() {
+    use crate::common::{code, run, stderr};
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let attacked = read("poison/trigger_channel.parquet");
+    let files = split_into(&attacked.frames[0], 5, dir.path());
+    let base = crate::common::baseline().to_str().unwrap();
+    let mut direct = vec!["check", "--baseline", base];
+    direct.extend(files.iter().map(String::as_str));
+    let (direct_json, direct_q) = (d("direct.json"), d("direct-q.csv"));
+    direct.extend(["--json", &direct_json, "--quarantine", &direct_q]);
+    let out = run(&direct);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+
+    let manifest = d("manifest.json");
+    let mut plan = vec!["plan"];
+    plan.extend(files.iter().map(String::as_str));
+    plan.extend(["-o", &manifest]);
+    ok(&plan);
+    let mut parts = Vec::new();
+    for i in 0..3 {
+        let part = d(&format!("p{i}.part"));
+        let shard = format!("{i}/3");
+        ok(&[
+            "summarize",
+            "--baseline",
+            base,
+            "--manifest",
+            &manifest,
+            "--shard",
+            &shard,
+            "-o",
+            &part,
+        ]);
+        parts.push(part);
+    }
+    // Two merge trees: ((0 1) 2) and (2 (1 0)).
+    let (m01, m012, m10, m210) = (d("m01"), d("m012"), d("m10"), d("m210"));
+    ok(&["merge", &parts[0], &parts[1], "-o", &m01]);
+    ok(&["merge", &m01, &parts[2], "-o", &m012]);
+    ok(&["merge", &parts[1], &parts[0], "-o", &m10]);
+    ok(&["merge", &parts[2], &m10, "-o", &m210]);
+    assert_eq!(std::fs::read(&m012).unwrap(), std::fs::read(&m210).unwrap());
+
+    let (sharded_json, sharded_q) = (d("sharded.json"), d("sharded-q.csv"));
+    let out = run(&[
+        "check",
+        "--baseline",
+        base,
+        "--summaries",
+        &m012,
+        "--json",
+        &sharded_json,
+        "--quarantine",
+        &sharded_q,
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let direct_report = std::fs::read_to_string(&direct_json).unwrap();
+    assert!(direct_report.contains("poison-trigger"));
+    assert_eq!(
+        direct_report,
+        std::fs::read_to_string(&sharded_json).unwrap()
+    );
+    let q = std::fs::read_to_string(&direct_q).unwrap();
+    assert!(q.lines().count() > 10, "{q}");
+    assert_eq!(q, std::fs::read_to_string(&sharded_q).unwrap());
+
+    // A lost shard, a duplicated one, another policy: exit 2 with one line naming the cause.
+    let out = run(&["check", "--baseline", base, "--summaries", &m01]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("not covered"), "{}", stderr(&out));
+    let out = run(&["merge", &m012, &parts[1], "-o", &d("dup")]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("covered twice"), "{}", stderr(&out));
+    let policy = d("policy.toml");
+    std::fs::write(&policy, "[gate]\nalpha = 0.02\n").unwrap();
+    let out = run(&[
+        "check",
+        "--baseline",
+        base,
+        "--summaries",
+        &m012,
+        "--policy",
+        &policy,
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("policy"), "{}", stderr(&out));
+    // A unit rewritten after `plan` is refused by its shard.
+    std::fs::write(&files[0], std::fs::read(&files[1]).unwrap()).unwrap();
+    let out = run(&[
+        "summarize",
+        "--baseline",
+        base,
+        "--manifest",
+        &manifest,
+        "--shard",
+        "0/3",
+        "-o",
+        &d("stale"),
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("changed since `plan`"),
+        "{}",
+        stderr(&out)
+    );
+    // A corrupt part is exit 2, not a panic.
+    let mut bytes = std::fs::read(&m012).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(d("cut"), &bytes).unwrap();
+    let out = run(&["check", "--baseline", base, "--summaries", &d("cut")]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("cannot use summary"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,591 @@
+//! Sharded checks (DESIGN §6): `plan` lists a batch's units, `summarize` folds the units of
+//! one shard into a *part*, `merge` combines parts, and `check --summaries` decides from the
+//! merge exactly as `check` decides from the files.
+//!
+//! **Units.** A unit is one input file, named as given (a path every shard can open, or an
+//! `s3://` URI), with its size and SHA-256. The manifest lists them in the batch's order and
+//! carries the digest of that list; shard `i/N` takes the contiguous run of units
+//! `[i * len / N, (i + 1) * len / N)`.
+//!
+//! **Parts.** A part (`poisongate.summary/1`) starts with a JSON header: the build, the digests
+//! of the baseline, the policy and the manifest, and the units it covers. Then come, per unit,
+//! its provenance, schema, column summaries and row-pass state. Column summaries merge by
+//! exact addition (integer counts, exact floating sums: [`crate::stats::exact`]), so merging
+//! is commutative and associative and the merged part is byte-identical whatever the split
+//! and the merge tree. The row-pass state is kept per unit and concatenated in unit order
+//! when the check decides.
+//!
+//! **Refusals.** Parts whose headers disagree, a unit covered twice (a retried duplicate) and,
+//! at `check --summaries`, a unit not covered (a lost task) are exit 2, never a partial
+//! decision.
+//!
+//! The row-pass state is a few bytes per row (codes, label, fingerprints, scores), stored as
+//! little-endian arrays: a part is about 50 bytes per row for 20 features, far smaller than
+//! the data but not constant in rows.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use polars::prelude::DataType;
+use serde::{Deserialize, Serialize};
+
+use crate::check::UnitSummary;
+use crate::error::{Error, Result};
+use crate::poison::{Rows as RowState, Scan, ScanState};
+use crate::source::{Format, InputFile, InputMeta, ObjectRef};
+use crate::stats::exact::ExactSum;
+use crate::summary::BatchSummary;
+
+/// Format tag of a manifest.
+pub const MANIFEST_FORMAT: &str = "poisongate.manifest/1";
+/// Format tag of a summary part.
+pub const PART_FORMAT: &str = "poisongate.summary/1";
+/// First bytes of a part file.
+const MAGIC: &[u8] = b"poisongate.summary/1\n";
+/// Largest JSON section a part may hold (the column summaries of wide batches).
+const MAX_JSON: u64 = 1 << 30;
+
+/// The units of a batch, in batch order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// SHA-256 of the units' JSON (as written here, compact).
+    pub sha256: String,
+    /// The units.
+    pub units: Vec<Unit>,
+}
+
+/// One unit of work: an input file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unit {
+    /// Position in the batch, from 0.
+    pub index: usize,
+    /// The file as given (path or `s3://` URI).
+    pub path: String,
+    /// Decoder.
+    pub format: Format,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// Rows, when the file's footer says (Parquet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// ETag, version and encryption of an S3 object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
+}
+
+fn units_digest(units: &[Unit]) -> Result<String> {
+    let bytes = serde_json::to_vec(units).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(crate::integrity::sha256_hex(&bytes))
+}
+
+/// Lists the units of a batch: every file, hashed.
+///
+/// # Errors
+/// A file that cannot be read or is empty.
+pub fn plan(files: &[InputFile]) -> Result<Manifest> {
+    let mut units = Vec::with_capacity(files.len());
+    for (index, file) in files.iter().enumerate() {
+        let name = file.name();
+        let (sha256, bytes) = crate::integrity::sha256_file(&file.path).map_err(|e| match e {
+            Error::Input { cause, .. } => Error::input(Path::new(&name), cause),
+            other => other,
+        })?;
+        if bytes == 0 {
+            return Err(Error::input(Path::new(&name), "file is empty (0 bytes)"));
+        }
+        let rows = (file.format == Format::Parquet)
+            .then(|| crate::source::stream::row_hint(std::slice::from_ref(file)) as u64);
+        units.push(Unit {
+            index,
+            path: name,
+            format: file.format,
+            bytes,
+            sha256,
+            rows,
+            object: file.origin.as_ref().map(|o| o.object.clone()),
+        });
+    }
+    Ok(Manifest {
+        format: MANIFEST_FORMAT.to_owned(),
+        sha256: units_digest(&units)?,
+        units,
+    })
+}
+
+impl Manifest {
+    /// Reads and checks a manifest.
+    ///
+    /// # Errors
+    /// Unreadable or malformed JSON, another format, a digest that does not match its units,
+    /// or units out of order.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let m: Self = serde_json::from_slice(bytes)
+            .map_err(|e| Error::summary(path, format!("not a manifest: {e}")))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(Error::summary(
+                path,
+                format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format),
+            ));
+        }
+        if m.units.is_empty() {
+            return Err(Error::summary(path, "the manifest lists no units"));
+        }
+        if m.units.iter().enumerate().any(|(i, u)| u.index != i) {
+            return Err(Error::summary(
+                path,
+                "units are not numbered 0, 1, 2, ... in order",
+            ));
+        }
+        if units_digest(&m.units)? != m.sha256 {
+            return Err(Error::summary(
+                path,
+                "its digest does not match its units (edited after `plan`)",
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The units of shard `spec` (`i/N`, `0 <= i < N`): a contiguous run, possibly empty when
+    /// there are more shards than units.
+    ///
+    /// # Errors
+    /// A malformed spec.
+    pub fn shard(&self, spec: &str) -> Result<Vec<&Unit>> {
+        let parsed = spec.split_once('/').and_then(|(i, n)| {
+            Some((
+                i.trim().parse::<usize>().ok()?,
+                n.trim().parse::<usize>().ok()?,
+            ))
+        });
+        let Some((i, n)) = parsed.filter(|&(i, n)| n > 0 && i < n) else {
+            return Err(Error::Usage(format!(
+                "--shard `{spec}`: expected I/N with 0 <= I < N, e.g. 0/4"
+            )));
+        };
+        let len = self.units.len();
+        Ok(self.units[i * len / n..(i + 1) * len / n].iter().collect())
+    }
+}
+
+/// The header of a part: what it was computed with and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartHeader {
+    /// Always [`PART_FORMAT`].
+    pub format: String,
+    /// The build that wrote it (`poisongate VERSION`): parts of different builds never merge.
+    pub tool: String,
+    /// SHA-256 of the baseline.
+    pub baseline_sha256: String,
+    /// SHA-256 of the effective policy.
+    pub policy_sha256: String,
+    /// SHA-256 of the manifest's units.
+    pub manifest_sha256: String,
+    /// Units in the manifest.
+    pub units_total: usize,
+    /// Units covered, ascending.
+    pub units: Vec<usize>,
+}
+
+/// One unit's small state (everything but the per-row arrays).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnitBody {
+    index: usize,
+    meta: InputMeta,
+    schema: Vec<(String, String)>,
+    summary: BatchSummary,
+    scan: Option<ScanCounts>,
+}
+
+/// Counts and sums of a unit's row pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanCounts {
+    rows: usize,
+    features: usize,
+    tables: Vec<Vec<u64>>,
+    expected: Vec<Vec<ExactSum>>,
+    extreme_by_feature: Vec<u64>,
+    outside_support: Vec<u64>,
+}
+
+/// A part: a header and the states of its units, in unit order.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// What it covers.
+    pub header: PartHeader,
+    units: Vec<(UnitBody, Option<Scan>)>,
+}
+
+/// The dtypes of a schema as text (for comparing parts and files).
+#[must_use]
+pub fn schema_text(schema: &[(String, DataType)]) -> Vec<(String, String)> {
+    schema
+        .iter()
+        .map(|(n, t)| (n.clone(), format!("{t:?}")))
+        .collect()
+}
+
+impl Part {
+    /// A part of one shard from its units' summaries (in unit order).
+    #[must_use]
+    pub fn new(header: PartHeader, units: Vec<(usize, UnitSummary)>) -> Self {
+        let units = units
+            .into_iter()
+            .map(|(index, u)| {
+                let (counts, scan) = match u.scan {
+                    Some(state) => {
+                        let s = state.scan;
+                        let counts = ScanCounts {
+                            rows: s.rows.n,
+                            features: s.rows.codes.len(),
+                            tables: s.tables.clone(),
+                            expected: state.expected,
+                            extreme_by_feature: s.extreme_by_feature.clone(),
+                            outside_support: s.outside_support.clone(),
+                        };
+                        (Some(counts), Some(s))
+                    }
+                    None => (None, None),
+                };
+                (
+                    UnitBody {
+                        index,
+                        meta: u.meta,
+                        schema: schema_text(&u.schema),
+                        summary: u.summary,
+                        scan: counts,
+                    },
+                    scan,
+                )
+            })
+            .collect();
+        Self { header, units }
+    }
+
+    /// Combines parts of one run into one. Exact, commutative and associative.
+    ///
+    /// # Errors
+    /// Parts whose headers disagree (build, baseline, policy, manifest) or that cover a unit
+    /// twice; `names` name the parts in errors.
+    pub fn merge(parts: Vec<Self>, names: &[String]) -> Result<Self> {
+        let mut parts = parts.into_iter().zip(names);
+        let Some((first, _)) = parts.next() else {
+            return Err(Error::Usage("merge: no parts given".into()));
+        };
+        let mut header = first.header.clone();
+        let mut units: BTreeMap<usize, (UnitBody, Option<Scan>)> = BTreeMap::new();
+        let first_name = names.first().cloned().unwrap_or_default();
+        for u in first.units {
+            units.insert(u.0.index, u);
+        }
+        for (part, name) in parts {
+            let h = &part.header;
+            let differs = [
+                ("build", &h.tool, &header.tool),
+                ("baseline", &h.baseline_sha256, &header.baseline_sha256),
+                ("policy", &h.policy_sha256, &header.policy_sha256),
+                ("manifest", &h.manifest_sha256, &header.manifest_sha256),
+            ]
+            .into_iter()
+            .find(|(_, a, b)| a != b);
+            if let Some((what, a, b)) = differs {
+                return Err(Error::summary(
+                    Path::new(name),
+                    format!("its {what} ({a}) differs from {first_name}'s ({b})"),
+                ));
+            }
+            if h.units_total != header.units_total {
+                return Err(Error::summary(
+                    Path::new(name),
+                    "it was planned with another number of units",
+                ));
+            }
+            for u in part.units {
+                let index = u.0.index;
+                if units.insert(index, u).is_some() {
+                    return Err(Error::summary(
+                        Path::new(name),
+                        format!("unit {index} is covered twice (a retried or duplicated shard)"),
+                    ));
+                }
+            }
+        }
+        header.units = units.keys().copied().collect();
+        Ok(Self {
+            header,
+            units: units.into_values().collect(),
+        })
+    }
+
+    /// Checks that the part covers every unit of its run, computed with `baseline_sha256` and
+    /// `policy_sha256`, and returns the merged column summary, the schema, and per unit (in
+    /// order) its provenance and row-pass state.
+    ///
+    /// # Errors
+    /// A missing unit, other digests, or units whose schemas differ.
+    #[allow(clippy::type_complexity)]
+    pub fn complete(
+        self,
+        path: &Path,
+        baseline_sha256: &str,
+        policy_sha256: &str,
+    ) -> Result<(
+        BatchSummary,
+        Vec<(String, String)>,
+        Vec<InputMeta>,
+        Vec<Option<ScanState>>,
+    )> {
+        let h = &self.header;
+        if h.baseline_sha256 != baseline_sha256 {
+            return Err(Error::summary(
+                path,
+                format!(
+                    "summarised against baseline {}, not the given one ({baseline_sha256})",
+                    h.baseline_sha256
+                ),
+            ));
+        }
+        if h.policy_sha256 != policy_sha256 {
+            return Err(Error::summary(
+                path,
+                format!(
+                    "summarised with policy {}, not the given one ({policy_sha256})",
+                    h.policy_sha256
+                ),
+            ));
+        }
+        let missing: Vec<usize> = (0..h.units_total)
+            .filter(|i| h.units.binary_search(i).is_err())
+            .collect();
+        if !missing.is_empty() {
+            let shown: Vec<String> = missing.iter().take(5).map(usize::to_string).collect();
+            return Err(Error::summary(
+                path,
+                format!(
+                    "{} of {} units are not covered (a lost shard?): unit {}",
+                    missing.len(),
+                    h.units_total,
+                    shown.join(", ")
+                ),
+            ));
+        }
+        let mut summary: Option<BatchSummary> = None;
+        let mut schema: Option<Vec<(String, String)>> = None;
+        let mut metas = Vec::with_capacity(self.units.len());
+        let mut scans = Vec::with_capacity(self.units.len());
+        for (body, rows) in self.units {
+            match &schema {
+                Some(s) if *s != body.schema => {
+                    return Err(Error::SchemaMismatch {
+                        first: metas
+                            .first()
+                            .map(|m: &InputMeta| m.path.clone())
+                            .unwrap_or_default()
+                            .into(),
+                        second: body.meta.path.clone().into(),
+                        cause: "the units' columns or dtypes differ".into(),
+                    });
+                }
+                Some(_) => {}
+                None => schema = Some(body.schema.clone()),
+            }
+            match &mut summary {
+                Some(s) => s.merge(&body.summary)?,
+                None => summary = Some(body.summary),
+            }
+            metas.push(body.meta);
+            scans.push(match (body.scan, rows) {
+                (Some(c), Some(mut scan)) => {
+                    scan.tables = c.tables;
+                    scan.extreme_by_feature = c.extreme_by_feature;
+                    scan.outside_support = c.outside_support;
+                    Some(ScanState {
+                        scan,
+                        expected: c.expected,
+                    })
+                }
+                _ => None,
+            });
+        }
+        match (summary, schema) {
+            (Some(s), Some(schema)) => Ok((s, schema, metas, scans)),
+            _ => Err(Error::summary(path, "it covers no units")),
+        }
+    }
+
+    /// The part's bytes: the magic line, the header and unit states as length-prefixed JSON,
+    /// then each unit's per-row arrays, little-endian.
+    ///
+    /// # Errors
+    /// A serialisation failure (a bug).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        put_section(&mut out, &to_json(&self.header)?);
+        let bodies: Vec<&UnitBody> = self.units.iter().map(|u| &u.0).collect();
+        put_section(&mut out, &to_json(&bodies)?);
+        for (_, scan) in &self.units {
+            if let Some(s) = scan {
+                write_rows(&mut out, s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a part written by [`Self::to_bytes`].
+    ///
+    /// # Errors
+    /// Anything malformed or truncated, named by `path`.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let bad = |cause: &str| Error::summary(path, cause);
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| bad("not a poisongate.summary/1 part (bad magic)"))?;
+        let mut r = Reader { bytes: rest, at: 0 };
+        let header: PartHeader =
+            serde_json::from_slice(r.section().ok_or_else(|| bad("truncated header"))?)
+                .map_err(|e| Error::summary(path, format!("bad header: {e}")))?;
+        if header.format != PART_FORMAT {
+            return Err(bad("unknown part format"));
+        }
+        let bodies: Vec<UnitBody> =
+            serde_json::from_slice(r.section().ok_or_else(|| bad("truncated unit states"))?)
+                .map_err(|e| Error::summary(path, format!("bad unit states: {e}")))?;
+        if bodies.iter().map(|b| b.index).collect::<Vec<_>>() != header.units
+            || header.units.iter().any(|&u| u >= header.units_total)
+        {
+            return Err(bad("its units do not match its header"));
+        }
+        let mut units = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let scan = match &body.scan {
+                Some(c) => Some(
+                    read_rows(&mut r, c.rows, c.features)
+                        .ok_or_else(|| bad("truncated or malformed per-row arrays"))?,
+                ),
+                None => None,
+            };
+            units.push((body, scan));
+        }
+        if r.at != r.bytes.len() {
+            return Err(bad("trailing bytes after the last unit"));
+        }
+        Ok(Self { header, units })
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn put_section(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    }
+
+    fn section(&mut self) -> Option<&'a [u8]> {
+        let n = self.u64()?;
+        if n > MAX_JSON {
+            return None;
+        }
+        self.take(usize::try_from(n).ok()?)
+    }
+
+    /// `n` values of `width` bytes each.
+    fn array(&mut self, n: usize, width: usize) -> Option<&'a [u8]> {
+        self.take(n.checked_mul(width)?)
+    }
+}
+
+fn write_rows(out: &mut Vec<u8>, s: &Scan) {
+    for c in &s.rows.codes {
+        out.extend_from_slice(c);
+    }
+    out.extend(s.rows.label.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.rows.fp_exact.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.rows.fp_near.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.p_label.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.predicted.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.anomaly.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.extreme.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.support.iter().map(|&v| u8::from(v)));
+}
+
+fn read_rows(r: &mut Reader<'_>, n: usize, features: usize) -> Option<Scan> {
+    if features > 1 << 16 {
+        return None;
+    }
+    let mut codes = Vec::with_capacity(features);
+    for _ in 0..features {
+        codes.push(r.array(n, 1)?.to_vec());
+    }
+    let u16s = |b: &[u8]| -> Vec<u16> {
+        b.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    };
+    let u64s = |b: &[u8]| -> Vec<u64> {
+        b.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()
+    };
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let label = u16s(r.array(n, 2)?);
+    let fp_exact = u64s(r.array(n, 8)?);
+    let fp_near = u64s(r.array(n, 8)?);
+    let p_label = f32s(r.array(n, 4)?);
+    let predicted = u16s(r.array(n, 2)?);
+    let anomaly = f32s(r.array(n, 4)?);
+    let extreme = f32s(r.array(n, 4)?);
+    let support_bytes = r.array(n, 1)?;
+    if support_bytes.iter().any(|&b| b > 1) {
+        return None;
+    }
+    let support = support_bytes.iter().map(|&b| b == 1).collect();
+    Some(Scan {
+        rows: RowState {
+            n,
+            codes,
+            values: vec![Vec::new(); features],
+            label,
+            fp_exact,
+            fp_near,
+        },
+        p_label,
+        predicted,
+        anomaly,
+        extreme,
+        support,
+        ..Scan::default()
+    })
+}
