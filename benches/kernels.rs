@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the hot kernels: profiling, summarising a batch against pinned
 //! edges (numeric and categorical), the clean-batch null simulation, and the row-level pass
 //! of the poisoning detectors (encoding, reference-model and anomaly scores) and their
-//! decisions, and the model comparison of `compare`.
+//! decisions, the model comparison of `compare`, and the sharded path (a unit's summary, merging
+//! summaries and parts, and completing a merged part).
 //!
 //! `cargo bench --bench kernels`; the end-to-end figure on 10M rows is `benches/e2e/run.sh`.
 
@@ -257,5 +258,101 @@ fn compare(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, poison, compare);
+/// The sharded path on 1M labelled rows in 8 Parquet units: `summarize` of one unit (the
+/// streaming fold: read, summarise, encode, score), `BatchSummary::merge`, a part's encoding
+/// and decoding, `Part::merge` of the 8 parts, and `Part::complete` (where the column
+/// summaries of the units are merged).
+fn shard(c: &mut Criterion) {
+    use poisongate::shard::{PART_FORMAT, Part, PartHeader};
+    const UNITS: usize = 8;
+    let opts = ProfileOptions {
+        label: Some("y".into()),
+        seed: 7,
+        ..ProfileOptions::default()
+    };
+    let base = baseline::profile(&batch(labelled(ROWS, 1)), &opts).unwrap();
+    let policy = poisongate::policy::Policy::default();
+    let dir = tempfile::tempdir().unwrap();
+    let current = labelled(ROWS, 2);
+    let files: Vec<poisongate::source::InputFile> = (0..UNITS)
+        .map(|i| {
+            let (a, b) = (i * ROWS / UNITS, (i + 1) * ROWS / UNITS);
+            let mut part = current.slice(a as i64, b - a);
+            let path = dir.path().join(format!("part-{i}.parquet"));
+            ParquetWriter::new(std::fs::File::create(&path).unwrap())
+                .finish(&mut part)
+                .unwrap();
+            poisongate::source::InputFile::local(path, Format::Parquet)
+        })
+        .collect();
+    let mut g = c.benchmark_group("shard");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((ROWS / UNITS) as u64));
+    g.bench_function("summarize one unit, 125k rows", |b| {
+        b.iter(|| check::summarize_file(&base, &policy, black_box(&files[0])).unwrap())
+    });
+    let units: Vec<check::UnitSummary> = files
+        .iter()
+        .map(|f| check::summarize_file(&base, &policy, f).unwrap())
+        .collect();
+    g.throughput(Throughput::Elements(ROWS as u64));
+    g.bench_function("BatchSummary::merge of 8 units", |b| {
+        b.iter(|| {
+            let mut m = units[0].summary.clone();
+            for u in &units[1..] {
+                m.merge(black_box(&u.summary)).unwrap();
+            }
+            m
+        })
+    });
+    let header = |i: usize| PartHeader {
+        format: PART_FORMAT.to_owned(),
+        tool: "bench".into(),
+        baseline_sha256: "b".into(),
+        policy_sha256: "p".into(),
+        manifest_sha256: "m".into(),
+        units_total: UNITS,
+        units: vec![i],
+    };
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let u = check::summarize_file(&base, &policy, f).unwrap();
+            Part::new(header(i), vec![(i, u)]).to_bytes().unwrap()
+        })
+        .collect();
+    let path = std::path::Path::new("bench-part");
+    g.bench_function("decode 8 parts", |b| {
+        b.iter(|| {
+            bytes
+                .iter()
+                .map(|x| Part::from_bytes(path, black_box(x)).unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    let parts: Vec<Part> = bytes
+        .iter()
+        .map(|x| Part::from_bytes(path, x).unwrap())
+        .collect();
+    let names: Vec<String> = (0..UNITS).map(|i| format!("part-{i}")).collect();
+    g.bench_function("Part::merge of 8 parts + encode", |b| {
+        b.iter_batched(
+            || parts.clone(),
+            |p| Part::merge(p, &names).unwrap().to_bytes().unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    let merged = Part::merge(parts.clone(), &names).unwrap();
+    g.bench_function("Part::complete (merge the 8 summaries)", |b| {
+        b.iter_batched(
+            || merged.clone(),
+            |m| m.complete(path, "b", "p").unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels, poison, compare, shard);
 criterion_main!(benches);

@@ -34,3 +34,24 @@ PY
 fi
 
 cargo test --locked "$@"
+
+# With no arguments (the full suite), also the Python-side suites against the binary that
+# cargo test built: the Spark package on pyspark in local mode, and pipelines/ (validators
+# plus a local run of the sharded-check definitions). With arguments, only cargo test runs.
+if [ "$#" -eq 0 ]; then
+  BIN="${CARGO_TARGET_DIR:-target}/debug/poisongate"
+  spark_venv=${POISONGATE_SPARK_VENV:-target/spark-venv}
+  if [ ! -x "$spark_venv/bin/python" ] || ! "$spark_venv/bin/python" -c 'import pyspark, pyarrow, pandas' 2>/dev/null; then
+    echo "installing pyspark into $spark_venv (python/poisongate_spark/requirements-test.txt)"
+    python3 -m venv "$spark_venv"
+    "$spark_venv/bin/pip" install --quiet --disable-pip-version-check \
+      -r python/poisongate_spark/requirements-test.txt
+  fi
+  # Installed as a user would (a wheel built from pyproject.toml), not from the source tree.
+  "$spark_venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+    ./python/poisongate_spark
+  echo "Spark: pyspark $("$spark_venv/bin/python" -c 'import pyspark; print(pyspark.__version__)'), $(java -version 2>&1 | head -1)"
+  POISONGATE_BIN="$BIN" "$spark_venv/bin/python" -m unittest discover \
+    -s python/poisongate_spark/tests -v
+  bash pipelines/validate.sh "$BIN"
+fi

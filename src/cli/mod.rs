@@ -259,7 +259,8 @@ struct SummarizeArgs {
 
 #[derive(Debug, Args)]
 struct MergeArgs {
-    /// Parts from `poisongate summarize` (or earlier merges), in any order.
+    /// Parts from `poisongate summarize` (or earlier merges), in any order; a directory
+    /// stands for every part file in it.
     #[arg(required = true, value_name = "PART")]
     parts: Vec<PathBuf>,
     /// Where to write the merged part.

@@ -104,18 +104,56 @@ pub(super) fn read_part(path: &Path) -> poisongate::Result<Part> {
     Part::from_bytes(path, &bytes)
 }
 
+/// The part files named: a file as it is, a directory as its regular files in name order
+/// (hidden and `_`-prefixed names skipped, as for data directories). A directory lets a
+/// step with no shell (a `FROM scratch` image in an Argo fan-in) merge every part it was
+/// handed without a glob.
+fn part_paths(args: &[std::path::PathBuf]) -> poisongate::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for arg in args {
+        if !arg.is_dir() {
+            out.push(arg.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(arg)
+            .map_err(|e| poisongate::Error::summary(arg, poisongate::source::io_cause(&e)))?;
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| poisongate::Error::summary(arg, poisongate::source::io_cause(&e)))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            if entry.path().is_file() {
+                found.push(entry.path());
+            }
+        }
+        if found.is_empty() {
+            return Err(poisongate::Error::summary(
+                arg,
+                "the directory holds no parts",
+            ));
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 pub fn merge(args: &MergeArgs) -> poisongate::Result<Verdict> {
-    let parts = args
-        .parts
+    let paths = part_paths(&args.parts)?;
+    let parts = paths
         .iter()
         .map(|p| read_part(p))
         .collect::<poisongate::Result<Vec<_>>>()?;
-    let names: Vec<String> = args.parts.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let merged = Part::merge(parts, &names)?;
     write_atomic(&args.output, &merged.to_bytes()?)?;
     super::stdout(&format!(
         "poisongate merge: {} parts, {} of {} units -> {}\n",
-        args.parts.len(),
+        paths.len(),
         merged.header.units.len(),
         merged.header.units_total,
         args.output.display()

@@ -81,9 +81,11 @@ pub struct NumericSummary {
     pub sum: ExactSum,
     /// `sum (x - c)^2`.
     pub sum_sq: ExactSum,
-    /// Smallest value (`+inf` when empty).
+    /// Smallest value (`+inf` when empty; `null` in JSON, which has no infinities).
+    #[serde(serialize_with = "finite_or_null", deserialize_with = "min_or_empty")]
     pub min: f64,
-    /// Largest value (`-inf` when empty).
+    /// Largest value (`-inf` when empty; `null` in JSON).
+    #[serde(serialize_with = "finite_or_null", deserialize_with = "max_or_empty")]
     pub max: f64,
     /// Counts over the pinned bins (`edges + 1`).
     pub bins: Vec<u64>,
@@ -104,6 +106,26 @@ pub struct NumericSummary {
     /// Values outside the plan's hard domain.
     #[serde(default)]
     pub outside_domain: u64,
+}
+
+/// A summary of a unit whose column is all null has `min = +inf` and `max = -inf` (the
+/// identities of min and max); serde_json would write them as `null` and then refuse to read
+/// them back, so they are written as `null` on purpose and read back as those identities.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` signature
+fn finite_or_null<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_none()
+    }
+}
+
+fn min_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+fn max_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
 }
 
 /// The values of `block` whose bit is set in `mask` (bit `i` for `block[i]`).
@@ -307,6 +329,25 @@ impl NumericSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_summary_survives_json() {
+        let plan = NumericPlan::new(vec![1.0, 2.0], 1.5, 0.0, 3.0);
+        let empty = NumericSummary::new(&plan);
+        let text = serde_json::to_string(&empty).unwrap();
+        assert!(
+            text.contains("\"min\":null") && text.contains("\"max\":null"),
+            "{text}"
+        );
+        let back: NumericSummary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.min, f64::INFINITY);
+        assert_eq!(back.max, f64::NEG_INFINITY);
+        let mut full = NumericSummary::new(&plan);
+        full.update(&plan, &[0.5, 2.5], None);
+        let back: NumericSummary =
+            serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();
+        assert_eq!((back.min, back.max), (0.5, 2.5));
+    }
 
     fn plan() -> NumericPlan {
         NumericPlan::new(vec![1.0, 2.0, 3.0], 2.0, 0.5, 3.5)

@@ -142,6 +142,24 @@ fn sharded_check_is_byte_identical_to_check() {
     ok(&["merge", &parts[1], &parts[0], "-o", &m10]);
     ok(&["merge", &parts[2], &m10, "-o", &m210]);
     assert_eq!(std::fs::read(&m012).unwrap(), std::fs::read(&m210).unwrap());
+    // A directory of parts (an Argo fan-in hands one over) merges like the files.
+    let parts_dir = dir.path().join("parts");
+    std::fs::create_dir(&parts_dir).unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        std::fs::copy(part, parts_dir.join(format!("part-{i}"))).unwrap();
+    }
+    std::fs::write(parts_dir.join(".hidden"), b"not a part").unwrap();
+    let m_dir = d("m_dir");
+    ok(&["merge", parts_dir.to_str().unwrap(), "-o", &m_dir]);
+    assert_eq!(
+        std::fs::read(&m012).unwrap(),
+        std::fs::read(&m_dir).unwrap()
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(&["merge", empty.to_str().unwrap(), "-o", &d("m_empty")]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("no parts"), "{}", stderr(&out));
 
     let (sharded_json, sharded_q) = (d("sharded.json"), d("sharded-q.csv"));
     let out = run(&[
@@ -216,4 +234,135 @@ fn sharded_check_is_byte_identical_to_check() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Property: for random splits of an attacked batch into 1–16 files (uneven, with one-row
+/// and skewed parts, and a part where a feature is all null), random shard counts and random
+/// merge trees, `check --summaries` gives the report of `check` on the files, byte for byte,
+/// and every merge tree gives the same merged part. Seeded, so a failure reproduces.
+#[test]
+fn random_splits_and_merge_trees_give_the_same_report() {
+    use polars::prelude::*;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    let base = crate::common::baseline().to_str().unwrap();
+    let attacked = read("poison/trigger_channel.parquet");
+    let df = attacked.frames[0].clone();
+    let n = df.height();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed_0012);
+    for case in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |name: &str| dir.path().join(name).display().to_string();
+        let parts = rng.random_range(1..=16usize);
+        // Cut points: mostly random, plus a one-row part and a skewed split where possible.
+        let mut cuts: Vec<usize> = (1..parts).map(|_| rng.random_range(1..n)).collect();
+        if parts >= 3 {
+            cuts[0] = 1; // the first part holds one row
+            cuts[1] = 2;
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut bounds = vec![0];
+        bounds.extend(cuts);
+        bounds.push(n);
+        let null_part = (bounds.len() > 3).then(|| rng.random_range(0..bounds.len() - 1));
+        let mut files = Vec::new();
+        for (i, w) in bounds.windows(2).enumerate() {
+            let mut part = df.slice(w[0] as i64, w[1] - w[0]);
+            if Some(i) == null_part {
+                // A part whose `utilization` is all null (same dtype, so one schema).
+                let col = part.column("utilization").unwrap();
+                let nulls = Series::full_null("utilization".into(), part.height(), col.dtype());
+                part.replace("utilization", nulls.into()).unwrap();
+            }
+            let path = dir.path().join(format!("part-{i:02}.parquet"));
+            ParquetWriter::new(std::fs::File::create(&path).unwrap())
+                .finish(&mut part)
+                .unwrap();
+            files.push(path.display().to_string());
+        }
+
+        let direct = d("direct.json");
+        let mut args = vec!["check", "--baseline", base];
+        args.extend(files.iter().map(String::as_str));
+        args.extend(["--json", &direct]);
+        let want_code = crate::common::code(&crate::common::run(&args));
+        assert!(
+            want_code == 0 || want_code == 1,
+            "case {case}: exit {want_code}"
+        );
+
+        let manifest = d("manifest.json");
+        let mut plan = vec!["plan"];
+        plan.extend(files.iter().map(String::as_str));
+        plan.extend(["-o", &manifest]);
+        ok(&plan);
+        let shards = rng.random_range(1..=files.len() + 2);
+        let mut pending: Vec<String> = (0..shards)
+            .map(|i| {
+                let part = d(&format!("s{i}"));
+                let shard = format!("{i}/{shards}");
+                ok(&[
+                    "summarize",
+                    "--baseline",
+                    base,
+                    "--manifest",
+                    &manifest,
+                    "--shard",
+                    &shard,
+                    "-o",
+                    &part,
+                ]);
+                part
+            })
+            .collect();
+        // Two random merge trees over the same parts.
+        let mut merged = Vec::new();
+        for tree in 0..2 {
+            let mut level = pending.clone();
+            level.shuffle(&mut rng);
+            let mut step = 0;
+            while level.len() > 1 {
+                let take = rng.random_range(2..=level.len().min(3));
+                let at = rng.random_range(0..=level.len() - take);
+                let group: Vec<String> = level.drain(at..at + take).collect();
+                let out = d(&format!("t{tree}-{step}"));
+                let mut args = vec!["merge"];
+                args.extend(group.iter().map(String::as_str));
+                args.extend(["-o", &out]);
+                ok(&args);
+                level.insert(at, out);
+                step += 1;
+            }
+            merged.push(level.pop().unwrap());
+        }
+        let bytes: Vec<Vec<u8>> = merged.iter().map(|m| std::fs::read(m).unwrap()).collect();
+        if shards > 1 {
+            assert_eq!(bytes[0], bytes[1], "case {case}: merge trees differ");
+        }
+        let sharded = d("sharded.json");
+        let out = crate::common::run(&[
+            "check",
+            "--baseline",
+            base,
+            "--summaries",
+            &merged[0],
+            "--json",
+            &sharded,
+        ]);
+        assert_eq!(
+            crate::common::code(&out),
+            want_code,
+            "case {case}: {}",
+            crate::common::stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&direct).unwrap(),
+            std::fs::read_to_string(&sharded).unwrap(),
+            "case {case}: {} files, {shards} shards: reports differ",
+            files.len()
+        );
+        pending.clear();
+    }
 }

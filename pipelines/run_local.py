@@ -1,0 +1,230 @@
+"""Runs the sharded-check definitions of pipelines/ locally, step by step, with the real binary.
+
+A schema validator proves that a manifest is well formed, not that its arguments are ones the
+binary accepts or that the steps fit together. This runner takes the exact `args` of every
+container in `kubernetes/sharded-check.yaml` and in `argo/sharded-check.yaml`, expands them
+the way Kubernetes (`$(VAR)`) and Argo (`{{...}}`) would, maps the volumes and artifacts to
+local directories, swaps the S3 batch and baseline for local files, runs each step in the
+engine's order, and checks that the sharded report is byte for byte the one of a plain
+`poisongate check`, with the plain check's exit code.
+
+    python pipelines/run_local.py --bin target/debug/poisongate --baseline B.json \\
+        --data testdata/clean/shards --expect 0
+
+Uses PyYAML only. Exits non-zero with one line on the first mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+
+
+def fail(message: str) -> None:
+    sys.exit(f"run_local: {message}")
+
+
+def run(binary: str, args: list[str], allowed=(0,)) -> int:
+    done = subprocess.run([binary, *args], capture_output=True, text=True, check=False)
+    if done.returncode not in allowed:
+        fail(f"poisongate {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return done.returncode
+
+
+def swap(args: list[str], data_s3: str, data: str, baseline_s3: str, baseline: str,
+         sha: str) -> list[str]:
+    out = []
+    for a in args:
+        a = a.replace(data_s3, data).replace(baseline_s3, baseline)
+        out.append(a)
+    # The example digest pins a baseline nobody has; pin the one under test instead.
+    for i, a in enumerate(out[:-1]):
+        if a == "--expect-baseline-sha256":
+            out[i + 1] = sha
+    return out
+
+
+def kubernetes(opts, sha: str, work: Path) -> tuple[int, bytes]:
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
+        (HERE / "kubernetes" / "sharded-check.yaml").read_text()) if d}
+    shared = work / "k8s-shared"
+    (shared / "parts").mkdir(parents=True)
+
+    def local(a: str) -> str:
+        return a.replace("/shared/", f"{shared}/").replace("/shared", str(shared))
+
+    def args_of(container, env=None) -> list[str]:
+        args = container["args"]
+        for name, value in (env or {}).items():
+            args = [a.replace(f"$({name})", value) for a in args]
+        if any("$(" in a for a in args):
+            fail(f"unexpanded variable in {container['name']}: {args}")
+        # Volume paths are mapped before the S3 swap, so that a local data path is never
+        # taken for a mount.
+        return swap([local(a) for a in args], "s3://ml-data/credit/dt=2026-11-27/", opts.data,
+                    "s3://ml-pins/credit/baseline.json", opts.baseline, sha)
+
+    plan = docs["poisongate-plan"]["spec"]["template"]["spec"]["containers"][0]
+    run(opts.bin, args_of(plan))
+    job = docs["poisongate-summarize"]
+    if job["spec"].get("completionMode") != "Indexed":
+        fail("the summarize Job is not an Indexed Job")
+    completions = int(job["spec"]["completions"])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    shard_env = [e for e in container["env"] if e["name"] == "SHARD"]
+    if not shard_env or "job-completion-index" not in shard_env[0]["valueFrom"]["fieldRef"][
+            "fieldPath"]:
+        fail("SHARD does not come from the job-completion-index annotation")
+    # Pods of an Indexed Job run in any order.
+    for index in reversed(range(completions)):
+        run(opts.bin, args_of(container, {"SHARD": str(index)}))
+    spec = docs["poisongate-decide"]["spec"]["template"]["spec"]
+    if docs["poisongate-decide"]["spec"].get("backoffLimit") != 0:
+        fail("the deciding Job may retry")
+    for init in spec.get("initContainers", []):
+        run(opts.bin, args_of(init))
+    code = run(opts.bin, args_of(spec["containers"][0]), allowed=(0, 1))
+    return code, (shared / "report.json").read_bytes()
+
+
+def argo(opts, sha: str, work: Path) -> tuple[int, bytes]:
+    wt = yaml.safe_load((HERE / "argo" / "sharded-check.yaml").read_text())
+    spec = wt["spec"]
+    params = {p["name"]: p.get("value") for p in spec["arguments"]["parameters"]}
+    params.update({"data": opts.data, "baseline": opts.baseline, "baseline-sha256": sha,
+                   "shards": str(opts.shards)})
+    templates = {t["name"]: t for t in spec["templates"]}
+    repo = work / "argo-repo"  # the artifact repository: key -> file
+    workflow_name = "poisongate-sharded-check-local"
+    outputs: dict[str, dict[str, Path]] = {}
+
+    def expand(text: str, inputs: dict[str, str]) -> str:
+        def sub(m):
+            key = m.group(1).strip()
+            if key.startswith("workflow.parameters."):
+                return params[key.split(".", 2)[2]]
+            if key == "workflow.name":
+                return workflow_name
+            if key.startswith("inputs.parameters."):
+                return inputs[key.split(".", 2)[2]]
+            fail(f"unknown Argo expression {{{{{key}}}}}")
+        return re.sub(r"\{\{([^}]+)\}\}", sub, text)
+
+    def execute(task_name: str, template_name: str, in_params: dict[str, str],
+                in_artifacts: dict[str, Path]) -> int:
+        t = templates.get(template_name) or fail(f"no template {template_name}")
+        pod = work / "argo-pods" / task_name
+        pod.mkdir(parents=True)
+        declared = {p["name"] for p in t.get("inputs", {}).get("parameters", [])}
+        if declared != set(in_params):
+            fail(f"{task_name}: parameters {sorted(in_params)} != inputs {sorted(declared)}")
+        for art in t.get("inputs", {}).get("artifacts", []):
+            dest = pod / art["path"].lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if "s3" in art:
+                src = repo / expand(art["s3"]["key"], in_params)
+                if not src.is_dir():
+                    fail(f"{task_name}: no artifacts under key {src.relative_to(repo)}")
+                shutil.copytree(src, dest)
+            elif art["name"] in in_artifacts:
+                shutil.copyfile(in_artifacts[art["name"]], dest)
+            else:
+                fail(f"{task_name}: input artifact {art['name']} is not passed")
+        for mount in t["container"].get("volumeMounts", []):
+            (pod / mount["mountPath"].lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+        def local(a: str) -> str:
+            return str(pod / a.lstrip("/")) if a.startswith(("/in/", "/work/")) else a
+
+        # Mounts are mapped before parameters are expanded, so a local data path that
+        # happens to start with /work/ is left alone.
+        args = [expand(local(a), in_params) for a in t["container"]["args"]]
+        code = run(opts.bin, args, allowed=(0, 1) if template_name == "check" else (0,))
+        produced = {}
+        for art in t.get("outputs", {}).get("artifacts", []):
+            path = pod / art["path"].lstrip("/")
+            if not path.exists():
+                if art.get("optional"):
+                    continue
+                fail(f"{task_name}: output artifact {art['name']} was not written")
+            if "s3" in art:
+                key = repo / expand(art["s3"]["key"], in_params)
+                key.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, key)
+            produced[art["name"]] = path
+        outputs[task_name] = produced
+        return code
+
+    def artifacts_of(task) -> dict[str, Path]:
+        got = {}
+        for art in task.get("arguments", {}).get("artifacts", []):
+            m = re.fullmatch(r"\{\{tasks\.([\w-]+)\.outputs\.artifacts\.([\w-]+)\}\}", art["from"])
+            if not m or m.group(2) not in outputs.get(m.group(1), {}):
+                fail(f"task {task['name']}: artifact {art['from']} does not exist")
+            got[art["name"]] = outputs[m.group(1)][m.group(2)]
+        return got
+
+    tasks = templates[spec["entrypoint"]]["dag"]["tasks"]
+    done: set[str] = set()
+    code = None
+    while len(done) < len(tasks):
+        ready = [t for t in tasks if t["name"] not in done
+                 and all(d in done for d in re.findall(r"[\w-]+", t.get("depends", "")))]
+        if not ready:
+            fail("the DAG has a cycle or an unknown dependency")
+        for task in ready:
+            params_of = {p["name"]: p["value"] for p in task.get("arguments", {}).get(
+                "parameters", [])}
+            if "withSequence" in task:
+                count = int(expand(task["withSequence"]["count"], {}))
+                for item in range(count):
+                    p = {k: v.replace("{{item}}", str(item)) for k, v in params_of.items()}
+                    execute(f"{task['name']}-{item}", task["template"], p, artifacts_of(task))
+            else:
+                got = execute(task["name"], task["template"], params_of, artifacts_of(task))
+                if task["template"] == "check":
+                    code = got
+                    report = outputs[task["name"]]["report"]
+            done.add(task["name"])
+    if code is None:
+        fail("the workflow has no check step")
+    return code, report.read_bytes()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--baseline", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--expect", type=int, required=True, help="the plain check's exit code")
+    opts = parser.parse_args()
+    sha = hashlib.sha256(Path(opts.baseline).read_bytes()).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="pg-pipelines-") as tmp:
+        work = Path(tmp)
+        plain = work / "plain.json"
+        code = run(opts.bin, ["check", "--baseline", opts.baseline, opts.data, "--json",
+                              str(plain)], allowed=(0, 1))
+        if code != opts.expect:
+            fail(f"plain check exited {code}, expected {opts.expect}")
+        for engine, fn in (("kubernetes", kubernetes), ("argo", argo)):
+            got, report = fn(opts, sha, work)
+            if got != code:
+                fail(f"{engine}: the sharded check exited {got}, the plain check {code}")
+            if report != plain.read_bytes():
+                fail(f"{engine}: the sharded report differs from the plain report")
+            print(f"ok: {engine} sharded check of {opts.data}: exit {got}, report identical")
+
+
+if __name__ == "__main__":
+    main()

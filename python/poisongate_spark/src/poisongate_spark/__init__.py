@@ -1,0 +1,284 @@
+"""A sharded ``poisongate check`` on Spark.
+
+The driver runs ``poisongate plan`` over the batch, Spark runs one ``poisongate summarize``
+per shard on its executors (``mapInArrow`` over a DataFrame of shard ids), and the driver
+merges the parts and decides with ``poisongate check --summaries``. The executors decode
+the data with poisongate's own readers, never through Spark's type mapping, so the report
+is byte for byte the one that ``poisongate check`` gives on the same files.
+
+It fails closed: any step that exits non-zero, a missing or duplicated part, or an
+executor that died raises :class:`PoisongateError` carrying exit code 2 (or the gate's own
+code), and nothing in this module turns an error into a pass.
+
+Executors need three things: the binary, the baseline and the manifest. Local paths are
+shipped with ``SparkContext.addFile`` (under content-addressed names, so that two checks in
+one session never collide); ``s3://`` baselines are read by the binary itself. The data
+files must be readable from every executor at the paths the manifest names (``s3://``
+objects or a shared file system), as for any Spark job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+__all__ = [
+    "CheckResult",
+    "PoisongateError",
+    "check",
+    "decide",
+    "plan",
+    "summarize",
+]
+
+# Exit codes of the gate (README: "Exit codes").
+PASS, BLOCKED, ERROR = 0, 1, 2
+
+
+class PoisongateError(RuntimeError):
+    """A step could not be evaluated. ``exit_code`` is what a pipeline step should exit with."""
+
+    def __init__(self, message: str, exit_code: int = ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code if exit_code != PASS else ERROR
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """The gate's decision: ``exit_code`` 0 pass, 1 blocked (errors raise instead)."""
+
+    exit_code: int
+    report: dict | None
+    stdout: str
+    stderr: str
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.exit_code == PASS else "blocked"
+
+
+def _binary(binary: str | os.PathLike | None) -> str:
+    if binary is not None:
+        return os.fspath(binary)
+    found = shutil.which("poisongate")
+    if found is None:
+        raise PoisongateError("no poisongate binary: pass binary= or put poisongate on PATH")
+    return found
+
+
+def _run(argv: Sequence[str], allowed: Iterable[int] = (PASS,)) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise PoisongateError(f"{argv[0]}: cannot run: {e}") from e
+    if done.returncode not in set(allowed):
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        cause = detail[-1] if detail else f"exit {done.returncode}"
+        code = done.returncode if done.returncode in (BLOCKED, ERROR) else ERROR
+        raise PoisongateError(f"poisongate {argv[1]}: {cause}", exit_code=code)
+    return done
+
+
+def plan(data: Sequence[str], manifest: str | os.PathLike, *, binary=None,
+         s3_endpoint: str | None = None) -> dict:
+    """``poisongate plan DATA... -o MANIFEST``; returns the parsed manifest."""
+    argv = [_binary(binary), "plan", *map(os.fspath, data), "-o", os.fspath(manifest)]
+    if s3_endpoint:
+        argv += ["--s3-endpoint", s3_endpoint]
+    _run(argv)
+    return json.loads(Path(manifest).read_text())
+
+
+def _ship(sc, path: str, staging: Path) -> str:
+    """Adds a local file to the Spark job under a content-addressed name; returns that name.
+
+    ``s3://`` paths are returned as they are, for the binary to read itself."""
+    if path.startswith("s3://"):
+        return path
+    src = Path(path)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    name = f"pg-{digest}-{src.name}"
+    staged = staging / name
+    if not staged.exists():
+        shutil.copyfile(src, staged)
+        staged.chmod(src.stat().st_mode | 0o500)
+    sc.addFile(str(staged))
+    return "sparkfile:" + name
+
+
+def _resolve(ref: str) -> str:
+    if ref.startswith("sparkfile:"):
+        from pyspark import SparkFiles
+
+        return SparkFiles.get(ref[len("sparkfile:"):])
+    return ref
+
+
+def _summarize_partition(binary_ref, baseline_ref, manifest_ref, policy_ref, shards, extra):
+    """The executor side: one ``poisongate summarize`` per shard id in the batches."""
+
+    def run(batches):
+        import pyarrow as pa
+
+        binary = _resolve(binary_ref)
+        if not os.access(binary, os.X_OK):
+            # Some cluster managers drop the mode bits of shipped files.
+            work = tempfile.mkdtemp(prefix="poisongate-bin-")
+            copy = os.path.join(work, "poisongate")
+            shutil.copyfile(binary, copy)
+            os.chmod(copy, 0o700)
+            binary = copy
+        for batch in batches:
+            ids, codes, parts, errors = [], [], [], []
+            for shard in batch.column("id").to_pylist():
+                with tempfile.TemporaryDirectory(prefix="poisongate-part-") as work:
+                    out = os.path.join(work, "part")
+                    argv = [binary, "summarize", "--baseline", _resolve(baseline_ref),
+                            "--manifest", _resolve(manifest_ref),
+                            "--shard", f"{shard}/{shards}", "-o", out, *extra]
+                    if policy_ref is not None:
+                        argv += ["--policy", _resolve(policy_ref)]
+                    try:
+                        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+                        code, err = done.returncode, done.stderr.strip()
+                    except OSError as e:
+                        code, err = ERROR, f"cannot run {binary}: {e}"
+                    part = b""
+                    if code == PASS:
+                        try:
+                            with open(out, "rb") as f:
+                                part = f.read()
+                        except OSError as e:
+                            code, err = ERROR, f"summarize wrote no part: {e}"
+                ids.append(shard)
+                codes.append(code)
+                parts.append(part)
+                errors.append(err)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(ids, pa.int64()), pa.array(codes, pa.int32()),
+                 pa.array(parts, pa.large_binary()), pa.array(errors, pa.string())],
+                names=["shard", "exit_code", "part", "stderr"],
+            )
+
+    return run
+
+
+def summarize(spark, baseline: str, manifest: str | os.PathLike, shards: int, parts_dir,
+              *, binary=None, policy: str | None = None, s3_endpoint: str | None = None,
+              expect_baseline_sha256: str | None = None) -> list[Path]:
+    """Runs ``summarize --shard i/N`` for every i on Spark's executors; writes the parts to
+    ``parts_dir`` on the driver and returns their paths, in shard order.
+
+    Raises :class:`PoisongateError` if any shard failed, is missing or came back twice."""
+    if shards < 1:
+        raise PoisongateError(f"shards must be at least 1, not {shards}")
+    sc = spark.sparkContext
+    parts_dir = Path(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="poisongate-ship-"))
+    try:
+        binary_ref = _ship(sc, _binary(binary), staging)
+        baseline_ref = _ship(sc, os.fspath(baseline), staging)
+        manifest_ref = _ship(sc, os.fspath(manifest), staging)
+        policy_ref = _ship(sc, os.fspath(policy), staging) if policy is not None else None
+        extra = []
+        if s3_endpoint:
+            extra += ["--s3-endpoint", s3_endpoint]
+        if expect_baseline_sha256:
+            extra += ["--expect-baseline-sha256", expect_baseline_sha256]
+        fn = _summarize_partition(binary_ref, baseline_ref, manifest_ref, policy_ref, shards,
+                                  extra)
+        rows = (spark.range(0, shards, 1, numPartitions=shards)
+                .mapInArrow(fn, "shard long, exit_code int, part binary, stderr string")
+                .collect())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seen: dict[int, bytes] = {}
+    for row in rows:
+        if row.exit_code != PASS:
+            raise PoisongateError(
+                f"poisongate summarize --shard {row.shard}/{shards}: "
+                f"{row.stderr or 'exit ' + str(row.exit_code)}")
+        if row.shard in seen:
+            raise PoisongateError(f"shard {row.shard}/{shards} came back twice")
+        seen[row.shard] = bytes(row.part)
+    missing = sorted(set(range(shards)) - set(seen))
+    if missing:
+        raise PoisongateError(f"shards {missing} of {shards} returned no part")
+    paths = []
+    for shard in range(shards):
+        path = parts_dir / f"part-{shard:05d}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(seen[shard])
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def decide(baseline: str, parts: Sequence[str | os.PathLike], workdir, *, binary=None,
+           policy: str | None = None, check_args: Sequence[str] = (),
+           s3_endpoint: str | None = None) -> CheckResult:
+    """``poisongate merge`` the parts, then ``poisongate check --summaries``.
+
+    ``check_args`` go to ``check`` as they are (``--json``, ``--markdown``, ``--junit``,
+    ``--expect-baseline-sha256``, ...). A JSON report is always written (to ``workdir``
+    unless ``check_args`` names one) and returned parsed."""
+    exe = _binary(binary)
+    workdir = Path(workdir)
+    merged = workdir / "merged"
+    _run([exe, "merge", *map(os.fspath, parts), "-o", str(merged)])
+    args = list(check_args)
+    if "--json" in args:
+        report_path = Path(args[args.index("--json") + 1])
+    else:
+        report_path = workdir / "report.json"
+        args += ["--json", str(report_path)]
+    argv = [exe, "check", "--baseline", os.fspath(baseline), "--summaries", str(merged), *args]
+    if policy is not None:
+        argv += ["--policy", os.fspath(policy)]
+    if s3_endpoint:
+        argv += ["--s3-endpoint", s3_endpoint]
+    done = _run(argv, allowed=(PASS, BLOCKED))
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError) as e:
+        raise PoisongateError(f"check wrote no readable report at {report_path}: {e}") from e
+    return CheckResult(done.returncode, report, done.stdout, done.stderr)
+
+
+def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = None,
+          binary=None, policy: str | None = None, check_args: Sequence[str] = (),
+          workdir=None, s3_endpoint: str | None = None,
+          expect_baseline_sha256: str | None = None) -> CheckResult:
+    """plan → summarize on Spark → merge → check. ``shards`` defaults to the number of
+    units (files) in the manifest, capped at ``spark.sparkContext.defaultParallelism * 4``.
+
+    Returns the decision (exit code 0 or 1); raises :class:`PoisongateError` (exit code 2)
+    when the batch could not be evaluated."""
+    own = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="poisongate-spark-") if own else workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        manifest_path = workdir / "manifest.json"
+        manifest = plan(data, manifest_path, binary=binary, s3_endpoint=s3_endpoint)
+        if shards is None:
+            cap = max(1, spark.sparkContext.defaultParallelism * 4)
+            shards = max(1, min(len(manifest["units"]), cap))
+        parts = summarize(spark, baseline, manifest_path, shards, workdir / "parts",
+                          binary=binary, policy=policy, s3_endpoint=s3_endpoint,
+                          expect_baseline_sha256=expect_baseline_sha256)
+        sha = list(check_args)
+        if expect_baseline_sha256 and "--expect-baseline-sha256" not in sha:
+            sha += ["--expect-baseline-sha256", expect_baseline_sha256]
+        return decide(baseline, parts, workdir, binary=binary, policy=policy, check_args=sha,
+                      s3_endpoint=s3_endpoint)
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
