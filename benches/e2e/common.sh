@@ -11,7 +11,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 DIR="$DATA/n$ROWS"
 if [ ! -f "$DIR/current.parquet" ]; then
-  "$VENV/bin/python" "$PEERS/gen.py" --rows "$ROWS" --out "$DATA" >&2
+  if [ "$ROWS" -gt 10000000 ]; then
+    # gen.py holds whole tables in memory (100M rows would not fit): above 10M rows the
+    # current file is written 10M rows at a time by big.py, and the 10M reference is reused.
+    if [ $((ROWS % 10000000)) -ne 0 ]; then echo "ROWS above 10M must be a multiple of 10M" >&2; exit 2; fi
+    [ -f "$DATA/n10000000/reference.parquet" ] || "$VENV/bin/python" "$PEERS/gen.py" --rows 10000000 --out "$DATA" >&2
+    mkdir -p "$DIR"
+    ln -sf ../n10000000/reference.parquet "$DIR/reference.parquet"
+    "$VENV/bin/python" "$ROOT/benches/e2e/big.py" --peers "$PEERS" --chunks $((ROWS / 10000000)) --out "$DIR/current.parquet" >&2
+  else
+    "$VENV/bin/python" "$PEERS/gen.py" --rows "$ROWS" --out "$DATA" >&2
+  fi
 fi
 (cd "$ROOT" && cargo build --release --quiet --bin poisongate)
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/poisongate"

@@ -15,7 +15,8 @@
 //! The first pass also hashes every file (on a second thread, while it decodes) and checks
 //! that files share one schema and hold rows. Later passes (the exact counts of a few
 //! candidate values, the ids of flagged rows) read only the columns they need, and check
-//! that each file still has the size and row count the first pass saw.
+//! that each file still has the size, row count and SHA-256 the first pass saw (the digest is
+//! recomputed on a second thread while the pass decodes).
 
 use std::fs::File;
 use std::path::Path;
@@ -77,16 +78,44 @@ impl Rows<'_> {
             Rows::Files(files, metas) => {
                 let mut first = 0usize;
                 for (i, file) in files.iter().enumerate() {
-                    let rows = decode_windows(file, columns, &mut |w: &DataFrame, start| {
-                        windows_of(w, first + start, f)
-                    })?;
-                    if let Some(m) = metas.get(i) {
+                    let meta = metas.get(i);
+                    // With the first pass's digest at hand, the file is hashed again on a
+                    // second thread while it is decoded: a later pass must see the bytes the
+                    // first one saw, not just as many of them (a swap between the passes, or
+                    // between `summarize` and `check --summaries`, is refused).
+                    let (rows, digest) = std::thread::scope(|scope| {
+                        let hasher = meta
+                            .filter(|m| !m.sha256.is_empty())
+                            .map(|_| scope.spawn(|| crate::integrity::sha256_file(&file.path)));
+                        let rows = decode_windows(file, columns, &mut |w: &DataFrame, start| {
+                            windows_of(w, first + start, f)
+                        });
+                        let digest = hasher.map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(Error::Internal("hashing thread panicked".into()))
+                            })
+                        });
+                        (rows, digest)
+                    });
+                    let rows = rows?;
+                    if let Some(m) = meta {
+                        let changed = |what: &str| {
+                            Error::input(
+                                Path::new(&file.name()),
+                                format!(
+                                    "the file changed while it was being checked (its {what} differs from the first pass)"
+                                ),
+                            )
+                        };
                         let now = std::fs::metadata(&file.path).map(|m| m.len()).ok();
                         if rows != m.rows || now != Some(m.bytes) {
-                            return Err(Error::input(
-                                Path::new(&file.name()),
-                                "the file changed while it was being checked (its size or row count differs from the first pass)",
-                            ));
+                            return Err(changed("size or row count"));
+                        }
+                        if let Some(digest) = digest {
+                            let (sha256, _) = digest?;
+                            if sha256 != m.sha256 {
+                                return Err(changed("SHA-256"));
+                            }
                         }
                     }
                     first += rows as usize;
@@ -428,6 +457,19 @@ mod tests {
                 .contains("changed while it was being checked"),
             "{err}"
         );
+        // Same size and rows, other bytes: refused by the digest.
+        let csv = dir.join("t.csv");
+        std::fs::write(&csv, "a,b\n1,2\n3,4\n").unwrap();
+        let files = vec![InputFile::local(csv.clone(), Format::Csv)];
+        let metas = first_pass(&files, &mut |_, _, _| Ok(())).unwrap();
+        Rows::Files(&files, &metas)
+            .for_each_window(None, &mut |_, _| Ok(()))
+            .unwrap();
+        std::fs::write(&csv, "a,b\n1,2\n3,5\n").unwrap();
+        let err = Rows::Files(&files, &metas)
+            .for_each_window(None, &mut |_, _| Ok(()))
+            .unwrap_err();
+        assert!(err.to_string().contains("SHA-256 differs"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
