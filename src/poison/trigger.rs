@@ -50,6 +50,9 @@ struct Value {
     expect: Vec<f64>,
 }
 
+/// A column's candidate values: value to (trusted share, top-value code, trusted count).
+type Wanted = BTreeMap<String, (f64, Option<usize>, u64)>;
+
 /// Categorical values over-represented against the trusted data, with their rows.
 fn categorical_values(
     baseline: &Baseline,
@@ -60,6 +63,8 @@ fn categorical_values(
     prior: &[f64],
 ) -> Result<Vec<Value>> {
     let mut out = Vec::new();
+    // Per column with candidates: (feature index, name, trusted rows, wanted values).
+    let mut columns: Vec<(usize, String, u64, Wanted)> = Vec::new();
     for (j, name) in profile.features.iter().enumerate() {
         let (Some(col), Some(ColumnSummary::Categorical(s))) =
             (baseline.column(name), summary.columns.get(name))
@@ -77,7 +82,7 @@ fn categorical_values(
             .enumerate()
             .map(|(i, t)| (t.value.as_str(), (i, t.count)))
             .collect();
-        let mut wanted: BTreeMap<String, (f64, Option<usize>, u64)> = BTreeMap::new();
+        let mut wanted: Wanted = BTreeMap::new();
         for (value, &k) in &s.counts {
             let kf = k as f64;
             if kf < 3.0 || kf / n < MIN_SHARE {
@@ -93,30 +98,46 @@ fn categorical_values(
                 wanted.insert(value.clone(), (share, code, tc));
             }
         }
-        if wanted.is_empty() {
-            continue;
+        if !wanted.is_empty() {
+            columns.push((j, name.clone(), col.count, wanted));
         }
-        let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        let mut offset = 0u32;
-        super::for_each_block(frames, std::slice::from_ref(name), |df| {
+    }
+    if columns.is_empty() {
+        return Ok(out);
+    }
+    // One pass over every column that has candidates (not one per column: each later pass
+    // re-reads and re-hashes the files).
+    let names: Vec<String> = columns.iter().map(|(_, n, _, _)| n.clone()).collect();
+    let mut rows: Vec<BTreeMap<String, Vec<u32>>> = vec![BTreeMap::new(); columns.len()];
+    let mut offset = 0u32;
+    super::for_each_block(frames, &names, |df| {
+        for ((_, name, _, wanted), rows) in columns.iter().zip(rows.iter_mut()) {
             let series = df
                 .column(name)
                 .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
                 .as_materialized_series();
+            let mut at = offset;
             for_each_str_chunk(series, |arr| {
                 for (i, v) in arr.iter().enumerate() {
                     if let Some(v) = v
-                        && let Some((key, _)) = wanted.get_key_value(v)
+                        && wanted.contains_key(v)
                     {
-                        rows.entry(key.as_str())
-                            .or_default()
-                            .push(offset + i as u32);
+                        match rows.get_mut(v) {
+                            Some(r) => r.push(at + i as u32),
+                            None => {
+                                rows.insert(v.to_owned(), vec![at + i as u32]);
+                            }
+                        }
                     }
                 }
-                offset += arr.len() as u32;
-            })
-        })?;
-        let k = profile.classes;
+                at += arr.len() as u32;
+            })?;
+        }
+        offset += df.height() as u32;
+        Ok(())
+    })?;
+    let k = profile.classes;
+    for ((j, name, count, wanted), mut rows) in columns.into_iter().zip(rows) {
         for (value, (share, code, tc)) in &wanted {
             let r = rows.remove(value.as_str()).unwrap_or_default();
             let expect = match code {
@@ -128,8 +149,8 @@ fn categorical_values(
             out.push(Value {
                 column: name.clone(),
                 text: value.clone(),
-                // The value's trusted count came from `col.count` rows: predictive test.
-                over_p: beta_binomial_upper_tail(r.len() as u64, n as u64, *tc, col.count),
+                // The value's trusted count came from `count` rows: predictive test.
+                over_p: beta_binomial_upper_tail(r.len() as u64, n as u64, *tc, count),
                 rows: r,
                 trusted_share: *share,
                 expect,
