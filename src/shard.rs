@@ -57,7 +57,7 @@ pub struct Manifest {
     pub units: Vec<Unit>,
 }
 
-/// One unit of work: an input file.
+/// One unit of work: an input file, or a range of its rows (`plan --unit-rows`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Unit {
@@ -71,9 +71,13 @@ pub struct Unit {
     pub bytes: u64,
     /// SHA-256 of its bytes.
     pub sha256: String,
-    /// Rows, when the file's footer says (Parquet).
+    /// Rows, when the file's footer says (Parquet): of the range, for a range unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// Rows `[start, end)` of the file, for a unit smaller than its file (Parquet; `start` a
+    /// multiple of 65,536). The units of one file are consecutive and cover it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[u64; 2]>,
     /// ETag, version and encryption of an S3 object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<ObjectRef>,
@@ -84,13 +88,18 @@ fn units_digest(units: &[Unit]) -> Result<String> {
     Ok(crate::integrity::sha256_hex(&bytes))
 }
 
-/// Lists the units of a batch: every file, hashed.
+/// Lists the units of a batch: every file, hashed; with `unit_rows`, Parquet files of more
+/// rows are cut into ranges of that many rows (rounded up to a multiple of
+/// [`crate::rows::CHUNK_ROWS`], so that every range starts on a block boundary and the
+/// blocks, hence the result, are those of the whole file).
 ///
 /// # Errors
 /// A file that cannot be read or is empty.
-pub fn plan(files: &[InputFile]) -> Result<Manifest> {
+pub fn plan(files: &[InputFile], unit_rows: Option<usize>) -> Result<Manifest> {
+    let block = crate::rows::CHUNK_ROWS;
+    let step = unit_rows.map(|r| r.max(1).div_ceil(block) * block);
     let mut units = Vec::with_capacity(files.len());
-    for (index, file) in files.iter().enumerate() {
+    for file in files {
         let name = file.name();
         let (sha256, bytes) = crate::integrity::sha256_file(&file.path).map_err(|e| match e {
             Error::Input { cause, .. } => Error::input(Path::new(&name), cause),
@@ -101,15 +110,36 @@ pub fn plan(files: &[InputFile]) -> Result<Manifest> {
         }
         let rows = (file.format == Format::Parquet)
             .then(|| crate::source::stream::row_hint(std::slice::from_ref(file)) as u64);
-        units.push(Unit {
-            index,
-            path: name,
-            format: file.format,
-            bytes,
-            sha256,
-            rows,
-            object: file.origin.as_ref().map(|o| o.object.clone()),
-        });
+        let object = file.origin.as_ref().map(|o| o.object.clone());
+        match (step, rows) {
+            (Some(step), Some(total)) if total > step as u64 => {
+                let mut start = 0u64;
+                while start < total {
+                    let end = (start + step as u64).min(total);
+                    units.push(Unit {
+                        index: units.len(),
+                        path: name.clone(),
+                        format: file.format,
+                        bytes,
+                        sha256: sha256.clone(),
+                        rows: Some(end - start),
+                        range: Some([start, end]),
+                        object: object.clone(),
+                    });
+                    start = end;
+                }
+            }
+            _ => units.push(Unit {
+                index: units.len(),
+                path: name,
+                format: file.format,
+                bytes,
+                sha256,
+                rows,
+                range: None,
+                object,
+            }),
+        }
     }
     Ok(Manifest {
         format: MANIFEST_FORMAT.to_owned(),
@@ -202,6 +232,9 @@ struct UnitBody {
     schema: Vec<(String, String)>,
     summary: BatchSummary,
     scan: Option<ScanCounts>,
+    /// The rows of the file it covers, for a range unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range: Option<[u64; 2]>,
 }
 
 /// Counts and sums of a unit's row pass.
@@ -262,6 +295,7 @@ impl Part {
                         schema: schema_text(&u.schema),
                         summary: u.summary,
                         scan: counts,
+                        range: u.range,
                     },
                     scan,
                 )
@@ -381,6 +415,7 @@ impl Part {
         let mut schema: Option<Vec<(String, String)>> = None;
         let mut metas = Vec::with_capacity(self.units.len());
         let mut scans = Vec::with_capacity(self.units.len());
+        let mut prev_end: Option<u64> = None;
         for (body, rows) in self.units {
             match &schema {
                 Some(s) if *s != body.schema => {
@@ -401,7 +436,46 @@ impl Part {
                 Some(s) => s.merge(&body.summary)?,
                 None => summary = Some(body.summary),
             }
-            metas.push(body.meta);
+            // The range units of one file become that file again, as the one-process check
+            // saw it: one input with the rows of all its ranges.
+            match body.range {
+                Some([start, end]) => {
+                    let continues = start > 0;
+                    match metas.last_mut() {
+                        Some(prev)
+                            if continues
+                                && prev_end == Some(start)
+                                && prev.path == body.meta.path =>
+                        {
+                            if prev.sha256 != body.meta.sha256 || prev.bytes != body.meta.bytes {
+                                return Err(Error::summary(
+                                    path,
+                                    format!(
+                                        "the ranges of {} were read from different bytes",
+                                        body.meta.path
+                                    ),
+                                ));
+                            }
+                            prev.rows += body.meta.rows;
+                        }
+                        _ if continues => {
+                            return Err(Error::summary(
+                                path,
+                                format!(
+                                    "rows {start}..{end} of {} do not follow the rows before them",
+                                    body.meta.path
+                                ),
+                            ));
+                        }
+                        _ => metas.push(body.meta),
+                    }
+                    prev_end = Some(end);
+                }
+                None => {
+                    metas.push(body.meta);
+                    prev_end = None;
+                }
+            }
             scans.push(match (body.scan, rows) {
                 (Some(c), Some(mut scan)) => {
                     scan.tables = c.tables;

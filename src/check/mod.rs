@@ -160,6 +160,8 @@ pub struct UnitSummary {
     pub summary: BatchSummary,
     /// Row-pass state, when the row-level detectors run.
     pub scan: Option<crate::poison::ScanState>,
+    /// The rows of the file it covers, for a unit smaller than its file.
+    pub range: Option<[u64; 2]>,
 }
 
 /// Summarises one unit of a sharded batch with the same pass as [`check_files`].
@@ -180,6 +182,7 @@ pub fn summarize_file(
         schema,
         summary: pass.summary,
         scan: pass.scan.map(crate::poison::ScanFold::into_state),
+        range: file.range.as_ref().map(|r| [r.start as u64, r.end as u64]),
     })
 }
 

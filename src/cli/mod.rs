@@ -230,6 +230,10 @@ struct PlanArgs {
     /// Where to write the manifest (JSON).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+    /// Cut Parquet files of more rows into units of this many rows (rounded up to a
+    /// multiple of 65,536), so that one large file can be summarised by many shards.
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    unit_rows: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -20,7 +20,10 @@ pub fn plan(args: &PlanArgs) -> poisongate::Result<Verdict> {
     }
     let sources = args.input.sources();
     let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
-    let manifest = poisongate::shard::plan(&files)?;
+    let unit_rows = args
+        .unit_rows
+        .map(|r| usize::try_from(r).unwrap_or(usize::MAX));
+    let manifest = poisongate::shard::plan(&files, unit_rows)?;
     let mut bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| poisongate::Error::Internal(e.to_string()))?;
     bytes.push(b'\n');
@@ -61,9 +64,10 @@ pub fn summarize(args: &SummarizeArgs) -> poisongate::Result<Verdict> {
     let mut summaries = Vec::with_capacity(units.len());
     for unit in units {
         let mut files = sources.resolve(std::slice::from_ref(&unit.path), Some(unit.format))?;
-        let Some(file) = files.pop() else {
+        let Some(mut file) = files.pop() else {
             return Err(poisongate::Error::input(Path::new(&unit.path), "not found"));
         };
+        file.range = unit.range.map(|[a, b]| a as usize..b as usize);
         let summary = check::summarize_file(&loaded.baseline, &policy.policy, &file)?;
         if summary.meta.sha256 != unit.sha256 || summary.meta.bytes != unit.bytes {
             return Err(poisongate::Error::input(

@@ -29,6 +29,9 @@ pub struct InputFile {
     pub format: Format,
     /// The S3 object it was downloaded from, when it was (then `path` is the spilled copy).
     pub origin: Option<Origin>,
+    /// Only these rows of the file (a unit of a sharded check, [`crate::shard`]): Parquet
+    /// only, starting at a multiple of [`crate::rows::CHUNK_ROWS`]. `None` reads every row.
+    pub range: Option<std::ops::Range<usize>>,
 }
 
 impl InputFile {
@@ -39,6 +42,7 @@ impl InputFile {
             path,
             format,
             origin: None,
+            range: None,
         }
     }
 
@@ -268,6 +272,7 @@ fn spilled(f: s3::Fetched, format: Option<Format>) -> Result<InputFile> {
             uri: f.uri.to_string(),
             object: f.object,
         }),
+        range: None,
     })
 }
 

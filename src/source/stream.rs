@@ -164,6 +164,12 @@ fn decode_windows(
     let path = &file.path;
     let name = file.name();
     let shown = Path::new(&name);
+    if file.range.is_some() && file.format != Format::Parquet {
+        return Err(Error::input(
+            shown,
+            "a row range of a file is read from Parquet only",
+        ));
+    }
     if file.format != Format::Parquet {
         let mut df = decode(path, shown, file.format)?;
         if let Some(c) = columns {
@@ -178,7 +184,23 @@ fn decode_windows(
             .get_metadata()
             .map(Clone::clone)
     })?;
-    let total = metadata.num_rows;
+    // A unit of a sharded check reads its rows only; blocks stay aligned to the file's start
+    // because the range starts at a multiple of a block.
+    let (begin, total) = match &file.range {
+        Some(r) => {
+            if r.start % CHUNK_ROWS != 0 || r.start >= r.end || r.end > metadata.num_rows {
+                return Err(Error::input(
+                    shown,
+                    format!(
+                        "rows {}..{} are not a unit of this file ({} rows)",
+                        r.start, r.end, metadata.num_rows
+                    ),
+                ));
+            }
+            (r.start, r.end)
+        }
+        None => (0, metadata.num_rows),
+    };
     let wanted: Option<Vec<String>> = match columns {
         Some(c) => {
             let schema = guard(path, shown, Format::Parquet, || {
@@ -195,11 +217,11 @@ fn decode_windows(
         }
         None => None,
     };
-    let mut start = 0usize;
+    let mut start = begin;
     while start < total {
         let len = WINDOW_ROWS.min(total - start);
         if wanted.as_ref().is_some_and(Vec::is_empty) {
-            f(&DataFrame::empty_with_height(len), start)?;
+            f(&DataFrame::empty_with_height(len), start - begin)?;
             start += len;
             continue;
         }
@@ -221,10 +243,10 @@ fn decode_windows(
                 ),
             ));
         }
-        f(&df, start)?;
+        f(&df, start - begin)?;
         start += len;
     }
-    Ok(total as u64)
+    Ok((total - begin) as u64)
 }
 
 /// The columns and dtypes of a file, from its first window.
@@ -263,6 +285,9 @@ pub fn row_hint(files: &[InputFile]) -> usize {
         .iter()
         .filter(|f| f.format == Format::Parquet)
         .filter_map(|f| {
+            if let Some(r) = &f.range {
+                return Some(r.len());
+            }
             let file = File::open(&f.path).ok()?;
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 ParquetReader::new(file).num_rows().ok()
@@ -457,6 +482,37 @@ mod tests {
                 .contains("changed while it was being checked"),
             "{err}"
         );
+        // A row range (a unit of a sharded check): its rows only, numbered from 0.
+        ParquetWriter::new(File::create(&path).unwrap())
+            .with_row_group_size(Some(70_000))
+            .finish(&mut df.clone())
+            .unwrap();
+        let mut ranged = InputFile::local(path.clone(), Format::Parquet);
+        ranged.range = Some(CHUNK_ROWS..3 * CHUNK_ROWS + 5);
+        let mut got: Option<DataFrame> = None;
+        let mut firsts = Vec::new();
+        let metas = first_pass(std::slice::from_ref(&ranged), &mut |_, blocks, first| {
+            firsts.push(first);
+            for b in blocks {
+                match &mut got {
+                    Some(df) => {
+                        df.vstack_mut(b).unwrap();
+                    }
+                    None => got = Some(b.clone()),
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(metas[0].rows, (2 * CHUNK_ROWS + 5) as u64);
+        assert_eq!(firsts, [0, 2 * CHUNK_ROWS]);
+        let want = df.slice(CHUNK_ROWS as i64, 2 * CHUNK_ROWS + 5);
+        assert!(got.unwrap().equals_missing(&want));
+        for bad in [1..CHUNK_ROWS, 0..300_002, 5..5] {
+            ranged.range = Some(bad);
+            let err = first_pass(std::slice::from_ref(&ranged), &mut |_, _, _| Ok(())).unwrap_err();
+            assert!(err.to_string().contains("not a unit of this file"), "{err}");
+        }
         // Same size and rows, other bytes: refused by the digest.
         let csv = dir.join("t.csv");
         std::fs::write(&csv, "a,b\n1,2\n3,4\n").unwrap();

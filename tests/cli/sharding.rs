@@ -366,3 +366,104 @@ fn random_splits_and_merge_trees_give_the_same_report() {
         pending.clear();
     }
 }
+
+/// `plan --unit-rows` cuts one Parquet file into row ranges (block-aligned, across row groups
+/// that are not): any shard count and merge order gives the report of `check` on the file,
+/// byte for byte, and the manifest's units carry their ranges.
+#[test]
+fn row_range_units_of_one_file_give_the_same_report() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let base = crate::common::baseline().to_str().unwrap();
+    // 200,000 rows of the trusted data with every tenth row's label flipped, in row groups
+    // of 30,000 rows (not a multiple of a 65,536-row block).
+    let trusted = read("trusted/applications.parquet").frames[0].clone();
+    let mut big = trusted.clone();
+    for _ in 1..10 {
+        big.vstack_mut(&trusted).unwrap();
+    }
+    let n = big.height();
+    let label: Vec<i64> = big
+        .column("defaulted")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .enumerate()
+        .map(|(i, y)| if i % 10 == 3 { 1 - y } else { y })
+        .collect();
+    big.replace("defaulted", Series::new("defaulted".into(), label).into())
+        .unwrap();
+    let file = d("big.parquet");
+    ParquetWriter::new(std::fs::File::create(&file).unwrap())
+        .with_row_group_size(Some(30_000))
+        .finish(&mut big)
+        .unwrap();
+    let direct = d("direct.json");
+    let out = crate::common::run(&["check", "--baseline", base, &file, "--json", &direct]);
+    let want = crate::common::code(&out);
+    assert_eq!(want, 1, "{}", crate::common::stderr(&out));
+
+    for (unit_rows, units, shards) in [("65536", 4, 3), ("100000", 2, 2), ("1", 4, 5)] {
+        let manifest = d(&format!("manifest-{unit_rows}.json"));
+        ok(&["plan", &file, "--unit-rows", unit_rows, "-o", &manifest]);
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+        let got = m["units"].as_array().unwrap();
+        assert_eq!(got.len(), units, "{unit_rows}: {m}");
+        assert_eq!(got[0]["range"][0], 0);
+        assert_eq!(got[units - 1]["range"][1], n as u64);
+        let mut parts = Vec::new();
+        for i in (0..shards).rev() {
+            let part = d(&format!("p-{unit_rows}-{i}"));
+            let shard = format!("{i}/{shards}");
+            ok(&[
+                "summarize",
+                "--baseline",
+                base,
+                "--manifest",
+                &manifest,
+                "--shard",
+                &shard,
+                "-o",
+                &part,
+            ]);
+            parts.push(part);
+        }
+        let merged = d(&format!("merged-{unit_rows}"));
+        let mut args = vec!["merge"];
+        args.extend(parts.iter().map(String::as_str));
+        args.extend(["-o", &merged]);
+        ok(&args);
+        let sharded = d(&format!("sharded-{unit_rows}.json"));
+        let out = crate::common::run(&[
+            "check",
+            "--baseline",
+            base,
+            "--summaries",
+            &merged,
+            "--json",
+            &sharded,
+        ]);
+        assert_eq!(
+            crate::common::code(&out),
+            want,
+            "{}",
+            crate::common::stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&direct).unwrap(),
+            std::fs::read_to_string(&sharded).unwrap(),
+            "--unit-rows {unit_rows}: reports differ"
+        );
+    }
+    // Without --unit-rows the file is one unit.
+    let manifest = d("whole.json");
+    ok(&["plan", &file, "-o", &manifest]);
+    assert!(
+        !std::fs::read_to_string(&manifest)
+            .unwrap()
+            .contains("\"range\"")
+    );
+}
