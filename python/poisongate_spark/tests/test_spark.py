@@ -96,6 +96,26 @@ class SparkCheck(unittest.TestCase):
         codes = {f["code"] for f in result.report["findings"]}
         self.assertIn("poison-label-inconsistency", codes)
 
+    def test_one_large_file_in_row_range_units(self):
+        # 80,000 rows in one file: --unit-rows 65536 makes two units (two executors' work).
+        table = pq.read_table(TESTDATA / "trusted" / "applications.parquet")
+        import pyarrow as pa
+
+        big = pa.concat_tables([table] * 4)
+        path = self.tmp / "big.parquet"
+        pq.write_table(big, path, row_group_size=30_000)
+        code, plain = self.plain([str(path)], "big")
+        self.assertEqual(code, 1)  # four copies of the trusted rows: a duplicate flood
+        out = self.tmp / "big-spark.json"
+        manifest = poisongate_spark.plan([str(path)], self.tmp / "big-manifest.json",
+                                         binary=BIN, unit_rows=65536)
+        self.assertEqual([u["range"] for u in manifest["units"]], [[0, 65536], [65536, 80000]])
+        result = poisongate_spark.check(self.spark, str(self.baseline), [str(path)], shards=2,
+                                        binary=BIN, unit_rows=65536,
+                                        check_args=["--json", str(out)])
+        self.assertEqual(result.exit_code, 1)
+        self.assertEqual(out.read_bytes(), plain)
+
     def test_drifted_single_file_blocks(self):
         self.assert_same([str(TESTDATA / "drifted" / "batch.parquet")], "drifted", 1, [3])
 

@@ -87,9 +87,14 @@ def _run(argv: Sequence[str], allowed: Iterable[int] = (PASS,)) -> subprocess.Co
 
 
 def plan(data: Sequence[str], manifest: str | os.PathLike, *, binary=None,
-         s3_endpoint: str | None = None) -> dict:
-    """``poisongate plan DATA... -o MANIFEST``; returns the parsed manifest."""
+         s3_endpoint: str | None = None, unit_rows: int | None = None) -> dict:
+    """``poisongate plan DATA... -o MANIFEST [--unit-rows R]``; returns the parsed manifest.
+
+    With ``unit_rows``, Parquet files of more rows become several units (row ranges), so
+    that one large file spreads over many shards."""
     argv = [_binary(binary), "plan", *map(os.fspath, data), "-o", os.fspath(manifest)]
+    if unit_rows is not None:
+        argv += ["--unit-rows", str(unit_rows)]
     if s3_endpoint:
         argv += ["--s3-endpoint", s3_endpoint]
     _run(argv)
@@ -256,7 +261,8 @@ def decide(baseline: str, parts: Sequence[str | os.PathLike], workdir, *, binary
 def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = None,
           binary=None, policy: str | None = None, check_args: Sequence[str] = (),
           workdir=None, s3_endpoint: str | None = None,
-          expect_baseline_sha256: str | None = None) -> CheckResult:
+          expect_baseline_sha256: str | None = None,
+          unit_rows: int | None = None) -> CheckResult:
     """plan → summarize on Spark → merge → check. ``shards`` defaults to the number of
     units (files) in the manifest, capped at ``spark.sparkContext.defaultParallelism * 4``.
 
@@ -267,7 +273,8 @@ def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = Non
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         manifest_path = workdir / "manifest.json"
-        manifest = plan(data, manifest_path, binary=binary, s3_endpoint=s3_endpoint)
+        manifest = plan(data, manifest_path, binary=binary, s3_endpoint=s3_endpoint,
+                        unit_rows=unit_rows)
         if shards is None:
             cap = max(1, spark.sparkContext.defaultParallelism * 4)
             shards = max(1, min(len(manifest["units"]), cap))

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default=None)
     parser.add_argument("--s3-endpoint", default=None)
     parser.add_argument("--expect-baseline-sha256", default=None)
+    parser.add_argument("--unit-rows", type=int, default=None,
+                        help="cut Parquet files of more rows into units of this many rows")
     parser.add_argument("--master", default=None, help="Spark master (default: spark-submit's)")
     parser.add_argument("data", nargs="+")
     args = parser.parse_args(argv)
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = check(spark, args.baseline, args.data, shards=args.shards, binary=args.binary,
                        policy=args.policy, check_args=rest, s3_endpoint=args.s3_endpoint,
-                       expect_baseline_sha256=args.expect_baseline_sha256)
+                       expect_baseline_sha256=args.expect_baseline_sha256,
+                       unit_rows=args.unit_rows)
     except PoisongateError as e:
         print(f"poisongate_spark: {e}", file=sys.stderr)
         return e.exit_code
