@@ -7,6 +7,7 @@
 # byte-identical.
 #
 #   ROWS=10000000 bash benches/e2e/sharded.sh
+#   ROWS=100000000 UNIT_ROWS=12500000 bash benches/e2e/sharded.sh   # one file, row-range units
 set -euo pipefail
 ROWS=${ROWS:-10000000}
 SHARDS=${SHARDS:-8}
@@ -16,7 +17,14 @@ if [ ! -f "$DIR/baseline.json" ]; then
   "$BIN" profile "$DIR/reference.parquet" -o "$DIR/baseline.json" --label label --seed 1 >&2
 fi
 parts="$DIR/parts$SHARDS"
-if [ ! -f "$parts/part-0.parquet" ]; then
+plan_args=()
+if [ -n "${UNIT_ROWS:-}" ]; then
+  # One file, cut by `plan --unit-rows` instead of being split into files.
+  parts="$DIR/single"
+  mkdir -p "$parts"
+  ln -sf ../current.parquet "$parts/part-0.parquet"
+  plan_args=(--unit-rows "$UNIT_ROWS")
+elif [ ! -f "$parts/part-0.parquet" ]; then
   mkdir -p "$parts"
   "$VENV/bin/python" - "$DIR/current.parquet" "$parts" "$SHARDS" <<'PY'
 import sys, polars as pl
@@ -43,7 +51,8 @@ timed() { # label, command...
 timed "check (one process)" "$BIN" check --baseline "$DIR/baseline.json" $files --json "$tmp/plain.json"
 start=$(date +%s.%N)
 # shellcheck disable=SC2086
-timed "plan" "$BIN" plan $files -o "$tmp/manifest.json"
+timed "plan" "$BIN" plan $files "${plan_args[@]}" -o "$tmp/manifest.json"
+echo "units: $(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['units']))" "$tmp/manifest.json")"
 export BIN DIR tmp SHARDS
 seq 0 $((SHARDS - 1)) | xargs -P 2 -I{} bash -c \
   '/usr/bin/time -f "%e %M" -o "$tmp/s{}" "$BIN" summarize --baseline "$DIR/baseline.json" --manifest "$tmp/manifest.json" --shard {}/$SHARDS -o "$tmp/part{}" > /dev/null'
