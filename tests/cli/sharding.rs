@@ -84,6 +84,36 @@ fn split_into(df: &polars::prelude::DataFrame, parts: usize, dir: &std::path::Pa
         .collect()
 }
 
+/// `summarize` of the shards in `order` (each `i` of `n`) against `manifest`, each into
+/// `part(i)`; the part paths, in that order.
+fn summarize_shards(
+    base: &str,
+    manifest: &str,
+    n: usize,
+    order: impl IntoIterator<Item = usize>,
+    part: impl Fn(usize) -> String,
+) -> Vec<String> {
+    order
+        .into_iter()
+        .map(|i| {
+            let path = part(i);
+            let shard = format!("{i}/{n}");
+            ok(&[
+                "summarize",
+                "--baseline",
+                base,
+                "--manifest",
+                manifest,
+                "--shard",
+                &shard,
+                "-o",
+                &path,
+            ]);
+            path
+        })
+        .collect()
+}
+
 fn ok(args: &[&str]) -> std::process::Output {
     let out = crate::common::run(args);
     assert_eq!(
@@ -118,23 +148,7 @@ fn sharded_check_is_byte_identical_to_check() {
     plan.extend(files.iter().map(String::as_str));
     plan.extend(["-o", &manifest]);
     ok(&plan);
-    let mut parts = Vec::new();
-    for i in 0..3 {
-        let part = d(&format!("p{i}.part"));
-        let shard = format!("{i}/3");
-        ok(&[
-            "summarize",
-            "--baseline",
-            base,
-            "--manifest",
-            &manifest,
-            "--shard",
-            &shard,
-            "-o",
-            &part,
-        ]);
-        parts.push(part);
-    }
+    let parts = summarize_shards(base, &manifest, 3, 0..3, |i| d(&format!("p{i}.part")));
     // Two merge trees: ((0 1) 2) and (2 (1 0)).
     let (m01, m012, m10, m210) = (d("m01"), d("m012"), d("m10"), d("m210"));
     ok(&["merge", &parts[0], &parts[1], "-o", &m01]);
@@ -299,24 +313,8 @@ fn random_splits_and_merge_trees_give_the_same_report() {
         plan.extend(["-o", &manifest]);
         ok(&plan);
         let shards = rng.random_range(1..=files.len() + 2);
-        let mut pending: Vec<String> = (0..shards)
-            .map(|i| {
-                let part = d(&format!("s{i}"));
-                let shard = format!("{i}/{shards}");
-                ok(&[
-                    "summarize",
-                    "--baseline",
-                    base,
-                    "--manifest",
-                    &manifest,
-                    "--shard",
-                    &shard,
-                    "-o",
-                    &part,
-                ]);
-                part
-            })
-            .collect();
+        let mut pending =
+            summarize_shards(base, &manifest, shards, 0..shards, |i| d(&format!("s{i}")));
         // Two random merge trees over the same parts.
         let mut merged = Vec::new();
         for tree in 0..2 {
@@ -414,23 +412,9 @@ fn row_range_units_of_one_file_give_the_same_report() {
         assert_eq!(got.len(), units, "{unit_rows}: {m}");
         assert_eq!(got[0]["range"][0], 0);
         assert_eq!(got[units - 1]["range"][1], n as u64);
-        let mut parts = Vec::new();
-        for i in (0..shards).rev() {
-            let part = d(&format!("p-{unit_rows}-{i}"));
-            let shard = format!("{i}/{shards}");
-            ok(&[
-                "summarize",
-                "--baseline",
-                base,
-                "--manifest",
-                &manifest,
-                "--shard",
-                &shard,
-                "-o",
-                &part,
-            ]);
-            parts.push(part);
-        }
+        let parts = summarize_shards(base, &manifest, shards, (0..shards).rev(), |i| {
+            d(&format!("p-{unit_rows}-{i}"))
+        });
         let merged = d(&format!("merged-{unit_rows}"));
         let mut args = vec!["merge"];
         args.extend(parts.iter().map(String::as_str));
