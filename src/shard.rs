@@ -110,35 +110,25 @@ pub fn plan(files: &[InputFile], unit_rows: Option<usize>) -> Result<Manifest> {
         }
         let rows = (file.format == Format::Parquet)
             .then(|| crate::source::stream::row_hint(std::slice::from_ref(file)) as u64);
-        let object = file.origin.as_ref().map(|o| o.object.clone());
-        match (step, rows) {
-            (Some(step), Some(total)) if total > step as u64 => {
-                let mut start = 0u64;
-                while start < total {
-                    let end = (start + step as u64).min(total);
-                    units.push(Unit {
-                        index: units.len(),
-                        path: name.clone(),
-                        format: file.format,
-                        bytes,
-                        sha256: sha256.clone(),
-                        rows: Some(end - start),
-                        range: Some([start, end]),
-                        object: object.clone(),
-                    });
-                    start = end;
-                }
-            }
-            _ => units.push(Unit {
+        // Whole, or cut into consecutive ranges of `step` rows.
+        let ranges: Vec<Option<[u64; 2]>> = match (step, rows) {
+            (Some(step), Some(total)) if total > step as u64 => (0..total)
+                .step_by(step)
+                .map(|a| Some([a, (a + step as u64).min(total)]))
+                .collect(),
+            _ => vec![None],
+        };
+        for range in ranges {
+            units.push(Unit {
                 index: units.len(),
-                path: name,
+                path: name.clone(),
                 format: file.format,
                 bytes,
-                sha256,
-                rows,
-                range: None,
-                object,
-            }),
+                sha256: sha256.clone(),
+                rows: range.map_or(rows, |[a, b]| Some(b - a)),
+                range,
+                object: file.origin.as_ref().map(|o| o.object.clone()),
+            });
         }
     }
     Ok(Manifest {

@@ -119,12 +119,11 @@ fn part_paths(args: &[std::path::PathBuf]) -> poisongate::Result<Vec<std::path::
             out.push(arg.clone());
             continue;
         }
-        let entries = std::fs::read_dir(arg)
-            .map_err(|e| poisongate::Error::summary(arg, poisongate::source::io_cause(&e)))?;
+        let unreadable =
+            |e: std::io::Error| poisongate::Error::summary(arg, poisongate::source::io_cause(&e));
         let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry
-                .map_err(|e| poisongate::Error::summary(arg, poisongate::source::io_cause(&e)))?;
+        for entry in std::fs::read_dir(arg).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.starts_with('.') || name.starts_with('_') {
