@@ -48,6 +48,9 @@ pub struct ProfileOptions {
     pub predictions: Vec<String>,
     /// Model score columns (pinned as outputs).
     pub scores: Vec<String>,
+    /// Most labelled rows the reference model is fitted on (a seeded sample beyond; the rest
+    /// calibrate it); `None` for [`crate::poison::DEFAULT_MODEL_ROWS`].
+    pub model_rows: Option<usize>,
 }
 
 /// The default calibration: percentile edges, ten coarse bins, top 50 categories, a domain of
@@ -170,7 +173,11 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
         label_profile,
         poison: None,
     };
-    baseline.poison = crate::poison::build(&baseline, &batch.frames)?;
+    baseline.poison = crate::poison::build(
+        &baseline,
+        &batch.frames,
+        opts.model_rows.unwrap_or(crate::poison::DEFAULT_MODEL_ROWS),
+    )?;
     Ok(baseline)
 }
 

@@ -181,6 +181,11 @@ struct ProfileArgs {
     /// Seed for every random choice derived from this baseline.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Most labelled rows the reference model of the label is fitted on (a seeded sample);
+    /// the trusted rows beyond it are scored by the model and calibrate the label tests.
+    #[arg(long, value_name = "ROWS", default_value_t = poisongate::poison::DEFAULT_MODEL_ROWS as u64,
+          value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    model_rows: u64,
     #[command(flatten)]
     sse: SseArgs,
 }

@@ -44,6 +44,7 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
         seed: args.seed,
         predictions: args.prediction.clone(),
         scores: args.score.clone(),
+        model_rows: usize::try_from(args.model_rows).ok(),
     };
     let baseline = baseline::profile(&batch, &opts)?;
     let bytes = baseline::to_json(&baseline)?;

@@ -40,8 +40,9 @@ use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::stats::binned;
 
-/// Most trusted rows the model is fitted on (a seeded sample beyond).
-const MAX_TRAIN_ROWS: usize = 100_000;
+/// Most trusted rows the model is fitted on by default (a seeded sample beyond; the rows
+/// left out calibrate it, see [`LabelModel::held_expected`]).
+pub const DEFAULT_MODEL_ROWS: usize = 100_000;
 /// Folds of the out-of-fold calibration.
 const FOLDS: usize = 5;
 /// Probabilities are clipped here before taking logs.
@@ -89,6 +90,19 @@ pub struct LabelModel {
     pub oof_expected: Vec<Vec<f64>>,
     /// Per feature, the observed class counts by code over the same rows.
     pub oof_observed: Vec<Vec<u64>>,
+    /// Trusted labelled rows the model was *not* fitted on (those beyond the
+    /// training sample), scored by the pinned model itself; 0 when every trusted
+    /// row was in the sample.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_rows: u64,
+    /// Per feature, the pinned model's expected class counts by code (`code * classes +
+    /// class`) over the held-out trusted rows: what the model that `check` uses says about
+    /// rows it never saw, so its bias on a segment is measured where it is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_expected: Vec<Vec<f64>>,
+    /// Per feature, the observed class counts by code over the same held-out rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_observed: Vec<Vec<u64>>,
     /// Temperature that calibrates the model's probabilities out of fold (absent in
     /// baselines pinned before it was fitted: then 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,9 +130,10 @@ const PAIRS: Params = Params {
     lambda: 5.0,
 };
 
-/// Fits and calibrates the reference model; `None` with too few labelled rows or classes.
+/// Fits and calibrates the reference model on at most `model_rows` labelled rows (a seeded
+/// sample; the others are held out and scored); `None` with too few labelled rows or classes.
 #[must_use]
-pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
+pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64, model_rows: usize) -> Option<LabelModel> {
     let classes = encoder.classes.len();
     let mut idx: Vec<u32> = (0..rows.n as u32)
         .filter(|&i| rows.label[i as usize] != NO_CLASS)
@@ -132,7 +147,8 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c61_6265_6c5f_6d6f);
     idx.shuffle(&mut rng);
-    idx.truncate(MAX_TRAIN_ROWS);
+    // Rows past the training sample are held out: the pinned model never sees them.
+    let held: Vec<u32> = idx.split_off(model_rows.max(200).min(idx.len()));
     let n = idx.len();
     let cardinality: Vec<usize> = encoder
         .features
@@ -206,6 +222,7 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
         .min_by(|a, b| log_loss(&a.1).total_cmp(&log_loss(&b.1)))
         .expect("the grid is not empty");
     let forest = fit_on(&idx, params);
+    let (held_expected, held_observed) = held_out_tables(&forest, rows, &held, &cardinality);
     let p_true: Vec<f64> = (0..n).map(|i| f64::from(oof[i * classes + y[i]])).collect();
     let surprise: Vec<f64> = p_true.iter().map(|p| -p.max(P_FLOOR).ln()).collect();
     let nf = n as f64;
@@ -333,8 +350,90 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64) -> Option<LabelModel> {
         class_flipped_surprise,
         oof_expected,
         oof_observed,
+        held_rows: held.len() as u64,
+        held_expected,
+        held_observed,
         temperature: Some(crate::finding::tidy(temperature)),
     })
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Per feature, expected and observed class counts by code (`code * classes + class`).
+type ClassTables = (Vec<Vec<f64>>, Vec<Vec<u64>>);
+
+/// Rows scored at a time when the held-out rows are tabulated.
+const HELD_CHUNK: usize = 1 << 16;
+
+/// Per feature, the expected (the pinned model's probabilities) and observed class counts by
+/// code over the held-out rows `held`, sorted into row order so the sums, and so the
+/// baseline, do not depend on the shuffle; both empty without held-out rows.
+///
+/// The segment test compares a batch's class mix in a segment with the model's expectation
+/// for the batch's rows, recalibrated by the trusted rows' observed-to-expected ratio in the
+/// same segment. That ratio must be measured with the model `check` uses on rows it did not
+/// fit: on its own training rows it hides the noise it learnt, and out-of-fold models learn
+/// other noise. Held-out residuals are the calibration-by-held-out-data of Zadrozny & Elkan
+/// (2002, KDD), per segment.
+fn held_out_tables(
+    forest: &Forest,
+    rows: &Rows,
+    held: &[u32],
+    cardinality: &[usize],
+) -> ClassTables {
+    if held.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let classes = forest.classes;
+    let mut sorted = held.to_vec();
+    sorted.sort_unstable();
+    let empty = || -> ClassTables {
+        (
+            cardinality
+                .iter()
+                .map(|&c| vec![0.0; c * classes])
+                .collect(),
+            cardinality.iter().map(|&c| vec![0; c * classes]).collect(),
+        )
+    };
+    // Chunks are scored in parallel and added up in chunk order: the same sums every run.
+    let parts: Vec<ClassTables> = sorted
+        .par_chunks(HELD_CHUNK)
+        .map(|chunk| {
+            let codes: Vec<Vec<u8>> = rows
+                .codes
+                .iter()
+                .map(|col| chunk.iter().map(|&i| col[i as usize]).collect())
+                .collect();
+            let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
+            let probs = forest.predict(&refs, chunk.len());
+            let (mut exp, mut obs) = empty();
+            for (j, col) in codes.iter().enumerate() {
+                for (r, &code) in col.iter().enumerate() {
+                    let base = usize::from(code) * classes;
+                    let y = usize::from(rows.label[chunk[r] as usize]);
+                    obs[j][base + y] += 1;
+                    for c in 0..classes {
+                        exp[j][base + c] += f64::from(probs[r * classes + c]);
+                    }
+                }
+            }
+            (exp, obs)
+        })
+        .collect();
+    let (mut exp, mut obs) = empty();
+    for (e, o) in parts {
+        for (a, b) in exp.iter_mut().zip(e) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        for (a, b) in obs.iter_mut().zip(o) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+    }
+    (exp, obs)
 }
 
 fn argmax(row: &[f32]) -> usize {

@@ -63,6 +63,8 @@ pub fn detector_phrase(code: &str) -> &'static str {
     }
 }
 
+pub use label::DEFAULT_MODEL_ROWS;
+
 /// Most classes the row-level label detectors handle; more suggests an id-like label.
 pub const MAX_MODEL_CLASSES: usize = 20;
 
@@ -159,7 +161,11 @@ impl Rows {
 ///
 /// # Errors
 /// A failure while encoding.
-pub fn build(baseline: &Baseline, frames: &[DataFrame]) -> Result<Option<PoisonProfile>> {
+pub fn build(
+    baseline: &Baseline,
+    frames: &[DataFrame],
+    model_rows: usize,
+) -> Result<Option<PoisonProfile>> {
     let encoder = Encoder::new(baseline, None);
     if encoder.features.is_empty() {
         return Ok(None);
@@ -181,7 +187,7 @@ pub fn build(baseline: &Baseline, frames: &[DataFrame]) -> Result<Option<PoisonP
         Vec::new()
     };
     let label_model = if labelled {
-        label::fit(&encoder, &rows, baseline.seed)
+        label::fit(&encoder, &rows, baseline.seed, model_rows)
     } else {
         None
     };
@@ -221,6 +227,29 @@ impl PoisonProfile {
             m.forest.validate(&self.cardinality)?;
             if m.forest.classes != self.classes {
                 return Err("poison profile: model classes differ from the label's".into());
+            }
+            // The segment test indexes these tables by feature and code.
+            let fits = |n: usize| n == self.features.len();
+            let shaped = |lens: Vec<usize>| {
+                lens.iter()
+                    .zip(&self.cardinality)
+                    .all(|(&l, &c)| l == c * self.classes)
+            };
+            if !fits(m.oof_expected.len())
+                || m.oof_observed.len() != m.oof_expected.len()
+                || !shaped(m.oof_expected.iter().map(Vec::len).collect())
+                || !shaped(m.oof_observed.iter().map(Vec::len).collect())
+            {
+                return Err("poison profile: out-of-fold tables do not fit the features".into());
+            }
+            if (m.held_rows > 0) != (!m.held_expected.is_empty() || !m.held_observed.is_empty())
+                || (m.held_rows > 0
+                    && (!fits(m.held_expected.len())
+                        || m.held_observed.len() != m.held_expected.len()
+                        || !shaped(m.held_expected.iter().map(Vec::len).collect())
+                        || !shaped(m.held_observed.iter().map(Vec::len).collect())))
+            {
+                return Err("poison profile: held-out tables do not fit the features".into());
             }
         }
         if let Some(a) = &self.anomaly {

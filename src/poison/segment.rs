@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use super::label::segment_codes;
+use super::label::{LabelModel, segment_codes};
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
 use crate::check::candidate::{Candidate, Effect};
@@ -36,8 +36,18 @@ use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::chi2;
 
-/// A testable segment: description, codes, reference class counts, batch class counts.
-type Segment = (String, Vec<usize>, Vec<f64>, Vec<f64>);
+/// A testable segment: description, codes, reference class counts, batch class counts, and
+/// the trusted rows whose counts the reference mix was measured on.
+type Segment = (String, Vec<usize>, Vec<f64>, Vec<f64>, f64);
+
+/// Per feature `j`, the (observed, expected) class tables by code that recalibrate the
+/// model: over the held-out trusted rows when the model had any, else out of fold.
+fn calibration(m: &LabelModel, j: usize) -> (&[u64], &[f64]) {
+    match (m.held_observed.get(j), m.held_expected.get(j)) {
+        (Some(o), Some(e)) if m.held_rows > 0 => (o, e),
+        _ => (&m.oof_observed[j], &m.oof_expected[j]),
+    }
+}
 
 /// Fewest rows a segment needs on each side to be tested.
 const MIN_ROWS: f64 = 30.0;
@@ -81,44 +91,66 @@ pub fn candidates(
         // segment. The reference is the model's expectation for the batch's own rows when
         // there is a model (covariate shift then moves it along), else the trusted mix.
         let model = scan.expected_tables.get(j);
-        let segments: Vec<Segment> = segment_codes(col, profile.cardinality[j])
-            .into_iter()
-            .filter_map(|(label, codes)| {
-                let sum = |t: &[u64]| -> Vec<f64> {
-                    (0..k)
-                        .map(|c| codes.iter().map(|&code| t[code * k + c] as f64).sum())
-                        .collect()
-                };
-                let trusted: f64 = sum(&profile.tables[j]).iter().sum();
-                let base = match (model, &profile.label_model) {
-                    (Some(t), Some(m)) => {
-                        // The model's expectation for these rows, recalibrated by the
-                        // segment's trusted observed-to-out-of-fold-expected ratio per
-                        // class (histogram-binning recalibration, Zadrozny & Elkan 2002),
-                        // so a segment the model under-fits is not read as relabelled.
+        let segments: Vec<Segment> =
+            segment_codes(col, profile.cardinality[j])
+                .into_iter()
+                .filter_map(|(label, codes)| {
+                    let sum = |t: &[u64]| -> Vec<f64> {
                         (0..k)
-                            .map(|c| {
-                                let get = |t: &[f64]| -> f64 {
-                                    codes.iter().map(|&code| t[code * k + c]).sum()
-                                };
-                                let obs: f64 = codes
-                                    .iter()
-                                    .map(|&code| m.oof_observed[j][code * k + c] as f64)
-                                    .sum();
-                                let exp = get(&m.oof_expected[j]);
-                                get(t) * (obs + 0.5) / (exp + 0.5)
-                            })
+                            .map(|c| codes.iter().map(|&code| t[code * k + c] as f64).sum())
                             .collect()
-                    }
-                    _ => sum(&profile.tables[j]),
-                };
-                let batch = sum(&scan.tables[j]);
-                let na: f64 = batch.iter().sum();
-                (trusted >= MIN_ROWS && na >= MIN_ROWS).then_some((label, codes, base, batch))
-            })
-            .collect();
+                    };
+                    let trusted: f64 = sum(&profile.tables[j]).iter().sum();
+                    let (base, reference_rows) = match (model, &profile.label_model) {
+                        (Some(t), Some(m)) => {
+                            // The model's expectation for these rows, recalibrated by the
+                            // segment's trusted observed-to-expected ratio per class
+                            // (histogram-binning recalibration, Zadrozny & Elkan 2002), so a
+                            // segment the model under-fits is not read as relabelled. The ratio
+                            // comes from the trusted rows the pinned model never saw when there
+                            // are enough of them (it then cancels the very bias `check` meets),
+                            // else from the out-of-fold scores; either way the reference carries
+                            // the sampling error of the rows that measured it.
+                            let (obs_t, exp_t) = calibration(m, j);
+                            let obs = sum(obs_t);
+                            let rows: f64 = obs.iter().sum();
+                            let exp: Vec<f64> = (0..k)
+                                .map(|c| codes.iter().map(|&code| exp_t[code * k + c]).sum())
+                                .collect();
+                            let (obs, exp, rows) = if rows >= MIN_ROWS || m.held_rows == 0 {
+                                (obs, exp, rows)
+                            } else {
+                                let obs = sum(&m.oof_observed[j]);
+                                let rows = obs.iter().sum();
+                                let exp = (0..k)
+                                    .map(|c| {
+                                        codes
+                                            .iter()
+                                            .map(|&code| m.oof_expected[j][code * k + c])
+                                            .sum()
+                                    })
+                                    .collect();
+                                (obs, exp, rows)
+                            };
+                            let base = (0..k)
+                                .map(|c| {
+                                    let batch: f64 =
+                                        codes.iter().map(|&code| t[code * k + c]).sum();
+                                    batch * (obs[c] + 0.5) / (exp[c] + 0.5)
+                                })
+                                .collect();
+                            (base, rows)
+                        }
+                        _ => (sum(&profile.tables[j]), trusted),
+                    };
+                    let batch = sum(&scan.tables[j]);
+                    let na: f64 = batch.iter().sum();
+                    (trusted >= MIN_ROWS && reference_rows >= MIN_ROWS && na >= MIN_ROWS)
+                        .then_some((label, codes, base, batch, reference_rows))
+                })
+                .collect();
         let weight = prior_shift(&segments, k, &prior0, &prior1);
-        for (label, codes, base, batch) in segments {
+        for (label, codes, base, batch, reference_rows) in segments {
             let (nb, na): (f64, f64) = (base.iter().sum(), batch.iter().sum());
             if nb <= 0.0 {
                 continue;
@@ -134,16 +166,12 @@ pub fn candidates(
                     .sum::<f64>();
             // Every tested segment stays in the family, so that the Holm adjustment counts
             // it even when its effect is too small to report.
-            // The reference carries the trusted segment's sampling error (directly, or through
-            // the recalibration ratio): a homogeneity test against the reference mix at the
-            // trusted segment's size.
-            let trusted_rows: f64 = codes
-                .iter()
-                .map(|&code| (0..k).map(|c| profile.tables[j][code * k + c]).sum::<u64>() as f64)
-                .sum();
+            // The reference carries the sampling error of the trusted rows that measured it
+            // (the segment's own rows, or those behind the recalibration ratio): a
+            // homogeneity test against the reference mix at that many rows.
             let reference: Vec<u64> = expect
                 .iter()
-                .map(|e| (e * trusted_rows).round() as u64)
+                .map(|e| (e * reference_rows).round() as u64)
                 .collect();
             let observed: Vec<u64> = batch.iter().map(|&a| a as u64).collect();
             let test = chi2::homogeneity(&observed, &reference);
@@ -161,6 +189,7 @@ pub fn candidates(
             evidence.insert("class_share".into(), batch[risen] / na);
             evidence.insert("expected_class_share".into(), expect[risen]);
             evidence.insert("chi2".into(), test.statistic);
+            evidence.insert("calibration_rows".into(), reference_rows);
             let subject = Subject {
                 column: Some(name.clone()),
                 value: Some(label.clone()),

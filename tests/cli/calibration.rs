@@ -237,3 +237,118 @@ fn clean_batches_are_rarely_blocked_and_mild_drift_passes() {
     println!("0.5 sd shift: {b}/{n} blocked");
     assert!(f64::from(b) / f64::from(n) >= 0.95);
 }
+
+/// Rows with a Zipf 1,000-value column (`z`, no effect on the label), a uniform 20-value
+/// column and a numeric cause of the label; the first `flips` rows of class 0 with the most
+/// common value `z0000` are relabelled 1.
+fn zipf_frame(n: usize, seed: u64, mut flips: usize) -> DataFrame {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let names: Vec<String> = (0..1000).map(|k| format!("z{k:04}")).collect();
+    let weights: Vec<f64> = (0..1000).map(|k| 1.0 / f64::from(k + 1)).collect();
+    let total: f64 = weights.iter().sum();
+    let cdf: Vec<f64> = weights
+        .iter()
+        .scan(0.0, |acc, w| {
+            *acc += w / total;
+            Some(*acc)
+        })
+        .collect();
+    let (mut x, mut w, mut z, mut c, mut label) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for _ in 0..n {
+        let xi: f64 = normal.sample(&mut rng);
+        x.push(xi);
+        w.push(rng.random::<f64>() * 10.0);
+        let u: f64 = rng.random();
+        let zi = cdf.partition_point(|&p| p < u).min(999);
+        z.push(names[zi].as_str());
+        c.push(format!("c{:02}", rng.random_range(0..20)));
+        let p = 1.0 / (1.0 + (0.5 - 1.2 * xi).exp());
+        let mut y = i64::from(rng.random::<f64>() < p);
+        if flips > 0 && zi == 0 && y == 0 {
+            flips -= 1;
+            y = 1;
+        }
+        label.push(y);
+    }
+    assert_eq!(flips, 0, "too few rows to relabel");
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("x".into(), x),
+            Column::new("w".into(), w),
+            Column::new("z".into(), z),
+            Column::new("c".into(), c),
+            Column::new("label".into(), label),
+        ],
+    )
+    .unwrap()
+}
+
+fn deny_codes(base: &baseline::Baseline, df: DataFrame) -> Vec<String> {
+    check::check(base, &Policy::default(), &batch(df))
+        .unwrap()
+        .findings
+        .iter()
+        .filter(|f| f.severity == poisongate::finding::Severity::Deny)
+        .map(|f| format!("{} {}", f.code, f.subject.display()))
+        .collect()
+}
+
+/// A reference model fitted on a small sample of a large trusted set learns noise for the
+/// values of a high-cardinality column; the segment test measures that bias on the trusted rows
+/// the model never saw, so the trusted data passes against its own baseline, a fresh clean
+/// batch passes, and a relabelled segment still blocks.
+#[test]
+fn segment_test_is_calibrated_on_held_out_trusted_rows() {
+    let trusted = zipf_frame(120_000, 21, 0);
+    let opts = ProfileOptions {
+        label: Some("label".into()),
+        seed: 5,
+        model_rows: Some(3_000),
+        ..ProfileOptions::default()
+    };
+    let base = baseline::profile(&batch(trusted.clone()), &opts).unwrap();
+    let model = base
+        .poison
+        .as_ref()
+        .and_then(|p| p.label_model.as_ref())
+        .expect("a reference model");
+    assert_eq!(model.rows, 3_000);
+    assert_eq!(model.held_rows, 117_000);
+    // Every held-out row is counted once per feature, and its probabilities add up to one.
+    for (obs, exp) in model.held_observed.iter().zip(&model.held_expected) {
+        assert_eq!(obs.iter().sum::<u64>(), 117_000);
+        assert!((exp.iter().sum::<f64>() - 117_000.0).abs() < 1.0);
+    }
+    let found = deny_codes(&base, trusted);
+    assert!(found.is_empty(), "trusted data blocked by {found:?}");
+    let found = deny_codes(&base, zipf_frame(120_000, 22, 0));
+    assert!(found.is_empty(), "clean batch blocked by {found:?}");
+
+    // 3% of the batch, all in the most common value of `z` and of class 0, relabelled 1.
+    let attacked = zipf_frame(120_000, 23, 3_600);
+    let eval = check::check(&base, &Policy::default(), &batch(attacked)).unwrap();
+    let hit = eval
+        .findings
+        .iter()
+        .find(|f| {
+            f.code == "poison-segment-label-shift"
+                && f.severity == poisongate::finding::Severity::Deny
+                && f.subject.value.as_deref() == Some("= `z0000`")
+        })
+        .unwrap_or_else(|| panic!("the relabelled segment passed: {:#?}", eval.findings));
+    // Calibrated on the segment's held-out trusted rows (about 13% of 117,000), not on the
+    // few hundred of the model's sample.
+    let rows = hit.evidence["calibration_rows"];
+    assert!(
+        (12_000.0..20_000.0).contains(&rows),
+        "calibration rows {rows}"
+    );
+}
