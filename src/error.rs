@@ -21,6 +21,17 @@ pub enum Error {
         /// What went wrong.
         cause: String,
     },
+    /// An input was read but cannot be used as asked (a repeated CSV header, a label column
+    /// that is not a classification label); the hint says what to do instead.
+    #[error("cannot use input ({path}): {cause}")]
+    Unusable {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        cause: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// Several inputs of one batch disagree on their schema.
     #[error("inputs disagree on schema ({first} vs {second}): {cause}")]
     SchemaMismatch {
@@ -88,6 +99,15 @@ impl Error {
         }
     }
 
+    /// An input that was read but cannot be used as asked, with what to do about it.
+    pub fn unusable(path: &Path, cause: impl std::fmt::Display, hint: &'static str) -> Self {
+        Self::Unusable {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+            hint,
+        }
+    }
+
     /// An S3 error for `uri`.
     pub fn s3(uri: impl std::fmt::Display, cause: impl std::fmt::Display) -> Self {
         Self::S3 {
@@ -135,6 +155,7 @@ impl Error {
             Self::Input { .. } => Some(
                 "check the path and format; --format overrides the extension (parquet, csv, ipc, ndjson)",
             ),
+            Self::Unusable { hint, .. } => Some(hint),
             Self::SchemaMismatch { .. } => {
                 Some("all inputs of one batch must have the same columns and dtypes")
             }

@@ -387,12 +387,13 @@ fn profile_label(
         .and_then(|c| c.categorical.as_ref())
         .ok_or_else(|| Error::Internal(format!("label `{label}` was not profiled")))?;
     if label_col.distinct > MAX_CLASSES as u64 {
-        return Err(Error::input(
+        return Err(Error::unusable(
             first,
             format!(
-                "label column `{label}` has {} distinct values; a classification label is expected (at most {MAX_CLASSES})",
+                "label column `{label}` has {} distinct values; a classification label is expected (at most {MAX_CLASSES} classes)",
                 label_col.distinct
             ),
+            "a continuous target (regression) is not supported yet: profile without --label, or pass --ignore COL to leave the target out",
         ));
     }
     let mut classes: Vec<String> = label_col.domain.clone();

@@ -140,6 +140,9 @@ fn rename(e: Error, shown: &Path) -> Error {
 /// Decodes a file with polars. Decoder panics on hostile bytes become input errors naming the
 /// file instead of crashing the gate.
 pub(super) fn decode(path: &Path, shown: &Path, format: Format) -> Result<DataFrame> {
+    if format == Format::Csv {
+        repeated_header(path, shown)?;
+    }
     guard(path, shown, format, || decode_inner(path, format))
 }
 
@@ -184,4 +187,55 @@ fn decode_inner(path: &Path, format: Format) -> PolarsResult<DataFrame> {
             .try_into_reader_with_file_path(Some(path.to_path_buf()))?
             .finish(),
     }
+}
+
+/// Longest header line read when looking for a repeated column name.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Refuses a CSV header that names a column twice. The CSV reader would rename the second
+/// `row_id` to `row_id_duplicated_0`, and the batch would then be blocked for a "missing" or
+/// "extra" column that is really an ambiguous file.
+fn repeated_header(path: &Path, shown: &Path) -> Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut line = Vec::new();
+    File::open(path)
+        .map(|f| BufReader::new(f.take(MAX_HEADER_BYTES)))
+        .and_then(|mut r| r.read_until(b'\n', &mut line))
+        .map_err(|e| Error::input(shown, super::io_cause(&e)))?;
+    let names = header_fields(&String::from_utf8_lossy(&line));
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        if !seen.insert(name.as_str()) {
+            return Err(Error::unusable(
+                shown,
+                format!("the CSV header names the column `{name}` more than once"),
+                "give every column of the header its own name",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The fields of one CSV header line (RFC 4180 quoting: `"a,b"` is one field and `""` inside
+/// quotes is a quote), without the line end.
+fn header_fields(line: &str) -> Vec<String> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
 }

@@ -227,6 +227,27 @@ fn a_label_column_absent_exits_could_not_evaluate() {
     assert_could_not_evaluate(&out, "label column `nope` not found");
 }
 
+/// A numeric target with thousands of values is not a classification label: the hint names
+/// the cause and what to do, not file formats.
+#[test]
+fn a_continuous_label_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "profile",
+        &td("trusted/applications.parquet"),
+        "-o",
+        dir.path().join("b.json").to_str().unwrap(),
+        "--label",
+        "income",
+    ]);
+    assert_could_not_evaluate(&out, "a classification label is expected");
+    let err = stderr(&out);
+    assert!(err.contains("hint: a continuous target"), "{err}");
+    assert!(err.contains("--ignore"), "{err}");
+    assert!(!err.contains("--format"), "{err}");
+    assert!(!dir.path().join("b.json").exists());
+}
+
 #[test]
 fn a_failed_run_leaves_no_partial_output() {
     let dir = tempfile::tempdir().unwrap();

@@ -73,3 +73,39 @@ fn format_flag_overrides_the_extension() {
     assert_eq!(code, 0);
     assert_eq!(report["inputs"][0]["format"], "csv");
 }
+
+/// A CSV header that names a column twice is ambiguous: exit 2 naming the column, for `check`
+/// and for `profile`, and never a renamed `_duplicated_0` column that then looks missing.
+#[test]
+fn a_csv_header_that_repeats_a_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(testdata("clean/batch.csv")).unwrap();
+    let (header, rest) = text.split_once('\n').unwrap();
+    let repeated = header.replacen("age", "application_id", 1);
+    assert_ne!(repeated, header);
+    let csv = dir.path().join("repeated.csv");
+    std::fs::write(&csv, format!("{repeated}\n{rest}")).unwrap();
+    let path = csv.to_str().unwrap();
+    let out = run(&["check", "--baseline", baseline().to_str().unwrap(), path]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("repeated.csv") && err.contains("`application_id` more than once"),
+        "{err}"
+    );
+    assert!(!err.contains("_duplicated_"), "{err}");
+    let base = dir.path().join("b.json");
+    let out = run(&["profile", path, "-o", base.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(!base.exists());
+    // A quoted comma is part of a name, not a second column.
+    let quoted = dir.path().join("quoted.csv");
+    std::fs::write(&quoted, "\"a,b\",a,\"say \"\"b\"\"\"\n1,2,3\n4,5,6\n").unwrap();
+    let out = run(&[
+        "profile",
+        quoted.to_str().unwrap(),
+        "-o",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
