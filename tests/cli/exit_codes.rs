@@ -449,3 +449,72 @@ fn markdown_html_and_junit_reports_carry_the_verdict_and_findings() {
         "{xml}"
     );
 }
+
+/// The synopsis under "## Commands" in the README names exactly the options each command's
+/// `--help` lists (short forms count as their long names), so the two cannot drift apart.
+#[test]
+fn the_readme_synopsis_matches_every_commands_help() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let block = readme
+        .split_once("## Commands")
+        .and_then(|(_, rest)| rest.split('`').nth(3))
+        .expect("a code block under ## Commands");
+    let flags = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with('-') && w.len() > 1 && !w.starts_with("---"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut synopsis: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in block.lines() {
+        if let Some(rest) = line.strip_prefix("poisongate ") {
+            current = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(cmd) = &current {
+            synopsis
+                .entry(cmd.clone())
+                .or_default()
+                .extend(flags(line.split('#').next().unwrap_or_default()));
+        }
+    }
+    assert!(
+        synopsis.len() >= 9,
+        "commands in the synopsis: {synopsis:?}"
+    );
+    for (cmd, written) in &synopsis {
+        let out = run(&[cmd, "--help"]);
+        assert_eq!(code(&out), 0, "{cmd} --help");
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut short = BTreeMap::new();
+        let mut listed = BTreeSet::new();
+        for line in help.lines().map(str::trim_start) {
+            let words: Vec<&str> = line
+                .split([' ', ',', '=', '['])
+                .filter(|w| !w.is_empty())
+                .collect();
+            match words.as_slice() {
+                [s, l, ..] if s.len() == 2 && s.starts_with('-') && l.starts_with("--") => {
+                    short.insert((*s).to_owned(), (*l).to_owned());
+                    listed.insert((*l).to_owned());
+                }
+                [l, ..] if l.starts_with("--") => {
+                    listed.insert((*l).to_owned());
+                }
+                _ => {}
+            }
+        }
+        listed.retain(|f| f != "--help" && f != "--version");
+        let written: BTreeSet<String> = written
+            .iter()
+            .map(|f| short.get(f).cloned().unwrap_or_else(|| f.clone()))
+            .collect();
+        assert_eq!(
+            &written, &listed,
+            "README synopsis of `{cmd}` (left) differs from `poisongate {cmd} --help` (right)"
+        );
+    }
+}
