@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -202,45 +203,48 @@ def findings(report: Path) -> dict:
 def evaluate(args: argparse.Namespace) -> list[dict]:
     results = []
     sizes = [int(s) for s in args.sizes.split(",")]
-    for gen in args.generators.split(","):
-        for size in sizes:
-            d = Path(args.work) / f"{gen}-n{size}-s{args.seed}"
-            write_split(gen, size, args.seed, d)
-            out = Path(args.work) / "runs" / args.tag / d.name
-            out.mkdir(parents=True, exist_ok=True)
-            base = out / "baseline.json"
-            prof = run(
-                [args.bin, "profile", str(d / "trusted.parquet"), "-o", str(base), "--label", "label",
-                 "--seed", str(args.seed)],
-                out / "profile.log",
-            )
-            row = {"generator": gen, "size": size, "profile": prof}
-            if prof["exit"] != 0:
-                print(f"{gen} {size}: profile exit {prof['exit']} (see {out}/profile.log)", file=sys.stderr)
-                results.append(row)
-                continue
-            batches = ["clean", "trusted"]
-            if args.attacks and size == max(sizes):
-                batches += write_attacks(gen, args.seed, d)
-            for b in batches:
-                rep = out / f"{b}.json"
-                res = run(
-                    [args.bin, "check", "--baseline", str(base), str(d / f"{b}.parquet"), "--json", str(rep)],
-                    out / f"{b}.log",
-                )
-                res.update(findings(rep))
-                row[b] = res
-                print(
-                    f"{gen:>10} {size:>9} {b:>19}: exit {res['exit']} {res['seconds']:>6.1f} s "
-                    f"{res['rss_mib']:>7.0f} MiB deny={res['deny']}",
-                    file=sys.stderr,
-                )
+    profile_seeds = [int(s) for s in args.profile_seeds.split(",")] if args.profile_seeds else [args.seed]
+    for gen, size, pseed in itertools.product(args.generators.split(","), sizes, profile_seeds):
+        d = Path(args.work) / f"{gen}-n{size}-s{args.seed}"
+        write_split(gen, size, args.seed, d)
+        out = Path(args.work) / "runs" / args.tag / d.name / f"profile-seed-{pseed}"
+        out.mkdir(parents=True, exist_ok=True)
+        base = out / "baseline.json"
+        prof = run(
+            [args.bin, "profile", str(d / "trusted.parquet"), "-o", str(base), "--label", "label",
+             "--seed", str(pseed)],
+            out / "profile.log",
+        )
+        row = {"generator": gen, "size": size, "profile_seed": pseed, "profile": prof}
+        if prof["exit"] != 0:
+            print(f"{gen} {size}: profile exit {prof['exit']} (see {out}/profile.log)", file=sys.stderr)
             results.append(row)
+            continue
+        batches = ["clean", "trusted"]
+        if args.attacks and size == max(sizes) and pseed == profile_seeds[0]:
+            batches += write_attacks(gen, args.seed, d)
+        for b in batches:
+            rep = out / f"{b}.json"
+            res = run(
+                [args.bin, "check", "--baseline", str(base), str(d / f"{b}.parquet"), "--json", str(rep)],
+                out / f"{b}.log",
+            )
+            res.update(findings(rep))
+            row[b] = res
+            print(
+                f"{gen:>10} {size:>9} seed {pseed:>8} {b:>19}: exit {res['exit']} {res['seconds']:>6.1f} s "
+                f"{res['rss_mib']:>7.0f} MiB deny={res['deny']}",
+                file=sys.stderr,
+            )
+        results.append(row)
     return results
 
 
 def table(results: list[dict], before: list[dict] | None) -> str:
-    old = {(r["generator"], r["size"]): r for r in (before or [])}
+    def key(r: dict) -> tuple:
+        return (r["generator"], r["size"], r.get("profile_seed"))
+
+    old = {key(r): r for r in (before or [])}
 
     def cell(r: dict | None, b: str) -> str:
         if r is None or b not in r:
@@ -249,27 +253,41 @@ def table(results: list[dict], before: list[dict] | None) -> str:
         want = 0 if b in ("clean", "trusted") else 1
         mark = "ok" if x["exit"] == want else "**WRONG**"
         codes = sorted({c.split(" [")[0] for c in x["deny"]})
-        return f"exit {x['exit']} {mark}" + (f" ({', '.join(codes)})" if codes else "")
+        out = f"exit {x['exit']} {mark}" + (f" ({', '.join(codes)})" if codes else "")
+        if b in ("clean", "trusted") and x["warn"]:
+            out += f", {len(x['warn'])} warn"
+        return out
 
     kinds = ["clean", "trusted", "targeted-flip-2pct", "trigger-1pct", "random-flip-5pct"]
-    lines = ["| generator | file rows | batch rows | profile s / MiB | " + " | ".join(kinds) + " |",
-             "|" + " --- |" * (4 + len(kinds))]
+    lines = ["| generator | file rows | batch rows | profile seed | profile s / MiB | " + " | ".join(kinds) + " |",
+             "|" + " --- |" * (5 + len(kinds))]
     for r in results:
-        key = (r["generator"], r["size"])
         p = r["profile"]
         cells = []
         for b in kinds:
             now = cell(r, b)
-            then = cell(old.get(key), b) if before is not None else None
+            then = cell(old.get(key(r)), b) if before is not None else None
             cells.append(now if then in (None, now, "–") else f"{then} → {now}")
         lines.append(
-            f"| {r['generator']} | {r['size']:,} | {r['size'] // 2:,} | {p['seconds']:.0f} / {p['rss_mib']:.0f} | "
+            f"| {r['generator']} | {r['size']:,} | {r['size'] // 2:,} | {r.get('profile_seed', '')} | "
+            f"{p['seconds']:.0f} / {p['rss_mib']:.0f} | "
             + " | ".join(cells) + " |"
         )
     false_blocks = sum(r.get(b, {}).get("exit") != 0 for r in results for b in ("clean", "trusted") if b in r)
     missed = sum(r[b]["exit"] != 1 for r in results for b in kinds[2:] if b in r)
+    warned = sum(len(r[b]["warn"]) > 0 for r in results for b in ("clean", "trusted") if b in r)
+    checked = sum(b in r for r in results for b in ("clean", "trusted"))
+    by_code: dict[str, int] = {}
+    for r in results:
+        for b in ("clean", "trusted"):
+            for c in r.get(b, {}).get("deny", []):
+                by_code[c.split(" [")[0]] = by_code.get(c.split(" [")[0], 0) + 1
     lines.append("")
-    lines.append(f"false blocks (clean or trusted half not exit 0): {false_blocks}; attacks not blocked: {missed}")
+    lines.append(
+        f"clean and trusted halves checked: {checked}; false blocks: {false_blocks}"
+        + (f" ({', '.join(f'{c} {n}' for c, n in sorted(by_code.items()))})" if by_code else "")
+        + f"; with warnings: {warned}; attacks not blocked: {missed}"
+    )
     return "\n".join(lines)
 
 
@@ -279,7 +297,9 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/pg-scale", help="data and reports (kept between runs)")
     ap.add_argument("--sizes", default="100000,1000000,5000000,10000000", help="file rows, comma-separated")
     ap.add_argument("--generators", default=",".join(GENERATORS))
-    ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--seed", type=int, default=20240601, help="seed of the files (and of profile)")
+    ap.add_argument("--profile-seeds", help="comma-separated profile --seed values (default: --seed); "
+                    "each pins its own baseline, with its own sample for the reference model")
     ap.add_argument("--attacks", action="store_true", help="attacks over the largest size's clean half")
     ap.add_argument("--tag", default="run", help="subdirectory of WORK/runs for this binary's reports")
     ap.add_argument("--out", help="write the results as JSON")
