@@ -314,21 +314,15 @@ pub fn fit(encoder: &Encoder, rows: &Rows, seed: u64, model_rows: usize) -> Opti
     let class_flipped_surprise: Vec<f64> = (0..classes)
         .map(|c| into[c] / (into_rows[c].max(1) as f64))
         .collect();
-    let mut oof_expected: Vec<Vec<f64>> = cardinality
-        .iter()
-        .map(|&c| vec![0.0; c * classes])
-        .collect();
-    let mut oof_observed: Vec<Vec<u64>> =
-        cardinality.iter().map(|&c| vec![0; c * classes]).collect();
-    for (j, col) in rows.codes.iter().enumerate() {
-        for (pos, &i) in idx.iter().enumerate() {
-            let base = usize::from(col[i as usize]) * classes;
-            oof_observed[j][base + y[pos]] += 1;
-            for c in 0..classes {
-                oof_expected[j][base + c] += f64::from(oof[pos * classes + c]);
-            }
-        }
-    }
+    let (mut oof_expected, mut oof_observed) = empty_tables(&cardinality, classes);
+    tabulate(
+        (&mut oof_expected, &mut oof_observed),
+        n,
+        |j, pos| rows.codes[j][idx[pos] as usize],
+        |pos| y[pos],
+        &oof,
+        classes,
+    );
     let class_flipped_rate = share(&into_hits, &into_rows);
     let y16: Vec<u16> = y.iter().map(|&c| c as u16).collect();
     let temperature = super::flip_lr::fit_temperature(&oof, &y16, classes);
@@ -365,6 +359,39 @@ fn is_zero(n: &u64) -> bool {
 /// Per feature, expected and observed class counts by code (`code * classes + class`).
 type ClassTables = (Vec<Vec<f64>>, Vec<Vec<u64>>);
 
+/// Zeroed per-feature class tables.
+fn empty_tables(cardinality: &[usize], classes: usize) -> ClassTables {
+    (
+        cardinality
+            .iter()
+            .map(|&c| vec![0.0; c * classes])
+            .collect(),
+        cardinality.iter().map(|&c| vec![0; c * classes]).collect(),
+    )
+}
+
+/// Adds `n` scored rows to per-feature class tables, feature by feature and row by row in
+/// order (so the sums are the same every run): row `r` has code `code(j, r)` on feature `j`,
+/// class `class(r)` and probabilities `probs[r * classes..(r + 1) * classes]`.
+fn tabulate(
+    (exp, obs): (&mut [Vec<f64>], &mut [Vec<u64>]),
+    n: usize,
+    code: impl Fn(usize, usize) -> u8,
+    class: impl Fn(usize) -> usize,
+    probs: &[f32],
+    classes: usize,
+) {
+    for (j, (exp, obs)) in exp.iter_mut().zip(obs.iter_mut()).enumerate() {
+        for r in 0..n {
+            let base = usize::from(code(j, r)) * classes;
+            obs[base + class(r)] += 1;
+            for c in 0..classes {
+                exp[base + c] += f64::from(probs[r * classes + c]);
+            }
+        }
+    }
+}
+
 /// Rows scored at a time when the held-out rows are tabulated.
 const HELD_CHUNK: usize = 1 << 16;
 
@@ -390,15 +417,6 @@ fn held_out_tables(
     let classes = forest.classes;
     let mut sorted = held.to_vec();
     sorted.sort_unstable();
-    let empty = || -> ClassTables {
-        (
-            cardinality
-                .iter()
-                .map(|&c| vec![0.0; c * classes])
-                .collect(),
-            cardinality.iter().map(|&c| vec![0; c * classes]).collect(),
-        )
-    };
     // Chunks are scored in parallel and added up in chunk order: the same sums every run.
     let parts: Vec<ClassTables> = sorted
         .par_chunks(HELD_CHUNK)
@@ -410,21 +428,19 @@ fn held_out_tables(
                 .collect();
             let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
             let probs = forest.predict(&refs, chunk.len());
-            let (mut exp, mut obs) = empty();
-            for (j, col) in codes.iter().enumerate() {
-                for (r, &code) in col.iter().enumerate() {
-                    let base = usize::from(code) * classes;
-                    let y = usize::from(rows.label[chunk[r] as usize]);
-                    obs[j][base + y] += 1;
-                    for c in 0..classes {
-                        exp[j][base + c] += f64::from(probs[r * classes + c]);
-                    }
-                }
-            }
+            let (mut exp, mut obs) = empty_tables(cardinality, classes);
+            tabulate(
+                (&mut exp, &mut obs),
+                chunk.len(),
+                |j, r| codes[j][r],
+                |r| usize::from(rows.label[chunk[r] as usize]),
+                &probs,
+                classes,
+            );
             (exp, obs)
         })
         .collect();
-    let (mut exp, mut obs) = empty();
+    let (mut exp, mut obs) = empty_tables(cardinality, classes);
     for (e, o) in parts {
         for (a, b) in exp.iter_mut().zip(e) {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);

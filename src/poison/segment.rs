@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use super::label::{LabelModel, segment_codes};
+use super::label::segment_codes;
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
 use crate::check::candidate::{Candidate, Effect};
@@ -39,15 +39,6 @@ use crate::stats::chi2;
 /// A testable segment: description, codes, reference class counts, batch class counts, and
 /// the trusted rows whose counts the reference mix was measured on.
 type Segment = (String, Vec<usize>, Vec<f64>, Vec<f64>, f64);
-
-/// Per feature `j`, the (observed, expected) class tables by code that recalibrate the
-/// model: over the held-out trusted rows when the model had any, else out of fold.
-fn calibration(m: &LabelModel, j: usize) -> (&[u64], &[f64]) {
-    match (m.held_observed.get(j), m.held_expected.get(j)) {
-        (Some(o), Some(e)) if m.held_rows > 0 => (o, e),
-        _ => (&m.oof_observed[j], &m.oof_expected[j]),
-    }
-}
 
 /// Fewest rows a segment needs on each side to be tested.
 const MIN_ROWS: f64 = 30.0;
@@ -95,11 +86,13 @@ pub fn candidates(
             segment_codes(col, profile.cardinality[j])
                 .into_iter()
                 .filter_map(|(label, codes)| {
-                    let sum = |t: &[u64]| -> Vec<f64> {
+                    // Per class, the sum over the segment's codes of a table entry.
+                    let per_class = |at: &dyn Fn(usize) -> f64| -> Vec<f64> {
                         (0..k)
-                            .map(|c| codes.iter().map(|&code| t[code * k + c] as f64).sum())
+                            .map(|c| codes.iter().map(|&code| at(code * k + c)).sum())
                             .collect()
                     };
+                    let sum = |t: &[u64]| per_class(&|i| t[i] as f64);
                     let trusted: f64 = sum(&profile.tables[j]).iter().sum();
                     let (base, reference_rows) = match (model, &profile.label_model) {
                         (Some(t), Some(m)) => {
@@ -107,39 +100,22 @@ pub fn candidates(
                             // segment's trusted observed-to-expected ratio per class
                             // (histogram-binning recalibration, Zadrozny & Elkan 2002), so a
                             // segment the model under-fits is not read as relabelled. The ratio
-                            // comes from the trusted rows the pinned model never saw when there
-                            // are enough of them (it then cancels the very bias `check` meets),
-                            // else from the out-of-fold scores; either way the reference carries
-                            // the sampling error of the rows that measured it.
-                            let (obs_t, exp_t) = calibration(m, j);
-                            let obs = sum(obs_t);
-                            let rows: f64 = obs.iter().sum();
-                            let exp: Vec<f64> = (0..k)
-                                .map(|c| codes.iter().map(|&code| exp_t[code * k + c]).sum())
-                                .collect();
-                            let (obs, exp, rows) = if rows >= MIN_ROWS || m.held_rows == 0 {
-                                (obs, exp, rows)
-                            } else {
-                                let obs = sum(&m.oof_observed[j]);
-                                let rows = obs.iter().sum();
-                                let exp = (0..k)
-                                    .map(|c| {
-                                        codes
-                                            .iter()
-                                            .map(|&code| m.oof_expected[j][code * k + c])
-                                            .sum()
-                                    })
-                                    .collect();
-                                (obs, exp, rows)
+                            // comes from the trusted rows the pinned model never saw when the
+                            // segment has enough of them (it then cancels the very bias `check`
+                            // meets), else from the out-of-fold scores; either way the
+                            // reference carries the sampling error of the rows that measured it.
+                            let measured = |o: &[u64], e: &[f64]| (sum(o), per_class(&|i| e[i]));
+                            let held = (m.held_rows > 0)
+                                .then(|| measured(&m.held_observed[j], &m.held_expected[j]));
+                            let (obs, exp) = match held {
+                                Some((o, e)) if o.iter().sum::<f64>() >= MIN_ROWS => (o, e),
+                                _ => measured(&m.oof_observed[j], &m.oof_expected[j]),
                             };
+                            let batch = per_class(&|i| t[i]);
                             let base = (0..k)
-                                .map(|c| {
-                                    let batch: f64 =
-                                        codes.iter().map(|&code| t[code * k + c]).sum();
-                                    batch * (obs[c] + 0.5) / (exp[c] + 0.5)
-                                })
+                                .map(|c| batch[c] * (obs[c] + 0.5) / (exp[c] + 0.5))
                                 .collect();
-                            (base, rows)
+                            (base, obs.iter().sum())
                         }
                         _ => (sum(&profile.tables[j]), trusted),
                     };
