@@ -10,15 +10,17 @@
 //! - [`rows`] and [`poison`] encode whole rows and run the poisoning detectors on them;
 //! - [`compare`] gates a retrained model against the serving one on the same rows;
 //! - [`integrity`] checks `sha256sum` files and ECDSA P-256 blob signatures;
-//! - [`policy`], [`finding`], [`codes`] and [`report`] describe what was decided and why.
+//! - [`detect`] holds what every check shares: the candidate finding and the registry of
+//!   codes;
+//! - [`policy`], [`finding`] and [`report`] describe what was decided and why.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod baseline;
 pub mod check;
-pub mod codes;
 pub mod compare;
+pub mod detect;
 pub mod error;
 pub mod finding;
 pub mod integrity;
@@ -34,4 +36,5 @@ pub mod source;
 pub mod stats;
 pub mod summary;
 
+pub use detect::registry as codes;
 pub use error::{Error, Result};

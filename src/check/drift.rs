@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use super::candidate::{Candidate, Effect};
 use crate::baseline::{ColumnProfile, NumericProfile};
+use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::{CategoricalDrift, Gate, Policy};
 use crate::stats::binned::{self, Binned};

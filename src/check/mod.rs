@@ -3,9 +3,9 @@
 //! Steps: structural schema checks on the batch's schema; plans (what to bin or count per
 //! column) from the baseline; one summarising pass over the batch ([`crate::summary`]); rate
 //! and drift candidates per column; Holm adjustment across every test of the batch; the
-//! decision rule ([`candidate::decide`]); and last the policy's levels and exceptions.
+//! decision rule ([`decision::decide`]); and last the policy's levels and exceptions.
 
-pub mod candidate;
+pub mod decision;
 pub mod drift;
 pub mod record;
 pub mod schema;
@@ -15,31 +15,14 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{Baseline, Role};
+use crate::detect::Candidate;
 use crate::error::{Error, Result};
 use crate::finding::{Finding, Severity, Subject};
 use crate::policy::{Level, Policy};
 use crate::source::{Batch, InputFile, InputMeta, Rows};
 use crate::stats::multitest::weighted_holm;
 use crate::summary::{BatchSummary, CategoricalPlan, ColumnPlan, ColumnSummary, NumericPlan};
-use candidate::{Candidate, decide};
-
-/// Codes whose detectors emit one candidate test per segment or value, and so can emit
-/// hundreds on one batch.
-const MANY_CANDIDATE_CODES: [&str; 3] = [
-    "poison-segment-label-shift",
-    "poison-trigger",
-    "poison-point-mass",
-];
-/// Holm weight of each test of a poisoning detector (`poison-*`); every other test weighs 1.
-/// The poisoning detectors are the few tests that an attack on a small batch must get past,
-/// and each one looks at every row (or at every row of a value or segment): a weight of 10
-/// gives their half dozen single tests about the share of 60 column tests, so that on a wide
-/// table (hundreds of per-column tests) a conformal row test at 10 of 200 rows, or a new
-/// category on 6 rows all of one label, still clears its level.
-const POISON_WEIGHT: f64 = 10.0;
-/// Total Holm weight shared by the candidates of one of [`MANY_CANDIDATE_CODES`] when it
-/// emits more than four.
-const MANY_CANDIDATES: f64 = 4.0 * POISON_WEIGHT;
+use decision::decide;
 
 /// A finding removed by the policy, kept for the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -284,9 +267,8 @@ impl<'a> Pass<'a> {
         let usable = schema::structure(baseline, schema, &mut candidates);
         let plans = plans(baseline, &usable, policy);
         let summary = BatchSummary::new(&plans);
-        let all_allowed = crate::poison::ROW_CODES
-            .iter()
-            .all(|c| policy.level(c) == Level::Allow);
+        let all_allowed =
+            crate::detect::registry::row_codes().all(|c| policy.level(c) == Level::Allow);
         let scan = if all_allowed {
             None
         } else {
@@ -341,7 +323,7 @@ impl<'a> Pass<'a> {
         let Some(scan) = scan.map(crate::poison::ScanFold::finish) else {
             let mut eval = evaluate(baseline, policy, &summary, candidates)?;
             if let Some(why) = &skipped {
-                for code in crate::poison::ROW_CODES {
+                for code in crate::detect::registry::row_codes() {
                     eval.records
                         .push(record::TestRecord::skipped(code, Subject::default(), why));
                 }
@@ -374,14 +356,17 @@ fn decide_rows(
         candidates.push(c);
     }
     let ran: HashSet<&str> = candidates.iter().map(|c| c.code).collect();
-    let mut missing: Vec<record::TestRecord> = crate::poison::ROW_CODES
-        .iter()
-        .filter(|code| !ran.contains(**code))
+    let mut missing: Vec<record::TestRecord> = crate::detect::registry::row_codes()
+        .filter(|code| !ran.contains(*code))
         .map(|code| {
             let why = outcome
                 .notes
                 .iter()
-                .find(|n| n.contains(crate::poison::detector_phrase(code)))
+                .find(|n| {
+                    let phrase =
+                        crate::detect::registry::lookup(code).map_or("", |c| c.skip_phrase);
+                    !phrase.is_empty() && n.contains(phrase)
+                })
                 .cloned();
             match why {
                 Some(why) => record::TestRecord::skipped(code, Subject::default(), &why),
@@ -559,12 +544,10 @@ pub fn evaluate(
     }
     let raw: Vec<f64> = candidates.iter().filter_map(|c| c.p_value).collect();
     let tests = raw.len();
-    // Weighted Holm (Holm 1979, §5): column tests weigh 1 and poisoning tests
-    // `POISON_WEIGHT`, except that a detector emitting many candidates on one batch (a test
-    // per segment, per value) shares a total weight of `MANY_CANDIDATES` among them, so
+    // Weighted Holm (Holm 1979, §5), each code's weight from the registry: column tests
+    // weigh 1 and poisoning tests more, except that a detector emitting many candidates on
+    // one batch (a test per segment, per value) shares a capped total among them, so
     // hundreds of segment tests on a wide batch cannot dilute the level of every other test.
-    // The weights depend on the tests' kinds and counts, never on their p-values, so the
-    // family-wise error rate stays at the gate's alpha.
     let mut per_code: BTreeMap<&str, usize> = BTreeMap::new();
     for c in candidates.iter().filter(|c| c.p_value.is_some()) {
         *per_code.entry(c.code).or_default() += 1;
@@ -572,17 +555,7 @@ pub fn evaluate(
     let weights: Vec<f64> = candidates
         .iter()
         .filter(|c| c.p_value.is_some())
-        .map(|c| {
-            let k = per_code[c.code] as f64;
-            if !c.code.starts_with("poison-") {
-                1.0
-            } else if MANY_CANDIDATE_CODES.contains(&c.code) && k * POISON_WEIGHT > MANY_CANDIDATES
-            {
-                MANY_CANDIDATES / k
-            } else {
-                POISON_WEIGHT
-            }
-        })
+        .map(|c| crate::detect::registry::weight(c.code).each(per_code[c.code]))
         .collect();
     let mut adjusted = weighted_holm(&raw, &weights).into_iter();
     let mut decided = Vec::new();

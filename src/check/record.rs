@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::candidate::Candidate;
+use crate::detect::Candidate;
 use crate::finding::{Severity, Subject, tidy};
 use crate::policy::{Level, Policy};
 

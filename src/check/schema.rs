@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use polars::prelude::DataType;
 
-use super::candidate::{Candidate, Effect};
 use crate::baseline::{Baseline, ColumnProfile};
+use crate::detect::{Candidate, Effect};
 use crate::finding::{Severity, Subject, num};
 use crate::policy::Policy;
 use crate::stats::proportion::{

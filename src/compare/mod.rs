@@ -31,8 +31,9 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::check::candidate::{Candidate, Effect, decide};
+use crate::check::decision::decide;
 use crate::check::{Evaluation, apply_policy};
+use crate::detect::{Candidate, Effect};
 use crate::error::Result;
 use crate::finding::{Subject, num};
 use crate::policy::Policy;

@@ -31,7 +31,7 @@ use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::{RowSelector, Rows, Scan};
 use crate::baseline::{Baseline, ColumnProfile};
-use crate::check::candidate::{Candidate, Effect};
+use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, FeatureCode};

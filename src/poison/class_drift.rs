@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use super::{PoisonProfile, Scan};
 use crate::baseline::Baseline;
-use crate::check::candidate::{Candidate, Effect};
+use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::{binned, chi2, divergence, ks};

@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{RowSelector, Rows, Scan};
-use crate::check::candidate::{Candidate, Effect};
+use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{NO_CLASS, mix};

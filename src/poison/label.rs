@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::gbdt::{self, Forest, Params};
 use super::{PoisonProfile, RowSelector, Rows, Scan};
 use crate::baseline::Baseline;
-use crate::check::candidate::{Candidate, Effect};
+use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, NO_CLASS};

@@ -29,39 +29,13 @@ use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
-use crate::check::candidate::Candidate;
+use crate::detect::Candidate;
 use crate::error::Result;
 use crate::finding::{Finding, RowRef};
 use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::source::Rows as BatchRows;
 use crate::summary::BatchSummary;
-
-/// The codes of the row-level detectors; when the policy allows all of them, `check` skips
-/// the row pass.
-pub const ROW_CODES: [&str; 8] = [
-    "drift-class-conditional",
-    "poison-label-inconsistency",
-    "poison-segment-label-shift",
-    "poison-trigger",
-    "poison-point-mass",
-    "poison-anomalous-rows",
-    "poison-duplicate-flood",
-    "poison-label-conflict",
-];
-
-/// A phrase that the note of a detector that could not run contains, to tie the note to
-/// the detector's code in the report's test list.
-#[must_use]
-pub fn detector_phrase(code: &str) -> &'static str {
-    match code {
-        "poison-label-inconsistency" => "label-consistency detector",
-        "poison-segment-label-shift" | "poison-trigger" | "drift-class-conditional" => {
-            "the segment, trigger and class-conditional detectors"
-        }
-        _ => "\u{0}",
-    }
-}
 
 pub use label::DEFAULT_MODEL_ROWS;
 

@@ -23,7 +23,7 @@ use foldhash::HashMap;
 
 use super::{RowSelector, Scan};
 use crate::baseline::Baseline;
-use crate::check::candidate::{Candidate, Effect};
+use crate::detect::{Candidate, Effect};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;

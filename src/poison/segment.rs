@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use super::label::segment_codes;
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
-use crate::check::candidate::{Candidate, Effect};
+use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::chi2;

@@ -31,7 +31,7 @@ use crate::source::Rows;
 use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
-use crate::check::candidate::{Candidate, Effect};
+use crate::detect::{Candidate, Effect};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;

@@ -520,178 +520,7 @@ impl Policy {
             ));
         }
         let c = &self.checks;
-        let pairs = [
-            (
-                "schema-null-rate",
-                c.schema_null_rate.warn,
-                c.schema_null_rate.deny,
-            ),
-            (
-                "schema-out-of-range",
-                c.schema_out_of_range.warn,
-                c.schema_out_of_range.deny,
-            ),
-            (
-                "schema-unseen-category",
-                c.schema_unseen_category.warn,
-                c.schema_unseen_category.deny,
-            ),
-            (
-                "drift-numeric ks",
-                c.drift_numeric.warn_ks,
-                c.drift_numeric.deny_ks,
-            ),
-            (
-                "drift-numeric wasserstein",
-                c.drift_numeric.warn_wasserstein,
-                c.drift_numeric.deny_wasserstein,
-            ),
-            (
-                "drift-numeric psi",
-                c.drift_numeric.warn_psi,
-                c.drift_numeric.deny_psi,
-            ),
-            (
-                "drift-categorical psi",
-                c.drift_categorical.warn_psi,
-                c.drift_categorical.deny_psi,
-            ),
-            (
-                "drift-categorical js",
-                c.drift_categorical.warn_js,
-                c.drift_categorical.deny_js,
-            ),
-            (
-                "drift-label-prior psi",
-                c.drift_label_prior.warn_psi,
-                c.drift_label_prior.deny_psi,
-            ),
-            (
-                "drift-label-prior js",
-                c.drift_label_prior.warn_js,
-                c.drift_label_prior.deny_js,
-            ),
-            (
-                "drift-class-conditional",
-                c.drift_class_conditional.warn,
-                c.drift_class_conditional.deny,
-            ),
-            (
-                "poison-label-inconsistency",
-                c.poison_label_inconsistency.warn,
-                c.poison_label_inconsistency.deny,
-            ),
-            (
-                "poison-segment-label-shift",
-                c.poison_segment_label_shift.warn,
-                c.poison_segment_label_shift.deny,
-            ),
-            (
-                "poison-trigger",
-                c.poison_trigger.warn,
-                c.poison_trigger.deny,
-            ),
-            (
-                "poison-point-mass",
-                c.poison_point_mass.warn,
-                c.poison_point_mass.deny,
-            ),
-            (
-                "poison-anomalous-rows",
-                c.poison_anomalous_rows.warn,
-                c.poison_anomalous_rows.deny,
-            ),
-            (
-                "poison-duplicate-flood",
-                c.poison_duplicate_flood.warn,
-                c.poison_duplicate_flood.deny,
-            ),
-            (
-                "poison-label-conflict",
-                c.poison_label_conflict.warn,
-                c.poison_label_conflict.deny,
-            ),
-            (
-                "output-prediction psi",
-                c.output_prediction.warn_psi,
-                c.output_prediction.deny_psi,
-            ),
-            (
-                "output-prediction js",
-                c.output_prediction.warn_js,
-                c.output_prediction.deny_js,
-            ),
-            (
-                "output-score ks",
-                c.output_score.warn_ks,
-                c.output_score.deny_ks,
-            ),
-            (
-                "output-score wasserstein",
-                c.output_score.warn_wasserstein,
-                c.output_score.deny_wasserstein,
-            ),
-            (
-                "output-score psi",
-                c.output_score.warn_psi,
-                c.output_score.deny_psi,
-            ),
-            (
-                "compare-flip-rate",
-                c.compare_flip_rate.warn,
-                c.compare_flip_rate.deny,
-            ),
-            (
-                "compare-targeted-flips",
-                c.compare_targeted_flips.warn,
-                c.compare_targeted_flips.deny,
-            ),
-            (
-                "compare-accuracy",
-                c.compare_accuracy.warn,
-                c.compare_accuracy.deny,
-            ),
-            (
-                "compare-loss log-loss",
-                c.compare_loss.warn_log_loss,
-                c.compare_loss.deny_log_loss,
-            ),
-            (
-                "compare-loss brier",
-                c.compare_loss.warn_brier,
-                c.compare_loss.deny_brier,
-            ),
-            (
-                "compare-class-recall",
-                c.compare_class_recall.warn,
-                c.compare_class_recall.deny,
-            ),
-            (
-                "compare-segment accuracy",
-                c.compare_segment.warn_accuracy,
-                c.compare_segment.deny_accuracy,
-            ),
-            (
-                "compare-segment shift",
-                c.compare_segment.warn_shift,
-                c.compare_segment.deny_shift,
-            ),
-            (
-                "compare-score-shift ks",
-                c.compare_score_shift.warn_ks,
-                c.compare_score_shift.deny_ks,
-            ),
-            (
-                "compare-score-shift psi",
-                c.compare_score_shift.warn_psi,
-                c.compare_score_shift.deny_psi,
-            ),
-            (
-                "compare-calibration",
-                c.compare_calibration.warn,
-                c.compare_calibration.deny,
-            ),
-        ];
+        let pairs = c.threshold_pairs();
         let cs = &self.compare;
         if !(cs.noise_scale.is_finite() && cs.noise_scale >= 0.0) {
             return Err(format!(
@@ -708,7 +537,8 @@ impl Policy {
                 c.poison_trigger.concentration
             ));
         }
-        for (name, warn, deny) in pairs {
+        for (name, warn, deny) in &pairs {
+            let (warn, deny) = (*warn, *deny);
             if !(warn.is_finite() && deny.is_finite() && warn >= 0.0 && deny >= 0.0) {
                 return Err(format!(
                     "checks.{name}: thresholds must be finite and non-negative"
@@ -752,42 +582,57 @@ impl Policy {
         Ok(())
     }
 
-    /// The level configured for a code.
+    /// The level configured for a code (deny for a code without a section, such as
+    /// `policy-unused-exception`).
     #[must_use]
     pub fn level(&self, code: &str) -> Level {
-        let c = &self.checks;
-        match code {
-            "schema-missing-column" => c.schema_missing_column.level,
-            "schema-extra-column" => c.schema_extra_column.level,
-            "schema-dtype-changed" => c.schema_dtype_changed.level,
-            "schema-null-rate" => c.schema_null_rate.level,
-            "schema-out-of-range" => c.schema_out_of_range.level,
-            "schema-unseen-category" => c.schema_unseen_category.level,
-            "schema-out-of-domain" => c.schema_out_of_domain.level,
-            "drift-numeric" => c.drift_numeric.level,
-            "drift-categorical" => c.drift_categorical.level,
-            "drift-label-prior" => c.drift_label_prior.level,
-            "drift-class-conditional" => c.drift_class_conditional.level,
-            "poison-label-inconsistency" => c.poison_label_inconsistency.level,
-            "poison-segment-label-shift" => c.poison_segment_label_shift.level,
-            "poison-trigger" => c.poison_trigger.level,
-            "poison-point-mass" => c.poison_point_mass.level,
-            "poison-anomalous-rows" => c.poison_anomalous_rows.level,
-            "poison-duplicate-flood" => c.poison_duplicate_flood.level,
-            "poison-label-conflict" => c.poison_label_conflict.level,
-            "output-prediction" => c.output_prediction.level,
-            "output-score" => c.output_score.level,
-            "compare-flip-rate" => c.compare_flip_rate.level,
-            "compare-targeted-flips" => c.compare_targeted_flips.level,
-            "compare-accuracy" => c.compare_accuracy.level,
-            "compare-loss" => c.compare_loss.level,
-            "compare-class-recall" => c.compare_class_recall.level,
-            "compare-segment" => c.compare_segment.level,
-            "compare-score-shift" => c.compare_score_shift.level,
-            "compare-calibration" => c.compare_calibration.level,
-            "integrity-sse-kms-missing" => c.integrity_sse_kms_missing.level,
-            _ => Level::Deny,
+        self.checks
+            .sections()
+            .get(code)
+            .and_then(|s| s.get("level"))
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or(Level::Deny)
+    }
+}
+
+impl Checks {
+    /// Each code's section, keyed by its code: the sections' kebab-case names are the
+    /// registry's codes (a test holds them to it), so levels and thresholds are looked up
+    /// by code without a second list of codes.
+    fn sections(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
         }
+    }
+
+    /// Every warn/deny threshold pair: `warn` with `deny`, and `warn-X` with `deny-X` (named
+    /// `CODE X`).
+    fn threshold_pairs(&self) -> Vec<(String, f64, f64)> {
+        let mut out = Vec::new();
+        for (code, section) in self.sections() {
+            let serde_json::Value::Object(keys) = section else {
+                continue;
+            };
+            for (key, warn) in &keys {
+                let Some(rest) = key.strip_prefix("warn") else {
+                    continue;
+                };
+                let deny = keys
+                    .get(&format!("deny{rest}"))
+                    .and_then(serde_json::Value::as_f64);
+                let name = match rest.strip_prefix('-') {
+                    Some(stat) => format!("{code} {stat}"),
+                    None => code.clone(),
+                };
+                out.push((
+                    name,
+                    warn.as_f64().unwrap_or(f64::NAN),
+                    deny.unwrap_or(f64::NAN),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -828,6 +673,34 @@ mod tests {
         let text = toml::to_string(&p).unwrap();
         let back: Policy = toml::from_str(&text).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn every_section_is_a_registry_code_and_every_configurable_code_has_one() {
+        let c = Checks::default();
+        let sections = c.sections();
+        for (code, section) in &sections {
+            assert!(crate::codes::lookup(code).is_some(), "{code}");
+            assert!(section.get("level").is_some(), "{code}");
+        }
+        for info in crate::codes::CODES {
+            if info.code != "policy-unused-exception" {
+                assert!(sections.contains_key(info.code), "{}", info.code);
+            }
+        }
+        // Every threshold pair is found, and an inverted one is refused by its name.
+        assert_eq!(c.threshold_pairs().len(), 34);
+        let mut p = Policy::default();
+        p.checks.drift_numeric.warn_psi = 9.0;
+        let e = p.validate().unwrap_err();
+        assert!(
+            e.contains("checks.drift-numeric psi: warn threshold 9"),
+            "{e}"
+        );
+        p = Policy::default();
+        p.checks.poison_trigger.level = Level::Warn;
+        assert_eq!(p.level("poison-trigger"), Level::Warn);
+        assert_eq!(p.level("policy-unused-exception"), Level::Deny);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod integrity;
 mod poison;
 mod ranges;
 mod reference;
+mod registry;
 mod s3;
 mod schemas;
 mod sharding;

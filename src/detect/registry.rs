@@ -1,12 +1,84 @@
-//! The registry of finding codes: one line of meaning, why it matters and how to respond.
+//! The registry of every check: its finding code, the family it belongs to, how much it
+//! weighs in the multiplicity adjustment, and what `explain`, the policy template, the report
+//! and the documentation say about it. Everything else (the policy's levels, the list of
+//! row-level codes, `explain`, the tests that walk every code) reads this one table, so a new
+//! check is one line here plus its own file.
 //!
 //! Codes are stable; a test snapshots the list so that a rename shows in review.
 
-/// Everything `poisongate explain` says about a code.
+/// Which part of the gate emits a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Structure of the batch against the pinned schema (`schema-*`).
+    Schema,
+    /// Per-column distribution drift (`drift-*` on one column or the label).
+    Drift,
+    /// A row-level detector that runs in the row pass (`poison-*`, `drift-class-conditional`).
+    Row,
+    /// Drift of pinned model outputs (`output-*`).
+    Output,
+    /// `poisongate compare` (`compare-*`).
+    Compare,
+    /// Provenance of the inputs (`integrity-*`).
+    Integrity,
+    /// The policy itself (`policy-*`).
+    Policy,
+}
+
+/// A test's weight in the weighted Holm adjustment (Holm 1979, §5) of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    /// Weight 1: a per-column test, or a test that is not adjusted.
+    One,
+    /// A poisoning detector's single test: [`DETECTOR_WEIGHT`].
+    Detector,
+    /// A poisoning detector that emits one test per value or segment: [`DETECTOR_WEIGHT`]
+    /// each, but at most [`SHARED_WEIGHT`] in total.
+    Shared,
+}
+
+/// Holm weight of each test of a poisoning detector; every column test weighs 1.
+///
+/// The poisoning detectors are the few tests that an attack on a small batch must get past,
+/// and each one looks at every row (or at every row of a value or segment): a weight of 10
+/// gives their half dozen single tests about the share of 60 column tests, so that on a wide
+/// table (hundreds of per-column tests) a conformal row test at 10 of 200 rows, or a new
+/// category on 6 rows all of one label, still clears its level.
+pub const DETECTOR_WEIGHT: f64 = 10.0;
+
+/// Total Holm weight shared by the tests of one [`Weight::Shared`] code when it emits more
+/// than four, so hundreds of segment tests on a wide batch cannot dilute every other test.
+pub const SHARED_WEIGHT: f64 = 4.0 * DETECTOR_WEIGHT;
+
+impl Weight {
+    /// The weight of each of `k` tests of one code on one batch. It depends on the tests'
+    /// kinds and counts, never on their p-values, so the family-wise error rate holds.
+    #[must_use]
+    pub fn each(self, k: usize) -> f64 {
+        let k = k.max(1) as f64;
+        match self {
+            Self::One => 1.0,
+            Self::Detector => DETECTOR_WEIGHT,
+            Self::Shared if k * DETECTOR_WEIGHT > SHARED_WEIGHT => SHARED_WEIGHT / k,
+            Self::Shared => DETECTOR_WEIGHT,
+        }
+    }
+}
+
+/// One check of the registry.
 #[derive(Debug, Clone, Copy)]
 pub struct CodeInfo {
     /// The code.
     pub code: &'static str,
+    /// Which part of the gate emits it.
+    pub family: Family,
+    /// Its weight in the multiplicity adjustment.
+    pub weight: Weight,
+    /// Where its method and false-positive notes are documented (empty: the README's table).
+    pub doc: &'static str,
+    /// For a row-level detector, a phrase that the note of the pass contains when the
+    /// detector could not run, to tie the note to the code (empty: no such note).
+    pub skip_phrase: &'static str,
     /// One line: what it flags.
     pub summary: &'static str,
     /// Why it matters.
@@ -19,180 +91,300 @@ pub struct CodeInfo {
 pub const CODES: &[CodeInfo] = &[
     CodeInfo {
         code: "schema-missing-column",
+        family: Family::Schema,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "A column pinned in the baseline is absent from the batch.",
         why: "Training code that expects the column fails or silently fills defaults; a dropped feature changes what the model learns.",
         respond: "Fix the producer of the batch, or re-pin the baseline if the column was retired on purpose.",
     },
     CodeInfo {
         code: "schema-extra-column",
+        family: Family::Schema,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The batch has a column the baseline does not know.",
         why: "An unvetted column can leak the label or carry data nobody reviewed.",
         respond: "Re-pin the baseline with the new column, or drop it before training; `--ignore` at profile time excludes columns on purpose.",
     },
     CodeInfo {
         code: "schema-dtype-changed",
+        family: Family::Schema,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "A column's type changed kind (numeric, categorical) from the baseline.",
         why: "A numeric column read as text (or the reverse) breaks feature pipelines or turns values into categories.",
         respond: "Fix the writer or the parsing of the batch; a width change within a kind (i32 to i64) is only a warning.",
     },
     CodeInfo {
         code: "schema-null-rate",
+        family: Family::Schema,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "A column's share of nulls rose beyond the baseline's, beyond sampling noise.",
         why: "Missing values are imputed at training time; a jump in nulls shifts the imputed feature and often signals a broken join or upstream outage.",
         respond: "Find the upstream cause (join, source outage, schema change) before training on the batch.",
     },
     CodeInfo {
         code: "schema-out-of-range",
+        family: Family::Schema,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "Values lie outside the range observed in the baseline: far outside (beyond a tolerance band scaled to the column's spread and tail) may deny; just past the observed extremes, which fresh data does at a rate that follows from the baseline's size, only warns.",
         why: "Out-of-range values are unit changes, sentinel values (-1, 9999) or injected outliers; trees and scalers extrapolate badly.",
         respond: "Inspect the extreme values; fix units or sentinels upstream, or re-pin if the range legitimately grew.",
     },
     CodeInfo {
         code: "schema-out-of-domain",
+        family: Family::Schema,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "Values fall outside a hard domain the policy pins for the column (`[domains.COLUMN]`: min, max or allowed categories).",
         why: "A hard domain is what the column may hold by definition (an age below 0, a country code not in the list): any value outside it is an error or an injection, however few.",
         respond: "Find the rows (the evidence counts them) and fix the producer; widen the domain in the policy only if the definition changed.",
     },
     CodeInfo {
         code: "schema-unseen-category",
+        family: Family::Schema,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The batch holds category values the baseline never saw, in a share of rows beyond what its long tail explains.",
         why: "New codes are often a renamed category, a new data source, or a backdoor trigger value.",
         respond: "Check the listed values; map renamed categories upstream, or re-pin if the new category is legitimate.",
     },
     CodeInfo {
         code: "drift-numeric",
+        family: Family::Drift,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "A numeric column's distribution moved: KS, normalised Wasserstein or PSI beyond both the practical threshold and the clean-batch noise at this size.",
         why: "A model trained on a shifted feature learns a different relationship; large shifts are broken pipelines or manipulated data.",
         respond: "Compare the column's summary with the baseline (mean, quantiles in the evidence); fix upstream, or re-pin if the world changed.",
     },
     CodeInfo {
         code: "drift-categorical",
+        family: Family::Drift,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "A categorical column's mix of values moved: PSI or Jensen–Shannon beyond the practical threshold and the clean-batch noise.",
         why: "Category mix changes alter what the model sees most; a large change is a new source, a filter bug or manipulation.",
         respond: "Look at which categories gained or lost share (evidence); fix upstream, or re-pin if the change is real and expected.",
     },
     CodeInfo {
         code: "drift-label-prior",
+        family: Family::Drift,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The label's class balance moved beyond the practical threshold and sampling noise.",
         why: "A shifted class prior biases the retrained model's decisions; injecting or relabelling rows of one class shows up here first.",
         respond: "Check how the batch was sampled and labelled; rebalance or investigate the labelling source.",
     },
     CodeInfo {
         code: "drift-class-conditional",
+        family: Family::Row,
+        weight: Weight::One,
+        doc: "docs/detectors.md#drift-class-conditional",
+        skip_phrase: "the segment, trigger and class-conditional detectors",
         summary: "One class's feature distribution moved while the other classes' did not.",
         why: "A shift confined to one class changes P(label | features), which is what the model learns; clean-label attacks and joins broken for one class look like this.",
         respond: "Compare the class's rows with the trusted ones on the named feature; find which source feeds that class before training.",
     },
     CodeInfo {
         code: "poison-label-inconsistency",
+        family: Family::Row,
+        weight: Weight::Detector,
+        doc: "docs/detectors.md#poison-label-inconsistency",
+        skip_phrase: "label-consistency detector",
         summary: "More labels disagree with the pinned reference model of P(label | features) than on the trusted data out of fold: an estimated share of flipped labels.",
         why: "Label flipping (random, targeted, or swaps that keep every marginal) degrades or steers the retrained model and is invisible to per-column drift statistics.",
         respond: "Open the quarantine: the rows are ranked by how surprising their label is, and the message names the dominant predicted -> given class pair and region. Audit the labelling source for those rows; drop them and check again.",
     },
     CodeInfo {
         code: "poison-segment-label-shift",
+        family: Family::Row,
+        weight: Weight::Shared,
+        doc: "docs/detectors.md#poison-segment-label-shift",
+        skip_phrase: "the segment, trigger and class-conditional detectors",
         summary: "Inside one segment (a category or a numeric decile) the class mix moved beyond what the batch's overall class prior explains.",
         why: "Rewriting the labels of every row that shares a common value plants a backdoor keyed on that value while the overall class balance barely moves.",
         respond: "Check who labelled the rows of the named segment; compare with the previous batch's labels for the same segment before training.",
     },
     CodeInfo {
         code: "poison-trigger",
+        family: Family::Row,
+        weight: Weight::Shared,
+        doc: "docs/detectors.md#poison-trigger",
+        skip_phrase: "the segment, trigger and class-conditional detectors",
         summary: "A value (or pair of values), rare or absent in the trusted data, is over-represented in the batch and its rows carry almost only one label.",
         why: "This is the shape of a backdoor: the model learns 'trigger means target class' and an attacker can later flip any prediction by stamping the trigger.",
         respond: "Treat as an incident: find where the rows with the named value came from, quarantine them (the quarantine lists them), and do not train on the batch until explained.",
     },
     CodeInfo {
         code: "poison-point-mass",
+        family: Family::Row,
+        weight: Weight::Shared,
+        doc: "docs/detectors.md#poison-point-mass",
+        skip_phrase: "",
         summary: "One exact numeric value repeats far more often than the trusted data allows.",
         why: "Stamped trigger values, defaults written by a broken producer and copy-paste floods all show as an exact value repeated in many rows.",
         respond: "Look up where the value comes from (a default, a sentinel, a trigger); fix the producer or drop the rows listed in the quarantine.",
     },
     CodeInfo {
         code: "poison-anomalous-rows",
+        family: Family::Row,
+        weight: Weight::Detector,
+        doc: "docs/detectors.md#poison-anomalous-rows",
+        skip_phrase: "",
         summary: "More rows than on the trusted data score as anomalous (histogram outlier score or copula Mahalanobis distance past the trusted 99.5th percentile).",
         why: "Injected outliers and rows stitched together from different rows pull decision boundaries; each value can look normal while the row is implausible.",
         respond: "Inspect the top rows in the report or the quarantine; drop injected rows, or fix the unit or join that produced them.",
     },
     CodeInfo {
         code: "poison-duplicate-flood",
+        family: Family::Row,
+        weight: Weight::Detector,
+        doc: "docs/detectors.md#poison-duplicate-flood",
+        skip_phrase: "",
         summary: "More rows repeat an earlier row (exactly, or in the same bins and categories) than the trusted data does at this batch size.",
         why: "Repeating a few poisoned rows many times multiplies their weight in training; near duplicates dodge exact de-duplication.",
         respond: "De-duplicate, and check the repeated rows' labels (evidence counts groups whose labels disagree); a re-sent file is the benign cause.",
     },
     CodeInfo {
         code: "poison-label-conflict",
+        family: Family::Row,
+        weight: Weight::Detector,
+        doc: "docs/detectors.md#poison-label-conflict",
+        skip_phrase: "",
         summary: "Rows match trusted rows' values (same bins and categories) but carry a label that no matching trusted row has, more often than on the trusted data.",
         why: "Re-submitting trusted rows with new labels is a direct way to overwrite what the model learned.",
         respond: "Compare the listed rows with the trusted source; relabelled copies should be dropped and their origin investigated.",
     },
     CodeInfo {
         code: "output-prediction",
+        family: Family::Output,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The distribution of a pinned prediction column moved: PSI or Jensen-Shannon beyond the practical threshold and the clean-batch noise.",
         why: "The model's outputs on this data differ from the trusted ones: either the inputs moved, or the model that produced them changed.",
         respond: "Check which classes gained share in the evidence; if the inputs did not drift, investigate the model version that scored the batch.",
     },
     CodeInfo {
         code: "output-score",
+        family: Family::Output,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The distribution of a pinned score column moved: KS, normalised Wasserstein or PSI beyond the practical threshold and the clean-batch noise.",
         why: "Scores that shift without a matching input drift point to a changed or tampered model, or to a population the model was not validated on.",
         respond: "Compare the score quantiles in the evidence with the baseline, and the model version that scored the batch with the pinned one.",
     },
     CodeInfo {
         code: "compare-flip-rate",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The retrained model changed the prediction of a larger share of rows than the policy (or the pinned clean-retrain noise) allows.",
         why: "A clean retrain moves some predictions; many more flips mean a different model, not retraining noise.",
         respond: "Read the transition matrix in the evidence; pin a known-clean retrain with --pin-noise if this task is noisier than the defaults assume.",
     },
     CodeInfo {
         code: "compare-targeted-flips",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "Predictions flipped toward one class more than away from it: that class's predicted share grew beyond the threshold (sign test on the discordant rows).",
         why: "Targeted label flips and backdoors pull predictions toward the attacker's class; retraining noise flips both ways.",
         respond: "Look for the training rows that moved toward the named class (poisongate check on the training batch) before promoting the model.",
     },
     CodeInfo {
         code: "compare-accuracy",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The retrained model is less accurate on the labelled rows (McNemar mid-p test on the paired outcomes).",
         why: "Label flipping and other poisoning cost accuracy; promoting a worse model is a regression whatever its cause.",
         respond: "Keep the serving model; check the training batch for label problems.",
     },
     CodeInfo {
         code: "compare-loss",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The retrained model's log-loss or Brier score on the labelled rows rose (paired t-test on per-row differences).",
         why: "Random label flips pull scores toward the prior: loss rises even when accuracy barely moves.",
         respond: "Keep the serving model; check the training labels (poisongate check reports label inconsistency).",
     },
     CodeInfo {
         code: "compare-class-recall",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The retrained model finds fewer rows of one class (recall drop, McNemar mid-p test within the class).",
         why: "Targeted flips sacrifice one class; overall accuracy can hide it when the class is small.",
         respond: "Check the training rows of the named class for relabelling.",
     },
     CodeInfo {
         code: "compare-segment",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "In one segment (a category or a numeric decile of a --segment column) the retrained model lost accuracy or shifted toward one class, beyond the rest of the rows (Benjamini-Hochberg across segments).",
         why: "A backdoor keyed on a common value changes the model only where the value occurs: the segment shows it, the totals do not.",
         respond: "Inspect the training rows of the named segment for labels that changed; do not promote the model.",
     },
     CodeInfo {
         code: "compare-score-shift",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The distribution of the retrained model's scores differs from the serving model's (KS, PSI over the serving scores' deciles).",
         why: "Label noise compresses scores toward the prior and a changed model spreads them differently, even when predictions agree.",
         respond: "Read the score quantiles in the evidence; if the scores feed a threshold, re-validate it before promotion.",
     },
     CodeInfo {
         code: "compare-calibration",
+        family: Family::Compare,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "The retrained model's expected calibration error rose (10 equal-width confidence bins; bootstrap standard error).",
         why: "Downstream decisions read scores as probabilities; a miscalibrated model makes them wrong even at equal accuracy.",
         respond: "Recalibrate on trusted data, or keep the serving model and check the training labels.",
     },
     CodeInfo {
         code: "integrity-sse-kms-missing",
+        family: Family::Integrity,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "With --require-sse-kms, an input is not an S3 object encrypted with SSE-KMS (or not with the required key).",
         why: "Objects outside the KMS key's access policy can be written by anyone with bucket access; a batch swapped in by such a writer is exactly what the gate exists to stop. A local file cannot prove its encryption at rest, so it fails the requirement too.",
         respond: "Re-upload the object with SSE-KMS under the required key (or set the bucket's default encryption), and find out who wrote the unencrypted copy.",
     },
     CodeInfo {
         code: "policy-unused-exception",
+        family: Family::Policy,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
         summary: "An exception in the policy matched no finding of this batch.",
         why: "Stale waivers hide future problems and make audits harder; a typo in a column name waives nothing.",
         respond: "Remove the exception, or fix its code or column name.",
@@ -205,9 +397,63 @@ pub fn lookup(code: &str) -> Option<&'static CodeInfo> {
     CODES.iter().find(|c| c.code == code)
 }
 
+/// The codes of one family, in registry order.
+pub fn of_family(family: Family) -> impl Iterator<Item = &'static str> {
+    CODES
+        .iter()
+        .filter(move |c| c.family == family)
+        .map(|c| c.code)
+}
+
+/// The codes of the row-level detectors; when the policy allows all of them, `check` skips
+/// the row pass.
+pub fn row_codes() -> impl Iterator<Item = &'static str> {
+    of_family(Family::Row)
+}
+
+/// The weight of a code's tests (weight 1 for a code the registry does not know).
+#[must_use]
+pub fn weight(code: &str) -> Weight {
+    lookup(code).map_or(Weight::One, |c| c.weight)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_row_code_and_doc_anchor_is_consistent() {
+        for c in CODES {
+            if c.family == Family::Row {
+                assert_ne!(
+                    c.weight == Weight::One,
+                    c.code.starts_with("poison-"),
+                    "{}",
+                    c.code
+                );
+            } else {
+                assert_eq!(c.weight, Weight::One, "{}", c.code);
+                assert!(c.skip_phrase.is_empty(), "{}", c.code);
+            }
+            if !c.doc.is_empty() {
+                let (file, anchor) = c.doc.split_once('#').unwrap();
+                let text = std::fs::read_to_string(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file),
+                )
+                .unwrap();
+                assert!(text.contains(&format!("## `{anchor}`")), "{}", c.doc);
+            }
+        }
+        assert_eq!(row_codes().count(), 8);
+    }
+
+    #[test]
+    fn weights_cap_a_code_that_emits_many_tests() {
+        assert_eq!(Weight::Shared.each(4), DETECTOR_WEIGHT);
+        assert_eq!(Weight::Shared.each(8), SHARED_WEIGHT / 8.0);
+        assert_eq!(Weight::Detector.each(8), DETECTOR_WEIGHT);
+        assert_eq!(Weight::One.each(100), 1.0);
+    }
 
     #[test]
     fn codes_are_unique_kebab_case_and_stable() {

@@ -1,0 +1,258 @@
+//! Walks the registry of codes: every code fires on a known-answer fixture and stays quiet on
+//! the matching clean input. A code added to the registry without a fixture here fails the
+//! test, so no check can exist that nothing shows firing.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::common::*;
+
+/// The codes of a JSON report's findings (any severity).
+fn codes(report: &serde_json::Value) -> BTreeSet<String> {
+    report["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no report: {report:#}"))
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Runs a command that writes `--json REPORT` and returns the codes it found.
+fn found(args: &[String]) -> BTreeSet<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(&["--json", report.to_str().unwrap()]);
+    let out = run(&all);
+    assert!(
+        code(&out) < 2,
+        "{args:?} could not evaluate: {}",
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    codes(&serde_json::from_str(&text).unwrap())
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|&x| x.to_owned()).collect()
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
+
+fn td(rel: &str) -> String {
+    path(&testdata(rel))
+}
+
+/// `check` of a batch against a baseline, with extra flags.
+fn check(baseline: &str, batch: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = s(&["check", "--baseline", baseline, batch]);
+    v.extend(s(extra));
+    v
+}
+
+/// The compare flags of a scenario of `testdata/compare/truth.json`, paths made absolute.
+fn compare(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(testdata("compare/truth.json")).unwrap();
+    let truth: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut v = s(&["compare", &td(&format!("compare/{name}.parquet"))]);
+    v.extend(
+        truth["scenarios"][name]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned()),
+    );
+    v
+}
+
+/// The clean CSV batch with one column more.
+fn with_extra_column(dir: &Path) -> String {
+    let text = std::fs::read_to_string(testdata("clean/batch.csv")).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        out.push_str(line);
+        out.push_str(if i == 0 { ",note" } else { ",x" });
+        out.push('\n');
+    }
+    let p = dir.join("extra.csv");
+    std::fs::write(&p, out).unwrap();
+    path(&p)
+}
+
+#[test]
+fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = path(baseline());
+    let clean = td("clean/batch.parquet");
+    let clean_csv = td("clean/batch.csv");
+    // A baseline that pins model outputs: the clean retrain's scored evaluation rows.
+    let outputs = path(&d.join("outputs.json"));
+    let out = run(&[
+        "profile",
+        &td("compare/clean.parquet"),
+        "-o",
+        &outputs,
+        "--prediction",
+        "pred_after",
+        "--score",
+        "score_after",
+        "--ignore",
+        "pred_before",
+        "--ignore",
+        "score_before",
+        "--label",
+        "defaulted",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let policy = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        path(&p)
+    };
+    let domain = policy(
+        "domain.toml",
+        "[domains.region]\ncategories = [\"north\", \"south\", \"east\", \"west\", \"central\", \"islands\"]\n",
+    );
+    let waiver = policy(
+        "waiver.toml",
+        "[[exceptions]]\ncode = \"drift-numeric\"\ncolumn = \"age\"\nreason = \"a known seasonal shift\"\n",
+    );
+    let extra = with_extra_column(d);
+    let poison = |f: &str| check(&base, &td(&format!("poison/{f}.parquet")), &[]);
+    let drifted = check(&base, &td("drifted/batch.parquet"), &[]);
+    let clean_check = check(&base, &clean, &[]);
+    // Per code: (a command that must report it, a clean command that must not).
+    let cases: Vec<(&str, Vec<String>, Vec<String>)> = vec![
+        (
+            "schema-missing-column",
+            check(&base, &td("drifted/missing_column.parquet"), &[]),
+            clean_check.clone(),
+        ),
+        (
+            "schema-extra-column",
+            check(&base, &extra, &[]),
+            check(&base, &clean_csv, &[]),
+        ),
+        (
+            "schema-dtype-changed",
+            check(&base, &td("drifted/dtype_changed.parquet"), &[]),
+            clean_check.clone(),
+        ),
+        ("schema-null-rate", drifted.clone(), clean_check.clone()),
+        (
+            "schema-out-of-range",
+            poison("outliers"),
+            clean_check.clone(),
+        ),
+        (
+            "schema-out-of-domain",
+            check(&base, &td("drifted/batch.parquet"), &["--policy", &domain]),
+            check(&base, &clean, &["--policy", &domain]),
+        ),
+        (
+            "schema-unseen-category",
+            drifted.clone(),
+            clean_check.clone(),
+        ),
+        ("drift-numeric", drifted.clone(), clean_check.clone()),
+        ("drift-categorical", drifted.clone(), clean_check.clone()),
+        ("drift-label-prior", drifted.clone(), clean_check.clone()),
+        (
+            "drift-class-conditional",
+            poison("class_income"),
+            clean_check.clone(),
+        ),
+        (
+            "poison-label-inconsistency",
+            poison("flip10"),
+            clean_check.clone(),
+        ),
+        (
+            "poison-segment-label-shift",
+            poison("segment_north"),
+            clean_check.clone(),
+        ),
+        (
+            "poison-trigger",
+            poison("trigger_channel"),
+            clean_check.clone(),
+        ),
+        (
+            "poison-point-mass",
+            poison("trigger_utilization"),
+            clean_check.clone(),
+        ),
+        (
+            "poison-anomalous-rows",
+            poison("outliers"),
+            clean_check.clone(),
+        ),
+        (
+            "poison-duplicate-flood",
+            poison("duplicates"),
+            clean_check.clone(),
+        ),
+        (
+            "poison-label-conflict",
+            poison("relabelled_trusted"),
+            clean_check.clone(),
+        ),
+        (
+            "output-prediction",
+            check(&outputs, &td("compare/backdoor.parquet"), &[]),
+            check(&outputs, &td("compare/clean2.parquet"), &[]),
+        ),
+        (
+            "output-score",
+            check(&outputs, &td("compare/backdoor.parquet"), &[]),
+            check(&outputs, &td("compare/clean2.parquet"), &[]),
+        ),
+        ("compare-flip-rate", compare("backdoor"), compare("clean")),
+        (
+            "compare-targeted-flips",
+            compare("backdoor"),
+            compare("clean"),
+        ),
+        ("compare-accuracy", compare("backdoor"), compare("clean")),
+        ("compare-loss", compare("flips20"), compare("clean")),
+        (
+            "compare-class-recall",
+            compare("backdoor"),
+            compare("clean"),
+        ),
+        ("compare-segment", compare("backdoor"), compare("clean")),
+        ("compare-score-shift", compare("flips20"), compare("clean")),
+        ("compare-calibration", compare("flips20"), compare("clean")),
+        (
+            "integrity-sse-kms-missing",
+            check(&base, &clean, &["--require-sse-kms"]),
+            clean_check.clone(),
+        ),
+        (
+            "policy-unused-exception",
+            check(&base, &clean, &["--policy", &waiver]),
+            check(&base, &td("mild/batch.parquet"), &["--policy", &waiver]),
+        ),
+    ];
+    let registry: BTreeSet<&str> = poisongate::codes::CODES.iter().map(|c| c.code).collect();
+    let covered: BTreeSet<&str> = cases.iter().map(|c| c.0).collect();
+    assert_eq!(
+        covered, registry,
+        "every registry code needs a known-answer fixture here"
+    );
+    let mut failures = Vec::new();
+    for (code, attacked, quiet) in &cases {
+        let fired = found(attacked);
+        if !fired.contains(*code) {
+            failures.push(format!("{code} did not fire on {attacked:?}: {fired:?}"));
+        }
+        let calm = found(quiet);
+        if calm.contains(*code) {
+            failures.push(format!("{code} fired on the clean {quiet:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
