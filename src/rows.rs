@@ -328,6 +328,40 @@ impl Encoder {
         Ok(out)
     }
 
+    /// The codes of feature `j` in one block holding its column, as [`Encoder::encode`]
+    /// gives them: for a pass that needs one feature's codes again without keeping every
+    /// row's codes from the first pass.
+    ///
+    /// # Errors
+    /// The column missing from the block, or a column that cannot be cast.
+    pub fn feature_codes(&self, j: usize, df: &DataFrame) -> Result<Vec<u8>> {
+        let f = self
+            .features
+            .get(j)
+            .ok_or_else(|| Error::Internal(format!("no feature {j}")))?;
+        let series = column(df, &f.name)?;
+        let mut codes = Vec::with_capacity(df.height());
+        match &f.code {
+            FeatureCode::Numeric { lookup, bins } => {
+                let null = *bins as u8;
+                for_each_f64_chunk(series, |v, valid| {
+                    codes.extend(v.iter().enumerate().map(|(i, &x)| {
+                        if x.is_nan() || valid.is_some_and(|b| !b.get_bit(i)) {
+                            null
+                        } else {
+                            lookup.index(x) as u8
+                        }
+                    }));
+                })?;
+            }
+            FeatureCode::Categorical { codes: map, other } => {
+                let mut keys = Vec::with_capacity(df.height());
+                categorical_codes(series, map, *other, &mut codes, &mut keys)?;
+            }
+        }
+        Ok(codes)
+    }
+
     /// Encodes a list of frames slice by slice, in parallel, and calls `f` on each slice with
     /// the index of its first row in batch order. Results come back in batch order.
     ///

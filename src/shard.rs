@@ -7,7 +7,7 @@
 //! carries the digest of that list; shard `i/N` takes the contiguous run of units
 //! `[i * len / N, (i + 1) * len / N)`.
 //!
-//! **Parts.** A part (`poisongate.summary/1`) starts with a JSON header: the build, the digests
+//! **Parts.** A part (`poisongate.summary/2`) starts with a JSON header: the build, the digests
 //! of the baseline, the policy and the manifest, and the units it covers. Then come, per unit,
 //! its provenance, schema, column summaries and row-pass state. Column summaries merge by
 //! exact addition (integer counts, exact floating sums: [`crate::stats::exact`]), so merging
@@ -19,9 +19,10 @@
 //! at `check --summaries`, a unit not covered (a lost task) are exit 2, never a partial
 //! decision.
 //!
-//! The row-pass state is a few bytes per row (codes, label, fingerprints, scores), stored as
-//! little-endian arrays: a part is about 50 bytes per row for 20 features, far smaller than
-//! the data but not constant in rows.
+//! The row-pass state is a few bytes per row (label, fingerprints, scores: 32 bytes), stored
+//! as little-endian arrays, plus per unit its class and surprise tables and at most
+//! [`crate::poison::LR_ROWS`] rows of the label test's sample: far smaller than the data but
+//! not yet constant in rows. Feature codes are not kept.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::UnitSummary;
 use crate::error::{Error, Result};
-use crate::poison::{Rows as RowState, Scan, ScanState};
+use crate::poison::{LrRow, Rows as RowState, Scan, ScanState};
 use crate::source::{Format, InputFile, InputMeta, ObjectRef};
 use crate::stats::exact::ExactSum;
 use crate::summary::BatchSummary;
@@ -39,9 +40,9 @@ use crate::summary::BatchSummary;
 /// Format tag of a manifest.
 pub const MANIFEST_FORMAT: &str = "poisongate.manifest/1";
 /// Format tag of a summary part.
-pub const PART_FORMAT: &str = "poisongate.summary/1";
+pub const PART_FORMAT: &str = "poisongate.summary/2";
 /// First bytes of a part file.
-const MAGIC: &[u8] = b"poisongate.summary/1\n";
+const MAGIC: &[u8] = b"poisongate.summary/2\n";
 /// Largest JSON section a part may hold (the column summaries of wide batches).
 const MAX_JSON: u64 = 1 << 30;
 
@@ -237,6 +238,11 @@ struct ScanCounts {
     expected: Vec<Vec<ExactSum>>,
     extreme_by_feature: Vec<u64>,
     outside_support: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    surprise_tables: Vec<Vec<u64>>,
+    /// Rows of the label test's sample (their bytes follow the unit's per-row arrays).
+    #[serde(default)]
+    sample: usize,
 }
 
 /// A part: a header and the states of its units, in unit order.
@@ -268,11 +274,13 @@ impl Part {
                         let s = state.scan;
                         let counts = ScanCounts {
                             rows: s.rows.n,
-                            features: s.rows.codes.len(),
+                            features: s.outside_support.len(),
                             tables: s.tables.clone(),
                             expected: state.expected,
                             extreme_by_feature: s.extreme_by_feature.clone(),
                             outside_support: s.outside_support.clone(),
+                            surprise_tables: s.surprise_tables.clone(),
+                            sample: s.lr_sample.len(),
                         };
                         (Some(counts), Some(s))
                     }
@@ -471,6 +479,7 @@ impl Part {
                     scan.tables = c.tables;
                     scan.extreme_by_feature = c.extreme_by_feature;
                     scan.outside_support = c.outside_support;
+                    scan.surprise_tables = c.surprise_tables;
                     Some(ScanState {
                         scan,
                         expected: c.expected,
@@ -512,7 +521,7 @@ impl Part {
         let bad = |cause: &str| Error::summary(path, cause);
         let rest = bytes
             .strip_prefix(MAGIC)
-            .ok_or_else(|| bad("not a poisongate.summary/1 part (bad magic)"))?;
+            .ok_or_else(|| bad("not a poisongate.summary/2 part (bad magic)"))?;
         let mut r = Reader { bytes: rest, at: 0 };
         let header: PartHeader =
             serde_json::from_slice(r.section().ok_or_else(|| bad("truncated header"))?)
@@ -532,7 +541,7 @@ impl Part {
         for body in bodies {
             let scan = match &body.scan {
                 Some(c) => Some(
-                    read_rows(&mut r, c.rows, c.features)
+                    read_rows(&mut r, c.rows, c.features, c.sample)
                         .ok_or_else(|| bad("truncated or malformed per-row arrays"))?,
                 ),
                 None => None,
@@ -588,9 +597,6 @@ impl<'a> Reader<'a> {
 }
 
 fn write_rows(out: &mut Vec<u8>, s: &Scan) {
-    for c in &s.rows.codes {
-        out.extend_from_slice(c);
-    }
     out.extend(s.rows.label.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.rows.fp_exact.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.rows.fp_near.iter().flat_map(|v| v.to_le_bytes()));
@@ -599,15 +605,19 @@ fn write_rows(out: &mut Vec<u8>, s: &Scan) {
     out.extend(s.anomaly.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.extreme.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.support.iter().map(|&v| u8::from(v)));
+    for r in &s.lr_sample {
+        out.extend_from_slice(&r.key.to_le_bytes());
+        out.extend_from_slice(&r.label.to_le_bytes());
+        out.extend(r.probs.iter().flat_map(|v| v.to_le_bytes()));
+    }
 }
 
-fn read_rows(r: &mut Reader<'_>, n: usize, features: usize) -> Option<Scan> {
-    if features > 1 << 16 {
+/// Bytes of one row of the label test's sample: key, label, probabilities.
+const SAMPLE_ROW: usize = 8 + 2 + 4 * crate::poison::label::MAX_LR_CLASSES;
+
+fn read_rows(r: &mut Reader<'_>, n: usize, features: usize, sample: usize) -> Option<Scan> {
+    if features > 1 << 16 || sample > 2 * crate::poison::LR_ROWS {
         return None;
-    }
-    let mut codes = Vec::with_capacity(features);
-    for _ in 0..features {
-        codes.push(r.array(n, 1)?.to_vec());
     }
     let u16s = |b: &[u8]| -> Vec<u16> {
         b.chunks_exact(2)
@@ -636,11 +646,26 @@ fn read_rows(r: &mut Reader<'_>, n: usize, features: usize) -> Option<Scan> {
         return None;
     }
     let support = support_bytes.iter().map(|&b| b == 1).collect();
+    let lr_sample = r
+        .array(sample, SAMPLE_ROW)?
+        .chunks_exact(SAMPLE_ROW)
+        .map(|b| {
+            let mut probs = [0f32; crate::poison::label::MAX_LR_CLASSES];
+            for (p, c) in probs.iter_mut().zip(b[10..].chunks_exact(4)) {
+                *p = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            LrRow {
+                key: u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])),
+                label: u16::from_le_bytes([b[8], b[9]]),
+                probs,
+            }
+        })
+        .collect();
     Some(Scan {
         rows: RowState {
             n,
-            codes,
-            values: vec![Vec::new(); features],
+            codes: Vec::new(),
+            values: Vec::new(),
             label,
             fp_exact,
             fp_near,
@@ -650,6 +675,7 @@ fn read_rows(r: &mut Reader<'_>, n: usize, features: usize) -> Option<Scan> {
         anomaly,
         extreme,
         support,
+        lr_sample,
         ..Scan::default()
     })
 }

@@ -390,7 +390,7 @@ fn decide_rows(
         .filter_map(|(i, f)| f.tag.map(|t| (t, i)))
         .collect();
     eval.quarantine =
-        crate::poison::quarantine(baseline, scan, &outcome, &fired, &mut eval.findings);
+        crate::poison::quarantine(baseline, scan, &outcome, &fired, &mut eval.findings, rows)?;
     eval.row_scores = crate::poison::row_scores(scan, &eval.quarantine);
     if let Some(id) = &baseline.id {
         let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();

@@ -48,7 +48,7 @@ enum Command {
     Verify(VerifyArgs),
     /// List a batch's units (files, hashed) in a manifest, for a sharded check.
     Plan(PlanArgs),
-    /// Summarise one shard of a planned batch into a part (poisongate.summary/1).
+    /// Summarise one shard of a planned batch into a part (poisongate.summary/2).
     Summarize(SummarizeArgs),
     /// Merge summary parts; refuses parts of another run or a unit covered twice.
     Merge(MergeArgs),

@@ -515,7 +515,7 @@ pub fn is_surprising(m: &LabelModel, scan: &Scan, i: usize) -> bool {
 /// reweighted by up to 1.2"); the pinned prior's own sampling error widens it.
 const PRIOR_TOLERANCE: f64 = 1.2;
 /// Most classes for which the likelihood-ratio test fits the prior reweighting.
-const MAX_LR_CLASSES: usize = 5;
+pub const MAX_LR_CLASSES: usize = 5;
 
 /// The likelihood-ratio test of flips ([`super::flip_lr`]) on the sampled rows of a scan.
 /// `transitions` are the batch's surprising rows by (predicted, given), which rank the
@@ -523,14 +523,9 @@ const MAX_LR_CLASSES: usize = 5;
 fn lr_test(m: &LabelModel, scan: &Scan, transitions: &[u64]) -> Option<super::flip_lr::LrResult> {
     use super::flip_lr::{Alternative, Data, test};
     let k = m.forest.classes;
-    if !(2..=MAX_LR_CLASSES).contains(&k) || scan.lr_rows.len() < 30 {
+    if !(2..=MAX_LR_CLASSES).contains(&k) || scan.lr_labels.len() < 30 {
         return None;
     }
-    let labels: Vec<u16> = scan
-        .lr_rows
-        .iter()
-        .map(|&r| scan.rows.label[r as usize])
-        .collect();
     let x0 = m.class_rows[0].max(1) as f64;
     let bounds: Vec<f64> = (0..k)
         .map(|c| {
@@ -560,7 +555,7 @@ fn lr_test(m: &LabelModel, scan: &Scan, transitions: &[u64]) -> Option<super::fl
     test(
         &Data {
             probs: &scan.lr_probs,
-            labels: &labels,
+            labels: &scan.lr_labels,
             k,
         },
         &bounds,
@@ -670,14 +665,9 @@ pub fn candidates(
     // comparing with the trusted class rates: a covariate shift then moves their
     // expectation, not their verdict.
     let conditional = lr.as_ref().map(|r| {
-        let labels: Vec<u16> = scan
-            .lr_rows
-            .iter()
-            .map(|&i| scan.rows.label[i as usize])
-            .collect();
         let d = super::flip_lr::Data {
             probs: &scan.lr_probs,
-            labels: &labels,
+            labels: &scan.lr_labels,
             k: classes,
         };
         super::flip_lr::conditional_z(&d, &r.null_weights, m.cut)
@@ -766,7 +756,7 @@ pub fn candidates(
         ));
         subject.value = Some(format!("{} -> {}", name(pred), name(given)));
         subject.label = Some(name(given));
-        if let Some(region) = region(baseline, profile, m, scan, pred, given) {
+        if let Some(region) = region(baseline, profile, scan, pred, given) {
             describe.push_str(&format!(", concentrated where {region}"));
         }
     }
@@ -791,7 +781,7 @@ pub fn candidates(
     if let Some(r) = &lr {
         evidence.insert("lr".into(), r.lr);
         evidence.insert("lr_p".into(), r.p_value);
-        evidence.insert("lr_rows".into(), scan.lr_rows.len() as f64);
+        evidence.insert("lr_rows".into(), scan.lr_labels.len() as f64);
         evidence.insert("flip_share_ml".into(), r.epsilon);
         evidence.insert("flip_share_low".into(), r.ci.0);
         evidence.insert("flip_share_high".into(), r.ci.1);
@@ -816,7 +806,7 @@ pub fn candidates(
     let excess = match conditional {
         // The class-rate excess still bounds how many surprising rows the quarantine keeps
         // when the finding fires; the conditional excess can be the larger of the two.
-        Some((_, _, e)) => (e * nf / scan.lr_rows.len().max(1) as f64).max(excess),
+        Some((_, _, e)) => (e * nf / scan.lr_labels.len().max(1) as f64).max(excess),
         None => excess,
     };
     let limit = excess.max(0.0).ceil() as usize;
@@ -829,22 +819,25 @@ pub fn candidates(
 fn region(
     baseline: &Baseline,
     profile: &PoisonProfile,
-    m: &LabelModel,
     scan: &Scan,
     pred: usize,
     given: usize,
 ) -> Option<String> {
-    let hits: Vec<usize> = (0..scan.rows.n)
-        .filter(|&i| {
-            is_surprising(m, scan, i)
-                && usize::from(scan.predicted[i]) == pred
-                && usize::from(scan.rows.label[i]) == given
-        })
-        .collect();
-    if hits.len() < 10 {
+    let k = profile.classes;
+    let pair = pred * k + given;
+    // Per feature, this pair's surprising rows by code (every feature counts the same rows).
+    let hits_of = |j: usize| -> Option<Vec<f64>> {
+        let t = scan.surprise_tables.get(j)?;
+        Some(
+            (0..profile.cardinality[j])
+                .map(|code| t.get(code * k * k + pair).copied().unwrap_or(0) as f64)
+                .collect(),
+        )
+    };
+    let m_hits: f64 = hits_of(0)?.iter().sum();
+    if m_hits < 10.0 {
         return None;
     }
-    let k = profile.classes;
     let mut best: Option<(f64, String)> = None;
     for (j, name) in profile.features.iter().enumerate() {
         let col = baseline.column(name)?;
@@ -855,10 +848,7 @@ fn region(
             .map(|code| table[code * k..(code + 1) * k].iter().sum::<u64>() as f64)
             .collect();
         let n: f64 = total.iter().sum();
-        let mut hit = vec![0f64; card];
-        for &i in &hits {
-            hit[usize::from(scan.rows.codes[j][i])] += 1.0;
-        }
+        let hit = hits_of(j)?;
         let segments = segment_codes(col, card);
         for (label, codes) in segments {
             let h: f64 = codes.iter().map(|&c| hit[c]).sum();
@@ -866,7 +856,7 @@ fn region(
             // Excess of this pair's surprising rows over an even spread across the batch; a
             // region must hold a third of them, half again its share of rows, and be four
             // binomial standard deviations past an even spread (random flips have no region).
-            let m = hits.len() as f64;
+            let m = m_hits;
             let even = m * t / n;
             let excess = h - even;
             let z = excess / (even * (1.0 - t / n)).max(1e-9).sqrt();

@@ -259,11 +259,69 @@ pub struct Scan {
     pub support: Vec<bool>,
     /// Per feature, the rows it put outside the support.
     pub outside_support: Vec<u64>,
-    /// Rows sampled for the likelihood-ratio label test (an even stride, at most
-    /// [`LR_ROWS`]), in batch order.
-    pub lr_rows: Vec<u32>,
+    /// Per feature, the surprising rows ([`label::is_surprising`]) by code, predicted and
+    /// given class (`(code * classes + predicted) * classes + given`); empty without a
+    /// reference model. Where a (predicted, given) pair concentrates ([`label`]'s region)
+    /// is read from here, so the pass keeps no feature codes per row.
+    pub surprise_tables: Vec<Vec<u64>>,
+    /// The likelihood-ratio sample while the pass runs: a bottom-k of labelled rows inside
+    /// the support by a hash of their content and label ([`LrRow`]).
+    pub lr_sample: Vec<LrRow>,
+    /// The sample's labels, in key order (filled by [`ScanFold::finish`]).
+    pub lr_labels: Vec<u16>,
     /// Their class probabilities under the reference model, row-major.
     pub lr_probs: Vec<f32>,
+}
+
+/// One row of the likelihood-ratio label test's sample.
+///
+/// The sample is the [`LR_ROWS`] eligible rows (labelled, inside the support) with the
+/// smallest key, a hash of the row's exact values and label: a bottom-k sample (Cohen and
+/// Kaplan, "Summarizing data using bottom-k sketches", PODC 2007). It merges exactly (the
+/// bottom k of a union is the bottom k of the parts' bottom k), so every sharding and the
+/// one-process pass draw the same rows, and it needs neither the batch's size in advance nor
+/// the rows' positions. Rows with one key hold the same values and label, so they are
+/// interchangeable. A batch with at most [`LR_ROWS`] eligible rows is tested on all of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrRow {
+    /// Sample key.
+    pub key: u64,
+    /// Class.
+    pub label: u16,
+    /// Class probabilities under the reference model, temperature applied (the first
+    /// `classes` are used).
+    pub probs: [f32; label::MAX_LR_CLASSES],
+}
+
+impl LrRow {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.key.cmp(&b.key).then(a.label.cmp(&b.label)).then_with(|| {
+            a.probs
+                .iter()
+                .map(|p| p.to_bits())
+                .cmp(b.probs.iter().map(|p| p.to_bits()))
+        })
+    }
+}
+
+/// Keeps the [`LR_ROWS`] smallest rows of a sample once it holds twice as many (amortised
+/// linear time), or always with `exact`.
+fn trim_sample(sample: &mut Vec<LrRow>, exact: bool) {
+    if sample.len() > 2 * LR_ROWS || (exact && sample.len() > LR_ROWS) {
+        sample.select_nth_unstable_by(LR_ROWS, LrRow::order);
+        sample.truncate(LR_ROWS);
+    }
+}
+
+/// Adds `b` into `a` element by element (`a` takes `b` when empty).
+fn add_tables(a: &mut Vec<Vec<u64>>, b: Vec<Vec<u64>>) {
+    if a.is_empty() {
+        *a = b;
+    } else {
+        for (all, part) in a.iter_mut().zip(b) {
+            all.iter_mut().zip(part).for_each(|(x, y)| *x += y);
+        }
+    }
 }
 
 /// Scores every row of a batch in one pass. `None` when the baseline has no poison profile or
@@ -305,6 +363,8 @@ struct BlockParts {
     extreme: Vec<f32>,
     by_feature: Vec<u64>,
     tables: Vec<Vec<u64>>,
+    surprise: Vec<Vec<u64>>,
+    sample: Vec<LrRow>,
 }
 
 impl<'a> ScanFold<'a> {
@@ -329,11 +389,11 @@ impl<'a> ScanFold<'a> {
             .as_ref()
             .map(|_| label::Support::new(baseline, profile, &encoder));
         let features = profile.features.len();
-        let mut out = Scan::default();
-        out.rows.codes = vec![Vec::new(); features];
-        out.rows.values = vec![Vec::new(); features];
-        out.outside_support = vec![0; features];
-        out.extreme_by_feature = vec![0; features];
+        let out = Scan {
+            outside_support: vec![0; features],
+            extreme_by_feature: vec![0; features],
+            ..Scan::default()
+        };
         Some(Self {
             profile,
             encoder,
@@ -347,9 +407,6 @@ impl<'a> ScanFold<'a> {
     /// Reserves per-row state for `rows` more rows.
     pub fn reserve(&mut self, rows: usize) {
         let out = &mut self.out;
-        for c in &mut out.rows.codes {
-            c.reserve_exact(rows);
-        }
         out.rows.label.reserve_exact(rows);
         out.rows.fp_exact.reserve_exact(rows);
         out.rows.fp_near.reserve_exact(rows);
@@ -364,7 +421,7 @@ impl<'a> ScanFold<'a> {
         let profile = self.profile;
         let features = profile.features.len();
         let e = self.encoder.encode(df)?;
-        let (p, pred, expected, _) = match &profile.label_model {
+        let (p, pred, expected, probs) = match &profile.label_model {
             Some(m) => label::score(m, &e, &profile.cardinality),
             None => (
                 vec![f32::NAN; e.n],
@@ -386,7 +443,13 @@ impl<'a> ScanFold<'a> {
         } else {
             class_tables(&profile.cardinality, profile.classes, &e.codes, &e.label)
         };
+        let (surprise, sample) = match &profile.label_model {
+            Some(m) => Self::label_parts(m, &profile.cardinality, &e, &p, &pred, &inside, &probs),
+            None => (Vec::new(), Vec::new()),
+        };
         Ok(BlockParts {
+            surprise,
+            sample,
             e,
             p,
             pred,
@@ -398,6 +461,50 @@ impl<'a> ScanFold<'a> {
             by_feature,
             tables,
         })
+    }
+
+    /// A block's surprising rows by feature code and (predicted, given) class, and its rows
+    /// eligible for the likelihood-ratio sample with their tempered class probabilities.
+    #[allow(clippy::too_many_arguments)]
+    fn label_parts(
+        m: &label::LabelModel,
+        cardinality: &[usize],
+        e: &Encoded,
+        p: &[f32],
+        pred: &[u16],
+        inside: &[bool],
+        probs: &[f32],
+    ) -> (Vec<Vec<u64>>, Vec<LrRow>) {
+        let k = m.forest.classes;
+        let mut surprise: Vec<Vec<u64>> = cardinality.iter().map(|&c| vec![0; c * k * k]).collect();
+        let mut sample = Vec::new();
+        let t = m.temperature.unwrap_or(1.0);
+        for i in 0..e.n {
+            let y = e.label[i];
+            if y == NO_CLASS || !inside[i] {
+                continue;
+            }
+            let pi = f64::from(p[i]);
+            if !pi.is_nan() && pi < m.cut {
+                let pair = usize::from(pred[i]) * k + usize::from(y);
+                for (t, codes) in surprise.iter_mut().zip(&e.codes) {
+                    t[usize::from(codes[i]) * k * k + pair] += 1;
+                }
+            }
+            if k <= label::MAX_LR_CLASSES {
+                let mut row = [0f32; label::MAX_LR_CLASSES];
+                row[..k].copy_from_slice(&probs[i * k..(i + 1) * k]);
+                flip_lr::apply_temperature(&mut row[..k], t);
+                sample.push(LrRow {
+                    key: crate::rows::mix(
+                        e.fp_exact[i] ^ (u64::from(y) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    ),
+                    label: y,
+                    probs: row,
+                });
+            }
+        }
+        (surprise, sample)
     }
 
     /// Folds one window of blocks (batch rows from `first` on) in.
@@ -419,9 +526,9 @@ impl<'a> ScanFold<'a> {
         let out = &mut self.out;
         for b in parts {
             out.rows.n += b.e.n;
-            for (dst, src) in out.rows.codes.iter_mut().zip(&b.e.codes) {
-                dst.extend_from_slice(src);
-            }
+            add_tables(&mut out.surprise_tables, b.surprise);
+            out.lr_sample.extend(b.sample);
+            trim_sample(&mut out.lr_sample, false);
             out.rows.label.extend_from_slice(&b.e.label);
             out.rows.fp_exact.extend_from_slice(&b.e.fp_exact);
             out.rows.fp_near.extend_from_slice(&b.e.fp_near);
@@ -446,13 +553,7 @@ impl<'a> ScanFold<'a> {
             for (a, x) in self.expected.iter_mut().zip(b.expected) {
                 a.iter_mut().zip(x).for_each(|(s, y)| s.add(y));
             }
-            if out.tables.is_empty() {
-                out.tables = b.tables;
-            } else {
-                for (all, part) in out.tables.iter_mut().zip(b.tables) {
-                    all.iter_mut().zip(part).for_each(|(a, x)| *a += x);
-                }
-            }
+            add_tables(&mut out.tables, b.tables);
         }
         Ok(())
     }
@@ -480,20 +581,18 @@ impl<'a> ScanFold<'a> {
         let features = self.profile.features.len();
         let s = state.scan;
         let n = s.rows.n;
-        if s.rows.codes.len() != features
-            || s.rows.codes.iter().any(|c| c.len() != n)
-            || [
-                s.rows.label.len(),
-                s.rows.fp_exact.len(),
-                s.rows.fp_near.len(),
-                s.p_label.len(),
-                s.predicted.len(),
-                s.anomaly.len(),
-                s.extreme.len(),
-                s.support.len(),
-            ]
-            .iter()
-            .any(|&l| l != n)
+        if [
+            s.rows.label.len(),
+            s.rows.fp_exact.len(),
+            s.rows.fp_near.len(),
+            s.p_label.len(),
+            s.predicted.len(),
+            s.anomaly.len(),
+            s.extreme.len(),
+            s.support.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
         {
             return bad("per-row arrays");
         }
@@ -518,11 +617,23 @@ impl<'a> ScanFold<'a> {
         {
             return bad("class tables");
         }
+        let k = self.profile.classes;
+        if !(s.surprise_tables.is_empty()
+            || (s.surprise_tables.len() == features
+                && s.surprise_tables
+                    .iter()
+                    .zip(&self.profile.cardinality)
+                    .all(|(t, &c)| t.len() == c * k * k)))
+            || s.lr_sample.len() > 2 * LR_ROWS
+            || s.lr_sample.iter().any(|r| usize::from(r.label) >= k.max(1))
+        {
+            return bad("label-test state");
+        }
         let out = &mut self.out;
         out.rows.n += n;
-        for (dst, src) in out.rows.codes.iter_mut().zip(&s.rows.codes) {
-            dst.extend_from_slice(src);
-        }
+        add_tables(&mut out.surprise_tables, s.surprise_tables);
+        out.lr_sample.extend(s.lr_sample);
+        trim_sample(&mut out.lr_sample, false);
         out.rows.label.extend_from_slice(&s.rows.label);
         out.rows.fp_exact.extend_from_slice(&s.rows.fp_exact);
         out.rows.fp_near.extend_from_slice(&s.rows.fp_near);
@@ -537,15 +648,7 @@ impl<'a> ScanFold<'a> {
         for (a, x) in out.outside_support.iter_mut().zip(&s.outside_support) {
             *a += x;
         }
-        if !s.tables.is_empty() {
-            if out.tables.is_empty() {
-                out.tables = s.tables;
-            } else {
-                for (all, part) in out.tables.iter_mut().zip(&s.tables) {
-                    all.iter_mut().zip(part).for_each(|(a, x)| *a += x);
-                }
-            }
-        }
+        add_tables(&mut out.tables, s.tables);
         if !state.expected.is_empty() {
             if self.expected.is_empty() {
                 self.expected = state.expected;
@@ -558,41 +661,25 @@ impl<'a> ScanFold<'a> {
         Ok(())
     }
 
-    /// The scan: per-row state in batch order, and the likelihood-ratio sample (every
-    /// `ceil(n / LR_ROWS)`-th labelled row inside the support, with its class probabilities
-    /// recomputed from the kept codes, as the total is known only now).
+    /// The scan: per-row state in batch order, and the likelihood-ratio sample in key
+    /// order.
     #[must_use]
     pub fn finish(mut self) -> Scan {
         let out = &mut self.out;
-        let total = out.rows.n;
         out.expected_tables = self
             .expected
             .iter()
             .map(|t| t.iter().map(crate::stats::exact::ExactSum::value).collect())
             .collect();
-        if let Some(m) = &self.profile.label_model {
-            let stride = total.div_ceil(LR_ROWS).max(1);
-            let rows: Vec<u32> = (0..total)
-                .step_by(stride)
-                .filter(|&i| out.rows.label[i] != NO_CLASS && out.support[i])
-                .map(|i| i as u32)
-                .collect();
-            let codes: Vec<Vec<u8>> = out
-                .rows
-                .codes
-                .iter()
-                .map(|c| rows.iter().map(|&r| c[r as usize]).collect())
-                .collect();
-            let refs: Vec<&[u8]> = codes.iter().map(Vec::as_slice).collect();
-            let k = m.forest.classes;
-            let t = m.temperature.unwrap_or(1.0);
-            let mut probs = m.forest.predict(&refs, rows.len());
-            for row in probs.chunks_mut(k) {
-                flip_lr::apply_temperature(row, t);
-            }
-            out.lr_rows = rows;
-            out.lr_probs = probs;
-        }
+        let mut sample = std::mem::take(&mut out.lr_sample);
+        trim_sample(&mut sample, true);
+        sample.sort_unstable_by(LrRow::order);
+        let k = self.profile.classes;
+        out.lr_labels = sample.iter().map(|r| r.label).collect();
+        out.lr_probs = sample
+            .iter()
+            .flat_map(|r| r.probs[..k.min(label::MAX_LR_CLASSES)].iter().copied())
+            .collect();
         self.out
     }
 }
@@ -772,7 +859,7 @@ pub fn detect(
         v
     };
     let values = || -> Result<Found> {
-        let sketches = point_mass::sketch(baseline, profile, summary, scan, rows)?;
+        let sketches = point_mass::sketch(baseline, profile, summary, rows)?;
         let exact = point_mass::resolve(baseline, scan, &sketches, rows)?;
         let heavy = point_mass::heavy_values(baseline, scan, &exact);
         let mut v: Found = point_mass::candidates(baseline, &heavy, scan, policy)
@@ -830,8 +917,17 @@ fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
 }
 
 /// Rows a selector points at, in batch order, at most its limit (the most suspicious).
-fn select(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
-    let mut rows = select_all(sel, profile, scan);
+/// `listed` holds the rows of a segment selector, found by [`segment_rows`].
+fn select(
+    sel: &RowSelector,
+    profile: &PoisonProfile,
+    scan: &Scan,
+    listed: Option<&Vec<u32>>,
+) -> Vec<u32> {
+    let mut rows = match (sel, listed) {
+        (RowSelector::Segment { .. }, Some(rows)) => rows.clone(),
+        _ => select_all(sel, profile, scan),
+    };
     let limit = match sel {
         RowSelector::Surprising { limit }
         | RowSelector::Anomalous { limit }
@@ -873,43 +969,112 @@ fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u3
         RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
         RowSelector::Conflicting { .. } => duplicates::conflicting_rows(&profile.duplicates, scan),
         RowSelector::Listed(rows) => rows.clone(),
-        RowSelector::Segment {
-            feature,
-            codes,
-            class,
-            ..
-        } => {
-            let mut member = vec![false; 256];
-            for &c in codes {
-                member[c] = true;
-            }
-            (0..n)
-                .filter(|&i| {
-                    member[usize::from(scan.rows.codes[*feature][i])]
-                        && scan.rows.label[i] == *class
-                        && (scan.p_label[i].is_nan() || scan.p_label[i] < 0.5)
-                })
-                .map(|i| i as u32)
-                .collect()
-        }
+        // Found by a second read of the segment's column ([`segment_rows`]).
+        RowSelector::Segment { .. } => Vec::new(),
     }
+}
+
+/// The rows of each segment selector among `wanted` (candidate index to selector): rows of
+/// the segment's codes labelled with its class that the reference model does not back
+/// (probability of the label below one half, or no model). The row pass keeps no feature
+/// codes, so the segments' columns are read again, once for all of them, only when a segment
+/// finding fired.
+///
+/// # Errors
+/// A batch that can no longer be read.
+fn segment_rows(
+    baseline: &Baseline,
+    scan: &Scan,
+    wanted: &[(usize, &RowSelector)],
+    rows_of: BatchRows<'_>,
+) -> Result<BTreeMap<usize, Vec<u32>>> {
+    let mut out: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    let mut features: Vec<usize> = wanted
+        .iter()
+        .filter_map(|(_, s)| match s {
+            RowSelector::Segment { feature, .. } => Some(*feature),
+            _ => None,
+        })
+        .collect();
+    features.sort_unstable();
+    features.dedup();
+    if features.is_empty() {
+        return Ok(out);
+    }
+    let encoder = Encoder::new(baseline, None);
+    let names: Vec<String> = features
+        .iter()
+        .filter_map(|&j| encoder.features.get(j).map(|f| f.name.clone()))
+        .collect();
+    let mut offset = 0usize;
+    for_each_block(rows_of, &names, |df| {
+        let mut codes: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        for &j in &features {
+            codes.insert(j, encoder.feature_codes(j, df)?);
+        }
+        for &(cand, sel) in wanted {
+            let RowSelector::Segment {
+                feature,
+                codes: seg,
+                class,
+                ..
+            } = sel
+            else {
+                continue;
+            };
+            let mut member = [false; 256];
+            for &c in seg {
+                if let Some(m) = member.get_mut(c) {
+                    *m = true;
+                }
+            }
+            let col = &codes[feature];
+            let rows = out.entry(cand).or_default();
+            for (i, &c) in col.iter().enumerate() {
+                let r = offset + i;
+                let (Some(&y), Some(&p)) = (scan.rows.label.get(r), scan.p_label.get(r)) else {
+                    continue;
+                };
+                if member[usize::from(c)] && y == *class && (p.is_nan() || p < 0.5) {
+                    rows.push(r as u32);
+                }
+            }
+        }
+        offset += df.height();
+        Ok(())
+    })?;
+    if offset != scan.rows.n {
+        return Err(crate::error::Error::Internal(format!(
+            "segment rows: the batch read {offset} rows, the row pass {}",
+            scan.rows.n
+        )));
+    }
+    Ok(out)
 }
 
 /// Attaches the rows behind each fired poison finding: every row flagged by a deny finding
 /// with its codes and score, and on each finding (deny or warn) its ten highest-scoring rows.
 ///
 /// `fired` maps a candidate index to the index of its finding in `findings`.
-#[must_use]
+///
+/// # Errors
+/// A batch that can no longer be read (for the rows of a segment finding).
 pub fn quarantine(
     baseline: &Baseline,
     scan: &Scan,
     outcome: &Outcome,
     fired: &BTreeMap<usize, usize>,
     findings: &mut [Finding],
-) -> Vec<QuarantineRow> {
+    rows_of: BatchRows<'_>,
+) -> Result<Vec<QuarantineRow>> {
     let Some(profile) = &baseline.poison else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
+    let wanted: Vec<(usize, &RowSelector)> = fired
+        .keys()
+        .filter_map(|&c| outcome.selectors.get(c)?.as_ref().map(|s| (c, s)))
+        .collect();
+    let listed = segment_rows(baseline, scan, &wanted, rows_of)?;
     let mut per_row: BTreeMap<u32, (Vec<String>, f64)> = BTreeMap::new();
     for (&cand, &finding) in fired {
         let Some(Some(sel)) = outcome.selectors.get(cand) else {
@@ -918,7 +1083,7 @@ pub fn quarantine(
         let Some(f) = findings.get_mut(finding) else {
             continue;
         };
-        let rows = select(sel, profile, scan);
+        let rows = select(sel, profile, scan, listed.get(&cand));
         let mut scored: Vec<(f64, u32)> = rows
             .iter()
             .map(|&r| (row_score(sel, scan, r as usize), r))
@@ -945,7 +1110,7 @@ pub fn quarantine(
             .collect();
         f.evidence.insert("rows_flagged".into(), rows.len() as f64);
     }
-    per_row
+    Ok(per_row
         .into_iter()
         .map(|(row, (mut codes, score))| {
             codes.sort();
@@ -956,7 +1121,7 @@ pub fn quarantine(
                 score: crate::finding::tidy(score),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// The text of the id column at the given rows (batch order), read in one pass over that
@@ -1154,4 +1319,76 @@ pub fn render_scores(
         ],
         format,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn rows(n: usize, seed: u64) -> Vec<LrRow> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                // Few distinct keys among many rows: ties (identical rows) are common.
+                let key = crate::rows::mix(rng.random_range(0..(n as u64 / 2)));
+                let label = (key % 3) as u16;
+                let mut probs = [0f32; label::MAX_LR_CLASSES];
+                probs[usize::from(label)] = (key % 1000) as f32 / 1000.0;
+                LrRow { key, label, probs }
+            })
+            .collect()
+    }
+
+    fn finished(mut sample: Vec<LrRow>) -> Vec<LrRow> {
+        trim_sample(&mut sample, true);
+        sample.sort_unstable_by(LrRow::order);
+        sample
+    }
+
+    #[test]
+    fn the_label_sample_is_the_same_for_any_split_and_merge_order() {
+        let all = rows(3 * LR_ROWS + 17, 5);
+        let one = finished({
+            let mut s = Vec::new();
+            for chunk in all.chunks(4096) {
+                s.extend_from_slice(chunk);
+                trim_sample(&mut s, false);
+            }
+            s
+        });
+        assert_eq!(one.len(), LR_ROWS);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..4 {
+            // Random cut points into 1-16 parts, including empty and one-row parts.
+            let parts = rng.random_range(1..=16);
+            let mut cuts: Vec<usize> = (0..parts - 1)
+                .map(|_| rng.random_range(0..=all.len()))
+                .collect();
+            cuts.push(0);
+            cuts.push(all.len());
+            cuts.push(1);
+            cuts.sort_unstable();
+            let mut states: Vec<Vec<LrRow>> = cuts
+                .windows(2)
+                .map(|w| {
+                    let mut s = all[w[0]..w[1]].to_vec();
+                    trim_sample(&mut s, false);
+                    s
+                })
+                .collect();
+            // Merge in a random order, pairwise.
+            while states.len() > 1 {
+                let a = states.swap_remove(rng.random_range(0..states.len()));
+                let i = rng.random_range(0..states.len());
+                states[i].extend(a);
+                trim_sample(&mut states[i], false);
+            }
+            assert_eq!(finished(states.pop().unwrap()), one);
+        }
+        // A batch with fewer eligible rows than the sample holds is tested on all of them.
+        let few = rows(1000, 6);
+        assert_eq!(finished(few.clone()).len(), few.len());
+    }
 }

@@ -163,7 +163,6 @@ pub fn sketch(
     baseline: &Baseline,
     profile: &super::PoisonProfile,
     summary: &BatchSummary,
-    scan: &Scan,
     rows: Rows<'_>,
 ) -> Result<Vec<Sketch>> {
     let hot = hot_bins(baseline, profile, summary);
@@ -180,12 +179,13 @@ pub fn sketch(
         .iter()
         .map(|&(j, _)| profile.features[j].clone())
         .collect();
-    let mut offset = 0usize;
+    // The bins are coded again from the values read here: the row pass keeps no codes.
+    let encoder = crate::rows::Encoder::new(baseline, None);
     super::for_each_block(rows, &names, |df| {
         for (&(j, h), name) in wanted.iter().zip(&names) {
-            let codes = &scan.rows.codes[j];
+            let codes = encoder.feature_codes(j, df)?;
             let sketch = &mut out[j];
-            let mut at = offset;
+            let mut at = 0;
             for_each_f64_chunk(series_of(df, name)?, |v, _| {
                 for (&x, &c) in v.iter().zip(&codes[at..at + v.len()]) {
                     if h[usize::from(c)] && !x.is_nan() {
@@ -195,7 +195,6 @@ pub fn sketch(
                 at += v.len();
             })?;
         }
-        offset += df.height();
         Ok(())
     })?;
     Ok(out)
