@@ -4,6 +4,7 @@
 //! before use) and its writing. Building one from data lives in [`build`].
 
 mod build;
+pub mod tolerance;
 mod types;
 
 pub use build::{ProfileOptions, profile};

@@ -921,7 +921,7 @@ const MIN_SUPPORT_ROWS: u64 = 5;
 ///
 /// A row with a null where the trusted rows had (almost) none, with a category value outside
 /// every trusted one, or with a number far outside the pinned range (the tolerance band of
-/// [`crate::check::schema::tolerance`]) meets a part of the model that no trusted row shaped:
+/// [`crate::baseline::tolerance::tolerance`]) meets a part of the model that no trusted row shaped:
 /// its probabilities say nothing about its label. Such rows are left out of the label test
 /// (and counted), so that a broken column reads as a broken column — a schema finding — and
 /// not as flipped labels.
@@ -965,7 +965,7 @@ impl Support {
                     .column(&f.name)
                     .and_then(|c| c.numeric.as_ref())
                     .map(|p| {
-                        let t = crate::check::schema::tolerance(p);
+                        let t = crate::baseline::tolerance::tolerance(p);
                         (t.far_min, t.far_max)
                     }),
             );

@@ -1,0 +1,502 @@
+//! The rows behind the findings that fired: the quarantine file, the rows listed on each
+//! finding, every row's suspicion score, and the ids of those rows.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::DataFrame;
+
+use super::{Outcome, PoisonProfile, Scan, duplicates, label};
+use crate::baseline::Baseline;
+use crate::error::Result;
+use crate::finding::{Finding, RowRef};
+use crate::rows::Encoder;
+use crate::source::Rows as BatchRows;
+
+/// Which rows a fired finding points at.
+#[derive(Debug, Clone)]
+///
+/// Rate detectors flag more rows than the attack changed (their trusted rate of flags comes
+/// along); `limit` keeps the estimated excess, most suspicious first, so the quarantine holds
+/// about as many rows as the finding says are extra.
+pub enum RowSelector {
+    /// Rows whose label the reference model finds surprising.
+    Surprising {
+        /// Rows to keep.
+        limit: usize,
+    },
+    /// Rows with an anomaly score above the trusted cut.
+    Anomalous {
+        /// Rows to keep.
+        limit: usize,
+    },
+    /// Rows with an extreme-value score above the trusted cut.
+    Extreme {
+        /// Rows to keep.
+        limit: usize,
+    },
+    /// Repeated rows (second and later copies) of the exact or near fingerprint.
+    Duplicates {
+        /// Near (codes) rather than exact fingerprints.
+        near: bool,
+    },
+    /// Rows matching a trusted row's cell with another label.
+    Conflicting {
+        /// Rows to keep.
+        limit: usize,
+    },
+    /// Explicit rows (trigger and point-mass values).
+    Listed(Vec<u32>),
+    /// Rows of one segment of a feature labelled with one class that the reference model
+    /// does not back (probability of the label below one half, or no model).
+    Segment {
+        /// Feature index.
+        feature: usize,
+        /// The segment's codes.
+        codes: Vec<usize>,
+        /// The class.
+        class: u16,
+        /// Rows to keep.
+        limit: usize,
+    },
+}
+
+/// One row of the quarantine file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineRow {
+    /// Row index in batch order.
+    pub row: u64,
+    /// The row's id, when an id column was pinned.
+    pub id: Option<String>,
+    /// Finding codes that flagged it, sorted.
+    pub codes: Vec<String>,
+    /// Suspicion score: per flagging finding, a score in (0, 1], summed.
+    pub score: f64,
+}
+
+/// The per-row contribution of one selector, in (0, 1].
+fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
+    match sel {
+        RowSelector::Surprising { .. } | RowSelector::Segment { .. } => {
+            let p = f64::from(scan.p_label[i]);
+            if p.is_nan() {
+                1.0
+            } else {
+                1.0 - p.clamp(0.0, 1.0)
+            }
+        }
+        RowSelector::Anomalous { .. } => {
+            let a = f64::from(scan.anomaly[i]);
+            a / (1.0 + a)
+        }
+        RowSelector::Extreme { .. } => {
+            let a = f64::from(scan.extreme[i]);
+            a / (1.0 + a)
+        }
+        _ => 1.0,
+    }
+}
+
+/// Rows a selector points at, in batch order, at most its limit (the most suspicious).
+/// `listed` holds the rows of a segment selector, found by [`segment_rows`].
+fn select(
+    sel: &RowSelector,
+    profile: &PoisonProfile,
+    scan: &Scan,
+    listed: Option<&Vec<u32>>,
+) -> Vec<u32> {
+    let mut rows = match (sel, listed) {
+        (RowSelector::Segment { .. }, Some(rows)) => rows.clone(),
+        _ => select_all(sel, profile, scan),
+    };
+    let limit = match sel {
+        RowSelector::Surprising { limit }
+        | RowSelector::Anomalous { limit }
+        | RowSelector::Extreme { limit }
+        | RowSelector::Conflicting { limit }
+        | RowSelector::Segment { limit, .. } => *limit,
+        _ => usize::MAX,
+    };
+    if rows.len() > limit {
+        let mut scored: Vec<(f64, u32)> = rows
+            .iter()
+            .map(|&r| (row_score(sel, scan, r as usize), r))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        rows = scored[..limit].iter().map(|s| s.1).collect();
+        rows.sort_unstable();
+    }
+    rows
+}
+
+fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
+    let n = scan.rows.n;
+    match sel {
+        RowSelector::Surprising { .. } => match &profile.label_model {
+            Some(m) => (0..n)
+                .filter(|&i| label::is_surprising(m, scan, i))
+                .map(|i| i as u32)
+                .collect(),
+            None => Vec::new(),
+        },
+        RowSelector::Anomalous { .. } => (0..n)
+            .filter(|&i| scan.anomaly[i] > 1.0)
+            .map(|i| i as u32)
+            .collect(),
+        RowSelector::Extreme { .. } => (0..n)
+            .filter(|&i| scan.extreme[i] > 1.0)
+            .map(|i| i as u32)
+            .collect(),
+        RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
+        RowSelector::Conflicting { .. } => duplicates::conflicting_rows(&profile.duplicates, scan),
+        RowSelector::Listed(rows) => rows.clone(),
+        // Found by a second read of the segment's column ([`segment_rows`]).
+        RowSelector::Segment { .. } => Vec::new(),
+    }
+}
+
+/// The rows of each segment selector among `wanted` (candidate index to selector): rows of
+/// the segment's codes labelled with its class that the reference model does not back
+/// (probability of the label below one half, or no model). The row pass keeps no feature
+/// codes, so the segments' columns are read again, once for all of them, only when a segment
+/// finding fired.
+///
+/// # Errors
+/// A batch that can no longer be read.
+fn segment_rows(
+    baseline: &Baseline,
+    scan: &Scan,
+    wanted: &[(usize, &RowSelector)],
+    rows_of: BatchRows<'_>,
+) -> Result<BTreeMap<usize, Vec<u32>>> {
+    let mut out: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    let mut features: Vec<usize> = wanted
+        .iter()
+        .filter_map(|(_, s)| match s {
+            RowSelector::Segment { feature, .. } => Some(*feature),
+            _ => None,
+        })
+        .collect();
+    features.sort_unstable();
+    features.dedup();
+    if features.is_empty() {
+        return Ok(out);
+    }
+    let encoder = Encoder::new(baseline, None);
+    let names: Vec<String> = features
+        .iter()
+        .filter_map(|&j| encoder.features.get(j).map(|f| f.name.clone()))
+        .collect();
+    let mut offset = 0usize;
+    for_each_block(rows_of, &names, |df| {
+        let mut codes: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        for &j in &features {
+            codes.insert(j, encoder.feature_codes(j, df)?);
+        }
+        for &(cand, sel) in wanted {
+            let RowSelector::Segment {
+                feature,
+                codes: seg,
+                class,
+                ..
+            } = sel
+            else {
+                continue;
+            };
+            let mut member = [false; 256];
+            for &c in seg {
+                if let Some(m) = member.get_mut(c) {
+                    *m = true;
+                }
+            }
+            let col = &codes[feature];
+            let rows = out.entry(cand).or_default();
+            for (i, &c) in col.iter().enumerate() {
+                let r = offset + i;
+                let (Some(&y), Some(&p)) = (scan.rows.label.get(r), scan.p_label.get(r)) else {
+                    continue;
+                };
+                if member[usize::from(c)] && y == *class && (p.is_nan() || p < 0.5) {
+                    rows.push(r as u32);
+                }
+            }
+        }
+        offset += df.height();
+        Ok(())
+    })?;
+    if offset != scan.rows.n {
+        return Err(crate::error::Error::Internal(format!(
+            "segment rows: the batch read {offset} rows, the row pass {}",
+            scan.rows.n
+        )));
+    }
+    Ok(out)
+}
+
+/// Attaches the rows behind each fired poison finding: every row flagged by a deny finding
+/// with its codes and score, and on each finding (deny or warn) its ten highest-scoring rows.
+///
+/// `fired` maps a candidate index to the index of its finding in `findings`.
+///
+/// # Errors
+/// A batch that can no longer be read (for the rows of a segment finding).
+pub fn quarantine(
+    baseline: &Baseline,
+    scan: &Scan,
+    outcome: &Outcome,
+    fired: &BTreeMap<usize, usize>,
+    findings: &mut [Finding],
+    rows_of: BatchRows<'_>,
+) -> Result<Vec<QuarantineRow>> {
+    let Some(profile) = &baseline.poison else {
+        return Ok(Vec::new());
+    };
+    let wanted: Vec<(usize, &RowSelector)> = fired
+        .keys()
+        .filter_map(|&c| outcome.selectors.get(c)?.as_ref().map(|s| (c, s)))
+        .collect();
+    let listed = segment_rows(baseline, scan, &wanted, rows_of)?;
+    let mut per_row: BTreeMap<u32, (Vec<String>, f64)> = BTreeMap::new();
+    for (&cand, &finding) in fired {
+        let Some(Some(sel)) = outcome.selectors.get(cand) else {
+            continue;
+        };
+        let Some(f) = findings.get_mut(finding) else {
+            continue;
+        };
+        let rows = select(sel, profile, scan, listed.get(&cand));
+        let mut scored: Vec<(f64, u32)> = rows
+            .iter()
+            .map(|&r| (row_score(sel, scan, r as usize), r))
+            .collect();
+        // The quarantine holds what blocked; warnings still list their top rows below.
+        if f.severity == crate::finding::Severity::Deny {
+            for &(s, r) in &scored {
+                let e = per_row.entry(r).or_default();
+                if !e.0.contains(&f.code) {
+                    e.0.push(f.code.clone());
+                    e.1 += s;
+                }
+            }
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        f.rows = scored
+            .iter()
+            .take(10)
+            .map(|&(s, r)| RowRef {
+                row: u64::from(r),
+                id: None,
+                score: crate::finding::tidy(s),
+            })
+            .collect();
+        f.evidence.insert("rows_flagged".into(), rows.len() as f64);
+    }
+    Ok(per_row
+        .into_iter()
+        .map(|(row, (mut codes, score))| {
+            codes.sort();
+            QuarantineRow {
+                row: u64::from(row),
+                id: None,
+                codes,
+                score: crate::finding::tidy(score),
+            }
+        })
+        .collect())
+}
+
+/// The text of the id column at the given rows (batch order), read in one pass over that
+/// column alone.
+///
+/// # Errors
+/// An id column that cannot be read as text, or a batch that can no longer be read.
+pub fn ids_of(
+    rows_of: BatchRows<'_>,
+    id: &str,
+    mut rows: Vec<u64>,
+) -> Result<BTreeMap<u64, String>> {
+    rows.sort_unstable();
+    rows.dedup();
+    let mut out = BTreeMap::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let mut next = 0usize;
+    let mut offset = 0u64;
+    for_each_block(rows_of, &[id.to_owned()], |df| {
+        let Ok(col) = df.column(id) else {
+            offset += df.height() as u64;
+            return Ok(());
+        };
+        crate::summary::for_each_str_chunk(col.as_materialized_series(), |arr| {
+            let len = arr.len() as u64;
+            while next < rows.len() && rows[next] < offset + len {
+                let i = (rows[next] - offset) as usize;
+                if let Some(v) = arr.get(i) {
+                    out.insert(rows[next], v.to_owned());
+                }
+                next += 1;
+            }
+            offset += len;
+        })
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` on every block of the batch in batch order, with only `columns` read.
+///
+/// # Errors
+/// A batch that can no longer be read, or an error `f` returns.
+pub(crate) fn for_each_block(
+    rows: BatchRows<'_>,
+    columns: &[String],
+    mut f: impl FnMut(&DataFrame) -> Result<()>,
+) -> Result<()> {
+    rows.for_each_window(Some(columns), &mut |blocks, _| {
+        for df in blocks {
+            f(df)?;
+        }
+        Ok(())
+    })
+}
+
+/// File format of the quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// CSV with a header.
+    Csv,
+}
+
+impl QuarantineFormat {
+    /// The format named by a path's extension.
+    ///
+    /// # Errors
+    /// An extension other than `.parquet` or `.csv`.
+    pub fn from_path(flag: &str, path: &std::path::Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("parquet") => Ok(Self::Parquet),
+            Some(e) if e.eq_ignore_ascii_case("csv") => Ok(Self::Csv),
+            _ => Err(crate::Error::Usage(format!(
+                "{flag} {} must end in .parquet or .csv",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The quarantine as file bytes: columns `row` (u64), `id` (text, null without an id column),
+/// `codes` (`;`-separated) and `score`.
+///
+/// # Errors
+/// A failure of the writer (a bug).
+pub fn render_quarantine(rows: &[QuarantineRow], format: QuarantineFormat) -> Result<Vec<u8>> {
+    use polars::prelude::Column;
+    frame_bytes(
+        rows.len(),
+        vec![
+            Column::new(
+                "row".into(),
+                rows.iter().map(|r| r.row).collect::<Vec<u64>>(),
+            ),
+            Column::new(
+                "id".into(),
+                rows.iter()
+                    .map(|r| r.id.clone())
+                    .collect::<Vec<Option<String>>>(),
+            ),
+            Column::new(
+                "codes".into(),
+                rows.iter()
+                    .map(|r| r.codes.join(";"))
+                    .collect::<Vec<String>>(),
+            ),
+            Column::new(
+                "score".into(),
+                rows.iter().map(|r| r.score).collect::<Vec<f64>>(),
+            ),
+        ],
+        format,
+    )
+}
+
+/// Writes columns as Parquet or CSV (with a header) into memory.
+fn frame_bytes(
+    height: usize,
+    columns: Vec<polars::prelude::Column>,
+    format: QuarantineFormat,
+) -> Result<Vec<u8>> {
+    use polars::prelude::*;
+    let internal = |e: PolarsError| crate::Error::Internal(format!("writing rows: {e}"));
+    let mut df = DataFrame::new(height, columns).map_err(internal)?;
+    let mut buf = Vec::new();
+    match format {
+        QuarantineFormat::Parquet => {
+            ParquetWriter::new(&mut buf)
+                .finish(&mut df)
+                .map_err(internal)?;
+        }
+        QuarantineFormat::Csv => {
+            CsvWriter::new(&mut buf)
+                .include_header(true)
+                .finish(&mut df)
+                .map_err(internal)?;
+        }
+    }
+    Ok(buf)
+}
+
+/// A suspicion score for every row, for ranking (`check --row-scores`): rows in the
+/// quarantine score 1 plus their quarantine score; every row also gets half of `1 - P(label
+/// | x)` under the reference model and half of `a / (1 + a)` for its anomaly score `a`, so
+/// rows no finding flagged are still ordered by how unusual they are.
+#[must_use]
+pub fn row_scores(scan: &Scan, quarantine: &[QuarantineRow]) -> Vec<f64> {
+    let mut out: Vec<f64> = (0..scan.rows.n)
+        .map(|i| {
+            let p = f64::from(scan.p_label[i]);
+            let label = if p.is_nan() {
+                0.0
+            } else {
+                1.0 - p.clamp(0.0, 1.0)
+            };
+            let a = f64::from(scan.anomaly[i]).max(0.0);
+            0.5 * label + 0.5 * a / (1.0 + a)
+        })
+        .collect();
+    for q in quarantine {
+        if let Some(s) = out.get_mut(q.row as usize) {
+            *s += 1.0 + q.score;
+        }
+    }
+    // Every term comes from one row's own arithmetic, so the scores do not depend on how
+    // the batch was sliced: no rounding pass is needed for byte-identical output.
+    out
+}
+
+/// Every row's score as file bytes: columns `row`, `id` and `score`.
+///
+/// # Errors
+/// A failure of the writer (a bug).
+pub fn render_scores(
+    scores: &[f64],
+    ids: Option<&BTreeMap<u64, String>>,
+    format: QuarantineFormat,
+) -> Result<Vec<u8>> {
+    use polars::prelude::Column;
+    let n = scores.len();
+    frame_bytes(
+        n,
+        vec![
+            Column::new("row".into(), (0..n as u64).collect::<Vec<u64>>()),
+            Column::new(
+                "id".into(),
+                (0..n as u64)
+                    .map(|i| ids.and_then(|m| m.get(&i).cloned()))
+                    .collect::<Vec<Option<String>>>(),
+            ),
+            Column::new("score".into(), scores.to_vec()),
+        ],
+        format,
+    )
+}
