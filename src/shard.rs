@@ -32,9 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::UnitSummary;
 use crate::error::{Error, Result};
-use crate::poison::{LrRow, Rows as RowState, Scan, ScanState};
+use crate::poison::{LrRow, RowLog, ScanState, States};
 use crate::source::{Format, InputFile, InputMeta, ObjectRef};
-use crate::stats::exact::ExactSum;
 use crate::summary::BatchSummary;
 
 /// Format tag of a manifest.
@@ -228,29 +227,26 @@ struct UnitBody {
     range: Option<[u64; 2]>,
 }
 
-/// Counts and sums of a unit's row pass.
+/// A unit's row-pass state: the accumulators' states, and the sizes of what follows in
+/// binary (the per-row arrays and the label test's sample).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScanCounts {
     rows: usize,
-    features: usize,
-    tables: Vec<Vec<u64>>,
-    expected: Vec<Vec<ExactSum>>,
-    extreme_by_feature: Vec<u64>,
-    outside_support: Vec<u64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    surprise_tables: Vec<Vec<u64>>,
+    states: States,
     /// Rows of the label test's sample (their bytes follow the unit's per-row arrays).
-    #[serde(default)]
     sample: usize,
 }
+
+/// A unit's binary row-pass state: its per-row arrays and its label sample.
+type UnitRows = (RowLog, Vec<LrRow>);
 
 /// A part: a header and the states of its units, in unit order.
 #[derive(Debug, Clone)]
 pub struct Part {
     /// What it covers.
     pub header: PartHeader,
-    units: Vec<(UnitBody, Option<Scan>)>,
+    units: Vec<(UnitBody, Option<UnitRows>)>,
 }
 
 /// The dtypes of a schema as text (for comparing parts and files).
@@ -270,19 +266,19 @@ impl Part {
             .into_iter()
             .map(|(index, u)| {
                 let (counts, scan) = match u.scan {
-                    Some(state) => {
-                        let s = state.scan;
+                    Some(mut state) => {
+                        let sample = state
+                            .states
+                            .label
+                            .as_mut()
+                            .map(|l| std::mem::take(&mut l.sample))
+                            .unwrap_or_default();
                         let counts = ScanCounts {
-                            rows: s.rows.n,
-                            features: s.outside_support.len(),
-                            tables: s.tables.clone(),
-                            expected: state.expected,
-                            extreme_by_feature: s.extreme_by_feature.clone(),
-                            outside_support: s.outside_support.clone(),
-                            surprise_tables: s.surprise_tables.clone(),
-                            sample: s.lr_sample.len(),
+                            rows: state.rows.n,
+                            states: state.states,
+                            sample: sample.len(),
                         };
-                        (Some(counts), Some(s))
+                        (Some(counts), Some((state.rows, sample)))
                     }
                     None => (None, None),
                 };
@@ -313,7 +309,7 @@ impl Part {
             return Err(Error::Usage("merge: no parts given".into()));
         };
         let mut header = first.header.clone();
-        let mut units: BTreeMap<usize, (UnitBody, Option<Scan>)> = BTreeMap::new();
+        let mut units: BTreeMap<usize, (UnitBody, Option<UnitRows>)> = BTreeMap::new();
         let first_name = names.first().cloned().unwrap_or_default();
         for u in first.units {
             units.insert(u.0.index, u);
@@ -475,15 +471,19 @@ impl Part {
                 }
             }
             scans.push(match (body.scan, rows) {
-                (Some(c), Some(mut scan)) => {
-                    scan.tables = c.tables;
-                    scan.extreme_by_feature = c.extreme_by_feature;
-                    scan.outside_support = c.outside_support;
-                    scan.surprise_tables = c.surprise_tables;
-                    Some(ScanState {
-                        scan,
-                        expected: c.expected,
-                    })
+                (Some(c), Some((rows, sample))) => {
+                    let mut states = c.states;
+                    match &mut states.label {
+                        Some(l) => l.sample = sample,
+                        None if !sample.is_empty() => {
+                            return Err(Error::summary(
+                                path,
+                                "a label sample without a label test",
+                            ));
+                        }
+                        None => {}
+                    }
+                    Some(ScanState { rows, states })
                 }
                 _ => None,
             });
@@ -507,7 +507,7 @@ impl Part {
         put_section(&mut out, &to_json(&bodies)?);
         for (_, scan) in &self.units {
             if let Some(s) = scan {
-                write_rows(&mut out, s);
+                write_rows(&mut out, &s.0, &s.1);
             }
         }
         Ok(out)
@@ -541,7 +541,7 @@ impl Part {
         for body in bodies {
             let scan = match &body.scan {
                 Some(c) => Some(
-                    read_rows(&mut r, c.rows, c.features, c.sample)
+                    read_rows(&mut r, c.rows, c.sample)
                         .ok_or_else(|| bad("truncated or malformed per-row arrays"))?,
                 ),
                 None => None,
@@ -596,16 +596,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn write_rows(out: &mut Vec<u8>, s: &Scan) {
-    out.extend(s.rows.label.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.rows.fp_exact.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.rows.fp_near.iter().flat_map(|v| v.to_le_bytes()));
+fn write_rows(out: &mut Vec<u8>, s: &RowLog, sample: &[LrRow]) {
+    out.extend(s.label.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.fp_exact.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(s.fp_near.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.p_label.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.predicted.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.anomaly.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.extreme.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.support.iter().map(|&v| u8::from(v)));
-    for r in &s.lr_sample {
+    for r in sample {
         out.extend_from_slice(&r.key.to_le_bytes());
         out.extend_from_slice(&r.label.to_le_bytes());
         out.extend(r.probs.iter().flat_map(|v| v.to_le_bytes()));
@@ -613,10 +612,10 @@ fn write_rows(out: &mut Vec<u8>, s: &Scan) {
 }
 
 /// Bytes of one row of the label test's sample: key, label, probabilities.
-const SAMPLE_ROW: usize = 8 + 2 + 4 * crate::poison::label::MAX_LR_CLASSES;
+const SAMPLE_ROW: usize = 8 + 2 + 4 * crate::poison::inconsistency::MAX_LR_CLASSES;
 
-fn read_rows(r: &mut Reader<'_>, n: usize, features: usize, sample: usize) -> Option<Scan> {
-    if features > 1 << 16 || sample > 2 * crate::poison::LR_ROWS {
+fn read_rows(r: &mut Reader<'_>, n: usize, sample: usize) -> Option<(RowLog, Vec<LrRow>)> {
+    if sample > 2 * crate::poison::LR_ROWS {
         return None;
     }
     let u16s = |b: &[u8]| -> Vec<u16> {
@@ -638,7 +637,6 @@ fn read_rows(r: &mut Reader<'_>, n: usize, features: usize, sample: usize) -> Op
     let fp_exact = u64s(r.array(n, 8)?);
     let fp_near = u64s(r.array(n, 8)?);
     let p_label = f32s(r.array(n, 4)?);
-    let predicted = u16s(r.array(n, 2)?);
     let anomaly = f32s(r.array(n, 4)?);
     let extreme = f32s(r.array(n, 4)?);
     let support_bytes = r.array(n, 1)?;
@@ -650,7 +648,7 @@ fn read_rows(r: &mut Reader<'_>, n: usize, features: usize, sample: usize) -> Op
         .array(sample, SAMPLE_ROW)?
         .chunks_exact(SAMPLE_ROW)
         .map(|b| {
-            let mut probs = [0f32; crate::poison::label::MAX_LR_CLASSES];
+            let mut probs = [0f32; crate::poison::inconsistency::MAX_LR_CLASSES];
             for (p, c) in probs.iter_mut().zip(b[10..].chunks_exact(4)) {
                 *p = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
@@ -661,21 +659,17 @@ fn read_rows(r: &mut Reader<'_>, n: usize, features: usize, sample: usize) -> Op
             }
         })
         .collect();
-    Some(Scan {
-        rows: RowState {
+    Some((
+        RowLog {
             n,
-            codes: Vec::new(),
-            values: Vec::new(),
             label,
             fp_exact,
             fp_near,
+            p_label,
+            anomaly,
+            extreme,
+            support,
         },
-        p_label,
-        predicted,
-        anomaly,
-        extreme,
-        support,
         lr_sample,
-        ..Scan::default()
-    })
+    ))
 }

@@ -24,18 +24,12 @@
 //! raises the share too, together with `schema-out-of-range`; correlations that changed for
 //! real (a new pricing rule) raise the copula score.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::{RowSelector, Rows, Scan};
+use super::Rows;
 use crate::baseline::{Baseline, ColumnProfile};
-use crate::detect::{Candidate, Effect};
-use crate::finding::{Subject, num};
-use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, FeatureCode};
-use crate::stats::proportion::{beta_binomial_upper_tail, beta_binomial_upper_tail_ab};
 
 /// Quantile of the trusted scores used as the cut.
 const CUT_LEVEL: f64 = 0.995;
@@ -909,119 +903,6 @@ fn loo_extreme(tables: &[Table], values: &[Vec<f64>], n: usize) -> (Vec<f64>, Ve
         }
     }
     (out, scales)
-}
-
-/// The anomalous-rows candidates of a scanned batch: rows past the anomaly cuts, and rows
-/// with a value past every trusted row's extreme-value score.
-#[must_use]
-pub fn candidates(
-    a: &AnomalyProfile,
-    features: &[String],
-    scan: &Scan,
-    policy: &Policy,
-) -> Vec<(Candidate, RowSelector)> {
-    let rule = &policy.checks.poison_anomalous_rows;
-    let n = scan.rows.n as u64;
-    if n < 30 {
-        return Vec::new();
-    }
-    let k = scan.anomaly.iter().filter(|&&s| s > 1.0).count() as u64;
-    let nf = n as f64;
-    let r = k as f64 / nf;
-    let x0 = a
-        .flagged
-        .unwrap_or_else(|| (a.rate * a.rows as f64).round() as u64);
-    // The trusted rate was estimated from `rows` out-of-fold scores: predictive test.
-    let p_value = beta_binomial_upper_tail(k, n, x0, a.rows);
-    let mut evidence = BTreeMap::new();
-    evidence.insert("anomalous_share".into(), r);
-    evidence.insert("trusted_anomalous_share".into(), a.rate);
-    evidence.insert("copula_features".into(), a.copula.len() as f64);
-    if let Some(l) = a.shrinkage {
-        evidence.insert("copula_shrinkage".into(), l);
-    }
-    let limit = (k as f64 - nf * a.rate).max(0.0).ceil() as usize;
-    let mut out = vec![(
-        Candidate {
-            code: "poison-anomalous-rows",
-            subject: Subject::default(),
-            p_value: Some(p_value),
-            effects: vec![Effect {
-                name: "excess_share",
-                value: r - a.rate,
-                warn: rule.warn,
-                deny: rule.deny,
-            }],
-            fixed: None,
-            n,
-            n_baseline: a.rows,
-            describe: format!(
-                "{k} of {n} rows ({}%) score as anomalous against {}% of trusted rows",
-                num(100.0 * r),
-                num(100.0 * a.rate)
-            ),
-            evidence,
-            tag: None,
-        },
-        RowSelector::Anomalous { limit },
-    )];
-    if let Some(cut) = a.cut_extreme {
-        let k = scan.extreme.iter().filter(|&&s| s > 1.0).count() as u64;
-        let m = a.rows.max(1);
-        let p0 = 1.0 / (m as f64 + 1.0);
-        let r = k as f64 / nf;
-        let mut evidence = BTreeMap::new();
-        evidence.insert("extreme_share".into(), r);
-        evidence.insert("expected_share_at_most".into(), p0);
-        evidence.insert("cut_tail_scales".into(), cut);
-        let (list, shown) = super::top_features(&scan.extreme_by_feature, features, 5, "");
-        let more = if shown > 5 {
-            format!(" and {} more columns", shown - 5)
-        } else {
-            String::new()
-        };
-        out.push((
-            Candidate {
-                code: "poison-anomalous-rows",
-                subject: Subject {
-                    value: Some("extreme values".to_owned()),
-                    ..Subject::default()
-                },
-                // Conformal: each fresh row passes the largest leave-one-out score of `m`
-                // trusted rows with probability at most 1 / (m + 1); see `loo_extreme`.
-                p_value: Some(beta_binomial_upper_tail_ab(k, n, 1.0, m as f64)),
-                effects: vec![Effect {
-                    name: "excess_share",
-                    value: r - p0,
-                    warn: rule.warn,
-                    deny: rule.deny,
-                }],
-                fixed: None,
-                n,
-                n_baseline: a.rows,
-                describe: if k == 0 {
-                    format!(
-                        "no row holds a value further past the trusted extremes than any trusted row does ({} tail scales)",
-                        num(cut)
-                    )
-                } else {
-                    format!(
-                        "{k} of {n} rows ({}%) hold a value further past the trusted extremes than any of {m} trusted rows does against the rest (over {} tail scales; at most {}% of clean rows do): largest excess in {}{more}",
-                        num(100.0 * r),
-                        num(cut),
-                        num(100.0 * p0),
-                        list.join(", ")
-                    )
-                },
-                evidence,
-                tag: None,
-            },
-            RowSelector::Extreme {
-                limit: (k as f64 - nf * p0).max(0.0).ceil() as usize,
-            },
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

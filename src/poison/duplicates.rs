@@ -34,8 +34,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{RowSelector, Rows, Scan};
-use crate::detect::{Candidate, Effect};
+use super::scan::{Block, Pinned};
+use super::{Found, RowSelector, Rows, Scan};
+use crate::detect::{Accumulator, Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{NO_CLASS, mix};
@@ -94,9 +95,15 @@ impl Bloom {
         self.keys += 1;
     }
 
-    fn contains(&self, key: u64) -> bool {
-        self.positions(key)
-            .all(|p| self.cache[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    /// Whether the filter may hold `key` (after [`Self::unseal`]).
+    #[must_use]
+    pub fn contains(&self, key: u64) -> bool {
+        // A sealed filter (no words decoded) holds nothing.
+        self.positions(key).all(|p| {
+            self.cache
+                .get((p / 64) as usize)
+                .is_some_and(|w| w & (1 << (p % 64)) != 0)
+        })
     }
 
     fn seal(&mut self) {
@@ -149,6 +156,15 @@ pub struct DuplicateProfile {
 }
 
 impl DuplicateProfile {
+    /// The membership filter, decoded for lookups (`None` without one, or when its words
+    /// do not decode; [`Self::validate`] refuses such a baseline at load).
+    #[must_use]
+    pub fn unsealed_filter(&self) -> Option<Bloom> {
+        let mut f = self.filter.clone()?;
+        f.unseal().ok()?;
+        Some(f)
+    }
+
     /// Checks shapes and decodes the filter.
     ///
     /// # Errors
@@ -347,13 +363,9 @@ pub fn repeated_rows(scan: &Scan, near: bool) -> Vec<u32> {
 /// Rows whose cell is in the trusted filter while their (cell, label) is not.
 #[must_use]
 pub fn conflicting_rows(profile: &DuplicateProfile, scan: &Scan) -> Vec<u32> {
-    let Some(filter) = &profile.filter else {
+    let Some(f) = profile.unsealed_filter() else {
         return Vec::new();
     };
-    let mut f = filter.clone();
-    if f.unseal().is_err() {
-        return Vec::new();
-    }
     (0..scan.rows.n)
         .filter(|&i| {
             let y = scan.rows.label[i];
@@ -362,6 +374,57 @@ pub fn conflicting_rows(profile: &DuplicateProfile, scan: &Scan) -> Vec<u32> {
                 && !f.contains(pair_key(scan.rows.fp_near[i], y))
         })
         .map(|i| i as u32)
+        .collect()
+}
+
+/// Labelled rows and rows that contradict a trusted row's label, among the rows seen so far
+/// (`poison-label-conflict`). The duplicate flood still reads the per-row fingerprints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictState {
+    /// Labelled rows.
+    pub labelled: u64,
+    /// Labelled rows whose cell is in the trusted filter while their (cell, label) is not.
+    pub conflicting: u64,
+}
+
+impl Accumulator<Pinned<'_>, Block> for ConflictState {
+    fn new(_: &Pinned<'_>) -> Option<Self> {
+        Some(Self {
+            labelled: 0,
+            conflicting: 0,
+        })
+    }
+
+    fn update(&mut self, p: &Pinned<'_>, b: &Block) {
+        let e = &b.e;
+        for (i, &y) in e.label.iter().enumerate() {
+            if y == NO_CLASS {
+                continue;
+            }
+            self.labelled += 1;
+            if let Some(f) = p.filter
+                && f.contains(cell_key(e.fp_near[i]))
+                && !f.contains(pair_key(e.fp_near[i], y))
+            {
+                self.conflicting += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, _: &Pinned<'_>, o: Self) -> Result<(), String> {
+        self.labelled += o.labelled;
+        self.conflicting += o.conflicting;
+        Ok(())
+    }
+}
+
+/// The duplicate-flood and label-conflict candidates.
+#[must_use]
+pub fn finish(p: &Pinned<'_>, scan: &Scan, _: &ConflictState, policy: &Policy) -> Vec<Found> {
+    candidates(&p.profile.duplicates, scan, policy)
+        .into_iter()
+        .map(|(c, s)| (c, Some(s)))
         .collect()
 }
 
@@ -443,9 +506,12 @@ pub fn candidates(
     }
     if let Some(filter) = &profile.filter {
         let rule = &policy.checks.poison_label_conflict;
-        let labelled = scan.rows.label.iter().filter(|&&y| y != NO_CLASS).count() as u64;
+        let (labelled, k) = scan
+            .states
+            .duplicates
+            .as_ref()
+            .map_or((0, 0), |s| (s.labelled, s.conflicting));
         if labelled >= 30 {
-            let k = conflicting_rows(profile, scan).len() as u64;
             let p0 = (profile.conflict_rate + filter.false_positive_rate()).min(1.0);
             let lf = labelled as f64;
             let r = k as f64 / lf;

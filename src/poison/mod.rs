@@ -8,21 +8,32 @@
 //! duplicate rates and a membership filter of (row, label) pairs ([`duplicates`]). Exact-value
 //! frequencies for [`point_mass`] and [`trigger`] live in the column profiles.
 //!
-//! At `check` time [`scan`] encodes the batch in parallel slices and keeps a few bytes per
-//! row (label probability, anomaly score, fingerprints); each detector turns that into
-//! [`Candidate`]s that go through the same decision rule and multiplicity adjustment as the
-//! drift checks. [`quarantine`] then lists the rows behind the findings that fired.
+//! At `check` time [`scan`] encodes and scores the batch block by block and folds every block
+//! into the accumulators of the registry ([`States`]: one line each, below); each detector
+//! turns its merged state into [`Candidate`]s that go through the same decision rule and
+//! multiplicity adjustment as the drift checks. Two detectors still count candidate values
+//! in a second read of their columns ([`point_mass`], [`trigger`]), and the pass still keeps
+//! a few bytes per row ([`scan::RowLog`]) for the duplicate flood, the trigger's model
+//! chances and [`quarantine`], which lists the rows behind the findings that fired.
+//!
+//! **Adding a row-level detector:** a file with its state (an [`Accumulator`] over
+//! [`Block`]s) and a `finish` that turns the merged state into candidates; a line in the
+//! registry below; its code, family and documentation in [`crate::detect::registry`]; and
+//! its thresholds in the policy.
 
 pub mod anomaly;
 pub mod class_drift;
 pub mod duplicates;
 pub mod flip_lr;
 pub mod gbdt;
+pub mod inconsistency;
 pub mod label;
+pub mod outliers;
 pub mod point_mass;
 mod quarantine;
-mod scan;
+pub mod scan;
 pub mod segment;
+pub mod tables;
 pub mod trigger;
 
 pub(crate) use quarantine::for_each_block;
@@ -30,13 +41,13 @@ pub use quarantine::{
     QuarantineFormat, QuarantineRow, RowSelector, ids_of, quarantine, render_quarantine,
     render_scores, row_scores,
 };
-pub use scan::{LR_ROWS, LrRow, Scan, ScanFold, ScanState, scan};
+pub use scan::{Block, LR_ROWS, LrRow, Pinned, RowLog, Scan, ScanFold, ScanState, scan};
 
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
-use crate::detect::Candidate;
+use crate::detect::{Accumulator, Candidate};
 use crate::error::Result;
 
 use crate::policy::Policy;
@@ -276,6 +287,77 @@ pub(crate) fn top_features(
     (list, worst.len())
 }
 
+/// A candidate of a row-level detector with the rows it points at.
+pub type Found = (Candidate, Option<RowSelector>);
+
+/// The registry of row-level accumulators: the state each keeps while the pass runs, and the
+/// function that turns the merged state into candidates, in the order their candidates are
+/// reported. One line per detector.
+macro_rules! registry {
+    ($($(#[$doc:meta])* $field:ident: $state:ty => $finish:path,)*) => {
+        /// Every row-level accumulator's state (`None`: the detector cannot run on this
+        /// baseline). Serialised into the parts of a sharded check.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct States {
+            $($(#[$doc])* #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub $field: Option<$state>,)*
+        }
+
+        impl States {
+            /// The states over no rows.
+            #[must_use]
+            pub fn new(p: &Pinned<'_>) -> Self {
+                Self { $($field: <$state as Accumulator<Pinned<'_>, Block>>::new(p),)* }
+            }
+
+            /// Folds one block into every state.
+            pub fn update(&mut self, p: &Pinned<'_>, b: &Block) {
+                $(if let Some(s) = &mut self.$field {
+                    s.update(p, b);
+                })*
+            }
+
+            /// Merges states over other rows.
+            ///
+            /// # Errors
+            /// A state missing on one side, or of another shape.
+            pub fn merge(&mut self, p: &Pinned<'_>, other: Self) -> std::result::Result<(), String> {
+                $(match (&mut self.$field, other.$field) {
+                    (Some(a), Some(b)) => a
+                        .merge(p, b)
+                        .map_err(|e| format!("{}: {e}", stringify!($field)))?,
+                    (None, None) => {}
+                    _ => return Err(format!("{}: a state on one side only", stringify!($field))),
+                })*
+                Ok(())
+            }
+
+            /// Every detector's candidates, computed side by side, in registry order.
+            pub fn candidates(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
+                use rayon::prelude::*;
+                type Finisher<'f> = Box<dyn Fn() -> Vec<Found> + Send + Sync + 'f>;
+                let mut all: Vec<Finisher<'_>> = Vec::new();
+                $(if let Some(s) = &self.$field {
+                    all.push(Box::new(move || $finish(p, scan, s, policy)));
+                })*
+                all.par_iter().flat_map_iter(|f| f()).collect()
+            }
+        }
+    };
+}
+
+registry! {
+    /// `poison-label-inconsistency`.
+    label: inconsistency::LabelState => inconsistency::finish,
+    /// `poison-segment-label-shift` and `drift-class-conditional`.
+    tables: tables::ClassTables => tables::candidates,
+    /// `poison-anomalous-rows`.
+    anomaly: outliers::AnomalyState => outliers::finish,
+    /// `poison-duplicate-flood` and `poison-label-conflict`.
+    duplicates: duplicates::ConflictState => duplicates::finish,
+}
+
 /// Runs every detector on a scanned batch.
 ///
 /// # Errors
@@ -301,60 +383,31 @@ pub fn detect(
             "the label has more than 20 classes: the segment, trigger and class-conditional detectors did not run".to_owned(),
         );
     }
-    let outside: u64 = scan
-        .support
-        .iter()
-        .zip(&scan.rows.label)
-        .filter(|&(&inside, &y)| !inside && y != NO_CLASS)
-        .count() as u64;
-    if profile.label_model.is_some() && outside > 0 {
-        let labelled = scan.rows.label.iter().filter(|&&y| y != NO_CLASS).count();
-        let (list, _) = top_features(&scan.outside_support, &profile.features, 3, " rows");
+    if let Some(l) = &scan.states.label
+        && l.outside > 0
+    {
+        let (list, _) = top_features(&l.outside_support, &profile.features, 3, " rows");
         out.notes.push(format!(
-            "the label test judged {} of {labelled} labelled rows: {outside} hold a value outside the trusted support (a null, an unseen category or a number far outside the range: {}), where the reference model says nothing about the label",
-            labelled as u64 - outside,
+            "the label test judged {} of {} labelled rows: {} hold a value outside the trusted support (a null, an unseen category or a number far outside the range: {}), where the reference model says nothing about the label",
+            l.labelled - l.outside,
+            l.labelled,
+            l.outside,
             list.join(", ")
         ));
     }
-    // Three independent groups run side by side; their candidates are appended in a fixed
-    // order, so the outcome does not depend on scheduling.
-    type Found = Vec<(Candidate, Option<RowSelector>)>;
-    let labels = || -> Found {
-        let mut v: Found = Vec::new();
-        if let Some(m) = &profile.label_model {
-            v.extend(label::candidates(baseline, profile, m, scan, policy));
-        }
-        if !scan.tables.is_empty() {
-            v.extend(segment::candidates(baseline, profile, scan, policy));
-            v.extend(
-                class_drift::candidates(baseline, profile, scan, policy)
-                    .into_iter()
-                    .map(|c| (c, None)),
-            );
-        }
-        v
+    let filter = profile.duplicates.unsealed_filter();
+    let pinned = Pinned {
+        baseline,
+        profile,
+        filter: filter.as_ref(),
     };
-    let per_row = || -> Found {
-        let mut v: Found = Vec::new();
-        if let Some(a) = &profile.anomaly {
-            v.extend(
-                anomaly::candidates(a, &profile.features, scan, policy)
-                    .into_iter()
-                    .map(|(c, s)| (c, Some(s))),
-            );
-        }
-        v.extend(
-            duplicates::candidates(&profile.duplicates, scan, policy)
-                .into_iter()
-                .map(|(c, s)| (c, Some(s))),
-        );
-        v
-    };
-    let values = || -> Result<Found> {
+    // The accumulators' detectors and the two that re-read their columns run side by side;
+    // candidates are appended in a fixed order, so the outcome does not depend on scheduling.
+    let values = || -> Result<Vec<Found>> {
         let sketches = point_mass::sketch(baseline, profile, summary, rows)?;
         let exact = point_mass::resolve(baseline, scan, &sketches, rows)?;
         let heavy = point_mass::heavy_values(baseline, scan, &exact);
-        let mut v: Found = point_mass::candidates(baseline, &heavy, scan, policy)
+        let mut v: Vec<Found> = point_mass::candidates(baseline, &heavy, scan, policy)
             .into_iter()
             .map(|(c, s)| (c, Some(s)))
             .collect();
@@ -365,8 +418,8 @@ pub fn detect(
         );
         Ok(v)
     };
-    let (a, (b, c)) = rayon::join(labels, || rayon::join(per_row, values));
-    for (cand, sel) in a.into_iter().chain(b).chain(c?) {
+    let (a, b) = rayon::join(|| scan.states.candidates(&pinned, scan, policy), values);
+    for (cand, sel) in a.into_iter().chain(b?) {
         out.push(cand, sel);
     }
     Ok(out)

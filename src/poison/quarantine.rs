@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use polars::prelude::DataFrame;
 
-use super::{Outcome, PoisonProfile, Scan, duplicates, label};
+use super::{Outcome, PoisonProfile, Scan, duplicates};
 use crate::baseline::Baseline;
 use crate::error::Result;
 use crate::finding::{Finding, RowRef};
@@ -77,7 +77,7 @@ pub struct QuarantineRow {
 fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
     match sel {
         RowSelector::Surprising { .. } | RowSelector::Segment { .. } => {
-            let p = f64::from(scan.p_label[i]);
+            let p = f64::from(scan.rows.p_label[i]);
             if p.is_nan() {
                 1.0
             } else {
@@ -85,11 +85,11 @@ fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
             }
         }
         RowSelector::Anomalous { .. } => {
-            let a = f64::from(scan.anomaly[i]);
+            let a = f64::from(scan.rows.anomaly[i]);
             a / (1.0 + a)
         }
         RowSelector::Extreme { .. } => {
-            let a = f64::from(scan.extreme[i]);
+            let a = f64::from(scan.rows.extreme[i]);
             a / (1.0 + a)
         }
         _ => 1.0,
@@ -133,17 +133,17 @@ fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u3
     match sel {
         RowSelector::Surprising { .. } => match &profile.label_model {
             Some(m) => (0..n)
-                .filter(|&i| label::is_surprising(m, scan, i))
+                .filter(|&i| super::inconsistency::is_surprising(m, scan, i))
                 .map(|i| i as u32)
                 .collect(),
             None => Vec::new(),
         },
         RowSelector::Anomalous { .. } => (0..n)
-            .filter(|&i| scan.anomaly[i] > 1.0)
+            .filter(|&i| scan.rows.anomaly[i] > 1.0)
             .map(|i| i as u32)
             .collect(),
         RowSelector::Extreme { .. } => (0..n)
-            .filter(|&i| scan.extreme[i] > 1.0)
+            .filter(|&i| scan.rows.extreme[i] > 1.0)
             .map(|i| i as u32)
             .collect(),
         RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
@@ -212,7 +212,8 @@ fn segment_rows(
             let rows = out.entry(cand).or_default();
             for (i, &c) in col.iter().enumerate() {
                 let r = offset + i;
-                let (Some(&y), Some(&p)) = (scan.rows.label.get(r), scan.p_label.get(r)) else {
+                let (Some(&y), Some(&p)) = (scan.rows.label.get(r), scan.rows.p_label.get(r))
+                else {
                     continue;
                 };
                 if member[usize::from(c)] && y == *class && (p.is_nan() || p < 0.5) {
@@ -454,13 +455,13 @@ fn frame_bytes(
 pub fn row_scores(scan: &Scan, quarantine: &[QuarantineRow]) -> Vec<f64> {
     let mut out: Vec<f64> = (0..scan.rows.n)
         .map(|i| {
-            let p = f64::from(scan.p_label[i]);
+            let p = f64::from(scan.rows.p_label[i]);
             let label = if p.is_nan() {
                 0.0
             } else {
                 1.0 - p.clamp(0.0, 1.0)
             };
-            let a = f64::from(scan.anomaly[i]).max(0.0);
+            let a = f64::from(scan.rows.anomaly[i]).max(0.0);
             0.5 * label + 0.5 * a / (1.0 + a)
         })
         .collect();

@@ -1,55 +1,155 @@
-//! The row pass: every block of a batch is encoded once and scored by the pinned models, and
-//! each detector's state is folded in ([`ScanFold`]); parts of a sharded check carry the
-//! fold's state ([`ScanState`]).
+//! The row pass: every block of a batch is encoded once and scored by the pinned models
+//! ([`Block`]), and every row-level accumulator of the registry ([`super::States`]) folds it
+//! in ([`ScanFold`]). Parts of a sharded check carry the fold's state ([`ScanState`]).
+//!
+//! Beside the accumulators, the pass still keeps a few bytes per row ([`RowLog`]: label,
+//! two fingerprints, three scores, 32 bytes) for the detectors that are not accumulators
+//! yet (the duplicate flood, the trigger's per-row model chances) and for listing the rows
+//! behind a finding.
 
 use polars::prelude::DataFrame;
 
-use super::{PoisonProfile, Rows, anomaly, class_tables, flip_lr, label};
+use super::inconsistency::MAX_LR_CLASSES;
+use super::{PoisonProfile, States, anomaly, label};
 use crate::baseline::Baseline;
 use crate::error::Result;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::source::Rows as BatchRows;
 
-/// Most rows the likelihood-ratio label test is fitted on (an even stride through the
-/// batch beyond): its standard error at this size is far below any flip share worth a
-/// finding, and the fit stays a fraction of a second.
+/// Most rows the likelihood-ratio label test is fitted on (a bottom-k sample of the batch
+/// beyond): its standard error at this size is far below any flip share worth a finding,
+/// and the fit stays a fraction of a second.
 pub const LR_ROWS: usize = 50_000;
 
-/// What the row-level pass over a batch kept.
+/// What the row-level accumulators read of the baseline.
+#[derive(Clone, Copy)]
+pub struct Pinned<'a> {
+    /// The baseline.
+    pub baseline: &'a Baseline,
+    /// Its row-level profile.
+    pub profile: &'a PoisonProfile,
+    /// The trusted membership filter of the duplicate detectors, decoded.
+    pub filter: Option<&'a super::duplicates::Bloom>,
+}
+
+/// One block of rows, encoded and scored by the pinned models: what every row-level
+/// accumulator reads.
 #[derive(Debug, Clone, Default)]
-pub struct Scan {
-    /// Encoded rows.
-    pub rows: Rows,
+pub struct Block {
+    /// The encoded rows.
+    pub e: Encoded,
+    /// Probability the reference model gives each row's label (NaN when unlabelled or
+    /// without a model).
+    pub p: Vec<f32>,
+    /// The model's most likely class per row.
+    pub pred: Vec<u16>,
+    /// Every class's probability per row, row-major (empty without a model).
+    pub probs: Vec<f32>,
+    /// Per feature, the model's expected class counts by code over the labelled rows.
+    pub expected: Vec<Vec<f64>>,
+    /// Per row, whether every value lies inside the trusted support.
+    pub inside: Vec<bool>,
+    /// Per feature, the rows it put outside the support.
+    pub outside: Vec<u64>,
+    /// Anomaly score per row, in units of the trusted cut.
+    pub anomaly: Vec<f32>,
+    /// Extreme-value score per row, in units of the trusted cut.
+    pub extreme: Vec<f32>,
+    /// Per feature, the rows past the extreme-value cut whose largest excess it holds.
+    pub extreme_by_feature: Vec<u64>,
+}
+
+/// The per-row state the pass still keeps, in batch order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowLog {
+    /// Rows.
+    pub n: usize,
+    /// Class per row.
+    pub label: Vec<u16>,
+    /// Exact fingerprints.
+    pub fp_exact: Vec<u64>,
+    /// Near fingerprints.
+    pub fp_near: Vec<u64>,
     /// Probability the reference model gives each row's label (NaN without one).
     pub p_label: Vec<f32>,
-    /// The model's most likely class per row.
-    pub predicted: Vec<u16>,
     /// Anomaly score per row, in units of the trusted cut (above 1 is anomalous).
     pub anomaly: Vec<f32>,
     /// Extreme-value score per row, in units of the trusted cut (above 1 is past every
     /// trusted row's; see [`anomaly::fit`]).
     pub extreme: Vec<f32>,
-    /// Per feature, the rows past the extreme-value cut whose largest excess it holds.
-    pub extreme_by_feature: Vec<u64>,
-    /// Per-feature class tables of the batch.
+    /// Per row, whether every feature value lies inside the trusted support
+    /// ([`label::Support`]); rows outside are left out of the label test.
+    pub support: Vec<bool>,
+}
+
+impl RowLog {
+    fn reserve(&mut self, rows: usize) {
+        self.label.reserve_exact(rows);
+        self.fp_exact.reserve_exact(rows);
+        self.fp_near.reserve_exact(rows);
+        self.p_label.reserve_exact(rows);
+        self.anomaly.reserve_exact(rows);
+        self.extreme.reserve_exact(rows);
+        self.support.reserve_exact(rows);
+    }
+
+    fn push(&mut self, b: &Block) {
+        self.n += b.e.n;
+        self.label.extend_from_slice(&b.e.label);
+        self.fp_exact.extend_from_slice(&b.e.fp_exact);
+        self.fp_near.extend_from_slice(&b.e.fp_near);
+        self.p_label.extend_from_slice(&b.p);
+        self.anomaly.extend_from_slice(&b.anomaly);
+        self.extreme.extend_from_slice(&b.extreme);
+        self.support.extend_from_slice(&b.inside);
+    }
+
+    /// Appends the rows that follow.
+    ///
+    /// # Errors
+    /// Arrays whose lengths disagree with the row count.
+    fn append(&mut self, o: Self) -> std::result::Result<(), String> {
+        let n = o.n;
+        if [
+            o.label.len(),
+            o.fp_exact.len(),
+            o.fp_near.len(),
+            o.p_label.len(),
+            o.anomaly.len(),
+            o.extreme.len(),
+            o.support.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
+            return Err("per-row arrays of different lengths".to_owned());
+        }
+        self.n += n;
+        self.label.extend(o.label);
+        self.fp_exact.extend(o.fp_exact);
+        self.fp_near.extend(o.fp_near);
+        self.p_label.extend(o.p_label);
+        self.anomaly.extend(o.anomaly);
+        self.extreme.extend(o.extreme);
+        self.support.extend(o.support);
+        Ok(())
+    }
+}
+
+/// What the row-level pass over a batch kept, ready for the detectors.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Per-row state.
+    pub rows: RowLog,
+    /// Every accumulator's merged state.
+    pub states: States,
+    /// Per-feature class tables of the batch (from [`super::tables::ClassTables`]; empty
+    /// without them).
     pub tables: Vec<Vec<u64>>,
     /// Per-feature expected class counts by code under the reference model (empty without
     /// one).
     pub expected_tables: Vec<Vec<f64>>,
-    /// Per row, whether every feature value lies inside the trusted support
-    /// ([`label::Support`]); rows outside are left out of the label test.
-    pub support: Vec<bool>,
-    /// Per feature, the rows it put outside the support.
-    pub outside_support: Vec<u64>,
-    /// Per feature, the surprising rows ([`label::is_surprising`]) by code, predicted and
-    /// given class (`(code * classes + predicted) * classes + given`); empty without a
-    /// reference model. Where a (predicted, given) pair concentrates ([`label`]'s region)
-    /// is read from here, so the pass keeps no feature codes per row.
-    pub surprise_tables: Vec<Vec<u64>>,
-    /// The likelihood-ratio sample while the pass runs: a bottom-k of labelled rows inside
-    /// the support by a hash of their content and label ([`LrRow`]).
-    pub lr_sample: Vec<LrRow>,
-    /// The sample's labels, in key order (filled by [`ScanFold::finish`]).
+    /// The likelihood-ratio sample's labels, in key order.
     pub lr_labels: Vec<u16>,
     /// Their class probabilities under the reference model, row-major.
     pub lr_probs: Vec<f32>,
@@ -72,11 +172,11 @@ pub struct LrRow {
     pub label: u16,
     /// Class probabilities under the reference model, temperature applied (the first
     /// `classes` are used).
-    pub probs: [f32; label::MAX_LR_CLASSES],
+    pub probs: [f32; MAX_LR_CLASSES],
 }
 
 impl LrRow {
-    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+    pub(crate) fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
         a.key.cmp(&b.key).then(a.label.cmp(&b.label)).then_with(|| {
             a.probs
                 .iter()
@@ -88,21 +188,10 @@ impl LrRow {
 
 /// Keeps the [`LR_ROWS`] smallest rows of a sample once it holds twice as many (amortised
 /// linear time), or always with `exact`.
-fn trim_sample(sample: &mut Vec<LrRow>, exact: bool) {
+pub(crate) fn trim_sample(sample: &mut Vec<LrRow>, exact: bool) {
     if sample.len() > 2 * LR_ROWS || (exact && sample.len() > LR_ROWS) {
         sample.select_nth_unstable_by(LR_ROWS, LrRow::order);
         sample.truncate(LR_ROWS);
-    }
-}
-
-/// Adds `b` into `a` element by element (`a` takes `b` when empty).
-fn add_tables(a: &mut Vec<Vec<u64>>, b: Vec<Vec<u64>>) {
-    if a.is_empty() {
-        *a = b;
-    } else {
-        for (all, part) in a.iter_mut().zip(b) {
-            all.iter_mut().zip(part).for_each(|(x, y)| *x += y);
-        }
     }
 }
 
@@ -119,34 +208,18 @@ pub fn scan(baseline: &Baseline, usable: &[String], rows: BatchRows<'_>) -> Resu
     Ok(Some(fold.finish()))
 }
 
-/// The row pass as a fold over windows of blocks ([`crate::source::stream`]): each window is
-/// encoded and scored in parallel, its few bytes per row appended in batch order, and its
-/// tables added; nothing of the decoded rows is kept.
+/// The row pass as a fold over windows of blocks ([`crate::source::stream`]): each block is
+/// encoded, scored and folded into fresh accumulator states in parallel, and the states are
+/// merged in batch order; nothing of the decoded rows is kept beyond the [`RowLog`].
 pub struct ScanFold<'a> {
+    baseline: &'a Baseline,
     profile: &'a PoisonProfile,
+    filter: Option<super::duplicates::Bloom>,
     encoder: Encoder,
     scorer: Option<anomaly::Scorer>,
     support: Option<label::Support>,
-    out: Scan,
-    /// The model's expected class counts per feature and code, summed exactly block by block
-    /// (so that merged shards give the same sums as one pass).
-    expected: Vec<Vec<crate::stats::exact::ExactSum>>,
-}
-
-/// What one block contributes beside its per-row arrays.
-struct BlockParts {
-    e: Encoded,
-    p: Vec<f32>,
-    pred: Vec<u16>,
-    expected: Vec<Vec<f64>>,
-    inside: Vec<bool>,
-    outside: Vec<u64>,
-    anomaly: Vec<f32>,
-    extreme: Vec<f32>,
-    by_feature: Vec<u64>,
-    tables: Vec<Vec<u64>>,
-    surprise: Vec<Vec<u64>>,
-    sample: Vec<LrRow>,
+    rows: RowLog,
+    states: States,
 }
 
 impl<'a> ScanFold<'a> {
@@ -170,36 +243,31 @@ impl<'a> ScanFold<'a> {
             .label_model
             .as_ref()
             .map(|_| label::Support::new(baseline, profile, &encoder));
-        let features = profile.features.len();
-        let out = Scan {
-            outside_support: vec![0; features],
-            extreme_by_feature: vec![0; features],
-            ..Scan::default()
-        };
-        Some(Self {
+        let filter = profile.duplicates.unsealed_filter();
+        let states = States::new(&Pinned {
+            baseline,
             profile,
+            filter: filter.as_ref(),
+        });
+        Some(Self {
+            baseline,
+            profile,
+            filter,
             encoder,
             scorer,
             support,
-            out,
-            expected: Vec::new(),
+            rows: RowLog::default(),
+            states,
         })
     }
 
     /// Reserves per-row state for `rows` more rows.
     pub fn reserve(&mut self, rows: usize) {
-        let out = &mut self.out;
-        out.rows.label.reserve_exact(rows);
-        out.rows.fp_exact.reserve_exact(rows);
-        out.rows.fp_near.reserve_exact(rows);
-        out.p_label.reserve_exact(rows);
-        out.predicted.reserve_exact(rows);
-        out.anomaly.reserve_exact(rows);
-        out.extreme.reserve_exact(rows);
-        out.support.reserve_exact(rows);
+        self.rows.reserve(rows);
     }
 
-    fn block(&self, df: &DataFrame) -> Result<BlockParts> {
+    /// Encodes and scores one block.
+    fn block(&self, df: &DataFrame) -> Result<Block> {
         let profile = self.profile;
         let features = profile.features.len();
         let e = self.encoder.encode(df)?;
@@ -216,77 +284,22 @@ impl<'a> ScanFold<'a> {
             Some(sup) => sup.mask(&e),
             None => (vec![true; e.n], vec![0; features]),
         };
-        let (anomaly, (extreme, by_feature)) = match &self.scorer {
+        let (anomaly, (extreme, extreme_by_feature)) = match &self.scorer {
             Some(sc) => (sc.score(&e), sc.extreme(&e)),
             None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
         };
-        let tables = if profile.tables.is_empty() {
-            Vec::new()
-        } else {
-            class_tables(&profile.cardinality, profile.classes, &e.codes, &e.label)
-        };
-        let (surprise, sample) = match &profile.label_model {
-            Some(m) => Self::label_parts(m, &profile.cardinality, &e, &p, &pred, &inside, &probs),
-            None => (Vec::new(), Vec::new()),
-        };
-        Ok(BlockParts {
-            surprise,
-            sample,
+        Ok(Block {
             e,
             p,
             pred,
+            probs,
             expected,
             inside,
             outside,
             anomaly,
             extreme,
-            by_feature,
-            tables,
+            extreme_by_feature,
         })
-    }
-
-    /// A block's surprising rows by feature code and (predicted, given) class, and its rows
-    /// eligible for the likelihood-ratio sample with their tempered class probabilities.
-    #[allow(clippy::too_many_arguments)]
-    fn label_parts(
-        m: &label::LabelModel,
-        cardinality: &[usize],
-        e: &Encoded,
-        p: &[f32],
-        pred: &[u16],
-        inside: &[bool],
-        probs: &[f32],
-    ) -> (Vec<Vec<u64>>, Vec<LrRow>) {
-        let k = m.forest.classes;
-        let mut surprise: Vec<Vec<u64>> = cardinality.iter().map(|&c| vec![0; c * k * k]).collect();
-        let mut sample = Vec::new();
-        let t = m.temperature.unwrap_or(1.0);
-        for i in 0..e.n {
-            let y = e.label[i];
-            if y == NO_CLASS || !inside[i] {
-                continue;
-            }
-            let pi = f64::from(p[i]);
-            if !pi.is_nan() && pi < m.cut {
-                let pair = usize::from(pred[i]) * k + usize::from(y);
-                for (t, codes) in surprise.iter_mut().zip(&e.codes) {
-                    t[usize::from(codes[i]) * k * k + pair] += 1;
-                }
-            }
-            if k <= label::MAX_LR_CLASSES {
-                let mut row = [0f32; label::MAX_LR_CLASSES];
-                row[..k].copy_from_slice(&probs[i * k..(i + 1) * k]);
-                flip_lr::apply_temperature(&mut row[..k], t);
-                sample.push(LrRow {
-                    key: crate::rows::mix(
-                        e.fp_exact[i] ^ (u64::from(y) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                    ),
-                    label: y,
-                    probs: row,
-                });
-            }
-        }
-        (surprise, sample)
     }
 
     /// Folds one window of blocks (batch rows from `first` on) in.
@@ -295,48 +308,36 @@ impl<'a> ScanFold<'a> {
     /// A failure while encoding.
     pub fn update(&mut self, blocks: &[DataFrame], first: usize) -> Result<()> {
         use rayon::prelude::*;
-        if first != self.out.rows.n {
+        if first != self.rows.n {
             return Err(crate::error::Error::Internal(format!(
                 "row pass: window at row {first} after {} rows",
-                self.out.rows.n
+                self.rows.n
             )));
         }
-        let parts: Vec<BlockParts> = blocks
+        let pinned = Pinned {
+            baseline: self.baseline,
+            profile: self.profile,
+            filter: self.filter.as_ref(),
+        };
+        let parts: Vec<(Block, States)> = blocks
             .par_iter()
-            .map(|df| self.block(df))
+            .map(|df| {
+                let b = self.block(df)?;
+                let mut s = States::new(&pinned);
+                s.update(&pinned, &b);
+                Ok((b, s))
+            })
             .collect::<Result<_>>()?;
-        let out = &mut self.out;
-        for b in parts {
-            out.rows.n += b.e.n;
-            add_tables(&mut out.surprise_tables, b.surprise);
-            out.lr_sample.extend(b.sample);
-            trim_sample(&mut out.lr_sample, false);
-            out.rows.label.extend_from_slice(&b.e.label);
-            out.rows.fp_exact.extend_from_slice(&b.e.fp_exact);
-            out.rows.fp_near.extend_from_slice(&b.e.fp_near);
-            out.p_label.extend(b.p);
-            out.predicted.extend(b.pred);
-            out.anomaly.extend(b.anomaly);
-            out.extreme.extend(b.extreme);
-            out.support.extend(b.inside);
-            for (a, x) in out.extreme_by_feature.iter_mut().zip(b.by_feature) {
-                *a += x;
-            }
-            for (a, x) in out.outside_support.iter_mut().zip(b.outside) {
-                *a += x;
-            }
-            if self.expected.is_empty() {
-                self.expected = b
-                    .expected
-                    .iter()
-                    .map(|t| vec![crate::stats::exact::ExactSum::new(); t.len()])
-                    .collect();
-            }
-            for (a, x) in self.expected.iter_mut().zip(b.expected) {
-                a.iter_mut().zip(x).for_each(|(s, y)| s.add(y));
-            }
-            add_tables(&mut out.tables, b.tables);
+        let mut merged = States::new(&pinned);
+        for (b, s) in parts {
+            self.rows.push(&b);
+            merged
+                .merge(&pinned, s)
+                .map_err(crate::error::Error::Internal)?;
         }
+        self.states
+            .merge(&pinned, merged)
+            .map_err(crate::error::Error::Internal)?;
         Ok(())
     }
 
@@ -344,137 +345,67 @@ impl<'a> ScanFold<'a> {
     #[must_use]
     pub fn into_state(self) -> ScanState {
         ScanState {
-            scan: self.out,
-            expected: self.expected,
+            rows: self.rows,
+            states: self.states,
         }
     }
 
     /// Appends a state that covers the rows right after this fold's (the next unit of the
-    /// batch): per-row state is concatenated, counts added and sums merged exactly.
+    /// batch): per-row state is concatenated and the accumulators merged.
     ///
     /// # Errors
     /// A state whose shape does not fit this profile.
     pub fn absorb(&mut self, state: ScanState) -> std::result::Result<(), String> {
-        let bad = |what: &str| {
-            Err(format!(
-                "its row-pass state does not fit the baseline ({what})"
-            ))
+        let bad = |what: String| format!("its row-pass state does not fit the baseline ({what})");
+        let pinned = Pinned {
+            baseline: self.baseline,
+            profile: self.profile,
+            filter: self.filter.as_ref(),
         };
-        let features = self.profile.features.len();
-        let s = state.scan;
-        let n = s.rows.n;
-        if [
-            s.rows.label.len(),
-            s.rows.fp_exact.len(),
-            s.rows.fp_near.len(),
-            s.p_label.len(),
-            s.predicted.len(),
-            s.anomaly.len(),
-            s.extreme.len(),
-            s.support.len(),
-        ]
-        .iter()
-        .any(|&l| l != n)
-        {
-            return bad("per-row arrays");
-        }
-        if s.outside_support.len() != features || s.extreme_by_feature.len() != features {
-            return bad("per-feature counts");
-        }
-        let shape_ok = |t: &[Vec<u64>]| {
-            t.is_empty()
-                || (t.len() == features
-                    && t.iter()
-                        .zip(&self.profile.cardinality)
-                        .all(|(t, &c)| t.len() == c * self.profile.classes))
-        };
-        if !shape_ok(&s.tables)
-            || !(state.expected.is_empty()
-                || (state.expected.len() == features
-                    && state
-                        .expected
-                        .iter()
-                        .zip(&self.profile.cardinality)
-                        .all(|(t, &c)| t.len() == c * self.profile.classes)))
-        {
-            return bad("class tables");
-        }
-        let k = self.profile.classes;
-        if !(s.surprise_tables.is_empty()
-            || (s.surprise_tables.len() == features
-                && s.surprise_tables
-                    .iter()
-                    .zip(&self.profile.cardinality)
-                    .all(|(t, &c)| t.len() == c * k * k)))
-            || s.lr_sample.len() > 2 * LR_ROWS
-            || s.lr_sample.iter().any(|r| usize::from(r.label) >= k.max(1))
-        {
-            return bad("label-test state");
-        }
-        let out = &mut self.out;
-        out.rows.n += n;
-        add_tables(&mut out.surprise_tables, s.surprise_tables);
-        out.lr_sample.extend(s.lr_sample);
-        trim_sample(&mut out.lr_sample, false);
-        out.rows.label.extend_from_slice(&s.rows.label);
-        out.rows.fp_exact.extend_from_slice(&s.rows.fp_exact);
-        out.rows.fp_near.extend_from_slice(&s.rows.fp_near);
-        out.p_label.extend_from_slice(&s.p_label);
-        out.predicted.extend_from_slice(&s.predicted);
-        out.anomaly.extend_from_slice(&s.anomaly);
-        out.extreme.extend_from_slice(&s.extreme);
-        out.support.extend_from_slice(&s.support);
-        for (a, x) in out.extreme_by_feature.iter_mut().zip(&s.extreme_by_feature) {
-            *a += x;
-        }
-        for (a, x) in out.outside_support.iter_mut().zip(&s.outside_support) {
-            *a += x;
-        }
-        add_tables(&mut out.tables, s.tables);
-        if !state.expected.is_empty() {
-            if self.expected.is_empty() {
-                self.expected = state.expected;
-            } else {
-                for (all, part) in self.expected.iter_mut().zip(&state.expected) {
-                    all.iter_mut().zip(part).for_each(|(a, x)| a.merge(x));
-                }
-            }
-        }
-        Ok(())
+        self.states.merge(&pinned, state.states).map_err(bad)?;
+        self.rows.append(state.rows).map_err(bad)
     }
 
-    /// The scan: per-row state in batch order, and the likelihood-ratio sample in key
-    /// order.
+    /// The scan: per-row state in batch order, the merged states, and the likelihood-ratio
+    /// sample in key order.
     #[must_use]
     pub fn finish(mut self) -> Scan {
-        let out = &mut self.out;
-        out.expected_tables = self
-            .expected
-            .iter()
-            .map(|t| t.iter().map(crate::stats::exact::ExactSum::value).collect())
-            .collect();
-        let mut sample = std::mem::take(&mut out.lr_sample);
-        trim_sample(&mut sample, true);
-        sample.sort_unstable_by(LrRow::order);
         let k = self.profile.classes;
-        out.lr_labels = sample.iter().map(|r| r.label).collect();
-        out.lr_probs = sample
-            .iter()
-            .flat_map(|r| r.probs[..k.min(label::MAX_LR_CLASSES)].iter().copied())
-            .collect();
-        self.out
+        let (mut lr_labels, mut lr_probs) = (Vec::new(), Vec::new());
+        if let Some(l) = &mut self.states.label {
+            let mut sample = std::mem::take(&mut l.sample);
+            trim_sample(&mut sample, true);
+            sample.sort_unstable_by(LrRow::order);
+            lr_labels = sample.iter().map(|r| r.label).collect();
+            lr_probs = sample
+                .iter()
+                .flat_map(|r| r.probs[..k.min(MAX_LR_CLASSES)].iter().copied())
+                .collect();
+            l.sample = sample;
+        }
+        let (tables, expected_tables) = match &self.states.tables {
+            Some(t) => (t.tables.clone(), t.expected_values()),
+            None => (Vec::new(), Vec::new()),
+        };
+        Scan {
+            rows: self.rows,
+            states: self.states,
+            tables,
+            expected_tables,
+            lr_labels,
+            lr_probs,
+        }
     }
 }
 
-/// The row pass's state over some rows of a batch: the per-row arrays and counts of a
-/// [`Scan`] (without the likelihood-ratio sample, which is drawn from the whole batch), and
-/// the exact sums of the model's expected class counts.
+/// The row pass's state over some rows of a batch: the per-row arrays and the accumulators'
+/// states.
 #[derive(Debug, Clone, Default)]
 pub struct ScanState {
-    /// Per-row state and counts.
-    pub scan: Scan,
-    /// Exact expected class counts per feature and code.
-    pub expected: Vec<Vec<crate::stats::exact::ExactSum>>,
+    /// Per-row state.
+    pub rows: RowLog,
+    /// Every accumulator's state.
+    pub states: States,
 }
 
 #[cfg(test)]
@@ -490,7 +421,7 @@ mod tests {
                 // Few distinct keys among many rows: ties (identical rows) are common.
                 let key = crate::rows::mix(rng.random_range(0..(n as u64 / 2)));
                 let label = (key % 3) as u16;
-                let mut probs = [0f32; label::MAX_LR_CLASSES];
+                let mut probs = [0f32; MAX_LR_CLASSES];
                 probs[usize::from(label)] = (key % 1000) as f32 / 1000.0;
                 LrRow { key, label, probs }
             })

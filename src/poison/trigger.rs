@@ -177,8 +177,8 @@ fn model_chances(scan: &Scan, rows: &[u32], c: usize, k: usize) -> Option<Vec<f6
     for &r in rows {
         let r = r as usize;
         let y = scan.rows.label[r];
-        let p = f64::from(scan.p_label[r]);
-        if y == NO_CLASS || !scan.support.get(r).copied().unwrap_or(true) {
+        let p = f64::from(scan.rows.p_label[r]);
+        if y == NO_CLASS || !scan.rows.support.get(r).copied().unwrap_or(true) {
             continue;
         }
         if p.is_nan() {

@@ -1,5 +1,6 @@
 //! One integration-test binary (one link) with a module per concern.
 
+mod anatomy;
 mod calibration;
 mod common;
 mod compare;
