@@ -144,6 +144,62 @@ fn labelled(rows: usize, seed: u64) -> DataFrame {
     df
 }
 
+/// `update` with one 65,536-row block and `merge` of two states, per accumulator of the
+/// registry.
+fn accumulators(c: &mut Criterion) {
+    use poisongate::detect::Accumulator;
+    use poisongate::poison::{
+        Block, Pinned, ScanFold, duplicates::ConflictState, inconsistency::LabelState,
+        outliers::AnomalyState, tables::ClassTables,
+    };
+    fn one<S: for<'a> Accumulator<Pinned<'a>, Block> + Clone>(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        pinned: &Pinned<'_>,
+        block: &Block,
+    ) {
+        g.bench_function(format!("{name}: update, 65,536 rows"), |b| {
+            b.iter_batched(
+                || S::new(pinned).unwrap(),
+                |mut s| {
+                    s.update(pinned, black_box(block));
+                    s
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        let mut full = S::new(pinned).unwrap();
+        full.update(pinned, block);
+        g.bench_function(format!("{name}: merge"), |b| {
+            b.iter_batched(
+                || (full.clone(), full.clone()),
+                |(mut a, o)| {
+                    a.merge(pinned, black_box(o)).unwrap();
+                    a
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let opts = ProfileOptions {
+        label: Some("y".into()),
+        seed: 7,
+        ..ProfileOptions::default()
+    };
+    let base = baseline::profile(&batch(labelled(200_000, 1)), &opts).unwrap();
+    let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
+    let fold = ScanFold::new(&base, &usable).unwrap();
+    let block = fold.block(&labelled(65_536, 2)).unwrap();
+    let pinned = fold.pinned();
+    let mut g = c.benchmark_group("accumulators");
+    g.throughput(Throughput::Elements(65_536));
+    one::<LabelState>(&mut g, "label test", &pinned, &block);
+    one::<ClassTables>(&mut g, "class tables", &pinned, &block);
+    one::<AnomalyState>(&mut g, "anomaly counts", &pinned, &block);
+    one::<ConflictState>(&mut g, "label conflicts", &pinned, &block);
+    g.finish();
+}
+
 fn poison(c: &mut Criterion) {
     let opts = ProfileOptions {
         label: Some("y".into()),
@@ -354,5 +410,5 @@ fn shard(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, poison, compare, shard);
+criterion_group!(benches, kernels, accumulators, poison, compare, shard);
 criterion_main!(benches);

@@ -196,6 +196,15 @@ fn one_line(cause: impl std::fmt::Display) -> String {
     }
 }
 
+/// A short, stable cause for an I/O error (no OS error numbers).
+pub fn io_cause(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,15 +11,9 @@
 //!   PEM `PUBLIC KEY` (SubjectPublicKeyInfo). `openssl dgst -sha256 -sign key.pem FILE | base64`
 //!   makes the same kind of signature.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
-use p256::pkcs8::DecodePublicKey;
-use sha2::{Digest, Sha256};
-
+pub use crate::digest::{SignatureCheck, sha256_file, sha256_hex};
 use crate::error::{Error, Result};
 
 /// One line of a `sha256sum` file.
@@ -107,35 +101,6 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::input(path, crate::source::io_cause(&e)))
 }
 
-/// SHA-256 of `bytes`, lowercase hex.
-#[must_use]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// SHA-256 of a file's bytes, read in 1 MiB blocks, with its size.
-///
-/// # Errors
-/// An unreadable file.
-pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f =
-        std::fs::File::open(path).map_err(|e| Error::input(path, crate::source::io_cause(&e)))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::input(path, crate::source::io_cause(&e)))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((hex::encode(hasher.finalize()), size))
-}
-
 /// The outcome of checking one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
@@ -209,50 +174,6 @@ pub fn check_sha256sum(
         });
     }
     Ok(out)
-}
-
-/// A public key and a detached signature read from files.
-#[derive(Debug, Clone)]
-pub struct SignatureCheck {
-    /// The signature file (base64 of DER, or raw DER).
-    pub signature: PathBuf,
-    /// The PEM public key.
-    pub public_key: PathBuf,
-}
-
-impl SignatureCheck {
-    /// Verifies `bytes` (the content of `what`). `Ok(false)` is a signature that does not
-    /// match; malformed keys and signatures are errors.
-    ///
-    /// # Errors
-    /// Unreadable files, a key that is not a P-256 public key, a signature that is not DER.
-    pub fn verify(&self, bytes: &[u8]) -> Result<bool> {
-        let pem = std::fs::read_to_string(&self.public_key)
-            .map_err(|e| Error::input(&self.public_key, crate::source::io_cause(&e)))?;
-        let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| {
-            Error::input(
-                &self.public_key,
-                format!("not a PEM P-256 (ECDSA) public key: {e}"),
-            )
-        })?;
-        let raw = std::fs::read(&self.signature)
-            .map_err(|e| Error::input(&self.signature, crate::source::io_cause(&e)))?;
-        let text: Vec<u8> = raw
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(&text)
-            .unwrap_or(raw);
-        let sig = Signature::from_der(&der).map_err(|_| {
-            Error::input(
-                &self.signature,
-                "not an ECDSA signature (base64 of DER, as cosign sign-blob writes)",
-            )
-        })?;
-        Ok(key.verify(bytes, &sig).is_ok())
-    }
 }
 
 #[cfg(test)]

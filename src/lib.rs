@@ -21,6 +21,7 @@ pub mod baseline;
 pub mod check;
 pub mod compare;
 pub mod detect;
+pub mod digest;
 pub mod error;
 pub mod finding;
 pub mod integrity;

@@ -25,8 +25,7 @@ use crate::error::{Error, Result};
 use crate::stats::binned::BinLookup;
 use crate::summary::{Kind, for_each_f64_chunk, for_each_str_chunk};
 
-/// Rows encoded at a time: bounds the working set per thread.
-pub const CHUNK_ROWS: usize = 1 << 16;
+pub use crate::source::stream::CHUNK_ROWS;
 
 /// Label index of a row whose label is null or not a pinned class.
 pub const NO_CLASS: u16 = u16::MAX;

@@ -50,7 +50,7 @@ pub fn load(path: &Path, expect_sha256: Option<&str>) -> Result<LoadedBaseline> 
 pub fn load_verified(
     path: &Path,
     expect_sha256: Option<&str>,
-    signature: Option<&crate::integrity::SignatureCheck>,
+    signature: Option<&crate::digest::SignatureCheck>,
 ) -> Result<LoadedBaseline> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::baseline(path, crate::source::io_cause(&e)))?;
@@ -71,7 +71,7 @@ pub fn from_bytes(
     name: &str,
     bytes: &[u8],
     expect_sha256: Option<&str>,
-    signature: Option<&crate::integrity::SignatureCheck>,
+    signature: Option<&crate::digest::SignatureCheck>,
 ) -> Result<LoadedBaseline> {
     let path = Path::new(name);
     if let Some(sig) = signature

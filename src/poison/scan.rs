@@ -261,13 +261,26 @@ impl<'a> ScanFold<'a> {
         })
     }
 
+    /// What the accumulators read of the baseline.
+    #[must_use]
+    pub fn pinned(&self) -> Pinned<'_> {
+        Pinned {
+            baseline: self.baseline,
+            profile: self.profile,
+            filter: self.filter.as_ref(),
+        }
+    }
+
     /// Reserves per-row state for `rows` more rows.
     pub fn reserve(&mut self, rows: usize) {
         self.rows.reserve(rows);
     }
 
-    /// Encodes and scores one block.
-    fn block(&self, df: &DataFrame) -> Result<Block> {
+    /// Encodes and scores one block (what every accumulator's `update` reads).
+    ///
+    /// # Errors
+    /// A feature or the label missing from the block, or a column that cannot be cast.
+    pub fn block(&self, df: &DataFrame) -> Result<Block> {
         let profile = self.profile;
         let features = profile.features.len();
         let e = self.encoder.encode(df)?;

@@ -120,7 +120,7 @@ impl Artifact {
     /// # Errors
     /// The file cannot be read.
     pub fn of(role: &str, path: &std::path::Path) -> crate::Result<Self> {
-        let (sha256, _) = crate::integrity::sha256_file(path)?;
+        let (sha256, _) = crate::digest::sha256_file(path)?;
         Ok(Self {
             role: role.to_owned(),
             path: path.display().to_string(),

@@ -30,7 +30,7 @@ pub struct InputFile {
     /// The S3 object it was downloaded from, when it was (then `path` is the spilled copy).
     pub origin: Option<Origin>,
     /// Only these rows of the file (a unit of a sharded check, [`crate::shard`]): Parquet
-    /// only, starting at a multiple of [`crate::rows::CHUNK_ROWS`]. `None` reads every row.
+    /// only, starting at a multiple of [`stream::CHUNK_ROWS`]. `None` reads every row.
     pub range: Option<std::ops::Range<usize>>,
 }
 
@@ -353,11 +353,4 @@ fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()
     Ok(())
 }
 
-/// A short, stable cause for an I/O error (no OS error numbers).
-pub fn io_cause(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
+pub use crate::error::io_cause;

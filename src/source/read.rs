@@ -107,7 +107,7 @@ pub fn read_file(file: &InputFile) -> Result<(InputMeta, DataFrame)> {
         return Err(Error::input(shown, "file is empty (0 bytes)"));
     }
     let (digest, frame) = rayon::join(
-        || crate::integrity::sha256_file(path),
+        || crate::digest::sha256_file(path),
         || decode(path, shown, file.format),
     );
     let (sha256, bytes) = digest.map_err(|e| rename(e, shown))?;

@@ -26,7 +26,9 @@ use polars::prelude::*;
 use super::read::{check_same_schema, decode, guard};
 use super::{Format, InputFile, InputMeta};
 use crate::error::{Error, Result};
-use crate::rows::CHUNK_ROWS;
+
+/// Rows encoded at a time: bounds the working set per thread.
+pub const CHUNK_ROWS: usize = 1 << 16;
 
 /// Blocks per window (two in unit tests, so that small files span several windows).
 #[cfg(not(test))]
@@ -86,7 +88,7 @@ impl Rows<'_> {
                     let (rows, digest) = std::thread::scope(|scope| {
                         let hasher = meta
                             .filter(|m| !m.sha256.is_empty())
-                            .map(|_| scope.spawn(|| crate::integrity::sha256_file(&file.path)));
+                            .map(|_| scope.spawn(|| crate::digest::sha256_file(&file.path)));
                         let rows = decode_windows(file, columns, &mut |w: &DataFrame, start| {
                             windows_of(w, first + start, f)
                         });
@@ -321,7 +323,7 @@ pub fn first_pass(files: &[InputFile], f: &mut FirstPassFn<'_>) -> Result<Vec<In
             return Err(Error::input(shown, "file is empty (0 bytes)"));
         }
         let (digest, decoded) = std::thread::scope(|scope| {
-            let hasher = scope.spawn(|| crate::integrity::sha256_file(&file.path));
+            let hasher = scope.spawn(|| crate::digest::sha256_file(&file.path));
             let mut schema_df: Option<DataFrame> = None;
             let decoded = decode_windows(file, None, &mut |w: &DataFrame, start| {
                 if schema_df.is_none() {
