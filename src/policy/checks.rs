@@ -1,0 +1,374 @@
+//! Per-code sections of the policy: each code's level and thresholds, their defaults, and the
+//! lookups by code that read them through the registry's names.
+
+use serde::{Deserialize, Serialize};
+
+use super::Level;
+
+/// A check with only a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LevelOnly {
+    /// Level of the code.
+    pub level: Level,
+}
+
+/// A check on a share of rows: warn and deny thresholds on the share (or its increase).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RateRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Effect size from which a significant finding warns.
+    pub warn: f64,
+    /// Effect size from which a significant finding denies.
+    pub deny: f64,
+}
+
+/// Numeric drift thresholds (effect sizes; each must also beat the clean-batch null).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NumericDrift {
+    /// Level of the code.
+    pub level: Level,
+    /// KS statistic that warns.
+    pub warn_ks: f64,
+    /// KS statistic that denies.
+    pub deny_ks: f64,
+    /// Wasserstein distance / baseline standard deviation that warns.
+    pub warn_wasserstein: f64,
+    /// Wasserstein distance / baseline standard deviation that denies.
+    pub deny_wasserstein: f64,
+    /// PSI (coarse bins) that warns.
+    pub warn_psi: f64,
+    /// PSI (coarse bins) that denies.
+    pub deny_psi: f64,
+}
+
+/// Categorical drift and label prior thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CategoricalDrift {
+    /// Level of the code.
+    pub level: Level,
+    /// PSI that warns.
+    pub warn_psi: f64,
+    /// PSI that denies.
+    pub deny_psi: f64,
+    /// Jensen–Shannon distance that warns.
+    pub warn_js: f64,
+    /// Jensen–Shannon distance that denies.
+    pub deny_js: f64,
+}
+
+/// Trigger thresholds: the share of batch rows carrying the trigger, and how concentrated on
+/// one label its rows must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TriggerRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Share of batch rows from which a significant trigger warns.
+    pub warn: f64,
+    /// Share of batch rows from which a significant trigger denies.
+    pub deny: f64,
+    /// Least share of the trigger's labelled rows in its most common class.
+    pub concentration: f64,
+}
+
+/// Score distribution shift thresholds (`compare-score-shift`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScoreShift {
+    /// Level of the code.
+    pub level: Level,
+    /// KS statistic between the two models' scores that warns.
+    pub warn_ks: f64,
+    /// KS statistic that denies.
+    pub deny_ks: f64,
+    /// PSI over the serving model's score deciles that warns.
+    pub warn_psi: f64,
+    /// PSI that denies.
+    pub deny_psi: f64,
+}
+
+/// Loss thresholds (`compare-loss`): increases of the mean per-row loss on labelled rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LossRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Log-loss increase that warns.
+    pub warn_log_loss: f64,
+    /// Log-loss increase that denies.
+    pub deny_log_loss: f64,
+    /// Brier score increase that warns.
+    pub warn_brier: f64,
+    /// Brier score increase that denies.
+    pub deny_brier: f64,
+}
+
+/// Segment regression thresholds (`compare-segment`), each beyond the rest of the rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SegmentRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Accuracy drop in the segment (beyond the rest's) that warns.
+    pub warn_accuracy: f64,
+    /// Accuracy drop that denies.
+    pub deny_accuracy: f64,
+    /// Gain of one class's predicted share in the segment (beyond the rest's) that warns.
+    pub warn_shift: f64,
+    /// Gain of one class's predicted share that denies.
+    pub deny_shift: f64,
+}
+
+/// Settings of `poisongate compare` that are not one code's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CompareSettings {
+    /// With `--noise`, a statistic's thresholds become its pinned clean-retrain value plus
+    /// this share of the policy threshold, when that is above the policy threshold.
+    pub noise_scale: f64,
+    /// Smallest segment (rows) tested by `compare-segment`.
+    pub min_segment_rows: u64,
+}
+
+impl Default for CompareSettings {
+    fn default() -> Self {
+        Self {
+            noise_scale: 0.5,
+            min_segment_rows: 30,
+        }
+    }
+}
+
+/// Per-code settings. Keys are the finding codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Checks {
+    /// `schema-missing-column`.
+    pub schema_missing_column: LevelOnly,
+    /// `schema-extra-column`.
+    pub schema_extra_column: LevelOnly,
+    /// `schema-dtype-changed`.
+    pub schema_dtype_changed: LevelOnly,
+    /// `schema-null-rate`: thresholds on the increase of the null share (absolute points).
+    pub schema_null_rate: RateRule,
+    /// `schema-out-of-range`: thresholds on the share of values outside the pinned range.
+    pub schema_out_of_range: RateRule,
+    /// `schema-unseen-category`: thresholds on the share of rows holding unseen values.
+    pub schema_unseen_category: RateRule,
+    /// `schema-out-of-domain`: values outside a hard domain of `[domains]`.
+    pub schema_out_of_domain: LevelOnly,
+    /// `drift-numeric`.
+    pub drift_numeric: NumericDrift,
+    /// `drift-categorical`.
+    pub drift_categorical: CategoricalDrift,
+    /// `drift-label-prior`.
+    pub drift_label_prior: CategoricalDrift,
+    /// `drift-class-conditional`: thresholds on one class's distance beyond the other classes'.
+    pub drift_class_conditional: RateRule,
+    /// `poison-label-inconsistency`: thresholds on the estimated share of flipped labels.
+    pub poison_label_inconsistency: RateRule,
+    /// `poison-segment-label-shift`: thresholds on a segment's class-mix total variation.
+    pub poison_segment_label_shift: RateRule,
+    /// `poison-trigger`.
+    pub poison_trigger: TriggerRule,
+    /// `poison-point-mass`: thresholds on a value's excess share of the batch.
+    pub poison_point_mass: RateRule,
+    /// `poison-anomalous-rows`: thresholds on the excess share of anomalous rows.
+    pub poison_anomalous_rows: RateRule,
+    /// `poison-duplicate-flood`: thresholds on the excess share of repeated rows.
+    pub poison_duplicate_flood: RateRule,
+    /// `poison-label-conflict`: thresholds on the excess share of rows that contradict trusted
+    /// rows' labels.
+    pub poison_label_conflict: RateRule,
+    /// `output-prediction`: drift of a pinned prediction column (as `drift-categorical`).
+    pub output_prediction: CategoricalDrift,
+    /// `output-score`: drift of a pinned score column (as `drift-numeric`).
+    pub output_score: NumericDrift,
+    /// `compare-flip-rate`: thresholds on the share of rows whose prediction changed.
+    pub compare_flip_rate: RateRule,
+    /// `compare-targeted-flips`: thresholds on the net change of one class's predicted share.
+    pub compare_targeted_flips: RateRule,
+    /// `compare-accuracy`: thresholds on the accuracy drop (points of accuracy, as a share).
+    pub compare_accuracy: RateRule,
+    /// `compare-loss`.
+    pub compare_loss: LossRule,
+    /// `compare-class-recall`: thresholds on one class's recall drop.
+    pub compare_class_recall: RateRule,
+    /// `compare-segment`: thresholds on a segment's accuracy drop or shift toward one class,
+    /// beyond the rest of the rows.
+    pub compare_segment: SegmentRule,
+    /// `compare-score-shift`.
+    pub compare_score_shift: ScoreShift,
+    /// `compare-calibration`: thresholds on the increase of the expected calibration error.
+    pub compare_calibration: RateRule,
+    /// `integrity-sse-kms-missing`: an input not SSE-KMS encrypted under
+    /// `--require-sse-kms`.
+    pub integrity_sse_kms_missing: LevelOnly,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        let level = |level| LevelOnly { level };
+        let rate = |warn, deny| RateRule {
+            level: Level::Deny,
+            warn,
+            deny,
+        };
+        Self {
+            schema_missing_column: level(Level::Deny),
+            schema_extra_column: level(Level::Warn),
+            schema_dtype_changed: level(Level::Deny),
+            schema_null_rate: RateRule {
+                level: Level::Deny,
+                warn: 0.02,
+                deny: 0.10,
+            },
+            schema_out_of_range: RateRule {
+                level: Level::Deny,
+                warn: 0.001,
+                deny: 0.01,
+            },
+            schema_unseen_category: RateRule {
+                level: Level::Deny,
+                warn: 0.005,
+                deny: 0.05,
+            },
+            schema_out_of_domain: level(Level::Deny),
+            // 0.25 sd shift: KS 0.10, W1/sd 0.25 (warn); 0.5 sd: KS 0.20, W1/sd 0.5 (deny).
+            drift_numeric: NumericDrift {
+                level: Level::Deny,
+                warn_ks: 0.05,
+                deny_ks: 0.15,
+                warn_wasserstein: 0.1,
+                deny_wasserstein: 0.4,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+            },
+            drift_categorical: CategoricalDrift {
+                level: Level::Deny,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+                warn_js: 0.1,
+                deny_js: 0.25,
+            },
+            drift_label_prior: CategoricalDrift {
+                level: Level::Deny,
+                warn_psi: 0.02,
+                deny_psi: 0.1,
+                warn_js: 0.05,
+                deny_js: 0.15,
+            },
+            drift_class_conditional: rate(0.1, 0.2),
+            // 5% random flips estimate at about 0.05; clean batches at 0 ± sampling noise.
+            poison_label_inconsistency: rate(0.015, 0.03),
+            poison_segment_label_shift: rate(0.05, 0.1),
+            poison_trigger: TriggerRule {
+                level: Level::Deny,
+                warn: 0.002,
+                deny: 0.005,
+                concentration: 0.9,
+            },
+            poison_point_mass: rate(0.002, 0.005),
+            poison_anomalous_rows: rate(0.005, 0.01),
+            poison_duplicate_flood: rate(0.005, 0.01),
+            poison_label_conflict: rate(0.005, 0.01),
+            output_prediction: CategoricalDrift {
+                level: Level::Deny,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+                warn_js: 0.1,
+                deny_js: 0.25,
+            },
+            output_score: NumericDrift {
+                level: Level::Deny,
+                warn_ks: 0.05,
+                deny_ks: 0.15,
+                warn_wasserstein: 0.1,
+                deny_wasserstein: 0.4,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+            },
+            // A clean retrain on a noisy task flips 5-20% of predictions: the flip rate alone
+            // denies only far beyond that; --noise makes it relative to a pinned clean retrain.
+            compare_flip_rate: RateRule {
+                level: Level::Deny,
+                warn: 0.15,
+                deny: 0.3,
+            },
+            compare_targeted_flips: rate(0.02, 0.05),
+            compare_accuracy: rate(0.01, 0.02),
+            compare_loss: LossRule {
+                level: Level::Deny,
+                warn_log_loss: 0.02,
+                deny_log_loss: 0.05,
+                warn_brier: 0.01,
+                deny_brier: 0.02,
+            },
+            compare_class_recall: rate(0.03, 0.06),
+            // A clean retrain of a weak model can move a segment whose rows sit near the
+            // decision boundary by 10-20 points; a backdoor moves its segment by far more.
+            compare_segment: SegmentRule {
+                level: Level::Deny,
+                warn_accuracy: 0.05,
+                deny_accuracy: 0.1,
+                warn_shift: 0.1,
+                deny_shift: 0.25,
+            },
+            compare_score_shift: ScoreShift {
+                level: Level::Deny,
+                warn_ks: 0.1,
+                deny_ks: 0.2,
+                warn_psi: 0.1,
+                deny_psi: 0.25,
+            },
+            compare_calibration: rate(0.02, 0.05),
+            integrity_sse_kms_missing: level(Level::Deny),
+        }
+    }
+}
+
+impl Checks {
+    /// Each code's section, keyed by its code: the sections' kebab-case names are the
+    /// registry's codes (a test holds them to it), so levels and thresholds are looked up
+    /// by code without a second list of codes.
+    pub(super) fn sections(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// Every warn/deny threshold pair: `warn` with `deny`, and `warn-X` with `deny-X` (named
+    /// `CODE X`).
+    pub(super) fn threshold_pairs(&self) -> Vec<(String, f64, f64)> {
+        let mut out = Vec::new();
+        for (code, section) in self.sections() {
+            let serde_json::Value::Object(keys) = section else {
+                continue;
+            };
+            for (key, warn) in &keys {
+                let Some(rest) = key.strip_prefix("warn") else {
+                    continue;
+                };
+                let deny = keys
+                    .get(&format!("deny{rest}"))
+                    .and_then(serde_json::Value::as_f64);
+                let name = match rest.strip_prefix('-') {
+                    Some(stat) => format!("{code} {stat}"),
+                    None => code.clone(),
+                };
+                out.push((
+                    name,
+                    warn.as_f64().unwrap_or(f64::NAN),
+                    deny.unwrap_or(f64::NAN),
+                ));
+            }
+        }
+        out
+    }
+}
