@@ -65,7 +65,14 @@ pub struct Evaluation {
     pub distributions: Vec<record::Distribution>,
 }
 
-/// Checks a batch read into memory against a baseline.
+/// What a check computes beyond the decision.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// Every row's suspicion score (`--row-scores`), 8 bytes a row: computed only when asked.
+    pub row_scores: bool,
+}
+
+/// Checks a batch read into memory against a baseline (every row's score included).
 ///
 /// # Errors
 /// The pinned label column missing from the batch, or a failure while summarising.
@@ -76,6 +83,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
         .map(|m| m.path.clone())
         .unwrap_or_default();
     let mut pass = Pass::new(baseline, policy, &batch.schema(), &first)?;
+    pass.extras.row_scores = true;
     let rows = Rows::Frames(&batch.frames);
     rows.for_each_window(None, &mut |blocks, at| pass.update(blocks, at))?;
     pass.finish(rows)
@@ -93,8 +101,10 @@ pub fn check_files(
     baseline: &Baseline,
     policy: &Policy,
     files: &[InputFile],
+    extras: Extras,
 ) -> Result<(Evaluation, Vec<InputMeta>)> {
-    let (pass, _, metas) = stream_pass(baseline, policy, files)?;
+    let (mut pass, _, metas) = stream_pass(baseline, policy, files)?;
+    pass.extras = extras;
     let eval = pass.finish(Rows::Files(files, &metas))?;
     Ok((eval, metas))
 }
@@ -174,8 +184,9 @@ pub fn summarize_file(
 
 /// Decides from merged unit summaries exactly as [`check_files`] decides from the files:
 /// `summary` is the merge of every unit's column summary, `scans` the units' row-pass states
-/// in batch order. `files` and `metas` are re-read only by the detectors that count a few
-/// candidate values exactly and for the ids of flagged rows.
+/// in batch order. `units` (the files with the provenance the shards recorded) are re-read
+/// only by the detectors that count a few candidate values exactly and for the ids of
+/// flagged rows.
 ///
 /// # Errors
 /// Row-pass states that do not fit the baseline or the policy; a failure of a second pass.
@@ -185,11 +196,13 @@ pub fn decide_summaries(
     schema: &[(String, polars::prelude::DataType)],
     summary: BatchSummary,
     scans: Vec<Option<crate::poison::ScanState>>,
-    files: &[InputFile],
-    metas: &[InputMeta],
+    units: (&[InputFile], &[InputMeta]),
+    extras: Extras,
 ) -> Result<Evaluation> {
+    let (files, metas) = units;
     let first = files.first().map(InputFile::name).unwrap_or_default();
     let mut pass = Pass::new(baseline, policy, schema, &first)?;
+    pass.extras = extras;
     let shown = std::path::Path::new("merged summary");
     match &mut pass.scan {
         Some(fold) => {
@@ -232,6 +245,7 @@ struct Pass<'a> {
     summary: BatchSummary,
     scan: Option<crate::poison::ScanFold<'a>>,
     skipped: Option<String>,
+    extras: Extras,
 }
 
 impl<'a> Pass<'a> {
@@ -295,6 +309,7 @@ impl<'a> Pass<'a> {
             summary,
             scan,
             skipped,
+            extras: Extras::default(),
         })
     }
 
@@ -321,6 +336,7 @@ impl<'a> Pass<'a> {
             summary,
             scan,
             skipped,
+            extras,
             ..
         } = self;
         let Some(scan) = scan.map(crate::poison::ScanFold::finish) else {
@@ -337,7 +353,7 @@ impl<'a> Pass<'a> {
             );
             return Ok(eval);
         };
-        decide_rows(baseline, policy, &summary, candidates, &scan, rows)
+        decide_rows(baseline, policy, &summary, candidates, &scan, rows, extras)
     }
 }
 
@@ -349,6 +365,7 @@ fn decide_rows(
     mut candidates: Vec<Candidate>,
     scan: &crate::poison::Scan,
     rows: Rows<'_>,
+    extras: Extras,
 ) -> Result<Evaluation> {
     let mut outcome = crate::poison::detect(baseline, policy, summary, scan, rows)?;
     for (i, mut c) in std::mem::take(&mut outcome.candidates)
@@ -394,7 +411,9 @@ fn decide_rows(
         .collect();
     eval.quarantine =
         crate::poison::quarantine(baseline, scan, &outcome, &fired, &mut eval.findings, rows)?;
-    eval.row_scores = crate::poison::row_scores(scan, &eval.quarantine);
+    if extras.row_scores {
+        eval.row_scores = crate::poison::row_scores(scan, &eval.quarantine);
+    }
     if let Some(id) = &baseline.id {
         let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();
         wanted.extend(

@@ -35,6 +35,9 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         .as_deref()
         .map(|p| poisongate::poison::QuarantineFormat::from_path("--row-scores", p))
         .transpose()?;
+    let extras = check::Extras {
+        row_scores: args.row_scores.is_some(),
+    };
     let policy = Policy::load(args.policy.as_deref())?;
     let signature = match (&args.baseline_signature, &args.public_key) {
         (Some(signature), Some(public_key)) => Some(poisongate::integrity::SignatureCheck {
@@ -57,7 +60,8 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     let (mut eval, inputs, files) = match &args.summaries {
         None => {
             let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
-            let (eval, inputs) = check::check_files(&loaded.baseline, &policy.policy, &files)?;
+            let (eval, inputs) =
+                check::check_files(&loaded.baseline, &policy.policy, &files, extras)?;
             (eval, inputs, files)
         }
         Some(path) => {
@@ -93,8 +97,8 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
                 &dtypes,
                 summary,
                 scans,
-                &files,
-                &metas,
+                (&files, &metas),
+                extras,
             )?;
             (eval, metas, files)
         }

@@ -243,3 +243,57 @@ fn a_quarantine_path_without_a_known_extension_is_a_usage_error() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("must end in .parquet or .csv"));
 }
+
+#[test]
+fn row_scores_rank_every_row_and_put_quarantined_rows_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = testdata("poison/trigger_channel.parquet");
+    let (q, s) = (dir.path().join("q.csv"), dir.path().join("s.csv"));
+    let (code, report, out) = check_json(
+        &[data.to_str().unwrap()],
+        &[
+            "--quarantine",
+            q.to_str().unwrap(),
+            "--row-scores",
+            s.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{}", stderr(&out));
+    let rows = report["inputs"][0]["rows"].as_u64().unwrap() as usize;
+    let text = std::fs::read_to_string(&s).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("row,id,score"));
+    let scores: Vec<(u64, String, f64)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].to_owned(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    // One line per row, in batch order, each with its id.
+    assert_eq!(scores.len(), rows);
+    assert!(
+        scores
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.0 == i as u64 && !r.1.is_empty())
+    );
+    // Quarantined rows score above 1; every other row below.
+    let quarantined: std::collections::BTreeSet<String> = std::fs::read_to_string(&q)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().to_owned())
+        .collect();
+    assert!(!quarantined.is_empty());
+    for (_, id, score) in &scores {
+        assert_eq!(quarantined.contains(id), *score > 1.0, "{id}: {score}");
+    }
+    // Scores are computed only when asked; the decision does not depend on it.
+    let (code, plain, _) = check_json(&[data.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(plain["findings"], report["findings"]);
+}

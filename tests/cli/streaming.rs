@@ -15,7 +15,8 @@ fn same_decision(files: &[InputFile]) {
     let policy = Policy::default();
     let batch = source::read_batch(files).unwrap();
     let whole = check::check(base, &policy, &batch).unwrap();
-    let (streamed, metas) = check::check_files(base, &policy, files).unwrap();
+    let (streamed, metas) =
+        check::check_files(base, &policy, files, check::Extras { row_scores: true }).unwrap();
     let name = files[0].path.display().to_string();
     assert_eq!(metas, batch.inputs, "{name}: provenance");
     let json = |e: &check::Evaluation| serde_json::to_string(&e.findings).unwrap();
@@ -55,7 +56,13 @@ fn streamed_check_decides_as_in_memory() {
         let file = InputFile::local(testdata(rel), Format::Parquet);
         same_decision(std::slice::from_ref(&file));
         let loaded = baseline::load(crate::common::baseline(), None).unwrap();
-        let (eval, _) = check::check_files(&loaded.baseline, &Policy::default(), &[file]).unwrap();
+        let (eval, _) = check::check_files(
+            &loaded.baseline,
+            &Policy::default(),
+            &[file],
+            check::Extras::default(),
+        )
+        .unwrap();
         denied += usize::from(
             eval.findings
                 .iter()
