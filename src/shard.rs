@@ -19,7 +19,8 @@
 //! at `check --summaries`, a unit not covered (a lost task) are exit 2, never a partial
 //! decision.
 //!
-//! The row-pass state is a few bytes per row (label, fingerprints, scores: 32 bytes), stored
+//! The row-pass state is a few bytes per row (label, fingerprints, the label's probability,
+//! the support flag: 23 bytes), stored
 //! as little-endian arrays, plus per unit its class and surprise tables and at most
 //! [`crate::poison::LR_ROWS`] rows of the label test's sample: far smaller than the data but
 //! not yet constant in rows. Feature codes are not kept.
@@ -601,8 +602,6 @@ fn write_rows(out: &mut Vec<u8>, s: &RowLog, sample: &[LrRow]) {
     out.extend(s.fp_exact.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.fp_near.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.p_label.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.anomaly.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.extreme.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.support.iter().map(|&v| u8::from(v)));
     for r in sample {
         out.extend_from_slice(&r.key.to_le_bytes());
@@ -637,8 +636,6 @@ fn read_rows(r: &mut Reader<'_>, n: usize, sample: usize) -> Option<(RowLog, Vec
     let fp_exact = u64s(r.array(n, 8)?);
     let fp_near = u64s(r.array(n, 8)?);
     let p_label = f32s(r.array(n, 4)?);
-    let anomaly = f32s(r.array(n, 4)?);
-    let extreme = f32s(r.array(n, 4)?);
     let support_bytes = r.array(n, 1)?;
     if support_bytes.iter().any(|&b| b > 1) {
         return None;
@@ -666,8 +663,6 @@ fn read_rows(r: &mut Reader<'_>, n: usize, sample: usize) -> Option<(RowLog, Vec
             fp_exact,
             fp_near,
             p_label,
-            anomaly,
-            extreme,
             support,
         },
         lr_sample,

@@ -409,10 +409,22 @@ fn decide_rows(
         .enumerate()
         .filter_map(|(i, f)| f.tag.map(|t| (t, i)))
         .collect();
-    eval.quarantine =
-        crate::poison::quarantine(baseline, scan, &outcome, &fired, &mut eval.findings, rows)?;
+    let wanted: Vec<(usize, &crate::poison::RowSelector)> = fired
+        .keys()
+        .filter_map(|&c| outcome.selectors.get(c)?.as_ref().map(|s| (c, s)))
+        .collect();
+    let second = crate::poison::second_pass(baseline, scan, &wanted, extras.row_scores, rows)?;
+    eval.quarantine = crate::poison::quarantine(
+        baseline,
+        scan,
+        &outcome,
+        &fired,
+        &mut eval.findings,
+        &second,
+    );
     if extras.row_scores {
-        eval.row_scores = crate::poison::row_scores(scan, &eval.quarantine);
+        let anomaly = second.anomaly.as_deref().unwrap_or_default();
+        eval.row_scores = crate::poison::row_scores(scan, anomaly, &eval.quarantine);
     }
     if let Some(id) = &baseline.id {
         let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();

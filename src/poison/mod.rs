@@ -38,8 +38,8 @@ pub mod trigger;
 
 pub(crate) use quarantine::for_each_block;
 pub use quarantine::{
-    QuarantineFormat, QuarantineRow, RowSelector, ids_of, quarantine, render_quarantine,
-    render_scores, row_scores,
+    QuarantineFormat, QuarantineRow, RowSelector, SecondPass, ids_of, quarantine,
+    render_quarantine, render_scores, row_scores, second_pass,
 };
 pub use scan::{Block, LR_ROWS, LrRow, Pinned, RowLog, Scan, ScanFold, ScanState, scan};
 

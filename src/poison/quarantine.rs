@@ -84,29 +84,32 @@ fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
                 1.0 - p.clamp(0.0, 1.0)
             }
         }
-        RowSelector::Anomalous { .. } => {
-            let a = f64::from(scan.rows.anomaly[i]);
-            a / (1.0 + a)
-        }
-        RowSelector::Extreme { .. } => {
-            let a = f64::from(scan.rows.extreme[i]);
-            a / (1.0 + a)
-        }
+        // Scored in the second read ([`second_pass`]).
         _ => 1.0,
     }
 }
 
-/// Rows a selector points at, in batch order, at most its limit (the most suspicious).
-/// `listed` holds the rows of a segment selector, found by [`segment_rows`].
+/// Score of an anomaly score `a` as a selector's contribution, in (0, 1).
+fn squash(a: f32) -> f64 {
+    let a = f64::from(a);
+    a / (1.0 + a)
+}
+
+/// Rows a selector points at with their scores, in batch order, at most its limit (the
+/// most suspicious). `listed` holds the rows the second read found for a segment, anomalous
+/// or extreme selector ([`second_pass`]).
 fn select(
     sel: &RowSelector,
     profile: &PoisonProfile,
     scan: &Scan,
-    listed: Option<&Vec<u32>>,
-) -> Vec<u32> {
-    let mut rows = match (sel, listed) {
-        (RowSelector::Segment { .. }, Some(rows)) => rows.clone(),
-        _ => select_all(sel, profile, scan),
+    listed: Option<&Vec<(u32, f64)>>,
+) -> Vec<(f64, u32)> {
+    let mut scored: Vec<(f64, u32)> = match listed {
+        Some(rows) => rows.iter().map(|&(r, s)| (s, r)).collect(),
+        None => select_all(sel, profile, scan)
+            .into_iter()
+            .map(|r| (row_score(sel, scan, r as usize), r))
+            .collect(),
     };
     let limit = match sel {
         RowSelector::Surprising { limit }
@@ -116,16 +119,12 @@ fn select(
         | RowSelector::Segment { limit, .. } => *limit,
         _ => usize::MAX,
     };
-    if rows.len() > limit {
-        let mut scored: Vec<(f64, u32)> = rows
-            .iter()
-            .map(|&r| (row_score(sel, scan, r as usize), r))
-            .collect();
+    if scored.len() > limit {
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        rows = scored[..limit].iter().map(|s| s.1).collect();
-        rows.sort_unstable();
+        scored.truncate(limit);
+        scored.sort_unstable_by_key(|s| s.1);
     }
-    rows
+    scored
 }
 
 fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
@@ -138,37 +137,53 @@ fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u3
                 .collect(),
             None => Vec::new(),
         },
-        RowSelector::Anomalous { .. } => (0..n)
-            .filter(|&i| scan.rows.anomaly[i] > 1.0)
-            .map(|i| i as u32)
-            .collect(),
-        RowSelector::Extreme { .. } => (0..n)
-            .filter(|&i| scan.rows.extreme[i] > 1.0)
-            .map(|i| i as u32)
-            .collect(),
         RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
         RowSelector::Conflicting { .. } => duplicates::conflicting_rows(&profile.duplicates, scan),
         RowSelector::Listed(rows) => rows.clone(),
-        // Found by a second read of the segment's column ([`segment_rows`]).
-        RowSelector::Segment { .. } => Vec::new(),
+        // Found by the second read ([`second_pass`]).
+        RowSelector::Segment { .. }
+        | RowSelector::Anomalous { .. }
+        | RowSelector::Extreme { .. } => Vec::new(),
     }
 }
 
-/// The rows of each segment selector among `wanted` (candidate index to selector): rows of
-/// the segment's codes labelled with its class that the reference model does not back
-/// (probability of the label below one half, or no model). The row pass keeps no feature
-/// codes, so the segments' columns are read again, once for all of them, only when a segment
-/// finding fired.
+/// What the second read of a batch found.
+#[derive(Debug, Default)]
+pub struct SecondPass {
+    /// Per segment, anomalous or extreme selector (by candidate index), its rows in batch
+    /// order with their scores.
+    pub listed: BTreeMap<usize, Vec<(u32, f64)>>,
+    /// Every row's anomaly score, when asked for (`--row-scores`).
+    pub anomaly: Option<Vec<f32>>,
+}
+
+/// Reads the batch a second time for what the row pass does not keep per row: the rows of
+/// a fired segment finding (the row pass keeps no feature codes; only the segments' columns
+/// are read), the rows past the anomaly or extreme-value cut of a fired
+/// `poison-anomalous-rows` finding, and every row's anomaly score for `--row-scores` (these
+/// two re-encode and re-score every row, exactly as the first read did). Nothing is read
+/// when none of them is wanted, as for a batch that passes.
 ///
 /// # Errors
-/// A batch that can no longer be read.
-fn segment_rows(
+/// A batch that can no longer be read, or that changed since the first read.
+pub fn second_pass(
     baseline: &Baseline,
     scan: &Scan,
     wanted: &[(usize, &RowSelector)],
+    all_anomaly: bool,
     rows_of: BatchRows<'_>,
-) -> Result<BTreeMap<usize, Vec<u32>>> {
-    let mut out: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+) -> Result<SecondPass> {
+    let mut out = SecondPass::default();
+    let Some(profile) = &baseline.poison else {
+        return Ok(out);
+    };
+    let rescore = all_anomaly
+        || wanted.iter().any(|(_, s)| {
+            matches!(
+                s,
+                RowSelector::Anomalous { .. } | RowSelector::Extreme { .. }
+            )
+        });
     let mut features: Vec<usize> = wanted
         .iter()
         .filter_map(|(_, s)| match s {
@@ -178,21 +193,65 @@ fn segment_rows(
         .collect();
     features.sort_unstable();
     features.dedup();
-    if features.is_empty() {
+    let encoder = Encoder::new(baseline, None);
+    let scorer = match (&profile.anomaly, rescore) {
+        (Some(a), true) => Some(super::anomaly::Scorer::new(baseline, &encoder, a)),
+        _ => None,
+    };
+    let mut names: Vec<String> = if scorer.is_some() {
+        encoder.features.iter().map(|f| f.name.clone()).collect()
+    } else {
+        features
+            .iter()
+            .filter_map(|&j| encoder.features.get(j).map(|f| f.name.clone()))
+            .collect()
+    };
+    if names.is_empty() {
         return Ok(out);
     }
-    let encoder = Encoder::new(baseline, None);
-    let names: Vec<String> = features
-        .iter()
-        .filter_map(|&j| encoder.features.get(j).map(|f| f.name.clone()))
-        .collect();
+    if scorer.is_some() {
+        names.extend(encoder.label.clone());
+    }
+    if all_anomaly && scorer.is_some() {
+        out.anomaly = Some(Vec::with_capacity(scan.rows.n));
+    }
     let mut offset = 0usize;
     for_each_block(rows_of, &names, |df| {
+        let encoded = match &scorer {
+            Some(_) => Some(encoder.encode(df)?),
+            None => None,
+        };
+        let (anomaly, extreme) = match (&scorer, &encoded) {
+            (Some(sc), Some(e)) => (sc.score(e), sc.extreme(e).0),
+            _ => (Vec::new(), Vec::new()),
+        };
         let mut codes: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
         for &j in &features {
-            codes.insert(j, encoder.feature_codes(j, df)?);
+            let c = match &encoded {
+                Some(e) => e.codes.get(j).cloned().unwrap_or_default(),
+                None => encoder.feature_codes(j, df)?,
+            };
+            codes.insert(j, c);
         }
         for &(cand, sel) in wanted {
+            let rows = match sel {
+                RowSelector::Anomalous { .. } | RowSelector::Extreme { .. } => {
+                    let v = if matches!(sel, RowSelector::Anomalous { .. }) {
+                        &anomaly
+                    } else {
+                        &extreme
+                    };
+                    let rows = out.listed.entry(cand).or_default();
+                    for (i, &a) in v.iter().enumerate() {
+                        if a > 1.0 {
+                            rows.push(((offset + i) as u32, squash(a)));
+                        }
+                    }
+                    continue;
+                }
+                RowSelector::Segment { .. } => out.listed.entry(cand).or_default(),
+                _ => continue,
+            };
             let RowSelector::Segment {
                 feature,
                 codes: seg,
@@ -208,25 +267,26 @@ fn segment_rows(
                     *m = true;
                 }
             }
-            let col = &codes[feature];
-            let rows = out.entry(cand).or_default();
-            for (i, &c) in col.iter().enumerate() {
+            for (i, &c) in codes[feature].iter().enumerate() {
                 let r = offset + i;
                 let (Some(&y), Some(&p)) = (scan.rows.label.get(r), scan.rows.p_label.get(r))
                 else {
                     continue;
                 };
                 if member[usize::from(c)] && y == *class && (p.is_nan() || p < 0.5) {
-                    rows.push(r as u32);
+                    rows.push((r as u32, row_score(sel, scan, r)));
                 }
             }
+        }
+        if let Some(all) = &mut out.anomaly {
+            all.extend_from_slice(&anomaly);
         }
         offset += df.height();
         Ok(())
     })?;
     if offset != scan.rows.n {
         return Err(crate::error::Error::Internal(format!(
-            "segment rows: the batch read {offset} rows, the row pass {}",
+            "second read: the batch read {offset} rows, the row pass {}",
             scan.rows.n
         )));
     }
@@ -236,26 +296,21 @@ fn segment_rows(
 /// Attaches the rows behind each fired poison finding: every row flagged by a deny finding
 /// with its codes and score, and on each finding (deny or warn) its ten highest-scoring rows.
 ///
-/// `fired` maps a candidate index to the index of its finding in `findings`.
-///
-/// # Errors
-/// A batch that can no longer be read (for the rows of a segment finding).
+/// `fired` maps a candidate index to the index of its finding in `findings`; `second` is
+/// what [`second_pass`] found for them.
+#[must_use]
 pub fn quarantine(
     baseline: &Baseline,
     scan: &Scan,
     outcome: &Outcome,
     fired: &BTreeMap<usize, usize>,
     findings: &mut [Finding],
-    rows_of: BatchRows<'_>,
-) -> Result<Vec<QuarantineRow>> {
+    second: &SecondPass,
+) -> Vec<QuarantineRow> {
     let Some(profile) = &baseline.poison else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    let wanted: Vec<(usize, &RowSelector)> = fired
-        .keys()
-        .filter_map(|&c| outcome.selectors.get(c)?.as_ref().map(|s| (c, s)))
-        .collect();
-    let listed = segment_rows(baseline, scan, &wanted, rows_of)?;
+    let listed = &second.listed;
     let mut per_row: BTreeMap<u32, (Vec<String>, f64)> = BTreeMap::new();
     for (&cand, &finding) in fired {
         let Some(Some(sel)) = outcome.selectors.get(cand) else {
@@ -264,11 +319,8 @@ pub fn quarantine(
         let Some(f) = findings.get_mut(finding) else {
             continue;
         };
-        let rows = select(sel, profile, scan, listed.get(&cand));
-        let mut scored: Vec<(f64, u32)> = rows
-            .iter()
-            .map(|&r| (row_score(sel, scan, r as usize), r))
-            .collect();
+        let mut scored = select(sel, profile, scan, listed.get(&cand));
+        let flagged = scored.len();
         // The quarantine holds what blocked; warnings still list their top rows below.
         if f.severity == crate::finding::Severity::Deny {
             for &(s, r) in &scored {
@@ -289,9 +341,9 @@ pub fn quarantine(
                 score: crate::finding::tidy(s),
             })
             .collect();
-        f.evidence.insert("rows_flagged".into(), rows.len() as f64);
+        f.evidence.insert("rows_flagged".into(), flagged as f64);
     }
-    Ok(per_row
+    per_row
         .into_iter()
         .map(|(row, (mut codes, score))| {
             codes.sort();
@@ -302,7 +354,7 @@ pub fn quarantine(
                 score: crate::finding::tidy(score),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The text of the id column at the given rows (batch order), read in one pass over that
@@ -452,7 +504,7 @@ fn frame_bytes(
 /// | x)` under the reference model and half of `a / (1 + a)` for its anomaly score `a`, so
 /// rows no finding flagged are still ordered by how unusual they are.
 #[must_use]
-pub fn row_scores(scan: &Scan, quarantine: &[QuarantineRow]) -> Vec<f64> {
+pub fn row_scores(scan: &Scan, anomaly: &[f32], quarantine: &[QuarantineRow]) -> Vec<f64> {
     let mut out: Vec<f64> = (0..scan.rows.n)
         .map(|i| {
             let p = f64::from(scan.rows.p_label[i]);
@@ -461,7 +513,7 @@ pub fn row_scores(scan: &Scan, quarantine: &[QuarantineRow]) -> Vec<f64> {
             } else {
                 1.0 - p.clamp(0.0, 1.0)
             };
-            let a = f64::from(scan.rows.anomaly[i]).max(0.0);
+            let a = f64::from(anomaly.get(i).copied().unwrap_or(0.0)).max(0.0);
             0.5 * label + 0.5 * a / (1.0 + a)
         })
         .collect();

@@ -3,9 +3,11 @@
 //! in ([`ScanFold`]). Parts of a sharded check carry the fold's state ([`ScanState`]).
 //!
 //! Beside the accumulators, the pass still keeps a few bytes per row ([`RowLog`]: label,
-//! two fingerprints, three scores, 32 bytes) for the detectors that are not accumulators
-//! yet (the duplicate flood, the trigger's per-row model chances) and for listing the rows
-//! behind a finding.
+//! two fingerprints, the label's probability and the support flag, 23 bytes) for the
+//! detectors that are not accumulators yet (the duplicate flood, the trigger's per-row model
+//! chances) and for listing the surprising, duplicated and conflicting rows behind a
+//! finding. Anomaly scores are not kept: a second read re-scores the rows when a finding
+//! needs them listed ([`super::second_pass`]).
 
 use polars::prelude::DataFrame;
 
@@ -72,11 +74,6 @@ pub struct RowLog {
     pub fp_near: Vec<u64>,
     /// Probability the reference model gives each row's label (NaN without one).
     pub p_label: Vec<f32>,
-    /// Anomaly score per row, in units of the trusted cut (above 1 is anomalous).
-    pub anomaly: Vec<f32>,
-    /// Extreme-value score per row, in units of the trusted cut (above 1 is past every
-    /// trusted row's; see [`anomaly::fit`]).
-    pub extreme: Vec<f32>,
     /// Per row, whether every feature value lies inside the trusted support
     /// ([`label::Support`]); rows outside are left out of the label test.
     pub support: Vec<bool>,
@@ -88,8 +85,6 @@ impl RowLog {
         self.fp_exact.reserve_exact(rows);
         self.fp_near.reserve_exact(rows);
         self.p_label.reserve_exact(rows);
-        self.anomaly.reserve_exact(rows);
-        self.extreme.reserve_exact(rows);
         self.support.reserve_exact(rows);
     }
 
@@ -99,8 +94,6 @@ impl RowLog {
         self.fp_exact.extend_from_slice(&b.e.fp_exact);
         self.fp_near.extend_from_slice(&b.e.fp_near);
         self.p_label.extend_from_slice(&b.p);
-        self.anomaly.extend_from_slice(&b.anomaly);
-        self.extreme.extend_from_slice(&b.extreme);
         self.support.extend_from_slice(&b.inside);
     }
 
@@ -115,8 +108,6 @@ impl RowLog {
             o.fp_exact.len(),
             o.fp_near.len(),
             o.p_label.len(),
-            o.anomaly.len(),
-            o.extreme.len(),
             o.support.len(),
         ]
         .iter()
@@ -129,8 +120,6 @@ impl RowLog {
         self.fp_exact.extend(o.fp_exact);
         self.fp_near.extend(o.fp_near);
         self.p_label.extend(o.p_label);
-        self.anomaly.extend(o.anomaly);
-        self.extreme.extend(o.extreme);
         self.support.extend(o.support);
         Ok(())
     }

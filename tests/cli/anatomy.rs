@@ -150,8 +150,6 @@ fn every_accumulator_gives_one_state_for_any_split_and_merge_tree() {
                 acc.fp_exact.extend(&s.rows.fp_exact);
                 acc.fp_near.extend(&s.rows.fp_near);
                 acc.p_label.extend(&s.rows.p_label);
-                acc.anomaly.extend(&s.rows.anomaly);
-                acc.extreme.extend(&s.rows.extreme);
                 acc.support.extend(&s.rows.support);
                 acc
             },
