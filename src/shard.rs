@@ -603,6 +603,13 @@ fn write_rows(out: &mut Vec<u8>, s: &RowLog, sample: &[LrRow]) {
     out.extend(s.fp_near.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.p_label.iter().flat_map(|v| v.to_le_bytes()));
     out.extend(s.support.iter().map(|&v| u8::from(v)));
+    for list in [&s.anomalous, &s.extreme] {
+        out.extend_from_slice(&(list.len() as u64).to_le_bytes());
+        for &(r, a) in list {
+            out.extend_from_slice(&r.to_le_bytes());
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+    }
     for r in sample {
         out.extend_from_slice(&r.key.to_le_bytes());
         out.extend_from_slice(&r.label.to_le_bytes());
@@ -641,6 +648,22 @@ fn read_rows(r: &mut Reader<'_>, n: usize, sample: usize) -> Option<(RowLog, Vec
         return None;
     }
     let support = support_bytes.iter().map(|&b| b == 1).collect();
+    let mut flagged = || -> Option<Vec<(u32, f32)>> {
+        let k = usize::try_from(r.u64()?).ok().filter(|&k| k <= n)?;
+        Some(
+            r.array(k, 8)?
+                .chunks_exact(8)
+                .map(|c| {
+                    (
+                        u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                        f32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let anomalous = flagged()?;
+    let extreme = flagged()?;
     let lr_sample = r
         .array(sample, SAMPLE_ROW)?
         .chunks_exact(SAMPLE_ROW)
@@ -664,6 +687,8 @@ fn read_rows(r: &mut Reader<'_>, n: usize, sample: usize) -> Option<(RowLog, Vec
             fp_near,
             p_label,
             support,
+            anomalous,
+            extreme,
         },
         lr_sample,
     ))

@@ -84,7 +84,6 @@ fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
                 1.0 - p.clamp(0.0, 1.0)
             }
         }
-        // Scored in the second read ([`second_pass`]).
         _ => 1.0,
     }
 }
@@ -104,9 +103,12 @@ fn select(
     scan: &Scan,
     listed: Option<&Vec<(u32, f64)>>,
 ) -> Vec<(f64, u32)> {
-    let mut scored: Vec<(f64, u32)> = match listed {
-        Some(rows) => rows.iter().map(|&(r, s)| (s, r)).collect(),
-        None => select_all(sel, profile, scan)
+    let sparse = |v: &[(u32, f32)]| v.iter().map(|&(r, a)| (squash(a), r)).collect();
+    let mut scored: Vec<(f64, u32)> = match (sel, listed) {
+        (_, Some(rows)) => rows.iter().map(|&(r, s)| (s, r)).collect(),
+        (RowSelector::Anomalous { .. }, None) => sparse(&scan.rows.anomalous),
+        (RowSelector::Extreme { .. }, None) => sparse(&scan.rows.extreme),
+        _ => select_all(sel, profile, scan)
             .into_iter()
             .map(|r| (row_score(sel, scan, r as usize), r))
             .collect(),
@@ -137,21 +139,21 @@ fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u3
                 .collect(),
             None => Vec::new(),
         },
+        // Scored from the rows past the cuts the pass kept ([`select`]).
+        RowSelector::Anomalous { .. } | RowSelector::Extreme { .. } => Vec::new(),
         RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
         RowSelector::Conflicting { .. } => duplicates::conflicting_rows(&profile.duplicates, scan),
         RowSelector::Listed(rows) => rows.clone(),
         // Found by the second read ([`second_pass`]).
-        RowSelector::Segment { .. }
-        | RowSelector::Anomalous { .. }
-        | RowSelector::Extreme { .. } => Vec::new(),
+        RowSelector::Segment { .. } => Vec::new(),
     }
 }
 
 /// What the second read of a batch found.
 #[derive(Debug, Default)]
 pub struct SecondPass {
-    /// Per segment, anomalous or extreme selector (by candidate index), its rows in batch
-    /// order with their scores.
+    /// Per segment selector (by candidate index), its rows in batch order with their
+    /// scores.
     pub listed: BTreeMap<usize, Vec<(u32, f64)>>,
     /// Every row's anomaly score, when asked for (`--row-scores`).
     pub anomaly: Option<Vec<f32>>,
@@ -159,10 +161,9 @@ pub struct SecondPass {
 
 /// Reads the batch a second time for what the row pass does not keep per row: the rows of
 /// a fired segment finding (the row pass keeps no feature codes; only the segments' columns
-/// are read), the rows past the anomaly or extreme-value cut of a fired
-/// `poison-anomalous-rows` finding, and every row's anomaly score for `--row-scores` (these
-/// two re-encode and re-score every row, exactly as the first read did). Nothing is read
-/// when none of them is wanted, as for a batch that passes.
+/// are read), and every row's anomaly score for `--row-scores` (which re-encodes and
+/// re-scores every row, exactly as the first read did). Nothing is read when neither is
+/// wanted, as for a batch that passes.
 ///
 /// # Errors
 /// A batch that can no longer be read, or that changed since the first read.
@@ -177,13 +178,7 @@ pub fn second_pass(
     let Some(profile) = &baseline.poison else {
         return Ok(out);
     };
-    let rescore = all_anomaly
-        || wanted.iter().any(|(_, s)| {
-            matches!(
-                s,
-                RowSelector::Anomalous { .. } | RowSelector::Extreme { .. }
-            )
-        });
+    let rescore = all_anomaly;
     let mut features: Vec<usize> = wanted
         .iter()
         .filter_map(|(_, s)| match s {
@@ -221,9 +216,9 @@ pub fn second_pass(
             Some(_) => Some(encoder.encode(df)?),
             None => None,
         };
-        let (anomaly, extreme) = match (&scorer, &encoded) {
-            (Some(sc), Some(e)) => (sc.score(e), sc.extreme(e).0),
-            _ => (Vec::new(), Vec::new()),
+        let anomaly = match (&scorer, &encoded) {
+            (Some(sc), Some(e)) => sc.score(e),
+            _ => Vec::new(),
         };
         let mut codes: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
         for &j in &features {
@@ -234,24 +229,6 @@ pub fn second_pass(
             codes.insert(j, c);
         }
         for &(cand, sel) in wanted {
-            let rows = match sel {
-                RowSelector::Anomalous { .. } | RowSelector::Extreme { .. } => {
-                    let v = if matches!(sel, RowSelector::Anomalous { .. }) {
-                        &anomaly
-                    } else {
-                        &extreme
-                    };
-                    let rows = out.listed.entry(cand).or_default();
-                    for (i, &a) in v.iter().enumerate() {
-                        if a > 1.0 {
-                            rows.push(((offset + i) as u32, squash(a)));
-                        }
-                    }
-                    continue;
-                }
-                RowSelector::Segment { .. } => out.listed.entry(cand).or_default(),
-                _ => continue,
-            };
             let RowSelector::Segment {
                 feature,
                 codes: seg,
@@ -267,6 +244,7 @@ pub fn second_pass(
                     *m = true;
                 }
             }
+            let rows = out.listed.entry(cand).or_default();
             for (i, &c) in codes[feature].iter().enumerate() {
                 let r = offset + i;
                 let (Some(&y), Some(&p)) = (scan.rows.label.get(r), scan.rows.p_label.get(r))

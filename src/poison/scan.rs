@@ -3,11 +3,11 @@
 //! in ([`ScanFold`]). Parts of a sharded check carry the fold's state ([`ScanState`]).
 //!
 //! Beside the accumulators, the pass still keeps a few bytes per row ([`RowLog`]: label,
-//! two fingerprints, the label's probability and the support flag, 23 bytes) for the
-//! detectors that are not accumulators yet (the duplicate flood, the trigger's per-row model
-//! chances) and for listing the surprising, duplicated and conflicting rows behind a
-//! finding. Anomaly scores are not kept: a second read re-scores the rows when a finding
-//! needs them listed ([`super::second_pass`]).
+//! two fingerprints, the label's probability and the support flag, 23 bytes, and the few
+//! rows past an anomaly cut with their scores) for the detectors that are not accumulators
+//! yet (the duplicate flood, the trigger's per-row model chances) and for listing the rows
+//! behind a finding. Every row's anomaly score is not kept: `--row-scores` re-scores the
+//! rows in a second read ([`super::second_pass`]).
 
 use polars::prelude::DataFrame;
 
@@ -77,6 +77,20 @@ pub struct RowLog {
     /// Per row, whether every feature value lies inside the trusted support
     /// ([`label::Support`]); rows outside are left out of the label test.
     pub support: Vec<bool>,
+    /// The rows whose anomaly score passes the trusted cut (above 1), with the score, in
+    /// batch order: a few percent of the rows, not every row.
+    pub anomalous: Vec<(u32, f32)>,
+    /// The rows whose extreme-value score passes the trusted cut, with the score.
+    pub extreme: Vec<(u32, f32)>,
+}
+
+/// The rows of `scores` above 1, numbered from `first`.
+fn past_cut(scores: &[f32], first: usize) -> impl Iterator<Item = (u32, f32)> + '_ {
+    scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s > 1.0)
+        .map(move |(i, &s)| ((first + i) as u32, s))
 }
 
 impl RowLog {
@@ -89,6 +103,8 @@ impl RowLog {
     }
 
     fn push(&mut self, b: &Block) {
+        self.anomalous.extend(past_cut(&b.anomaly, self.n));
+        self.extreme.extend(past_cut(&b.extreme, self.n));
         self.n += b.e.n;
         self.label.extend_from_slice(&b.e.label);
         self.fp_exact.extend_from_slice(&b.e.fp_exact);
@@ -101,7 +117,7 @@ impl RowLog {
     ///
     /// # Errors
     /// Arrays whose lengths disagree with the row count.
-    fn append(&mut self, o: Self) -> std::result::Result<(), String> {
+    pub fn append(&mut self, o: Self) -> std::result::Result<(), String> {
         let n = o.n;
         if [
             o.label.len(),
@@ -115,6 +131,19 @@ impl RowLog {
         {
             return Err("per-row arrays of different lengths".to_owned());
         }
+        if o.anomalous
+            .iter()
+            .chain(&o.extreme)
+            .any(|&(r, _)| r as usize >= n)
+        {
+            return Err("flagged rows beyond the rows".to_owned());
+        }
+        let shift = |v: Vec<(u32, f32)>, by: usize| {
+            v.into_iter()
+                .map(move |(r, s)| ((r as usize + by) as u32, s))
+        };
+        self.anomalous.extend(shift(o.anomalous, self.n));
+        self.extreme.extend(shift(o.extreme, self.n));
         self.n += n;
         self.label.extend(o.label);
         self.fp_exact.extend(o.fp_exact);

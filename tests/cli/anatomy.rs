@@ -142,18 +142,9 @@ fn every_accumulator_gives_one_state_for_any_split_and_merge_tree() {
         // The per-row log is concatenated in batch order; the accumulators merge in a random
         // tree (pairs picked at random until one state is left).
         let mut rows = ScanState::default();
-        rows.rows = states.iter().fold(
-            Default::default(),
-            |mut acc: poisongate::poison::RowLog, s| {
-                acc.n += s.rows.n;
-                acc.label.extend(&s.rows.label);
-                acc.fp_exact.extend(&s.rows.fp_exact);
-                acc.fp_near.extend(&s.rows.fp_near);
-                acc.p_label.extend(&s.rows.p_label);
-                acc.support.extend(&s.rows.support);
-                acc
-            },
-        );
+        for s in &states {
+            rows.rows.append(s.rows.clone()).unwrap();
+        }
         let mut pool: Vec<States> = states.into_iter().map(|s| s.states).collect();
         while pool.len() > 1 {
             let a = pool.swap_remove(rng.random_range(0..pool.len()));
