@@ -116,12 +116,14 @@ impl Accumulator<Pinned<'_>, Block> for LabelState {
                     t[usize::from(codes[i]) * k * k + pair] += 1;
                 }
             }
-            if k <= MAX_LR_CLASSES {
+            let key = crate::rows::mix(e.fp_exact[i] ^ (y as u64 + 1).wrapping_mul(SAMPLE_SALT));
+            // A row above the batch's sample so far can never enter the final bottom k.
+            if k <= MAX_LR_CLASSES && key <= b.sample_below {
                 let mut row = [0f32; MAX_LR_CLASSES];
                 row[..k].copy_from_slice(&b.probs[i * k..(i + 1) * k]);
                 flip_lr::apply_temperature(&mut row[..k], t);
                 self.sample.push(LrRow {
-                    key: crate::rows::mix(e.fp_exact[i] ^ (y as u64 + 1).wrapping_mul(SAMPLE_SALT)),
+                    key,
                     label: y as u16,
                     probs: row,
                 });

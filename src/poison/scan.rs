@@ -36,7 +36,7 @@ pub struct Pinned<'a> {
 
 /// One block of rows, encoded and scored by the pinned models: what every row-level
 /// accumulator reads.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Block {
     /// The encoded rows.
     pub e: Encoded,
@@ -59,6 +59,10 @@ pub struct Block {
     pub extreme: Vec<f32>,
     /// Per feature, the rows past the extreme-value cut whose largest excess it holds.
     pub extreme_by_feature: Vec<u64>,
+    /// The largest key the label test's sample can still take (the largest key of the
+    /// fold's bottom k once it is full; `u64::MAX` before): rows above it are not sampled,
+    /// which changes nothing, as keys above it cannot enter the final bottom k.
+    pub sample_below: u64,
 }
 
 /// The per-row state the pass still keeps, in batch order.
@@ -238,6 +242,8 @@ pub struct ScanFold<'a> {
     support: Option<label::Support>,
     rows: RowLog,
     states: States,
+    /// See [`Block::sample_below`].
+    sample_below: u64,
 }
 
 impl<'a> ScanFold<'a> {
@@ -276,6 +282,7 @@ impl<'a> ScanFold<'a> {
             support,
             rows: RowLog::default(),
             states,
+            sample_below: u64::MAX,
         })
     }
 
@@ -320,6 +327,7 @@ impl<'a> ScanFold<'a> {
             None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
         };
         Ok(Block {
+            sample_below: self.sample_below,
             e,
             p,
             pred,
@@ -369,6 +377,14 @@ impl<'a> ScanFold<'a> {
         self.states
             .merge(&pinned, merged)
             .map_err(crate::error::Error::Internal)?;
+        if let Some(l) = &self.states.label
+            && l.sample.len() >= LR_ROWS
+        {
+            // The k-th smallest key so far: only rows at or below it can still enter.
+            let mut keys: Vec<u64> = l.sample.iter().map(|r| r.key).collect();
+            let (_, kth, _) = keys.select_nth_unstable(LR_ROWS - 1);
+            self.sample_below = *kth;
+        }
         Ok(())
     }
 
