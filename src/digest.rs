@@ -41,6 +41,41 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
+/// SHA-256 of an open file's bytes with its size, read by position (`pread`), so that the
+/// same open file can be decoded at the same time without sharing a file offset. `path`
+/// names the file in errors.
+///
+/// # Errors
+/// An unreadable file.
+#[cfg(unix)]
+pub fn sha256_open(file: &std::fs::File, path: &Path) -> Result<(String, u64)> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read_at(&mut buf, size)
+            .map_err(|e| Error::input(path, io_cause(&e)))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// SHA-256 of an open file's bytes with its size (elsewhere than on Unix: the file is opened
+/// again by `path`).
+///
+/// # Errors
+/// An unreadable file.
+#[cfg(not(unix))]
+pub fn sha256_open(_: &std::fs::File, path: &Path) -> Result<(String, u64)> {
+    sha256_file(path)
+}
+
 /// A public key and a detached signature read from files.
 #[derive(Debug, Clone)]
 pub struct SignatureCheck {

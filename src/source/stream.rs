@@ -85,11 +85,12 @@ impl Rows<'_> {
                     // second thread while it is decoded: a later pass must see the bytes the
                     // first one saw, not just as many of them (a swap between the passes, or
                     // between `summarize` and `check --summaries`, is refused).
+                    let handle = open_input(file)?;
                     let (rows, digest) = std::thread::scope(|scope| {
-                        let hasher = meta
-                            .filter(|m| !m.sha256.is_empty())
-                            .map(|_| scope.spawn(|| crate::digest::sha256_file(&file.path)));
-                        let rows = decode_windows(file, columns, &mut |w: &DataFrame, start| {
+                        let hasher = meta.filter(|m| !m.sha256.is_empty()).map(|_| {
+                            scope.spawn(|| crate::digest::sha256_open(&handle, &file.path))
+                        });
+                        let rows = decode_windows(file, Some(&handle), columns, &mut |w, start| {
                             windows_of(w, first + start, f)
                         });
                         let digest = hasher.map(|h| {
@@ -160,6 +161,7 @@ fn windows_of(df: &DataFrame, first: usize, f: &mut WindowFn<'_>) -> Result<()> 
 /// [`WINDOW_ROWS`]) and returns its row count.
 fn decode_windows(
     file: &InputFile,
+    handle: Option<&File>,
     columns: Option<&[String]>,
     f: &mut dyn FnMut(&DataFrame, usize) -> Result<()>,
 ) -> Result<u64> {
@@ -180,9 +182,23 @@ fn decode_windows(
         f(&df, 0)?;
         return Ok(df.height() as u64);
     }
-    let open = || File::open(path).map_err(|e| Error::input(shown, super::io_cause(&e)));
+    // One open per pass: every reader takes a duplicate of the same handle (the decoder maps
+    // the file and reads by position, so the duplicates share no offset that matters).
+    let opened;
+    let handle = match handle {
+        Some(h) => h,
+        None => {
+            opened = open_input(file)?;
+            &opened
+        }
+    };
+    let open = || {
+        handle
+            .try_clone()
+            .map_err(|e| Error::input(shown, super::io_cause(&e)))
+    };
     let metadata = guard(path, shown, Format::Parquet, || {
-        ParquetReader::new(File::open(path)?)
+        ParquetReader::new(handle.try_clone()?)
             .get_metadata()
             .map(Clone::clone)
     })?;
@@ -206,7 +222,7 @@ fn decode_windows(
     let wanted: Option<Vec<String>> = match columns {
         Some(c) => {
             let schema = guard(path, shown, Format::Parquet, || {
-                let mut r = ParquetReader::new(File::open(path)?);
+                let mut r = ParquetReader::new(handle.try_clone()?);
                 r.set_metadata(metadata.clone());
                 r.schema()
             })?;
@@ -251,13 +267,18 @@ fn decode_windows(
     Ok((total - begin) as u64)
 }
 
+/// Opens an input, naming it in the error.
+fn open_input(file: &InputFile) -> Result<File> {
+    File::open(&file.path).map_err(|e| Error::input(Path::new(&file.name()), super::io_cause(&e)))
+}
+
 /// The columns and dtypes of a file, from its first window.
 ///
 /// # Errors
 /// A file that cannot be read or decoded.
 pub fn schema_of(file: &InputFile) -> Result<Vec<(String, DataType)>> {
     let mut schema = None;
-    let read = decode_windows(file, None, &mut |w: &DataFrame, _| {
+    let read = decode_windows(file, None, None, &mut |w: &DataFrame, _| {
         if schema.is_none() {
             schema = Some(
                 w.columns()
@@ -322,10 +343,11 @@ pub fn first_pass(files: &[InputFile], f: &mut FirstPassFn<'_>) -> Result<Vec<In
         if size == 0 {
             return Err(Error::input(shown, "file is empty (0 bytes)"));
         }
+        let handle = open_input(file)?;
         let (digest, decoded) = std::thread::scope(|scope| {
-            let hasher = scope.spawn(|| crate::digest::sha256_file(&file.path));
+            let hasher = scope.spawn(|| crate::digest::sha256_open(&handle, &file.path));
             let mut schema_df: Option<DataFrame> = None;
-            let decoded = decode_windows(file, None, &mut |w: &DataFrame, start| {
+            let decoded = decode_windows(file, Some(&handle), None, &mut |w: &DataFrame, start| {
                 if schema_df.is_none() {
                     if w.width() == 0 {
                         return Err(Error::input(shown, "no columns"));
