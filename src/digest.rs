@@ -19,19 +19,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// SHA-256 of a file's bytes, read in 1 MiB blocks, with its size.
-///
-/// # Errors
-/// An unreadable file.
-pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::input(path, io_cause(&e)))?;
+/// SHA-256 and size of the bytes `read` yields, 1 MiB at a time; `read` gets the buffer and
+/// the offset reached so far. `path` names the file in errors.
+fn sha256_chunks(
+    path: &Path,
+    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+) -> Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::input(path, io_cause(&e)))?;
+        let n = read(&mut buf, size).map_err(|e| Error::input(path, io_cause(&e)))?;
         if n == 0 {
             break;
         }
@@ -39,6 +37,15 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
         hasher.update(&buf[..n]);
     }
     Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// SHA-256 of a file's bytes, read in 1 MiB blocks, with its size.
+///
+/// # Errors
+/// An unreadable file.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::input(path, io_cause(&e)))?;
+    sha256_chunks(path, |buf, _| f.read(buf))
 }
 
 /// SHA-256 of an open file's bytes with its size, read by position (`pread`), so that the
@@ -50,20 +57,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 #[cfg(unix)]
 pub fn sha256_open(file: &std::fs::File, path: &Path) -> Result<(String, u64)> {
     use std::os::unix::fs::FileExt;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file
-            .read_at(&mut buf, size)
-            .map_err(|e| Error::input(path, io_cause(&e)))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((hex::encode(hasher.finalize()), size))
+    sha256_chunks(path, |buf, at| file.read_at(buf, at))
 }
 
 /// SHA-256 of an open file's bytes with its size (elsewhere than on Unix: the file is opened
