@@ -149,7 +149,7 @@ fn labelled(rows: usize, seed: u64) -> DataFrame {
 fn accumulators(c: &mut Criterion) {
     use poisongate::detect::Accumulator;
     use poisongate::poison::{
-        Block, Pinned, ScanFold, duplicates::ConflictState, inconsistency::LabelState,
+        Block, Pinned, ScanFold, duplicates::DuplicateState, inconsistency::LabelState,
         outliers::AnomalyState, tables::ClassTables,
     };
     fn one<S: for<'a> Accumulator<Pinned<'a>, Block> + Clone>(
@@ -196,7 +196,12 @@ fn accumulators(c: &mut Criterion) {
     one::<LabelState>(&mut g, "label test", &pinned, &block);
     one::<ClassTables>(&mut g, "class tables", &pinned, &block);
     one::<AnomalyState>(&mut g, "anomaly counts", &pinned, &block);
-    one::<ConflictState>(&mut g, "label conflicts", &pinned, &block);
+    one::<DuplicateState>(
+        &mut g,
+        "duplicate groups and label conflicts",
+        &pinned,
+        &block,
+    );
     g.finish();
 }
 

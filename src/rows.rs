@@ -277,6 +277,23 @@ impl Encoder {
         for fp in out.fp_exact.iter_mut().chain(out.fp_near.iter_mut()) {
             *fp = mix(*fp);
         }
+        self.fill_labels(df, &mut out.label)?;
+        Ok(out)
+    }
+
+    /// The class index of every row of a block holding the label column ([`NO_CLASS`] when
+    /// absent or unknown; every row [`NO_CLASS`] without a pinned label), as
+    /// [`Encoder::encode`] gives them.
+    ///
+    /// # Errors
+    /// The label missing from the block, or a label that cannot be cast.
+    pub fn labels(&self, df: &DataFrame) -> Result<Vec<u16>> {
+        let mut out = vec![NO_CLASS; df.height()];
+        self.fill_labels(df, &mut out)?;
+        Ok(out)
+    }
+
+    fn fill_labels(&self, df: &DataFrame, out: &mut [u16]) -> Result<()> {
         if let Some(label) = &self.label {
             let series = column(df, label)?;
             if series.dtype().is_integer() {
@@ -292,13 +309,12 @@ impl Encoder {
                     .i64()
                     .map_err(|e| Error::Internal(format!("label `{label}`: {e}")))?;
                 for (slot, v) in out
-                    .label
                     .iter_mut()
                     .zip(ca.downcast_iter().flat_map(|a| a.iter()))
                 {
                     *slot = v.and_then(|i| ints.get(i).copied()).unwrap_or(NO_CLASS);
                 }
-                return Ok(out);
+                return Ok(());
             }
             let mut row = 0usize;
             let mut cache: HashMap<u128, u16> = HashMap::new();
@@ -306,7 +322,7 @@ impl Encoder {
                 for i in 0..arr.len() {
                     if arr.is_valid(i) {
                         let view = arr.views()[i];
-                        out.label[row + i] = if view.length <= View::MAX_INLINE_SIZE {
+                        out[row + i] = if view.length <= View::MAX_INLINE_SIZE {
                             *cache.entry(view.as_u128()).or_insert_with(|| {
                                 self.class_index
                                     .get(arr.value(i))
@@ -324,7 +340,7 @@ impl Encoder {
                 row += arr.len();
             })?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The codes of feature `j` in one block holding its column, as [`Encoder::encode`]

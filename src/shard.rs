@@ -7,7 +7,7 @@
 //! carries the digest of that list; shard `i/N` takes the contiguous run of units
 //! `[i * len / N, (i + 1) * len / N)`.
 //!
-//! **Parts.** A part (`poisongate.summary/2`) starts with a JSON header: the build, the digests
+//! **Parts.** A part (`poisongate.summary/3`) starts with a JSON header: the build, the digests
 //! of the baseline, the policy and the manifest, and the units it covers. Then come, per unit,
 //! its provenance, schema, column summaries and row-pass state. Column summaries merge by
 //! exact addition (integer counts, exact floating sums: [`crate::stats::exact`]), so merging
@@ -19,11 +19,11 @@
 //! at `check --summaries`, a unit not covered (a lost task) are exit 2, never a partial
 //! decision.
 //!
-//! The row-pass state is a few bytes per row (label, fingerprints, the label's probability,
-//! the support flag: 23 bytes), stored
-//! as little-endian arrays, plus per unit its class and surprise tables and at most
-//! [`crate::poison::LR_ROWS`] rows of the label test's sample: far smaller than the data but
-//! not yet constant in rows. Feature codes are not kept.
+//! The row-pass state does not grow with the rows: per unit the accumulators' states (class
+//! and surprise tables, counts, the duplicate groups: exact up to
+//! [`crate::poison::duplicates::MAX_GROUPS`] distinct rows, a hash sample of them beyond) and
+//! at most [`crate::poison::LR_ROWS`] rows of the label test's sample, stored as
+//! little-endian records. Nothing is kept per row.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,16 +33,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::UnitSummary;
 use crate::error::{Error, Result};
-use crate::poison::{LrRow, RowLog, ScanState, States};
+use crate::poison::{LrRow, ScanState, States};
 use crate::source::{Format, InputFile, InputMeta, ObjectRef};
 use crate::summary::BatchSummary;
 
 /// Format tag of a manifest.
 pub const MANIFEST_FORMAT: &str = "poisongate.manifest/1";
 /// Format tag of a summary part.
-pub const PART_FORMAT: &str = "poisongate.summary/2";
+pub const PART_FORMAT: &str = "poisongate.summary/3";
 /// First bytes of a part file.
-const MAGIC: &[u8] = b"poisongate.summary/2\n";
+const MAGIC: &[u8] = b"poisongate.summary/3\n";
 /// Largest JSON section a part may hold (the column summaries of wide batches).
 const MAX_JSON: u64 = 1 << 30;
 
@@ -239,8 +239,8 @@ struct ScanCounts {
     sample: usize,
 }
 
-/// A unit's binary row-pass state: its per-row arrays and its label sample.
-type UnitRows = (RowLog, Vec<LrRow>);
+/// A unit's binary row-pass state: its label sample.
+type UnitRows = Vec<LrRow>;
 
 /// A part: a header and the states of its units, in unit order.
 #[derive(Debug, Clone)]
@@ -275,11 +275,11 @@ impl Part {
                             .map(|l| std::mem::take(&mut l.sample))
                             .unwrap_or_default();
                         let counts = ScanCounts {
-                            rows: state.rows.n,
+                            rows: state.n,
                             states: state.states,
                             sample: sample.len(),
                         };
-                        (Some(counts), Some((state.rows, sample)))
+                        (Some(counts), Some(sample))
                     }
                     None => (None, None),
                 };
@@ -472,7 +472,7 @@ impl Part {
                 }
             }
             scans.push(match (body.scan, rows) {
-                (Some(c), Some((rows, sample))) => {
+                (Some(c), Some(sample)) => {
                     let mut states = c.states;
                     match &mut states.label {
                         Some(l) => l.sample = sample,
@@ -484,7 +484,7 @@ impl Part {
                         }
                         None => {}
                     }
-                    Some(ScanState { rows, states })
+                    Some(ScanState { n: c.rows, states })
                 }
                 _ => None,
             });
@@ -508,7 +508,7 @@ impl Part {
         put_section(&mut out, &to_json(&bodies)?);
         for (_, scan) in &self.units {
             if let Some(s) = scan {
-                write_rows(&mut out, &s.0, &s.1);
+                write_sample(&mut out, s);
             }
         }
         Ok(out)
@@ -522,7 +522,7 @@ impl Part {
         let bad = |cause: &str| Error::summary(path, cause);
         let rest = bytes
             .strip_prefix(MAGIC)
-            .ok_or_else(|| bad("not a poisongate.summary/2 part (bad magic)"))?;
+            .ok_or_else(|| bad("not a poisongate.summary/3 part (bad magic)"))?;
         let mut r = Reader { bytes: rest, at: 0 };
         let header: PartHeader =
             serde_json::from_slice(r.section().ok_or_else(|| bad("truncated header"))?)
@@ -542,8 +542,8 @@ impl Part {
         for body in bodies {
             let scan = match &body.scan {
                 Some(c) => Some(
-                    read_rows(&mut r, c.rows, c.sample)
-                        .ok_or_else(|| bad("truncated or malformed per-row arrays"))?,
+                    read_sample(&mut r, c.sample)
+                        .ok_or_else(|| bad("truncated or malformed label sample"))?,
                 ),
                 None => None,
             };
@@ -597,19 +597,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn write_rows(out: &mut Vec<u8>, s: &RowLog, sample: &[LrRow]) {
-    out.extend(s.label.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.fp_exact.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.fp_near.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.p_label.iter().flat_map(|v| v.to_le_bytes()));
-    out.extend(s.support.iter().map(|&v| u8::from(v)));
-    for list in [&s.anomalous, &s.extreme] {
-        out.extend_from_slice(&(list.len() as u64).to_le_bytes());
-        for &(r, a) in list {
-            out.extend_from_slice(&r.to_le_bytes());
-            out.extend_from_slice(&a.to_le_bytes());
-        }
-    }
+fn write_sample(out: &mut Vec<u8>, sample: &[LrRow]) {
     for r in sample {
         out.extend_from_slice(&r.key.to_le_bytes());
         out.extend_from_slice(&r.label.to_le_bytes());
@@ -620,50 +608,10 @@ fn write_rows(out: &mut Vec<u8>, s: &RowLog, sample: &[LrRow]) {
 /// Bytes of one row of the label test's sample: key, label, probabilities.
 const SAMPLE_ROW: usize = 8 + 2 + 4 * crate::poison::inconsistency::MAX_LR_CLASSES;
 
-fn read_rows(r: &mut Reader<'_>, n: usize, sample: usize) -> Option<(RowLog, Vec<LrRow>)> {
+fn read_sample(r: &mut Reader<'_>, sample: usize) -> Option<Vec<LrRow>> {
     if sample > 2 * crate::poison::LR_ROWS {
         return None;
     }
-    let u16s = |b: &[u8]| -> Vec<u16> {
-        b.chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect()
-    };
-    let u64s = |b: &[u8]| -> Vec<u64> {
-        b.chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect()
-    };
-    let f32s = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    let label = u16s(r.array(n, 2)?);
-    let fp_exact = u64s(r.array(n, 8)?);
-    let fp_near = u64s(r.array(n, 8)?);
-    let p_label = f32s(r.array(n, 4)?);
-    let support_bytes = r.array(n, 1)?;
-    if support_bytes.iter().any(|&b| b > 1) {
-        return None;
-    }
-    let support = support_bytes.iter().map(|&b| b == 1).collect();
-    let mut flagged = || -> Option<Vec<(u32, f32)>> {
-        let k = usize::try_from(r.u64()?).ok().filter(|&k| k <= n)?;
-        Some(
-            r.array(k, 8)?
-                .chunks_exact(8)
-                .map(|c| {
-                    (
-                        u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                        f32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-                    )
-                })
-                .collect(),
-        )
-    };
-    let anomalous = flagged()?;
-    let extreme = flagged()?;
     let lr_sample = r
         .array(sample, SAMPLE_ROW)?
         .chunks_exact(SAMPLE_ROW)
@@ -679,17 +627,5 @@ fn read_rows(r: &mut Reader<'_>, n: usize, sample: usize) -> Option<(RowLog, Vec
             }
         })
         .collect();
-    Some((
-        RowLog {
-            n,
-            label,
-            fp_exact,
-            fp_near,
-            p_label,
-            support,
-            anomalous,
-            extreme,
-        },
-        lr_sample,
-    ))
+    Some(lr_sample)
 }

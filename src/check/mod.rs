@@ -119,7 +119,6 @@ fn stream_pass<'a>(
     files: &[InputFile],
 ) -> Result<(Pass<'a>, Schema, Vec<InputMeta>)> {
     let first = files.first().map(InputFile::name).unwrap_or_default();
-    let hint = crate::source::stream::row_hint(files);
     let mut pass: Option<(Pass<'a>, Schema)> = None;
     let metas = crate::source::stream::first_pass(files, &mut |schema, blocks, at| {
         if pass.is_none() {
@@ -127,10 +126,7 @@ fn stream_pass<'a>(
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.clone()))
                 .collect();
-            let mut p = Pass::new(baseline, policy, &columns, &first)?;
-            if let Some(fold) = &mut p.scan {
-                fold.reserve(hint);
-            }
+            let p = Pass::new(baseline, policy, &columns, &first)?;
             pass = Some((p, columns));
         }
         match pass.as_mut() {
@@ -393,7 +389,7 @@ fn decide_rows(
                 None => record::TestRecord::clean(
                     code,
                     Subject::default(),
-                    scan.rows.n as u64,
+                    scan.n as u64,
                     "ran; no candidate to test (no value, segment or rate past its pre-screen)",
                 ),
             }
@@ -414,17 +410,11 @@ fn decide_rows(
         .filter_map(|&c| outcome.selectors.get(c)?.as_ref().map(|s| (c, s)))
         .collect();
     let second = crate::poison::second_pass(baseline, scan, &wanted, extras.row_scores, rows)?;
-    eval.quarantine = crate::poison::quarantine(
-        baseline,
-        scan,
-        &outcome,
-        &fired,
-        &mut eval.findings,
-        &second,
-    );
+    eval.quarantine =
+        crate::poison::quarantine(baseline, &outcome, &fired, &mut eval.findings, &second);
     if extras.row_scores {
-        let anomaly = second.anomaly.as_deref().unwrap_or_default();
-        eval.row_scores = crate::poison::row_scores(scan, anomaly, &eval.quarantine);
+        let base = second.base.as_deref().unwrap_or_default();
+        eval.row_scores = crate::poison::row_scores(base, &eval.quarantine);
     }
     if let Some(id) = &baseline.id {
         let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();

@@ -296,133 +296,334 @@ pub fn expected_share(curve: &[[f64; 2]], n: f64) -> f64 {
     (last[1] * (n / last[0]).powf(slope)).min(1.0)
 }
 
-/// How many rows repeat an earlier fingerprint, and how many rows sit in groups whose labels
-/// disagree: one parallel sort instead of a hash table, since deciding needs only counts. The
-/// label rides in the low 16 bits of the sort key, so groups are the top 48 bits of the
-/// fingerprint (an expected 0.2 chance collisions at ten million rows, against counts in the
-/// thousands that matter).
-fn group_counts(fps: &[u64], labels: &[u16]) -> (usize, usize) {
-    use rayon::prelude::*;
-    const LOW: u64 = 0xFFFF;
-    let mut keys: Vec<u64> = fps
-        .par_iter()
-        .zip(labels.par_iter())
-        .map(|(&fp, &y)| (fp & !LOW) | u64::from(y))
-        .collect();
-    keys.par_sort_unstable();
-    let (mut repeated, mut mixed) = (0usize, 0usize);
-    let mut i = 0;
-    while i < keys.len() {
-        let group = keys[i] & !LOW;
-        let mut j = i + 1;
-        while j < keys.len() && keys[j] & !LOW == group {
-            j += 1;
-        }
-        repeated += j - i - 1;
-        if keys[i] != keys[j - 1] {
-            mixed += j - i;
-        }
-        i = j;
+/// Most (near fingerprint, exact fingerprint) groups a [`DuplicateState`] holds. Up to this
+/// many distinct rows the duplicate counts are exact; beyond, they come from a hash sample of
+/// the near cells (see [`DuplicateState`]). At 27 bytes a group in a part, a few MB.
+pub const MAX_GROUPS: usize = 1 << 17;
+const SAMPLE_SALT: u64 = 0x7361_6d70_6c65;
+
+/// Whether the near cell `near` is in the sample at `level` (the top `level` bits of its
+/// hash are zero: one cell in `2^level`).
+#[inline]
+fn sampled(level: u32, near: u64) -> bool {
+    level == 0 || (level < 64 && mix(near ^ SAMPLE_SALT) >> (64 - level) == 0)
+}
+
+/// The rows of one group of identical rows (one exact fingerprint within a near cell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group {
+    /// Rows.
+    pub count: u64,
+    /// The smallest label among them ([`NO_CLASS`] for unlabelled rows).
+    pub label: u16,
+    /// Whether the rows carry more than one label.
+    pub mixed: bool,
+}
+
+impl Group {
+    fn absorb(&mut self, o: Self) {
+        self.count += o.count;
+        self.mixed |= o.mixed || o.label != self.label;
+        self.label = self.label.min(o.label);
     }
-    (repeated, mixed)
 }
 
-/// Whether each row's fingerprint occurs more than once.
-fn in_groups(fps: &[u64]) -> Vec<bool> {
-    let mut count: HashMap<u64, u32> = HashMap::with_capacity(fps.len());
-    for &fp in fps {
-        *count.entry(fp).or_default() += 1;
-    }
-    fps.iter().map(|fp| count[fp] > 1).collect()
-}
+/// Groups of identical rows keyed by (near fingerprint, exact fingerprint).
+pub type Groups = HashMap<(u64, u64), Group>;
 
-/// Rows of repeated groups: every row whose exact fingerprint occurs more than once, or
-/// (near) whose near fingerprint does while its exact one does not. The first copy of a
-/// group is included: which of identical rows is the original cannot be told from the
-/// batch (a flood's copies are often shuffled in front of it), and a reviewer needs the
-/// whole group. The finding's count is of repeats beyond the first.
-#[must_use]
-pub fn repeated_rows(scan: &Scan, near: bool) -> Vec<u32> {
-    let exact = in_groups(&scan.rows.fp_exact);
-    let hits: Vec<bool> = if near {
-        in_groups(&scan.rows.fp_near)
-            .into_iter()
-            .zip(&exact)
-            .map(|(n, e)| n && !e)
-            .collect()
-    } else {
-        exact
-    };
-    hits.iter()
-        .enumerate()
-        .filter(|(_, h)| **h)
-        .map(|(i, _)| i as u32)
-        .collect()
-}
-
-/// Rows whose cell is in the trusted filter while their (cell, label) is not.
-#[must_use]
-pub fn conflicting_rows(profile: &DuplicateProfile, scan: &Scan) -> Vec<u32> {
-    let Some(f) = profile.unsealed_filter() else {
-        return Vec::new();
-    };
-    (0..scan.rows.n)
-        .filter(|&i| {
-            let y = scan.rows.label[i];
-            y != NO_CLASS
-                && f.contains(cell_key(scan.rows.fp_near[i]))
-                && !f.contains(pair_key(scan.rows.fp_near[i], y))
-        })
-        .map(|i| i as u32)
-        .collect()
-}
-
-/// Labelled rows and rows that contradict a trusted row's label, among the rows seen so far
-/// (`poison-label-conflict`). The duplicate flood still reads the per-row fingerprints.
+/// `poison-duplicate-flood` and `poison-label-conflict` over the rows seen so far: the groups
+/// of identical rows, and the labelled rows that contradict a trusted row's label.
+///
+/// **Bounded, exact up to a size, then a hash sample.** The groups are exact while the batch
+/// has at most `cap` ([`MAX_GROUPS`]) distinct rows. Past that, only the near cells whose hash
+/// falls in the first `2^-level` of the hash space are kept, `level` the smallest that leaves
+/// at most `cap` groups (distinct sampling, Gibbons, "Distinct sampling for highly-accurate
+/// answers to distinct values queries and event reports", VLDB 2001). Every copy of a row,
+/// and every near variant of it, lands in the same cell, so within the sample the repeats
+/// are counted exactly, and the sample's repeated share estimates the batch's: a cluster
+/// sample of cells, its standard error about `sqrt(r (1 - r) / n_s)` for a share `r` on `n_s`
+/// sampled rows when groups are small. The level depends only on the set of distinct rows,
+/// never on the order or the split of the rows, so every sharding gives the same state byte
+/// for byte. A hash table rather than HyperLogLog: the flood test needs the repeated share
+/// to a fraction of a percent, which a sketch of this size gives only as a sample of cells.
+/// The limit of the sample: a flood made of few rows copied very many times falls in the
+/// sample with a chance of `2^-level`; the point-mass detector sees those values instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConflictState {
+pub struct DuplicateState {
+    /// Rows.
+    pub rows: u64,
     /// Labelled rows.
     pub labelled: u64,
     /// Labelled rows whose cell is in the trusted filter while their (cell, label) is not.
     pub conflicting: u64,
+    /// Most groups kept.
+    pub cap: u64,
+    /// Sample level: a near cell is kept when the top `level` bits of its hash are zero.
+    pub level: u32,
+    /// The groups of the sampled cells, packed (sorted by key; 27 bytes each,
+    /// little-endian, base64).
+    #[serde(with = "packed")]
+    pub groups: Groups,
 }
 
-impl Accumulator<Pinned<'_>, Block> for ConflictState {
-    fn new(_: &Pinned<'_>) -> Option<Self> {
-        Some(Self {
+impl DuplicateState {
+    /// An empty state that keeps at most `cap` groups.
+    #[must_use]
+    pub fn with_cap(cap: usize) -> Self {
+        Self {
+            rows: 0,
             labelled: 0,
             conflicting: 0,
-        })
+            cap: cap.max(1) as u64,
+            level: 0,
+            groups: Groups::default(),
+        }
+    }
+
+    /// Raises the level until at most `cap` groups are left.
+    fn shrink(&mut self) {
+        while self.groups.len() as u64 > self.cap && self.level < 64 {
+            self.level += 1;
+            let level = self.level;
+            self.groups.retain(|k, _| sampled(level, k.0));
+        }
+    }
+
+    /// The counts the flood test reads.
+    // Integer sums: the order of the table does not change them.
+    #[allow(clippy::iter_over_hash_type)]
+    #[must_use]
+    pub fn counts(&self) -> DuplicateCounts {
+        let mut cells: HashMap<u64, (u64, u16, bool)> = HashMap::with_capacity(self.groups.len());
+        let mut c = DuplicateCounts {
+            sampled_rows: 0,
+            exact: 0,
+            exact_mixed: 0,
+            near_all: 0,
+            near_mixed: 0,
+        };
+        for (&(near, _), g) in &self.groups {
+            c.sampled_rows += g.count;
+            c.exact += g.count - 1;
+            if g.mixed {
+                c.exact_mixed += g.count;
+            }
+            let cell = cells.entry(near).or_insert((0, g.label, false));
+            cell.0 += g.count;
+            cell.2 |= g.mixed || cell.1 != g.label;
+        }
+        for (rows, _, mixed) in cells.values() {
+            c.near_all += rows - 1;
+            if *mixed {
+                c.near_mixed += rows;
+            }
+        }
+        c
+    }
+
+    /// Rows in each sampled near cell (to list the rows of near repeats).
+    #[allow(clippy::iter_over_hash_type)] // integer sums per key
+    #[must_use]
+    pub fn cell_rows(&self) -> HashMap<u64, u64> {
+        let mut cells: HashMap<u64, u64> = HashMap::with_capacity(self.groups.len());
+        for (&(near, _), g) in &self.groups {
+            *cells.entry(near).or_default() += g.count;
+        }
+        cells
+    }
+}
+
+/// What the flood test counts over the sampled rows ([`DuplicateState::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateCounts {
+    /// Rows of the sampled cells (every row while the state is exact).
+    pub sampled_rows: u64,
+    /// Rows that repeat an earlier row exactly.
+    pub exact: u64,
+    /// Rows in exact groups whose labels disagree.
+    pub exact_mixed: u64,
+    /// Rows that repeat an earlier row's near fingerprint (exact repeats included).
+    pub near_all: u64,
+    /// Rows in near cells whose labels disagree.
+    pub near_mixed: u64,
+}
+
+/// Serde of [`Groups`] as sorted, packed little-endian records in base64.
+mod packed {
+    use base64::Engine;
+    use foldhash::HashMapExt;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Group, Groups};
+
+    const RECORD: usize = 8 + 8 + 8 + 2 + 1;
+
+    pub fn serialize<S: Serializer>(g: &Groups, s: S) -> Result<S::Ok, S::Error> {
+        let mut keys: Vec<(&(u64, u64), &Group)> = g.iter().collect();
+        keys.sort_unstable_by_key(|(k, _)| **k);
+        let mut bytes = Vec::with_capacity(keys.len() * RECORD);
+        for ((near, exact), v) in keys {
+            bytes.extend_from_slice(&near.to_le_bytes());
+            bytes.extend_from_slice(&exact.to_le_bytes());
+            bytes.extend_from_slice(&v.count.to_le_bytes());
+            bytes.extend_from_slice(&v.label.to_le_bytes());
+            bytes.push(u8::from(v.mixed));
+        }
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Groups, D::Error> {
+        use serde::de::Error;
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| D::Error::custom(format!("duplicate groups: {e}")))?;
+        if bytes.len() % RECORD != 0 {
+            return Err(D::Error::custom("duplicate groups: truncated record"));
+        }
+        let mut out = Groups::with_capacity(bytes.len() / RECORD);
+        let u64_at = |b: &[u8], i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        for r in bytes.chunks_exact(RECORD) {
+            let mixed = match r[26] {
+                0 => false,
+                1 => true,
+                _ => return Err(D::Error::custom("duplicate groups: bad flag")),
+            };
+            let g = Group {
+                count: u64_at(r, 16),
+                label: u16::from_le_bytes([r[24], r[25]]),
+                mixed,
+            };
+            if g.count == 0 || out.insert((u64_at(r, 0), u64_at(r, 8)), g).is_some() {
+                return Err(D::Error::custom(
+                    "duplicate groups: empty or repeated group",
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Rows of repeated groups, in a read of the rows: every row whose exact group holds more
+/// than one row, or (near) whose near cell does while its exact group does not. The first
+/// copy of a group is included: which of identical rows is the original cannot be told from
+/// the batch (a flood's copies are often shuffled in front of it), and a reviewer needs the
+/// whole group. The finding's count is of repeats beyond the first. Past the state's exact
+/// size, only the rows of the sampled cells can be named.
+pub struct RepeatedRows<'s> {
+    state: &'s DuplicateState,
+    cells: HashMap<u64, u64>,
+}
+
+impl<'s> RepeatedRows<'s> {
+    /// The lister for a merged state.
+    #[must_use]
+    pub fn new(state: &'s DuplicateState) -> Self {
+        Self {
+            state,
+            cells: state.cell_rows(),
+        }
+    }
+
+    /// Whether the row with these fingerprints is in a repeated group (exact or near only).
+    #[must_use]
+    pub fn repeated(&self, near: bool, fp_near: u64, fp_exact: u64) -> bool {
+        let Some(g) = self.state.groups.get(&(fp_near, fp_exact)) else {
+            return false;
+        };
+        if near {
+            g.count == 1 && self.cells.get(&fp_near).is_some_and(|&c| c > 1)
+        } else {
+            g.count > 1
+        }
+    }
+}
+
+/// Whether a row conflicts with the trusted filter: its cell is in it while its (cell, label)
+/// is not.
+#[must_use]
+pub fn conflicts(filter: &Bloom, fp_near: u64, label: u16) -> bool {
+    label != NO_CLASS
+        && filter.contains(cell_key(fp_near))
+        && !filter.contains(pair_key(fp_near, label))
+}
+
+impl Accumulator<Pinned<'_>, Block> for DuplicateState {
+    fn new(_: &Pinned<'_>) -> Option<Self> {
+        Some(Self::with_cap(MAX_GROUPS))
     }
 
     fn update(&mut self, p: &Pinned<'_>, b: &Block) {
         let e = &b.e;
+        self.rows += e.n as u64;
         for (i, &y) in e.label.iter().enumerate() {
-            if y == NO_CLASS {
-                continue;
+            let near = e.fp_near[i];
+            if y != NO_CLASS {
+                self.labelled += 1;
+                if p.filter.is_some_and(|f| conflicts(f, near, y)) {
+                    self.conflicting += 1;
+                }
             }
-            self.labelled += 1;
-            if let Some(f) = p.filter
-                && f.contains(cell_key(e.fp_near[i]))
-                && !f.contains(pair_key(e.fp_near[i], y))
-            {
-                self.conflicting += 1;
+            if sampled(self.level, near) {
+                let one = Group {
+                    count: 1,
+                    label: y,
+                    mixed: false,
+                };
+                self.groups
+                    .entry((near, e.fp_exact[i]))
+                    .and_modify(|g| g.absorb(one))
+                    .or_insert(one);
+                if self.groups.len() as u64 > self.cap {
+                    self.shrink();
+                }
             }
         }
     }
 
+    // Each group is absorbed by key, which commutes: the order of the table does not matter.
+    #[allow(clippy::iter_over_hash_type)]
     fn merge(&mut self, _: &Pinned<'_>, o: Self) -> Result<(), String> {
+        if o.cap != self.cap {
+            return Err(format!(
+                "duplicate groups capped at {} and {}",
+                self.cap, o.cap
+            ));
+        }
+        self.rows += o.rows;
         self.labelled += o.labelled;
         self.conflicting += o.conflicting;
+        let level = self.level.max(o.level);
+        if level > self.level {
+            self.level = level;
+            self.groups.retain(|k, _| sampled(level, k.0));
+        }
+        // Fold the smaller table into the larger.
+        let (mut into, from) = if o.groups.len() > self.groups.len() {
+            (o.groups, std::mem::take(&mut self.groups))
+        } else {
+            (std::mem::take(&mut self.groups), o.groups)
+        };
+        for (k, g) in from {
+            if sampled(level, k.0) {
+                into.entry(k).and_modify(|a| a.absorb(g)).or_insert(g);
+            }
+        }
+        self.groups = into;
+        self.shrink();
         Ok(())
     }
 }
 
 /// The duplicate-flood and label-conflict candidates.
 #[must_use]
-pub fn finish(p: &Pinned<'_>, scan: &Scan, _: &ConflictState, policy: &Policy) -> Vec<Found> {
-    candidates(&p.profile.duplicates, scan, policy)
+pub fn finish(p: &Pinned<'_>, _: &Scan, state: &DuplicateState, policy: &Policy) -> Vec<Found> {
+    candidates(&p.profile.duplicates, state, policy)
         .into_iter()
         .map(|(c, s)| (c, Some(s)))
         .collect()
@@ -432,27 +633,34 @@ pub fn finish(p: &Pinned<'_>, scan: &Scan, _: &ConflictState, policy: &Policy) -
 #[must_use]
 pub fn candidates(
     profile: &DuplicateProfile,
-    scan: &Scan,
+    state: &DuplicateState,
     policy: &Policy,
 ) -> Vec<(Candidate, RowSelector)> {
     let mut out = Vec::new();
-    let n = scan.rows.n as u64;
+    let n = state.rows;
     if n < 30 {
         return out;
     }
     let nf = n as f64;
     let rule = &policy.checks.poison_duplicate_flood;
-    let ((exact, exact_mixed), (near_all, near_mixed)) = rayon::join(
-        || group_counts(&scan.rows.fp_exact, &scan.rows.label),
-        || group_counts(&scan.rows.fp_near, &scan.rows.label),
+    let counts = state.counts();
+    let (exact, exact_mixed, near_all, near_mixed) = (
+        counts.exact,
+        counts.exact_mixed,
+        counts.near_all,
+        counts.near_mixed,
     );
+    // Past the exact size the test runs on the sampled rows; the expected share is the
+    // trusted curve's at the batch's own size, which the sample's share estimates.
+    let ns = counts.sampled_rows;
+    let sampled = state.level > 0;
     for near in [false, true] {
         // Every exact repeat is a near repeat too: near counts only the rest.
         let k = if near {
             near_all.saturating_sub(exact)
         } else {
             exact
-        } as u64;
+        };
         let curve = if near {
             &profile.near_curve
         } else {
@@ -460,10 +668,14 @@ pub fn candidates(
         };
         let p0 = expected_share(curve, nf);
         let floor = 0.5 / (profile.rows as f64).max(nf);
-        let r = k as f64 / nf;
+        let r = k as f64 / (ns.max(1) as f64);
         let kind = if near { "near" } else { "exact" };
         let mut evidence = BTreeMap::new();
         evidence.insert("repeated_share".into(), r);
+        if sampled {
+            evidence.insert("sampled_rows".into(), ns as f64);
+            evidence.insert("sampled_cell_share".into(), 0.5f64.powi(state.level as i32));
+        }
         evidence.insert("expected_share".into(), p0);
         evidence.insert(
             "rows_in_groups_with_mixed_labels".into(),
@@ -480,7 +692,7 @@ pub fn candidates(
                 // The curve was measured on the trusted rows: predictive test at its size.
                 p_value: Some(predictive_upper_tail(
                     k,
-                    n,
+                    ns,
                     p0.max(floor),
                     profile.rows.max(1),
                 )),
@@ -493,11 +705,19 @@ pub fn candidates(
                 fixed: None,
                 n,
                 n_baseline: profile.rows,
-                describe: format!(
-                    "{k} of {n} rows ({}%) repeat an earlier row ({kind}) against {}% expected at this size from the trusted data",
-                    num(100.0 * r),
-                    num(100.0 * p0)
-                ),
+                describe: if sampled {
+                    format!(
+                        "{k} of {ns} rows in a hash sample of the batch's {n} ({}%) repeat an earlier row ({kind}) against {}% expected at this size from the trusted data",
+                        num(100.0 * r),
+                        num(100.0 * p0)
+                    )
+                } else {
+                    format!(
+                        "{k} of {n} rows ({}%) repeat an earlier row ({kind}) against {}% expected at this size from the trusted data",
+                        num(100.0 * r),
+                        num(100.0 * p0)
+                    )
+                },
                 evidence,
                 tag: None,
             },
@@ -506,11 +726,7 @@ pub fn candidates(
     }
     if let Some(filter) = &profile.filter {
         let rule = &policy.checks.poison_label_conflict;
-        let (labelled, k) = scan
-            .states
-            .duplicates
-            .as_ref()
-            .map_or((0, 0), |s| (s.labelled, s.conflicting));
+        let (labelled, k) = (state.labelled, state.conflicting);
         if labelled >= 30 {
             let p0 = (profile.conflict_rate + filter.false_positive_rate()).min(1.0);
             let lf = labelled as f64;

@@ -171,13 +171,6 @@ pub fn finish(p: &Pinned<'_>, scan: &Scan, _: &LabelState, policy: &Policy) -> V
     }
 }
 
-/// Whether row `i` of a scan carries a surprising label.
-#[must_use]
-pub fn is_surprising(m: &LabelModel, scan: &Scan, i: usize) -> bool {
-    let p = f64::from(scan.rows.p_label[i]);
-    !p.is_nan() && p < m.cut && scan.rows.support.get(i).copied().unwrap_or(true)
-}
-
 /// The class-prior reweighting the label test treats as natural (DESIGN §5: "a class prior
 /// reweighted by up to 1.2"); the pinned prior's own sampling error widens it.
 const PRIOR_TOLERANCE: f64 = 1.2;

@@ -11,10 +11,11 @@
 //! At `check` time [`scan`] encodes and scores the batch block by block and folds every block
 //! into the accumulators of the registry ([`States`]: one line each, below); each detector
 //! turns its merged state into [`Candidate`]s that go through the same decision rule and
-//! multiplicity adjustment as the drift checks. Two detectors still count candidate values
-//! in a second read of their columns ([`point_mass`], [`trigger`]), and the pass still keeps
-//! a few bytes per row ([`scan::RowLog`]) for the duplicate flood, the trigger's model
-//! chances and [`quarantine`], which lists the rows behind the findings that fired.
+//! multiplicity adjustment as the drift checks. No state grows with the rows. Two detectors
+//! still count candidate values in a second read of their columns and labels
+//! ([`point_mass`], [`trigger`]; the trigger reads the few rows of a concentrated value once
+//! more for the model's chances), and [`quarantine`] lists the rows behind the findings that
+//! fired in a read that encodes and scores the rows again.
 //!
 //! **Adding a row-level detector:** a file with its state (an [`Accumulator`] over
 //! [`Block`]s) and a `finish` that turns the merged state into candidates; a line in the
@@ -39,9 +40,9 @@ pub mod trigger;
 pub(crate) use quarantine::for_each_block;
 pub use quarantine::{
     QuarantineFormat, QuarantineRow, RowSelector, SecondPass, ids_of, quarantine,
-    render_quarantine, render_scores, row_scores, second_pass,
+    render_quarantine, render_scores, row_facts, row_scores, second_pass,
 };
-pub use scan::{Block, LR_ROWS, LrRow, Pinned, RowLog, Scan, ScanFold, ScanState, scan};
+pub use scan::{Block, BlockScorer, LR_ROWS, LrRow, Pinned, Scan, ScanFold, ScanState, scan};
 
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
@@ -355,7 +356,7 @@ registry! {
     /// `poison-anomalous-rows`.
     anomaly: outliers::AnomalyState => outliers::finish,
     /// `poison-duplicate-flood` and `poison-label-conflict`.
-    duplicates: duplicates::ConflictState => duplicates::finish,
+    duplicates: duplicates::DuplicateState => duplicates::finish,
 }
 
 /// Runs every detector on a scanned batch.

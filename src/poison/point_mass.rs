@@ -49,6 +49,8 @@ pub struct HeavyValue {
     pub value: f64,
     /// Its rows, in batch order.
     pub rows: Vec<u32>,
+    /// Their labels ([`crate::rows::NO_CLASS`] when unlabelled).
+    pub labels: Vec<u16>,
     /// Its trusted share (or upper bound).
     pub trusted_share: f64,
     /// Trusted non-null rows.
@@ -207,8 +209,8 @@ fn series_of<'a>(df: &'a DataFrame, name: &str) -> Result<&'a polars::prelude::S
         .as_materialized_series())
 }
 
-/// Per feature: value key to (value, its rows in batch order).
-pub type ValueRows = HashMap<u64, (f64, Vec<u32>)>;
+/// Per feature: value key to (value, its rows in batch order, their labels).
+pub type ValueRows = HashMap<u64, (f64, Vec<u32>, Vec<u16>)>;
 
 /// Rows of the sketches' candidate values, counted exactly in one pass over their columns.
 ///
@@ -223,7 +225,7 @@ pub fn resolve(
     let Some(profile) = &baseline.poison else {
         return Ok(Vec::new());
     };
-    let least = (MIN_SHARE * scan.rows.n as f64).max(3.0);
+    let least = (MIN_SHARE * scan.n as f64).max(3.0);
     let wanted: Vec<HashMap<u64, f64>> = (0..profile.features.len())
         .map(|j| {
             sketches
@@ -233,7 +235,7 @@ pub fn resolve(
         })
         .collect();
     let mut out: Vec<ValueRows> = vec![HashMap::default(); profile.features.len()];
-    let names: Vec<String> = profile
+    let mut names: Vec<String> = profile
         .features
         .iter()
         .zip(&wanted)
@@ -243,8 +245,13 @@ pub fn resolve(
     if names.is_empty() {
         return Ok(out);
     }
+    // The labels of the values' rows come along in the same read (the trigger test counts
+    // them; the row pass keeps nothing per row).
+    let encoder = crate::rows::Encoder::new(baseline, None);
+    names.extend(encoder.label.clone());
     let mut offset = 0u32;
     super::for_each_block(rows_of, &names, |df| {
+        let labels = encoder.labels(df)?;
         for (j, name) in profile.features.iter().enumerate() {
             let want = &wanted[j];
             if want.is_empty() {
@@ -259,10 +266,9 @@ pub fn resolve(
                         && valid.is_none_or(|b| b.get_bit(i))
                         && !x.is_nan()
                     {
-                        rows.entry(key)
-                            .or_insert((value, Vec::new()))
-                            .1
-                            .push(at + i as u32);
+                        let e = rows.entry(key).or_insert((value, Vec::new(), Vec::new()));
+                        e.1.push(at + i as u32);
+                        e.2.push(labels[(at - offset) as usize + i]);
                     }
                 }
                 at += v.len() as u32;
@@ -282,7 +288,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
     let Some(profile) = &baseline.poison else {
         return out;
     };
-    let n = scan.rows.n as f64;
+    let n = scan.n as f64;
     for (j, name) in profile.features.iter().enumerate() {
         let Some(p) = baseline.column(name).and_then(|c| c.numeric.as_ref()) else {
             continue;
@@ -298,7 +304,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
             .collect();
         let mut found: Vec<HeavyValue> = counts
             .values()
-            .filter_map(|(x, rows)| {
+            .filter_map(|(x, rows, labels)| {
                 let k = rows.len() as f64;
                 if k < 3.0 || k / n < MIN_SHARE {
                     return None;
@@ -313,6 +319,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
                     column: name.clone(),
                     value: *x,
                     rows: rows.clone(),
+                    labels: labels.clone(),
                     trusted_share: share,
                     trusted_rows: trusted as u64,
                 })
@@ -333,7 +340,7 @@ pub fn candidates(
     policy: &Policy,
 ) -> Vec<(Candidate, RowSelector)> {
     let rule = &policy.checks.poison_point_mass;
-    let n = scan.rows.n as u64;
+    let n = scan.n as u64;
     let nf = n as f64;
     values
         .iter()

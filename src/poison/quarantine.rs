@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use polars::prelude::DataFrame;
 
-use super::{Outcome, PoisonProfile, Scan, duplicates};
+use super::{Block, BlockScorer, Outcome, Scan, duplicates};
 use crate::baseline::Baseline;
 use crate::error::Result;
 use crate::finding::{Finding, RowRef};
-use crate::rows::Encoder;
 use crate::source::Rows as BatchRows;
 
 /// Which rows a fired finding points at.
@@ -73,45 +72,30 @@ pub struct QuarantineRow {
     pub score: f64,
 }
 
-/// The per-row contribution of one selector, in (0, 1].
-fn row_score(sel: &RowSelector, scan: &Scan, i: usize) -> f64 {
-    match sel {
-        RowSelector::Surprising { .. } | RowSelector::Segment { .. } => {
-            let p = f64::from(scan.rows.p_label[i]);
-            if p.is_nan() {
-                1.0
-            } else {
-                1.0 - p.clamp(0.0, 1.0)
-            }
-        }
-        _ => 1.0,
-    }
-}
-
 /// Score of an anomaly score `a` as a selector's contribution, in (0, 1).
 fn squash(a: f32) -> f64 {
     let a = f64::from(a);
     a / (1.0 + a)
 }
 
+/// Score of the label's probability `p` as a selector's contribution: `1 - p`, or 1 without
+/// a model.
+fn surprise(p: f32) -> f64 {
+    let p = f64::from(p);
+    if p.is_nan() {
+        1.0
+    } else {
+        1.0 - p.clamp(0.0, 1.0)
+    }
+}
+
 /// Rows a selector points at with their scores, in batch order, at most its limit (the
-/// most suspicious). `listed` holds the rows the second read found for a segment, anomalous
-/// or extreme selector ([`second_pass`]).
-fn select(
-    sel: &RowSelector,
-    profile: &PoisonProfile,
-    scan: &Scan,
-    listed: Option<&Vec<(u32, f64)>>,
-) -> Vec<(f64, u32)> {
-    let sparse = |v: &[(u32, f32)]| v.iter().map(|&(r, a)| (squash(a), r)).collect();
+/// most suspicious). `listed` holds the rows the second read found for it ([`second_pass`]).
+fn select(sel: &RowSelector, listed: Option<&Vec<(u32, f64)>>) -> Vec<(f64, u32)> {
     let mut scored: Vec<(f64, u32)> = match (sel, listed) {
+        (RowSelector::Listed(rows), _) => rows.iter().map(|&r| (1.0, r)).collect(),
         (_, Some(rows)) => rows.iter().map(|&(r, s)| (s, r)).collect(),
-        (RowSelector::Anomalous { .. }, None) => sparse(&scan.rows.anomalous),
-        (RowSelector::Extreme { .. }, None) => sparse(&scan.rows.extreme),
-        _ => select_all(sel, profile, scan)
-            .into_iter()
-            .map(|r| (row_score(sel, scan, r as usize), r))
-            .collect(),
+        (_, None) => Vec::new(),
     };
     let limit = match sel {
         RowSelector::Surprising { limit }
@@ -129,41 +113,57 @@ fn select(
     scored
 }
 
-fn select_all(sel: &RowSelector, profile: &PoisonProfile, scan: &Scan) -> Vec<u32> {
-    let n = scan.rows.n;
-    match sel {
-        RowSelector::Surprising { .. } => match &profile.label_model {
-            Some(m) => (0..n)
-                .filter(|&i| super::inconsistency::is_surprising(m, scan, i))
-                .map(|i| i as u32)
-                .collect(),
-            None => Vec::new(),
-        },
-        // Scored from the rows past the cuts the pass kept ([`select`]).
-        RowSelector::Anomalous { .. } | RowSelector::Extreme { .. } => Vec::new(),
-        RowSelector::Duplicates { near } => duplicates::repeated_rows(scan, *near),
-        RowSelector::Conflicting { .. } => duplicates::conflicting_rows(&profile.duplicates, scan),
-        RowSelector::Listed(rows) => rows.clone(),
-        // Found by the second read ([`second_pass`]).
-        RowSelector::Segment { .. } => Vec::new(),
-    }
-}
-
 /// What the second read of a batch found.
 #[derive(Debug, Default)]
 pub struct SecondPass {
-    /// Per segment selector (by candidate index), its rows in batch order with their
-    /// scores.
+    /// Per selector (by candidate index) other than [`RowSelector::Listed`], its rows in
+    /// batch order with their scores.
     pub listed: BTreeMap<usize, Vec<(u32, f64)>>,
-    /// Every row's anomaly score, when asked for (`--row-scores`).
-    pub anomaly: Option<Vec<f32>>,
+    /// Every row's base score (`--row-scores`): half of `1 - P(label | x)` and half of
+    /// `a / (1 + a)` for its anomaly score `a`.
+    pub base: Option<Vec<f64>>,
 }
 
-/// Reads the batch a second time for what the row pass does not keep per row: the rows of
-/// a fired segment finding (the row pass keeps no feature codes; only the segments' columns
-/// are read), and every row's anomaly score for `--row-scores` (which re-encodes and
-/// re-scores every row, exactly as the first read did). Nothing is read when neither is
-/// wanted, as for a batch that passes.
+/// Whether the row `i` of a scored block is one a selector points at, and its score.
+fn pick(
+    sel: &RowSelector,
+    b: &Block,
+    i: usize,
+    cut: f64,
+    repeated: Option<&duplicates::RepeatedRows<'_>>,
+    filter: Option<&duplicates::Bloom>,
+) -> Option<f64> {
+    let (y, p) = (b.e.label[i], b.p[i]);
+    match sel {
+        RowSelector::Surprising { .. } => {
+            (!p.is_nan() && f64::from(p) < cut && b.inside[i]).then(|| surprise(p))
+        }
+        RowSelector::Anomalous { .. } => (b.anomaly[i] > 1.0).then(|| squash(b.anomaly[i])),
+        RowSelector::Extreme { .. } => (b.extreme[i] > 1.0).then(|| squash(b.extreme[i])),
+        RowSelector::Duplicates { near } => repeated
+            .is_some_and(|r| r.repeated(*near, b.e.fp_near[i], b.e.fp_exact[i]))
+            .then_some(1.0),
+        RowSelector::Conflicting { .. } => filter
+            .is_some_and(|f| duplicates::conflicts(f, b.e.fp_near[i], y))
+            .then_some(1.0),
+        RowSelector::Segment {
+            feature,
+            codes,
+            class,
+            ..
+        } => {
+            let c = usize::from(*b.e.codes.get(*feature)?.get(i)?);
+            (codes.contains(&c) && y == *class && (p.is_nan() || p < 0.5)).then(|| surprise(p))
+        }
+        RowSelector::Listed(_) => None,
+    }
+}
+
+/// Reads the batch a second time to list the rows behind the findings that fired, and every
+/// row's base score for `--row-scores`: the row pass keeps nothing per row, so the rows are
+/// encoded and scored again, exactly as the first read did ([`BlockScorer`]). Nothing is
+/// read when no fired finding needs it (a batch that passes, or findings that name their
+/// rows already, like the trigger's).
 ///
 /// # Errors
 /// A batch that can no longer be read, or that changed since the first read.
@@ -171,103 +171,128 @@ pub fn second_pass(
     baseline: &Baseline,
     scan: &Scan,
     wanted: &[(usize, &RowSelector)],
-    all_anomaly: bool,
+    row_scores: bool,
     rows_of: BatchRows<'_>,
 ) -> Result<SecondPass> {
+    use rayon::prelude::*;
     let mut out = SecondPass::default();
-    let Some(profile) = &baseline.poison else {
-        return Ok(out);
-    };
-    let rescore = all_anomaly;
-    let mut features: Vec<usize> = wanted
+    let wanted: Vec<(usize, &RowSelector)> = wanted
         .iter()
-        .filter_map(|(_, s)| match s {
-            RowSelector::Segment { feature, .. } => Some(*feature),
-            _ => None,
-        })
+        .filter(|(_, s)| !matches!(s, RowSelector::Listed(_)))
+        .copied()
         .collect();
-    features.sort_unstable();
-    features.dedup();
-    let encoder = Encoder::new(baseline, None);
-    let scorer = match (&profile.anomaly, rescore) {
-        (Some(a), true) => Some(super::anomaly::Scorer::new(baseline, &encoder, a)),
-        _ => None,
-    };
-    let mut names: Vec<String> = if scorer.is_some() {
-        encoder.features.iter().map(|f| f.name.clone()).collect()
-    } else {
-        features
-            .iter()
-            .filter_map(|&j| encoder.features.get(j).map(|f| f.name.clone()))
-            .collect()
-    };
-    if names.is_empty() {
+    if wanted.is_empty() && !row_scores {
         return Ok(out);
     }
-    if scorer.is_some() {
-        names.extend(encoder.label.clone());
+    let (Some(profile), Some(scorer)) = (&baseline.poison, BlockScorer::new(baseline, None)) else {
+        return Ok(out);
+    };
+    let cut = profile.label_model.as_ref().map_or(0.0, |m| m.cut);
+    let repeated = scan
+        .states
+        .duplicates
+        .as_ref()
+        .filter(|_| {
+            wanted
+                .iter()
+                .any(|(_, s)| matches!(s, RowSelector::Duplicates { .. }))
+        })
+        .map(duplicates::RepeatedRows::new);
+    let filter = profile.duplicates.unsealed_filter();
+    for &(c, _) in &wanted {
+        out.listed.insert(c, Vec::new());
     }
-    if all_anomaly && scorer.is_some() {
-        out.anomaly = Some(Vec::with_capacity(scan.rows.n));
+    if row_scores {
+        out.base = Some(Vec::with_capacity(scan.n));
     }
+    let columns = scorer.columns();
     let mut offset = 0usize;
-    for_each_block(rows_of, &names, |df| {
-        let encoded = match &scorer {
-            Some(_) => Some(encoder.encode(df)?),
-            None => None,
-        };
-        let anomaly = match (&scorer, &encoded) {
-            (Some(sc), Some(e)) => sc.score(e),
-            _ => Vec::new(),
-        };
-        let mut codes: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-        for &j in &features {
-            let c = match &encoded {
-                Some(e) => e.codes.get(j).cloned().unwrap_or_default(),
-                None => encoder.feature_codes(j, df)?,
-            };
-            codes.insert(j, c);
-        }
-        for &(cand, sel) in wanted {
-            let RowSelector::Segment {
-                feature,
-                codes: seg,
-                class,
-                ..
-            } = sel
-            else {
-                continue;
-            };
-            let mut member = [false; 256];
-            for &c in seg {
-                if let Some(m) = member.get_mut(c) {
-                    *m = true;
+    rows_of.for_each_window(Some(&columns), &mut |blocks, _| {
+        let scored: Vec<Block> = blocks
+            .par_iter()
+            .map(|df| scorer.block(df, u64::MAX))
+            .collect::<Result<_>>()?;
+        for b in &scored {
+            for &(c, sel) in &wanted {
+                let list = out.listed.entry(c).or_default();
+                for i in 0..b.e.n {
+                    if let Some(s) = pick(sel, b, i, cut, repeated.as_ref(), filter.as_ref()) {
+                        list.push(((offset + i) as u32, s));
+                    }
                 }
             }
-            let rows = out.listed.entry(cand).or_default();
-            for (i, &c) in codes[feature].iter().enumerate() {
-                let r = offset + i;
-                let (Some(&y), Some(&p)) = (scan.rows.label.get(r), scan.rows.p_label.get(r))
-                else {
-                    continue;
-                };
-                if member[usize::from(c)] && y == *class && (p.is_nan() || p < 0.5) {
-                    rows.push((r as u32, row_score(sel, scan, r)));
-                }
+            if let Some(base) = &mut out.base {
+                base.extend((0..b.e.n).map(|i| {
+                    let label = if b.p[i].is_nan() {
+                        0.0
+                    } else {
+                        surprise(b.p[i])
+                    };
+                    let a = f64::from(b.anomaly[i]).max(0.0);
+                    0.5 * label + 0.5 * a / (1.0 + a)
+                }));
             }
+            offset += b.e.n;
         }
-        if let Some(all) = &mut out.anomaly {
-            all.extend_from_slice(&anomaly);
-        }
-        offset += df.height();
         Ok(())
     })?;
-    if offset != scan.rows.n {
+    if offset != scan.n {
         return Err(crate::error::Error::Internal(format!(
             "second read: the batch read {offset} rows, the row pass {}",
-            scan.rows.n
+            scan.n
         )));
     }
+    Ok(out)
+}
+
+/// The label, the reference model's probability of it, and whether the row lies inside
+/// the trusted support, for a few rows given by their batch index: one read of the features
+/// and the label, where only the wanted rows of each block are encoded and scored. Nothing
+/// is read for no rows.
+///
+/// # Errors
+/// A batch that can no longer be read.
+pub fn row_facts(
+    baseline: &Baseline,
+    rows_of: BatchRows<'_>,
+    mut wanted: Vec<u32>,
+) -> Result<foldhash::HashMap<u32, (u16, f32, bool)>> {
+    use polars::prelude::{IdxCa, IdxSize};
+    let mut out = foldhash::HashMap::default();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let Some(scorer) = BlockScorer::new(baseline, None) else {
+        return Ok(out);
+    };
+    let columns = scorer.columns();
+    let mut next = 0usize;
+    let mut offset = 0u64;
+    for_each_block(rows_of, &columns, |df| {
+        let end = offset + df.height() as u64;
+        let start = next;
+        while next < wanted.len() && u64::from(wanted[next]) < end {
+            next += 1;
+        }
+        if next > start {
+            let local: Vec<IdxSize> = wanted[start..next]
+                .iter()
+                .map(|&r| (u64::from(r) - offset) as IdxSize)
+                .collect();
+            let idx = IdxCa::from_vec("rows".into(), local);
+            let taken = df
+                .take(&idx)
+                .map_err(|e| crate::error::Error::Internal(format!("taking rows: {e}")))?;
+            let b = scorer.block(&taken, u64::MAX)?;
+            for (i, &r) in wanted[start..next].iter().enumerate() {
+                out.insert(r, (b.e.label[i], b.p[i], b.inside[i]));
+            }
+        }
+        offset = end;
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -279,15 +304,14 @@ pub fn second_pass(
 #[must_use]
 pub fn quarantine(
     baseline: &Baseline,
-    scan: &Scan,
     outcome: &Outcome,
     fired: &BTreeMap<usize, usize>,
     findings: &mut [Finding],
     second: &SecondPass,
 ) -> Vec<QuarantineRow> {
-    let Some(profile) = &baseline.poison else {
+    if baseline.poison.is_none() {
         return Vec::new();
-    };
+    }
     let listed = &second.listed;
     let mut per_row: BTreeMap<u32, (Vec<String>, f64)> = BTreeMap::new();
     for (&cand, &finding) in fired {
@@ -297,7 +321,7 @@ pub fn quarantine(
         let Some(f) = findings.get_mut(finding) else {
             continue;
         };
-        let mut scored = select(sel, profile, scan, listed.get(&cand));
+        let mut scored = select(sel, listed.get(&cand));
         let flagged = scored.len();
         // The quarantine holds what blocked; warnings still list their top rows below.
         if f.severity == crate::finding::Severity::Deny {
@@ -478,23 +502,13 @@ fn frame_bytes(
 }
 
 /// A suspicion score for every row, for ranking (`check --row-scores`): rows in the
-/// quarantine score 1 plus their quarantine score; every row also gets half of `1 - P(label
-/// | x)` under the reference model and half of `a / (1 + a)` for its anomaly score `a`, so
-/// rows no finding flagged are still ordered by how unusual they are.
+/// quarantine score 1 plus their quarantine score; every row also gets its base score from
+/// the second read (half of `1 - P(label | x)` under the reference model and half of
+/// `a / (1 + a)` for its anomaly score `a`), so rows no finding flagged are still ordered by
+/// how unusual they are.
 #[must_use]
-pub fn row_scores(scan: &Scan, anomaly: &[f32], quarantine: &[QuarantineRow]) -> Vec<f64> {
-    let mut out: Vec<f64> = (0..scan.rows.n)
-        .map(|i| {
-            let p = f64::from(scan.rows.p_label[i]);
-            let label = if p.is_nan() {
-                0.0
-            } else {
-                1.0 - p.clamp(0.0, 1.0)
-            };
-            let a = f64::from(anomaly.get(i).copied().unwrap_or(0.0)).max(0.0);
-            0.5 * label + 0.5 * a / (1.0 + a)
-        })
-        .collect();
+pub fn row_scores(base: &[f64], quarantine: &[QuarantineRow]) -> Vec<f64> {
+    let mut out = base.to_vec();
     for q in quarantine {
         if let Some(s) = out.get_mut(q.row as usize) {
             *s += 1.0 + q.score;

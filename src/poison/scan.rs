@@ -2,12 +2,10 @@
 //! ([`Block`]), and every row-level accumulator of the registry ([`super::States`]) folds it
 //! in ([`ScanFold`]). Parts of a sharded check carry the fold's state ([`ScanState`]).
 //!
-//! Beside the accumulators, the pass still keeps a few bytes per row ([`RowLog`]: label,
-//! two fingerprints, the label's probability and the support flag, 23 bytes, and the few
-//! rows past an anomaly cut with their scores) for the detectors that are not accumulators
-//! yet (the duplicate flood, the trigger's per-row model chances) and for listing the rows
-//! behind a finding. Every row's anomaly score is not kept: `--row-scores` re-scores the
-//! rows in a second read ([`super::second_pass`]).
+//! Nothing is kept per row: the states are counts, tables, bounded samples and sketches. The
+//! rows behind a finding that fired, and every row's score for `--row-scores`, come from a
+//! second read that encodes and scores the rows again with the same [`BlockScorer`]
+//! ([`super::second_pass`]).
 
 use polars::prelude::DataFrame;
 
@@ -65,104 +63,11 @@ pub struct Block {
     pub sample_below: u64,
 }
 
-/// The per-row state the pass still keeps, in batch order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RowLog {
-    /// Rows.
-    pub n: usize,
-    /// Class per row.
-    pub label: Vec<u16>,
-    /// Exact fingerprints.
-    pub fp_exact: Vec<u64>,
-    /// Near fingerprints.
-    pub fp_near: Vec<u64>,
-    /// Probability the reference model gives each row's label (NaN without one).
-    pub p_label: Vec<f32>,
-    /// Per row, whether every feature value lies inside the trusted support
-    /// ([`label::Support`]); rows outside are left out of the label test.
-    pub support: Vec<bool>,
-    /// The rows whose anomaly score passes the trusted cut (above 1), with the score, in
-    /// batch order: a few percent of the rows, not every row.
-    pub anomalous: Vec<(u32, f32)>,
-    /// The rows whose extreme-value score passes the trusted cut, with the score.
-    pub extreme: Vec<(u32, f32)>,
-}
-
-/// The rows of `scores` above 1, numbered from `first`.
-fn past_cut(scores: &[f32], first: usize) -> impl Iterator<Item = (u32, f32)> + '_ {
-    scores
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| **s > 1.0)
-        .map(move |(i, &s)| ((first + i) as u32, s))
-}
-
-impl RowLog {
-    fn reserve(&mut self, rows: usize) {
-        self.label.reserve_exact(rows);
-        self.fp_exact.reserve_exact(rows);
-        self.fp_near.reserve_exact(rows);
-        self.p_label.reserve_exact(rows);
-        self.support.reserve_exact(rows);
-    }
-
-    fn push(&mut self, b: &Block) {
-        self.anomalous.extend(past_cut(&b.anomaly, self.n));
-        self.extreme.extend(past_cut(&b.extreme, self.n));
-        self.n += b.e.n;
-        self.label.extend_from_slice(&b.e.label);
-        self.fp_exact.extend_from_slice(&b.e.fp_exact);
-        self.fp_near.extend_from_slice(&b.e.fp_near);
-        self.p_label.extend_from_slice(&b.p);
-        self.support.extend_from_slice(&b.inside);
-    }
-
-    /// Appends the rows that follow.
-    ///
-    /// # Errors
-    /// Arrays whose lengths disagree with the row count.
-    pub fn append(&mut self, o: Self) -> std::result::Result<(), String> {
-        let n = o.n;
-        if [
-            o.label.len(),
-            o.fp_exact.len(),
-            o.fp_near.len(),
-            o.p_label.len(),
-            o.support.len(),
-        ]
-        .iter()
-        .any(|&l| l != n)
-        {
-            return Err("per-row arrays of different lengths".to_owned());
-        }
-        if o.anomalous
-            .iter()
-            .chain(&o.extreme)
-            .any(|&(r, _)| r as usize >= n)
-        {
-            return Err("flagged rows beyond the rows".to_owned());
-        }
-        let shift = |v: Vec<(u32, f32)>, by: usize| {
-            v.into_iter()
-                .map(move |(r, s)| ((r as usize + by) as u32, s))
-        };
-        self.anomalous.extend(shift(o.anomalous, self.n));
-        self.extreme.extend(shift(o.extreme, self.n));
-        self.n += n;
-        self.label.extend(o.label);
-        self.fp_exact.extend(o.fp_exact);
-        self.fp_near.extend(o.fp_near);
-        self.p_label.extend(o.p_label);
-        self.support.extend(o.support);
-        Ok(())
-    }
-}
-
 /// What the row-level pass over a batch kept, ready for the detectors.
 #[derive(Debug, Clone, Default)]
 pub struct Scan {
-    /// Per-row state.
-    pub rows: RowLog,
+    /// Rows.
+    pub n: usize,
     /// Every accumulator's merged state.
     pub states: States,
     /// Per-feature class tables of the batch (from [`super::tables::ClassTables`]; empty
@@ -230,29 +135,22 @@ pub fn scan(baseline: &Baseline, usable: &[String], rows: BatchRows<'_>) -> Resu
     Ok(Some(fold.finish()))
 }
 
-/// The row pass as a fold over windows of blocks ([`crate::source::stream`]): each block is
-/// encoded, scored and folded into fresh accumulator states in parallel, and the states are
-/// merged in batch order; nothing of the decoded rows is kept beyond the [`RowLog`].
-pub struct ScanFold<'a> {
-    baseline: &'a Baseline,
+/// Encodes and scores blocks of rows with the pinned models: the row pass's view of a
+/// block, and the view of the later reads that list the rows behind a finding.
+pub struct BlockScorer<'a> {
     profile: &'a PoisonProfile,
-    filter: Option<super::duplicates::Bloom>,
     encoder: Encoder,
     scorer: Option<anomaly::Scorer>,
     support: Option<label::Support>,
-    rows: RowLog,
-    states: States,
-    /// See [`Block::sample_below`].
-    sample_below: u64,
 }
 
-impl<'a> ScanFold<'a> {
-    /// A fold for `baseline`'s poison profile, or `None` when it has none or `usable` lacks
-    /// one of its features.
+impl<'a> BlockScorer<'a> {
+    /// A scorer for `baseline`'s poison profile, or `None` when it has none or `usable`
+    /// (every baseline column when `None`) lacks one of its features.
     #[must_use]
-    pub fn new(baseline: &'a Baseline, usable: &[String]) -> Option<Self> {
+    pub fn new(baseline: &'a Baseline, usable: Option<&[String]>) -> Option<Self> {
         let profile = baseline.poison.as_ref()?;
-        let encoder = Encoder::new(baseline, Some(usable));
+        let encoder = Encoder::new(baseline, usable);
         let names: Vec<&String> = encoder.features.iter().map(|f| &f.name).collect();
         if names.len() != profile.features.len()
             || names.iter().zip(&profile.features).any(|(a, b)| *a != b)
@@ -267,45 +165,32 @@ impl<'a> ScanFold<'a> {
             .label_model
             .as_ref()
             .map(|_| label::Support::new(baseline, profile, &encoder));
-        let filter = profile.duplicates.unsealed_filter();
-        let states = States::new(&Pinned {
-            baseline,
-            profile,
-            filter: filter.as_ref(),
-        });
         Some(Self {
-            baseline,
             profile,
-            filter,
             encoder,
             scorer,
             support,
-            rows: RowLog::default(),
-            states,
-            sample_below: u64::MAX,
         })
     }
 
-    /// What the accumulators read of the baseline.
+    /// The columns a block must hold: every feature, and the label.
     #[must_use]
-    pub fn pinned(&self) -> Pinned<'_> {
-        Pinned {
-            baseline: self.baseline,
-            profile: self.profile,
-            filter: self.filter.as_ref(),
-        }
+    pub fn columns(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .encoder
+            .features
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        names.extend(self.encoder.label.clone());
+        names
     }
 
-    /// Reserves per-row state for `rows` more rows.
-    pub fn reserve(&mut self, rows: usize) {
-        self.rows.reserve(rows);
-    }
-
-    /// Encodes and scores one block (what every accumulator's `update` reads).
+    /// Encodes and scores one block; `sample_below` as [`Block::sample_below`].
     ///
     /// # Errors
     /// A feature or the label missing from the block, or a column that cannot be cast.
-    pub fn block(&self, df: &DataFrame) -> Result<Block> {
+    pub fn block(&self, df: &DataFrame, sample_below: u64) -> Result<Block> {
         let profile = self.profile;
         let features = profile.features.len();
         let e = self.encoder.encode(df)?;
@@ -327,7 +212,7 @@ impl<'a> ScanFold<'a> {
             None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
         };
         Ok(Block {
-            sample_below: self.sample_below,
+            sample_below,
             e,
             p,
             pred,
@@ -340,6 +225,64 @@ impl<'a> ScanFold<'a> {
             extreme_by_feature,
         })
     }
+}
+
+/// The row pass as a fold over windows of blocks ([`crate::source::stream`]): each block is
+/// encoded, scored and folded into fresh accumulator states in parallel, and the states are
+/// merged in batch order; nothing of the decoded rows is kept, and the state does not grow
+/// with the rows.
+pub struct ScanFold<'a> {
+    baseline: &'a Baseline,
+    profile: &'a PoisonProfile,
+    filter: Option<super::duplicates::Bloom>,
+    scorer: BlockScorer<'a>,
+    n: usize,
+    states: States,
+    /// See [`Block::sample_below`].
+    sample_below: u64,
+}
+
+impl<'a> ScanFold<'a> {
+    /// A fold for `baseline`'s poison profile, or `None` when it has none or `usable` lacks
+    /// one of its features.
+    #[must_use]
+    pub fn new(baseline: &'a Baseline, usable: &[String]) -> Option<Self> {
+        let profile = baseline.poison.as_ref()?;
+        let scorer = BlockScorer::new(baseline, Some(usable))?;
+        let filter = profile.duplicates.unsealed_filter();
+        let states = States::new(&Pinned {
+            baseline,
+            profile,
+            filter: filter.as_ref(),
+        });
+        Some(Self {
+            baseline,
+            profile,
+            filter,
+            scorer,
+            n: 0,
+            states,
+            sample_below: u64::MAX,
+        })
+    }
+
+    /// What the accumulators read of the baseline.
+    #[must_use]
+    pub fn pinned(&self) -> Pinned<'_> {
+        Pinned {
+            baseline: self.baseline,
+            profile: self.profile,
+            filter: self.filter.as_ref(),
+        }
+    }
+
+    /// Encodes and scores one block (what every accumulator's `update` reads).
+    ///
+    /// # Errors
+    /// A feature or the label missing from the block, or a column that cannot be cast.
+    pub fn block(&self, df: &DataFrame) -> Result<Block> {
+        self.scorer.block(df, self.sample_below)
+    }
 
     /// Folds one window of blocks (batch rows from `first` on) in.
     ///
@@ -347,10 +290,10 @@ impl<'a> ScanFold<'a> {
     /// A failure while encoding.
     pub fn update(&mut self, blocks: &[DataFrame], first: usize) -> Result<()> {
         use rayon::prelude::*;
-        if first != self.rows.n {
+        if first != self.n {
             return Err(crate::error::Error::Internal(format!(
                 "row pass: window at row {first} after {} rows",
-                self.rows.n
+                self.n
             )));
         }
         let pinned = Pinned {
@@ -358,18 +301,18 @@ impl<'a> ScanFold<'a> {
             profile: self.profile,
             filter: self.filter.as_ref(),
         };
-        let parts: Vec<(Block, States)> = blocks
+        let parts: Vec<(usize, States)> = blocks
             .par_iter()
             .map(|df| {
                 let b = self.block(df)?;
                 let mut s = States::new(&pinned);
                 s.update(&pinned, &b);
-                Ok((b, s))
+                Ok((b.e.n, s))
             })
             .collect::<Result<_>>()?;
         let mut merged = States::new(&pinned);
-        for (b, s) in parts {
-            self.rows.push(&b);
+        for (n, s) in parts {
+            self.n += n;
             merged
                 .merge(&pinned, s)
                 .map_err(crate::error::Error::Internal)?;
@@ -392,13 +335,13 @@ impl<'a> ScanFold<'a> {
     #[must_use]
     pub fn into_state(self) -> ScanState {
         ScanState {
-            rows: self.rows,
+            n: self.n,
             states: self.states,
         }
     }
 
-    /// Appends a state that covers the rows right after this fold's (the next unit of the
-    /// batch): per-row state is concatenated and the accumulators merged.
+    /// Merges a state that covers the rows right after this fold's (the next unit of the
+    /// batch).
     ///
     /// # Errors
     /// A state whose shape does not fit this profile.
@@ -410,11 +353,12 @@ impl<'a> ScanFold<'a> {
             filter: self.filter.as_ref(),
         };
         self.states.merge(&pinned, state.states).map_err(bad)?;
-        self.rows.append(state.rows).map_err(bad)
+        self.n += state.n;
+        Ok(())
     }
 
-    /// The scan: per-row state in batch order, the merged states, and the likelihood-ratio
-    /// sample in key order.
+    /// The scan: the row count, the merged states, and the likelihood-ratio sample in key
+    /// order.
     #[must_use]
     pub fn finish(mut self) -> Scan {
         let k = self.profile.classes;
@@ -435,7 +379,7 @@ impl<'a> ScanFold<'a> {
             None => (Vec::new(), Vec::new()),
         };
         Scan {
-            rows: self.rows,
+            n: self.n,
             states: self.states,
             tables,
             expected_tables,
@@ -445,12 +389,12 @@ impl<'a> ScanFold<'a> {
     }
 }
 
-/// The row pass's state over some rows of a batch: the per-row arrays and the accumulators'
-/// states.
+/// The row pass's state over some rows of a batch: its row count and the accumulators'
+/// states, which do not grow with the rows.
 #[derive(Debug, Clone, Default)]
 pub struct ScanState {
-    /// Per-row state.
-    pub rows: RowLog,
+    /// Rows.
+    pub n: usize,
     /// Every accumulator's state.
     pub states: States,
 }

@@ -45,10 +45,15 @@ struct Value {
     column: String,
     text: String,
     rows: Vec<u32>,
+    /// The rows' labels, read with them.
+    labels: Vec<u16>,
     over_p: f64,
     trusted_share: f64,
     expect: Vec<f64>,
 }
+
+/// A value's rows in batch order and their labels.
+type RowsLabels = (Vec<u32>, Vec<u16>);
 
 /// A column's candidate values: value to (trusted share, top-value code, trusted count).
 type Wanted = BTreeMap<String, (f64, Option<usize>, u64)>;
@@ -107,10 +112,14 @@ fn categorical_values(
     }
     // One pass over every column that has candidates (not one per column: each later pass
     // re-reads and re-hashes the files).
-    let names: Vec<String> = columns.iter().map(|(_, n, _, _)| n.clone()).collect();
-    let mut rows: Vec<BTreeMap<String, Vec<u32>>> = vec![BTreeMap::new(); columns.len()];
+    let mut names: Vec<String> = columns.iter().map(|(_, n, _, _)| n.clone()).collect();
+    // The labels of the values' rows come along in the same read.
+    let encoder = crate::rows::Encoder::new(baseline, None);
+    names.extend(encoder.label.clone());
+    let mut rows: Vec<BTreeMap<String, RowsLabels>> = vec![BTreeMap::new(); columns.len()];
     let mut offset = 0u32;
     super::for_each_block(frames, &names, |df| {
+        let labels = encoder.labels(df)?;
         for ((_, name, _, wanted), rows) in columns.iter().zip(rows.iter_mut()) {
             let series = df
                 .column(name)
@@ -122,10 +131,14 @@ fn categorical_values(
                     if let Some(v) = v
                         && wanted.contains_key(v)
                     {
+                        let y = labels[(at - offset) as usize + i];
                         match rows.get_mut(v) {
-                            Some(r) => r.push(at + i as u32),
+                            Some(r) => {
+                                r.0.push(at + i as u32);
+                                r.1.push(y);
+                            }
                             None => {
-                                rows.insert(v.to_owned(), vec![at + i as u32]);
+                                rows.insert(v.to_owned(), (vec![at + i as u32], vec![y]));
                             }
                         }
                     }
@@ -139,7 +152,7 @@ fn categorical_values(
     let k = profile.classes;
     for ((j, name, count, wanted), mut rows) in columns.into_iter().zip(rows) {
         for (value, (share, code, tc)) in &wanted {
-            let r = rows.remove(value.as_str()).unwrap_or_default();
+            let (r, labels) = rows.remove(value.as_str()).unwrap_or_default();
             let expect = match code {
                 Some(code) if !profile.tables.is_empty() => {
                     smooth(&profile.tables[j][code * k..(code + 1) * k], prior)
@@ -152,6 +165,7 @@ fn categorical_values(
                 // The value's trusted count came from `count` rows: predictive test.
                 over_p: beta_binomial_upper_tail(r.len() as u64, n as u64, *tc, count),
                 rows: r,
+                labels,
                 trusted_share: *share,
                 expect,
             });
@@ -169,16 +183,17 @@ const MAX_MODEL_ROWS: usize = 2000;
 
 /// Per labelled row of a candidate, the reference model's probability of class `c`: exact
 /// for rows labelled `c` and for two classes, the remaining mass spread evenly otherwise.
-fn model_chances(scan: &Scan, rows: &[u32], c: usize, k: usize) -> Option<Vec<f64>> {
+/// `facts` holds, per row (sorted), its label, the model's probability of it and whether the
+/// row lies inside the trusted support ([`super::row_facts`]).
+fn model_chances(facts: &RowFacts, rows: &[u32], c: usize, k: usize) -> Option<Vec<f64>> {
     if rows.len() > MAX_MODEL_ROWS {
         return None;
     }
     let mut out = Vec::with_capacity(rows.len());
     for &r in rows {
-        let r = r as usize;
-        let y = scan.rows.label[r];
-        let p = f64::from(scan.rows.p_label[r]);
-        if y == NO_CLASS || !scan.rows.support.get(r).copied().unwrap_or(true) {
+        let &(y, p, inside) = facts.get(&r)?;
+        let p = f64::from(p);
+        if y == NO_CLASS || !inside {
             continue;
         }
         if p.is_nan() {
@@ -193,6 +208,9 @@ fn model_chances(scan: &Scan, rows: &[u32], c: usize, k: usize) -> Option<Vec<f6
     }
     Some(out)
 }
+
+/// Per row: label, the model's probability of it, inside the trusted support.
+type RowFacts = HashMap<u32, (u16, f32, bool)>;
 
 /// `P(X >= k)` for a sum of independent Bernoulli(`p_i`) (the Poisson-binomial
 /// distribution), by the exact recursion over rows (Chen & Liu 1997, *Statistica Sinica*
@@ -254,7 +272,7 @@ pub fn candidates(
     if k < 2 || profile.tables.is_empty() {
         return Ok(Vec::new());
     }
-    let n = scan.rows.n as f64;
+    let n = scan.n as f64;
     let prior_counts: Vec<u64> = (0..k)
         .map(|c| profile.tables[0].iter().skip(c).step_by(k).sum())
         .collect();
@@ -279,17 +297,18 @@ pub fn candidates(
             column: h.column.clone(),
             text: num_exact(h.value),
             rows: h.rows.clone(),
+            labels: h.labels.clone(),
             over_p: binomial_upper_tail(h.rows.len() as u64, n as u64, h.trusted_share),
             trusted_share: h.trusted_share,
             expect,
         });
     }
     let names: Vec<String> = baseline.class_names();
-    let mut hits: Vec<Hit> = Vec::new();
+    // Concentrated candidates first, from the labels read with their rows.
+    let mut concentrated: Vec<(Value, usize, u64, u64, f64)> = Vec::new();
     for v in values {
         let mut per_class = vec![0u64; k];
-        for &r in &v.rows {
-            let y = scan.rows.label[r as usize];
+        for &y in &v.labels {
             if y != NO_CLASS {
                 per_class[usize::from(y)] += 1;
             }
@@ -302,10 +321,24 @@ pub fn candidates(
             continue;
         }
         let p_prior = binomial_upper_tail(kc, labelled, v.expect[c].clamp(1e-9, 1.0));
+        concentrated.push((v, c, kc, labelled, p_prior));
+    }
+    // The model's chances for the rows of the small ones, from one targeted read.
+    let mut wanted: Vec<u32> = Vec::new();
+    if profile.label_model.is_some() {
+        for (v, ..) in &concentrated {
+            if v.rows.len() <= MAX_MODEL_ROWS {
+                wanted.extend_from_slice(&v.rows);
+            }
+        }
+    }
+    let facts: RowFacts = super::row_facts(baseline, frames, wanted)?;
+    let mut hits: Vec<Hit> = Vec::new();
+    for (v, c, kc, labelled, p_prior) in concentrated {
         // Under the pinned model each row has its own chance of class `c`: a dirty-label
         // trigger puts `c` on rows whose features say otherwise, which the value's trusted
         // class mix cannot see when the value is new (Bonferroni over the two nulls).
-        let p_conc = match model_chances(scan, &v.rows, c, k) {
+        let p_conc = match model_chances(&facts, &v.rows, c, k) {
             Some(pi) => (2.0 * p_prior.min(poisson_binomial_upper_tail(kc, &pi))).min(1.0),
             None => p_prior,
         };
@@ -372,7 +405,7 @@ pub fn candidates(
                     deny: rule.deny,
                 }],
                 fixed: None,
-                n: scan.rows.n as u64,
+                n: scan.n as u64,
                 n_baseline: baseline.rows,
                 describe: format!(
                     "{what} appears in {} rows ({}% of the batch, at most {}% of trusted rows) and {kc} of its {labelled} labelled rows are `{class}` against {}% expected",

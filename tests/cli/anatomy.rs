@@ -3,11 +3,16 @@
 //! empty, one-row, all-null and skewed parts) and whatever the order and tree in which the
 //! parts' states are merged.
 
+use foldhash::{HashMap, HashMapExt};
 use poisongate::baseline::{self, Baseline, ProfileOptions};
-use poisongate::poison::{Pinned, Scan, ScanFold, ScanState, States, duplicates::Bloom};
+use poisongate::detect::Accumulator;
+use poisongate::poison::duplicates::{Bloom, DuplicateState};
+use poisongate::poison::{Block, Pinned, Scan, ScanFold, ScanState, States};
 use poisongate::policy::Policy;
+use poisongate::rows::mix;
 use poisongate::source::{self, read_batch};
 use polars::prelude::*;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -139,11 +144,11 @@ fn every_accumulator_gives_one_state_for_any_split_and_merge_tree() {
                 fold(&base, &usable, &part, block)
             })
             .collect();
-        // The per-row log is concatenated in batch order; the accumulators merge in a random
-        // tree (pairs picked at random until one state is left).
+        // Nothing is kept per row: the row counts add up, and the accumulators merge in a
+        // random tree (pairs picked at random until one state is left).
         let mut rows = ScanState::default();
         for s in &states {
-            rows.rows.append(s.rows.clone()).unwrap();
+            rows.n += s.n;
         }
         let mut pool: Vec<States> = states.into_iter().map(|s| s.states).collect();
         while pool.len() > 1 {
@@ -173,11 +178,7 @@ fn every_accumulator_gives_one_state_for_any_split_and_merge_tree() {
             "round {round}: samples differ"
         );
         rows.states = merged;
-        // (Debug text, as unlabelled rows hold NaN, which is not equal to itself.)
-        assert!(
-            format!("{:?}", rows.rows) == format!("{:?}", one.rows),
-            "round {round}: per-row logs differ"
-        );
+        assert_eq!(rows.n, one.n, "round {round}: row counts differ");
         let got = candidates(&base, filter.as_ref(), &finish(&base, &usable, rows));
         assert!(
             got == want,
@@ -200,4 +201,122 @@ fn a_state_of_another_shape_is_refused() {
     state.states.anomaly = None;
     let mut f = ScanFold::new(&base, &usable).unwrap();
     assert!(f.absorb(state).unwrap_err().contains("anomaly"));
+}
+
+/// A block of rows given by (near, exact, label); only what the state reads is set.
+fn block(rows: &[(u64, u64, u16)]) -> Block {
+    let e = poisongate::rows::Encoded {
+        n: rows.len(),
+        label: rows.iter().map(|r| r.2).collect(),
+        fp_near: rows.iter().map(|r| r.0).collect(),
+        fp_exact: rows.iter().map(|r| r.1).collect(),
+        ..Default::default()
+    };
+    Block {
+        e,
+        p: Vec::new(),
+        pred: Vec::new(),
+        probs: Vec::new(),
+        expected: Vec::new(),
+        inside: Vec::new(),
+        outside: Vec::new(),
+        anomaly: Vec::new(),
+        extreme: Vec::new(),
+        extreme_by_feature: Vec::new(),
+        sample_below: u64::MAX,
+    }
+}
+
+fn fold_dups(rows: &[(u64, u64, u16)], cap: usize, p: &Pinned<'_>) -> DuplicateState {
+    let mut s = DuplicateState::with_cap(cap);
+    for chunk in rows.chunks(97) {
+        s.update(p, &block(chunk));
+    }
+    s
+}
+
+/// Rows with repeats: near cells of 1-4 exact variants, copies of 1-3, mixed labels.
+fn rows(n: usize, seed: u64) -> Vec<(u64, u64, u16)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let near = mix(rng.random::<u64>());
+        for v in 0..rng.random_range(1..=4u64) {
+            let exact = mix(near ^ v);
+            for _ in 0..rng.random_range(1..=3) {
+                out.push((near, exact, rng.random_range(0..2u16)));
+            }
+        }
+    }
+    out.truncate(n);
+    out.shuffle(&mut rng);
+    out
+}
+
+#[test]
+fn duplicate_state_is_exact_then_a_split_invariant_sample() {
+    let base = baseline();
+    let p = Pinned {
+        baseline: &base,
+        profile: base.poison.as_ref().unwrap(),
+        filter: None,
+    };
+    let all = rows(20_000, 3);
+    // Exact below the cap: the counts are those of a plain count of every row.
+    let exact = fold_dups(&all, 1 << 20, &p);
+    assert_eq!(exact.level, 0);
+    let mut by_exact: HashMap<u64, (u64, Vec<u16>)> = HashMap::new();
+    let mut by_near: HashMap<u64, u64> = HashMap::new();
+    for &(near, ex, y) in &all {
+        let e = by_exact.entry(ex).or_default();
+        e.0 += 1;
+        e.1.push(y);
+        *by_near.entry(near).or_default() += 1;
+    }
+    let c = exact.counts();
+    assert_eq!(c.sampled_rows, all.len() as u64);
+    assert_eq!(c.exact, by_exact.values().map(|v| v.0 - 1).sum::<u64>());
+    assert_eq!(c.near_all, by_near.values().map(|v| v - 1).sum::<u64>());
+    let mixed: u64 = by_exact
+        .values()
+        .filter(|v| v.1.iter().any(|&y| y != v.1[0]))
+        .map(|v| v.0)
+        .sum();
+    assert_eq!(c.exact_mixed, mixed);
+    // Past a small cap: a sample whose state is the same for any split and merge order.
+    let cap = 1000;
+    let one = fold_dups(&all, cap, &p);
+    assert!(one.level > 0 && one.groups.len() <= cap, "{}", one.level);
+    let one_json = serde_json::to_string(&one).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for _ in 0..6 {
+        let parts = rng.random_range(1..=16usize);
+        let mut cuts: Vec<usize> = (0..parts)
+            .map(|_| rng.random_range(0..=all.len()))
+            .collect();
+        cuts.extend([0, all.len()]);
+        cuts.sort_unstable();
+        let mut pool: Vec<DuplicateState> = cuts
+            .windows(2)
+            .map(|w| fold_dups(&all[w[0]..w[1]], cap, &p))
+            .collect();
+        while pool.len() > 1 {
+            let a = pool.swap_remove(rng.random_range(0..pool.len()));
+            let i = rng.random_range(0..pool.len());
+            pool[i].merge(&p, a).unwrap();
+        }
+        assert_eq!(serde_json::to_string(&pool[0]).unwrap(), one_json);
+    }
+    // The sample's repeated share estimates the batch's.
+    let s = one.counts();
+    let share = |k: u64, n: u64| k as f64 / n as f64;
+    assert!(
+        (share(s.exact, s.sampled_rows) - share(c.exact, c.sampled_rows)).abs() < 0.03,
+        "{s:?} {c:?}"
+    );
+    // A state round-trips through its serialised form, and another cap is refused.
+    let back: DuplicateState = serde_json::from_str(&one_json).unwrap();
+    assert_eq!(back, one);
+    let mut other = DuplicateState::with_cap(cap + 1);
+    assert!(other.merge(&p, one).is_err());
 }
