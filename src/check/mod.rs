@@ -409,21 +409,23 @@ fn decide_rows(
         .keys()
         .filter_map(|&c| outcome.selectors.get(c)?.as_ref().map(|s| (c, s)))
         .collect();
-    let second = crate::poison::second_pass(baseline, scan, &wanted, extras.row_scores, rows)?;
+    let second = crate::poison::second_pass(
+        baseline,
+        scan,
+        &wanted,
+        extras.row_scores,
+        baseline.id.as_deref(),
+        rows,
+    )?;
     eval.quarantine =
         crate::poison::quarantine(baseline, &outcome, &fired, &mut eval.findings, &second);
     if extras.row_scores {
         let base = second.base.as_deref().unwrap_or_default();
         eval.row_scores = crate::poison::row_scores(base, &eval.quarantine);
     }
-    if let Some(id) = &baseline.id {
-        let mut wanted: Vec<u64> = eval.quarantine.iter().map(|q| q.row).collect();
-        wanted.extend(
-            eval.findings
-                .iter()
-                .flat_map(|f| f.rows.iter().map(|r| r.row)),
-        );
-        let ids = crate::poison::ids_of(rows, id, wanted)?;
+    if baseline.id.is_some() {
+        // Read in the second pass with the rows they belong to.
+        let ids = &second.ids;
         for q in &mut eval.quarantine {
             q.id = ids.get(&q.row).cloned();
         }

@@ -122,6 +122,8 @@ pub struct SecondPass {
     /// Every row's base score (`--row-scores`): half of `1 - P(label | x)` and half of
     /// `a / (1 + a)` for its anomaly score `a`.
     pub base: Option<Vec<f64>>,
+    /// The ids of the listed and named rows, by batch row (with an id column).
+    pub ids: BTreeMap<u64, String>,
 }
 
 /// Whether the row `i` of a scored block is one a selector points at, and its score.
@@ -159,11 +161,14 @@ fn pick(
     }
 }
 
-/// Reads the batch a second time to list the rows behind the findings that fired, and every
-/// row's base score for `--row-scores`: the row pass keeps nothing per row, so the rows are
-/// encoded and scored again, exactly as the first read did ([`BlockScorer`]). Nothing is
-/// read when no fired finding needs it (a batch that passes, or findings that name their
-/// rows already, like the trigger's).
+/// Reads the batch a second time to list the rows behind the findings that fired, their
+/// ids, and every row's base score for `--row-scores`: the row pass keeps nothing per row,
+/// so the rows are encoded and scored again, exactly as the first read did ([`BlockScorer`]).
+/// Only the id column is read when the findings name their rows already (the trigger's and
+/// the point mass's), and nothing at all for a batch that passes.
+///
+/// `id` names the id column: the ids of every listed row (before each finding's limit) and
+/// of the rows the findings name are read in the same pass.
 ///
 /// # Errors
 /// A batch that can no longer be read, or that changed since the first read.
@@ -172,21 +177,38 @@ pub fn second_pass(
     scan: &Scan,
     wanted: &[(usize, &RowSelector)],
     row_scores: bool,
+    id: Option<&str>,
     rows_of: BatchRows<'_>,
 ) -> Result<SecondPass> {
     use rayon::prelude::*;
     let mut out = SecondPass::default();
+    let mut named: Vec<u32> = Vec::new();
+    if id.is_some() {
+        for (_, s) in wanted {
+            if let RowSelector::Listed(rows) = s {
+                named.extend_from_slice(rows);
+            }
+        }
+        named.sort_unstable();
+        named.dedup();
+    }
     let wanted: Vec<(usize, &RowSelector)> = wanted
         .iter()
         .filter(|(_, s)| !matches!(s, RowSelector::Listed(_)))
         .copied()
         .collect();
-    if wanted.is_empty() && !row_scores {
-        return Ok(out);
-    }
-    let (Some(profile), Some(scorer)) = (&baseline.poison, BlockScorer::new(baseline, None)) else {
+    let scoring = !wanted.is_empty() || row_scores;
+    let Some(profile) = &baseline.poison else {
         return Ok(out);
     };
+    let scorer = if scoring {
+        BlockScorer::new(baseline, None)
+    } else {
+        None
+    };
+    if scorer.is_none() && named.is_empty() {
+        return Ok(out);
+    }
     let cut = profile.label_model.as_ref().map_or(0.0, |m| m.cut);
     let repeated = scan
         .states
@@ -199,40 +221,68 @@ pub fn second_pass(
         })
         .map(duplicates::RepeatedRows::new);
     let filter = profile.duplicates.unsealed_filter();
-    for &(c, _) in &wanted {
-        out.listed.insert(c, Vec::new());
+    if scorer.is_some() {
+        for &(c, _) in &wanted {
+            out.listed.insert(c, Vec::new());
+        }
+        if row_scores {
+            out.base = Some(Vec::with_capacity(scan.n));
+        }
     }
-    if row_scores {
-        out.base = Some(Vec::with_capacity(scan.n));
+    let mut columns = scorer
+        .as_ref()
+        .map(BlockScorer::columns)
+        .unwrap_or_default();
+    if let Some(id) = id
+        && !columns.iter().any(|c| c == id)
+    {
+        columns.push(id.to_owned());
     }
-    let columns = scorer.columns();
+    let mut next_named = 0usize;
     let mut offset = 0usize;
     rows_of.for_each_window(Some(&columns), &mut |blocks, _| {
-        let scored: Vec<Block> = blocks
+        let scored: Vec<Option<Block>> = blocks
             .par_iter()
-            .map(|df| scorer.block(df, u64::MAX))
+            .map(|df| scorer.as_ref().map(|s| s.block(df, u64::MAX)).transpose())
             .collect::<Result<_>>()?;
-        for b in &scored {
-            for &(c, sel) in &wanted {
-                let list = out.listed.entry(c).or_default();
-                for i in 0..b.e.n {
-                    if let Some(s) = pick(sel, b, i, cut, repeated.as_ref(), filter.as_ref()) {
-                        list.push(((offset + i) as u32, s));
+        for (df, b) in blocks.iter().zip(&scored) {
+            let h = df.height();
+            // Block rows whose id is wanted.
+            let mut want_id: Vec<usize> = Vec::new();
+            while next_named < named.len() && (named[next_named] as usize) < offset + h {
+                want_id.push(named[next_named] as usize - offset);
+                next_named += 1;
+            }
+            if let Some(b) = b {
+                for &(c, sel) in &wanted {
+                    let list = out.listed.entry(c).or_default();
+                    for i in 0..b.e.n {
+                        if let Some(s) = pick(sel, b, i, cut, repeated.as_ref(), filter.as_ref()) {
+                            list.push(((offset + i) as u32, s));
+                            want_id.push(i);
+                        }
                     }
                 }
+                if let Some(base) = &mut out.base {
+                    base.extend((0..b.e.n).map(|i| {
+                        let label = if b.p[i].is_nan() {
+                            0.0
+                        } else {
+                            surprise(b.p[i])
+                        };
+                        let a = f64::from(b.anomaly[i]).max(0.0);
+                        0.5 * label + 0.5 * a / (1.0 + a)
+                    }));
+                }
             }
-            if let Some(base) = &mut out.base {
-                base.extend((0..b.e.n).map(|i| {
-                    let label = if b.p[i].is_nan() {
-                        0.0
-                    } else {
-                        surprise(b.p[i])
-                    };
-                    let a = f64::from(b.anomaly[i]).max(0.0);
-                    0.5 * label + 0.5 * a / (1.0 + a)
-                }));
+            if let Some(id) = id
+                && !want_id.is_empty()
+            {
+                want_id.sort_unstable();
+                want_id.dedup();
+                read_ids(df, id, &want_id, offset as u64, &mut out.ids)?;
             }
-            offset += b.e.n;
+            offset += h;
         }
         Ok(())
     })?;
@@ -243,6 +293,30 @@ pub fn second_pass(
         )));
     }
     Ok(out)
+}
+
+/// The ids of rows `local` (sorted) of one block, as text, into `out` by batch row.
+fn read_ids(
+    df: &DataFrame,
+    id: &str,
+    local: &[usize],
+    offset: u64,
+    out: &mut BTreeMap<u64, String>,
+) -> Result<()> {
+    let Ok(col) = df.column(id) else {
+        return Ok(());
+    };
+    let mut next = 0usize;
+    let mut at = 0usize;
+    crate::summary::for_each_str_chunk(col.as_materialized_series(), |arr| {
+        while next < local.len() && local[next] < at + arr.len() {
+            if let Some(v) = arr.get(local[next] - at) {
+                out.insert(offset + local[next] as u64, v.to_owned());
+            }
+            next += 1;
+        }
+        at += arr.len();
+    })
 }
 
 /// The label, the reference model's probability of it, and whether the row lies inside
