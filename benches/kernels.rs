@@ -189,7 +189,7 @@ fn accumulators(c: &mut Criterion) {
     let base = baseline::profile(&batch(labelled(200_000, 1)), &opts).unwrap();
     let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
     let fold = ScanFold::new(&base, &usable).unwrap();
-    let block = fold.block(&labelled(65_536, 2)).unwrap();
+    let block = fold.block(&labelled(65_536, 2), 0).unwrap();
     let pinned = fold.pinned();
     let mut g = c.benchmark_group("accumulators");
     g.throughput(Throughput::Elements(65_536));

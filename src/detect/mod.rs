@@ -6,8 +6,10 @@
 
 pub mod candidate;
 pub mod registry;
+pub mod top;
 
 pub use candidate::{Candidate, Effect};
+pub use top::{TOP_ROWS, TopRows};
 
 /// A check's state as a mergeable accumulator over blocks of rows, after DataFusion's
 /// `Accumulator`, Beam's `CombineFn` (as TFDV's statistics generators use it) and Deequ's
@@ -29,6 +31,10 @@ pub trait Accumulator<P: ?Sized, B: ?Sized>: Sized + Send {
     /// # Errors
     /// A state whose shape does not fit `pinned` (a corrupt or foreign part).
     fn merge(&mut self, pinned: &P, other: Self) -> Result<(), String>;
+
+    /// Renumbers the batch rows the state names (a [`TopRows`]): its rows follow `by` earlier
+    /// rows. States that name no rows keep the default.
+    fn shift_rows(&mut self, _by: u64) {}
 }
 
 /// Adds `b` into `a` element by element, after checking that the shapes agree.

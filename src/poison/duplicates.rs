@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::{Block, Pinned};
 use super::{Found, RowSelector, Rows, Scan};
-use crate::detect::{Accumulator, Candidate, Effect};
+use crate::detect::{Accumulator, Candidate, Effect, TopRows};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{NO_CLASS, mix};
@@ -357,6 +357,8 @@ pub struct DuplicateState {
     pub labelled: u64,
     /// Labelled rows whose cell is in the trusted filter while their (cell, label) is not.
     pub conflicting: u64,
+    /// The first of those rows (every one scores 1), to list them without a second read.
+    pub top_conflicting: TopRows,
     /// Most groups kept.
     pub cap: u64,
     /// Sample level: a near cell is kept when the top `level` bits of its hash are zero.
@@ -375,6 +377,7 @@ impl DuplicateState {
             rows: 0,
             labelled: 0,
             conflicting: 0,
+            top_conflicting: TopRows::default(),
             cap: cap.max(1) as u64,
             level: 0,
             groups: Groups::default(),
@@ -567,6 +570,7 @@ impl Accumulator<Pinned<'_>, Block> for DuplicateState {
                 self.labelled += 1;
                 if p.filter.is_some_and(|f| conflicts(f, near, y)) {
                     self.conflicting += 1;
+                    self.top_conflicting.offer(1.0, b.first + i as u64);
                 }
             }
             if sampled(self.level, near) {
@@ -598,6 +602,7 @@ impl Accumulator<Pinned<'_>, Block> for DuplicateState {
         self.rows += o.rows;
         self.labelled += o.labelled;
         self.conflicting += o.conflicting;
+        self.top_conflicting.merge(o.top_conflicting);
         let level = self.level.max(o.level);
         if level > self.level {
             self.level = level;
@@ -617,6 +622,10 @@ impl Accumulator<Pinned<'_>, Block> for DuplicateState {
         self.groups = into;
         self.shrink();
         Ok(())
+    }
+
+    fn shift_rows(&mut self, by: u64) {
+        self.top_conflicting.shift(by);
     }
 }
 

@@ -12,7 +12,7 @@ use super::label::{LabelModel, MIN_GAP, P_FLOOR, segment_codes};
 use super::scan::{Block, LrRow, Pinned, trim_sample};
 use super::{Found, PoisonProfile, RowSelector, Scan, flip_lr};
 use crate::baseline::Baseline;
-use crate::detect::{Accumulator, Candidate, Effect, add_counts, add_tables};
+use crate::detect::{Accumulator, Candidate, Effect, TopRows, add_counts, add_tables};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::exact::ExactSum;
@@ -46,6 +46,9 @@ pub struct LabelState {
     /// Per feature, surprising rows by code and (predicted, given) class
     /// (`(code * classes + predicted) * classes + given`): where a pair concentrates.
     pub surprise_tables: Vec<Vec<u64>>,
+    /// The rows with the most surprising labels (score `1 - P(label | x)`), to list them
+    /// behind a finding without a second read.
+    pub top_surprising: TopRows,
     /// The likelihood-ratio test's bottom-k sample ([`LrRow`]); a part stores it as binary.
     #[serde(skip)]
     pub sample: Vec<LrRow>,
@@ -76,6 +79,7 @@ impl Accumulator<Pinned<'_>, Block> for LabelState {
                 .iter()
                 .map(|&c| vec![0; c * k * k])
                 .collect(),
+            top_surprising: TopRows::default(),
             sample: Vec::new(),
         })
     }
@@ -109,6 +113,8 @@ impl Accumulator<Pinned<'_>, Block> for LabelState {
             self.class_n[y] += 1;
             if pi < m.cut {
                 self.surprising += 1;
+                self.top_surprising
+                    .offer(super::quarantine::surprise(b.p[i]), b.first + i as u64);
                 self.class_k[y] += 1;
                 self.transitions[pred * k + y] += 1;
                 let pair = pred * k + y;
@@ -156,9 +162,14 @@ impl Accumulator<Pinned<'_>, Block> for LabelState {
         }
         add_counts(&mut self.outside_support, &other.outside_support)?;
         add_tables(&mut self.surprise_tables, &other.surprise_tables)?;
+        self.top_surprising.merge(other.top_surprising);
         self.sample.extend(other.sample);
         trim_sample(&mut self.sample, false);
         Ok(())
+    }
+
+    fn shift_rows(&mut self, by: u64) {
+        self.top_surprising.shift(by);
     }
 }
 

@@ -319,6 +319,13 @@ macro_rules! registry {
                 })*
             }
 
+            /// Renumbers the batch rows the states name: they follow `by` earlier rows.
+            pub fn shift_rows(&mut self, by: u64) {
+                $(if let Some(s) = &mut self.$field {
+                    <$state as Accumulator<Pinned<'_>, Block>>::shift_rows(s, by);
+                })*
+            }
+
             /// Merges states over other rows.
             ///
             /// # Errors

@@ -1,8 +1,9 @@
 //! `poison-anomalous-rows` at `check` time: how many rows pass the pinned anomaly cuts
 //! (the scores and their calibration are in [`super::anomaly`]).
 //!
-//! The state ([`AnomalyState`]) is three counts and one count per feature, whatever the
-//! rows.
+//! The state ([`AnomalyState`]) is three counts, one count per feature, and the
+//! [`crate::detect::TOP_ROWS`] highest-scoring rows past each cut (to list them behind a
+//! finding without a second read), whatever the rows.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::anomaly::AnomalyProfile;
 use super::scan::{Block, Pinned};
 use super::{Found, RowSelector, Scan};
-use crate::detect::{Accumulator, Candidate, Effect, add_counts};
+use crate::detect::{Accumulator, Candidate, Effect, TopRows, add_counts};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::proportion::{beta_binomial_upper_tail, beta_binomial_upper_tail_ab};
@@ -28,6 +29,10 @@ pub struct AnomalyState {
     pub extreme: u64,
     /// Per feature, the extreme rows whose largest excess it holds.
     pub extreme_by_feature: Vec<u64>,
+    /// The highest-scoring rows past the anomaly cut.
+    pub top_anomalous: TopRows,
+    /// The highest-scoring rows past the extreme-value cut.
+    pub top_extreme: TopRows,
 }
 
 impl Accumulator<Pinned<'_>, Block> for AnomalyState {
@@ -37,22 +42,41 @@ impl Accumulator<Pinned<'_>, Block> for AnomalyState {
             anomalous: 0,
             extreme: 0,
             extreme_by_feature: vec![0; p.profile.features.len()],
+            top_anomalous: TopRows::default(),
+            top_extreme: TopRows::default(),
         })
     }
 
     fn update(&mut self, _: &Pinned<'_>, b: &Block) {
         self.rows += b.e.n as u64;
-        self.anomalous += b.anomaly.iter().filter(|&&s| s > 1.0).count() as u64;
-        self.extreme += b.extreme.iter().filter(|&&s| s > 1.0).count() as u64;
+        for (i, (&a, &x)) in b.anomaly.iter().zip(&b.extreme).enumerate() {
+            let row = b.first + i as u64;
+            if a > 1.0 {
+                self.anomalous += 1;
+                self.top_anomalous.offer(super::quarantine::squash(a), row);
+            }
+            if x > 1.0 {
+                self.extreme += 1;
+                self.top_extreme.offer(super::quarantine::squash(x), row);
+            }
+        }
         // Shapes are fixed by the profile; a block always fits.
         let _ = add_counts(&mut self.extreme_by_feature, &b.extreme_by_feature);
     }
 
     fn merge(&mut self, _: &Pinned<'_>, o: Self) -> Result<(), String> {
+        add_counts(&mut self.extreme_by_feature, &o.extreme_by_feature)?;
         self.rows += o.rows;
         self.anomalous += o.anomalous;
         self.extreme += o.extreme;
-        add_counts(&mut self.extreme_by_feature, &o.extreme_by_feature)
+        self.top_anomalous.merge(o.top_anomalous);
+        self.top_extreme.merge(o.top_extreme);
+        Ok(())
+    }
+
+    fn shift_rows(&mut self, by: u64) {
+        self.top_anomalous.shift(by);
+        self.top_extreme.shift(by);
     }
 }
 

@@ -73,14 +73,14 @@ pub struct QuarantineRow {
 }
 
 /// Score of an anomaly score `a` as a selector's contribution, in (0, 1).
-fn squash(a: f32) -> f64 {
+pub(crate) fn squash(a: f32) -> f64 {
     let a = f64::from(a);
     a / (1.0 + a)
 }
 
 /// Score of the label's probability `p` as a selector's contribution: `1 - p`, or 1 without
 /// a model.
-fn surprise(p: f32) -> f64 {
+pub(crate) fn surprise(p: f32) -> f64 {
     let p = f64::from(p);
     if p.is_nan() {
         1.0
@@ -126,6 +126,27 @@ pub struct SecondPass {
     pub ids: BTreeMap<u64, String>,
 }
 
+/// The rows a selector points at, from the highest-scoring rows the pass kept
+/// ([`crate::detect::TopRows`]), in batch order with their scores: `None` when the pass did
+/// not keep them all (more rows than it keeps, or a selector it keeps none for).
+fn from_states(sel: &RowSelector, scan: &Scan) -> Option<Vec<(u32, f64)>> {
+    let s = &scan.states;
+    let (top, limit) = match sel {
+        RowSelector::Surprising { limit } => (&s.label.as_ref()?.top_surprising, *limit),
+        RowSelector::Anomalous { limit } => (&s.anomaly.as_ref()?.top_anomalous, *limit),
+        RowSelector::Extreme { limit } => (&s.anomaly.as_ref()?.top_extreme, *limit),
+        RowSelector::Conflicting { limit } => (&s.duplicates.as_ref()?.top_conflicting, *limit),
+        _ => return None,
+    };
+    let mut rows: Vec<(u32, f64)> = top
+        .best(limit)?
+        .into_iter()
+        .map(|(score, r)| (u32::try_from(r).unwrap_or(u32::MAX), score))
+        .collect();
+    rows.sort_unstable_by_key(|r| r.0);
+    Some(rows)
+}
+
 /// Whether the row `i` of a scored block is one a selector points at, and its score.
 fn pick(
     sel: &RowSelector,
@@ -164,8 +185,10 @@ fn pick(
 /// Reads the batch a second time to list the rows behind the findings that fired, their
 /// ids, and every row's base score for `--row-scores`: the row pass keeps nothing per row,
 /// so the rows are encoded and scored again, exactly as the first read did ([`BlockScorer`]).
-/// Only the id column is read when the findings name their rows already (the trigger's and
-/// the point mass's), and nothing at all for a batch that passes.
+/// Rows the pass kept already are not looked for again: the trigger's and the point mass's,
+/// and the highest-scoring surprising, anomalous, extreme and conflicting rows (up to
+/// [`crate::detect::TOP_ROWS`] of each). Then only the id column is read, when there is
+/// one, and nothing at all for a batch that passes.
 ///
 /// `id` names the id column: the ids of every listed row (before each finding's limit) and
 /// of the rows the findings name are read in the same pass.
@@ -183,20 +206,29 @@ pub fn second_pass(
     use rayon::prelude::*;
     let mut out = SecondPass::default();
     let mut named: Vec<u32> = Vec::new();
-    if id.is_some() {
-        for (_, s) in wanted {
-            if let RowSelector::Listed(rows) = s {
+    let mut rest: Vec<(usize, &RowSelector)> = Vec::new();
+    for &(c, sel) in wanted {
+        let found = match sel {
+            RowSelector::Listed(rows) => {
                 named.extend_from_slice(rows);
+                continue;
             }
+            _ => from_states(sel, scan),
+        };
+        match found {
+            Some(rows) => {
+                named.extend(rows.iter().map(|r| r.0));
+                out.listed.insert(c, rows);
+            }
+            None => rest.push((c, sel)),
         }
-        named.sort_unstable();
-        named.dedup();
     }
-    let wanted: Vec<(usize, &RowSelector)> = wanted
-        .iter()
-        .filter(|(_, s)| !matches!(s, RowSelector::Listed(_)))
-        .copied()
-        .collect();
+    if id.is_none() {
+        named.clear();
+    }
+    named.sort_unstable();
+    named.dedup();
+    let wanted = rest;
     let scoring = !wanted.is_empty() || row_scores;
     let Some(profile) = &baseline.poison else {
         return Ok(out);
@@ -243,7 +275,12 @@ pub fn second_pass(
     rows_of.for_each_window(Some(&columns), &mut |blocks, _| {
         let scored: Vec<Option<Block>> = blocks
             .par_iter()
-            .map(|df| scorer.as_ref().map(|s| s.block(df, u64::MAX)).transpose())
+            .map(|df| {
+                scorer
+                    .as_ref()
+                    .map(|s| s.block(df, 0, u64::MAX))
+                    .transpose()
+            })
             .collect::<Result<_>>()?;
         for (df, b) in blocks.iter().zip(&scored) {
             let h = df.height();
@@ -359,7 +396,7 @@ pub fn row_facts(
             let taken = df
                 .take(&idx)
                 .map_err(|e| crate::error::Error::Internal(format!("taking rows: {e}")))?;
-            let b = scorer.block(&taken, u64::MAX)?;
+            let b = scorer.block(&taken, 0, u64::MAX)?;
             for (i, &r) in wanted[start..next].iter().enumerate() {
                 out.insert(r, (b.e.label[i], b.p[i], b.inside[i]));
             }

@@ -36,6 +36,8 @@ pub struct Pinned<'a> {
 /// accumulator reads.
 #[derive(Debug, Clone)]
 pub struct Block {
+    /// Batch row of the first row (counted from the start of the rows a state covers).
+    pub first: u64,
     /// The encoded rows.
     pub e: Encoded,
     /// Probability the reference model gives each row's label (NaN when unlabelled or
@@ -186,11 +188,12 @@ impl<'a> BlockScorer<'a> {
         names
     }
 
-    /// Encodes and scores one block; `sample_below` as [`Block::sample_below`].
+    /// Encodes and scores one block whose first row is batch row `first`; `sample_below` as
+    /// [`Block::sample_below`].
     ///
     /// # Errors
     /// A feature or the label missing from the block, or a column that cannot be cast.
-    pub fn block(&self, df: &DataFrame, sample_below: u64) -> Result<Block> {
+    pub fn block(&self, df: &DataFrame, first: u64, sample_below: u64) -> Result<Block> {
         let profile = self.profile;
         let features = profile.features.len();
         let e = self.encoder.encode(df)?;
@@ -212,6 +215,7 @@ impl<'a> BlockScorer<'a> {
             None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
         };
         Ok(Block {
+            first,
             sample_below,
             e,
             p,
@@ -276,12 +280,13 @@ impl<'a> ScanFold<'a> {
         }
     }
 
-    /// Encodes and scores one block (what every accumulator's `update` reads).
+    /// Encodes and scores one block whose first row is batch row `first` (what every
+    /// accumulator's `update` reads).
     ///
     /// # Errors
     /// A feature or the label missing from the block, or a column that cannot be cast.
-    pub fn block(&self, df: &DataFrame) -> Result<Block> {
-        self.scorer.block(df, self.sample_below)
+    pub fn block(&self, df: &DataFrame, first: u64) -> Result<Block> {
+        self.scorer.block(df, first, self.sample_below)
     }
 
     /// Folds one window of blocks (batch rows from `first` on) in.
@@ -301,10 +306,17 @@ impl<'a> ScanFold<'a> {
             profile: self.profile,
             filter: self.filter.as_ref(),
         };
+        let mut firsts = Vec::with_capacity(blocks.len());
+        let mut at = first as u64;
+        for df in blocks {
+            firsts.push(at);
+            at += df.height() as u64;
+        }
         let parts: Vec<(usize, States)> = blocks
             .par_iter()
-            .map(|df| {
-                let b = self.block(df)?;
+            .zip(firsts)
+            .map(|(df, at)| {
+                let b = self.block(df, at)?;
                 let mut s = States::new(&pinned);
                 s.update(&pinned, &b);
                 Ok((b.e.n, s))
@@ -352,7 +364,9 @@ impl<'a> ScanFold<'a> {
             profile: self.profile,
             filter: self.filter.as_ref(),
         };
-        self.states.merge(&pinned, state.states).map_err(bad)?;
+        let mut states = state.states;
+        states.shift_rows(self.n as u64);
+        self.states.merge(&pinned, states).map_err(bad)?;
         self.n += state.n;
         Ok(())
     }

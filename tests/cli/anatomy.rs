@@ -141,7 +141,10 @@ fn every_accumulator_gives_one_state_for_any_split_and_merge_tree() {
             .map(|w| {
                 let part = df.slice(w[0] as i64, w[1] - w[0]);
                 let block = rng.random_range(1..=part.height().max(1));
-                fold(&base, &usable, &part, block)
+                // Each part numbers its rows from 0; its state is renumbered to its place.
+                let mut s = fold(&base, &usable, &part, block);
+                s.states.shift_rows(w[0] as u64);
+                s
             })
             .collect();
         // Nothing is kept per row: the row counts add up, and the accumulators merge in a
@@ -213,6 +216,7 @@ fn block(rows: &[(u64, u64, u16)]) -> Block {
         ..Default::default()
     };
     Block {
+        first: 0,
         e,
         p: Vec::new(),
         pred: Vec::new(),
