@@ -70,6 +70,9 @@ pub struct Evaluation {
 pub struct Extras {
     /// Every row's suspicion score (`--row-scores`), 8 bytes a row: computed only when asked.
     pub row_scores: bool,
+    /// Every row behind the findings (`--quarantine`): without it, a finding with more rows
+    /// than the row pass keeps lists the kept ones, and the batch is not read again for them.
+    pub quarantine: bool,
 }
 
 /// Checks a batch read into memory against a baseline (every row's score included).
@@ -84,6 +87,7 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
         .unwrap_or_default();
     let mut pass = Pass::new(baseline, policy, &batch.schema(), &first)?;
     pass.extras.row_scores = true;
+    pass.extras.quarantine = true;
     let rows = Rows::Frames(&batch.frames);
     rows.for_each_window(None, &mut |blocks, at| pass.update(blocks, at))?;
     pass.finish(rows)
@@ -414,9 +418,20 @@ fn decide_rows(
         scan,
         &wanted,
         extras.row_scores,
+        extras.quarantine || extras.row_scores,
         baseline.id.as_deref(),
         rows,
     )?;
+    for (&cand, &all) in &second.partial {
+        if let Some(&i) = fired.get(&cand) {
+            let f = &eval.findings[i];
+            eval.notes.push(format!(
+                "`{}` flags {all} rows; the row pass kept the {} most suspicious, which the report and the quarantine count use: write the quarantine with --quarantine to list every row",
+                f.code,
+                crate::detect::TOP_ROWS
+            ));
+        }
+    }
     eval.quarantine =
         crate::poison::quarantine(baseline, &outcome, &fired, &mut eval.findings, &second);
     if extras.row_scores {

@@ -37,6 +37,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         .transpose()?;
     let extras = check::Extras {
         row_scores: args.row_scores.is_some(),
+        quarantine: args.quarantine.is_some(),
     };
     let policy = Policy::load(args.policy.as_deref())?;
     let signature = match (&args.baseline_signature, &args.public_key) {

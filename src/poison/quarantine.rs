@@ -124,27 +124,38 @@ pub struct SecondPass {
     pub base: Option<Vec<f64>>,
     /// The ids of the listed and named rows, by batch row (with an id column).
     pub ids: BTreeMap<u64, String>,
+    /// Per selector listed only in part (by candidate index), how many rows it flags.
+    pub partial: BTreeMap<usize, usize>,
 }
 
 /// The rows a selector points at, from the highest-scoring rows the pass kept
 /// ([`crate::detect::TopRows`]), in batch order with their scores: `None` when the pass did
 /// not keep them all (more rows than it keeps, or a selector it keeps none for).
 fn from_states(sel: &RowSelector, scan: &Scan) -> Option<Vec<(u32, f64)>> {
+    let (top, limit) = top_of(sel, scan)?;
+    Some(in_row_order(top.best(limit)?))
+}
+
+/// The kept rows as (row, score) in batch order.
+fn in_row_order(best: Vec<(f64, u64)>) -> Vec<(u32, f64)> {
+    let mut rows: Vec<(u32, f64)> = best
+        .into_iter()
+        .map(|(score, r)| (u32::try_from(r).unwrap_or(u32::MAX), score))
+        .collect();
+    rows.sort_unstable_by_key(|r| r.0);
+    rows
+}
+
+/// The pass's kept rows for a selector, and the selector's limit.
+fn top_of<'s>(sel: &RowSelector, scan: &'s Scan) -> Option<(&'s crate::detect::TopRows, usize)> {
     let s = &scan.states;
-    let (top, limit) = match sel {
+    Some(match sel {
         RowSelector::Surprising { limit } => (&s.label.as_ref()?.top_surprising, *limit),
         RowSelector::Anomalous { limit } => (&s.anomaly.as_ref()?.top_anomalous, *limit),
         RowSelector::Extreme { limit } => (&s.anomaly.as_ref()?.top_extreme, *limit),
         RowSelector::Conflicting { limit } => (&s.duplicates.as_ref()?.top_conflicting, *limit),
         _ => return None,
-    };
-    let mut rows: Vec<(u32, f64)> = top
-        .best(limit)?
-        .into_iter()
-        .map(|(score, r)| (u32::try_from(r).unwrap_or(u32::MAX), score))
-        .collect();
-    rows.sort_unstable_by_key(|r| r.0);
-    Some(rows)
+    })
 }
 
 /// Whether the row `i` of a scored block is one a selector points at, and its score.
@@ -191,7 +202,9 @@ fn pick(
 /// one, and nothing at all for a batch that passes.
 ///
 /// `id` names the id column: the ids of every listed row (before each finding's limit) and
-/// of the rows the findings name are read in the same pass.
+/// of the rows the findings name are read in the same pass. Without `list_all` (no
+/// `--quarantine` or `--row-scores`), a finding with more rows than the pass kept lists the
+/// kept ones, the most suspicious, without a read ([`SecondPass::partial`]).
 ///
 /// # Errors
 /// A batch that can no longer be read, or that changed since the first read.
@@ -200,6 +213,7 @@ pub fn second_pass(
     scan: &Scan,
     wanted: &[(usize, &RowSelector)],
     row_scores: bool,
+    list_all: bool,
     id: Option<&str>,
     rows_of: BatchRows<'_>,
 ) -> Result<SecondPass> {
@@ -213,7 +227,14 @@ pub fn second_pass(
                 named.extend_from_slice(rows);
                 continue;
             }
-            _ => from_states(sel, scan),
+            _ => from_states(sel, scan).or_else(|| {
+                // Not asked to list every row: the kept rows stand for the rest.
+                let (top, limit) = top_of(sel, scan).filter(|_| !list_all)?;
+                let rows = in_row_order(top.best(crate::detect::TOP_ROWS)?);
+                let all = usize::try_from(top.seen).unwrap_or(usize::MAX).min(limit);
+                out.partial.insert(c, all);
+                Some(rows)
+            }),
         };
         match found {
             Some(rows) => {
@@ -433,7 +454,7 @@ pub fn quarantine(
             continue;
         };
         let mut scored = select(sel, listed.get(&cand));
-        let flagged = scored.len();
+        let flagged = second.partial.get(&cand).copied().unwrap_or(scored.len());
         // The quarantine holds what blocked; warnings still list their top rows below.
         if f.severity == crate::finding::Severity::Deny {
             for &(s, r) in &scored {

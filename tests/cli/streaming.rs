@@ -15,8 +15,16 @@ fn same_decision(files: &[InputFile]) {
     let policy = Policy::default();
     let batch = source::read_batch(files).unwrap();
     let whole = check::check(base, &policy, &batch).unwrap();
-    let (streamed, metas) =
-        check::check_files(base, &policy, files, check::Extras { row_scores: true }).unwrap();
+    let (streamed, metas) = check::check_files(
+        base,
+        &policy,
+        files,
+        check::Extras {
+            row_scores: true,
+            quarantine: true,
+        },
+    )
+    .unwrap();
     let name = files[0].path.display().to_string();
     assert_eq!(metas, batch.inputs, "{name}: provenance");
     let json = |e: &check::Evaluation| serde_json::to_string(&e.findings).unwrap();
