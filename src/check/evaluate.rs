@@ -144,6 +144,7 @@ pub fn evaluate(
         columns_checked,
         tests,
         quarantine: Vec::new(),
+        quarantined_rows: 0,
         notes: Vec::new(),
         row_scores: Vec::new(),
         distributions,

@@ -54,6 +54,9 @@ pub struct Evaluation {
     pub tests: usize,
     /// Rows flagged by the poisoning findings that fired, in batch order.
     pub quarantine: Vec<crate::poison::QuarantineRow>,
+    /// Rows the quarantine holds (its rows are listed only with `--quarantine` or
+    /// `--row-scores`).
+    pub quarantined_rows: usize,
     /// What did not run, and why.
     pub notes: Vec<String>,
     /// A suspicion score per row in batch order (empty when the row-level detectors did not
@@ -432,8 +435,15 @@ fn decide_rows(
             ));
         }
     }
-    eval.quarantine =
-        crate::poison::quarantine(baseline, &outcome, &fired, &mut eval.findings, &second);
+    let materialize = extras.quarantine || extras.row_scores;
+    (eval.quarantined_rows, eval.quarantine) = crate::poison::quarantine(
+        baseline,
+        &outcome,
+        &fired,
+        &mut eval.findings,
+        &second,
+        materialize,
+    );
     if extras.row_scores {
         let base = second.base.as_deref().unwrap_or_default();
         eval.row_scores = crate::poison::row_scores(base, &eval.quarantine);

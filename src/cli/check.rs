@@ -119,7 +119,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         check::add_findings(&policy.policy, &mut eval, extra);
     }
     let quarantine = std::mem::take(&mut eval.quarantine);
-    let quarantined = quarantine.len();
+    let quarantined = eval.quarantined_rows;
     let scores = std::mem::take(&mut eval.row_scores);
     let base = ArtifactRef {
         path: loaded.path,

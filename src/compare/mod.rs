@@ -267,6 +267,7 @@ pub fn compare(
             columns_checked,
             tests,
             quarantine: Vec::new(),
+            quarantined_rows: 0,
             notes,
             row_scores: Vec::new(),
             records: {

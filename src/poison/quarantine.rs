@@ -432,7 +432,8 @@ pub fn row_facts(
 /// with its codes and score, and on each finding (deny or warn) its ten highest-scoring rows.
 ///
 /// `fired` maps a candidate index to the index of its finding in `findings`; `second` is
-/// what [`second_pass`] found for them.
+/// what [`second_pass`] found for them. Returns how many rows the quarantine holds and,
+/// with `materialize`, its rows.
 #[must_use]
 pub fn quarantine(
     baseline: &Baseline,
@@ -440,12 +441,15 @@ pub fn quarantine(
     fired: &BTreeMap<usize, usize>,
     findings: &mut [Finding],
     second: &SecondPass,
-) -> Vec<QuarantineRow> {
+    materialize: bool,
+) -> (usize, Vec<QuarantineRow>) {
     if baseline.poison.is_none() {
-        return Vec::new();
+        return (0, Vec::new());
     }
     let listed = &second.listed;
-    let mut per_row: BTreeMap<u32, (Vec<String>, f64)> = BTreeMap::new();
+    // (row, candidate, finding, score) of every row a deny finding flags: 24 bytes each, no
+    // allocation per row, so counting the quarantine of a large batch stays cheap.
+    let mut flags: Vec<(u32, u32, u32, f64)> = Vec::new();
     for (&cand, &finding) in fired {
         let Some(Some(sel)) = outcome.selectors.get(cand) else {
             continue;
@@ -457,13 +461,11 @@ pub fn quarantine(
         let flagged = second.partial.get(&cand).copied().unwrap_or(scored.len());
         // The quarantine holds what blocked; warnings still list their top rows below.
         if f.severity == crate::finding::Severity::Deny {
-            for &(s, r) in &scored {
-                let e = per_row.entry(r).or_default();
-                if !e.0.contains(&f.code) {
-                    e.0.push(f.code.clone());
-                    e.1 += s;
-                }
-            }
+            flags.extend(
+                scored
+                    .iter()
+                    .map(|&(s, r)| (r, cand as u32, finding as u32, s)),
+            );
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         f.rows = scored
@@ -477,18 +479,33 @@ pub fn quarantine(
             .collect();
         f.evidence.insert("rows_flagged".into(), flagged as f64);
     }
-    per_row
-        .into_iter()
-        .map(|(row, (mut codes, score))| {
-            codes.sort();
-            QuarantineRow {
-                row: u64::from(row),
-                id: None,
-                codes,
-                score: crate::finding::tidy(score),
+    // Per row, in candidate order, each code once (its first finding's score).
+    flags.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut count = 0usize;
+    let mut out = Vec::new();
+    for group in flags.chunk_by(|a, b| a.0 == b.0) {
+        count += 1;
+        if !materialize {
+            continue;
+        }
+        let mut codes: Vec<String> = Vec::new();
+        let mut score = 0.0;
+        for &(_, _, finding, s) in group {
+            let code = &findings[finding as usize].code;
+            if !codes.contains(code) {
+                codes.push(code.clone());
+                score += s;
             }
-        })
-        .collect()
+        }
+        codes.sort();
+        out.push(QuarantineRow {
+            row: u64::from(group[0].0),
+            id: None,
+            codes,
+            score: crate::finding::tidy(score),
+        });
+    }
+    (count, out)
 }
 
 /// The text of the id column at the given rows (batch order), read in one pass over that

@@ -248,7 +248,7 @@ impl Report {
                 waived: eval.waived.len(),
                 columns_checked: eval.columns_checked,
                 tests: eval.tests,
-                quarantined_rows: eval.quarantine.len(),
+                quarantined_rows: eval.quarantined_rows,
             },
             notes: eval.notes,
             artifacts: Vec::new(),
