@@ -108,12 +108,13 @@ impl Sketch {
         }
     }
 
-    /// Keys that may hold at least `least` rows.
-    fn candidates(&self, least: f64) -> HashMap<u64, f64> {
+    /// Keys that may hold at least `least(key)` rows (the estimate plus the largest
+    /// under-count).
+    fn candidates(&self, least: impl Fn(u64) -> f64) -> HashMap<u64, f64> {
         let slack = self.total as f64 / (SKETCH_COUNTERS + 1) as f64;
         self.counters
             .iter()
-            .filter(|(_, c)| c.1 as f64 + slack >= least)
+            .filter(|(k, c)| c.1 as f64 + slack >= least(**k))
             .map(|(&k, c)| (k, c.0))
             .collect()
     }
@@ -225,13 +226,33 @@ pub fn resolve(
     let Some(profile) = &baseline.poison else {
         return Ok(Vec::new());
     };
-    let least = (MIN_SHARE * scan.n as f64).max(3.0);
+    let n = scan.n as f64;
+    let least = (MIN_SHARE * n).max(3.0);
+    // Only values that can pass [`heavy_values`]' test are counted (and their rows kept):
+    // at least `least` rows and [`MIN_RATIO`] times their trusted share. A value as common
+    // as in the trusted data (every value of a count column) is never resolved.
     let wanted: Vec<HashMap<u64, f64>> = (0..profile.features.len())
         .map(|j| {
-            sketches
-                .get(j)
-                .map(|s| s.candidates(least))
-                .unwrap_or_default()
+            let Some(s) = sketches.get(j) else {
+                return HashMap::default();
+            };
+            let Some(p) = baseline
+                .column(&profile.features[j])
+                .and_then(|c| c.numeric.as_ref())
+            else {
+                return s.candidates(|_| least);
+            };
+            let trusted: f64 = p.counts.iter().sum::<u64>() as f64;
+            let known: HashMap<u64, u64> = p
+                .frequent
+                .iter()
+                .map(|v| (value_key(v.value), v.count))
+                .collect();
+            s.candidates(|key| {
+                let tc = known.get(&key).copied().unwrap_or(p.frequent_bound) as f64;
+                // A hair below the test's threshold: rounding never drops a value it takes.
+                least.max(MIN_RATIO * (tc + 0.5) / (trusted + 1.0) * n) * (1.0 - 1e-9)
+            })
         })
         .collect();
     let mut out: Vec<ValueRows> = vec![HashMap::default(); profile.features.len()];
@@ -427,7 +448,7 @@ mod tests {
             all.merge(s);
         }
         assert_eq!(all.total, 160_000);
-        let heavy = all.candidates(400.0);
+        let heavy = all.candidates(|_| 400.0);
         assert_eq!(heavy.get(&value_key(4242.0)), Some(&4242.0));
         assert!(heavy.len() < 20, "{}", heavy.len());
     }
