@@ -318,6 +318,23 @@ fn duplicate_state_is_exact_then_a_split_invariant_sample() {
         (share(s.exact, s.sampled_rows) - share(c.exact, c.sampled_rows)).abs() < 0.03,
         "{s:?} {c:?}"
     );
+    // The flood test of a sampled state says so, and tests the sampled rows.
+    let found = poisongate::poison::duplicates::candidates(
+        &base.poison.as_ref().unwrap().duplicates,
+        &one,
+        &Policy::default(),
+    );
+    let flood = &found[0].0;
+    assert_eq!(flood.code, "poison-duplicate-flood");
+    assert!(
+        flood
+            .describe
+            .contains("in a hash sample of the batch's 20000"),
+        "{}",
+        flood.describe
+    );
+    assert_eq!(flood.evidence["sampled_rows"], s.sampled_rows as f64);
+    assert_eq!(flood.n, 20_000);
     // A state round-trips through its serialised form, and another cap is refused.
     let back: DuplicateState = serde_json::from_str(&one_json).unwrap();
     assert_eq!(back, one);

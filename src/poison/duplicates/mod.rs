@@ -351,6 +351,11 @@ pub fn candidates(
         let floor = 0.5 / (profile.rows as f64).max(nf);
         let r = k as f64 / (ns.max(1) as f64);
         let kind = if near { "near" } else { "exact" };
+        let of = if sampled {
+            format!("{k} of {ns} rows in a hash sample of the batch's {n}")
+        } else {
+            format!("{k} of {n} rows")
+        };
         let mut evidence = BTreeMap::new();
         evidence.insert("repeated_share".into(), r);
         if sampled {
@@ -386,19 +391,11 @@ pub fn candidates(
                 fixed: None,
                 n,
                 n_baseline: profile.rows,
-                describe: if sampled {
-                    format!(
-                        "{k} of {ns} rows in a hash sample of the batch's {n} ({}%) repeat an earlier row ({kind}) against {}% expected at this size from the trusted data",
-                        num(100.0 * r),
-                        num(100.0 * p0)
-                    )
-                } else {
-                    format!(
-                        "{k} of {n} rows ({}%) repeat an earlier row ({kind}) against {}% expected at this size from the trusted data",
-                        num(100.0 * r),
-                        num(100.0 * p0)
-                    )
-                },
+                describe: format!(
+                    "{of} ({}%) repeat an earlier row ({kind}) against {}% expected at this size from the trusted data",
+                    num(100.0 * r),
+                    num(100.0 * p0)
+                ),
                 evidence,
                 tag: None,
             },
