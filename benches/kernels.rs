@@ -246,6 +246,7 @@ fn poison(c: &mut Criterion) {
                 &summary,
                 black_box(&scan),
                 Rows::Frames(&frames),
+                &[],
             )
             .unwrap()
         })

@@ -370,7 +370,8 @@ fn decide_rows(
     rows: Rows<'_>,
     extras: Extras,
 ) -> Result<Evaluation> {
-    let mut outcome = crate::poison::detect(baseline, policy, summary, scan, rows)?;
+    let broken = broken_features(baseline, policy, summary);
+    let mut outcome = crate::poison::detect(baseline, policy, summary, scan, rows, &broken)?;
     for (i, mut c) in std::mem::take(&mut outcome.candidates)
         .into_iter()
         .enumerate()
@@ -379,29 +380,37 @@ fn decide_rows(
         candidates.push(c);
     }
     let ran: HashSet<&str> = candidates.iter().map(|c| c.code).collect();
-    let mut missing: Vec<record::TestRecord> = crate::detect::registry::row_codes()
-        .filter(|code| !ran.contains(*code))
-        .map(|code| {
-            let why = outcome
-                .notes
-                .iter()
-                .find(|n| {
-                    let phrase =
-                        crate::detect::registry::lookup(code).map_or("", |c| c.skip_phrase);
-                    !phrase.is_empty() && n.contains(phrase)
-                })
-                .cloned();
-            match why {
-                Some(why) => record::TestRecord::skipped(code, Subject::default(), &why),
-                None => record::TestRecord::clean(
-                    code,
-                    Subject::default(),
-                    scan.n as u64,
-                    "ran; no candidate to test (no value, segment or rate past its pre-screen)",
-                ),
-            }
-        })
+    let mut missing: Vec<record::TestRecord> = outcome
+        .skipped
+        .iter()
+        .filter(|(code, _)| !ran.contains(code))
+        .map(|(code, why)| record::TestRecord::skipped(code, Subject::default(), why))
         .collect();
+    let skipped: HashSet<&str> = outcome.skipped.iter().map(|s| s.0).collect();
+    missing.extend(
+        crate::detect::registry::row_codes()
+            .filter(|code| !ran.contains(*code) && !skipped.contains(*code))
+            .map(|code| {
+                let why = outcome
+                    .notes
+                    .iter()
+                    .find(|n| {
+                        let phrase =
+                            crate::detect::registry::lookup(code).map_or("", |c| c.skip_phrase);
+                        !phrase.is_empty() && n.contains(phrase)
+                    })
+                    .cloned();
+                match why {
+                    Some(why) => record::TestRecord::skipped(code, Subject::default(), &why),
+                    None => record::TestRecord::clean(
+                        code,
+                        Subject::default(),
+                        scan.n as u64,
+                        "ran; no candidate to test (no value, segment or rate past its pre-screen)",
+                    ),
+                }
+            }),
+    );
     let mut eval = evaluate(baseline, policy, summary, candidates)?;
     eval.records.append(&mut missing);
     record::sort(&mut eval.records);
@@ -461,6 +470,39 @@ fn decide_rows(
         }
     }
     Ok(eval)
+}
+
+/// The pinned features whose values this batch lost: the `schema-null-rate` test's increase
+/// reaches its deny threshold (whatever the policy's level for it: the values are gone
+/// either way).
+fn broken_features(
+    baseline: &Baseline,
+    policy: &Policy,
+    summary: &BatchSummary,
+) -> Vec<crate::poison::Broken> {
+    let Some(profile) = &baseline.poison else {
+        return Vec::new();
+    };
+    profile
+        .features
+        .iter()
+        .filter_map(|name| {
+            let col = baseline.column(name)?;
+            let (nulls, count) = match summary.columns.get(name)? {
+                ColumnSummary::Numeric(s) => (s.nulls, s.count),
+                ColumnSummary::Categorical(s) => (s.nulls, s.count),
+            };
+            let c = schema::null_rate(col, nulls, count + nulls, policy)?;
+            let e = c.effects.first()?;
+            (e.value >= e.deny).then(|| crate::poison::Broken {
+                column: name.clone(),
+                why: format!(
+                    "its null share rose by {} points, schema-null-rate",
+                    crate::finding::num(100.0 * e.value)
+                ),
+            })
+        })
+        .collect()
 }
 
 /// What to compute per usable column.

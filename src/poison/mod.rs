@@ -256,7 +256,30 @@ pub struct Outcome {
     pub selectors: Vec<Option<RowSelector>>,
     /// Detectors that could not run, and why.
     pub notes: Vec<String>,
+    /// Codes left out for this batch, with the reason (see [`Broken`]).
+    pub skipped: Vec<(&'static str, String)>,
 }
+
+/// A pinned feature whose values this batch lost (a schema finding): the row-level
+/// detectors that read every feature together leave the batch alone, since whatever they
+/// found would be the schema finding again, and the rest leave that feature out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broken {
+    /// The column.
+    pub column: String,
+    /// What happened to it, for the note.
+    pub why: String,
+}
+
+/// The detectors whose pinned null is over every feature together (the reference model,
+/// the anomaly scores, the row fingerprints): a feature that lost its values moves them all.
+pub const JOINT_CODES: [&str; 5] = [
+    "poison-label-inconsistency",
+    "poison-segment-label-shift",
+    "poison-anomalous-rows",
+    "poison-duplicate-flood",
+    "poison-label-conflict",
+];
 
 impl Outcome {
     fn push(&mut self, c: Candidate, rows: Option<RowSelector>) {
@@ -376,10 +399,30 @@ pub fn detect(
     summary: &BatchSummary,
     scan: &Scan,
     rows: BatchRows<'_>,
+    broken: &[Broken],
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
     let Some(profile) = &baseline.poison else {
         return Ok(out);
+    };
+    if !broken.is_empty() {
+        let what: Vec<String> = broken
+            .iter()
+            .map(|b| format!("`{}` ({})", b.column, b.why))
+            .collect();
+        let why = format!(
+            "{} lost its values in this batch: the detectors that read every feature together (the reference model, the anomaly scores, the row fingerprints) would only find that again, so they did not run; the others left the column out",
+            what.join(", ")
+        );
+        out.skipped = JOINT_CODES.iter().map(|&c| (c, why.clone())).collect();
+        out.notes.push(why);
+    }
+    let is_broken = |c: &Candidate| {
+        JOINT_CODES.contains(&c.code) && !broken.is_empty()
+            || c.subject.column.as_deref().is_some_and(|col| {
+                col.split(" & ")
+                    .any(|one| broken.iter().any(|b| b.column == one))
+            })
     };
     if baseline.label.is_some() && profile.label_model.is_none() {
         out.notes.push(
@@ -420,15 +463,26 @@ pub fn detect(
             .map(|(c, s)| (c, Some(s)))
             .collect();
         v.extend(
-            trigger::candidates(baseline, profile, summary, &heavy, scan, rows, policy)?
-                .into_iter()
-                .map(|(c, s)| (c, Some(s))),
+            trigger::candidates(
+                baseline,
+                profile,
+                summary,
+                &heavy,
+                scan,
+                rows,
+                policy,
+                broken.is_empty(),
+            )?
+            .into_iter()
+            .map(|(c, s)| (c, Some(s))),
         );
         Ok(v)
     };
     let (a, b) = rayon::join(|| scan.states.candidates(&pinned, scan, policy), values);
     for (cand, sel) in a.into_iter().chain(b?) {
-        out.push(cand, sel);
+        if !is_broken(&cand) {
+            out.push(cand, sel);
+        }
     }
     Ok(out)
 }

@@ -254,10 +254,12 @@ fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Trigger candidates (single values and merged pairs).
+/// Trigger candidates (single values and merged pairs); `use_model` weighs each row by the
+/// reference model (off when a feature lost its values in this batch).
 ///
 /// # Errors
 /// A failure while re-reading a categorical column.
+#[allow(clippy::too_many_arguments)] // the pinned inputs, the batch's, and one switch
 pub fn candidates(
     baseline: &Baseline,
     profile: &PoisonProfile,
@@ -266,6 +268,7 @@ pub fn candidates(
     scan: &Scan,
     frames: Rows<'_>,
     policy: &Policy,
+    use_model: bool,
 ) -> Result<Vec<(Candidate, RowSelector)>> {
     let rule = &policy.checks.poison_trigger;
     let k = profile.classes;
@@ -325,7 +328,8 @@ pub fn candidates(
     }
     // The model's chances for the rows of the small ones, from one targeted read.
     let mut wanted: Vec<u32> = Vec::new();
-    if profile.label_model.is_some() {
+    // Without every feature's values the model's chances mean nothing for this batch.
+    if use_model && profile.label_model.is_some() {
         for (v, ..) in &concentrated {
             if v.rows.len() <= MAX_MODEL_ROWS {
                 wanted.extend_from_slice(&v.rows);

@@ -297,3 +297,78 @@ fn row_scores_rank_every_row_and_put_quarantined_rows_first() {
     assert_eq!(code, 1);
     assert_eq!(plain["findings"], report["findings"]);
 }
+
+/// `rel` with the values of `column` replaced by nulls, written under `dir`.
+fn nulled(dir: &std::path::Path, rel: &str, column: &str) -> String {
+    use polars::prelude::*;
+    let mut df = ParquetReader::new(std::fs::File::open(testdata(rel)).unwrap())
+        .finish()
+        .unwrap();
+    let dtype = df.column(column).unwrap().dtype().clone();
+    df.with_column(Column::full_null(column.into(), df.height(), &dtype))
+        .unwrap();
+    let path = dir.join(format!("nulled_{column}.parquet"));
+    ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_column_that_lost_its_values_makes_a_schema_finding_and_no_row_level_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // `income` all null in the clean batch: before, the reference model read the nulls and
+    // blocked with `poison-label-inconsistency` (8.7 % surprising labels) beside the schema
+    // finding, and a segment shift warned.
+    let clean = nulled(dir.path(), "clean/batch.parquet", "income");
+    let (code, report, _) = check_json(&[&clean], &[]);
+    assert_eq!(code, 1);
+    let found = findings(&report);
+    assert!(
+        found
+            .iter()
+            .any(|(c, s, col)| c == "schema-null-rate" && s == "deny" && col == "income"),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().all(|(c, _, _)| !c.starts_with("poison-")),
+        "{found:?}"
+    );
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("`income` (its null share rose by"),
+        "{notes}"
+    );
+    // The joint detectors are recorded as skipped, with the reason.
+    for code in poisongate::poison::JOINT_CODES {
+        let rec = report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["code"] == code)
+            .unwrap_or_else(|| panic!("{code} has no record"));
+        assert_eq!(rec["outcome"], "skipped", "{rec}");
+        assert!(
+            rec["reason"].as_str().unwrap().contains("`income`"),
+            "{rec}"
+        );
+    }
+    // The detectors that look at one feature at a time still run on the others: a trigger
+    // on `channel` is found with `income` gone.
+    let trigger = nulled(dir.path(), "poison/trigger_channel.parquet", "income");
+    let (code, report, _) = check_json(&[&trigger], &[]);
+    assert_eq!(code, 1);
+    let found = findings(&report);
+    assert!(
+        found
+            .iter()
+            .any(|(c, s, col)| c == "poison-trigger" && s == "deny" && col == "channel"),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|(c, _, col)| col != "income" || !c.starts_with("poison-")),
+        "{found:?}"
+    );
+}
