@@ -210,6 +210,37 @@ fn series_of<'a>(df: &'a DataFrame, name: &str) -> Result<&'a polars::prelude::S
         .as_materialized_series())
 }
 
+/// A numeric feature's trusted share of each exact value: its pinned count when it is among
+/// the frequent values, the pinned bound on the others otherwise, with half a row of prior.
+struct TrustedShares<'p> {
+    trusted: f64,
+    known: HashMap<u64, u64>,
+    profile: &'p crate::baseline::NumericProfile,
+}
+
+impl<'p> TrustedShares<'p> {
+    fn new(profile: &'p crate::baseline::NumericProfile) -> Self {
+        Self {
+            trusted: profile.counts.iter().sum::<u64>() as f64,
+            known: profile
+                .frequent
+                .iter()
+                .map(|v| (value_key(v.value), v.count))
+                .collect(),
+            profile,
+        }
+    }
+
+    fn share(&self, key: u64) -> f64 {
+        let tc = self
+            .known
+            .get(&key)
+            .copied()
+            .unwrap_or(self.profile.frequent_bound) as f64;
+        (tc + 0.5) / (self.trusted + 1.0)
+    }
+}
+
 /// Per feature: value key to (value, its rows in batch order, their labels).
 pub type ValueRows = HashMap<u64, (f64, Vec<u32>, Vec<u16>)>;
 
@@ -242,17 +273,9 @@ pub fn resolve(
             else {
                 return s.candidates(|_| least);
             };
-            let trusted: f64 = p.counts.iter().sum::<u64>() as f64;
-            let known: HashMap<u64, u64> = p
-                .frequent
-                .iter()
-                .map(|v| (value_key(v.value), v.count))
-                .collect();
-            s.candidates(|key| {
-                let tc = known.get(&key).copied().unwrap_or(p.frequent_bound) as f64;
-                // A hair below the test's threshold: rounding never drops a value it takes.
-                least.max(MIN_RATIO * (tc + 0.5) / (trusted + 1.0) * n) * (1.0 - 1e-9)
-            })
+            let shares = TrustedShares::new(p);
+            // A hair below the test's threshold: rounding never drops a value it takes.
+            s.candidates(|key| least.max(MIN_RATIO * shares.share(key) * n) * (1.0 - 1e-9))
         })
         .collect();
     let mut out: Vec<ValueRows> = vec![HashMap::default(); profile.features.len()];
@@ -317,12 +340,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
         let Some(counts) = exact.get(j).filter(|v| !v.is_empty()) else {
             continue;
         };
-        let trusted: f64 = p.counts.iter().sum::<u64>() as f64;
-        let known: HashMap<u64, u64> = p
-            .frequent
-            .iter()
-            .map(|v| (value_key(v.value), v.count))
-            .collect();
+        let shares = TrustedShares::new(p);
         let mut found: Vec<HeavyValue> = counts
             .values()
             .filter_map(|(x, rows, labels)| {
@@ -330,11 +348,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
                 if k < 3.0 || k / n < MIN_SHARE {
                     return None;
                 }
-                let tc = known
-                    .get(&value_key(*x))
-                    .copied()
-                    .unwrap_or(p.frequent_bound) as f64;
-                let share = (tc + 0.5) / (trusted + 1.0);
+                let share = shares.share(value_key(*x));
                 (k / n >= MIN_RATIO * share).then(|| HeavyValue {
                     feature: j,
                     column: name.clone(),
@@ -342,7 +356,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
                     rows: rows.clone(),
                     labels: labels.clone(),
                     trusted_share: share,
-                    trusted_rows: trusted as u64,
+                    trusted_rows: shares.trusted as u64,
                 })
             })
             .collect();

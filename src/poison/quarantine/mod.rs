@@ -530,21 +530,17 @@ pub fn ids_of(
     let mut next = 0usize;
     let mut offset = 0u64;
     for_each_block(rows_of, &[id.to_owned()], |df| {
-        let Ok(col) = df.column(id) else {
-            offset += df.height() as u64;
-            return Ok(());
-        };
-        crate::summary::for_each_str_chunk(col.as_materialized_series(), |arr| {
-            let len = arr.len() as u64;
-            while next < rows.len() && rows[next] < offset + len {
-                let i = (rows[next] - offset) as usize;
-                if let Some(v) = arr.get(i) {
-                    out.insert(rows[next], v.to_owned());
-                }
-                next += 1;
-            }
-            offset += len;
-        })
+        let end = offset + df.height() as u64;
+        let mut local = Vec::new();
+        while next < rows.len() && rows[next] < end {
+            local.push((rows[next] - offset) as usize);
+            next += 1;
+        }
+        if !local.is_empty() {
+            read_ids(df, id, &local, offset, &mut out)?;
+        }
+        offset = end;
+        Ok(())
     })?;
     Ok(out)
 }
