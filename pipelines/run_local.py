@@ -213,8 +213,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pg-pipelines-") as tmp:
         work = Path(tmp)
         plain = work / "plain.json"
-        code = run(opts.bin, ["check", "--baseline", opts.baseline, opts.data, "--json",
-                              str(plain)], allowed=(0, 1))
+        code = run(opts.bin, ["check", "--baseline", opts.baseline, "--expect-baseline-sha256",
+                              sha, opts.data, "--json", str(plain)], allowed=(0, 1))
         if code != opts.expect:
             fail(f"plain check exited {code}, expected {opts.expect}")
         for engine, fn in (("kubernetes", kubernetes), ("argo", argo)):

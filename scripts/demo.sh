@@ -10,10 +10,12 @@ out=${DEMO_OUT:-target/demo}
 mkdir -p "$out"
 run() { echo "\$ poisongate $*"; "$BIN" "$@"; echo "(exit $?)"; echo; }
 run profile testdata/trusted/applications.parquet -o "$out/baseline.json" --label defaulted --id application_id
-run check --baseline "$out/baseline.json" testdata/clean/batch.parquet
-run check --baseline "$out/baseline.json" testdata/mild/batch.parquet
-run check --baseline "$out/baseline.json" testdata/drifted/batch.parquet --json "$out/report.json"
-run check --baseline "$out/baseline.json" testdata/poison/trigger_channel.parquet --quarantine "$out/quarantine.csv"
+# Pin the baseline by the digest `profile` wrote beside it: an unpinned baseline is a warning.
+pin=(--baseline "$out/baseline.json" --expect-baseline-sha256 "$(cut -d' ' -f1 "$out/baseline.json.sha256")")
+run check "${pin[@]}" testdata/clean/batch.parquet
+run check "${pin[@]}" testdata/mild/batch.parquet
+run check "${pin[@]}" testdata/drifted/batch.parquet --json "$out/report.json"
+run check "${pin[@]}" testdata/poison/trigger_channel.parquet --quarantine "$out/quarantine.csv"
 # A retrained model against the serving one, on the same evaluation rows: a clean retrain
 # passes; a retrain whose training data carried a backdoor on channel == "partner" is blocked.
 cmp=(--key application_id --label defaulted --before-col pred_before --after-col pred_after

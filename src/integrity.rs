@@ -202,6 +202,83 @@ mod tests {
 /// The code of an input that is not SSE-KMS encrypted when `--require-sse-kms` asks for it.
 pub const SSE_KMS_MISSING: &str = "integrity-sse-kms-missing";
 
+/// Code of a baseline pinned by neither digest nor signature.
+pub const BASELINE_UNPINNED: &str = "integrity-baseline-unpinned";
+/// Code of a policy not pinned by `--expect-policy-sha256` under the strict profile.
+pub const POLICY_UNPINNED: &str = "integrity-policy-unpinned";
+
+/// A finding about one trusted file or object: nothing is measured (value 0 of 1).
+fn trust_finding(
+    code: &str,
+    severity: crate::finding::Severity,
+    value: &str,
+    statistic: &str,
+    message: String,
+) -> crate::finding::Finding {
+    crate::finding::Finding {
+        code: code.to_owned(),
+        severity,
+        subject: crate::finding::Subject {
+            column: None,
+            value: Some(value.to_owned()),
+            label: None,
+        },
+        statistic: statistic.to_owned(),
+        value: 0.0,
+        threshold: 1.0,
+        p_value: None,
+        n: 1,
+        n_baseline: 0,
+        message,
+        evidence: std::collections::BTreeMap::new(),
+        rows: Vec::new(),
+        tag: None,
+    }
+}
+
+/// Findings about what the run trusts without proof: a baseline pinned by neither
+/// `--expect-baseline-sha256` nor a signature (warn; deny under the strict profile), and under
+/// the strict profile a policy not pinned by `--expect-policy-sha256` (deny).
+#[must_use]
+pub fn trust_findings(
+    baseline: &str,
+    baseline_pinned: bool,
+    policy: &str,
+    policy_pinned: bool,
+    strict: bool,
+) -> Vec<crate::finding::Finding> {
+    use crate::finding::Severity;
+    let mut out = Vec::new();
+    if !baseline_pinned {
+        let (severity, tail) = if strict {
+            (Severity::Deny, " The strict profile requires the pin.")
+        } else {
+            (Severity::Warn, "")
+        };
+        out.push(trust_finding(
+            BASELINE_UNPINNED,
+            severity,
+            baseline,
+            "pinned",
+            format!(
+                "the baseline {baseline} is pinned by neither --expect-baseline-sha256 nor --baseline-signature: the gate trusts whatever file is at that path, and whoever can replace it decides what counts as clean.{tail}"
+            ),
+        ));
+    }
+    if strict && !policy_pinned {
+        out.push(trust_finding(
+            POLICY_UNPINNED,
+            Severity::Deny,
+            policy,
+            "pinned",
+            format!(
+                "the strict profile requires --expect-policy-sha256: the policy ({policy}) sets every level and threshold, and an edited one can turn any check off."
+            ),
+        ));
+    }
+    out
+}
+
 /// One input as `--require-sse-kms` sees it: its name and, for S3 objects, what S3 reported.
 #[derive(Debug, Clone, Copy)]
 pub struct Stored<'a> {
@@ -251,25 +328,13 @@ pub fn sse_kms_findings(
                 ),
             },
         };
-        out.push(crate::finding::Finding {
-            code: SSE_KMS_MISSING.to_owned(),
-            severity: crate::finding::Severity::Deny,
-            subject: crate::finding::Subject {
-                column: None,
-                value: Some(input.name.to_owned()),
-                label: None,
-            },
-            statistic: "sse-kms".to_owned(),
-            value: 0.0,
-            threshold: 1.0,
-            p_value: None,
-            n: 1,
-            n_baseline: 0,
+        out.push(trust_finding(
+            SSE_KMS_MISSING,
+            crate::finding::Severity::Deny,
+            input.name,
+            "sse-kms",
             message,
-            evidence: std::collections::BTreeMap::new(),
-            rows: Vec::new(),
-            tag: None,
-        });
+        ));
     }
     out
 }

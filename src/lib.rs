@@ -25,6 +25,7 @@ pub mod digest;
 pub mod error;
 pub mod finding;
 pub mod integrity;
+pub mod lineage;
 pub mod output;
 pub mod poison;
 pub mod policy;

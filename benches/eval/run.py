@@ -114,6 +114,7 @@ def check(
     entry: dict,
     quarantine: bool,
     timeout: float,
+    recheck: bool = False,
 ) -> Run:
     stem = reports / Path(entry["path"]).with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +128,7 @@ def check(
         "check",
         "--baseline",
         str(baseline),
+        *pin(baseline),
         str(data / entry["path"]),
         "--json",
         str(report_path),
@@ -163,7 +165,77 @@ def check(
     score(run, entry, data, q_path if quarantine else None)
     if quarantine:
         s_path.unlink(missing_ok=True)
+    run["recheck_plain"] = run["recheck"] = run["poison_left"] = None
+    if recheck and quarantine and run["outcome"] == "blocked" and run["flagged"]:
+        drop_and_recheck(binary, baseline, data, entry, run, stem, timeout)
     return run
+
+
+def pin(baseline: Path) -> list[str]:
+    """`--expect-baseline-sha256` from the sidecar `profile` wrote, as a pipeline pins it."""
+    sidecar = baseline.with_name(baseline.name + ".sha256")
+    try:
+        return ["--expect-baseline-sha256", sidecar.read_text().split()[0]]
+    except (OSError, IndexError):
+        return []
+
+
+def drop_and_recheck(
+    binary: Path,
+    baseline: Path,
+    data: Path,
+    entry: dict,
+    run: Run,
+    stem: Path,
+    timeout: float,
+) -> None:
+    """Drop the quarantined rows, as the README tells a pipeline it may, and check the rest:
+    once on its own (`recheck_plain`) and once with `--after-quarantine` the parent's report
+    (`recheck`); `poison_left` is the share of the attacked rows still in the batch."""
+    q_path = stem.with_suffix(".quarantine.csv")
+    child = stem.with_suffix(".child.parquet")
+    with q_path.open(newline="") as fh:
+        dropped = {int(rec["row"]) for rec in csv.DictReader(fh)}
+    table = pq.read_table(data / entry["path"])
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[[r for r in dropped if r < table.num_rows]] = False
+    pq.write_table(table.filter(keep), child)
+    ids = [str(i) for i in table.column(ID).to_pylist()]
+    left = {ids[i] for i in np.flatnonzero(keep)}
+    ignore = {str(i) for i in entry["ignore_ids"]}
+    attacked = {str(i) for i in entry["attacked_ids"]} - ignore
+    run["poison_left"] = len(attacked & left) / len(attacked) if attacked else None
+    for key, extra in (
+        ("recheck_plain", []),
+        ("recheck", ["--after-quarantine", run["report"]]),
+    ):
+        cmd = [str(binary), "check", "--baseline", str(baseline), *pin(baseline), str(child), *extra]
+        try:
+            rc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = -1
+        run[key] = {0: "pass", 1: "blocked"}.get(rc, "error")
+    child.unlink(missing_ok=True)
+
+
+def print_rechecks(runs: list[Run]) -> None:
+    """The drop-and-recheck loop: of the blocked attack batches with a quarantine, how many
+    pass once it is dropped, alone and with --after-quarantine, and with how much poison."""
+    rs = [r for r in runs if r.get("recheck") is not None and r["family"] not in ("clean", "mild")]
+    if not rs:
+        return
+    print("\n== drop the quarantine and check again (blocked attack batches)")
+    print(f"{'family':<16} {'runs':>5} {'pass alone':>11} {'  >=half left':>13} "
+          f"{'pass --after-q':>15} {'  >=half left':>13} {'poison left':>12}")
+    for fam in sorted({r["family"] for r in rs}) + ["all"]:
+        sel = rs if fam == "all" else [r for r in rs if r["family"] == fam]
+        plain = [r for r in sel if r["recheck_plain"] == "pass"]
+        after = [r for r in sel if r["recheck"] == "pass"]
+        half = lambda xs: sum((r["poison_left"] or 0) >= 0.5 for r in xs)  # noqa: E731
+        print(
+            f"{fam:<16} {len(sel):>5} {len(plain):>11} {half(plain):>13} {len(after):>15} "
+            f"{half(after):>13} {pct(mean(r['poison_left'] for r in sel)):>12}"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -807,6 +879,7 @@ def report(runs: list[Run], quarantine: bool, by_scenario: bool) -> list[dict]:
     print_alarm_only_blocks(runs)
     print_passed_attacks(runs)
     print_headline(runs)
+    print_rechecks(runs)
     results = evaluate_targets(runs, quarantine)
     print_targets(results)
     return results
@@ -855,6 +928,12 @@ def main() -> int:
     ap.add_argument("--by-scenario", action="store_true", help="also print a per-scenario table")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per check (default 600)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument(
+        "--recheck",
+        action="store_true",
+        help="drop each blocked batch's quarantine and check the rest again (alone and with "
+        "--after-quarantine); prints the drop-and-recheck table",
+    )
     ap.add_argument(
         "--results",
         type=Path,
@@ -930,7 +1009,15 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[Run], list[dict]]:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [
             pool.submit(
-                check, binary, baselines[e["dataset"]], data, reports, e, quarantine, args.timeout
+                check,
+                binary,
+                baselines[e["dataset"]],
+                data,
+                reports,
+                e,
+                quarantine,
+                args.timeout,
+                args.recheck,
             )
             for e in manifest
         ]

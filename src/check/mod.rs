@@ -11,6 +11,7 @@ pub use evaluate::{add_findings, evaluate};
 pub(crate) use evaluate::{apply_policy, exception_for};
 pub mod drift;
 pub mod record;
+pub mod remedy;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashSet};

@@ -40,6 +40,22 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         quarantine: args.quarantine.is_some(),
     };
     let policy = Policy::load(args.policy.as_deref())?;
+    if let Some(want) = &args.expect_policy_sha256 {
+        let want = want.trim().to_ascii_lowercase();
+        if want != policy.sha256 {
+            let path = args
+                .policy
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("(built-in defaults)"));
+            return Err(poisongate::Error::policy(
+                &path,
+                format!(
+                    "its digest is {}, not the --expect-policy-sha256 {want}",
+                    policy.sha256
+                ),
+            ));
+        }
+    }
     let signature = match (&args.baseline_signature, &args.public_key) {
         (Some(signature), Some(public_key)) => Some(poisongate::integrity::SignatureCheck {
             signature: signature.clone(),
@@ -104,6 +120,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
             (eval, metas, files)
         }
     };
+    let strict = policy.policy.gate.profile.is_strict();
     if let Some(key) = args.sse.requirement() {
         // The baseline is held to the requirement when it comes from S3; a local baseline
         // is pinned by its digest or signature instead.
@@ -117,19 +134,83 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         stored.extend(inputs.iter().map(integrity::Stored::from));
         let extra = integrity::sse_kms_findings(key, &stored);
         check::add_findings(&policy.policy, &mut eval, extra);
+    } else if strict {
+        // The strict profile holds every S3 object it read to SSE-KMS (any key); local files
+        // are pinned by digest instead.
+        let mut stored: Vec<integrity::Stored<'_>> = Vec::new();
+        if let Some(object) = &loaded.object {
+            stored.push(integrity::Stored {
+                name: &loaded.path,
+                object: Some(object),
+            });
+        }
+        stored.extend(
+            inputs
+                .iter()
+                .filter(|i| i.object.is_some())
+                .map(integrity::Stored::from),
+        );
+        let extra = integrity::sse_kms_findings(None, &stored);
+        check::add_findings(&policy.policy, &mut eval, extra);
+    }
+    let trust = integrity::trust_findings(
+        &loaded.path,
+        args.expect_baseline_sha256.is_some() || args.baseline_signature.is_some(),
+        args.policy
+            .as_deref()
+            .map_or_else(
+                || "built-in defaults".to_owned(),
+                |p| p.display().to_string(),
+            )
+            .as_str(),
+        args.expect_policy_sha256.is_some(),
+        strict,
+    );
+    check::add_findings(&policy.policy, &mut eval, trust);
+    let rows = source::Rows::Files(&files, &inputs);
+    if let Some(parent) = &args.after_quarantine {
+        let remediation = read_parent(parent, &loaded.sha256)?;
+        let (set, _) = poisongate::lineage::row_sets(rows, &[])?;
+        let name = parent.display().to_string();
+        let extra = check::remedy::after_quarantine(&remediation, &name, &set)
+            .map_err(|cause| poisongate::Error::input(parent, cause))?;
+        eval.notes.push(format!(
+            "re-checked as {name} minus its {} quarantined rows ({} of its findings carried forward, {} cleared by the quarantine)",
+            remediation.quarantined_rows,
+            remediation.findings.len(),
+            remediation.findings.iter().filter(|r| r.clears).count()
+        ));
+        check::add_findings(&policy.policy, &mut eval, extra);
     }
     let quarantine = std::mem::take(&mut eval.quarantine);
     let quarantined = eval.quarantined_rows;
     let scores = std::mem::take(&mut eval.row_scores);
+    // What a re-check of the remaining rows needs: the row sets and each finding's residual.
+    let remediation = if args.quarantine.is_some() && !quarantine.is_empty() {
+        let picked: Vec<u64> = quarantine.iter().map(|q| q.row).collect();
+        let (all, held) = poisongate::lineage::row_sets(rows, &picked)?;
+        let findings =
+            poisongate::poison::residuals(&loaded.baseline, rows, &eval.findings, &quarantine)?;
+        Some(poisongate::lineage::Remediation {
+            format: poisongate::lineage::QUARANTINE_FORMAT.to_owned(),
+            rows: all.rows,
+            quarantined_rows: held.rows,
+            batch_set: all.digest(),
+            quarantined_set: held.encode(),
+            findings,
+        })
+    } else {
+        None
+    };
     let base = ArtifactRef {
         path: loaded.path,
         sha256: loaded.sha256,
         rows: loaded.baseline.rows,
         object: loaded.object,
     };
-    let rows = source::Rows::Files(&files, &inputs);
     let mut report = Report::from_evaluation("check", eval, Some(base), inputs.clone(), &policy);
     report.counts.quarantined_rows = quarantined;
+    report.quarantine = remediation;
     report.artifacts = read_artifacts(&[
         ("policy", args.policy.as_deref()),
         ("baseline-signature", args.baseline_signature.as_deref()),
@@ -162,4 +243,47 @@ pub(super) fn read_artifacts(
         .iter()
         .filter_map(|(role, path)| path.map(|p| poisongate::report::Artifact::of(role, p)))
         .collect()
+}
+
+/// The quarantine section of the parent's JSON report, checked against this run's baseline.
+fn read_parent(
+    path: &std::path::Path,
+    baseline_sha256: &str,
+) -> poisongate::Result<poisongate::lineage::Remediation> {
+    let bad = |cause: String| poisongate::Error::input(path, cause);
+    let bytes =
+        std::fs::read(path).map_err(|e| bad(format!("cannot read the parent report: {e}")))?;
+    let parent: Report = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("not a poisongate JSON report: {e}")))?;
+    if parent.command != "check" {
+        return Err(bad(format!(
+            "a `{}` report, not a `check` report",
+            parent.command
+        )));
+    }
+    let Some(remediation) = parent.quarantine else {
+        return Err(bad(
+            "the report records no quarantine: the parent check must block with --quarantine and --json"
+                .into(),
+        ));
+    };
+    if remediation.format != poisongate::lineage::QUARANTINE_FORMAT {
+        return Err(bad(format!(
+            "unknown quarantine format `{}`",
+            remediation.format
+        )));
+    }
+    let parent_baseline = parent.baseline.map(|b| b.sha256).unwrap_or_default();
+    if parent_baseline != baseline_sha256 {
+        return Err(bad(format!(
+            "the parent was checked against another baseline (sha256 {}), not this one ({})",
+            short(&parent_baseline),
+            short(baseline_sha256)
+        )));
+    }
+    Ok(remediation)
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
 }

@@ -210,6 +210,10 @@ struct CheckArgs {
     /// Policy file (poisongate.toml); built-in defaults otherwise.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Refuse the policy unless its digest (`policy.sha256` of a report: the SHA-256 of the
+    /// effective policy, defaults included) is this; required by the strict profile.
+    #[arg(long, value_name = "HEX")]
+    expect_policy_sha256: Option<String>,
     #[command(flatten)]
     reports: ReportArgs,
     /// Write the rows flagged by poisoning findings here (.parquet or .csv): row index, id,
@@ -220,6 +224,12 @@ struct CheckArgs {
     /// batch order; for ranking rows and measuring detection quality.
     #[arg(long, value_name = "FILE")]
     row_scores: Option<PathBuf>,
+    /// Re-check the rows left once a quarantine was dropped: REPORT is the JSON report
+    /// (`--json`) of the check that wrote the quarantine. The batch must be that batch minus
+    /// exactly its quarantined rows, and every finding of it that the quarantine does not
+    /// clear still blocks.
+    #[arg(long, value_name = "REPORT", conflicts_with = "summaries")]
+    after_quarantine: Option<PathBuf>,
     /// Decide from a merged summary (`poisongate merge`) instead of DATA; the batch's files
     /// are re-read only for the few exact counts and ids a second pass needs.
     #[arg(long, value_name = "PART")]

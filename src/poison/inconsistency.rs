@@ -111,10 +111,13 @@ impl Accumulator<Pinned<'_>, Block> for LabelState {
             self.class_surprise[y].add(s);
             self.correct += u64::from(pred == y);
             self.class_n[y] += 1;
+            // Every judged row is a candidate for the quarantine, most surprising first: a
+            // finding keeps as many as the flips it estimates, which can be more than the
+            // rows past the cut.
+            self.top_surprising
+                .offer(super::quarantine::surprise(b.p[i]), b.first + i as u64);
             if pi < m.cut {
                 self.surprising += 1;
-                self.top_surprising
-                    .offer(super::quarantine::surprise(b.p[i]), b.first + i as u64);
                 self.class_k[y] += 1;
                 self.transitions[pred * k + y] += 1;
                 let pair = pred * k + y;
@@ -454,6 +457,12 @@ pub fn candidates(
         // The class-rate excess still bounds how many surprising rows the quarantine keeps
         // when the finding fires; the conditional excess can be the larger of the two.
         Some((_, _, e)) => (e * nf / scan.lr_labels.len().max(1) as f64).max(excess),
+        None => excess,
+    };
+    // The quarantine holds as many rows as the flips the likelihood-ratio test estimates
+    // when that is more: the rows past the cut are only the clearest of them.
+    let excess = match &lr {
+        Some(r) => excess.max(r.epsilon * nf),
         None => excess,
     };
     let limit = excess.max(0.0).ceil() as usize;

@@ -40,7 +40,7 @@ pub mod trigger;
 pub(crate) use quarantine::for_each_block;
 pub use quarantine::{
     QuarantineFormat, QuarantineRow, RowSelector, SecondPass, ids_of, quarantine,
-    render_quarantine, render_scores, row_facts, row_scores, second_pass,
+    render_quarantine, render_scores, residuals, row_facts, row_scores, second_pass,
 };
 pub use scan::{Block, BlockScorer, LR_ROWS, LrRow, Pinned, Scan, ScanFold, ScanState, scan};
 

@@ -209,6 +209,18 @@ pub struct Checks {
     /// `integrity-sse-kms-missing`: an input not SSE-KMS encrypted under
     /// `--require-sse-kms`.
     pub integrity_sse_kms_missing: LevelOnly,
+    /// `integrity-quarantine-lineage`: with `--after-quarantine`, a batch that is not the
+    /// parent minus its quarantine.
+    pub integrity_quarantine_lineage: LevelOnly,
+    /// `integrity-quarantine-residual`: with `--after-quarantine`, a parent finding that
+    /// dropping the quarantine does not clear.
+    pub integrity_quarantine_residual: LevelOnly,
+    /// `integrity-baseline-unpinned`: a baseline pinned by neither digest nor signature (a
+    /// warning, a deny under the strict profile).
+    pub integrity_baseline_unpinned: LevelOnly,
+    /// `integrity-policy-unpinned`: under the strict profile, a policy not pinned by
+    /// `--expect-policy-sha256`.
+    pub integrity_policy_unpinned: LevelOnly,
 }
 
 impl Default for Checks {
@@ -328,6 +340,10 @@ impl Default for Checks {
             },
             compare_calibration: rate(0.02, 0.05),
             integrity_sse_kms_missing: level(Level::Deny),
+            integrity_quarantine_lineage: level(Level::Deny),
+            integrity_quarantine_residual: level(Level::Deny),
+            integrity_baseline_unpinned: level(Level::Deny),
+            integrity_policy_unpinned: level(Level::Deny),
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct Gate {
     pub null_draws: usize,
     /// Quantile of the simulated null an effect statistic must exceed.
     pub null_level: f64,
+    /// `strict` for production pipelines: an unpinned baseline or policy blocks, and S3
+    /// inputs must be encrypted with SSE-KMS even without `--require-sse-kms`.
+    #[serde(skip_serializing_if = "Profile::is_default")]
+    pub profile: Profile,
 }
 
 impl Default for Gate {
@@ -94,7 +98,37 @@ impl Default for Gate {
             alpha: 0.01,
             null_draws: 200,
             null_level: 0.995,
+            profile: Profile::Default,
         }
+    }
+}
+
+/// How much of the run's own trust the gate demands (`[gate] profile`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// An unpinned baseline is a warning; S3 encryption is checked only when asked.
+    #[default]
+    Default,
+    /// The recommended setting for production: the baseline must be pinned by digest or
+    /// signature, the policy by `--expect-policy-sha256`, and S3 inputs must carry SSE-KMS.
+    Strict,
+}
+
+impl Profile {
+    /// Whether this is the default profile (which the policy's digest leaves out, so that
+    /// digests pinned before the profile existed still hold).
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        *self == Self::Default
+    }
+
+    /// Whether this is the strict profile.
+    #[must_use]
+    pub fn is_strict(self) -> bool {
+        self == Self::Strict
     }
 }
 

@@ -209,6 +209,10 @@ pub struct Report {
     /// categories (drawn in the HTML report), flagged columns first.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub distributions: Vec<Distribution>,
+    /// With `--quarantine`, what `check --after-quarantine` needs to re-check the remaining
+    /// rows: the row sets and, per deny finding, what dropping the quarantine leaves of it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quarantine: Option<crate::lineage::Remediation>,
 }
 
 pub use crate::check::record::Distribution;
@@ -256,6 +260,7 @@ impl Report {
             waived: eval.waived,
             tests: eval.records,
             distributions: eval.distributions,
+            quarantine: None,
         }
     }
 
@@ -287,6 +292,7 @@ impl Report {
             artifacts: Vec::new(),
             tests: Vec::new(),
             distributions: Vec::new(),
+            quarantine: None,
         }
     }
 }

@@ -110,6 +110,29 @@ pub fn render(r: &Report) -> String {
             r.counts.quarantined_rows
         );
     }
+    if let Some(q) = &r.quarantine {
+        let stays: Vec<_> = q.findings.iter().filter(|f| !f.clears).collect();
+        if stays.is_empty() {
+            let _ = writeln!(
+                s,
+                "dropping them is expected to clear every finding that put rows there; re-check the rest with `check --after-quarantine` and this run's JSON report"
+            );
+        } else {
+            for f in stays {
+                let _ = writeln!(
+                    s,
+                    "dropping them does not clear {} ({}): they are expected to hold {} of its {} excess rows, which leaves {} {} (threshold {}); a re-check with --after-quarantine will still block",
+                    f.code,
+                    f.subject.display(),
+                    crate::finding::num(f.credited_rows),
+                    crate::finding::num(f.excess_rows),
+                    f.statistic,
+                    crate::finding::num(f.residual),
+                    crate::finding::num(f.threshold)
+                );
+            }
+        }
+    }
     for note in &r.notes {
         let _ = writeln!(s, "\nnote: {note}");
     }

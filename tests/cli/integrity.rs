@@ -179,3 +179,86 @@ fn check_verifies_the_baseline_signature_before_using_it() {
     ]);
     assert_eq!(code(&out), 2);
 }
+
+/// The digest `profile` wrote beside the shared baseline.
+fn baseline_digest() -> String {
+    let sidecar = format!("{}.sha256", baseline().display());
+    std::fs::read_to_string(sidecar)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn severity_of(report: &serde_json::Value, code: &str) -> Option<String> {
+    findings(report)
+        .into_iter()
+        .find(|f| f.0 == code)
+        .map(|f| f.1)
+}
+
+#[test]
+fn an_unpinned_baseline_warns_and_the_strict_profile_requires_both_pins() {
+    let clean = testdata("clean/batch.parquet");
+    let clean = clean.to_str().unwrap();
+    let digest = baseline_digest();
+    // Default profile: a warning, gone once the baseline is pinned.
+    let (exit, report, _) = check_json(&[clean], &[]);
+    assert_eq!(exit, 0);
+    assert_eq!(
+        severity_of(&report, "integrity-baseline-unpinned").as_deref(),
+        Some("warn")
+    );
+    let (exit, report, _) = check_json(&[clean], &["--expect-baseline-sha256", &digest]);
+    assert_eq!(exit, 0);
+    assert_eq!(severity_of(&report, "integrity-baseline-unpinned"), None);
+    assert_eq!(severity_of(&report, "integrity-policy-unpinned"), None);
+    let policy_digest = report["policy"]["sha256"].as_str().unwrap().to_owned();
+    // Strict: both pins or a block.
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("strict.toml");
+    std::fs::write(&strict, "[gate]\nprofile = \"strict\"\n").unwrap();
+    let strict = strict.to_str().unwrap();
+    let (exit, report, _) = check_json(&[clean], &["--policy", strict]);
+    assert_eq!(exit, 1);
+    assert_eq!(
+        severity_of(&report, "integrity-baseline-unpinned").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(
+        severity_of(&report, "integrity-policy-unpinned").as_deref(),
+        Some("deny")
+    );
+    let strict_digest = report["policy"]["sha256"].as_str().unwrap().to_owned();
+    assert_ne!(strict_digest, policy_digest);
+    let (exit, report, out) = check_json(
+        &[clean],
+        &[
+            "--policy",
+            strict,
+            "--expect-policy-sha256",
+            &strict_digest,
+            "--expect-baseline-sha256",
+            &digest,
+        ],
+    );
+    assert_eq!(exit, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        findings(&report)
+            .iter()
+            .all(|f| !f.0.starts_with("integrity-")),
+        "{report:#}"
+    );
+    // A policy pin that does not match is exit 2, naming both digests; the default
+    // profile's digest did not change when the profile key was added.
+    let (exit, _, out) = check_json(&[clean], &["--expect-policy-sha256", &strict_digest]);
+    assert_eq!(exit, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("built-in defaults") && err.contains(&strict_digest),
+        "{err}"
+    );
+    let (exit, _, _) = check_json(&[clean], &["--expect-policy-sha256", &policy_digest]);
+    assert_eq!(exit, 0);
+}

@@ -12,6 +12,7 @@ mod poison;
 mod ranges;
 mod reference;
 mod registry;
+mod remedy;
 mod s3;
 mod schemas;
 mod sharding;

@@ -94,12 +94,12 @@ fn random_label_flips_block_and_the_quarantine_ranks_flipped_rows() {
     // data, so the estimate is lower than the truth but well past the deny threshold.
     assert!(share > 0.05 && share < 0.15, "{share}");
     assert!(f["rows"].as_array().unwrap().len() == 10);
-    // The quarantine keeps the estimated excess of surprising labels, most surprising first:
-    // mostly flipped rows, and as many as the signal lets through (flips into the majority
-    // class are nearly invisible here).
+    // The quarantine keeps as many rows as the estimated flips, most surprising first: about
+    // half of them flipped on this weak-signal data (flips into the majority class are nearly
+    // invisible), which the report's quarantine section says (it does not clear the finding).
     let (precision, recall) =
         precision_recall(&rows, "poison-label-inconsistency", &truth("flip10"));
-    assert!(precision > 0.6 && recall > 0.15, "{precision} {recall}");
+    assert!(precision > 0.5 && recall > 0.4, "{precision} {recall}");
 }
 
 #[test]

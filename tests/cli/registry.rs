@@ -52,6 +52,14 @@ fn check(baseline: &str, batch: &str, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// `check --after-quarantine` of a poisoned fixture's remaining rows, made in `dir`.
+fn after(dir: &Path, name: &str, child: crate::remedy::Child) -> Vec<String> {
+    let sub = dir.join(format!("{name}-{}", child as u8));
+    std::fs::create_dir_all(&sub).unwrap();
+    let (parent, batch) = crate::remedy::remediated(&sub, name, child);
+    check(&path(baseline()), &batch, &["--after-quarantine", &parent])
+}
+
 /// The compare flags of a scenario of `testdata/compare/truth.json`, paths made absolute.
 fn compare(name: &str) -> Vec<String> {
     let text = std::fs::read_to_string(testdata("compare/truth.json")).unwrap();
@@ -121,6 +129,15 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
         "[[exceptions]]\ncode = \"drift-numeric\"\ncolumn = \"age\"\nreason = \"a known seasonal shift\"\n",
     );
     let extra = with_extra_column(d);
+    let base_digest = std::fs::read_to_string(format!("{base}.sha256")).unwrap();
+    let base_digest = base_digest.split_whitespace().next().unwrap().to_owned();
+    let strict = policy("strict.toml", "[gate]\nprofile = \"strict\"\n");
+    let out = run(&["policy", "--dump", "--policy", &strict]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let strict_digest = {
+        let (_, report, _) = check_json_with(&base, &[&clean], &["--policy", &strict], run);
+        report["policy"]["sha256"].as_str().unwrap().to_owned()
+    };
     let poison = |f: &str| check(&base, &td(&format!("poison/{f}.parquet")), &[]);
     let drifted = check(&base, &td("drifted/batch.parquet"), &[]);
     let clean_check = check(&base, &clean, &[]);
@@ -230,6 +247,35 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
             "integrity-sse-kms-missing",
             check(&base, &clean, &["--require-sse-kms"]),
             clean_check.clone(),
+        ),
+        (
+            "integrity-baseline-unpinned",
+            clean_check.clone(),
+            check(&base, &clean, &["--expect-baseline-sha256", &base_digest]),
+        ),
+        (
+            "integrity-policy-unpinned",
+            check(&base, &clean, &["--policy", &strict]),
+            check(
+                &base,
+                &clean,
+                &[
+                    "--policy",
+                    &strict,
+                    "--expect-policy-sha256",
+                    &strict_digest,
+                ],
+            ),
+        ),
+        (
+            "integrity-quarantine-lineage",
+            after(d, "outliers", crate::remedy::Child::OneMore),
+            after(d, "outliers", crate::remedy::Child::Dropped),
+        ),
+        (
+            "integrity-quarantine-residual",
+            after(d, "flip10", crate::remedy::Child::Dropped),
+            after(d, "outliers", crate::remedy::Child::Dropped),
         ),
         (
             "policy-unused-exception",

@@ -12,7 +12,9 @@ use crate::finding::{Finding, RowRef};
 use crate::source::Rows as BatchRows;
 
 mod render;
+mod residual;
 pub use render::{QuarantineFormat, render_quarantine, render_scores};
+pub use residual::residuals;
 
 /// Which rows a fired finding points at.
 #[derive(Debug, Clone)]
@@ -166,15 +168,12 @@ fn pick(
     sel: &RowSelector,
     b: &Block,
     i: usize,
-    cut: f64,
     repeated: Option<&duplicates::RepeatedRows<'_>>,
     filter: Option<&duplicates::Bloom>,
 ) -> Option<f64> {
     let (y, p) = (b.e.label[i], b.p[i]);
     match sel {
-        RowSelector::Surprising { .. } => {
-            (!p.is_nan() && f64::from(p) < cut && b.inside[i]).then(|| surprise(p))
-        }
+        RowSelector::Surprising { .. } => (!p.is_nan() && b.inside[i]).then(|| surprise(p)),
         RowSelector::Anomalous { .. } => (b.anomaly[i] > 1.0).then(|| squash(b.anomaly[i])),
         RowSelector::Extreme { .. } => (b.extreme[i] > 1.0).then(|| squash(b.extreme[i])),
         RowSelector::Duplicates { near } => repeated
@@ -265,7 +264,6 @@ pub fn second_pass(
     if scorer.is_none() && named.is_empty() {
         return Ok(out);
     }
-    let cut = profile.label_model.as_ref().map_or(0.0, |m| m.cut);
     let repeated = scan
         .states
         .duplicates
@@ -318,7 +316,7 @@ pub fn second_pass(
                 for &(c, sel) in &wanted {
                     let list = out.listed.entry(c).or_default();
                     for i in 0..b.e.n {
-                        if let Some(s) = pick(sel, b, i, cut, repeated.as_ref(), filter.as_ref()) {
+                        if let Some(s) = pick(sel, b, i, repeated.as_ref(), filter.as_ref()) {
                             list.push(((offset + i) as u32, s));
                             want_id.push(i);
                         }
@@ -464,6 +462,8 @@ pub fn quarantine(
         let flagged = second.partial.get(&cand).copied().unwrap_or(scored.len());
         // The quarantine holds what blocked; warnings still list their top rows below.
         if f.severity == crate::finding::Severity::Deny {
+            f.evidence
+                .insert("rows_quarantined".into(), scored.len() as f64);
             flags.extend(
                 scored
                     .iter()
