@@ -57,6 +57,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 #[cfg(unix)]
 pub fn sha256_open(file: &std::fs::File, path: &Path) -> Result<(String, u64)> {
     use std::os::unix::fs::FileExt;
+    crate::fault::point("hash-thread");
     sha256_chunks(path, |buf, at| file.read_at(buf, at))
 }
 

@@ -23,6 +23,8 @@ pub mod compare;
 pub mod detect;
 pub mod digest;
 pub mod error;
+#[doc(hidden)]
+pub mod fault;
 pub mod finding;
 pub mod integrity;
 pub mod lineage;

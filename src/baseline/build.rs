@@ -141,6 +141,7 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
     let columns: Vec<ColumnProfile> = profiled
         .par_iter()
         .map(|(name, dtype)| {
+            crate::fault::point("profile-worker");
             let kind = if Some(name) == opts.label.as_ref() || opts.predictions.contains(name) {
                 Kind::Categorical
             } else {

@@ -13,7 +13,7 @@ pub fn run(args: &ExplainArgs) -> poisongate::Result<Verdict> {
         for c in CODES {
             let _ = writeln!(s, "{:<26} {}", c.code, c.summary);
         }
-        super::stdout(&s);
+        super::stdout(&s)?;
         return Ok(Verdict::Pass);
     }
     let code = args.code.as_deref().unwrap_or_default();
@@ -34,6 +34,6 @@ pub fn run(args: &ExplainArgs) -> poisongate::Result<Verdict> {
             .level(info.code)
             .name()
     );
-    super::stdout(&s);
+    super::stdout(&s)?;
     Ok(Verdict::Pass)
 }

@@ -454,10 +454,15 @@ fn emit(
     report: &poisongate::report::Report,
 ) -> poisongate::Result<Verdict> {
     let json = write_reports(args, report)?;
-    if input.stdout_json()? {
-        stdout(&String::from_utf8_lossy(&json));
+    let printed = if input.stdout_json()? {
+        stdout(&String::from_utf8_lossy(&json))
     } else {
-        stdout(&poisongate::report::text::render(report));
+        stdout(&poisongate::report::text::render(report))
+    };
+    // A pass whose summary could not be written (a closed pipe, a full disk) is not a pass
+    // the caller saw: exit 2. A block stays a block.
+    if report.verdict == Verdict::Pass {
+        printed?;
     }
     if report.verdict == Verdict::Error {
         return Err(poisongate::Error::Usage(
@@ -470,9 +475,11 @@ fn emit(
     Ok(report.verdict)
 }
 
-/// Writes to stdout. A failed write cannot lower the verdict: the caller already holds it.
-fn stdout(text: &str) {
+/// Writes to stdout. A failed write (a reader that closed the pipe, a full disk) is an
+/// error: a run whose result nobody could read must not exit 0.
+fn stdout(text: &str) -> poisongate::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| poisongate::Error::output(std::path::Path::new("(standard output)"), e))
 }

@@ -13,9 +13,9 @@ pub fn run(args: &PolicyArgs) -> poisongate::Result<Verdict> {
         super::stdout(&format!(
             "# effective policy, sha256 {}\n{text}",
             loaded.sha256
-        ));
+        ))?;
     } else if args.init {
-        super::stdout(&policy::template()?);
+        super::stdout(&policy::template()?)?;
     } else {
         return Err(poisongate::Error::Usage(
             "`policy` needs --init or --dump".into(),

@@ -33,7 +33,7 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
                 "poisongate profile: BLOCKED (exit 1): {} input(s) fail --require-sse-kms; no baseline written\n",
                 refused.len()
             ));
-            super::stdout(&out);
+            let _ = super::stdout(&out);
             return Ok(Verdict::Blocked);
         }
     }
@@ -70,6 +70,6 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
             .label
             .as_ref()
             .map_or(String::new(), |l| format!(", label `{l}`")),
-    ));
+    ))?;
     Ok(Verdict::Pass)
 }

@@ -35,7 +35,7 @@ pub fn plan(args: &PlanArgs) -> poisongate::Result<Verdict> {
         rows.map_or(String::new(), |r| format!(", {r} rows")),
         &manifest.sha256[..12],
         args.output.display()
-    ));
+    ))?;
     Ok(Verdict::Pass)
 }
 
@@ -97,7 +97,7 @@ pub fn summarize(args: &SummarizeArgs) -> poisongate::Result<Verdict> {
         args.shard,
         part.header.units.len(),
         args.output.display()
-    ));
+    ))?;
     Ok(Verdict::Pass)
 }
 
@@ -160,6 +160,6 @@ pub fn merge(args: &MergeArgs) -> poisongate::Result<Verdict> {
         merged.header.units.len(),
         merged.header.units_total,
         args.output.display()
-    ));
+    ))?;
     Ok(Verdict::Pass)
 }

@@ -93,8 +93,10 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
         failed,
         checked.len() + args.sse.requirement().map_or(0, |_| objects.len())
     );
-    super::stdout(&out);
+    let printed = super::stdout(&out);
     Ok(if failed == 0 {
+        // A pass nobody could read is not a pass: exit 2. A failure stays a failure.
+        printed?;
         Verdict::Pass
     } else {
         Verdict::Blocked

@@ -105,6 +105,7 @@ impl BatchSummary {
         let updates: Vec<Result<(String, ColumnSummary)>> = plans
             .par_iter()
             .map(|(name, plan)| {
+                crate::fault::point("summary-worker");
                 let column = df
                     .column(name)
                     .map_err(|e| Error::Internal(format!("planned column `{name}`: {e}")))?;

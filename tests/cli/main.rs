@@ -5,6 +5,7 @@ mod calibration;
 mod common;
 mod compare;
 mod exit_codes;
+mod failclosed;
 mod formats;
 mod html;
 mod integrity;
