@@ -27,6 +27,7 @@ pub mod error;
 pub mod fault;
 pub mod finding;
 pub mod integrity;
+pub mod ledger;
 pub mod lineage;
 pub mod output;
 pub mod poison;

@@ -299,6 +299,33 @@ impl Part {
         Self { header, units }
     }
 
+    /// The columns and dtypes (as text) of the part's first unit.
+    #[must_use]
+    pub fn schema(&self) -> Option<&[(String, String)]> {
+        self.units.first().map(|u| u.0.schema.as_slice())
+    }
+
+    /// Parts of different runs (the ledger's accepted batches, then the batch at hand) as one
+    /// part of all their units, in the order given, renumbered: the header is the first
+    /// part's, with `manifest` in place of its manifest digest. `None` for no parts.
+    #[must_use]
+    pub fn window(parts: Vec<Self>, manifest: &str) -> Option<Self> {
+        let mut header = parts.first()?.header.clone();
+        let mut units = Vec::new();
+        for part in parts {
+            units.extend(part.units);
+        }
+        for (i, u) in units.iter_mut().enumerate() {
+            u.0.index = i;
+            // Each batch is its own input: no range continues another batch's file.
+            u.0.range = None;
+        }
+        header.manifest_sha256 = manifest.to_owned();
+        header.units_total = units.len();
+        header.units = (0..units.len()).collect();
+        Some(Self { header, units })
+    }
+
     /// Combines parts of one run into one. Exact, commutative and associative.
     ///
     /// # Errors

@@ -117,6 +117,82 @@ pub fn check_files(
     Ok((eval, metas))
 }
 
+/// As [`check_files`], with the batch's own summary for the ledger: its column summaries and
+/// row-pass state as one unit, whose provenance stands for all the inputs.
+///
+/// # Errors
+/// As [`check_files`].
+pub fn check_files_kept(
+    baseline: &Baseline,
+    policy: &Policy,
+    files: &[InputFile],
+    extras: Extras,
+) -> Result<(Evaluation, Vec<InputMeta>, UnitSummary)> {
+    let (mut pass, schema, metas) = stream_pass(baseline, policy, files)?;
+    pass.extras = extras;
+    let kept = UnitSummary {
+        meta: batch_meta(&metas),
+        schema,
+        summary: pass.summary.clone(),
+        scan: pass.scan.as_ref().map(crate::poison::ScanFold::state),
+        range: None,
+    };
+    let eval = pass.finish(Rows::Files(files, &metas))?;
+    Ok((eval, metas, kept))
+}
+
+/// One provenance for a batch of inputs: the first input's path and format, the SHA-256 of
+/// the inputs' digests in order, and their bytes and rows summed.
+#[must_use]
+pub fn batch_meta(metas: &[InputMeta]) -> InputMeta {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for m in metas {
+        h.update(m.sha256.as_bytes());
+        h.update(b"\n");
+    }
+    let first = metas.first();
+    InputMeta {
+        path: match metas.len() {
+            1 => first.map(|m| m.path.clone()).unwrap_or_default(),
+            n => format!(
+                "{} and {} more",
+                first.map_or("", |m| m.path.as_str()),
+                n - 1
+            ),
+        },
+        format: first.map_or(crate::source::Format::Parquet, |m| m.format),
+        sha256: hex::encode(h.finalize()),
+        bytes: metas.iter().map(|m| m.bytes).sum(),
+        rows: metas.iter().map(|m| m.rows).sum(),
+        object: None,
+    }
+}
+
+/// Decides from kept summaries alone, with no rows to read again: the ledger's window of past
+/// batches. `scans` are in batch order; the detectors that count values in a second read do
+/// not run (a note and skipped records say so), and no rows are listed.
+///
+/// # Errors
+/// Row-pass states that do not fit the baseline or the policy.
+pub fn decide_kept(
+    baseline: &Baseline,
+    policy: &Policy,
+    schema: &[(String, polars::prelude::DataType)],
+    summary: BatchSummary,
+    scans: Vec<Option<crate::poison::ScanState>>,
+) -> Result<Evaluation> {
+    decide_with(
+        baseline,
+        policy,
+        schema,
+        summary,
+        scans,
+        Rows::Absent,
+        Extras::default(),
+    )
+}
+
 type Schema = Vec<(String, polars::prelude::DataType)>;
 
 /// The first pass over files: every window folded into one [`Pass`]; with the batch's schema
@@ -204,7 +280,30 @@ pub fn decide_summaries(
     extras: Extras,
 ) -> Result<Evaluation> {
     let (files, metas) = units;
-    let first = files.first().map(InputFile::name).unwrap_or_default();
+    decide_with(
+        baseline,
+        policy,
+        schema,
+        summary,
+        scans,
+        Rows::Files(files, metas),
+        extras,
+    )
+}
+
+fn decide_with(
+    baseline: &Baseline,
+    policy: &Policy,
+    schema: &[(String, polars::prelude::DataType)],
+    summary: BatchSummary,
+    scans: Vec<Option<crate::poison::ScanState>>,
+    rows: Rows<'_>,
+    extras: Extras,
+) -> Result<Evaluation> {
+    let first = match rows {
+        Rows::Files(files, _) => files.first().map(InputFile::name).unwrap_or_default(),
+        _ => String::new(),
+    };
     let mut pass = Pass::new(baseline, policy, schema, &first)?;
     pass.extras = extras;
     let shown = std::path::Path::new("merged summary");
@@ -236,7 +335,7 @@ pub fn decide_summaries(
         ));
     }
     pass.summary = summary;
-    pass.finish(Rows::Files(files, metas))
+    pass.finish(rows)
 }
 
 /// The state of one check while the batch streams past: the structural findings, the column

@@ -14,6 +14,8 @@ use crate::lineage::{Remediation, RowSet};
 pub const LINEAGE: &str = "integrity-quarantine-lineage";
 /// Code of a parent finding that the quarantine does not clear.
 pub const RESIDUAL: &str = "integrity-quarantine-residual";
+/// Code of a finding over the ledger's window of accepted batches (`check --ledger`).
+pub const LEDGER_WINDOW: &str = "integrity-ledger-window";
 
 fn finding(code: &str, subject: Subject, statistic: &str, value: f64, threshold: f64) -> Finding {
     Finding {

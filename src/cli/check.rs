@@ -74,12 +74,29 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         signature.as_ref(),
     )?;
     loaded.object = object;
+    // With --ledger, the batch's own summary as a part, and its columns' dtypes.
+    let mut kept: Option<(
+        poisongate::shard::Part,
+        Vec<(String, polars::prelude::DataType)>,
+    )> = None;
     let (mut eval, inputs, files) = match &args.summaries {
         None => {
             let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
-            let (eval, inputs) =
-                check::check_files(&loaded.baseline, &policy.policy, &files, extras)?;
-            (eval, inputs, files)
+            if args.ledger.is_some() {
+                let (eval, inputs, unit) =
+                    check::check_files_kept(&loaded.baseline, &policy.policy, &files, extras)?;
+                let dtypes = unit.schema.clone();
+                let header = part_header(&loaded.sha256, &policy.sha256);
+                kept = Some((
+                    poisongate::shard::Part::new(header, vec![(0, unit)]),
+                    dtypes,
+                ));
+                (eval, inputs, files)
+            } else {
+                let (eval, inputs) =
+                    check::check_files(&loaded.baseline, &policy.policy, &files, extras)?;
+                (eval, inputs, files)
+            }
         }
         Some(path) => {
             if !args.input.data.is_empty() {
@@ -88,6 +105,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
                 ));
             }
             let part = super::shard::read_part(path)?;
+            let whole = args.ledger.as_ref().map(|_| part.clone());
             let (summary, schema, metas, scans) =
                 part.complete(path, &loaded.sha256, &policy.sha256)?;
             // The units, as the shards read them, for the second passes.
@@ -117,6 +135,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
                 (&files, &metas),
                 extras,
             )?;
+            kept = whole.map(|p| (p, dtypes));
             (eval, metas, files)
         }
     };
@@ -181,6 +200,18 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
             remediation.findings.iter().filter(|r| r.clears).count()
         ));
         check::add_findings(&policy.policy, &mut eval, extra);
+    }
+    if let (Some(dir), Some((part, dtypes))) = (&args.ledger, kept) {
+        ledger_step(
+            dir,
+            args.ledger_window,
+            (&loaded.baseline, &loaded.sha256),
+            &policy,
+            &inputs,
+            part,
+            &dtypes,
+            &mut eval,
+        )?;
     }
     let quarantine = std::mem::take(&mut eval.quarantine);
     let quarantined = eval.quarantined_rows;
@@ -286,4 +317,128 @@ fn read_parent(
 
 fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
+}
+
+/// The header of a one-batch part kept in the ledger.
+fn part_header(baseline_sha256: &str, policy_sha256: &str) -> poisongate::shard::PartHeader {
+    poisongate::shard::PartHeader {
+        format: poisongate::shard::PART_FORMAT.to_owned(),
+        tool: tool_name(),
+        baseline_sha256: baseline_sha256.to_owned(),
+        policy_sha256: policy_sha256.to_owned(),
+        manifest_sha256: "ledger entry".to_owned(),
+        units_total: 1,
+        units: vec![0],
+    }
+}
+
+fn tool_name() -> String {
+    format!("poisongate {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `--ledger`: tests the batch with the window of accepted batches before it, then appends
+/// it when the whole run passes.
+#[allow(clippy::too_many_arguments)]
+fn ledger_step(
+    dir: &std::path::Path,
+    window: usize,
+    (baseline, baseline_sha256): (&poisongate::baseline::Baseline, &str),
+    policy: &poisongate::policy::LoadedPolicy,
+    inputs: &[source::InputMeta],
+    part: poisongate::shard::Part,
+    dtypes: &[(String, polars::prelude::DataType)],
+    eval: &mut check::Evaluation,
+) -> poisongate::Result<()> {
+    use poisongate::ledger::{Entry, EntryInput, Ledger};
+    let mut ledger = Ledger::open(dir)?;
+    let schema = part.schema().map(<[_]>::to_vec).unwrap_or_default();
+    let (past, notes) = ledger.window(
+        window,
+        baseline_sha256,
+        &policy.sha256,
+        &tool_name(),
+        &schema,
+    )?;
+    eval.notes.extend(notes);
+    let rows: u64 = inputs.iter().map(|m| m.rows).sum();
+    if !past.is_empty() {
+        let entries: Vec<Entry> = past.iter().map(|p| p.0.clone()).collect();
+        let parts: Vec<poisongate::shard::Part> = past
+            .into_iter()
+            .map(|p| p.1)
+            .chain(std::iter::once(part.clone()))
+            .collect();
+        let shown = std::path::Path::new("ledger window");
+        let merged = poisongate::shard::Part::window(parts, "ledger window")
+            .ok_or_else(|| poisongate::Error::Internal("empty ledger window".into()))?;
+        let (summary, _, _, scans) = merged.complete(shown, baseline_sha256, &policy.sha256)?;
+        let over = check::decide_kept(baseline, &policy.policy, dtypes, summary, scans)?;
+        let total: u64 = rows + entries.iter().map(|e| e.rows).sum::<u64>();
+        let listed: Vec<String> = entries.iter().map(Entry::describe).collect();
+        let extra: Vec<poisongate::finding::Finding> = over
+            .findings
+            .into_iter()
+            .filter(|f| f.severity == poisongate::finding::Severity::Deny)
+            .map(|f| {
+                let mut g = f.clone();
+                g.code = check::remedy::LEDGER_WINDOW.to_owned();
+                g.subject.value = Some(match &f.subject.value {
+                    Some(v) => format!("{} {v}", f.code),
+                    None => f.code.clone(),
+                });
+                g.rows.clear();
+                // The window's rows are not listed or quarantined: nothing to drop now.
+                g.evidence.remove("rows_quarantined");
+                g.evidence.remove("rows_flagged");
+                g.evidence
+                    .insert("window_batches".into(), (entries.len() + 1) as f64);
+                g.evidence.insert("window_rows".into(), total as f64);
+                g.message = format!(
+                    "over this batch and the {} accepted before it in {} ({total} rows: {}): {}",
+                    entries.len(),
+                    dir.display(),
+                    listed.join(", "),
+                    f.message
+                );
+                g
+            })
+            .collect();
+        eval.notes.push(format!(
+            "tested with the {} batches accepted before it in the ledger {} ({total} rows in the window)",
+            entries.len(),
+            dir.display()
+        ));
+        check::add_findings(&policy.policy, eval, extra);
+    }
+    let verdict = poisongate::report::Verdict::decide(&eval.findings, eval.columns_checked);
+    if verdict == poisongate::report::Verdict::Pass {
+        let entry = Entry {
+            format: String::new(),
+            seq: 0,
+            prev: String::new(),
+            tool: tool_name(),
+            baseline_sha256: baseline_sha256.to_owned(),
+            policy_sha256: policy.sha256.clone(),
+            inputs: inputs
+                .iter()
+                .map(|m| EntryInput {
+                    path: m.path.clone(),
+                    sha256: m.sha256.clone(),
+                    rows: m.rows,
+                })
+                .collect(),
+            rows,
+            part: String::new(),
+            part_sha256: String::new(),
+            digest: String::new(),
+        };
+        let entry = ledger.append(entry, &part)?;
+        eval.notes.push(format!(
+            "accepted into the ledger {} as batch #{} (entry digest {})",
+            dir.display(),
+            entry.seq,
+            entry.digest
+        ));
+    }
+    Ok(())
 }

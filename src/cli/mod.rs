@@ -230,6 +230,14 @@ struct CheckArgs {
     /// clear still blocks.
     #[arg(long, value_name = "REPORT", conflicts_with = "summaries")]
     after_quarantine: Option<PathBuf>,
+    /// Test the batch together with the batches accepted before it, kept in this ledger
+    /// directory (hash-chained; a tampered ledger is exit 2), and append the batch when it
+    /// passes: slow poisoning spread over many small batches.
+    #[arg(long, value_name = "DIR")]
+    ledger: Option<PathBuf>,
+    /// Accepted batches the ledger's window holds besides this one.
+    #[arg(long, value_name = "N", default_value_t = poisongate::ledger::DEFAULT_WINDOW, requires = "ledger")]
+    ledger_window: usize,
     /// Decide from a merged summary (`poisongate merge`) instead of DATA; the batch's files
     /// are re-read only for the few exact counts and ids a second pass needs.
     #[arg(long, value_name = "PART")]

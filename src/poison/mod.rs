@@ -454,7 +454,19 @@ pub fn detect(
     };
     // The accumulators' detectors and the two that re-read their columns run side by side;
     // candidates are appended in a fixed order, so the outcome does not depend on scheduling.
+    let rereads = !matches!(rows, BatchRows::Absent);
+    if !rereads {
+        let why = "they count exact values in a second read of the batch's rows, and a window of past batches keeps only their summaries".to_owned();
+        out.notes.push(format!(
+            "poison-point-mass and poison-trigger did not run: {why}"
+        ));
+        out.skipped
+            .extend(["poison-point-mass", "poison-trigger"].map(|c| (c, why.clone())));
+    }
     let values = || -> Result<Vec<Found>> {
+        if !rereads {
+            return Ok(Vec::new());
+        }
         let sketches = point_mass::sketch(baseline, profile, summary, rows)?;
         let exact = point_mass::resolve(baseline, scan, &sketches, rows)?;
         let heavy = point_mass::heavy_values(baseline, scan, &exact);

@@ -343,6 +343,15 @@ impl<'a> ScanFold<'a> {
         Ok(())
     }
 
+    /// A copy of the fold's state so far (for the ledger, before the fold is decided).
+    #[must_use]
+    pub fn state(&self) -> ScanState {
+        ScanState {
+            n: self.n,
+            states: self.states.clone(),
+        }
+    }
+
     /// The fold's state, to ship to a merge ([`crate::shard`]).
     #[must_use]
     pub fn into_state(self) -> ScanState {

@@ -221,6 +221,9 @@ pub struct Checks {
     /// `integrity-policy-unpinned`: under the strict profile, a policy not pinned by
     /// `--expect-policy-sha256`.
     pub integrity_policy_unpinned: LevelOnly,
+    /// `integrity-ledger-window`: with `--ledger`, a deny over the window of accepted
+    /// batches.
+    pub integrity_ledger_window: LevelOnly,
 }
 
 impl Default for Checks {
@@ -344,6 +347,7 @@ impl Default for Checks {
             integrity_quarantine_residual: level(Level::Deny),
             integrity_baseline_unpinned: level(Level::Deny),
             integrity_policy_unpinned: level(Level::Deny),
+            integrity_ledger_window: level(Level::Deny),
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum Rows<'a> {
     /// Files, decoded as they are read; with the provenance of the first pass, when a later
     /// pass should check that they did not change.
     Files(&'a [InputFile], &'a [InputMeta]),
+    /// No rows can be read again: a decision from kept summaries alone (the ledger's window
+    /// of past batches). The detectors that count values in a second read do not run.
+    Absent,
 }
 
 /// A first-pass callback: the batch's schema, a window's blocks, the batch row of the first.
@@ -65,6 +68,7 @@ impl Rows<'_> {
     /// returns.
     pub fn for_each_window(&self, columns: Option<&[String]>, f: &mut WindowFn<'_>) -> Result<()> {
         match *self {
+            Rows::Absent => Ok(()),
             Rows::Frames(frames) => {
                 let mut first = 0usize;
                 for df in frames {

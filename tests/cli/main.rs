@@ -9,6 +9,7 @@ mod failclosed;
 mod formats;
 mod html;
 mod integrity;
+mod ledger;
 mod poison;
 mod ranges;
 mod reference;

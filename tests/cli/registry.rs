@@ -52,6 +52,23 @@ fn check(baseline: &str, batch: &str, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// `check --ledger` of a 250-row batch after two accepted ones, all with every `flip_every`-th
+/// label flipped (none for 0); the ledger is made in `dir`.
+fn ledger_run(dir: &Path, flip_every: usize) -> Vec<String> {
+    let sub = dir.join(format!("ledger-{flip_every}"));
+    std::fs::create_dir_all(&sub).unwrap();
+    let files = crate::ledger::batches(&sub, 3, flip_every);
+    let ledger = path(&sub.join("ledger"));
+    for f in &files[..2] {
+        let out = run(&check(&path(baseline()), &path(f), &["--ledger", &ledger])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>());
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    check(&path(baseline()), &path(&files[2]), &["--ledger", &ledger])
+}
+
 /// `check --after-quarantine` of a poisoned fixture's remaining rows, made in `dir`.
 fn after(dir: &Path, name: &str, child: crate::remedy::Child) -> Vec<String> {
     let sub = dir.join(format!("{name}-{}", child as u8));
@@ -266,6 +283,11 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
                     &strict_digest,
                 ],
             ),
+        ),
+        (
+            "integrity-ledger-window",
+            ledger_run(d, 20),
+            ledger_run(d, 0),
         ),
         (
             "integrity-quarantine-lineage",

@@ -252,6 +252,11 @@ pub fn second_pass(
     named.sort_unstable();
     named.dedup();
     let wanted = rest;
+    if matches!(rows_of, BatchRows::Absent) {
+        // No rows to read again (a decision from kept summaries): the kept rows are listed,
+        // the others not.
+        return Ok(out);
+    }
     let scoring = !wanted.is_empty() || row_scores;
     let Some(profile) = &baseline.poison else {
         return Ok(out);
