@@ -435,6 +435,10 @@ pub fn candidates(
         evidence.insert("flip_share_ml".into(), r.epsilon);
         evidence.insert("flip_share_low".into(), r.ci.0);
         evidence.insert("flip_share_high".into(), r.ci.1);
+        if let super::flip_lr::Alternative::Directed { to, .. } = r.alternative {
+            // The class the directed alternative relabels into (its flips are labelled so).
+            evidence.insert("flipped_to".into(), to as f64);
+        }
     }
     let c = Candidate {
         code: "poison-label-inconsistency",
@@ -466,7 +470,11 @@ pub fn candidates(
         None => excess,
     };
     let limit = excess.max(0.0).ceil() as usize;
-    vec![(c, Some(RowSelector::Surprising { limit }))]
+    let to = lr.as_ref().and_then(|r| match r.alternative {
+        super::flip_lr::Alternative::Directed { to, .. } => u16::try_from(to).ok(),
+        super::flip_lr::Alternative::Random => None,
+    });
+    vec![(c, Some(RowSelector::Surprising { limit, to }))]
 }
 
 /// Where the surprising rows of one (predicted, given) pair concentrate: the feature segment

@@ -27,6 +27,9 @@ pub enum RowSelector {
     Surprising {
         /// Rows to keep.
         limit: usize,
+        /// With a directed alternative (`from` relabelled `to`), only rows labelled `to`: the
+        /// flips it estimates are there, not among the most surprising rows overall.
+        to: Option<u16>,
     },
     /// Rows with an anomaly score above the trusted cut.
     Anomalous {
@@ -103,7 +106,7 @@ fn select(sel: &RowSelector, listed: Option<&Vec<(u32, f64)>>) -> Vec<(f64, u32)
         (_, None) => Vec::new(),
     };
     let limit = match sel {
-        RowSelector::Surprising { limit }
+        RowSelector::Surprising { limit, .. }
         | RowSelector::Anomalous { limit }
         | RowSelector::Extreme { limit }
         | RowSelector::Conflicting { limit }
@@ -155,7 +158,8 @@ fn in_row_order(best: Vec<(f64, u64)>) -> Vec<(u32, f64)> {
 fn top_of<'s>(sel: &RowSelector, scan: &'s Scan) -> Option<(&'s crate::detect::TopRows, usize)> {
     let s = &scan.states;
     Some(match sel {
-        RowSelector::Surprising { limit } => (&s.label.as_ref()?.top_surprising, *limit),
+        // The kept rows are the most surprising of any label: a directed selector reads.
+        RowSelector::Surprising { limit, to: None } => (&s.label.as_ref()?.top_surprising, *limit),
         RowSelector::Anomalous { limit } => (&s.anomaly.as_ref()?.top_anomalous, *limit),
         RowSelector::Extreme { limit } => (&s.anomaly.as_ref()?.top_extreme, *limit),
         RowSelector::Conflicting { limit } => (&s.duplicates.as_ref()?.top_conflicting, *limit),
@@ -173,7 +177,9 @@ fn pick(
 ) -> Option<f64> {
     let (y, p) = (b.e.label[i], b.p[i]);
     match sel {
-        RowSelector::Surprising { .. } => (!p.is_nan() && b.inside[i]).then(|| surprise(p)),
+        RowSelector::Surprising { to, .. } => {
+            (!p.is_nan() && b.inside[i] && to.is_none_or(|t| t == y)).then(|| surprise(p))
+        }
         RowSelector::Anomalous { .. } => (b.anomaly[i] > 1.0).then(|| squash(b.anomaly[i])),
         RowSelector::Extreme { .. } => (b.extreme[i] > 1.0).then(|| squash(b.extreme[i])),
         RowSelector::Duplicates { near } => repeated

@@ -80,9 +80,11 @@ pub fn residuals(
                 .copied()
                 .unwrap_or(f.value)
                 .clamp(0.0, 1.0);
+            // Under the directed alternative only labels of its target class were flipped.
+            let to = f.evidence.get("flipped_to").map(|&t| t as u16);
             let credited = facts
                 .values()
-                .filter(|(_, p, inside)| *inside && !p.is_nan())
+                .filter(|(y, p, inside)| *inside && !p.is_nan() && to.is_none_or(|t| t == *y))
                 .map(|&(_, p, _)| flip_posterior(eps, f64::from(p), classes))
                 .sum();
             // The upper end of the test's 95 % profile-likelihood interval.
