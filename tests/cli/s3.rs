@@ -432,6 +432,33 @@ fn require_sse_kms_denies_objects_without_the_key() {
     // Without the flag nothing is required.
     let (c, _, _) = check(base, &[&plain], &[]);
     assert_eq!(c, 0);
+    // The strict profile holds every S3 object to SSE-KMS without the flag; local files are
+    // pinned by digest instead.
+    let strict_dir = tempfile::tempdir().unwrap();
+    let strict = strict_dir.path().join("strict.toml");
+    std::fs::write(&strict, "[gate]\nprofile = \"strict\"\n").unwrap();
+    let strict = strict.to_str().unwrap();
+    let (_, r, _) = check(base, &[&a], &["--policy", strict]);
+    let strict_digest = r["policy"]["sha256"].as_str().unwrap().to_owned();
+    let base_digest = std::fs::read_to_string(format!("{base}.sha256")).unwrap();
+    let base_digest = base_digest.split_whitespace().next().unwrap().to_owned();
+    let pins = [
+        "--policy",
+        strict,
+        "--expect-policy-sha256",
+        &strict_digest,
+        "--expect-baseline-sha256",
+        &base_digest,
+    ];
+    let (c, r, out) = check(base, &[&a], &pins);
+    assert_eq!(c, 0, "{}", out_text(&out));
+    assert!(sse_findings(&r).is_empty());
+    let (c, r, _) = check(base, &[&plain, &a], &pins);
+    assert_eq!(c, 1);
+    assert_eq!(sse_findings(&r), std::slice::from_ref(&plain));
+    let (c, r, _) = check(base, &[clean.to_str().unwrap()], &pins);
+    assert_eq!(c, 0);
+    assert!(sse_findings(&r).is_empty());
     // The policy can lower the level (with the usual audit trail).
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
