@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::check::{Evaluation, add_findings, decide_kept};
 use crate::error::{Error, Result};
-use crate::shard::Part;
+use crate::finding::{Finding, Severity};
+use crate::shard::{PART_FORMAT, Part, PartHeader};
 
 /// Format of a ledger entry.
 pub const LEDGER_FORMAT: &str = "poisongate.ledger/1";
@@ -260,6 +262,124 @@ impl Ledger {
         self.entries.push(entry.clone());
         Ok(entry)
     }
+}
+
+/// The header of a one-batch part kept in the ledger.
+#[must_use]
+pub fn part_header(baseline_sha256: &str, policy_sha256: &str) -> PartHeader {
+    PartHeader {
+        format: PART_FORMAT.to_owned(),
+        tool: crate::shard::tool(),
+        baseline_sha256: baseline_sha256.to_owned(),
+        policy_sha256: policy_sha256.to_owned(),
+        manifest_sha256: "ledger entry".to_owned(),
+        units_total: 1,
+        units: vec![0],
+    }
+}
+
+/// `check --ledger DIR`: tests the batch (its summary `part`, columns `dtypes`) together with
+/// the last `window` batches accepted in `dir`, adds an `integrity-ledger-window` finding for
+/// every deny over that window, and appends the batch when the run passes.
+///
+/// # Errors
+/// A tampered or unreadable ledger, states that do not fit the baseline, a ledger that cannot
+/// be written.
+#[allow(clippy::too_many_arguments)]
+pub fn gate(
+    dir: &Path,
+    window: usize,
+    (baseline, baseline_sha256): (&crate::baseline::Baseline, &str),
+    policy: &crate::policy::LoadedPolicy,
+    inputs: &[crate::source::InputMeta],
+    part: Part,
+    dtypes: &[(String, polars::prelude::DataType)],
+    eval: &mut Evaluation,
+) -> Result<()> {
+    let mut ledger = Ledger::open(dir)?;
+    let schema = part.schema().map(<[_]>::to_vec).unwrap_or_default();
+    let tool = crate::shard::tool();
+    let (past, notes) = ledger.window(window, baseline_sha256, &policy.sha256, &tool, &schema)?;
+    eval.notes.extend(notes);
+    let rows: u64 = inputs.iter().map(|m| m.rows).sum();
+    if !past.is_empty() {
+        let (entries, parts): (Vec<Entry>, Vec<Part>) = past.into_iter().unzip();
+        let shown = Path::new("ledger window");
+        let parts: Vec<Part> = parts
+            .into_iter()
+            .chain(std::iter::once(part.clone()))
+            .collect();
+        let merged = Part::window(parts, "ledger window")
+            .ok_or_else(|| Error::Internal("empty ledger window".into()))?;
+        let (summary, _, _, scans) = merged.complete(shown, baseline_sha256, &policy.sha256)?;
+        let over = decide_kept(baseline, &policy.policy, dtypes, summary, scans)?;
+        let total: u64 = rows + entries.iter().map(|e| e.rows).sum::<u64>();
+        let listed: Vec<String> = entries.iter().map(Entry::describe).collect();
+        let extra: Vec<Finding> = over
+            .findings
+            .into_iter()
+            .filter(|f| f.severity == Severity::Deny)
+            .map(|mut f| {
+                f.subject.value = Some(match f.subject.value.take() {
+                    Some(v) => format!("{} {v}", f.code),
+                    None => f.code.clone(),
+                });
+                f.code = crate::check::remedy::LEDGER_WINDOW.to_owned();
+                f.rows.clear();
+                // The window's rows are not listed or quarantined: nothing to drop now.
+                f.evidence.remove("rows_quarantined");
+                f.evidence.remove("rows_flagged");
+                f.evidence
+                    .insert("window_batches".into(), (entries.len() + 1) as f64);
+                f.evidence.insert("window_rows".into(), total as f64);
+                f.message = format!(
+                    "over this batch and the {} accepted before it in {} ({total} rows: {}): {}",
+                    entries.len(),
+                    dir.display(),
+                    listed.join(", "),
+                    f.message
+                );
+                f
+            })
+            .collect();
+        eval.notes.push(format!(
+            "tested with the {} batches accepted before it in the ledger {} ({total} rows in the window)",
+            entries.len(),
+            dir.display()
+        ));
+        add_findings(&policy.policy, eval, extra);
+    }
+    let verdict = crate::report::Verdict::decide(&eval.findings, eval.columns_checked);
+    if verdict == crate::report::Verdict::Pass {
+        let entry = Entry {
+            format: String::new(),
+            seq: 0,
+            prev: String::new(),
+            tool,
+            baseline_sha256: baseline_sha256.to_owned(),
+            policy_sha256: policy.sha256.clone(),
+            inputs: inputs
+                .iter()
+                .map(|m| EntryInput {
+                    path: m.path.clone(),
+                    sha256: m.sha256.clone(),
+                    rows: m.rows,
+                })
+                .collect(),
+            rows,
+            part: String::new(),
+            part_sha256: String::new(),
+            digest: String::new(),
+        };
+        let entry = ledger.append(entry, &part)?;
+        eval.notes.push(format!(
+            "accepted into the ledger {} as batch #{} (entry digest {})",
+            dir.display(),
+            entry.seq,
+            entry.digest
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -194,6 +194,13 @@ impl Manifest {
     }
 }
 
+/// The build that writes parts and ledger entries (`poisongate VERSION`): states of different
+/// builds never merge.
+#[must_use]
+pub fn tool() -> String {
+    format!("poisongate {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The header of a part: what it was computed with and what it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

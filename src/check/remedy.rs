@@ -7,8 +7,14 @@
 //! is not expected to hold (see `poison::quarantine::residuals`); its evidence, less what the
 //! quarantine removed, is still at or above its threshold at the parent's size.
 
+use std::path::Path;
+
+use crate::baseline::Baseline;
+use crate::error::{Error, Result};
 use crate::finding::{Finding, Severity, Subject, num};
-use crate::lineage::{Remediation, RowSet};
+use crate::lineage::{QUARANTINE_FORMAT, Remediation, RowSet};
+use crate::policy::Policy;
+use crate::source::Rows;
 
 /// Code of a batch that is not its parent minus the quarantine.
 pub const LINEAGE: &str = "integrity-quarantine-lineage";
@@ -107,4 +113,114 @@ pub fn after_quarantine(
         out.push(f);
     }
     Ok(out)
+}
+
+/// What a `check --quarantine` report pins for a re-check of the remaining rows: the row sets
+/// of the batch and of the quarantined rows (one more read of the batch) and each deny
+/// finding's residual. `None` for an empty quarantine.
+///
+/// # Errors
+/// A batch that can no longer be read.
+pub fn remediation(
+    baseline: &Baseline,
+    rows: Rows<'_>,
+    findings: &[Finding],
+    quarantine: &[crate::poison::QuarantineRow],
+) -> Result<Option<Remediation>> {
+    if quarantine.is_empty() {
+        return Ok(None);
+    }
+    let picked: Vec<u64> = quarantine.iter().map(|q| q.row).collect();
+    let (all, held) = crate::lineage::row_sets(rows, &picked)?;
+    let findings = crate::poison::residuals(baseline, rows, findings, quarantine)?;
+    Ok(Some(Remediation {
+        format: QUARANTINE_FORMAT.to_owned(),
+        rows: all.rows,
+        quarantined_rows: held.rows,
+        batch_set: all.digest(),
+        quarantined_set: held.encode(),
+        findings,
+    }))
+}
+
+/// The fields of a parent JSON report that a re-check reads (the rest is ignored).
+#[derive(serde::Deserialize)]
+struct ParentReport {
+    command: String,
+    #[serde(default)]
+    baseline: Option<ParentBaseline>,
+    #[serde(default)]
+    quarantine: Option<Remediation>,
+}
+
+#[derive(serde::Deserialize)]
+struct ParentBaseline {
+    sha256: String,
+}
+
+/// The quarantine section of the parent's JSON report at `path`, checked against this run's
+/// baseline.
+///
+/// # Errors
+/// An unreadable file, not a `check` report, no quarantine section, another baseline.
+pub fn read_parent(path: &Path, baseline_sha256: &str) -> Result<Remediation> {
+    let bad = |cause: String| Error::input(path, cause);
+    let bytes =
+        std::fs::read(path).map_err(|e| bad(format!("cannot read the parent report: {e}")))?;
+    let parent: ParentReport = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("not a poisongate JSON report: {e}")))?;
+    if parent.command != "check" {
+        return Err(bad(format!(
+            "a `{}` report, not a `check` report",
+            parent.command
+        )));
+    }
+    let Some(remediation) = parent.quarantine else {
+        return Err(bad(
+            "the report records no quarantine: the parent check must block with --quarantine and --json"
+                .into(),
+        ));
+    };
+    if remediation.format != QUARANTINE_FORMAT {
+        return Err(bad(format!(
+            "unknown quarantine format `{}`",
+            remediation.format
+        )));
+    }
+    let parent_baseline = parent.baseline.map(|b| b.sha256).unwrap_or_default();
+    if parent_baseline != baseline_sha256 {
+        let short = |hex: &str| hex.get(..12).unwrap_or(hex).to_owned();
+        return Err(bad(format!(
+            "the parent was checked against another baseline (sha256 {}), not this one ({})",
+            short(&parent_baseline),
+            short(baseline_sha256)
+        )));
+    }
+    Ok(remediation)
+}
+
+/// `check --after-quarantine PARENT`: reads the parent's report, hashes the batch's rows (one
+/// more read) and adds the lineage and residual findings to `eval`, with a note.
+///
+/// # Errors
+/// As [`read_parent`]; a batch that can no longer be read.
+pub fn recheck(
+    policy: &Policy,
+    eval: &mut super::Evaluation,
+    parent: &Path,
+    baseline_sha256: &str,
+    rows: Rows<'_>,
+) -> Result<()> {
+    let remediation = read_parent(parent, baseline_sha256)?;
+    let (set, _) = crate::lineage::row_sets(rows, &[])?;
+    let name = parent.display().to_string();
+    let extra = after_quarantine(&remediation, &name, &set).map_err(|c| Error::input(parent, c))?;
+    eval.notes.push(format!(
+        "re-checked as {name} minus its {} quarantined rows ({} of its findings carried forward, {} cleared by the quarantine)",
+        remediation.quarantined_rows,
+        remediation.findings.len(),
+        remediation.findings.iter().filter(|r| r.clears).count()
+    ));
+    super::add_findings(policy, eval, extra);
+    Ok(())
 }

@@ -86,7 +86,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
                 let (eval, inputs, unit) =
                     check::check_files_kept(&loaded.baseline, &policy.policy, &files, extras)?;
                 let dtypes = unit.schema.clone();
-                let header = part_header(&loaded.sha256, &policy.sha256);
+                let header = poisongate::ledger::part_header(&loaded.sha256, &policy.sha256);
                 kept = Some((
                     poisongate::shard::Part::new(header, vec![(0, unit)]),
                     dtypes,
@@ -140,22 +140,11 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         }
     };
     let strict = policy.policy.gate.profile.is_strict();
-    if let Some(key) = args.sse.requirement() {
+    let required = args.sse.requirement();
+    if required.is_some() || strict {
         // The baseline is held to the requirement when it comes from S3; a local baseline
-        // is pinned by its digest or signature instead.
-        let mut stored: Vec<integrity::Stored<'_>> = Vec::new();
-        if let Some(object) = &loaded.object {
-            stored.push(integrity::Stored {
-                name: &loaded.path,
-                object: Some(object),
-            });
-        }
-        stored.extend(inputs.iter().map(integrity::Stored::from));
-        let extra = integrity::sse_kms_findings(key, &stored);
-        check::add_findings(&policy.policy, &mut eval, extra);
-    } else if strict {
-        // The strict profile holds every S3 object it read to SSE-KMS (any key); local files
-        // are pinned by digest instead.
+        // is pinned by its digest or signature instead. The strict profile alone holds only
+        // S3 objects to SSE-KMS (any key): local inputs are pinned by digest there too.
         let mut stored: Vec<integrity::Stored<'_>> = Vec::new();
         if let Some(object) = &loaded.object {
             stored.push(integrity::Stored {
@@ -166,10 +155,10 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         stored.extend(
             inputs
                 .iter()
-                .filter(|i| i.object.is_some())
+                .filter(|i| required.is_some() || i.object.is_some())
                 .map(integrity::Stored::from),
         );
-        let extra = integrity::sse_kms_findings(None, &stored);
+        let extra = integrity::sse_kms_findings(required.flatten(), &stored);
         check::add_findings(&policy.policy, &mut eval, extra);
     }
     let trust = integrity::trust_findings(
@@ -188,21 +177,10 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     check::add_findings(&policy.policy, &mut eval, trust);
     let rows = source::Rows::Files(&files, &inputs);
     if let Some(parent) = &args.after_quarantine {
-        let remediation = read_parent(parent, &loaded.sha256)?;
-        let (set, _) = poisongate::lineage::row_sets(rows, &[])?;
-        let name = parent.display().to_string();
-        let extra = check::remedy::after_quarantine(&remediation, &name, &set)
-            .map_err(|cause| poisongate::Error::input(parent, cause))?;
-        eval.notes.push(format!(
-            "re-checked as {name} minus its {} quarantined rows ({} of its findings carried forward, {} cleared by the quarantine)",
-            remediation.quarantined_rows,
-            remediation.findings.len(),
-            remediation.findings.iter().filter(|r| r.clears).count()
-        ));
-        check::add_findings(&policy.policy, &mut eval, extra);
+        check::remedy::recheck(&policy.policy, &mut eval, parent, &loaded.sha256, rows)?;
     }
     if let (Some(dir), Some((part, dtypes))) = (&args.ledger, kept) {
-        ledger_step(
+        poisongate::ledger::gate(
             dir,
             args.ledger_window,
             (&loaded.baseline, &loaded.sha256),
@@ -217,19 +195,8 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     let quarantined = eval.quarantined_rows;
     let scores = std::mem::take(&mut eval.row_scores);
     // What a re-check of the remaining rows needs: the row sets and each finding's residual.
-    let remediation = if args.quarantine.is_some() && !quarantine.is_empty() {
-        let picked: Vec<u64> = quarantine.iter().map(|q| q.row).collect();
-        let (all, held) = poisongate::lineage::row_sets(rows, &picked)?;
-        let findings =
-            poisongate::poison::residuals(&loaded.baseline, rows, &eval.findings, &quarantine)?;
-        Some(poisongate::lineage::Remediation {
-            format: poisongate::lineage::QUARANTINE_FORMAT.to_owned(),
-            rows: all.rows,
-            quarantined_rows: held.rows,
-            batch_set: all.digest(),
-            quarantined_set: held.encode(),
-            findings,
-        })
+    let remediation = if args.quarantine.is_some() {
+        check::remedy::remediation(&loaded.baseline, rows, &eval.findings, &quarantine)?
     } else {
         None
     };
@@ -274,171 +241,4 @@ pub(super) fn read_artifacts(
         .iter()
         .filter_map(|(role, path)| path.map(|p| poisongate::report::Artifact::of(role, p)))
         .collect()
-}
-
-/// The quarantine section of the parent's JSON report, checked against this run's baseline.
-fn read_parent(
-    path: &std::path::Path,
-    baseline_sha256: &str,
-) -> poisongate::Result<poisongate::lineage::Remediation> {
-    let bad = |cause: String| poisongate::Error::input(path, cause);
-    let bytes =
-        std::fs::read(path).map_err(|e| bad(format!("cannot read the parent report: {e}")))?;
-    let parent: Report = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("not a poisongate JSON report: {e}")))?;
-    if parent.command != "check" {
-        return Err(bad(format!(
-            "a `{}` report, not a `check` report",
-            parent.command
-        )));
-    }
-    let Some(remediation) = parent.quarantine else {
-        return Err(bad(
-            "the report records no quarantine: the parent check must block with --quarantine and --json"
-                .into(),
-        ));
-    };
-    if remediation.format != poisongate::lineage::QUARANTINE_FORMAT {
-        return Err(bad(format!(
-            "unknown quarantine format `{}`",
-            remediation.format
-        )));
-    }
-    let parent_baseline = parent.baseline.map(|b| b.sha256).unwrap_or_default();
-    if parent_baseline != baseline_sha256 {
-        return Err(bad(format!(
-            "the parent was checked against another baseline (sha256 {}), not this one ({})",
-            short(&parent_baseline),
-            short(baseline_sha256)
-        )));
-    }
-    Ok(remediation)
-}
-
-fn short(hex: &str) -> &str {
-    hex.get(..12).unwrap_or(hex)
-}
-
-/// The header of a one-batch part kept in the ledger.
-fn part_header(baseline_sha256: &str, policy_sha256: &str) -> poisongate::shard::PartHeader {
-    poisongate::shard::PartHeader {
-        format: poisongate::shard::PART_FORMAT.to_owned(),
-        tool: tool_name(),
-        baseline_sha256: baseline_sha256.to_owned(),
-        policy_sha256: policy_sha256.to_owned(),
-        manifest_sha256: "ledger entry".to_owned(),
-        units_total: 1,
-        units: vec![0],
-    }
-}
-
-fn tool_name() -> String {
-    format!("poisongate {}", env!("CARGO_PKG_VERSION"))
-}
-
-/// `--ledger`: tests the batch with the window of accepted batches before it, then appends
-/// it when the whole run passes.
-#[allow(clippy::too_many_arguments)]
-fn ledger_step(
-    dir: &std::path::Path,
-    window: usize,
-    (baseline, baseline_sha256): (&poisongate::baseline::Baseline, &str),
-    policy: &poisongate::policy::LoadedPolicy,
-    inputs: &[source::InputMeta],
-    part: poisongate::shard::Part,
-    dtypes: &[(String, polars::prelude::DataType)],
-    eval: &mut check::Evaluation,
-) -> poisongate::Result<()> {
-    use poisongate::ledger::{Entry, EntryInput, Ledger};
-    let mut ledger = Ledger::open(dir)?;
-    let schema = part.schema().map(<[_]>::to_vec).unwrap_or_default();
-    let (past, notes) = ledger.window(
-        window,
-        baseline_sha256,
-        &policy.sha256,
-        &tool_name(),
-        &schema,
-    )?;
-    eval.notes.extend(notes);
-    let rows: u64 = inputs.iter().map(|m| m.rows).sum();
-    if !past.is_empty() {
-        let entries: Vec<Entry> = past.iter().map(|p| p.0.clone()).collect();
-        let parts: Vec<poisongate::shard::Part> = past
-            .into_iter()
-            .map(|p| p.1)
-            .chain(std::iter::once(part.clone()))
-            .collect();
-        let shown = std::path::Path::new("ledger window");
-        let merged = poisongate::shard::Part::window(parts, "ledger window")
-            .ok_or_else(|| poisongate::Error::Internal("empty ledger window".into()))?;
-        let (summary, _, _, scans) = merged.complete(shown, baseline_sha256, &policy.sha256)?;
-        let over = check::decide_kept(baseline, &policy.policy, dtypes, summary, scans)?;
-        let total: u64 = rows + entries.iter().map(|e| e.rows).sum::<u64>();
-        let listed: Vec<String> = entries.iter().map(Entry::describe).collect();
-        let extra: Vec<poisongate::finding::Finding> = over
-            .findings
-            .into_iter()
-            .filter(|f| f.severity == poisongate::finding::Severity::Deny)
-            .map(|f| {
-                let mut g = f.clone();
-                g.code = check::remedy::LEDGER_WINDOW.to_owned();
-                g.subject.value = Some(match &f.subject.value {
-                    Some(v) => format!("{} {v}", f.code),
-                    None => f.code.clone(),
-                });
-                g.rows.clear();
-                // The window's rows are not listed or quarantined: nothing to drop now.
-                g.evidence.remove("rows_quarantined");
-                g.evidence.remove("rows_flagged");
-                g.evidence
-                    .insert("window_batches".into(), (entries.len() + 1) as f64);
-                g.evidence.insert("window_rows".into(), total as f64);
-                g.message = format!(
-                    "over this batch and the {} accepted before it in {} ({total} rows: {}): {}",
-                    entries.len(),
-                    dir.display(),
-                    listed.join(", "),
-                    f.message
-                );
-                g
-            })
-            .collect();
-        eval.notes.push(format!(
-            "tested with the {} batches accepted before it in the ledger {} ({total} rows in the window)",
-            entries.len(),
-            dir.display()
-        ));
-        check::add_findings(&policy.policy, eval, extra);
-    }
-    let verdict = poisongate::report::Verdict::decide(&eval.findings, eval.columns_checked);
-    if verdict == poisongate::report::Verdict::Pass {
-        let entry = Entry {
-            format: String::new(),
-            seq: 0,
-            prev: String::new(),
-            tool: tool_name(),
-            baseline_sha256: baseline_sha256.to_owned(),
-            policy_sha256: policy.sha256.clone(),
-            inputs: inputs
-                .iter()
-                .map(|m| EntryInput {
-                    path: m.path.clone(),
-                    sha256: m.sha256.clone(),
-                    rows: m.rows,
-                })
-                .collect(),
-            rows,
-            part: String::new(),
-            part_sha256: String::new(),
-            digest: String::new(),
-        };
-        let entry = ledger.append(entry, &part)?;
-        eval.notes.push(format!(
-            "accepted into the ledger {} as batch #{} (entry digest {})",
-            dir.display(),
-            entry.seq,
-            entry.digest
-        ));
-    }
-    Ok(())
 }

@@ -82,7 +82,7 @@ pub fn summarize(args: &SummarizeArgs) -> poisongate::Result<Verdict> {
     }
     let header = PartHeader {
         format: poisongate::shard::PART_FORMAT.to_owned(),
-        tool: format!("poisongate {}", env!("CARGO_PKG_VERSION")),
+        tool: poisongate::shard::tool(),
         baseline_sha256: loaded.sha256.clone(),
         policy_sha256: policy.sha256.clone(),
         manifest_sha256: manifest.sha256.clone(),
