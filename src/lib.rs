@@ -26,8 +26,11 @@ pub mod error;
 #[doc(hidden)]
 pub mod fault;
 pub mod finding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod integrity;
 pub mod ledger;
+pub mod limits;
 pub mod lineage;
 pub mod output;
 pub mod poison;

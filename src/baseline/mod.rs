@@ -15,6 +15,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_BASELINE_BYTES;
 
 /// Format tag of the baseline this build reads and writes.
 pub const BASELINE_FORMAT: &str = "poisongate.baseline/1";
@@ -52,6 +53,12 @@ pub fn load_verified(
     expect_sha256: Option<&str>,
     signature: Option<&crate::digest::SignatureCheck>,
 ) -> Result<LoadedBaseline> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::baseline(path, crate::source::io_cause(&e)))?
+        .len();
+    if size > MAX_BASELINE_BYTES {
+        return Err(too_big(path, size));
+    }
     let bytes =
         std::fs::read(path).map_err(|e| Error::baseline(path, crate::source::io_cause(&e)))?;
     from_bytes(
@@ -74,6 +81,9 @@ pub fn from_bytes(
     signature: Option<&crate::digest::SignatureCheck>,
 ) -> Result<LoadedBaseline> {
     let path = Path::new(name);
+    if bytes.len() as u64 > MAX_BASELINE_BYTES {
+        return Err(too_big(path, bytes.len() as u64));
+    }
     if let Some(sig) = signature
         && !sig.verify(bytes)?
     {
@@ -129,6 +139,17 @@ pub fn from_bytes(
         sha256,
         object: None,
     })
+}
+
+/// The error for a baseline past [`MAX_BASELINE_BYTES`] (see [`crate::limits`]).
+fn too_big(path: &Path, size: u64) -> Error {
+    Error::baseline(
+        path,
+        format!(
+            "{size} bytes, more than the cap of {} MiB on a baseline",
+            MAX_BASELINE_BYTES >> 20
+        ),
+    )
 }
 
 /// Serialises a baseline deterministically (sorted maps, fixed field order, trailing newline).

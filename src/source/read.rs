@@ -8,6 +8,7 @@ use polars::prelude::*;
 
 use super::{Format, InputFile, InputMeta, io_cause};
 use crate::error::{Error, Result};
+use crate::limits::{MAX_COLUMNS, MAX_JSON_DEPTH, MAX_LINE_BYTES};
 
 /// The frames of one batch, in input order, with their provenance.
 #[derive(Debug)]
@@ -50,6 +51,11 @@ pub fn read_batch(files: &[InputFile]) -> Result<Batch> {
     for file in files {
         progress.set_message(file.name());
         let (meta, df) = read_file(file)?;
+        if inputs.iter().map(|m: &InputMeta| m.rows).sum::<u64>() + meta.rows
+            > crate::limits::MAX_BATCH_ROWS
+        {
+            return Err(too_long_batch(Path::new(&meta.path)));
+        }
         if let (Some(first), Some(first_meta)) = (frames.first(), inputs.first()) {
             check_same_schema(first, &df, first_meta, &meta)?;
         }
@@ -112,6 +118,10 @@ pub fn read_file(file: &InputFile) -> Result<(InputMeta, DataFrame)> {
     );
     let (sha256, bytes) = digest.map_err(|e| rename(e, shown))?;
     let df = frame?;
+    check_window(shown, &df)?;
+    if df.height() as u64 > crate::limits::MAX_BATCH_ROWS {
+        return Err(too_long_batch(shown));
+    }
     if df.width() == 0 {
         return Err(Error::input(shown, "no columns"));
     }
@@ -140,8 +150,13 @@ fn rename(e: Error, shown: &Path) -> Error {
 /// Decodes a file with polars. Decoder panics on hostile bytes become input errors naming the
 /// file instead of crashing the gate.
 pub(super) fn decode(path: &Path, shown: &Path, format: Format) -> Result<DataFrame> {
-    if format == Format::Csv {
-        repeated_header(path, shown)?;
+    match format {
+        Format::Csv => {
+            repeated_header(path, shown)?;
+            scan_lines(path, shown, format)?;
+        }
+        Format::Ndjson => scan_lines(path, shown, format)?,
+        Format::Parquet | Format::Ipc => {}
     }
     guard(path, shown, format, || decode_inner(path, format))
 }
@@ -189,6 +204,92 @@ fn decode_inner(path: &Path, format: Format) -> PolarsResult<DataFrame> {
     }
 }
 
+/// Refuses a CSV or NDJSON input with a line longer than [`MAX_LINE_BYTES`], or NDJSON
+/// nested deeper than [`MAX_JSON_DEPTH`], before the decoder sees it (see [`crate::limits`]):
+/// one pass over the bytes, which for NDJSON also tracks strings (where brackets are text)
+/// and their escapes.
+fn scan_lines(path: &Path, shown: &Path, format: Format) -> Result<()> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(|e| Error::input(shown, super::io_cause(&e)))?;
+    let too_long = || {
+        Error::unusable(
+            shown,
+            format!(
+                "a line is longer than {} MiB (the cap on one {} line)",
+                MAX_LINE_BYTES >> 20,
+                format.name()
+            ),
+            "split the long values out of the table",
+        )
+    };
+    let too_deep = || {
+        Error::unusable(
+            shown,
+            format!("JSON nested more than {MAX_JSON_DEPTH} levels deep (a table's cells are not)"),
+            "flatten the nested values into columns",
+        )
+    };
+    let json = format == Format::Ndjson;
+    let (mut line, mut depth, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::input(shown, super::io_cause(&e))),
+        };
+        let chunk = &buf[..n];
+        if !json {
+            // Line lengths only: memchr finds the line ends at memory speed.
+            let mut from = 0;
+            for end in memchr::memchr_iter(b'\n', chunk) {
+                if line + (end - from) > MAX_LINE_BYTES {
+                    return Err(too_long());
+                }
+                (line, from) = (0, end + 1);
+            }
+            line += n - from;
+            if line > MAX_LINE_BYTES {
+                return Err(too_long());
+            }
+            continue;
+        }
+        for &b in chunk {
+            line += 1;
+            if b == b'\n' {
+                // A new record (a raw line end inside a string is not JSON: the decoder's to
+                // refuse).
+                (line, depth, in_string, escaped) = (0, 0, false, false);
+                continue;
+            }
+            if line > MAX_LINE_BYTES {
+                return Err(too_long());
+            }
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_JSON_DEPTH {
+                        return Err(too_deep());
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Longest header line read when looking for a repeated column name.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
@@ -202,7 +303,20 @@ fn repeated_header(path: &Path, shown: &Path) -> Result<()> {
         .map(|f| BufReader::new(f.take(MAX_HEADER_BYTES)))
         .and_then(|mut r| r.read_until(b'\n', &mut line))
         .map_err(|e| Error::input(shown, super::io_cause(&e)))?;
+    if line.len() as u64 == MAX_HEADER_BYTES && line.last() != Some(&b'\n') {
+        return Err(Error::unusable(
+            shown,
+            format!(
+                "the CSV header is longer than {} MiB",
+                MAX_HEADER_BYTES >> 20
+            ),
+            "shorten the column names, or split the table",
+        ));
+    }
     let names = header_fields(&String::from_utf8_lossy(&line));
+    if names.len() > MAX_COLUMNS {
+        return Err(too_wide(shown, names.len()));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for name in &names {
         if !seen.insert(name.as_str()) {
@@ -210,6 +324,66 @@ fn repeated_header(path: &Path, shown: &Path) -> Result<()> {
                 shown,
                 format!("the CSV header names the column `{name}` more than once"),
                 "give every column of the header its own name",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a batch with more than [`crate::limits::MAX_BATCH_ROWS`] rows.
+pub(super) fn too_long_batch(shown: &Path) -> Error {
+    Error::unusable(
+        shown,
+        format!(
+            "the batch holds more than {} rows (the cap on one batch)",
+            crate::limits::MAX_BATCH_ROWS
+        ),
+        "check it in parts, or with `plan`, `summarize` and `merge`",
+    )
+}
+
+/// The error for an input with more than [`MAX_COLUMNS`] columns.
+pub(super) fn too_wide(shown: &Path, columns: usize) -> Error {
+    Error::unusable(
+        shown,
+        format!("{columns} columns, more than the cap of {MAX_COLUMNS}"),
+        "split the table, or leave out the columns the model does not read",
+    )
+}
+
+/// Refuses a decoded window with more than [`MAX_COLUMNS`] columns or a string cell longer
+/// than [`crate::limits::MAX_CELL_BYTES`] (see [`crate::limits`]). A string's length is read
+/// from its view, so the check costs one pass over 16 bytes a cell, not over the strings.
+pub(super) fn check_window(shown: &Path, df: &DataFrame) -> Result<()> {
+    use crate::limits::MAX_CELL_BYTES;
+    if df.width() > MAX_COLUMNS {
+        return Err(too_wide(shown, df.width()));
+    }
+    for column in df.columns() {
+        let longest = match column.dtype() {
+            DataType::String => column.as_materialized_series().str().ok().map(|ca| {
+                ca.downcast_iter()
+                    .flat_map(|a| a.views().iter().map(|v| v.length))
+                    .max()
+                    .unwrap_or(0)
+            }),
+            DataType::Binary => column.as_materialized_series().binary().ok().map(|ca| {
+                ca.downcast_iter()
+                    .flat_map(|a| a.views().iter().map(|v| v.length))
+                    .max()
+                    .unwrap_or(0)
+            }),
+            _ => None,
+        };
+        if longest.is_some_and(|l| l as usize > MAX_CELL_BYTES) {
+            return Err(Error::unusable(
+                shown,
+                format!(
+                    "column `{}` holds a value longer than {} MiB (the cap on one cell)",
+                    column.name(),
+                    MAX_CELL_BYTES >> 20
+                ),
+                "split the long values out of the table",
             ));
         }
     }

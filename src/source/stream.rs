@@ -23,7 +23,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::read::{check_same_schema, decode, guard};
+use super::read::{check_same_schema, check_window, decode, guard, too_long_batch};
 use super::{Format, InputFile, InputMeta};
 use crate::error::{Error, Result};
 
@@ -352,6 +352,10 @@ pub fn first_pass(files: &[InputFile], f: &mut FirstPassFn<'_>) -> Result<Vec<In
             let hasher = scope.spawn(|| crate::digest::sha256_open(&handle, &file.path));
             let mut schema_df: Option<DataFrame> = None;
             let decoded = decode_windows(file, Some(&handle), None, &mut |w: &DataFrame, start| {
+                check_window(shown, w)?;
+                if (first_row + start + w.height()) as u64 > crate::limits::MAX_BATCH_ROWS {
+                    return Err(too_long_batch(shown));
+                }
                 if schema_df.is_none() {
                     if w.width() == 0 {
                         return Err(Error::input(shown, "no columns"));

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the fuzz targets and runs each under libFuzzer for a bounded time.
+#
+#   bash fuzz/run.sh [SECONDS-PER-TARGET] [TARGET...]     (default: 60 s, every target)
+#
+# Coverage-guided on stable Rust: the targets link libFuzzer through `libfuzzer-sys`, and
+# fuzz/sancov-rustc adds the SanitizerCoverage flags of `cargo fuzz build --sanitizer none`
+# to poisongate and the targets (no nightly toolchain, no AddressSanitizer: the library
+# forbids unsafe code). The decoders (polars) are not instrumented: their inputs are explored
+# through the coverage of poisongate's own code and through the seeds' structure.
+#
+# One binary holds every target (poisongate::fuzzing::TARGETS); FUZZ_TARGET picks one. Each
+# target starts from fuzz/seeds/TARGET (read-only) and keeps what it learns in
+# target/fuzz/corpus/TARGET. An input that crashes, times out (-timeout, 20 s) or uses more
+# than 2 GiB (-rss_limit_mb) lands in target/fuzz/crashes/TARGET/ and the script fails;
+# copy it into fuzz/regressions/TARGET/ once fixed, where `cargo test` replays it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+shift || true
+if [ $# -gt 0 ]; then
+  targets=("$@")
+else
+  targets=()
+  for t in fuzz/seeds/*/; do targets+=("$(basename "$t")"); done
+fi
+T=${CARGO_TARGET_DIR:-target}
+RUSTC_WRAPPER="$PWD/fuzz/sancov-rustc" cargo build --locked -p poisongate-fuzz --bins
+failed=()
+for t in "${targets[@]}"; do
+  corpus="$T/fuzz/corpus/$t" crashes="$T/fuzz/crashes/$t"
+  mkdir -p "$corpus" "$crashes"
+  log="$T/fuzz/$t.log"
+  set +e
+  FUZZ_TARGET=$t "$T/debug/poisongate-fuzz" "$corpus" "fuzz/seeds/$t" -max_total_time="$seconds" -timeout=20 \
+    -rss_limit_mb=2048 -malloc_limit_mb=2048 -artifact_prefix="$crashes/" \
+    -print_final_stats=1 > "$log" 2>&1
+  rc=$?
+  set -e
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+  printf '%-14s %4ss %10s runs  %-12s corpus %5s  exit %s\n' "$t" "$seconds" "${runs:-?}" \
+    "${cov:-cov: ?}" "$(find "$corpus" -type f | wc -l)" "$rc"
+  if [ "$rc" -ne 0 ]; then
+    failed+=("$t")
+    grep -E 'ERROR|panicked|SUMMARY|Test unit written' "$log" | head -5 || true
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAIL: ${failed[*]} (inputs in $T/fuzz/crashes/, logs in $T/fuzz/*.log)"
+  exit 1
+fi
