@@ -38,7 +38,7 @@ for t in "${targets[@]}"; do
   rc=$?
   set -e
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
   printf '%-14s %4ss %10s runs  %-12s corpus %5s  exit %s\n' "$t" "$seconds" "${runs:-?}" \
     "${cov:-cov: ?}" "$(find "$corpus" -type f | wc -l)" "$rc"
   if [ "$rc" -ne 0 ]; then

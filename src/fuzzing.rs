@@ -198,6 +198,15 @@ pub fn parent_report(bytes: &[u8]) -> Outcome {
     outcome(crate::check::remedy::read_parent(&path, &pinned))
 }
 
+/// Builds what target `name` reads besides its input (the bundled baseline and schema), so
+/// that the first input is not charged for it.
+pub fn prepare(name: &str) {
+    if matches!(name, "check_csv" | "summary") {
+        let _ = bundled_baseline();
+        let _ = bundled_schema();
+    }
+}
+
 /// One entry point: bytes in, read or refused out.
 pub type Target = fn(&[u8]) -> Outcome;
 

@@ -38,5 +38,6 @@ pub const MAX_BASELINE_BYTES: u64 = 1 << 30;
 
 // Categories per column are bounded where they are counted: a baseline pins at most 10,000
 // values of a column (`baseline::default_calibration`), `check` counts at most
-// `summary::categorical::MAX_UNSEEN_DISTINCT` values outside them one by one (the rest add to
-// an overflow count), and a label holds at most 1,000 classes.
+// `summary::categorical::MAX_UNSEEN_DISTINCT` distinct values outside them one by one in a
+// batch (the smallest ones; the rest add to an overflow count), and a label holds at most
+// 1,000 classes.

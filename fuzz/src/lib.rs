@@ -28,6 +28,13 @@ fn target() -> &'static (&'static str, Target) {
     })
 }
 
+/// Picks the target and builds what it reads besides its input (the bundled baseline takes
+/// seconds to profile), before libFuzzer starts timing inputs.
+pub fn prepare() {
+    let (name, _) = target();
+    poisongate::fuzzing::prepare(name);
+}
+
 /// Runs the target on `data`; aborts when its entry point panics.
 pub fn run(data: &[u8]) {
     let (name, f) = target();

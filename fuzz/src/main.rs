@@ -2,4 +2,7 @@
 
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| poisongate_fuzz::run(data));
+libfuzzer_sys::fuzz_target!(
+    init: poisongate_fuzz::prepare(),
+    |data: &[u8]| poisongate_fuzz::run(data)
+);

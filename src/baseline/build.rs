@@ -349,7 +349,7 @@ fn frequent_values(sorted: &[f64]) -> (Vec<ValueCount>, u64) {
 }
 
 fn categorical_profile(s: &CategoricalSummary, cal: &Calibration) -> CategoricalProfile {
-    let mut by_count: Vec<(&String, u64)> = s.counts.iter().map(|(k, &v)| (k, v)).collect();
+    let mut by_count: Vec<(&String, u64)> = s.values().collect();
     by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let top: Vec<CategoryCount> = by_count
         .iter()

@@ -158,10 +158,7 @@ fn cells(col: &ColumnProfile, s: &CategoricalSummary) -> Option<(Vec<String>, Ve
     let names: Vec<String> = p.top.iter().map(|t| t.value.clone()).collect();
     let mut base: Vec<u64> = p.top.iter().map(|t| t.count).collect();
     base.push(p.other);
-    let mut batch: Vec<u64> = names
-        .iter()
-        .map(|v| s.counts.get(v).copied().unwrap_or(0))
-        .collect();
+    let mut batch: Vec<u64> = names.iter().map(|v| s.get(v)).collect();
     let top: u64 = batch.iter().sum();
     batch.push(s.count - top);
     Some((names, base, batch))

@@ -279,10 +279,7 @@ pub fn distributions(
                 let in_top: u64 = base.iter().sum();
                 base.push(col.count.saturating_sub(in_top));
                 base.push(col.nulls);
-                let mut batch: Vec<u64> = top
-                    .iter()
-                    .map(|v| s.counts.get(*v).copied().unwrap_or(0))
-                    .collect();
+                let mut batch: Vec<u64> = top.iter().map(|v| s.get(v)).collect();
                 let batch_top: u64 = batch.iter().sum();
                 batch.push(s.count.saturating_sub(batch_top));
                 batch.push(s.nulls);

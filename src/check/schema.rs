@@ -297,10 +297,8 @@ pub fn out_of_domain_categorical(
 ) -> Option<Candidate> {
     let allowed: std::collections::HashSet<&str> = allowed.iter().map(String::as_str).collect();
     let mut bad: Vec<(&String, u64)> = s
-        .counts
-        .iter()
+        .values()
         .filter(|(v, _)| !allowed.contains(v.as_str()))
-        .map(|(v, &c)| (v, c))
         .collect();
     let k = bad.iter().map(|(_, c)| c).sum::<u64>() + s.overflow;
     if k == 0 {
@@ -345,10 +343,8 @@ pub fn unseen_categories(
     let domain: std::collections::HashSet<&str> =
         profile.domain.iter().map(String::as_str).collect();
     let mut unseen: Vec<(&String, u64)> = s
-        .counts
-        .iter()
+        .values()
         .filter(|(v, _)| !domain.contains(v.as_str()))
-        .map(|(v, &c)| (v, c))
         .collect();
     let k = unseen.iter().map(|(_, c)| c).sum::<u64>() + s.overflow;
     if k == 0 || s.count == 0 {

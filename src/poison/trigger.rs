@@ -88,7 +88,7 @@ fn categorical_values(
             .map(|(i, t)| (t.value.as_str(), (i, t.count)))
             .collect();
         let mut wanted: Wanted = BTreeMap::new();
-        for (value, &k) in &s.counts {
+        for (value, k) in s.values() {
             let kf = k as f64;
             if kf < 3.0 || kf / n < MIN_SHARE {
                 continue;

@@ -1,8 +1,14 @@
 //! Categorical column summary: exact counts per value.
 //!
 //! Values of the pinned domain are always counted exactly. Values outside it are counted
-//! exactly up to [`MAX_UNSEEN_DISTINCT`] distinct values; past that they add to `overflow`,
-//! so that an identifier-like column cannot exhaust memory. Merging adds counts.
+//! exactly up to [`MAX_UNSEEN_DISTINCT`] distinct values: the summary keeps the smallest
+//! values (in byte order) and adds the rows of the rest to `overflow`, so that an
+//! identifier-like column cannot exhaust memory. Keeping the `k` smallest values is a
+//! bottom-k sample on a total order, which merges exactly: a value among the `k` smallest of
+//! the whole batch is among the `k` smallest of every part that holds it, so no part ever
+//! drops it and its count is exact, and every other value ends in `overflow`. A batch cut into
+//! any blocks or shards therefore gives the same summary, and the cap holds for the batch, not
+//! per block.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -31,13 +37,14 @@ pub struct CategoricalSummary {
     pub count: u64,
     /// Nulls.
     pub nulls: u64,
-    /// Count per value.
+    /// Count per value of the pinned domain (per value, when there is no cap: `profile`).
     pub counts: BTreeMap<String, u64>,
+    /// Count per value outside the domain, under the cap: the [`MAX_UNSEEN_DISTINCT`]
+    /// smallest such values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unseen: BTreeMap<String, u64>,
     /// Rows whose value is outside the domain and past the distinct cap.
     pub overflow: u64,
-    /// Distinct values outside the domain held in `counts` (derived; rebuilt on merge).
-    #[serde(skip)]
-    unseen_tracked: usize,
 }
 
 impl CategoricalSummary {
@@ -101,28 +108,53 @@ impl CategoricalSummary {
         self.add_counts(plan, named.iter().map(|(v, n)| (v.as_str(), *n)));
     }
 
-    /// Adds per-value counts, sorted so that which values pass the distinct cap is
-    /// deterministic.
+    /// Adds per-value counts.
     fn add_counts<'a>(
         &mut self,
         plan: &CategoricalPlan,
         counts: impl Iterator<Item = (&'a str, u64)>,
     ) {
-        let mut counts: Vec<(&str, u64)> = counts.collect();
-        counts.sort_unstable();
         for (value, n) in counts {
             self.count += n;
-            if let Some(c) = self.counts.get_mut(value) {
-                *c += n;
-            } else if plan.domain.contains(value) {
-                self.counts.insert(value.to_owned(), n);
-            } else if !plan.cap_unseen || self.unseen_tracked < MAX_UNSEEN_DISTINCT {
-                self.unseen_tracked += 1;
-                self.counts.insert(value.to_owned(), n);
+            let map = if !plan.cap_unseen || plan.domain.contains(value) {
+                &mut self.counts
             } else {
+                &mut self.unseen
+            };
+            match map.get_mut(value) {
+                Some(c) => *c += n,
+                None => {
+                    map.insert(value.to_owned(), n);
+                }
+            }
+        }
+        self.trim();
+    }
+
+    /// Keeps the [`MAX_UNSEEN_DISTINCT`] smallest values outside the domain; the rows of the
+    /// others go to `overflow`.
+    fn trim(&mut self) {
+        while self.unseen.len() > MAX_UNSEEN_DISTINCT {
+            if let Some((_, n)) = self.unseen.pop_last() {
                 self.overflow += n;
             }
         }
+    }
+
+    /// The rows holding `value`.
+    #[must_use]
+    pub fn get(&self, value: &str) -> u64 {
+        self.counts
+            .get(value)
+            .or_else(|| self.unseen.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every value counted one by one with its rows: the domain's, then the tracked values
+    /// outside it (the two never share a value).
+    pub fn values(&self) -> impl Iterator<Item = (&String, u64)> {
+        self.counts.iter().chain(&self.unseen).map(|(v, &n)| (v, n))
     }
 
     /// Adds another partial summary.
@@ -130,8 +162,7 @@ impl CategoricalSummary {
     /// # Errors
     /// Never at present; kept fallible like the other merges.
     ///
-    /// Merging is exact for every value either side tracked; the distinct cap applies to each
-    /// partial, so a merged summary may track more than [`MAX_UNSEEN_DISTINCT`] values.
+    /// Merging is exact (see the module's note on the distinct cap).
     pub fn merge(&mut self, o: &Self) -> Result<()> {
         self.count += o.count;
         self.nulls += o.nulls;
@@ -139,7 +170,10 @@ impl CategoricalSummary {
         for (k, v) in &o.counts {
             *self.counts.entry(k.clone()).or_insert(0) += v;
         }
-        self.unseen_tracked = self.unseen_tracked.max(o.unseen_tracked);
+        for (k, v) in &o.unseen {
+            *self.unseen.entry(k.clone()).or_insert(0) += v;
+        }
+        self.trim();
         Ok(())
     }
 }
@@ -190,7 +224,54 @@ mod tests {
         assert_eq!(s.count, arr.len() as u64);
         assert_eq!(s.counts["kept"], 1);
         assert_eq!(s.overflow, 10);
-        assert_eq!(s.counts.len(), MAX_UNSEEN_DISTINCT + 1);
+        assert_eq!(s.unseen.len(), MAX_UNSEEN_DISTINCT);
+        // The smallest values are kept: "id99999" sorts after every "id1000xx".
+        assert_eq!(s.get("id99999"), 0);
+        assert_eq!(s.get("id0"), 1);
+    }
+
+    #[test]
+    fn the_distinct_cap_holds_for_the_batch_and_any_split_gives_the_same_summary() {
+        let plan = CategoricalPlan {
+            domain: ["d1".to_owned(), "d2".to_owned()].into_iter().collect(),
+            cap_unseen: true,
+        };
+        // 250,000 distinct unseen values (two rows each for a tenth of them) and domain rows.
+        let values: Vec<String> = (0..275_000usize)
+            .map(|i| match i % 11 {
+                0 => "d1".to_owned(),
+                1 => "d2".to_owned(),
+                _ => format!("v{:06}", (i * 7919) % 250_000),
+            })
+            .collect();
+        let rows: Vec<Option<&str>> = values.iter().map(|v| Some(v.as_str())).collect();
+        let summarise = |cuts: &[usize]| {
+            let mut total = CategoricalSummary::default();
+            let mut from = 0;
+            for &to in cuts.iter().chain(std::iter::once(&rows.len())) {
+                let mut part = CategoricalSummary::default();
+                part.update(&plan, &array(&rows[from..to]));
+                total.merge(&part).unwrap();
+                from = to;
+            }
+            total
+        };
+        let whole = summarise(&[]);
+        assert_eq!(whole.unseen.len(), MAX_UNSEEN_DISTINCT);
+        assert_eq!(whole.count, rows.len() as u64);
+        assert_eq!(
+            whole.values().map(|(_, n)| n).sum::<u64>() + whole.overflow,
+            whole.count
+        );
+        assert_eq!(whole.get("d1") + whole.get("d2"), 50_000);
+        for cuts in [
+            &[1][..],
+            &[65_536, 131_072, 196_608],
+            &[137_000],
+            &[10, 20, 270_000],
+        ] {
+            assert_eq!(summarise(cuts), whole, "cut at {cuts:?}");
+        }
     }
 
     #[test]
