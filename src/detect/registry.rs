@@ -250,6 +250,16 @@ pub const CODES: &[CodeInfo] = &[
         respond: "Inspect the top rows in the report or the quarantine; drop injected rows, or fix the unit or join that produced them.",
     },
     CodeInfo {
+        code: "poison-stitched-rows",
+        family: Family::Row,
+        weight: Weight::Detector,
+        doc: "docs/detectors.md#poison-stitched-rows",
+        skip_phrase: "",
+        summary: "Rows go together less than trusted rows do: the mean ratio of each row's density with its values drawn independently to its density in the trusted pairwise model is above the trusted rows' own, as if a share of rows were stitched from other rows' values.",
+        why: "Rows assembled column by column from different rows (crude synthetic rows, re-paired features) look ordinary value by value; they teach a model combinations that never occur, and their labels carry no signal.",
+        respond: "Inspect the listed rows (highest weight first) against the named feature pairs; find the join, generator or producer that assembled them.",
+    },
+    CodeInfo {
         code: "poison-duplicate-flood",
         family: Family::Row,
         weight: Weight::Detector,
@@ -494,7 +504,7 @@ mod tests {
                 assert!(text.contains(&format!("## `{anchor}`")), "{}", c.doc);
             }
         }
-        assert_eq!(row_codes().count(), 8);
+        assert_eq!(row_codes().count(), 9);
     }
 
     #[test]
@@ -538,6 +548,7 @@ mod tests {
                 "poison-trigger",
                 "poison-point-mass",
                 "poison-anomalous-rows",
+                "poison-stitched-rows",
                 "poison-duplicate-flood",
                 "poison-label-conflict",
                 "output-prediction",

@@ -34,6 +34,7 @@ pub mod point_mass;
 mod quarantine;
 pub mod scan;
 pub mod segment;
+pub mod stitched;
 pub mod tables;
 pub mod trigger;
 
@@ -81,6 +82,10 @@ pub struct PoisonProfile {
     pub anomaly: Option<anomaly::AnomalyProfile>,
     /// Duplicate rates and the trusted membership filter.
     pub duplicates: duplicates::DuplicateProfile,
+    /// Pair tables of the stitched-rows test (absent in baselines pinned before it existed,
+    /// or when no pair of features carries information: the test then does not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stitched: Option<stitched::StitchedProfile>,
 }
 
 /// Per-feature class tables (`code * classes + class`) of rows given by their codes and
@@ -181,6 +186,7 @@ pub fn build(
     };
     let anomaly = anomaly::fit(baseline, &encoder, &rows, baseline.seed);
     let duplicates = duplicates::fit(&rows, baseline.seed);
+    let stitched = stitched::fit(&encoder, &rows, baseline.seed);
     Ok(Some(PoisonProfile {
         features: encoder.features.iter().map(|f| f.name.clone()).collect(),
         cardinality,
@@ -189,6 +195,7 @@ pub fn build(
         label_model,
         anomaly,
         duplicates,
+        stitched,
     }))
 }
 
@@ -243,6 +250,9 @@ impl PoisonProfile {
         if let Some(a) = &self.anomaly {
             a.validate(self.features.len())?;
         }
+        if let Some(s) = &self.stitched {
+            s.validate(&self.cardinality)?;
+        }
         self.duplicates.validate()
     }
 }
@@ -273,10 +283,11 @@ pub struct Broken {
 
 /// The detectors whose pinned null is over every feature together (the reference model,
 /// the anomaly scores, the row fingerprints): a feature that lost its values moves them all.
-pub const JOINT_CODES: [&str; 5] = [
+pub const JOINT_CODES: [&str; 6] = [
     "poison-label-inconsistency",
     "poison-segment-label-shift",
     "poison-anomalous-rows",
+    "poison-stitched-rows",
     "poison-duplicate-flood",
     "poison-label-conflict",
 ];
@@ -387,6 +398,8 @@ registry! {
     anomaly: outliers::AnomalyState => outliers::finish,
     /// `poison-duplicate-flood` and `poison-label-conflict`.
     duplicates: duplicates::DuplicateState => duplicates::finish,
+    /// `poison-stitched-rows`.
+    stitched: stitched::StitchedState => stitched::finish,
 }
 
 /// Runs every detector on a scanned batch.

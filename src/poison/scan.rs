@@ -59,6 +59,10 @@ pub struct Block {
     pub extreme: Vec<f32>,
     /// Per feature, the rows past the extreme-value cut whose largest excess it holds.
     pub extreme_by_feature: Vec<u64>,
+    /// Stitched-rows weight per row (empty without the test).
+    pub stitched: Vec<f32>,
+    /// The weight a row must pass to be listed (infinite without the test).
+    pub stitched_cut: f64,
     /// The largest key the label test's sample can still take (the largest key of the
     /// fold's bottom k once it is full; `u64::MAX` before): rows above it are not sampled,
     /// which changes nothing, as keys above it cannot enter the final bottom k.
@@ -214,7 +218,17 @@ impl<'a> BlockScorer<'a> {
             Some(sc) => (sc.score(&e), sc.extreme(&e)),
             None => (vec![0.0; e.n], (vec![0.0; e.n], vec![0; features])),
         };
+        let stitched = profile
+            .stitched
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.weights(&e));
+        let stitched_cut = profile
+            .stitched
+            .as_ref()
+            .map_or(f64::INFINITY, |s| s.row_cut);
         Ok(Block {
+            stitched,
+            stitched_cut,
             first,
             sample_below,
             e,

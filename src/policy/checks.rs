@@ -180,6 +180,9 @@ pub struct Checks {
     pub poison_point_mass: RateRule,
     /// `poison-anomalous-rows`: thresholds on the excess share of anomalous rows.
     pub poison_anomalous_rows: RateRule,
+    /// `poison-stitched-rows`: thresholds on the estimated share of rows stitched together
+    /// from other rows' values.
+    pub poison_stitched_rows: RateRule,
     /// `poison-duplicate-flood`: thresholds on the excess share of repeated rows.
     pub poison_duplicate_flood: RateRule,
     /// `poison-label-conflict`: thresholds on the excess share of rows that contradict trusted
@@ -284,12 +287,17 @@ impl Default for Checks {
             poison_segment_label_shift: rate(0.05, 0.1),
             poison_trigger: TriggerRule {
                 level: Level::Deny,
-                warn: 0.002,
-                deny: 0.005,
+                // A trigger's budget at the earlier 0.5 % was its threshold (a 2,000-row
+                // batch passed with 8 trigger rows, raising the attack success of a model
+                // trained on it by 4-14 points; benches/eval/budget.py); no clean or mildly
+                // drifted batch of the evaluation reached 0.2 %.
+                warn: 0.001,
+                deny: 0.002,
                 concentration: 0.9,
             },
             poison_point_mass: rate(0.002, 0.005),
             poison_anomalous_rows: rate(0.005, 0.01),
+            poison_stitched_rows: rate(0.01, 0.02),
             poison_duplicate_flood: rate(0.005, 0.01),
             poison_label_conflict: rate(0.005, 0.01),
             output_prediction: CategoricalDrift {

@@ -227,6 +227,8 @@ fn block(rows: &[(u64, u64, u16)]) -> Block {
         anomaly: Vec::new(),
         extreme: Vec::new(),
         extreme_by_feature: Vec::new(),
+        stitched: Vec::new(),
+        stitched_cut: f64::INFINITY,
         sample_below: u64::MAX,
     }
 }

@@ -20,4 +20,5 @@ mod remedy;
 mod s3;
 mod schemas;
 mod sharding;
+mod stitched;
 mod streaming;

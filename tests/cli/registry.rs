@@ -158,6 +158,8 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
     let poison = |f: &str| check(&base, &td(&format!("poison/{f}.parquet")), &[]);
     let drifted = check(&base, &td("drifted/batch.parquet"), &[]);
     let clean_check = check(&base, &clean, &[]);
+    // Data whose columns go together (the bundled data's barely do): see stitched.rs.
+    let (st_base, st_clean, st_attacked, _) = crate::stitched::fixture(d);
     // Per code: (a command that must report it, a clean command that must not).
     let cases: Vec<(&str, Vec<String>, Vec<String>)> = vec![
         (
@@ -223,6 +225,11 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
             "poison-anomalous-rows",
             poison("outliers"),
             clean_check.clone(),
+        ),
+        (
+            "poison-stitched-rows",
+            check(&path(&st_base), &path(&st_attacked), &[]),
+            check(&path(&st_base), &path(&st_clean), &[]),
         ),
         (
             "poison-duplicate-flood",

@@ -51,6 +51,11 @@ pub enum RowSelector {
         /// Rows to keep.
         limit: usize,
     },
+    /// Rows whose stitched-rows weight reaches the trusted rows' 90th percentile.
+    Stitched {
+        /// Rows to keep.
+        limit: usize,
+    },
     /// Explicit rows (trigger and point-mass values).
     Listed(Vec<u32>),
     /// Rows of one segment of a feature labelled with one class that the reference model
@@ -110,6 +115,7 @@ fn select(sel: &RowSelector, listed: Option<&Vec<(u32, f64)>>) -> Vec<(f64, u32)
         | RowSelector::Anomalous { limit }
         | RowSelector::Extreme { limit }
         | RowSelector::Conflicting { limit }
+        | RowSelector::Stitched { limit }
         | RowSelector::Segment { limit, .. } => *limit,
         _ => usize::MAX,
     };
@@ -163,6 +169,7 @@ fn top_of<'s>(sel: &RowSelector, scan: &'s Scan) -> Option<(&'s crate::detect::T
         RowSelector::Anomalous { limit } => (&s.anomaly.as_ref()?.top_anomalous, *limit),
         RowSelector::Extreme { limit } => (&s.anomaly.as_ref()?.top_extreme, *limit),
         RowSelector::Conflicting { limit } => (&s.duplicates.as_ref()?.top_conflicting, *limit),
+        RowSelector::Stitched { limit } => (&s.stitched.as_ref()?.top, *limit),
         _ => return None,
     })
 }
@@ -196,6 +203,10 @@ fn pick(
         } => {
             let c = usize::from(*b.e.codes.get(*feature)?.get(i)?);
             (codes.contains(&c) && y == *class && (p.is_nan() || p < 0.5)).then(|| surprise(p))
+        }
+        RowSelector::Stitched { .. } => {
+            let w = f64::from(*b.stitched.get(i)?);
+            (w >= b.stitched_cut).then_some(w)
         }
         RowSelector::Listed(_) => None,
     }
