@@ -70,6 +70,8 @@ const MIN_ROWS: usize = 200;
 const MIN_BATCH: u64 = 50;
 /// Least Miller–Madow-corrected mutual information of a pair kept (nats).
 const MIN_INFORMATION: f64 = 0.005;
+/// One-sided 95 % normal quantile.
+const Z95: f64 = 1.644_853_626_951_472_2;
 /// Fixed-point scale of the weights in the state: exact sums whatever the split.
 const SCALE: f64 = (1u64 << 26) as f64;
 /// Quantile of the trusted weights a listed row must reach (the 99th percentile is often
@@ -435,7 +437,9 @@ impl Accumulator<Pinned<'_>, Block> for StitchedState {
             self.sum += q;
             self.sum_sq += q * q;
             if f64::from(w) >= cut {
-                self.top.offer(f64::from(w), b.first + i as u64);
+                // The selector's score, in (0, 1) like every other (the order is the weights').
+                self.top
+                    .offer(f64::from(w) / (1.0 + f64::from(w)), b.first + i as u64);
             }
         }
     }
@@ -469,10 +473,14 @@ pub fn finish(p: &Pinned<'_>, _: &Scan, st: &StitchedState, policy: &Policy) -> 
     let mean = st.sum as f64 / SCALE / n;
     let z_weight = (mean - s.mean) / (s.sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt());
     let gap = s.mean_stitched - s.mean;
-    let share_weight = if gap > 0.0 {
-        ((mean - s.mean) / gap).clamp(0.0, 1.0)
+    let se_weight = s.sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt();
+    let (share_weight, share_weight_high) = if gap > 0.0 {
+        (
+            ((mean - s.mean) / gap).clamp(0.0, 1.0),
+            ((mean - s.mean + Z95 * se_weight) / gap).clamp(0.0, 1.0),
+        )
     } else {
-        0.0
+        (0.0, 0.0)
     };
     // The batch's own tables: how much the pairs' information dropped. Stitching a share ε
     // scales each pair's dependence by about (1 − ε)², and a shift of one column's values,
@@ -504,6 +512,9 @@ pub fn finish(p: &Pinned<'_>, _: &Scan, st: &StitchedState, policy: &Policy) -> 
     evidence.insert("trusted_mean_weight".into(), s.mean);
     evidence.insert("stitched_mean_weight".into(), s.mean_stitched);
     evidence.insert("stitched_share_weight".into(), share_weight);
+    // The upper end of the weights' share (one-sided 95 %), for what a dropped quarantine
+    // leaves (`quarantine::residuals`).
+    evidence.insert("stitched_share_high".into(), share_weight_high.max(share));
     evidence.insert("information".into(), information);
     evidence.insert("trusted_information".into(), s.information);
     evidence.insert("stitched_share_information".into(), share_information);

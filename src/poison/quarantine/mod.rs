@@ -206,7 +206,7 @@ fn pick(
         }
         RowSelector::Stitched { .. } => {
             let w = f64::from(*b.stitched.get(i)?);
-            (w >= b.stitched_cut).then_some(w)
+            (w >= b.stitched_cut).then(|| w / (1.0 + w))
         }
         RowSelector::Listed(_) => None,
     }
@@ -410,17 +410,48 @@ fn read_ids(
 pub fn row_facts(
     baseline: &Baseline,
     rows_of: BatchRows<'_>,
-    mut wanted: Vec<u32>,
+    wanted: Vec<u32>,
 ) -> Result<foldhash::HashMap<u32, (u16, f32, bool)>> {
-    use polars::prelude::{IdxCa, IdxSize};
     let mut out = foldhash::HashMap::default();
+    visit_rows(baseline, rows_of, wanted, |r, b, i| {
+        out.insert(r, (b.e.label[i], b.p[i], b.inside[i]));
+    })?;
+    Ok(out)
+}
+
+/// [`row_facts`], with each row's stitched-rows weight too (NaN without that test).
+///
+/// # Errors
+/// A batch that can no longer be read.
+pub fn row_facts_and_weights(
+    baseline: &Baseline,
+    rows_of: BatchRows<'_>,
+    wanted: Vec<u32>,
+) -> Result<foldhash::HashMap<u32, ((u16, f32, bool), f32)>> {
+    let mut out = foldhash::HashMap::default();
+    visit_rows(baseline, rows_of, wanted, |r, b, i| {
+        let w = b.stitched.get(i).copied().unwrap_or(f32::NAN);
+        out.insert(r, ((b.e.label[i], b.p[i], b.inside[i]), w));
+    })?;
+    Ok(out)
+}
+
+/// Encodes and scores only the `wanted` rows of each block (one read of the features and the
+/// label) and hands each to `visit` with its block and its index there.
+fn visit_rows(
+    baseline: &Baseline,
+    rows_of: BatchRows<'_>,
+    mut wanted: Vec<u32>,
+    mut visit: impl FnMut(u32, &Block, usize),
+) -> Result<()> {
+    use polars::prelude::{IdxCa, IdxSize};
     wanted.sort_unstable();
     wanted.dedup();
     if wanted.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     let Some(scorer) = BlockScorer::new(baseline, None) else {
-        return Ok(out);
+        return Ok(());
     };
     let columns = scorer.columns();
     let mut next = 0usize;
@@ -442,13 +473,12 @@ pub fn row_facts(
                 .map_err(|e| crate::error::Error::Internal(format!("taking rows: {e}")))?;
             let b = scorer.block(&taken, 0, u64::MAX)?;
             for (i, &r) in wanted[start..next].iter().enumerate() {
-                out.insert(r, (b.e.label[i], b.p[i], b.inside[i]));
+                visit(r, &b, i);
             }
         }
         offset = end;
         Ok(())
-    })?;
-    Ok(out)
+    })
 }
 
 /// Attaches the rows behind each fired poison finding: every row flagged by a deny finding

@@ -17,7 +17,9 @@
 //! most surprising rows are often genuine, so a quarantine of the estimated size may hold
 //! well under the estimated flips, and the finding then stays.
 //! `poison-segment-label-shift` uses the same posterior, at the segment's excess share, over the
-//! rows it quarantined (its mean, times their number). For the other rate detectors
+//! rows it quarantined (its mean, times their number). `poison-stitched-rows` credits each
+//! quarantined row with its posterior of being stitched under that test's mixture, from the
+//! row's weight, and is judged from the upper end of the weights' estimate. For the other rate detectors
 //! (outliers, duplicates, conflicts, triggers, point masses) a flagged row is part
 //! of the excess with probability `excess / flagged` (the share of the flagged rows that the
 //! trusted rate does not explain), at the upper end of the excess below.
@@ -29,7 +31,7 @@
 //! class's count; the other detectors the one-sided 95 % Poisson bound on their flagged rows,
 //! capped at those rows.
 
-use super::{QuarantineRow, row_facts};
+use super::{QuarantineRow, row_facts_and_weights};
 use crate::baseline::Baseline;
 use crate::error::Result;
 use crate::finding::{Finding, Severity};
@@ -38,6 +40,9 @@ use crate::source::Rows as BatchRows;
 
 /// One-sided 95 % normal quantile.
 const Z95: f64 = 1.644_853_626_951_472_2;
+
+/// The finding whose credit is each quarantined row's posterior of being stitched.
+const STITCHED: &str = "poison-stitched-rows";
 
 /// Findings whose credit is the flip posterior of their quarantined rows.
 const LABEL_CODES: [&str; 2] = ["poison-label-inconsistency", "poison-segment-label-shift"];
@@ -55,19 +60,21 @@ pub fn residuals(
 ) -> Result<Vec<Residual>> {
     let quarantining =
         |f: &&Finding| f.severity == Severity::Deny && f.evidence.contains_key("rows_quarantined");
-    let label_finding = findings
+    let per_row = findings
         .iter()
         .filter(quarantining)
-        .any(|f| LABEL_CODES.contains(&f.code.as_str()));
-    let facts = if label_finding {
+        .any(|f| LABEL_CODES.contains(&f.code.as_str()) || f.code == STITCHED);
+    let read = if per_row {
         let wanted = quarantine
             .iter()
             .filter_map(|q| u32::try_from(q.row).ok())
             .collect();
-        row_facts(baseline, rows, wanted)?
+        row_facts_and_weights(baseline, rows, wanted)?
     } else {
         foldhash::HashMap::default()
     };
+    let facts: foldhash::HashMap<u32, (u16, f32, bool)> =
+        read.iter().map(|(&r, &(f, _))| (r, f)).collect();
     let classes = baseline.poison.as_ref().map_or(2, |p| p.classes.max(2)) as f64;
     let mut out = Vec::new();
     for f in findings.iter().filter(quarantining) {
@@ -91,6 +98,30 @@ pub fn residuals(
             let high = f
                 .evidence
                 .get("flip_share_high")
+                .map_or(excess, |h| h * f.n as f64);
+            (credited, high)
+        } else if f.code == STITCHED {
+            // Every quarantined row counts with its posterior of being stitched under the
+            // test's mixture: a share ε of rows drawn from the product of the marginals, whose
+            // density ratio to the trusted model is the row's weight `w`, so the posterior is
+            // `ε w / (ε w + 1 − ε)` (the E-step, as for the label flips above).
+            let eps = f.value.clamp(0.0, 1.0);
+            let credited = read
+                .values()
+                .filter(|(_, w)| w.is_finite())
+                .map(|&(_, w)| {
+                    let w = f64::from(w);
+                    let num = eps * w;
+                    if num + (1.0 - eps) > 0.0 {
+                        num / (num + (1.0 - eps))
+                    } else {
+                        0.0
+                    }
+                })
+                .sum();
+            let high = f
+                .evidence
+                .get("stitched_share_high")
                 .map_or(excess, |h| h * f.n as f64);
             (credited, high)
         } else if f.code == "poison-segment-label-shift" {
