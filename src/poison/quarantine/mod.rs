@@ -419,6 +419,10 @@ pub fn row_facts(
     Ok(out)
 }
 
+/// A row's label, the reference model's probability of it, and whether it lies inside the
+/// trusted support ([`row_facts`]).
+pub type RowFact = (u16, f32, bool);
+
 /// [`row_facts`], with each row's stitched-rows weight too (NaN without that test).
 ///
 /// # Errors
@@ -427,7 +431,7 @@ pub fn row_facts_and_weights(
     baseline: &Baseline,
     rows_of: BatchRows<'_>,
     wanted: Vec<u32>,
-) -> Result<foldhash::HashMap<u32, ((u16, f32, bool), f32)>> {
+) -> Result<foldhash::HashMap<u32, (RowFact, f32)>> {
     let mut out = foldhash::HashMap::default();
     visit_rows(baseline, rows_of, wanted, |r, b, i| {
         let w = b.stitched.get(i).copied().unwrap_or(f32::NAN);

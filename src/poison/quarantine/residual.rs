@@ -73,7 +73,7 @@ pub fn residuals(
     } else {
         foldhash::HashMap::default()
     };
-    let facts: foldhash::HashMap<u32, (u16, f32, bool)> =
+    let facts: foldhash::HashMap<u32, super::RowFact> =
         read.iter().map(|(&r, &(f, _))| (r, f)).collect();
     let classes = baseline.poison.as_ref().map_or(2, |p| p.classes.max(2)) as f64;
     let mut out = Vec::new();
