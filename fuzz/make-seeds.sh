@@ -43,6 +43,11 @@ w("read_ipc", "types.stream.arrow", buf2.getvalue())
 buf = io.BytesIO()
 with ipc.new_file(buf, types.schema) as f: f.write_table(types)
 w("read_ipc", "types.arrow", buf.getvalue())
+for codec in ("lz4", "zstd"):  # compressed buffers: each declares its decompressed length
+    buf = io.BytesIO()
+    with ipc.new_file(buf, types.schema, options=ipc.IpcWriteOptions(compression=codec)) as f:
+        f.write_table(types)
+    w("read_ipc", f"types.{codec}.arrow", buf.getvalue())
 buf = io.BytesIO(); pcsv.write_csv(t, buf); csv = buf.getvalue()
 w("read_csv", "small.csv", csv)
 w("read_csv", "repeated_header.csv", b"a,b,a\n1,2,3\n")

@@ -14,6 +14,12 @@
 # target/fuzz/corpus/TARGET. An input that crashes, times out (-timeout, 20 s) or uses more
 # than 2 GiB (-rss_limit_mb) lands in target/fuzz/crashes/TARGET/ and the script fails;
 # copy it into fuzz/regressions/TARGET/ once fixed, where `cargo test` replays it.
+#
+# POISONGATE_FUZZ_SEED (default 1) fixes libFuzzer's mutation sequence, so that a run is
+# reproducible and a shorter run explores a prefix of a longer one with the same seed: CI's
+# 30 s per target replays the start of what a local run of minutes has already cleared. Set
+# it to 0 for a random seed when hunting. POISONGATE_FUZZ_WORK (default target/fuzz) holds the
+# corpora, crashes and logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -25,14 +31,16 @@ else
   for t in fuzz/seeds/*/; do targets+=("$(basename "$t")"); done
 fi
 T=${CARGO_TARGET_DIR:-target}
+W=${POISONGATE_FUZZ_WORK:-$T/fuzz}
+seed=${POISONGATE_FUZZ_SEED:-1}
 RUSTC_WRAPPER="$PWD/fuzz/sancov-rustc" cargo build --locked -p poisongate-fuzz --bins
 failed=()
 for t in "${targets[@]}"; do
-  corpus="$T/fuzz/corpus/$t" crashes="$T/fuzz/crashes/$t"
+  corpus="$W/corpus/$t" crashes="$W/crashes/$t"
   mkdir -p "$corpus" "$crashes"
-  log="$T/fuzz/$t.log"
+  log="$W/$t.log"
   set +e
-  FUZZ_TARGET=$t "$T/debug/poisongate-fuzz" "$corpus" "fuzz/seeds/$t" -max_total_time="$seconds" -timeout=20 \
+  FUZZ_TARGET=$t "$T/debug/poisongate-fuzz" "$corpus" "fuzz/seeds/$t" -max_total_time="$seconds" -seed="$seed" -timeout=20 \
     -rss_limit_mb=2048 -malloc_limit_mb=2048 -artifact_prefix="$crashes/" \
     -print_final_stats=1 > "$log" 2>&1
   rc=$?
@@ -47,6 +55,6 @@ for t in "${targets[@]}"; do
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "FAIL: ${failed[*]} (inputs in $T/fuzz/crashes/, logs in $T/fuzz/*.log)"
+  echo "FAIL: ${failed[*]} (inputs in $W/crashes/, logs in $W/*.log; seed $seed)"
   exit 1
 fi

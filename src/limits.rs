@@ -25,6 +25,14 @@ pub const MAX_LINE_BYTES: usize = 8 << 20;
 /// dictionary page can hand the same long value to every row).
 pub const MAX_CELL_BYTES: usize = MAX_LINE_BYTES;
 
+/// Bytes a compressed Arrow IPC buffer may declare per byte it holds. Zstandard's densest
+/// block (run-length, 128 KiB from 4 bytes) gives 32,768; LZ4 frames stay under 256.
+pub const MAX_IPC_RATIO: u64 = 1 << 15;
+
+/// Bytes an Arrow IPC file's buffers may declare in all, decompressed: such a file is decoded
+/// whole (Parquet is streamed a window at a time), so this bounds the memory one can claim.
+pub const MAX_IPC_DECODED_BYTES: u64 = 16 << 30;
+
 /// Nesting of arrays and objects in an NDJSON line. The JSON decoder recurses once per level
 /// on its own stack, and a line of a hundred thousand `[` overflows it (an abort, not an
 /// error); a table's cells nest a few levels at most.

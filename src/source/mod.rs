@@ -8,6 +8,7 @@ mod format;
 mod read;
 pub mod s3;
 pub mod stream;
+mod walk;
 
 pub use format::Format;
 pub use read::{Batch, read_batch, read_file};

@@ -114,7 +114,7 @@ pub fn read_file(file: &InputFile) -> Result<(InputMeta, DataFrame)> {
     }
     let (digest, frame) = rayon::join(
         || crate::digest::sha256_file(path),
-        || decode(path, shown, file.format),
+        || decode(path, shown, file.format, false),
     );
     let (sha256, bytes) = digest.map_err(|e| rename(e, shown))?;
     let df = frame?;
@@ -149,15 +149,20 @@ fn rename(e: Error, shown: &Path) -> Error {
 
 /// Decodes a file with polars. Decoder panics on hostile bytes become input errors naming the
 /// file instead of crashing the gate.
-pub(super) fn decode(path: &Path, shown: &Path, format: Format) -> Result<DataFrame> {
+///
+/// `walked` says that an earlier pass of this process accepted the file's structure (the
+/// checks of [`walk`](super::walk) and the line scans) and has its SHA-256 to compare with:
+/// those reads are then skipped.
+pub(super) fn decode(path: &Path, shown: &Path, format: Format, walked: bool) -> Result<DataFrame> {
     match format {
+        _ if walked => {}
         Format::Csv => {
             repeated_header(path, shown)?;
             scan_lines(path, shown, format)?;
         }
         Format::Ndjson => scan_lines(path, shown, format)?,
-        Format::Parquet => guard(path, shown, format, || parquet_pages(path))?,
-        Format::Ipc => {}
+        Format::Parquet => guard(path, shown, format, || super::walk::parquet_pages(path))?,
+        Format::Ipc => guard(path, shown, format, || super::walk::ipc_messages(path))?,
     }
     guard(path, shown, format, || decode_inner(path, format))
 }
@@ -289,61 +294,6 @@ fn scan_lines(path: &Path, shown: &Path, format: Format) -> Result<()> {
             }
         }
     }
-}
-
-/// Walks every page header of a Parquet file (the footer, then each column chunk's pages,
-/// compressed, without decoding them) and refuses a page whose value count is negative or
-/// larger than its column chunk's: the decoder sizes its buffers from that count before it
-/// looks at the data, and an allocation it cannot make aborts the process instead of failing
-/// (a flipped bit made one page claim 2^61 values; found by `fuzz/`, replayed from
-/// `fuzz/regressions/read_parquet/`). Costs one more read of the file's bytes, a column chunk
-/// at a time.
-pub(super) fn parquet_pages(path: &Path) -> PolarsResult<()> {
-    use polars_parquet::parquet::page::CompressedPage;
-    use polars_parquet::parquet::read::{PageReader, read_metadata};
-    use std::io::{Read, Seek, SeekFrom};
-    let bad = |what: String| PolarsError::ComputeError(what.into());
-    let mut file = File::open(path)?;
-    let size = file.metadata()?.len();
-    let meta = read_metadata(&mut file).map_err(|e| bad(e.to_string()))?;
-    for (g, group) in meta.row_groups.iter().enumerate() {
-        if group.num_rows() as u64 > crate::limits::MAX_BATCH_ROWS {
-            return Err(bad(format!(
-                "row group {g} declares {} rows",
-                group.num_rows()
-            )));
-        }
-        for column in group.parquet_columns() {
-            let declared = column.num_values();
-            let range = column.byte_range();
-            if declared < 0 || range.end > size || range.start > range.end {
-                return Err(bad(format!(
-                    "row group {g}: a column chunk lies outside the file or declares {declared} values"
-                )));
-            }
-            let mut bytes = vec![0u8; (range.end - range.start) as usize];
-            file.seek(SeekFrom::Start(range.start))?;
-            file.read_exact(&mut bytes)?;
-            let len = bytes.len();
-            let reader = std::io::Cursor::new(polars_buffer::Buffer::from(bytes));
-            let mut seen = 0usize;
-            for page in PageReader::new(reader, column, Vec::new(), len.max(1)) {
-                let page = page.map_err(|e| bad(e.to_string()))?;
-                if let CompressedPage::Data(p) = page {
-                    // `num_values` is the header's i32 cast to usize: a negative count wraps.
-                    let n = p.num_values();
-                    seen = seen.saturating_add(n);
-                    if n > declared as usize || seen > declared as usize {
-                        return Err(bad(format!(
-                            "row group {g}: a page declares {} values, more than its column chunk's {declared}",
-                            n as i64
-                        )));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Longest header line read when looking for a repeated column name.

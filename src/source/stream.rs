@@ -94,9 +94,17 @@ impl Rows<'_> {
                         let hasher = meta.filter(|m| !m.sha256.is_empty()).map(|_| {
                             scope.spawn(|| crate::digest::sha256_open(&handle, &file.path))
                         });
-                        let rows = decode_windows(file, Some(&handle), columns, &mut |w, start| {
-                            windows_of(w, first + start, f)
-                        });
+                        // A file this process's first pass accepted is not walked again: this
+                        // pass compares its SHA-256 with the first pass's instead.
+                        let walked =
+                            meta.is_some_and(|m| super::walk::accepted(&file.path, &m.sha256));
+                        let rows = decode_windows(
+                            file,
+                            Some(&handle),
+                            columns,
+                            walked,
+                            &mut |w, start| windows_of(w, first + start, f),
+                        );
                         let digest = hasher.map(|h| {
                             h.join().unwrap_or_else(|_| {
                                 Err(Error::Internal("hashing thread panicked".into()))
@@ -167,6 +175,7 @@ fn decode_windows(
     file: &InputFile,
     handle: Option<&File>,
     columns: Option<&[String]>,
+    walked: bool,
     f: &mut dyn FnMut(&DataFrame, usize) -> Result<()>,
 ) -> Result<u64> {
     let path = &file.path;
@@ -179,7 +188,7 @@ fn decode_windows(
         ));
     }
     if file.format != Format::Parquet {
-        let mut df = decode(path, shown, file.format)?;
+        let mut df = decode(path, shown, file.format, walked)?;
         if let Some(c) = columns {
             df = project(&df, c);
         }
@@ -187,9 +196,11 @@ fn decode_windows(
         return Ok(df.height() as u64);
     }
     // Page headers first: a page that would make the decoder abort is refused here.
-    guard(path, shown, Format::Parquet, || {
-        super::read::parquet_pages(path)
-    })?;
+    if !walked {
+        guard(path, shown, Format::Parquet, || {
+            super::walk::parquet_pages(path)
+        })?;
+    }
     // One open per pass: every reader takes a duplicate of the same handle (the decoder maps
     // the file and reads by position, so the duplicates share no offset that matters).
     let opened;
@@ -286,7 +297,7 @@ fn open_input(file: &InputFile) -> Result<File> {
 /// A file that cannot be read or decoded.
 pub fn schema_of(file: &InputFile) -> Result<Vec<(String, DataType)>> {
     let mut schema = None;
-    let read = decode_windows(file, None, None, &mut |w: &DataFrame, _| {
+    let read = decode_windows(file, None, None, false, &mut |w: &DataFrame, _| {
         if schema.is_none() {
             schema = Some(
                 w.columns()
@@ -355,34 +366,40 @@ pub fn first_pass(files: &[InputFile], f: &mut FirstPassFn<'_>) -> Result<Vec<In
         let (digest, decoded) = std::thread::scope(|scope| {
             let hasher = scope.spawn(|| crate::digest::sha256_open(&handle, &file.path));
             let mut schema_df: Option<DataFrame> = None;
-            let decoded = decode_windows(file, Some(&handle), None, &mut |w: &DataFrame, start| {
-                check_window(shown, w)?;
-                if (first_row + start + w.height()) as u64 > crate::limits::MAX_BATCH_ROWS {
-                    return Err(too_long_batch(shown));
-                }
-                if schema_df.is_none() {
-                    if w.width() == 0 {
-                        return Err(Error::input(shown, "no columns"));
+            let decoded = decode_windows(
+                file,
+                Some(&handle),
+                None,
+                false,
+                &mut |w: &DataFrame, start| {
+                    check_window(shown, w)?;
+                    if (first_row + start + w.height()) as u64 > crate::limits::MAX_BATCH_ROWS {
+                        return Err(too_long_batch(shown));
                     }
-                    let empty = w.clear();
-                    if let (Some(first), Some(first_meta)) = (&first_schema, metas.first()) {
-                        let meta = InputMeta {
-                            path: name.clone(),
-                            format: file.format,
-                            sha256: String::new(),
-                            bytes: size,
-                            rows: 0,
-                            object: None,
-                        };
-                        check_same_schema(first, &empty, first_meta, &meta)?;
+                    if schema_df.is_none() {
+                        if w.width() == 0 {
+                            return Err(Error::input(shown, "no columns"));
+                        }
+                        let empty = w.clear();
+                        if let (Some(first), Some(first_meta)) = (&first_schema, metas.first()) {
+                            let meta = InputMeta {
+                                path: name.clone(),
+                                format: file.format,
+                                sha256: String::new(),
+                                bytes: size,
+                                rows: 0,
+                                object: None,
+                            };
+                            check_same_schema(first, &empty, first_meta, &meta)?;
+                        }
+                        schema_df = Some(empty);
                     }
-                    schema_df = Some(empty);
-                }
-                let schema = schema_df.as_ref().map(DataFrame::schema).cloned();
-                windows_of(w, first_row + start, &mut |blocks, at| {
-                    f(schema.as_ref().expect("set above"), blocks, at)
-                })
-            });
+                    let schema = schema_df.as_ref().map(DataFrame::schema).cloned();
+                    windows_of(w, first_row + start, &mut |blocks, at| {
+                        f(schema.as_ref().expect("set above"), blocks, at)
+                    })
+                },
+            );
             let digest = hasher
                 .join()
                 .unwrap_or_else(|_| Err(Error::Internal("hashing thread panicked".into())));
@@ -399,6 +416,7 @@ pub fn first_pass(files: &[InputFile], f: &mut FirstPassFn<'_>) -> Result<Vec<In
         if first_schema.is_none() {
             first_schema = schema_df;
         }
+        super::walk::accept(&file.path, &sha256);
         metas.push(InputMeta {
             path: name.clone(),
             format: file.format,

@@ -19,6 +19,8 @@ const READABLE: &[(&str, &str)] = &[
     ("read_csv", "small.csv"),
     ("read_ipc", "small.arrow"),
     ("read_ipc", "types.arrow"),
+    ("read_ipc", "types.lz4.arrow"),
+    ("read_ipc", "types.zstd.arrow"),
     ("read_ndjson", "small.ndjson"),
     ("read_parquet", "small.parquet"),
     ("sha256sum", "plain.sha256"),
@@ -63,4 +65,22 @@ fn hostile_inputs_are_read_or_refused_never_a_panic() {
         replayed >= TARGETS.len() * 2,
         "only {replayed} inputs replayed"
     );
+}
+
+/// Arrow IPC buffers that claim more memory than the file can hold are refused by the walk of
+/// the file's messages, naming the message, before the decoder allocates what they claim.
+#[test]
+fn ipc_buffers_claiming_more_than_the_file_are_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/read_ipc");
+    let (_, read_ipc) = TARGETS.iter().find(|(n, _)| *n == "read_ipc").unwrap();
+    for (file, cause) in [
+        ("dictionary_buffer_87tb.arrow", "record batch 0"),
+        (
+            "compressed_claims_1pib.arrow",
+            "dictionary batch 0: a compressed buffer of 29 bytes declares 1125899906842624 decompressed",
+        ),
+    ] {
+        let err = read_ipc(&std::fs::read(dir.join(file)).unwrap()).unwrap_err();
+        assert!(err.contains(cause), "{file}: {err}");
+    }
 }
