@@ -480,8 +480,33 @@ pub fn detect(
         if !rereads {
             return Ok(Vec::new());
         }
-        let sketches = point_mass::sketch(baseline, profile, summary, rows)?;
-        let exact = point_mass::resolve(baseline, scan, &sketches, rows)?;
+        // One read for both value detectors: every numeric feature's sketch and the rows of
+        // the over-represented categories, with the label.
+        let mut sketches = point_mass::Sketches::new(baseline, profile);
+        let mut categorical =
+            trigger::CategoricalRows::new(baseline, profile, summary, scan.n as f64);
+        let encoder = crate::rows::Encoder::new(baseline, None);
+        let mut names: Vec<String> = sketches.columns().cloned().collect();
+        for c in categorical.columns() {
+            if !names.contains(c) {
+                names.push(c.clone());
+            }
+        }
+        if !categorical.is_empty() {
+            names.extend(encoder.label.clone());
+        }
+        if !names.is_empty() {
+            let mut offset = 0u32;
+            for_each_block(rows, &names, |df| {
+                sketches.update(df)?;
+                if !categorical.is_empty() {
+                    categorical.update(df, &encoder.labels(df)?, offset)?;
+                }
+                offset += df.height() as u32;
+                Ok(())
+            })?;
+        }
+        let exact = point_mass::resolve(baseline, scan, &sketches.finish(), rows)?;
         let heavy = point_mass::heavy_values(baseline, scan, &exact);
         let mut v: Vec<Found> = point_mass::candidates(baseline, &heavy, scan, policy)
             .into_iter()
@@ -491,7 +516,7 @@ pub fn detect(
             trigger::candidates(
                 baseline,
                 profile,
-                summary,
+                categorical,
                 &heavy,
                 scan,
                 rows,

@@ -39,6 +39,7 @@ use crate::rows::NO_CLASS;
 use crate::stats::binned::bin_index;
 use crate::stats::proportion::{beta_binomial_upper_tail, binomial_upper_tail};
 use crate::summary::{BatchSummary, ColumnSummary, for_each_str_chunk};
+use polars::prelude::DataFrame;
 
 /// A candidate value with its rows and the trusted class mix expected for them.
 struct Value {
@@ -58,120 +59,147 @@ type RowsLabels = (Vec<u32>, Vec<u16>);
 /// A column's candidate values: value to (trusted share, top-value code, trusted count).
 type Wanted = BTreeMap<String, (f64, Option<usize>, u64)>;
 
-/// Categorical values over-represented against the trusted data, with their rows.
-fn categorical_values(
-    baseline: &Baseline,
-    profile: &PoisonProfile,
-    summary: &BatchSummary,
-    n: f64,
-    frames: Rows<'_>,
-    prior: &[f64],
-) -> Result<Vec<Value>> {
-    let mut out = Vec::new();
-    // Per column with candidates: (feature index, name, trusted rows, wanted values).
-    let mut columns: Vec<(usize, String, u64, Wanted)> = Vec::new();
-    for (j, name) in profile.features.iter().enumerate() {
-        let (Some(col), Some(ColumnSummary::Categorical(s))) =
-            (baseline.column(name), summary.columns.get(name))
-        else {
-            continue;
-        };
-        let Some(cp) = &col.categorical else {
-            continue;
-        };
-        let trusted = col.count.max(1) as f64;
-        let min_top = cp.top.last().map_or(0, |t| t.count);
-        let in_top: HashMap<&str, (usize, u64)> = cp
-            .top
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.value.as_str(), (i, t.count)))
-            .collect();
-        let mut wanted: Wanted = BTreeMap::new();
-        for (value, k) in s.values() {
-            let kf = k as f64;
-            if kf < 3.0 || kf / n < MIN_SHARE {
+/// The rows of the categorical values over-represented against the trusted data, gathered in
+/// the value detectors' one read of the batch (beside the point-mass sketch).
+#[derive(Debug, Default)]
+pub struct CategoricalRows {
+    /// Per column with candidates: (feature index, name, trusted rows, wanted values).
+    columns: Vec<(usize, String, u64, Wanted)>,
+    /// Per such column, each wanted value's rows and labels.
+    rows: Vec<BTreeMap<String, RowsLabels>>,
+}
+
+impl CategoricalRows {
+    /// The candidate values of every categorical feature, from the first pass's counts: at
+    /// least [`MIN_SHARE`] of the batch's `n` rows and [`MIN_RATIO`] times their trusted share.
+    #[must_use]
+    pub fn new(
+        baseline: &Baseline,
+        profile: &PoisonProfile,
+        summary: &BatchSummary,
+        n: f64,
+    ) -> Self {
+        let mut columns: Vec<(usize, String, u64, Wanted)> = Vec::new();
+        if profile.classes < 2 || profile.tables.is_empty() {
+            return Self::default();
+        }
+        for (j, name) in profile.features.iter().enumerate() {
+            let (Some(col), Some(ColumnSummary::Categorical(s))) =
+                (baseline.column(name), summary.columns.get(name))
+            else {
                 continue;
-            }
-            let (tc, code) = match in_top.get(value.as_str()) {
-                Some(&(code, c)) => (c, Some(code)),
-                None if cp.domain_complete && cp.domain.binary_search(value).is_err() => (0, None),
-                None => (min_top, None),
             };
-            let share = (tc as f64 + 0.5) / (trusted + 1.0);
-            if kf / n >= MIN_RATIO * share {
-                wanted.insert(value.clone(), (share, code, tc));
+            let Some(cp) = &col.categorical else {
+                continue;
+            };
+            let trusted = col.count.max(1) as f64;
+            let min_top = cp.top.last().map_or(0, |t| t.count);
+            let in_top: HashMap<&str, (usize, u64)> = cp
+                .top
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.value.as_str(), (i, t.count)))
+                .collect();
+            let mut wanted: Wanted = BTreeMap::new();
+            for (value, k) in s.values() {
+                let kf = k as f64;
+                if kf < 3.0 || kf / n < MIN_SHARE {
+                    continue;
+                }
+                let (tc, code) = match in_top.get(value.as_str()) {
+                    Some(&(code, c)) => (c, Some(code)),
+                    None if cp.domain_complete && cp.domain.binary_search(value).is_err() => {
+                        (0, None)
+                    }
+                    None => (min_top, None),
+                };
+                let share = (tc as f64 + 0.5) / (trusted + 1.0);
+                if kf / n >= MIN_RATIO * share {
+                    wanted.insert(value.clone(), (share, code, tc));
+                }
+            }
+            if !wanted.is_empty() {
+                columns.push((j, name.clone(), col.count, wanted));
             }
         }
-        if !wanted.is_empty() {
-            columns.push((j, name.clone(), col.count, wanted));
-        }
+        let rows = vec![BTreeMap::new(); columns.len()];
+        Self { columns, rows }
     }
-    if columns.is_empty() {
-        return Ok(out);
+
+    /// The columns the read must bring (the label comes with them).
+    pub fn columns(&self) -> impl Iterator<Item = &String> {
+        self.columns.iter().map(|(_, n, _, _)| n)
     }
-    // One pass over every column that has candidates (not one per column: each later pass
-    // re-reads and re-hashes the files).
-    let mut names: Vec<String> = columns.iter().map(|(_, n, _, _)| n.clone()).collect();
-    // The labels of the values' rows come along in the same read.
-    let encoder = crate::rows::Encoder::new(baseline, None);
-    names.extend(encoder.label.clone());
-    let mut rows: Vec<BTreeMap<String, RowsLabels>> = vec![BTreeMap::new(); columns.len()];
-    let mut offset = 0u32;
-    super::for_each_block(frames, &names, |df| {
-        let labels = encoder.labels(df)?;
-        for ((_, name, _, wanted), rows) in columns.iter().zip(rows.iter_mut()) {
+
+    /// Whether any value is wanted.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// Collects the wanted values' rows of one block whose first row is batch row `offset`;
+    /// `labels` are the block's labels.
+    ///
+    /// # Errors
+    /// A wanted column missing from the block or not readable as text.
+    pub fn update(&mut self, df: &DataFrame, labels: &[u16], offset: u32) -> Result<()> {
+        for ((_, name, _, wanted), rows) in self.columns.iter().zip(self.rows.iter_mut()) {
             let series = df
                 .column(name)
                 .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
                 .as_materialized_series();
-            let mut at = offset;
+            let mut at = 0usize;
             for_each_str_chunk(series, |arr| {
                 for (i, v) in arr.iter().enumerate() {
                     if let Some(v) = v
                         && wanted.contains_key(v)
                     {
-                        let y = labels[(at - offset) as usize + i];
+                        let row = offset + (at + i) as u32;
+                        let y = labels[at + i];
                         match rows.get_mut(v) {
                             Some(r) => {
-                                r.0.push(at + i as u32);
+                                r.0.push(row);
                                 r.1.push(y);
                             }
                             None => {
-                                rows.insert(v.to_owned(), (vec![at + i as u32], vec![y]));
+                                rows.insert(v.to_owned(), (vec![row], vec![y]));
                             }
                         }
                     }
                 }
-                at += arr.len() as u32;
+                at += arr.len();
             })?;
         }
-        offset += df.height() as u32;
         Ok(())
-    })?;
-    let k = profile.classes;
-    for ((j, name, count, wanted), mut rows) in columns.into_iter().zip(rows) {
-        for (value, (share, code, tc)) in &wanted {
-            let (r, labels) = rows.remove(value.as_str()).unwrap_or_default();
-            let expect = match code {
-                Some(code) if !profile.tables.is_empty() => {
-                    smooth(&profile.tables[j][code * k..(code + 1) * k], prior)
-                }
-                _ => prior.to_vec(),
-            };
-            out.push(Value {
-                column: name.clone(),
-                text: value.clone(),
-                // The value's trusted count came from `count` rows: predictive test.
-                over_p: beta_binomial_upper_tail(r.len() as u64, n as u64, *tc, count),
-                rows: r,
-                labels,
-                trusted_share: *share,
-                expect,
-            });
-        }
     }
-    Ok(out)
+
+    /// The candidate values with their rows, labels and over-representation p-values.
+    fn finish(self, profile: &PoisonProfile, n: f64, prior: &[f64]) -> Vec<Value> {
+        let k = profile.classes;
+        let mut out = Vec::new();
+        for ((j, name, count, wanted), mut rows) in self.columns.into_iter().zip(self.rows) {
+            for (value, (share, code, tc)) in &wanted {
+                let (r, labels) = rows.remove(value.as_str()).unwrap_or_default();
+                let expect = match code {
+                    Some(code) if !profile.tables.is_empty() => {
+                        smooth(&profile.tables[j][code * k..(code + 1) * k], prior)
+                    }
+                    _ => prior.to_vec(),
+                };
+                out.push(Value {
+                    column: name.clone(),
+                    text: value.clone(),
+                    // The value's trusted count came from `count` rows: predictive test.
+                    over_p: beta_binomial_upper_tail(r.len() as u64, n as u64, *tc, count),
+                    rows: r,
+                    labels,
+                    trusted_share: *share,
+                    expect,
+                });
+            }
+        }
+        out
+    }
 }
 
 /// A concentrated candidate: (value, class, rows of the class, labelled rows, p-value).
@@ -257,13 +285,16 @@ fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
 /// Trigger candidates (single values and merged pairs); `use_model` weighs each row by the
 /// reference model (off when a feature lost its values in this batch).
 ///
+/// `categorical` holds the rows of the over-represented categorical values, read beside the
+/// point-mass sketch.
+///
 /// # Errors
-/// A failure while re-reading a categorical column.
+/// A failure while reading the rows of a concentrated value for the model's chances.
 #[allow(clippy::too_many_arguments)] // the pinned inputs, the batch's, and one switch
 pub fn candidates(
     baseline: &Baseline,
     profile: &PoisonProfile,
-    summary: &BatchSummary,
+    categorical: CategoricalRows,
     heavy: &[HeavyValue],
     scan: &Scan,
     frames: Rows<'_>,
@@ -284,7 +315,7 @@ pub fn candidates(
         .iter()
         .map(|&c| (c as f64 + 0.5) / (total + 0.5 * k as f64))
         .collect();
-    let mut values = categorical_values(baseline, profile, summary, n, frames, &prior)?;
+    let mut values = categorical.finish(profile, n, &prior);
     for h in heavy {
         let expect = baseline
             .column(&h.column)

@@ -372,3 +372,52 @@ fn a_column_that_lost_its_values_makes_a_schema_finding_and_no_row_level_one() {
         "{found:?}"
     );
 }
+
+/// A numeric trigger at a value inside the trusted range, on 0.4 % of the batch: 20 rows of
+/// the majority class get `income = 52000` and the other label. They add 20 rows to a decile
+/// of about 500, inside its sampling noise, so a search of only the bins that gained rows
+/// never looked at them; every value is sketched now.
+#[test]
+fn a_numeric_trigger_inside_the_trusted_range_on_few_rows_is_found() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut df = ParquetReader::new(std::fs::File::open(testdata("clean/batch.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    let labels: Vec<i64> = df
+        .column("defaulted")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let mut income: Vec<Option<f64>> = df.column("income").unwrap().f64().unwrap().iter().collect();
+    let mut y = labels.clone();
+    let k = df.height() * 4 / 1000;
+    let stamped: Vec<usize> = (0..labels.len())
+        .filter(|&i| labels[i] == 0)
+        .step_by(97)
+        .take(k)
+        .collect();
+    assert_eq!(stamped.len(), 20);
+    for &i in &stamped {
+        income[i] = Some(52_000.0);
+        y[i] = 1;
+    }
+    df.with_column(Column::new("income".into(), income))
+        .unwrap();
+    df.with_column(Column::new("defaulted".into(), y)).unwrap();
+    let path = dir.path().join("trigger_income.parquet");
+    ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let (code, report, out) = check_json(&[path.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{}", stderr(&out));
+    let t = &denies(&report, "poison-trigger");
+    assert!(
+        t.iter().any(|f| f["subject"]["column"] == "income"
+            && f["subject"]["value"] == "52000"
+            && f["subject"]["label"] == "1"),
+        "{t:?}"
+    );
+}
