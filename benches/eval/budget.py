@@ -64,7 +64,8 @@ Batch, Context = gen.Batch, gen.Context
 if TYPE_CHECKING:
     from gen import Dataset, Frame, Rng
 
-RATE_MIN, RATE_MAX = 0.0025, 0.5  # the range the attack rate is bisected over
+DEFAULT_FLOOR = 0.0025
+RATE_MIN, RATE_MAX = DEFAULT_FLOOR, 0.5  # the range the attack rate is bisected over
 PROBES = 7  # per search: the two ends, then 5 geometric midpoints (a factor of 1.18 at the end)
 PROFILE_SEED = "7"  # as run.py pins the baselines
 SCENARIO_BASE = 50  # budget batches take scenario indexes 50+ in gen.batch_ids (ids unused)
@@ -866,6 +867,12 @@ def main() -> int:
     ap.add_argument(
         "--quick", action="store_true", help=f"1 seed, datasets {','.join(QUICK_DATASETS)}"
     )
+    ap.add_argument(
+        "--floor",
+        type=float,
+        default=DEFAULT_FLOOR,
+        help=f"smallest attack rate probed (default {DEFAULT_FLOOR}; below it a cell reads '< floor')",
+    )
     ap.add_argument("--harm", action="store_true", help="train models at the median budgets")
     ap.add_argument(
         "--out", type=Path, help="write every probe and search here (JSON, sorted keys)"
@@ -891,6 +898,10 @@ def main() -> int:
         return 2
     if args.probes < 2:
         ap.error("--probes must be at least 2")
+    if not 0 < args.floor < RATE_MAX:
+        ap.error(f"--floor must lie in (0, {RATE_MAX})")
+    global RATE_MIN  # one setting for every search of this run
+    RATE_MIN = args.floor
     try:
         doc = run(args)
     except HarnessError as e:
