@@ -133,10 +133,10 @@ impl Sketch {
 /// column holds, so naturally discrete columns cost nothing in what it guarantees.
 #[derive(Debug, Default)]
 pub struct Sketches {
-    /// Feature indices of the numeric features, and their names.
-    features: Vec<(usize, String)>,
-    /// One sketch per feature of the poison profile (empty for the others).
-    sketches: Vec<Sketch>,
+    /// Per numeric feature: its index in the poison profile, its name and its sketch.
+    features: Vec<(usize, String, Sketch)>,
+    /// Features in the poison profile.
+    all: usize,
 }
 
 impl Sketches {
@@ -145,41 +145,47 @@ impl Sketches {
     pub fn new(baseline: &Baseline, profile: &super::PoisonProfile) -> Self {
         let features = (profile.features.iter().enumerate())
             .filter(|(_, name)| baseline.column(name).is_some_and(|c| c.numeric.is_some()))
-            .map(|(j, name)| (j, name.clone()))
+            .map(|(j, name)| (j, name.clone(), Sketch::default()))
             .collect();
         Self {
             features,
-            sketches: vec![Sketch::default(); profile.features.len()],
+            all: profile.features.len(),
         }
     }
 
     /// The columns the read must bring.
     pub fn columns(&self) -> impl Iterator<Item = &String> {
-        self.features.iter().map(|(_, n)| n)
+        self.features.iter().map(|(_, n, _)| n)
     }
 
-    /// Adds one block's values.
+    /// Adds one block's values, the features side by side (each sketch sees its column's
+    /// values in row order, so the result does not depend on the scheduling).
     ///
     /// # Errors
     /// A column missing from the block or not readable as numbers.
     pub fn update(&mut self, df: &DataFrame) -> Result<()> {
-        for (j, name) in &self.features {
-            let sketch = &mut self.sketches[*j];
-            for_each_f64_chunk(series_of(df, name)?, |v, valid| {
-                for (i, &x) in v.iter().enumerate() {
-                    if !x.is_nan() && valid.is_none_or(|b| b.get_bit(i)) {
-                        sketch.add(value_key(x), x);
+        use rayon::prelude::*;
+        self.features
+            .par_iter_mut()
+            .try_for_each(|(_, name, sketch)| {
+                for_each_f64_chunk(series_of(df, name)?, |v, valid| {
+                    for (i, &x) in v.iter().enumerate() {
+                        if !x.is_nan() && valid.is_none_or(|b| b.get_bit(i)) {
+                            sketch.add(value_key(x), x);
+                        }
                     }
-                }
-            })?;
-        }
-        Ok(())
+                })
+            })
     }
 
-    /// The sketches, one per feature of the poison profile.
+    /// The sketches, one per feature of the poison profile (empty for the others).
     #[must_use]
     pub fn finish(self) -> Vec<Sketch> {
-        self.sketches
+        let mut out = vec![Sketch::default(); self.all];
+        for (j, _, s) in self.features {
+            out[j] = s;
+        }
+        out
     }
 }
 
