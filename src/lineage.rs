@@ -148,7 +148,8 @@ pub struct Residual {
     pub statistic: String,
     /// The statistic's value.
     pub value: f64,
-    /// The deny threshold it reached.
+    /// The level its residual must fall below: the deny threshold the finding reached, or
+    /// for a label finding (flips) the code's warn threshold.
     pub threshold: f64,
     /// Rows behind the statistic.
     pub n: u64,

@@ -74,6 +74,17 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         signature.as_ref(),
     )?;
     loaded.object = object;
+    // A re-check after a quarantine reads its parent first: the parent's findings decide the
+    // thresholds of the label tests (`remedy::recheck_policy`).
+    let parent = args
+        .after_quarantine
+        .as_deref()
+        .map(|p| check::remedy::read_parent(p, &loaded.sha256))
+        .transpose()?;
+    let tightened = parent
+        .as_ref()
+        .and_then(|r| check::remedy::recheck_policy(&policy.policy, r));
+    let decide_with = tightened.as_ref().unwrap_or(&policy.policy);
     // With --ledger, the batch's own summary as a part, and its columns' dtypes.
     let mut kept: Option<(
         poisongate::shard::Part,
@@ -84,7 +95,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
             let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
             if args.ledger.is_some() {
                 let (eval, inputs, unit) =
-                    check::check_files_kept(&loaded.baseline, &policy.policy, &files, extras)?;
+                    check::check_files_kept(&loaded.baseline, decide_with, &files, extras)?;
                 let dtypes = unit.schema.clone();
                 let header = poisongate::ledger::part_header(&loaded.sha256, &policy.sha256);
                 kept = Some((
@@ -94,7 +105,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
                 (eval, inputs, files)
             } else {
                 let (eval, inputs) =
-                    check::check_files(&loaded.baseline, &policy.policy, &files, extras)?;
+                    check::check_files(&loaded.baseline, decide_with, &files, extras)?;
                 (eval, inputs, files)
             }
         }
@@ -128,7 +139,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
             }
             let eval = check::decide_summaries(
                 &loaded.baseline,
-                &policy.policy,
+                decide_with,
                 &dtypes,
                 summary,
                 scans,
@@ -176,8 +187,14 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     );
     check::add_findings(&policy.policy, &mut eval, trust);
     let rows = source::Rows::Files(&files, &inputs);
-    if let Some(parent) = &args.after_quarantine {
-        check::remedy::recheck(&policy.policy, &mut eval, parent, &loaded.sha256, rows)?;
+    if let (Some(path), Some(remediation)) = (&args.after_quarantine, &parent) {
+        check::remedy::recheck(&policy.policy, &mut eval, path, remediation, rows)?;
+        if tightened.is_some() {
+            eval.notes.push(format!(
+                "the parent blocked on flipped labels: here {} block on significance alone (thresholds 0), since a quarantine that removed only the flips one test saw can leave the rest below every threshold",
+                check::remedy::FLIP_CODES.join(", ")
+            ));
+        }
     }
     if let (Some(dir), Some((part, dtypes))) = (&args.ledger, kept) {
         poisongate::ledger::gate(
@@ -196,7 +213,13 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
     let scores = std::mem::take(&mut eval.row_scores);
     // What a re-check of the remaining rows needs: the row sets and each finding's residual.
     let remediation = if args.quarantine.is_some() {
-        check::remedy::remediation(&loaded.baseline, rows, &eval.findings, &quarantine)?
+        check::remedy::remediation(
+            &loaded.baseline,
+            &policy.policy,
+            rows,
+            &eval.findings,
+            &quarantine,
+        )?
     } else {
         None
     };

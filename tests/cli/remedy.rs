@@ -178,3 +178,53 @@ fn a_parent_report_without_a_quarantine_or_of_another_baseline_cannot_be_used() 
         stderr(&out)
     );
 }
+
+#[test]
+fn after_a_block_on_flipped_labels_the_label_tests_block_on_significance_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 % of the `north` rows relabelled: the quarantine holds part of them. The remaining
+    // segment shift is below the deny threshold (0.1) of a batch nobody suspected, so a fresh
+    // check does not deny it; after the parent's block it must be insignificant to pass.
+    let (parent, child) = remediated(dir.path(), "segment_north", Child::Dropped);
+    let parent_report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&parent).unwrap()).unwrap();
+    let residuals = parent_report["quarantine"]["findings"].as_array().unwrap();
+    let segment = residuals
+        .iter()
+        .find(|r| r["code"] == "poison-segment-label-shift")
+        .unwrap();
+    // A label finding's residual is held to the code's warn threshold, not its deny one.
+    assert_eq!(segment["threshold"], 0.05, "{segment:#}");
+    let fresh = check_json(&[&child], &[]);
+    assert!(
+        !deny_codes(&fresh.1).contains(&"poison-segment-label-shift".to_owned()),
+        "{:?}",
+        deny_codes(&fresh.1)
+    );
+    let (exit, report, _) = recheck(&parent, &child);
+    assert_eq!(exit, 1);
+    let tight: Vec<_> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["code"] == "poison-segment-label-shift"
+                && f["severity"] == "deny"
+                && f["threshold"] == 0.0
+        })
+        .collect();
+    assert!(!tight.is_empty(), "{report:#}");
+    // Trusted rows resubmitted with the other label: every flip has a trusted twin, the
+    // quarantine holds them all, and the rest passes the stricter re-check.
+    let (parent, child) = remediated(dir.path(), "relabelled_trusted", Child::Dropped);
+    let (exit, report, out) = recheck(&parent, &child);
+    assert_eq!(exit, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("significance alone")),
+        "{report:#}"
+    );
+}
