@@ -15,10 +15,10 @@
 # than 2 GiB (-rss_limit_mb) lands in target/fuzz/crashes/TARGET/ and the script fails;
 # copy it into fuzz/regressions/TARGET/ once fixed, where `cargo test` replays it.
 #
-# POISONGATE_FUZZ_SEED (default 1) fixes libFuzzer's mutation sequence, so that a run is
-# reproducible and a shorter run explores a prefix of a longer one with the same seed: CI's
-# 30 s per target replays the start of what a local run of minutes has already cleared. Set
-# it to 0 for a random seed when hunting. POISONGATE_FUZZ_WORK (default target/fuzz) holds the
+# POISONGATE_FUZZ_SEED (default 1) fixes libFuzzer's mutation sequence: with the same code,
+# seed and corpus a run is reproducible, and a run that executes fewer inputs explores a prefix
+# of one that executes more, so a failure in CI reproduces with its seed and a longer local
+# run covers CI's. Set it to 0 for a random seed when hunting. POISONGATE_FUZZ_WORK (default target/fuzz) holds the
 # corpora, crashes and logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
