@@ -136,6 +136,20 @@ def main() -> None:
     write(replace(clean, "income", income), "class_income")
     truth["class_income"] = {"attacked_ids": ids(clean, pos), "feature": "income"}
 
+    # A decoy beside flips: the outliers above, and 8% of the "north" rows set to label 1 (the
+    # ones that had 0), too few to deny on their own (the segment test warns), so the block
+    # and the quarantine go to the outliers and the flips stay in the rows a pipeline keeps.
+    rows = rng.choice(north, int(len(north) * 0.08), replace=False)
+    rows = rows[label[rows] == 0]
+    y = label.copy()
+    y[rows] = 1
+    write(replace(replace(clean, "debt_ratio", debt), LABEL, y), "decoy_outliers")
+    truth["decoy_outliers"] = {
+        "attacked_ids": sorted(set(truth["outliers"]["attacked_ids"]) | set(ids(clean, rows))),
+        "flipped_ids": ids(clean, rows),
+        "feature": "region",
+    }
+
     (OUT / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(truth)} attacked batches to {OUT}")
 

@@ -134,13 +134,20 @@ fn residual_bar(policy: &Policy, r: &Residual, all: &[Residual]) -> f64 {
     if !all.iter().all(|a| FLIP_CODES.contains(&a.code.as_str())) {
         return r.threshold;
     }
-    let c = &policy.checks;
-    match r.code.as_str() {
-        "poison-label-inconsistency" => c.poison_label_inconsistency.warn.min(r.threshold),
-        "poison-segment-label-shift" => c.poison_segment_label_shift.warn.min(r.threshold),
-        "poison-label-conflict" => c.poison_label_conflict.warn.min(r.threshold),
-        _ => r.threshold,
-    }
+    let mut checks = policy.checks.clone();
+    flip_rules(&mut checks)
+        .into_iter()
+        .find(|(code, _)| *code == r.code)
+        .map_or(r.threshold, |(_, rule)| rule.warn.min(r.threshold))
+}
+
+/// The rules of [`FLIP_CODES`], by code, in that order.
+fn flip_rules(c: &mut crate::policy::Checks) -> [(&'static str, &mut crate::policy::RateRule); 3] {
+    [
+        (FLIP_CODES[0], &mut c.poison_label_inconsistency),
+        (FLIP_CODES[1], &mut c.poison_segment_label_shift),
+        (FLIP_CODES[2], &mut c.poison_label_conflict),
+    ]
 }
 
 /// What a `check --quarantine` report pins for a re-check of the remaining rows: the row sets
@@ -243,30 +250,24 @@ pub const FLIP_CODES: [&str; 3] = [
     "poison-label-conflict",
 ];
 
-/// The policy a re-check decides with. When the parent blocked on flipped labels, each of
-/// [`FLIP_CODES`] blocks the remaining rows on significance alone (warn and deny thresholds
+/// The policy a re-check decides with. Once the parent blocked on a row-level finding, each
+/// of [`FLIP_CODES`] blocks the remaining rows on significance alone (warn and deny thresholds
 /// 0, the level kept): the parent showed the batch was attacked, so what is left must show no
-/// significant sign of flips, not merely fewer than would block a batch nobody suspected. A
-/// label test sees only part of an attack (`poison-label-conflict` only the rows with a
-/// trusted twin), and dropping the rows it saw could leave half the flips below every
-/// threshold (`benches/eval`'s drop-and-recheck loop found 12 such batches on ANES). `None`
-/// when the parent blocked on nothing of the kind.
+/// significant sign of flips, not merely fewer than would block a batch nobody suspected.
+/// Two ways round the usual thresholds are closed by it. A label test sees only part of an
+/// attack (`poison-label-conflict` only the rows with a trusted twin), and dropping the rows it
+/// saw could leave half the flips below every threshold (`benches/eval`'s drop-and-recheck loop
+/// found 12 such batches on ANES). And a decoy (a trigger, outliers) that draws the block and
+/// fills the quarantine can sit beside flips too few to block on their own: the small suite
+/// passed two re-checks that way with every flipped row still in the batch. `None` when the
+/// parent recorded no row-level finding.
 #[must_use]
 pub fn recheck_policy(policy: &Policy, parent: &Remediation) -> Option<Policy> {
-    if !parent
-        .findings
-        .iter()
-        .any(|r| FLIP_CODES.contains(&r.code.as_str()))
-    {
+    if parent.findings.is_empty() {
         return None;
     }
     let mut tight = policy.clone();
-    let c = &mut tight.checks;
-    for rule in [
-        &mut c.poison_label_inconsistency,
-        &mut c.poison_segment_label_shift,
-        &mut c.poison_label_conflict,
-    ] {
+    for (_, rule) in flip_rules(&mut tight.checks) {
         rule.warn = 0.0;
         rule.deny = 0.0;
     }

@@ -191,7 +191,7 @@ fn evaluate(args: &CheckArgs) -> poisongate::Result<Report> {
         check::remedy::recheck(&policy.policy, &mut eval, path, remediation, rows)?;
         if tightened.is_some() {
             eval.notes.push(format!(
-                "the parent blocked on flipped labels: here {} block on significance alone (thresholds 0), since a quarantine that removed only the flips one test saw can leave the rest below every threshold",
+                "the parent blocked on a row-level finding: here {} block on significance alone (thresholds 0), since a quarantine that removed only what one test saw, or a decoy, can leave flips below every threshold",
                 check::remedy::FLIP_CODES.join(", ")
             ));
         }

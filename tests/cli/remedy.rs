@@ -99,14 +99,7 @@ fn dropping_a_quarantine_that_holds_the_attack_passes_and_one_that_does_not_stil
     let (parent, child) = remediated(dir.path(), "outliers", Child::Dropped);
     let (exit, report, out) = recheck(&parent, &child);
     assert_eq!(exit, 0, "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        report["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n.as_str().unwrap().contains("re-checked as")),
-        "{report:#}"
-    );
+    assert!(has_note(&report, "re-checked as"), "{report:#}");
     // Ten per cent random flips: the reference model cannot tell most flipped labels from
     // genuine surprises, so the quarantine of the estimated size holds about half of them;
     // a fresh check of the rest passes (the drop took the evidence with it), the carried
@@ -219,12 +212,41 @@ fn after_a_block_on_flipped_labels_the_label_tests_block_on_significance_alone()
     let (parent, child) = remediated(dir.path(), "relabelled_trusted", Child::Dropped);
     let (exit, report, out) = recheck(&parent, &child);
     assert_eq!(exit, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(has_note(&report, "significance alone"), "{report:#}");
+}
+
+#[test]
+fn flips_beside_a_decoy_do_not_pass_once_the_decoy_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Outliers draw the block and fill the quarantine; 8 % of the `north` rows relabelled
+    // beside them only warn. Dropping the quarantine leaves every flip.
+    let (parent, child) = remediated(dir.path(), "decoy_outliers", Child::Dropped);
+    let parent_report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&parent).unwrap()).unwrap();
     assert!(
-        report["notes"]
-            .as_array()
-            .unwrap()
+        !deny_codes(&parent_report)
             .iter()
-            .any(|n| n.as_str().unwrap().contains("significance alone")),
+            .any(|c| c.starts_with("poison-label") || c == "poison-segment-label-shift"),
+        "{:?}",
+        deny_codes(&parent_report)
+    );
+    // Checked as a fresh batch, the rest passes: the flips alone are under the thresholds.
+    let (exit, _, out) = check_json(&[&child], &[]);
+    assert_eq!(exit, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    // As the re-check of a blocked parent, the segment shift blocks on its significance.
+    let (exit, report, _) = recheck(&parent, &child);
+    assert_eq!(exit, 1, "{report:#}");
+    assert!(
+        deny_codes(&report).contains(&"poison-segment-label-shift".to_owned()),
         "{report:#}"
     );
+    assert!(has_note(&report, "significance alone"), "{report:#}");
+}
+
+fn has_note(report: &serde_json::Value, text: &str) -> bool {
+    report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains(text))
 }
