@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 import scipy
+import scipy.optimize
 import scipy.special
 import scipy.stats
 import statsmodels
@@ -421,6 +422,28 @@ def betabinom_sf_section():
     return out
 
 
+def count_power_section():
+    """Detectable effect of a count test (src/stats/power.rs): the critical count k* is the
+    smallest k with betabinom tail P(K >= k) < level and k / n - base >= deny; the detectable
+    excess share e is the root of binom.sf(k* - 1, n, base + e) = power (brentq), independent
+    of the Rust bisection."""
+    out = []
+    for n, base, deny, level, a, b in [(5000, 0.00925, 0.01, 0.00085, 185.5, 19815.5),
+                                       (400, 0.0, 0.01, 0.00085, 0.5, 20000.5),
+                                       (1500, 0.002, 0.0, 0.001, 40.5, 19960.5),
+                                       (300, 0.05, 0.03, 0.0005, 50.5, 950.5),
+                                       (20000, 0.01, 0.005, 1e-4, 200.5, 19800.5)]:
+        tails = scipy.stats.betabinom.pmf(np.arange(0, n + 1), n, a, b)[::-1].cumsum()[::-1]
+        crit = next(k for k in range(1, n + 1)
+                    if tails[k] < level and k / n - base >= deny and k / n - base > 0)
+        power = 0.8
+        q = scipy.optimize.brentq(lambda q: scipy.stats.binom.sf(crit - 1, n, q) - power,
+                                  max(base, 1e-12), 1.0, xtol=1e-14)
+        out.append({"n": n, "base": base, "deny": deny, "level": level, "a": a, "b": b,
+                    "critical": crit, "excess_share": q - base})
+    return out
+
+
 def norm_sf_section():
     """Standard normal upper tail (the two-sample z-tests of shares and surprise)."""
     return [{"z": z, "sf": float(scipy.stats.norm.sf(z))}
@@ -688,6 +711,7 @@ def main():
         "binom_sf": binom_sf_section(),
         "norm_sf": norm_sf_section(),
         "betabinom_sf": betabinom_sf_section(),
+        "count_power": count_power_section(),
         "mahalanobis": mahalanobis_section(),
         "statsmodels_version": statsmodels.__version__,
         "mcnemar": mcnemar_section(),

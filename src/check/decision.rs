@@ -108,6 +108,7 @@ mod tests {
             describe: "x moved".into(),
             evidence: BTreeMap::new(),
             tag: None,
+            power: None,
         };
         (c, Some(p))
     }

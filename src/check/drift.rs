@@ -140,6 +140,7 @@ pub fn numeric(
         ),
         evidence,
         tag: None,
+        power: None,
     })
 }
 
@@ -251,5 +252,6 @@ pub fn categorical(
         describe,
         evidence,
         tag: None,
+        power: None,
     })
 }

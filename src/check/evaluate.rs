@@ -114,14 +114,20 @@ pub fn evaluate(
         .map(|c| crate::detect::registry::weight(c.code).each(per_code[c.code]))
         .collect();
     let mut adjusted = weighted_holm(&raw, &weights).into_iter();
+    let total_weight: f64 = weights.iter().sum();
+    let mut weight = weights.iter();
     let mut decided = Vec::new();
     for c in candidates {
-        let adj = if c.p_value.is_some() {
-            adjusted.next()
+        let (adj, w) = if c.p_value.is_some() {
+            (adjusted.next(), weight.next().copied())
         } else {
-            None
+            (None, None)
         };
         let mut rec = record::TestRecord::of(&c, adj, None);
+        if let (Some(null), Some(w), Some(e)) = (&c.power, w, c.effects.first()) {
+            let level = policy.gate.alpha * w / total_weight;
+            rec.detectable = Some(record::Detectable::count(null, e.name, e.deny, level));
+        }
         let f = decide(c, adj, policy.gate.alpha);
         rec.outcome = match f.as_ref().map(|f| f.severity) {
             Some(Severity::Deny) => record::TestOutcome::Deny,

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Candidate;
-use crate::finding::{Severity, Subject, tidy};
+use crate::finding::{Severity, Subject, num, tidy};
 use crate::policy::{Level, Policy};
 
 /// What became of one test.
@@ -86,6 +86,61 @@ pub struct TestRecord {
     /// Why it was skipped or passed without a statistic.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// The smallest effect the test would have denied at this batch's size (count tests).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detectable: Option<Detectable>,
+}
+
+/// What a test could have seen: the smallest true effect it denies with probability `power`,
+/// from the same null it decides with (`stats::power`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Detectable {
+    /// The statistic the effect is stated in (the test's first).
+    pub statistic: String,
+    /// The smallest true value of the statistic denied with probability `power`; absent when
+    /// no value is (too few rows to reach the level or the threshold even if all were flagged).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value: Option<f64>,
+    /// The same effect in rows of the batch (`value` times the rows the test counts).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rows: Option<f64>,
+    /// The fewest flagged rows that deny.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub critical_rows: Option<u64>,
+    /// The detection probability the effect is stated at.
+    pub power: f64,
+    /// The level the test faces when the effect is the batch's only one: the first step of
+    /// the weighted Holm adjustment, `gate.alpha` times its share of the weights.
+    pub level: f64,
+}
+
+impl Detectable {
+    /// The effect in words: `excess_share 0.0118 (59 rows)`, or that none is detectable.
+    #[must_use]
+    pub fn display(&self) -> String {
+        match (self.value, self.rows) {
+            (Some(v), Some(r)) => format!("{} {} ({} rows)", self.statistic, num(v), r.ceil()),
+            _ => "none at this size".to_owned(),
+        }
+    }
+
+    /// The detectable effect of a count test at `level`, deny threshold `deny`.
+    #[must_use]
+    pub fn count(null: &crate::detect::CountNull, statistic: &str, deny: f64, level: f64) -> Self {
+        let power = crate::stats::power::POWER;
+        let found = crate::stats::power::count(null.trials, null.base, deny, level, power, |k| {
+            null.tail(k)
+        });
+        Self {
+            statistic: statistic.to_owned(),
+            value: found.map(|f| tidy(f.excess_share)),
+            rows: found.map(|f| tidy(f.excess_share * null.trials as f64)),
+            critical_rows: found.map(|f| f.critical),
+            power,
+            level: tidy(level),
+        }
+    }
 }
 
 impl TestRecord {
@@ -120,6 +175,7 @@ impl TestRecord {
                 None => TestOutcome::Pass,
             },
             reason: None,
+            detectable: None,
         }
     }
 
@@ -135,6 +191,7 @@ impl TestRecord {
             n,
             outcome: TestOutcome::Pass,
             reason: Some(reason.to_owned()),
+            detectable: None,
         }
     }
 
@@ -150,6 +207,7 @@ impl TestRecord {
             n: 0,
             outcome: TestOutcome::Skipped,
             reason: Some(reason.to_owned()),
+            detectable: None,
         }
     }
 
@@ -175,6 +233,31 @@ impl TestRecord {
         }
         self
     }
+}
+
+/// One line on what the tests could have seen: per code, the smallest detectable effect of
+/// its tests (see [`Detectable`]). `None` when no test states one.
+#[must_use]
+pub fn detectable_summary(records: &[TestRecord]) -> Option<String> {
+    let mut best: std::collections::BTreeMap<&str, &Detectable> = std::collections::BTreeMap::new();
+    let key = |d: &Detectable| d.value.unwrap_or(f64::INFINITY);
+    for r in records {
+        let Some(d) = &r.detectable else { continue };
+        let slot = best.entry(r.code.as_str()).or_insert(d);
+        if key(d) < key(slot) {
+            *slot = d;
+        }
+    }
+    let power = best.values().next()?.power;
+    let parts: Vec<String> = best
+        .iter()
+        .map(|(code, d)| format!("{code} {}", d.display()))
+        .collect();
+    Some(format!(
+        "at this size each test denies with {:.0}% probability from: {}",
+        100.0 * power,
+        parts.join(", ")
+    ))
 }
 
 /// Sorts records for the report: by outcome (deny first), then code and subject.

@@ -134,6 +134,7 @@ pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) ->
         ),
         evidence,
         tag: None,
+        power: Some(crate::detect::CountNull::seen(rows, p, col.nulls, m)),
     })
 }
 
@@ -215,6 +216,7 @@ pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) ->
             ),
             evidence: base_evidence(share, p0, far),
             tag: None,
+            power: None,
         });
     }
     let near = k - far;
@@ -253,6 +255,7 @@ pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) ->
             ),
             evidence: base_evidence(share, 2.0 / (mf + 1.0), near),
             tag: None,
+            power: None,
         });
     }
     out
@@ -392,5 +395,6 @@ pub fn unseen_categories(
         ),
         evidence,
         tag: None,
+        power: Some(crate::detect::CountNull::seen(s.count, 0.0, x0, col.count)),
     })
 }

@@ -132,6 +132,7 @@ fn candidate(
         describe,
         evidence,
         tag: None,
+        power: None,
     }
 }
 

@@ -17,6 +17,49 @@ pub struct Effect {
     pub deny: f64,
 }
 
+/// The null a count test decides from (`k` of `trials` rows flagged, the statistic
+/// `k / trials - base`), for its detectable effect ([`crate::stats::power`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountNull {
+    /// Rows the count is over.
+    pub trials: u64,
+    /// The null's share, subtracted from the flagged share to give the statistic.
+    pub base: f64,
+    /// The beta-binomial predictive parameters of the null count, as the p-value uses them
+    /// ([`crate::stats::proportion::beta_binomial_upper_tail_ab`]).
+    pub alpha: f64,
+    /// See `alpha`.
+    pub beta: f64,
+}
+
+impl CountNull {
+    /// The null of [`crate::stats::proportion::beta_binomial_upper_tail`]: `x` events seen
+    /// in `m` trusted rows.
+    #[must_use]
+    pub fn seen(trials: u64, base: f64, x: u64, m: u64) -> Self {
+        Self {
+            trials,
+            base,
+            alpha: x as f64 + 0.5,
+            beta: m.saturating_sub(x) as f64 + 0.5,
+        }
+    }
+
+    /// The null of [`crate::stats::proportion::predictive_upper_tail`]: a trusted rate `rate`
+    /// measured on `m` rows.
+    #[must_use]
+    pub fn predictive(trials: u64, base: f64, rate: f64, m: u64) -> Self {
+        let x = (rate.clamp(0.0, 1.0) * m as f64).round() as u64;
+        Self::seen(trials, base, x.min(m), m)
+    }
+
+    /// The p-value at `k` flagged rows.
+    #[must_use]
+    pub fn tail(&self, k: u64) -> f64 {
+        crate::stats::proportion::beta_binomial_upper_tail_ab(k, self.trials, self.alpha, self.beta)
+    }
+}
+
 /// A finding in the making.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -40,6 +83,9 @@ pub struct Candidate {
     pub evidence: BTreeMap<String, f64>,
     /// Index of the detector outcome that produced it (rows for the quarantine).
     pub tag: Option<usize>,
+    /// For a count test on its first effect, the null it decides from: the report states the
+    /// effect it would have detected.
+    pub power: Option<CountNull>,
 }
 
 impl Candidate {
@@ -62,6 +108,7 @@ impl Candidate {
             describe,
             evidence: BTreeMap::new(),
             tag: None,
+            power: None,
         }
     }
 }

@@ -111,6 +111,7 @@ pub fn candidates(
             ),
             evidence,
             tag: None,
+            power: None,
         });
     }
     out

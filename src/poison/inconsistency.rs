@@ -456,6 +456,7 @@ pub fn candidates(
         describe,
         evidence,
         tag: None,
+        power: None,
     };
     let excess = match conditional {
         // The class-rate excess still bounds how many surprising rows the quarantine keeps

@@ -146,6 +146,7 @@ pub fn candidates(
             ),
             evidence,
             tag: None,
+            power: Some(crate::detect::CountNull::seen(n, a.rate, x0, a.rows)),
         },
         RowSelector::Anomalous { limit },
     )];
@@ -199,6 +200,12 @@ pub fn candidates(
                 },
                 evidence,
                 tag: None,
+                power: Some(crate::detect::CountNull {
+                    trials: n,
+                    base: p0,
+                    alpha: 1.0,
+                    beta: m as f64,
+                }),
             },
             RowSelector::Extreme {
                 limit: (k as f64 - nf * p0).max(0.0).ceil() as usize,

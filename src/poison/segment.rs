@@ -199,6 +199,7 @@ pub fn candidates(
                     ),
                     evidence,
                     tag: None,
+                    power: None,
                 },
                 Some(RowSelector::Segment {
                     feature: j,

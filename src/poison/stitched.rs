@@ -556,6 +556,7 @@ pub fn finish(p: &Pinned<'_>, _: &Scan, st: &StitchedState, policy: &Policy) -> 
             ),
             evidence,
             tag: None,
+            power: None,
         },
         Some(RowSelector::Stitched { limit }),
     )]

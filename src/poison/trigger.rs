@@ -451,6 +451,7 @@ pub fn candidates(
                 ),
                 evidence,
                 tag: None,
+                power: None,
             },
             RowSelector::Listed(rows),
         ));

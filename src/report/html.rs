@@ -41,6 +41,9 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "<li>Batch: {}</li>", super::batch_line(r));
+    if let Some(line) = crate::check::record::detectable_summary(&r.tests) {
+        let _ = writeln!(s, "<li>Power: {}</li>", esc(&line));
+    }
     if let Some(p) = &r.policy {
         let _ = writeln!(
             s,
@@ -214,7 +217,7 @@ fn tests(s: &mut String, r: &Report) {
     }
     let _ = writeln!(
         s,
-        "<h2>Every test ({})</h2>\n<table><tr><th>outcome</th><th>code</th><th>subject</th><th>statistics (value / warn / deny / null quantile)</th><th>p</th><th>adjusted p</th><th>rows</th><th>reason</th></tr>",
+        "<h2>Every test ({})</h2>\n<table><tr><th>outcome</th><th>code</th><th>subject</th><th>statistics (value / warn / deny / null quantile)</th><th>p</th><th>adjusted p</th><th>rows</th><th>detectable</th><th>reason</th></tr>",
         r.tests.len()
     );
     for t in &r.tests {
@@ -240,7 +243,7 @@ fn tests(s: &mut String, r: &Report) {
         };
         let _ = writeln!(
             s,
-            "<tr><td class=\"{class}\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"{class}\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             t.outcome.name(),
             esc(&t.code),
             esc(&t.subject.display()),
@@ -248,6 +251,10 @@ fn tests(s: &mut String, r: &Report) {
             t.p_value.map_or("-".to_owned(), crate::finding::p_text),
             t.adjusted_p.map_or("-".to_owned(), crate::finding::p_text),
             t.n,
+            esc(&t
+                .detectable
+                .as_ref()
+                .map_or("-".to_owned(), |d| d.display())),
             esc(t.reason.as_deref().unwrap_or(""))
         );
     }

@@ -39,6 +39,9 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "- Batch: {}", super::batch_line(r));
+    if let Some(line) = crate::check::record::detectable_summary(&r.tests) {
+        let _ = writeln!(s, "- Power: {}", cell(&line));
+    }
     if let Some(p) = &r.policy {
         let _ = writeln!(
             s,
@@ -124,7 +127,7 @@ pub fn render(r: &Report) -> String {
     if !r.tests.is_empty() {
         let _ = writeln!(
             s,
-            "\n<details><summary>Every test ({})</summary>\n\n| outcome | code | subject | statistics (value / warn / deny / null quantile) | p | adjusted p | rows | reason |\n| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "\n<details><summary>Every test ({})</summary>\n\n| outcome | code | subject | statistics (value / warn / deny / null quantile) | p | adjusted p | rows | detectable | reason |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             r.tests.len()
         );
         for t in &r.tests {
@@ -144,7 +147,7 @@ pub fn render(r: &Report) -> String {
                 .collect();
             let _ = writeln!(
                 s,
-                "| {} | `{}` | {} | {} | {} | {} | {} | {} |",
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
                 t.outcome.name(),
                 t.code,
                 cell(&t.subject.display()),
@@ -152,6 +155,11 @@ pub fn render(r: &Report) -> String {
                 t.p_value.map_or("-".to_owned(), crate::finding::p_text),
                 t.adjusted_p.map_or("-".to_owned(), crate::finding::p_text),
                 t.n,
+                cell(
+                    &t.detectable
+                        .as_ref()
+                        .map_or("-".to_owned(), |d| d.display())
+                ),
                 cell(t.reason.as_deref().unwrap_or(""))
             );
         }

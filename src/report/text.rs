@@ -51,6 +51,9 @@ pub fn render(r: &Report) -> String {
             short(&p.sha256)
         );
     }
+    if let Some(line) = crate::check::record::detectable_summary(&r.tests) {
+        let _ = writeln!(s, "power     {line}");
+    }
     if r.findings.is_empty() {
         let _ = writeln!(s, "\nno findings.");
     } else {

@@ -13,5 +13,6 @@ pub mod ks;
 pub mod multitest;
 pub mod null;
 pub mod paired;
+pub mod power;
 pub mod proportion;
 pub mod wasserstein;

@@ -13,6 +13,7 @@ mod integrity;
 mod ledger;
 mod limits;
 mod poison;
+mod power;
 mod ranges;
 mod reference;
 mod registry;

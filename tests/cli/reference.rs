@@ -240,6 +240,27 @@ fn rate_tests_of_the_detectors_match_scipy() {
         // n = 5e6 sums millions of terms on either side: 1e-8 relative.
         assert_close(got, f(&c["sf"]), 1e-8, &format!("betabinom sf {c}"));
     }
+    for c in cases("count_power") {
+        let n = c["n"].as_u64().unwrap();
+        let (a, b) = (f(&c["a"]), f(&c["b"]));
+        let got = poisongate::stats::power::count(
+            n,
+            f(&c["base"]),
+            f(&c["deny"]),
+            f(&c["level"]),
+            0.8,
+            |k| proportion::beta_binomial_upper_tail_ab(k, n, a, b),
+        )
+        .unwrap();
+        assert_eq!(got.critical, c["critical"].as_u64().unwrap(), "{c}");
+        // Bisection to 2^-60 against brentq to 1e-14, through two incomplete beta functions.
+        assert_close(
+            got.excess_share,
+            f(&c["excess_share"]),
+            1e-8,
+            &format!("power {c}"),
+        );
+    }
     for c in cases("norm_sf") {
         let got = proportion::normal_upper_tail(f(&c["z"]));
         // statrs' erfc is accurate to about 1e-10 relative.

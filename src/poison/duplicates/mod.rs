@@ -398,6 +398,12 @@ pub fn candidates(
                 ),
                 evidence,
                 tag: None,
+                power: Some(crate::detect::CountNull::predictive(
+                    ns,
+                    p0,
+                    p0.max(floor),
+                    profile.rows.max(1),
+                )),
             },
             RowSelector::Duplicates { near },
         ));
@@ -442,6 +448,12 @@ pub fn candidates(
                     ),
                     evidence,
                     tag: None,
+                    power: Some(crate::detect::CountNull::predictive(
+                        labelled,
+                        p0,
+                        p0,
+                        profile.rows.max(1),
+                    )),
                 },
                 RowSelector::Conflicting {
                     limit: (k as f64 - lf * p0).max(0.0).ceil() as usize,
