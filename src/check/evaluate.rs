@@ -115,6 +115,26 @@ pub fn evaluate(
         .collect();
     let mut adjusted = weighted_holm(&raw, &weights).into_iter();
     let total_weight: f64 = weights.iter().sum();
+    // The count tests with the level each faces alone: what the batch's size let them see.
+    let count_tests: Vec<evidence::CountTest> = candidates
+        .iter()
+        .filter(|c| c.p_value.is_some())
+        .zip(&weights)
+        .filter_map(|(c, w)| {
+            Some(evidence::CountTest {
+                code: c.code,
+                null: c.power?,
+                deny: c.effects.first()?.deny,
+                level: policy.gate.alpha * w / total_weight,
+            })
+        })
+        .collect();
+    candidates.extend(evidence::insufficient(
+        policy,
+        baseline,
+        summary.rows,
+        &count_tests,
+    ));
     let mut weight = weights.iter();
     let mut decided = Vec::new();
     for c in candidates {

@@ -10,6 +10,7 @@ mod evaluate;
 pub use evaluate::{add_findings, evaluate};
 pub(crate) use evaluate::{apply_policy, exception_for};
 pub mod drift;
+pub mod evidence;
 pub mod record;
 pub mod remedy;
 pub mod schema;
@@ -502,6 +503,18 @@ fn decide_rows(
                     .cloned();
                 match why {
                     Some(why) => record::TestRecord::skipped(code, Subject::default(), &why),
+                    // The row-level tests need a few rows: below them none of them tests
+                    // anything (`evidence-insufficient` says what that leaves unseen).
+                    None if (scan.n as u64) < crate::poison::MIN_ROWS => {
+                        record::TestRecord::skipped(
+                            code,
+                            Subject::default(),
+                            &format!(
+                                "too few rows: the row-level tests need at least {}",
+                                crate::poison::MIN_ROWS
+                            ),
+                        )
+                    }
                     None => record::TestRecord::clean(
                         code,
                         Subject::default(),

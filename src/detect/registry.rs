@@ -23,6 +23,8 @@ pub enum Family {
     Integrity,
     /// The policy itself (`policy-*`).
     Policy,
+    /// What the batch's size let the tests see (`evidence-*`).
+    Evidence,
 }
 
 /// A test's weight in the weighted Holm adjustment (Holm 1979, §5) of one batch.
@@ -440,6 +442,16 @@ pub const CODES: &[CodeInfo] = &[
         respond: "Do not train on the batch: the quarantine cannot separate this poison from genuine rows (a weak reference model, or a spread-out attack). Fix the data at its source, or review the rows of the finding by hand.",
     },
     CodeInfo {
+        code: "evidence-insufficient",
+        family: Family::Evidence,
+        weight: Weight::One,
+        doc: "",
+        skip_phrase: "",
+        summary: "At this batch's size, the tests could not have shown an attack the policy names (by default outliers or duplicates at 2 % of the rows): a pass is limited evidence (a warning; a deny under the strict profile).",
+        why: "A pass means nothing was found, not that nothing was there: on a small batch a few poisoned rows are within the noise of every test. The finding names each attack out of reach, the test that would see it, the effect that test detects at 80 % power and the batch size from which it would detect the attack.",
+        respond: "Check larger batches, or accumulate small ones with `check --ledger` so that the window is tested together; set an attack's share to 0 under `[checks.evidence-insufficient]` to stop asking about it.",
+    },
+    CodeInfo {
         code: "policy-unused-exception",
         family: Family::Policy,
         weight: Weight::One,
@@ -567,6 +579,7 @@ mod tests {
                 "integrity-ledger-window",
                 "integrity-quarantine-lineage",
                 "integrity-quarantine-residual",
+                "evidence-insufficient",
                 "policy-unused-exception",
             ]
         );

@@ -258,7 +258,7 @@ pub fn candidates(
     let (class_n, class_k) = (&st.class_n, &st.class_k);
     let class_s: Vec<f64> = st.class_surprise.iter().map(ExactSum::value).collect();
     let surprise = st.surprise.value();
-    if n < 30 {
+    if n < super::MIN_ROWS {
         return Vec::new();
     }
     let (nf, mf) = (n as f64, m.rows as f64);

@@ -62,6 +62,10 @@ pub use label::DEFAULT_MODEL_ROWS;
 /// Most classes the row-level label detectors handle; more suggests an id-like label.
 pub const MAX_MODEL_CLASSES: usize = 20;
 
+/// Fewest rows a row-level rate test (outliers, duplicates, label conflict, label
+/// inconsistency) tests: below it none of them runs.
+pub const MIN_ROWS: u64 = 30;
+
 /// What the detectors pinned from trusted data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -106,7 +106,7 @@ pub fn candidates(
         return Vec::new();
     };
     let n = st.rows;
-    if n < 30 {
+    if n < super::MIN_ROWS {
         return Vec::new();
     }
     let k = st.anomalous;

@@ -25,6 +25,20 @@ pub struct RateRule {
     pub deny: f64,
 }
 
+/// `evidence-insufficient`: the attacks a batch's tests must be able to show at its size, each
+/// as a share of the batch's rows (0 leaves one out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EvidenceRule {
+    /// Level of the code (the finding is a warning under the default profile, a deny under
+    /// the strict one).
+    pub level: Level,
+    /// Rows far outside the trusted data (`poison-anomalous-rows`).
+    pub outliers: f64,
+    /// Rows repeated from others (`poison-duplicate-flood`).
+    pub duplicates: f64,
+}
+
 /// Numeric drift thresholds (effect sizes; each must also beat the clean-batch null).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -227,6 +241,8 @@ pub struct Checks {
     /// `integrity-ledger-window`: with `--ledger`, a deny over the window of accepted
     /// batches.
     pub integrity_ledger_window: LevelOnly,
+    /// `evidence-insufficient`: the named attacks this batch's size puts out of reach.
+    pub evidence_insufficient: EvidenceRule,
 }
 
 impl Default for Checks {
@@ -356,6 +372,11 @@ impl Default for Checks {
             integrity_baseline_unpinned: level(Level::Deny),
             integrity_policy_unpinned: level(Level::Deny),
             integrity_ledger_window: level(Level::Deny),
+            evidence_insufficient: EvidenceRule {
+                level: Level::Deny,
+                outliers: 0.02,
+                duplicates: 0.02,
+            },
         }
     }
 }

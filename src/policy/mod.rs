@@ -247,6 +247,14 @@ impl Policy {
                 c.poison_trigger.concentration
             ));
         }
+        let ev = &c.evidence_insufficient;
+        for (name, share) in [("outliers", ev.outliers), ("duplicates", ev.duplicates)] {
+            if !(0.0..1.0).contains(&share) {
+                return Err(format!(
+                    "checks.evidence-insufficient.{name} must be a share in [0, 1), got {share}"
+                ));
+            }
+        }
         for (name, warn, deny) in &pairs {
             let (warn, deny) = (*warn, *deny);
             if !(warn.is_finite() && deny.is_finite() && warn >= 0.0 && deny >= 0.0) {

@@ -15,6 +15,7 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding
 #[must_use]
 pub fn render(r: &Report) -> String {
     let (class, verdict) = match r.verdict {
+        Verdict::Pass if r.limited_evidence() => ("warn", "pass, with limited evidence"),
         Verdict::Pass => ("pass", "pass"),
         Verdict::Blocked => ("deny", "blocked"),
         Verdict::Error => ("deny", "could not evaluate"),

@@ -17,6 +17,7 @@ fn cell(text: &str) -> String {
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let verdict = match r.verdict {
+        Verdict::Pass if r.limited_evidence() => "✅ pass, with limited evidence",
         Verdict::Pass => "✅ pass",
         Verdict::Blocked => "⛔ blocked",
         Verdict::Error => "⚠️ could not evaluate",

@@ -218,6 +218,17 @@ pub struct Report {
 pub use crate::check::record::Distribution;
 
 impl Report {
+    /// A pass under `evidence-insufficient`: nothing found, but the tests could not have seen
+    /// every attack the policy names at this batch's size.
+    #[must_use]
+    pub fn limited_evidence(&self) -> bool {
+        self.verdict == Verdict::Pass
+            && self
+                .findings
+                .iter()
+                .any(|f| f.code == crate::check::evidence::INSUFFICIENT)
+    }
+
     /// A report of a completed evaluation.
     #[must_use]
     pub fn from_evaluation(

@@ -14,6 +14,7 @@ fn short(hex: &str) -> &str {
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let verdict = match r.verdict {
+        Verdict::Pass if r.limited_evidence() => "PASS, with limited evidence",
         Verdict::Pass => "PASS",
         Verdict::Blocked => "BLOCKED",
         Verdict::Error => "ERROR",
@@ -146,6 +147,7 @@ pub fn render(r: &Report) -> String {
 fn next_step(r: &Report) -> String {
     let compare = r.command == "compare";
     match r.verdict {
+        Verdict::Pass if r.limited_evidence() => "next: the batch may be used for training, but at its size a pass is limited evidence (evidence-insufficient above): check larger batches, or accumulate small ones with `check --ledger`.".to_owned(),
         Verdict::Pass if r.findings.iter().any(|f| f.severity == Severity::Warn) => {
             if compare {
                 "next: the retrained model may be promoted; review the warnings above.".to_owned()

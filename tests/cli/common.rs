@@ -145,3 +145,14 @@ pub fn sign(d: &Path, file: &str, sig: &str) {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     std::fs::write(d.join(sig), format!("{b64}\n")).unwrap();
 }
+
+/// The digest `profile` wrote beside the shared baseline.
+pub fn baseline_digest() -> String {
+    let sidecar = format!("{}.sha256", baseline().display());
+    std::fs::read_to_string(sidecar)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}

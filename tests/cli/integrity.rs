@@ -180,17 +180,6 @@ fn check_verifies_the_baseline_signature_before_using_it() {
     assert_eq!(code(&out), 2);
 }
 
-/// The digest `profile` wrote beside the shared baseline.
-fn baseline_digest() -> String {
-    let sidecar = format!("{}.sha256", baseline().display());
-    std::fs::read_to_string(sidecar)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 fn severity_of(report: &serde_json::Value, code: &str) -> Option<String> {
     findings(report)
         .into_iter()

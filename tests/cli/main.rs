@@ -4,6 +4,7 @@ mod anatomy;
 mod calibration;
 mod common;
 mod compare;
+mod evidence;
 mod exit_codes;
 mod failclosed;
 mod formats;

@@ -319,7 +319,7 @@ pub fn candidates(
 ) -> Vec<(Candidate, RowSelector)> {
     let mut out = Vec::new();
     let n = state.rows;
-    if n < 30 {
+    if n < crate::poison::MIN_ROWS {
         return out;
     }
     let nf = n as f64;
