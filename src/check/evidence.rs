@@ -18,7 +18,7 @@ pub const INSUFFICIENT: &str = "evidence-insufficient";
 /// Largest batch size the search for a sufficient size looks at.
 const MAX_ROWS: u64 = 1 << 30;
 /// Most sizes after a sufficient size that must hold too (see `sufficient_rows`).
-const WINDOW: u64 = 2_000;
+const WINDOW: u64 = 256;
 
 /// A count test with the level it faces alone and its deny threshold.
 #[derive(Debug, Clone, Copy)]
@@ -34,22 +34,40 @@ pub struct CountTest {
 }
 
 impl CountTest {
-    /// The detectable excess share with the test's rows scaled from `rows` to `at` (the
-    /// batch's rows), `None` when nothing would be.
-    fn detectable_at(&self, rows: u64, at: u64) -> Option<f64> {
+    /// The test's null with its rows scaled from `rows` to `at` (the batch's rows).
+    fn null_at(&self, rows: u64, at: u64) -> CountNull {
         let trials = if rows == 0 {
             at
         } else {
             ((self.null.trials as f64) * at as f64 / rows as f64).round() as u64
         };
-        let null = CountNull {
+        CountNull {
             trials,
             ..self.null
-        };
-        power::count(trials, null.base, self.deny, self.level, POWER, |k| {
+        }
+    }
+
+    /// The detectable excess share at `at` rows, `None` when nothing would be.
+    fn detectable_at(&self, rows: u64, at: u64) -> Option<f64> {
+        let null = self.null_at(rows, at);
+        power::count(null.trials, null.base, self.deny, self.level, POWER, |k| {
             null.tail(k)
         })
         .map(|p| p.excess_share)
+    }
+
+    /// Whether `share` is detected at `at` rows with the stated power.
+    fn reaches_at(&self, rows: u64, at: u64, share: f64) -> bool {
+        let null = self.null_at(rows, at);
+        power::count_reaches(
+            null.trials,
+            null.base,
+            self.deny,
+            self.level,
+            POWER,
+            share,
+            |k| null.tail(k),
+        )
     }
 
     /// The smallest batch size, from `rows` up, from which the detectable share stays at most
@@ -72,7 +90,7 @@ impl CountTest {
         if (limit - self.null.base).max(self.deny) > share {
             return None;
         }
-        let ok = |at: u64| self.detectable_at(rows, at).is_some_and(|d| d <= share);
+        let ok = |at: u64| self.reaches_at(rows, at, share);
         let mut hi = rows.max(1);
         while !ok(hi) {
             if hi >= MAX_ROWS {
@@ -92,7 +110,7 @@ impl CountTest {
         let mut from = hi;
         // Bounds the walk's cost (each probe is a few dozen tail evaluations); past it the
         // size found so far is given, as the message's "about" says.
-        let mut budget = 20 * WINDOW;
+        let mut budget = 8 * WINDOW;
         loop {
             let window = from.clamp(64, WINDOW);
             let bad = (from..from.saturating_add(window)).find(|&at| {

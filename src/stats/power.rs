@@ -44,6 +44,35 @@ fn first_count(n: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
     Some(lo)
 }
 
+/// Whether a true excess share `share` is detected with probability at least `power` (the
+/// same test as [`count`], without searching for the smallest such share).
+pub fn count_reaches(
+    n: u64,
+    base: f64,
+    deny: f64,
+    level: f64,
+    power: f64,
+    share: f64,
+    tail: impl Fn(u64) -> f64,
+) -> bool {
+    critical(n, base, deny, level, tail)
+        .is_some_and(|k| binomial_sf(k, n, (base + share).clamp(0.0, 1.0)) >= power)
+}
+
+/// The smallest count of flagged rows out of `n` at which the test denies (see [`count`]).
+fn critical(n: u64, base: f64, deny: f64, level: f64, tail: impl Fn(u64) -> f64) -> Option<u64> {
+    if n == 0 || level.is_nan() || level <= 0.0 {
+        return None;
+    }
+    let nf = n as f64;
+    // Both conditions of the decision rule, as `decide` applies them (`value >= threshold`,
+    // and a positive value).
+    first_count(n, |k: u64| {
+        let value = k as f64 / nf - base;
+        value >= deny && value > 0.0 && tail(k) < level
+    })
+}
+
 /// `P(K >= k)` for `K ~ Binomial(n, q)`.
 #[must_use]
 pub fn binomial_sf(k: u64, n: u64, q: f64) -> f64 {
@@ -62,17 +91,7 @@ pub fn count(
     power: f64,
     tail: impl Fn(u64) -> f64,
 ) -> Option<CountPower> {
-    if n == 0 || level.is_nan() || level <= 0.0 {
-        return None;
-    }
-    let nf = n as f64;
-    // Both conditions of the decision rule, as `decide` applies them (`value >= threshold`,
-    // and a positive value).
-    let blocks = |k: u64| {
-        let value = k as f64 / nf - base;
-        value >= deny && value > 0.0 && tail(k) < level
-    };
-    let critical = first_count(n, blocks)?;
+    let critical = critical(n, base, deny, level, tail)?;
     let power_at = |q: f64| binomial_sf(critical, n, q);
     let lo_q = base.clamp(0.0, 1.0);
     if power_at(1.0) < power {
