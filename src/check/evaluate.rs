@@ -15,6 +15,8 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let mut columns_checked = 0;
     let mut records = Vec::new();
+    // Records of count tests without a candidate: (index, null, deny threshold).
+    let mut unstated: Vec<(usize, crate::detect::CountNull, f64)> = Vec::new();
     for (index, col) in baseline.columns.iter().enumerate() {
         let Some(cs) = summary.columns.get(&col.name) else {
             continue;
@@ -68,6 +70,10 @@ pub fn evaluate(
             }
         }
         // The rate checks that found nothing to test still ran: record them as passed.
+        let values = match cs {
+            ColumnSummary::Numeric(s) => s.count,
+            ColumnSummary::Categorical(s) => s.count,
+        };
         let (rows, extra): (u64, &[(&str, &str)]) = match cs {
             ColumnSummary::Numeric(s) => (
                 s.count + s.nulls,
@@ -89,6 +95,20 @@ pub fn evaluate(
         };
         for (code, why) in extra {
             if !candidates[first..].iter().any(|c| c.code == *code) {
+                // The count tests that found nothing above the baseline still state what they
+                // could have seen, once the level is known (after every candidate is in).
+                let null = match *code {
+                    "schema-null-rate" => Some((
+                        schema::null_rate_null(col, rows),
+                        policy.checks.schema_null_rate.deny,
+                    )),
+                    "schema-unseen-category" => schema::unseen_null(col, values)
+                        .map(|n| (n, policy.checks.schema_unseen_category.deny)),
+                    _ => None,
+                };
+                if let Some((null, deny)) = null {
+                    unstated.push((records.len(), null, deny));
+                }
                 records.push(record::TestRecord::clean(
                     code,
                     Subject::column(&col.name),
@@ -115,6 +135,17 @@ pub fn evaluate(
         .collect();
     let mut adjusted = weighted_holm(&raw, &weights).into_iter();
     let total_weight: f64 = weights.iter().sum();
+    for (i, null, deny) in unstated {
+        let rec = &mut records[i];
+        let w = crate::detect::registry::weight(&rec.code).each(1);
+        let level = policy.gate.alpha * w / (total_weight + w);
+        let statistic = if rec.code == "schema-null-rate" {
+            "increase"
+        } else {
+            "share"
+        };
+        rec.detectable = Some(record::Detectable::count(&null, statistic, deny, level));
+    }
     // The count tests with the level each faces alone: what the batch's size let them see.
     let count_tests: Vec<evidence::CountTest> = candidates
         .iter()

@@ -98,6 +98,25 @@ fn rate_evidence(share: f64, base: f64, k: u64, n: u64) -> BTreeMap<String, f64>
     ])
 }
 
+/// The null of the null-rate test on `rows` rows: the trusted null count of the column's
+/// rows, as its p-value uses it.
+#[must_use]
+pub fn null_rate_null(col: &ColumnProfile, rows: u64) -> crate::detect::CountNull {
+    let m = col.count + col.nulls;
+    let p = col.nulls as f64 / m.max(1) as f64;
+    crate::detect::CountNull::seen(rows, p, col.nulls, m)
+}
+
+/// The null of the unseen-category test on `rows` rows: the trusted rows outside the stored
+/// domain plus the Good–Turing estimate of the never-seen mass, N1 / m (Good 1953,
+/// Biometrika 40(3/4)). `None` for a column without a categorical profile.
+#[must_use]
+pub fn unseen_null(col: &ColumnProfile, rows: u64) -> Option<crate::detect::CountNull> {
+    let profile = col.categorical.as_ref()?;
+    let x0 = (col.count - profile.domain_rows + profile.singletons).min(col.count);
+    Some(crate::detect::CountNull::seen(rows, 0.0, x0, col.count))
+}
+
 /// Null share above the baseline's.
 pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) -> Option<Candidate> {
     if rows == 0 {
@@ -134,7 +153,7 @@ pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) ->
         ),
         evidence,
         tag: None,
-        power: Some(crate::detect::CountNull::seen(rows, p, col.nulls, m)),
+        power: Some(null_rate_null(col, rows)),
     })
 }
 
@@ -395,6 +414,6 @@ pub fn unseen_categories(
         ),
         evidence,
         tag: None,
-        power: Some(crate::detect::CountNull::seen(s.count, 0.0, x0, col.count)),
+        power: unseen_null(col, s.count),
     })
 }

@@ -97,3 +97,32 @@ fn the_stated_duplicate_flood_effect_is_detected_at_the_stated_power() {
         );
     }
 }
+
+#[test]
+fn the_schema_rate_tests_state_their_detectable_effect_even_when_nothing_rose() {
+    let (exit, report, _) = check_json(&[testdata("clean/batch.parquet").to_str().unwrap()], &[]);
+    assert_eq!(exit, 0);
+    let mut seen = 0;
+    for t in report["tests"].as_array().unwrap() {
+        let code = t["code"].as_str().unwrap();
+        if code != "schema-null-rate" && code != "schema-unseen-category" {
+            continue;
+        }
+        // No candidate on clean data: the test passed without a statistic, yet says what it
+        // would have denied (at least its deny threshold, as a share of its rows).
+        let d = &t["detectable"];
+        let value = d["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{code}: {t:#}"));
+        let deny = if code == "schema-null-rate" {
+            0.1
+        } else {
+            0.05
+        };
+        assert!(value >= deny && value < 0.2, "{code}: {t:#}");
+        assert!(d["critical_rows"].as_u64().unwrap() > 0, "{t:#}");
+        seen += 1;
+    }
+    // Nine columns' null rates, four categorical columns' unseen values.
+    assert_eq!(seen, 13, "{report:#}");
+}
