@@ -444,6 +444,35 @@ def count_power_section():
     return out
 
 
+def drift_power_section():
+    """Detectable effects of the drift tests (src/stats/power.rs), from scipy's distributions:
+    ks: critical = max(kstwobign.isf(level / 2) / sqrt(n_eff), deny), effect = critical +
+    norm.ppf(power) * sqrt(1/n + 1/m) / 2 (Massey 1951);
+    chi2: critical statistic max(chi2.isf(level, dof), n_eff * deny), effect = the lambda / n_eff
+    at which ncx2.sf(critical, dof, lambda) = power (brentq); and ncx2.sf itself."""
+    ks, chi, ncx = [], [], []
+    for n, m, deny, level in [(1000, 20000, 0.05, 0.001), (400, 20000, 0.0, 0.0005),
+                              (5000, 20000, 0.1, 0.0001), (200000, 1000000, 0.05, 0.001)]:
+        n_eff = n * m / (n + m)
+        crit = max(float(scipy.stats.kstwobign.isf(level / 2)) / math.sqrt(n_eff), deny)
+        effect = crit + float(scipy.stats.norm.ppf(0.8)) * 0.5 * math.sqrt(1 / n + 1 / m)
+        ks.append({"n": n, "m": m, "deny": deny, "level": level, "critical": crit,
+                   "effect": effect})
+    for dof, n, m, deny, level in [(1, 500, 20000, 0.0, 0.001), (5, 2000, 20000, 0.1, 0.001),
+                                   (11, 300, 20000, 0.1, 0.0005), (3, 50000, 100000, 0.0, 1e-4)]:
+        n_eff = n * m / (n + m)
+        crit = max(float(scipy.stats.chi2.isf(level, dof)), n_eff * deny)
+        lam = scipy.optimize.brentq(lambda x: scipy.stats.ncx2.sf(crit, dof, x) - 0.8,
+                                    1e-9, 1e7, xtol=1e-12, rtol=1e-14)
+        chi.append({"dof": dof, "n": n, "m": m, "deny": deny, "level": level,
+                    "critical": crit / n_eff, "effect": lam / n_eff})
+    for x, dof, lam in [(3.84, 1, 0.5), (10.0, 4, 5.0), (30.0, 11, 12.0), (200.0, 3, 150.0),
+                        (1000.0, 20, 900.0)]:
+        ncx.append({"x": x, "dof": dof, "lambda": lam,
+                    "sf": float(scipy.stats.ncx2.sf(x, dof, lam))})
+    return ks, chi, ncx
+
+
 def norm_sf_section():
     """Standard normal upper tail (the two-sample z-tests of shares and surprise)."""
     return [{"z": z, "sf": float(scipy.stats.norm.sf(z))}
@@ -689,6 +718,7 @@ def to_json(obj, level=0, width=100):
 
 def main():
     kol_sf, kol_isf = kolmogorov_sections()
+    ks_power, chi2_power, ncx2_sf = drift_power_section()
     chi2_sf, chi2_isf = chi2_dist_sections()
     holm_cases, bh_cases = multiple_testing_sections()
     out = {
@@ -712,6 +742,9 @@ def main():
         "norm_sf": norm_sf_section(),
         "betabinom_sf": betabinom_sf_section(),
         "count_power": count_power_section(),
+        "ks_power": ks_power,
+        "chi2_power": chi2_power,
+        "ncx2_sf": ncx2_sf,
         "mahalanobis": mahalanobis_section(),
         "statsmodels_version": statsmodels.__version__,
         "mcnemar": mcnemar_section(),

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::baseline::{ColumnProfile, NumericProfile};
-use crate::detect::{Candidate, Effect};
+use crate::detect::{Candidate, Effect, PowerNull};
 use crate::finding::{Subject, num};
 use crate::policy::{CategoricalDrift, Gate, Policy};
 use crate::stats::binned::{self, Binned};
@@ -140,7 +140,11 @@ pub fn numeric(
         ),
         evidence,
         tag: None,
-        power: None,
+        power: Some(PowerNull::Ks {
+            batch: n,
+            baseline: m,
+            deny_wasserstein: rule.deny_wasserstein.max(null_w),
+        }),
     })
 }
 
@@ -252,6 +256,10 @@ pub fn categorical(
         describe,
         evidence,
         tag: None,
-        power: None,
+        power: Some(PowerNull::Chi2 {
+            dof: chi.dof,
+            batch: batch.iter().sum(),
+            baseline: base.iter().sum(),
+        }),
     })
 }

@@ -146,39 +146,73 @@ pub fn evaluate(
         };
         rec.detectable = Some(record::Detectable::count(&null, statistic, deny, level));
     }
-    // The count tests with the level each faces alone: what the batch's size let them see.
-    let count_tests: Vec<evidence::CountTest> = candidates
+    // What each test could have seen at the level it faces alone (the first Holm step).
+    let detectables: Vec<Option<record::Detectable>> = candidates
         .iter()
         .filter(|c| c.p_value.is_some())
         .zip(&weights)
-        .filter_map(|(c, w)| {
+        .map(|(c, w)| {
+            let (null, e) = (c.power.as_ref()?, c.effects.first()?);
+            let level = policy.gate.alpha * w / total_weight;
+            Some(record::Detectable::of(null, e.name, e.deny, level))
+        })
+        .collect();
+    let count_tests: Vec<evidence::CountTest> = candidates
+        .iter()
+        .filter(|c| c.p_value.is_some())
+        .zip(detectables.iter())
+        .filter_map(|(c, d)| {
+            let d = d.as_ref()?;
             Some(evidence::CountTest {
                 code: c.code,
-                null: c.power?,
+                null: c.power?.count()?,
                 deny: c.effects.first()?.deny,
-                level: policy.gate.alpha * w / total_weight,
+                level: d.level,
+                detectable: d.value,
             })
         })
         .collect();
+    // The trigger test at the level it faces alone, whether or not a value was a candidate.
+    let trigger = baseline.poison.as_ref().and_then(|profile| {
+        let w = crate::detect::registry::weight("poison-trigger").each(1);
+        let null =
+            crate::poison::trigger::power_null(profile, summary.rows, baseline.rows, None, true)?;
+        let crate::detect::PowerNull::Trigger {
+            trusted,
+            prior,
+            doubled,
+            ..
+        } = null
+        else {
+            return None;
+        };
+        // With the model's chances beside the prior, a dirty-label trigger's label p-value can
+        // be as small as the model makes it: only the conditions that do not depend on the
+        // labels bound the rows it needs (a count below which it is surely out of reach).
+        let prior = if doubled { 0.0 } else { prior };
+        Some(evidence::TriggerTest {
+            null: (trusted, prior, doubled),
+            deny: policy.checks.poison_trigger.deny,
+            level: policy.gate.alpha * w / (total_weight + w),
+        })
+    });
     candidates.extend(evidence::insufficient(
         policy,
         baseline,
         summary.rows,
         &count_tests,
+        trigger.as_ref(),
     ));
-    let mut weight = weights.iter();
+    let mut detectable = detectables.into_iter();
     let mut decided = Vec::new();
     for c in candidates {
-        let (adj, w) = if c.p_value.is_some() {
-            (adjusted.next(), weight.next().copied())
+        let (adj, d) = if c.p_value.is_some() {
+            (adjusted.next(), detectable.next().flatten())
         } else {
             (None, None)
         };
         let mut rec = record::TestRecord::of(&c, adj, None);
-        if let (Some(null), Some(w), Some(e)) = (&c.power, w, c.effects.first()) {
-            let level = policy.gate.alpha * w / total_weight;
-            rec.detectable = Some(record::Detectable::count(null, e.name, e.deny, level));
-        }
+        rec.detectable = d;
         let f = decide(c, adj, policy.gate.alpha);
         rec.outcome = match f.as_ref().map(|f| f.severity) {
             Some(Severity::Deny) => record::TestOutcome::Deny,
@@ -206,6 +240,7 @@ pub fn evaluate(
         row_scores: Vec::new(),
         distributions,
         records,
+        total_weight,
     })
 }
 

@@ -31,6 +31,9 @@ pub struct CountTest {
     pub deny: f64,
     /// The level it faces when it carries the batch's only effect.
     pub level: f64,
+    /// Its detectable excess share at the batch's size (the report's `detectable`), `None`
+    /// when nothing would be.
+    pub detectable: Option<f64>,
 }
 
 impl CountTest {
@@ -45,15 +48,6 @@ impl CountTest {
             trials,
             ..self.null
         }
-    }
-
-    /// The detectable excess share at `at` rows, `None` when nothing would be.
-    fn detectable_at(&self, rows: u64, at: u64) -> Option<f64> {
-        let null = self.null_at(rows, at);
-        power::count(null.trials, null.base, self.deny, self.level, POWER, |k| {
-            null.tail(k)
-        })
-        .map(|p| p.excess_share)
     }
 
     /// Whether `share` is detected at `at` rows with the stated power.
@@ -71,10 +65,7 @@ impl CountTest {
     }
 
     /// The smallest batch size, from `rows` up, from which the detectable share stays at most
-    /// `share`; `None` past [`MAX_ROWS`]. The detectable share saws up and down with the
-    /// size (the critical count is a whole number of rows, and the deny threshold a share),
-    /// so the first size found by doubling and bisection is walked forward until every size
-    /// of a window after it holds too (the window spans a few periods of the saw).
+    /// `share` (see [`first_sufficient`]).
     fn sufficient_rows(&self, rows: u64, share: f64) -> Option<u64> {
         // However large the batch, the test cannot deny below its limit: the share past which
         // the null's count is rarer than the level is the Beta(alpha, beta) quantile of the
@@ -90,38 +81,86 @@ impl CountTest {
         if (limit - self.null.base).max(self.deny) > share {
             return None;
         }
-        let ok = |at: u64| self.reaches_at(rows, at, share);
-        let mut hi = rows.max(1);
-        while !ok(hi) {
-            if hi >= MAX_ROWS {
-                return None;
-            }
-            hi = hi.saturating_mul(2);
+        first_sufficient(rows, |at| self.reaches_at(rows, at, share))
+    }
+}
+
+/// The trigger test with the level it faces and its deny threshold.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerTest {
+    /// Trusted rows, the trusted share of the trigger's class (0 when the model's chances are
+    /// tested beside it: then only the conditions on the value's count bound the rows a
+    /// trigger needs) and whether its label p-value is doubled
+    /// ([`crate::poison::trigger::critical_rows`]).
+    pub null: (u64, f64, bool),
+    /// Its deny threshold on the share of the batch.
+    pub deny: f64,
+    /// The level it faces alone.
+    pub level: f64,
+}
+
+impl TriggerTest {
+    /// The fewest trigger rows denied at `at` rows.
+    fn critical_at(&self, at: u64) -> Option<u64> {
+        let (trusted, prior, doubled) = self.null;
+        crate::poison::trigger::critical_rows(at, trusted, prior, doubled, self.deny, self.level)
+    }
+
+    /// The detectable share at `at` rows.
+    fn detectable_at(&self, at: u64) -> Option<f64> {
+        self.critical_at(at).map(|k| k as f64 / at.max(1) as f64)
+    }
+
+    /// The smallest batch size, from `rows` up, from which a trigger on `share` of the rows
+    /// is denied (see [`first_sufficient`]); `None` when its share is under the deny
+    /// threshold or the pre-screen's, which no size overcomes.
+    fn sufficient_rows(&self, rows: u64, share: f64) -> Option<u64> {
+        if share < self.deny || share < crate::poison::point_mass::MIN_SHARE {
+            return None;
         }
-        let mut lo = hi / 2;
-        while lo + 1 < hi {
-            let mid = lo + (hi - lo) / 2;
-            if ok(mid) {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
+        first_sufficient(rows, |at| {
+            self.critical_at(at)
+                .is_some_and(|k| k as f64 <= share * at as f64)
+        })
+    }
+}
+
+/// The smallest batch size, from `rows` up, from which `ok` holds; `None` past [`MAX_ROWS`].
+/// `ok` saws up and down with the size (a critical count is a whole number of rows, a
+/// threshold a share), so the first size found by doubling and bisection is walked forward
+/// until every size of a window after it holds too (the window spans a few periods of the
+/// saw).
+fn first_sufficient(rows: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
+    let mut hi = rows.max(1);
+    while !ok(hi) {
+        if hi >= MAX_ROWS {
+            return None;
         }
-        let mut from = hi;
-        // Bounds the walk's cost (each probe is a few dozen tail evaluations); past it the
-        // size found so far is given, as the message's "about" says.
-        let mut budget = 8 * WINDOW;
-        loop {
-            let window = from.clamp(64, WINDOW);
-            let bad = (from..from.saturating_add(window)).find(|&at| {
-                budget = budget.saturating_sub(1);
-                budget > 0 && !ok(at)
-            });
-            match bad {
-                Some(at) if at + 1 < MAX_ROWS => from = at + 1,
-                Some(_) => return None,
-                None => return Some(from),
-            }
+        hi = hi.saturating_mul(2);
+    }
+    let mut lo = hi / 2;
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if ok(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let mut from = hi;
+    // Bounds the walk's cost (each probe is a few dozen tail evaluations); past it the
+    // size found so far is given, as the message's "about" says.
+    let mut budget = 8 * WINDOW;
+    loop {
+        let window = from.clamp(64, WINDOW);
+        let bad = (from..from.saturating_add(window)).find(|&at| {
+            budget = budget.saturating_sub(1);
+            budget > 0 && !ok(at)
+        });
+        match bad {
+            Some(at) if at + 1 < MAX_ROWS => from = at + 1,
+            Some(_) => return None,
+            None => return Some(from),
         }
     }
 }
@@ -130,26 +169,40 @@ impl CountTest {
 /// tests would see it, and whether the baseline pins the detector that runs them.
 struct Attack {
     name: &'static str,
+    /// The attack in the finding's words.
+    what: &'static str,
     share: f64,
     codes: &'static [&'static str],
     pinned: bool,
 }
 
-fn attacks(policy: &Policy, baseline: &Baseline) -> [Attack; 2] {
+fn attacks(policy: &Policy, baseline: &Baseline) -> [Attack; 3] {
     let rule = &policy.checks.evidence_insufficient;
     let poison = baseline.poison.as_ref();
     [
         Attack {
             name: "outliers",
+            what: "outliers",
             share: rule.outliers,
             codes: &["poison-anomalous-rows"],
             pinned: poison.is_some_and(|p| p.anomaly.is_some()),
         },
         Attack {
             name: "duplicates",
+            what: "duplicates",
             share: rule.duplicates,
             codes: &["poison-duplicate-flood"],
             pinned: poison.is_some(),
+        },
+        Attack {
+            // Out of reach when even a trigger whose labels the test finds as unlikely as it can
+            // is not denied; without a pinned model, a clean-label trigger on the most common
+            // class (the slowest for the class prior to tell from chance).
+            name: "trigger",
+            what: "a trigger",
+            share: rule.trigger,
+            codes: &["poison-trigger"],
+            pinned: poison.is_some_and(|p| p.classes >= 2 && !p.tables.is_empty()),
         },
     ]
 }
@@ -162,6 +215,7 @@ pub fn insufficient(
     baseline: &Baseline,
     rows: u64,
     tests: &[CountTest],
+    trigger: Option<&TriggerTest>,
 ) -> Option<Candidate> {
     let severity = if policy.gate.profile.is_strict() {
         Severity::Deny
@@ -174,15 +228,30 @@ pub fn insufficient(
         .iter()
         .filter(|a| a.share > 0.0 && a.codes.iter().all(|c| policy.level(c) != Level::Allow))
     {
+        // The tests that would see the attack: code, detectable share at this size, and the
+        // search for the size from which each would see it (run only for a missed attack).
+        type Needed<'t> = Box<dyn Fn() -> Option<u64> + 't>;
+        let share = attack.share;
+        let mut reach: Vec<(&str, Option<f64>, Needed<'_>)> = Vec::new();
+        for t in tests.iter().filter(|t| attack.codes.contains(&t.code)) {
+            reach.push((
+                t.code,
+                t.detectable,
+                Box::new(move || t.sufficient_rows(rows, share)),
+            ));
+        }
+        if let Some(t) = trigger.filter(|_| attack.codes.contains(&"poison-trigger")) {
+            reach.push((
+                "poison-trigger",
+                t.detectable_at(rows),
+                Box::new(move || t.sufficient_rows(rows, share)),
+            ));
+        }
         // The most sensitive test that would see the attack decides whether it was in reach.
-        let best = tests
-            .iter()
-            .filter(|t| attack.codes.contains(&t.code))
-            .map(|t| (t, t.detectable_at(rows, rows)))
-            .min_by(|a, b| {
-                let key = |d: Option<f64>| d.unwrap_or(f64::INFINITY);
-                key(a.1).total_cmp(&key(b.1))
-            });
+        let best = reach.iter().map(|r| (r.0, r.1)).min_by(|a, b| {
+            let key = |d: Option<f64>| d.unwrap_or(f64::INFINITY);
+            key(a.1).total_cmp(&key(b.1))
+        });
         let Some((test, detectable)) = best else {
             // No test of it ran: out of reach when the batch was too small for the detector
             // the baseline pins (otherwise the report says why it did not run).
@@ -194,7 +263,7 @@ pub fn insufficient(
                 );
                 missed.push(format!(
                     "{} at {}% of rows ({} tests no batch under {} rows)",
-                    attack.name,
+                    attack.what,
                     num(100.0 * attack.share),
                     attack.codes.join(", "),
                     crate::poison::MIN_ROWS
@@ -205,11 +274,7 @@ pub fn insufficient(
         if detectable.is_some_and(|d| d <= attack.share) {
             continue;
         }
-        let needed = tests
-            .iter()
-            .filter(|t| attack.codes.contains(&t.code))
-            .filter_map(|t| t.sufficient_rows(rows, attack.share))
-            .min();
+        let needed = reach.iter().filter_map(|r| (r.2)()).min();
         evidence.insert(format!("{}_share", attack.name), attack.share);
         if let Some(d) = detectable {
             evidence.insert(format!("{}_detectable", attack.name), d);
@@ -220,11 +285,19 @@ pub fn insufficient(
         let seen = detectable.map_or_else(
             || "denies nothing at this size".to_owned(),
             |d| {
-                format!(
-                    "denies from {}% at {:.0}% power",
-                    num(100.0 * d),
-                    100.0 * POWER
-                )
+                if test == "poison-trigger" {
+                    // A bound on the rows, not a power: the trigger's count is the attacker's.
+                    format!(
+                        "needs at least {}% of rows to deny a trigger",
+                        num(100.0 * d)
+                    )
+                } else {
+                    format!(
+                        "denies from {}% at {:.0}% power",
+                        num(100.0 * d),
+                        100.0 * POWER
+                    )
+                }
             },
         );
         let need = needed.map_or_else(
@@ -233,9 +306,9 @@ pub fn insufficient(
         );
         missed.push(format!(
             "{} at {}% of rows ({} {seen}; {need})",
-            attack.name,
+            attack.what,
             num(100.0 * attack.share),
-            test.code
+            test
         ));
     }
     if missed.is_empty() {

@@ -68,6 +68,9 @@ pub struct Evaluation {
     pub records: Vec<record::TestRecord>,
     /// Per column, the baseline's and the batch's distributions (for the HTML report).
     pub distributions: Vec<record::Distribution>,
+    /// The sum of the Holm weights of the tests (the level of a test that had no candidate
+    /// is `alpha * w / (total_weight + w)`).
+    pub total_weight: f64,
 }
 
 /// What a check computes beyond the decision.
@@ -525,6 +528,21 @@ fn decide_rows(
             }),
     );
     let mut eval = evaluate(baseline, policy, summary, candidates)?;
+    // The trigger test without a candidate still states the rows a trigger would need.
+    if let Some(profile) = baseline.poison.as_ref() {
+        for rec in missing
+            .iter_mut()
+            .filter(|r| r.code == "poison-trigger" && r.outcome == record::TestOutcome::Pass)
+        {
+            let use_model = broken.is_empty();
+            let null =
+                crate::poison::trigger::power_null(profile, rec.n, baseline.rows, None, use_model);
+            let w = crate::detect::registry::weight(&rec.code).each(1);
+            let level = policy.gate.alpha * w / (eval.total_weight + w);
+            let deny = policy.checks.poison_trigger.deny;
+            rec.detectable = null.map(|n| record::Detectable::of(&n, "share", deny, level));
+        }
+    }
     eval.records.append(&mut missing);
     record::sort(&mut eval.records);
     eval.notes.extend(std::mem::take(&mut outcome.notes));

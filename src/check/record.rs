@@ -7,9 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::Candidate;
+use crate::detect::{Candidate, PowerNull};
 use crate::finding::{Severity, Subject, num, tidy};
 use crate::policy::{Level, Policy};
+use crate::stats::power;
 
 /// What became of one test.
 #[derive(
@@ -108,6 +109,15 @@ pub struct Detectable {
     /// The fewest flagged rows that deny.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub critical_rows: Option<u64>,
+    /// The smallest observed value of the statistic that denies (tests on a continuous
+    /// statistic; a count test states `critical_rows`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub critical: Option<f64>,
+    /// For `drift-numeric`: the shift of the mean, in standard deviations, of a normal column
+    /// that the test denies with probability `power`; `value` is its KS distance,
+    /// `2 Phi(shift / 2) - 1` ([`crate::stats::power::location_shift`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub normal_shift_sd: Option<f64>,
     /// The detection probability the effect is stated at.
     pub power: f64,
     /// The level the test faces when the effect is the batch's only one: the first step of
@@ -119,17 +129,99 @@ impl Detectable {
     /// The effect in words: `excess_share 0.0118 (59 rows)`, or that none is detectable.
     #[must_use]
     pub fn display(&self) -> String {
-        match (self.value, self.rows) {
-            (Some(v), Some(r)) => format!("{} {} ({} rows)", self.statistic, num(v), r.ceil()),
+        match (self.value, self.rows, self.normal_shift_sd) {
+            (Some(v), Some(r), _) if self.power >= 1.0 => format!(
+                "{} {} ({} rows, every time)",
+                self.statistic,
+                num(v),
+                r.ceil()
+            ),
+            (Some(v), Some(r), _) => format!("{} {} ({} rows)", self.statistic, num(v), r.ceil()),
+            (Some(v), None, Some(sd)) => format!(
+                "{} {} (a normal column's mean moved {} sd)",
+                self.statistic,
+                num(v),
+                num(sd)
+            ),
+            (Some(v), None, None) => format!("{} {}", self.statistic, num(v)),
             _ => "none at this size".to_owned(),
+        }
+    }
+
+    /// The detectable effect of a test deciding from `null` on its first statistic, named
+    /// `statistic`, with deny threshold `deny`, at `level`.
+    #[must_use]
+    pub fn of(null: &PowerNull, statistic: &str, deny: f64, level: f64) -> Self {
+        match *null {
+            PowerNull::Count(null) => Self::count(&null, statistic, deny, level),
+            PowerNull::Ks {
+                batch,
+                baseline,
+                deny_wasserstein,
+            } => {
+                let found = power::location_shift(
+                    batch,
+                    baseline,
+                    deny,
+                    deny_wasserstein,
+                    level,
+                    power::POWER,
+                );
+                let mut d = Self::threshold(statistic, found.map(|f| f.0), level);
+                d.normal_shift_sd = found.map(|f| tidy(f.1));
+                d
+            }
+            PowerNull::Trigger {
+                rows,
+                trusted,
+                prior,
+                doubled,
+            } => {
+                let k = crate::poison::trigger::critical_rows(
+                    rows, trusted, prior, doubled, deny, level,
+                );
+                let n = rows.max(1) as f64;
+                Self {
+                    statistic: statistic.to_owned(),
+                    value: k.map(|k| tidy(k as f64 / n)),
+                    rows: k.map(|k| k as f64),
+                    critical_rows: k,
+                    critical: None,
+                    normal_shift_sd: None,
+                    // The count is the attacker's, not drawn: from it the test always denies.
+                    power: 1.0,
+                    level: tidy(level),
+                }
+            }
+            PowerNull::Chi2 {
+                dof,
+                batch,
+                baseline,
+            } => Self::threshold(
+                statistic,
+                power::chi2(dof, batch, baseline, deny, level, power::POWER),
+                level,
+            ),
+        }
+    }
+
+    fn threshold(statistic: &str, found: Option<power::ThresholdPower>, level: f64) -> Self {
+        Self {
+            statistic: statistic.to_owned(),
+            value: found.map(|f| tidy(f.effect)),
+            rows: None,
+            critical_rows: None,
+            critical: found.map(|f| tidy(f.critical)),
+            normal_shift_sd: None,
+            power: power::POWER,
+            level: tidy(level),
         }
     }
 
     /// The detectable effect of a count test at `level`, deny threshold `deny`.
     #[must_use]
     pub fn count(null: &crate::detect::CountNull, statistic: &str, deny: f64, level: f64) -> Self {
-        let power = crate::stats::power::POWER;
-        let found = crate::stats::power::count(null.trials, null.base, deny, level, power, |k| {
+        let found = power::count(null.trials, null.base, deny, level, power::POWER, |k| {
             null.tail(k)
         });
         Self {
@@ -137,7 +229,9 @@ impl Detectable {
             value: found.map(|f| tidy(f.excess_share)),
             rows: found.map(|f| tidy(f.excess_share * null.trials as f64)),
             critical_rows: found.map(|f| f.critical),
-            power,
+            critical: None,
+            normal_shift_sd: None,
+            power: power::POWER,
             level: tidy(level),
         }
     }
@@ -248,7 +342,10 @@ pub fn detectable_summary(records: &[TestRecord]) -> Option<String> {
             *slot = d;
         }
     }
-    let power = best.values().next()?.power;
+    if best.is_empty() {
+        return None;
+    }
+    let power = power::POWER;
     let parts: Vec<String> = best
         .iter()
         .map(|(code, d)| format!("{code} {}", d.display()))

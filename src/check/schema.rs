@@ -153,7 +153,7 @@ pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) ->
         ),
         evidence,
         tag: None,
-        power: Some(null_rate_null(col, rows)),
+        power: Some(null_rate_null(col, rows).into()),
     })
 }
 
@@ -414,6 +414,6 @@ pub fn unseen_categories(
         ),
         evidence,
         tag: None,
-        power: unseen_null(col, s.count),
+        power: unseen_null(col, s.count).map(Into::into),
     })
 }

@@ -276,6 +276,7 @@ pub fn compare(
                 records
             },
             distributions: Vec::new(),
+            total_weight: 0.0,
         },
         pinned,
     })

@@ -60,6 +60,62 @@ impl CountNull {
     }
 }
 
+/// The null a test decides from, in the form its detectable effect is computed from
+/// ([`crate::stats::power`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PowerNull {
+    /// A count of flagged rows against a null rate.
+    Count(CountNull),
+    /// The two-sample Kolmogorov-Smirnov test of a numeric column: values of the batch and
+    /// of the baseline.
+    Ks {
+        /// Batch values.
+        batch: u64,
+        /// Baseline values.
+        baseline: u64,
+        /// The deny threshold of its Wasserstein effect (the second way it denies a shift).
+        deny_wasserstein: f64,
+    },
+    /// The trigger test (`poison-trigger`): a value new to the trusted data on rows of one
+    /// class ([`crate::poison::trigger::critical_rows`]).
+    Trigger {
+        /// Rows of the batch.
+        rows: u64,
+        /// Trusted rows.
+        trusted: u64,
+        /// The trusted share of the rows' class.
+        prior: f64,
+        /// Whether the label p-value is doubled (tested beside the model's chances).
+        doubled: bool,
+    },
+    /// The chi-square homogeneity test of a category mix.
+    Chi2 {
+        /// Its degrees of freedom.
+        dof: f64,
+        /// Batch values.
+        batch: u64,
+        /// Baseline values.
+        baseline: u64,
+    },
+}
+
+impl From<CountNull> for PowerNull {
+    fn from(null: CountNull) -> Self {
+        Self::Count(null)
+    }
+}
+
+impl PowerNull {
+    /// The count null, for a count test.
+    #[must_use]
+    pub fn count(&self) -> Option<CountNull> {
+        match self {
+            Self::Count(null) => Some(*null),
+            _ => None,
+        }
+    }
+}
+
 /// A finding in the making.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -83,9 +139,9 @@ pub struct Candidate {
     pub evidence: BTreeMap<String, f64>,
     /// Index of the detector outcome that produced it (rows for the quarantine).
     pub tag: Option<usize>,
-    /// For a count test on its first effect, the null it decides from: the report states the
-    /// effect it would have detected.
-    pub power: Option<CountNull>,
+    /// The null its first effect is decided from: the report states the effect it would have
+    /// detected.
+    pub power: Option<PowerNull>,
 }
 
 impl Candidate {

@@ -8,7 +8,7 @@ pub mod candidate;
 pub mod registry;
 pub mod top;
 
-pub use candidate::{Candidate, CountNull, Effect};
+pub use candidate::{Candidate, CountNull, Effect, PowerNull};
 pub use top::{TOP_ROWS, TopRows};
 
 /// A check's state as a mergeable accumulator over blocks of rows, after DataFusion's

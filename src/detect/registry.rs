@@ -447,7 +447,7 @@ pub const CODES: &[CodeInfo] = &[
         weight: Weight::One,
         doc: "",
         skip_phrase: "",
-        summary: "At this batch's size, the tests could not have shown an attack the policy names (by default outliers or duplicates at 2 % of the rows): a pass is limited evidence (a warning; a deny under the strict profile).",
+        summary: "At this batch's size, the tests could not have shown an attack the policy names (by default outliers or duplicates at 2 % of the rows, a trigger at 1 %): a pass is limited evidence (a warning; a deny under the strict profile).",
         why: "A pass means nothing was found, not that nothing was there: on a small batch a few poisoned rows are within the noise of every test. The finding names each attack out of reach, the test that would see it, the effect that test detects at 80 % power and the batch size from which it would detect the attack.",
         respond: "Check larger batches, or accumulate small ones with `check --ledger` so that the window is tested together; set an attack's share to 0 under `[checks.evidence-insufficient]` to stop asking about it.",
     },

@@ -146,7 +146,7 @@ pub fn candidates(
             ),
             evidence,
             tag: None,
-            power: Some(crate::detect::CountNull::seen(n, a.rate, x0, a.rows)),
+            power: Some(crate::detect::CountNull::seen(n, a.rate, x0, a.rows).into()),
         },
         RowSelector::Anomalous { limit },
     )];
@@ -205,7 +205,7 @@ pub fn candidates(
                     base: p0,
                     alpha: 1.0,
                     beta: m as f64,
-                }),
+                }.into()),
             },
             RowSelector::Extreme {
                 limit: (k as f64 - nf * p0).max(0.0).ceil() as usize,

@@ -406,12 +406,15 @@ pub fn candidates(
                     ),
                     evidence,
                     tag: None,
-                    power: Some(crate::detect::CountNull::predictive(
-                        n,
-                        h.trusted_share,
-                        h.trusted_share,
-                        baseline.column(&h.column).map_or(1, |c| c.count.max(1)),
-                    )),
+                    power: Some(
+                        crate::detect::CountNull::predictive(
+                            n,
+                            h.trusted_share,
+                            h.trusted_share,
+                            baseline.column(&h.column).map_or(1, |c| c.count.max(1)),
+                        )
+                        .into(),
+                    ),
                 },
                 RowSelector::Listed(h.rows.clone()),
             )

@@ -31,7 +31,7 @@ use crate::source::Rows;
 use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
-use crate::detect::{Candidate, Effect};
+use crate::detect::{Candidate, Effect, PowerNull};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
@@ -307,14 +307,7 @@ pub fn candidates(
         return Ok(Vec::new());
     }
     let n = scan.n as f64;
-    let prior_counts: Vec<u64> = (0..k)
-        .map(|c| profile.tables[0].iter().skip(c).step_by(k).sum())
-        .collect();
-    let total: f64 = prior_counts.iter().sum::<u64>() as f64;
-    let prior: Vec<f64> = prior_counts
-        .iter()
-        .map(|&c| (c as f64 + 0.5) / (total + 0.5 * k as f64))
-        .collect();
+    let prior = class_prior(profile);
     let mut values = categorical.finish(profile, n, &prior);
     for h in heavy {
         let expect = baseline
@@ -451,12 +444,99 @@ pub fn candidates(
                 ),
                 evidence,
                 tag: None,
-                power: None,
+                power: power_null(profile, scan.n as u64, baseline.rows, Some(*c), use_model),
             },
             RowSelector::Listed(rows),
         ));
     }
     Ok(out)
+}
+
+/// The trusted class prior, smoothed by half a row a class (Jeffreys), as the label test of a
+/// value the trusted data did not hold expects it.
+fn class_prior(profile: &PoisonProfile) -> Vec<f64> {
+    let k = profile.classes;
+    let Some(table) = profile.tables.first() else {
+        return Vec::new();
+    };
+    let counts: Vec<u64> = (0..k)
+        .map(|c| table.iter().skip(c).step_by(k).sum())
+        .collect();
+    let total: f64 = counts.iter().sum::<u64>() as f64;
+    counts
+        .iter()
+        .map(|&c| (c as f64 + 0.5) / (total + 0.5 * k as f64))
+        .collect()
+}
+
+/// The null of the trigger test for its detectable effect: a value the trusted data never
+/// held, on rows all labelled with the class whose trusted share is `prior` (by default the
+/// most common class: the hardest trigger to tell from chance, a clean-label one on the
+/// majority class). `None` when the detector cannot run on this baseline.
+#[must_use]
+pub fn power_null(
+    profile: &PoisonProfile,
+    rows: u64,
+    trusted: u64,
+    class: Option<usize>,
+    use_model: bool,
+) -> Option<PowerNull> {
+    if profile.classes < 2 || profile.tables.is_empty() {
+        return None;
+    }
+    let prior = class_prior(profile);
+    let share = match class {
+        Some(c) => *prior.get(c)?,
+        None => prior.iter().copied().fold(0.0, f64::max),
+    };
+    Some(PowerNull::Trigger {
+        rows,
+        trusted,
+        prior: share,
+        doubled: use_model && profile.label_model.is_some(),
+    })
+}
+
+/// The fewest rows of a batch of `n` rows that a trigger needs to be denied: a value the
+/// `trusted` rows never held, stamped on rows all labelled with one class of trusted share
+/// `prior`. Every condition of the detector holds from there on, each growing with the rows:
+/// the pre-screen (three rows, [`MIN_SHARE`] of the batch, [`MIN_RATIO`] times the half row
+/// an unseen value is credited with), the over-representation p-value, the label p-value
+/// (`prior^k`, doubled when the model's chances are tested beside it: the Bonferroni of
+/// [`candidates`]; the model can only lower it, so this count suffices for a clean-label
+/// trigger and a dirty-label one alike), both below `level`, and the share at `deny`.
+/// `None` when no count up to `n` would be denied. A `prior` of 0 leaves the label p-value
+/// out: the count is then the least any trigger needs, whatever its labels.
+#[must_use]
+pub fn critical_rows(
+    n: u64,
+    trusted: u64,
+    prior: f64,
+    doubled: bool,
+    deny: f64,
+    level: f64,
+) -> Option<u64> {
+    // Below `MIN_ROWS` the row-level detectors do not run.
+    if n < super::MIN_ROWS.max(3) || level.is_nan() || level <= 0.0 {
+        return None;
+    }
+    let (nf, unseen) = (n as f64, 0.5 / (trusted as f64 + 1.0));
+    crate::stats::power::first_count(n, |k: u64| {
+        let share = k as f64 / nf;
+        // A prior of 0 leaves the label test out (the count the other conditions need).
+        let label = if prior <= 0.0 {
+            0.0
+        } else {
+            prior.clamp(1e-9, 1.0).powf(k as f64) * if doubled { 2.0 } else { 1.0 }
+        };
+        let over = beta_binomial_upper_tail(k, n, 0, trusted);
+        k >= 3
+            && share >= MIN_SHARE
+            && share >= MIN_RATIO * unseen
+            && label.min(1.0).max(over) < level
+            && share >= deny
+            && share > 0.0
+    })
 }
 
 /// |A ∩ B| / max(|A|, |B|) of two sorted row lists.

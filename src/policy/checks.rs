@@ -37,6 +37,9 @@ pub struct EvidenceRule {
     pub outliers: f64,
     /// Rows repeated from others (`poison-duplicate-flood`).
     pub duplicates: f64,
+    /// Rows carrying a trigger value new to the trusted data, all of one class
+    /// (`poison-trigger`).
+    pub trigger: f64,
 }
 
 /// Numeric drift thresholds (effect sizes; each must also beat the clean-batch null).
@@ -376,6 +379,7 @@ impl Default for Checks {
                 level: Level::Deny,
                 outliers: 0.02,
                 duplicates: 0.02,
+                trigger: 0.01,
             },
         }
     }

@@ -248,7 +248,11 @@ impl Policy {
             ));
         }
         let ev = &c.evidence_insufficient;
-        for (name, share) in [("outliers", ev.outliers), ("duplicates", ev.duplicates)] {
+        for (name, share) in [
+            ("outliers", ev.outliers),
+            ("duplicates", ev.duplicates),
+            ("trigger", ev.trigger),
+        ] {
             if !(0.0..1.0).contains(&share) {
                 return Err(format!(
                     "checks.evidence-insufficient.{name} must be a share in [0, 1), got {share}"

@@ -80,7 +80,7 @@ fn a_one_row_batch_passes_only_with_limited_evidence_and_blocks_under_strict() {
     let off = dir.path().join("off.toml");
     std::fs::write(
         &off,
-        "[checks.evidence-insufficient]\noutliers = 0.0\nduplicates = 0.0\n",
+        "[checks.evidence-insufficient]\noutliers = 0.0\nduplicates = 0.0\ntrigger = 0.0\n",
     )
     .unwrap();
     let (exit, report, _) = check_json(&[&one], &["--policy", off.to_str().unwrap()]);
@@ -106,6 +106,15 @@ fn the_size_that_would_have_sufficed_does() {
     };
     assert!(!outliers_named(needed), "{needed} rows");
     assert!(outliers_named(needed - 1), "{} rows", needed - 1);
+    // A trigger on 1 % of the rows: the detector needs three rows of a value (the baseline
+    // pins a model, whose chances can make any labels unlikely, so only the count bounds it).
+    let trigger_named = |n: usize| {
+        let (_, report, _) = check_json(&[&head(dir.path(), n)], &[]);
+        insufficient(&report).map(|f| f["evidence"]["trigger_rows_needed"].as_f64())
+    };
+    assert_eq!(trigger_named(250), Some(Some(300.0)));
+    assert_eq!(trigger_named(299), Some(Some(300.0)));
+    assert!(trigger_named(300).is_none_or(|needed| needed.is_none()));
     // The bundled 5,000-row batch is large enough for every named attack.
     let (_, report, _) = check_json(&[testdata("clean/batch.parquet").to_str().unwrap()], &[]);
     assert!(insufficient(&report).is_none(), "{report:#}");

@@ -126,3 +126,270 @@ fn the_schema_rate_tests_state_their_detectable_effect_even_when_nothing_rose() 
     // Nine columns' null rates, four categorical columns' unseen values.
     assert_eq!(seen, 13, "{report:#}");
 }
+
+fn read(path: &std::path::Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+/// The test record of `code` on column `column`.
+fn column_test<'a>(
+    report: &'a serde_json::Value,
+    code: &str,
+    column: &str,
+) -> &'a serde_json::Value {
+    report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["code"] == code && t["subject"]["column"] == column)
+        .unwrap_or_else(|| panic!("no {code} test of {column}: {report:#}"))
+}
+
+/// Runs `draws` batches of `n` rows made by `make` and returns the share in which `code` on
+/// `column` denied.
+fn deny_rate(
+    dir: &std::path::Path,
+    n: usize,
+    code: &str,
+    column: &str,
+    mut make: impl FnMut() -> DataFrame,
+) -> f64 {
+    let mut denied = 0;
+    for d in 0..DRAWS {
+        let path = dir.join(format!("{code}_{n}_{d}.parquet"));
+        write(&mut make(), &path);
+        let (exit, report, out) = check_json(&[path.to_str().unwrap()], &[]);
+        assert!(exit == 0 || exit == 1, "{}", stderr(&out));
+        denied += usize::from(column_test(&report, code, column)["outcome"] == "deny");
+    }
+    denied as f64 / DRAWS as f64
+}
+
+#[test]
+fn the_stated_numeric_drift_is_detected_at_the_stated_power() {
+    // The stated effect is the mean shift of a normal column (and its KS distance): a
+    // baseline pinned from 20,000 standard normal values, batches drawn from a normal moved
+    // by the stated shift.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(281);
+    let normal = |n: usize, mean: f64, rng: &mut rand_chacha::ChaCha8Rng| -> DataFrame {
+        let d = rand_distr::Normal::new(mean, 1.0).unwrap();
+        let x: Vec<f64> = (0..n).map(|_| d.sample(rng)).collect();
+        let y: Vec<f64> = (0..n).map(|_| d.sample(rng) - mean).collect();
+        DataFrame::new_infer_height(vec![Column::new("x".into(), x), Column::new("y".into(), y)])
+            .unwrap()
+    };
+    let trusted = dir.path().join("trusted.parquet");
+    write(&mut normal(20_000, 0.0, &mut rng), &trusted);
+    let baseline = dir.path().join("baseline.json");
+    let out = run(&[
+        "profile",
+        trusted.to_str().unwrap(),
+        "-o",
+        baseline.to_str().unwrap(),
+        "--seed",
+        "7",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let check = |path: &std::path::Path| {
+        check_json_with(
+            baseline.to_str().unwrap(),
+            &[path.to_str().unwrap()],
+            &[],
+            run,
+        )
+    };
+    for n in [400usize, 1_500, 5_000] {
+        let path = dir.path().join(format!("clean_{n}.parquet"));
+        write(&mut normal(n, 0.0, &mut rng), &path);
+        let (exit, report, _) = check(&path);
+        assert_eq!(exit, 0, "{report:#}");
+        let d = &column_test(&report, "drift-numeric", "x")["detectable"];
+        assert_eq!(d["statistic"], "ks", "{d:#}");
+        let (effect, critical) = (
+            d["value"].as_f64().unwrap(),
+            d["critical"].as_f64().unwrap(),
+        );
+        let shift = d["normal_shift_sd"].as_f64().unwrap();
+        assert!(effect > 0.0 && effect < 0.5 && critical > 0.0, "{d:#}");
+        let mut denied = 0;
+        for draw in 0..DRAWS {
+            let path = dir.path().join(format!("shift_{n}_{draw}.parquet"));
+            write(&mut normal(n, shift, &mut rng), &path);
+            let (exit, report, out) = check(&path);
+            assert!(exit == 0 || exit == 1, "{}", stderr(&out));
+            denied += usize::from(column_test(&report, "drift-numeric", "x")["outcome"] == "deny");
+        }
+        let rate = denied as f64 / DRAWS as f64;
+        eprintln!("n = {n}: shift {shift} sd (ks {effect}, critical {critical}), denied {rate}");
+        assert!(
+            (rate - 0.8).abs() <= TOLERANCE,
+            "n = {n}: stated shift {shift} sd (ks {effect}) denied in {rate} of draws"
+        );
+    }
+}
+
+#[test]
+fn the_stated_category_shift_is_detected_at_the_stated_power() {
+    // The stated effect is a PSI; the simulated drift moves share `t` from `web` to `phone`,
+    // with `t` set so that the moved mix's PSI against the trusted one is that effect, and
+    // draws `channel` from the moved mix.
+    let trusted = read(&testdata("trusted/applications.parquet"));
+    let channel = trusted.column("channel").unwrap().str().unwrap().clone();
+    let mut counts: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for v in channel.iter().flatten() {
+        *counts.entry(v.to_owned()).or_default() += 1.0;
+    }
+    let total: f64 = counts.values().sum();
+    let share = |k: &str| counts[k] / total;
+    let (web, phone) = (share("web"), share("phone"));
+    let psi_of = |t: f64| (-t) * ((web - t) / web).ln() + t * ((phone + t) / phone).ln();
+    let clean = read(&testdata("clean/batch.parquet"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(282);
+    for n in [400usize, 1_500, 5_000] {
+        let path = dir.path().join(format!("clean_{n}.parquet"));
+        write(&mut clean.slice(0, n), &path);
+        let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
+        assert_eq!(exit, 0, "{report:#}");
+        let d = &column_test(&report, "drift-categorical", "channel")["detectable"];
+        assert_eq!(d["statistic"], "psi", "{d:#}");
+        let effect = d["value"].as_f64().unwrap();
+        assert!(effect > 0.0 && effect < 0.5, "{d:#}");
+        let (mut lo, mut hi) = (0.0f64, web);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if psi_of(mid) < effect {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let t = hi;
+        let moved: Vec<(String, f64)> = counts
+            .keys()
+            .map(|k| {
+                let s = share(k)
+                    + match k.as_str() {
+                        "web" => -t,
+                        "phone" => t,
+                        _ => 0.0,
+                    };
+                (k.clone(), s)
+            })
+            .collect();
+        let head = clean.slice(0, n);
+        let rate = deny_rate(dir.path(), n, "drift-categorical", "channel", || {
+            let drawn: Vec<String> = (0..n)
+                .map(|_| {
+                    let mut u: f64 = rng.random();
+                    for (k, s) in &moved {
+                        u -= s;
+                        if u < 0.0 {
+                            return k.clone();
+                        }
+                    }
+                    moved.last().unwrap().0.clone()
+                })
+                .collect();
+            let mut df = head.clone();
+            df.replace("channel", Column::new("channel".into(), drawn))
+                .unwrap();
+            df
+        });
+        eprintln!("n = {n}: psi {effect}, moved {t}, denied {rate}");
+        assert!(
+            (rate - 0.8).abs() <= TOLERANCE,
+            "n = {n}: stated psi {effect} (moved {t}) denied in {rate} of draws"
+        );
+    }
+}
+
+#[test]
+fn a_trigger_on_the_stated_rows_is_denied_every_time() {
+    // The stated trigger count is for a value the trusted data never held, on rows all of the
+    // most common class (a clean-label trigger, the hardest to tell from chance). Planted on
+    // that many rows of that class it is denied every time. The count is sufficient, not the
+    // least: the new value also fires `schema-unseen-category` and the category drift, which
+    // the Holm steps take out before the trigger's, raising its level, and the model's chances
+    // can only lower its p-value; so fewer rows are often denied too (printed, not asserted).
+    let clean = read(&testdata("clean/batch.parquet"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(283);
+    const PLANTS: usize = 12;
+    for n in [400usize, 1_500, 5_000] {
+        let head = clean.slice(0, n);
+        let path = dir.path().join(format!("clean_{n}.parquet"));
+        write(&mut head.clone(), &path);
+        let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
+        assert_eq!(exit, 0, "{report:#}");
+        let t = report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["code"] == "poison-trigger")
+            .unwrap_or_else(|| panic!("{report:#}"));
+        let d = &t["detectable"];
+        let critical = d["critical_rows"].as_u64().unwrap() as usize;
+        assert_eq!(d["rows"].as_f64().unwrap(), critical as f64, "{d:#}");
+        assert_eq!(d["power"].as_f64().unwrap(), 1.0, "{d:#}");
+        assert!((3..n / 4).contains(&critical), "{d:#}");
+        // Rows of the most common class (`defaulted` = 0) to stamp.
+        let majority: Vec<usize> = head
+            .column("defaulted")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, y)| (y == Some(0)).then_some(i))
+            .collect();
+        let mut denied_at = [0usize; 2];
+        for (slot, rows) in [critical, critical - 1].into_iter().enumerate() {
+            for d in 0..PLANTS {
+                let mut pool = majority.clone();
+                let mut stamped = vec![false; n];
+                for i in 0..rows {
+                    let j = rng.random_range(i..pool.len());
+                    pool.swap(i, j);
+                    stamped[pool[i]] = true;
+                }
+                let channel: Vec<Option<String>> = head
+                    .column("channel")
+                    .unwrap()
+                    .str()
+                    .unwrap()
+                    .iter()
+                    .zip(&stamped)
+                    .map(|(v, &s)| {
+                        if s {
+                            Some("kiosk".to_owned())
+                        } else {
+                            v.map(str::to_owned)
+                        }
+                    })
+                    .collect();
+                let mut df = head.clone();
+                df.replace("channel", Column::new("channel".into(), channel))
+                    .unwrap();
+                let path = dir.path().join(format!("trigger_{n}_{rows}_{d}.parquet"));
+                write(&mut df, &path);
+                let (_, report, out) = check_json(&[path.to_str().unwrap()], &[]);
+                assert!(report.is_object(), "{}", stderr(&out));
+                let hit = report["findings"].as_array().unwrap().iter().any(|f| {
+                    f["code"] == "poison-trigger"
+                        && f["severity"] == "deny"
+                        && f["subject"]["value"] == "kiosk"
+                });
+                denied_at[slot] += usize::from(hit);
+            }
+        }
+        eprintln!(
+            "n = {n}: trigger critical {critical} rows: denied {} of {PLANTS}; one fewer: {}",
+            denied_at[0], denied_at[1]
+        );
+        assert_eq!(denied_at[0], PLANTS, "n = {n}: {critical} rows");
+    }
+}

@@ -261,6 +261,49 @@ fn rate_tests_of_the_detectors_match_scipy() {
             &format!("power {c}"),
         );
     }
+    for c in cases("ks_power") {
+        let u = |k: &str| c[k].as_u64().unwrap();
+        let got = poisongate::stats::power::ks(u("n"), u("m"), f(&c["deny"]), f(&c["level"]), 0.8)
+            .unwrap();
+        // The Kolmogorov inverse by bisection against scipy's kstwobign.
+        assert_close(
+            got.critical,
+            f(&c["critical"]),
+            1e-9,
+            &format!("ks critical {c}"),
+        );
+        assert_close(got.effect, f(&c["effect"]), 1e-9, &format!("ks effect {c}"));
+    }
+    for c in cases("chi2_power") {
+        let u = |k: &str| c[k].as_u64().unwrap();
+        let got = poisongate::stats::power::chi2(
+            f(&c["dof"]),
+            u("n"),
+            u("m"),
+            f(&c["deny"]),
+            f(&c["level"]),
+            0.8,
+        )
+        .unwrap();
+        assert_close(
+            got.critical,
+            f(&c["critical"]),
+            1e-9,
+            &format!("chi2 critical {c}"),
+        );
+        // Bisection on a series of incomplete gamma functions against brentq on scipy's ncx2.
+        assert_close(
+            got.effect,
+            f(&c["effect"]),
+            1e-7,
+            &format!("chi2 effect {c}"),
+        );
+    }
+    for c in cases("ncx2_sf") {
+        let got =
+            poisongate::stats::power::noncentral_chi2_sf(f(&c["x"]), f(&c["dof"]), f(&c["lambda"]));
+        assert_close(got, f(&c["sf"]), 1e-9, &format!("ncx2 sf {c}"));
+    }
     for c in cases("norm_sf") {
         let got = proportion::normal_upper_tail(f(&c["z"]));
         // statrs' erfc is accurate to about 1e-10 relative.

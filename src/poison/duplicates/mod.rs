@@ -403,7 +403,7 @@ pub fn candidates(
                     p0,
                     p0.max(floor),
                     profile.rows.max(1),
-                )),
+                ).into()),
             },
             RowSelector::Duplicates { near },
         ));
@@ -453,7 +453,7 @@ pub fn candidates(
                         p0,
                         p0,
                         profile.rows.max(1),
-                    )),
+                    ).into()),
                 },
                 RowSelector::Conflicting {
                     limit: (k as f64 - lf * p0).max(0.0).ceil() as usize,
