@@ -79,7 +79,10 @@ pub fn evaluate(
                 s.count + s.nulls,
                 &[
                     ("schema-null-rate", "null share not above the baseline's"),
-                    ("schema-out-of-range", "every value inside the pinned range"),
+                    (
+                        "schema-out-of-range",
+                        "no value far outside the pinned range",
+                    ),
                 ],
             ),
             ColumnSummary::Categorical(s) => (
@@ -94,7 +97,14 @@ pub fn evaluate(
             ),
         };
         for (code, why) in extra {
-            if !candidates[first..].iter().any(|c| c.code == *code) {
+            // The far-outside test of a range stands apart from the just-outside count (which
+            // never denies): it passed when only values just outside were seen.
+            let same = |c: &Candidate| {
+                c.code == *code
+                    && (c.code != "schema-out-of-range"
+                        || c.subject.value.as_deref() == Some("far outside"))
+            };
+            if !candidates[first..].iter().any(same) {
                 // The count tests that found nothing above the baseline still state what they
                 // could have seen, once the level is known (after every candidate is in).
                 let null = match *code {
@@ -104,6 +114,8 @@ pub fn evaluate(
                     )),
                     "schema-unseen-category" => schema::unseen_null(col, values)
                         .map(|n| (n, policy.checks.schema_unseen_category.deny)),
+                    "schema-out-of-range" => schema::out_of_range_null(col, values)
+                        .map(|n| (n, policy.checks.schema_out_of_range.deny)),
                     _ => None,
                 };
                 if let Some((null, deny)) = null {
@@ -139,10 +151,10 @@ pub fn evaluate(
         let rec = &mut records[i];
         let w = crate::detect::registry::weight(&rec.code).each(1);
         let level = policy.gate.alpha * w / (total_weight + w);
-        let statistic = if rec.code == "schema-null-rate" {
-            "increase"
-        } else {
-            "share"
+        let statistic = match rec.code.as_str() {
+            "schema-null-rate" => "increase",
+            "schema-out-of-range" => "far_share",
+            _ => "share",
         };
         rec.detectable = Some(record::Detectable::count(&null, statistic, deny, level));
     }

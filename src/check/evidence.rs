@@ -81,7 +81,7 @@ impl CountTest {
         if (limit - self.null.base).max(self.deny) > share {
             return None;
         }
-        first_sufficient(rows, |at| self.reaches_at(rows, at, share))
+        first_sufficient(rows, 8 * WINDOW, |at| self.reaches_at(rows, at, share))
     }
 }
 
@@ -118,7 +118,22 @@ impl TriggerTest {
         if share < self.deny || share < crate::poison::point_mass::MIN_SHARE {
             return None;
         }
-        first_sufficient(rows, |at| {
+        // However large the batch, a new value's share is judged against the never-seen mass
+        // `m` trusted rows leave uncertain: its over-representation p-value cannot fall below
+        // the level under the Beta(1/2, m + 1/2) quantile of that mass (as for the count
+        // tests), and a trigger on a smaller share is out of reach at any size.
+        let (trusted, ..) = self.null;
+        let limit =
+            statrs::distribution::Beta::new(0.5, trusted as f64 + 0.5).map_or(f64::INFINITY, |b| {
+                use statrs::distribution::ContinuousCDF;
+                b.inverse_cdf(1.0 - self.level)
+            });
+        if limit >= share {
+            return None;
+        }
+        // The trigger's count saws little (its conditions are a count and shares of one
+        // value), and each probe is a search over counts: a short walk.
+        first_sufficient(rows, WINDOW / 4, |at| {
             self.critical_at(at)
                 .is_some_and(|k| k as f64 <= share * at as f64)
         })
@@ -130,7 +145,7 @@ impl TriggerTest {
 /// threshold a share), so the first size found by doubling and bisection is walked forward
 /// until every size of a window after it holds too (the window spans a few periods of the
 /// saw).
-fn first_sufficient(rows: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
+fn first_sufficient(rows: u64, walk: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
     let mut hi = rows.max(1);
     while !ok(hi) {
         if hi >= MAX_ROWS {
@@ -150,7 +165,7 @@ fn first_sufficient(rows: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
     let mut from = hi;
     // Bounds the walk's cost (each probe is a few dozen tail evaluations); past it the
     // size found so far is given, as the message's "about" says.
-    let mut budget = 8 * WINDOW;
+    let mut budget = walk;
     loop {
         let window = from.clamp(64, WINDOW);
         let bad = (from..from.saturating_add(window)).find(|&at| {

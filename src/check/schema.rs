@@ -117,6 +117,23 @@ pub fn unseen_null(col: &ColumnProfile, rows: u64) -> Option<crate::detect::Coun
     Some(crate::detect::CountNull::seen(rows, 0.0, x0, col.count))
 }
 
+/// The null of the far-outside count of `schema-out-of-range` on `values` values, for its
+/// detectable effect: of fresh values, the count past either extreme of `m` exchangeable
+/// trusted ones is about BetaBinomial(n, 2, m - 1), the larger (binding) of the test's two
+/// p-values (a far value is past the extremes; the tail model's rate is below `2 / (m + 1)`).
+/// `None` for a column without a numeric profile.
+#[must_use]
+pub fn out_of_range_null(col: &ColumnProfile, values: u64) -> Option<crate::detect::CountNull> {
+    col.numeric.as_ref()?;
+    let mf = col.count as f64;
+    Some(crate::detect::CountNull {
+        trials: values,
+        base: 0.0,
+        alpha: 2.0,
+        beta: (mf - 1.0).max(1.0),
+    })
+}
+
 /// Null share above the baseline's.
 pub fn null_rate(col: &ColumnProfile, nulls: u64, rows: u64, policy: &Policy) -> Option<Candidate> {
     if rows == 0 {
@@ -235,7 +252,7 @@ pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) ->
             ),
             evidence: base_evidence(share, p0, far),
             tag: None,
-            power: None,
+            power: out_of_range_null(col, s.count).map(Into::into),
         });
     }
     let near = k - far;

@@ -156,3 +156,16 @@ pub fn baseline_digest() -> String {
         .unwrap()
         .to_owned()
 }
+
+/// The first `n` rows of the bundled clean batch, written to `dir` as Parquet.
+pub fn clean_head(dir: &Path, n: usize) -> PathBuf {
+    use polars::prelude::{ParquetReader, ParquetWriter, SerReader};
+    let clean = ParquetReader::new(std::fs::File::open(testdata("clean/batch.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    let path = dir.join(format!("head_{n}.parquet"));
+    ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .finish(&mut clean.slice(0, n))
+        .unwrap();
+    path
+}

@@ -2,20 +2,11 @@
 //! attacks the policy names says so, names the size that would have sufficed, and blocks under
 //! the strict profile.
 
-use polars::prelude::*;
-
 use crate::common::*;
 
 /// The first `n` rows of the bundled clean batch, written to `dir`.
 fn head(dir: &std::path::Path, n: usize) -> String {
-    let clean = ParquetReader::new(std::fs::File::open(testdata("clean/batch.parquet")).unwrap())
-        .finish()
-        .unwrap();
-    let path = dir.join(format!("head_{n}.parquet"));
-    ParquetWriter::new(std::fs::File::create(&path).unwrap())
-        .finish(&mut clean.slice(0, n))
-        .unwrap();
-    path.to_str().unwrap().to_owned()
+    clean_head(dir, n).to_str().unwrap().to_owned()
 }
 
 fn insufficient(report: &serde_json::Value) -> Option<&serde_json::Value> {

@@ -1,6 +1,6 @@
-//! The detectable effect the report states for a count test, checked against the detection
-//! rate measured by simulation on the bundled clean batch: at three batch sizes, batches
-//! carrying the stated effect are blocked by that test in about the stated share of draws.
+//! The detectable effect the report states for each kind of test (count, drift, trigger),
+//! checked against the detection rate measured by simulation: at three batch sizes, batches
+//! carrying the stated effect are denied by that test in about the stated share of draws.
 
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -61,8 +61,7 @@ fn the_stated_duplicate_flood_effect_is_detected_at_the_stated_power() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(28);
     for n in [400usize, 1_500, 5_000] {
-        let path = dir.path().join(format!("clean_{n}.parquet"));
-        write(&mut clean.slice(0, n), &path);
+        let path = clean_head(dir.path(), n);
         let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
         assert_eq!(exit, 0, "{report:#}");
         let (effect, critical) = detectable(&report, "poison-duplicate-flood", "exact");
@@ -250,8 +249,7 @@ fn the_stated_category_shift_is_detected_at_the_stated_power() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(282);
     for n in [400usize, 1_500, 5_000] {
-        let path = dir.path().join(format!("clean_{n}.parquet"));
-        write(&mut clean.slice(0, n), &path);
+        let path = clean_head(dir.path(), n);
         let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
         assert_eq!(exit, 0, "{report:#}");
         let d = &column_test(&report, "drift-categorical", "channel")["detectable"];
@@ -321,8 +319,7 @@ fn a_trigger_on_the_stated_rows_is_denied_every_time() {
     const PLANTS: usize = 12;
     for n in [400usize, 1_500, 5_000] {
         let head = clean.slice(0, n);
-        let path = dir.path().join(format!("clean_{n}.parquet"));
-        write(&mut head.clone(), &path);
+        let path = clean_head(dir.path(), n);
         let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
         assert_eq!(exit, 0, "{report:#}");
         let t = report["tests"]
@@ -391,5 +388,65 @@ fn a_trigger_on_the_stated_rows_is_denied_every_time() {
             denied_at[0], denied_at[1]
         );
         assert_eq!(denied_at[0], PLANTS, "n = {n}: {critical} rows");
+    }
+}
+
+#[test]
+fn the_stated_out_of_range_share_is_detected_at_the_stated_power() {
+    // Binomial(n, e) values of `utilization` moved far past the pinned range (50, where the
+    // trusted values end below 1), at the stated far share `e`.
+    let clean = read(&testdata("clean/batch.parquet"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(284);
+    for n in [400usize, 1_500, 5_000] {
+        let head = clean.slice(0, n);
+        let path = clean_head(dir.path(), n);
+        let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
+        assert_eq!(exit, 0, "{report:#}");
+        // The far-outside test (a batch may also hold values just outside, a count that never
+        // denies).
+        let far = report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                t["code"] == "schema-out-of-range"
+                    && t["subject"]["column"] == "utilization"
+                    && t["subject"]["value"] != "just outside"
+            })
+            .unwrap_or_else(|| panic!("{report:#}"));
+        let d = &far["detectable"];
+        assert_eq!(d["statistic"], "far_share", "{d:#}");
+        let effect = d["value"].as_f64().unwrap();
+        assert!((0.01..0.2).contains(&effect), "{d:#}");
+        let values: Vec<Option<f64>> = head
+            .column("utilization")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        let draws = Binomial::new(n as u64, effect).unwrap();
+        let rate = deny_rate(dir.path(), n, "schema-out-of-range", "utilization", || {
+            // (`deny_rate` reads the first out-of-range test of the column: with values far
+            // outside, the far one is denied before the just-outside one sorts.)
+            let far = draws.sample(&mut rng) as usize;
+            let mut moved = values.clone();
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in 0..far {
+                let j = rng.random_range(i..n);
+                order.swap(i, j);
+                moved[order[i]] = Some(50.0);
+            }
+            let mut df = head.clone();
+            df.replace("utilization", Column::new("utilization".into(), moved))
+                .unwrap();
+            df
+        });
+        eprintln!("n = {n}: far share {effect}, denied {rate}");
+        assert!(
+            (rate - 0.8).abs() <= TOLERANCE,
+            "n = {n}: stated far share {effect} denied in {rate} of draws"
+        );
     }
 }
