@@ -153,13 +153,30 @@ fn deny_rate(
     n: usize,
     code: &str,
     column: &str,
+    make: impl FnMut() -> DataFrame,
+) -> f64 {
+    deny_rate_against(baseline(), dir, n, code, column, make)
+}
+
+/// [`deny_rate`] against the baseline at `baseline`.
+fn deny_rate_against(
+    baseline: &std::path::Path,
+    dir: &std::path::Path,
+    n: usize,
+    code: &str,
+    column: &str,
     mut make: impl FnMut() -> DataFrame,
 ) -> f64 {
     let mut denied = 0;
     for d in 0..DRAWS {
         let path = dir.join(format!("{code}_{n}_{d}.parquet"));
         write(&mut make(), &path);
-        let (exit, report, out) = check_json(&[path.to_str().unwrap()], &[]);
+        let (exit, report, out) = check_json_with(
+            baseline.to_str().unwrap(),
+            &[path.to_str().unwrap()],
+            &[],
+            run,
+        );
         assert!(exit == 0 || exit == 1, "{}", stderr(&out));
         denied += usize::from(column_test(&report, code, column)["outcome"] == "deny");
     }
@@ -213,15 +230,9 @@ fn the_stated_numeric_drift_is_detected_at_the_stated_power() {
         );
         let shift = d["normal_shift_sd"].as_f64().unwrap();
         assert!(effect > 0.0 && effect < 0.5 && critical > 0.0, "{d:#}");
-        let mut denied = 0;
-        for draw in 0..DRAWS {
-            let path = dir.path().join(format!("shift_{n}_{draw}.parquet"));
-            write(&mut normal(n, shift, &mut rng), &path);
-            let (exit, report, out) = check(&path);
-            assert!(exit == 0 || exit == 1, "{}", stderr(&out));
-            denied += usize::from(column_test(&report, "drift-numeric", "x")["outcome"] == "deny");
-        }
-        let rate = denied as f64 / DRAWS as f64;
+        let rate = deny_rate_against(&baseline, dir.path(), n, "drift-numeric", "x", || {
+            normal(n, shift, &mut rng)
+        });
         eprintln!("n = {n}: shift {shift} sd (ks {effect}, critical {critical}), denied {rate}");
         assert!(
             (rate - 0.8).abs() <= TOLERANCE,
