@@ -177,7 +177,7 @@ pub fn evaluate(
             let d = d.as_ref()?;
             Some(evidence::CountTest {
                 code: c.code,
-                null: c.power?.count()?,
+                null: c.power.as_ref()?.count()?,
                 deny: c.effects.first()?.deny,
                 level: d.level,
                 detectable: d.value,
@@ -208,12 +208,27 @@ pub fn evaluate(
             level: policy.gate.alpha * w / (total_weight + w),
         })
     });
+    // The label-flip test, with the power computed from its rows.
+    let flip = candidates
+        .iter()
+        .filter(|c| c.p_value.is_some())
+        .zip(detectables.iter())
+        .find_map(|(c, d)| match (&c.power, d) {
+            (Some(crate::detect::PowerNull::Flip(null)), Some(d)) => Some(evidence::FlipTest {
+                null: null.clone(),
+                deny: c.effects.first()?.deny,
+                level: d.level,
+                detectable: d.value,
+            }),
+            _ => None,
+        });
     candidates.extend(evidence::insufficient(
         policy,
         baseline,
         summary.rows,
         &count_tests,
         trigger.as_ref(),
+        flip.as_ref(),
     ));
     let mut detectable = detectables.into_iter();
     let mut decided = Vec::new();

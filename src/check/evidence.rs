@@ -9,6 +9,7 @@
 use crate::baseline::Baseline;
 use crate::detect::{Candidate, CountNull};
 use crate::finding::{Severity, Subject, num};
+use crate::poison::LR_ROWS;
 use crate::policy::{Level, Policy};
 use crate::stats::power::{self, POWER};
 
@@ -140,6 +141,37 @@ impl TriggerTest {
     }
 }
 
+/// The label-flip test with the level it faces and its deny threshold.
+#[derive(Debug, Clone)]
+pub struct FlipTest {
+    /// The tested rows' probabilities and the test's null.
+    pub null: std::sync::Arc<crate::poison::flip_power::FlipNull>,
+    /// Its deny threshold on the estimated flipped share.
+    pub deny: f64,
+    /// The level it faces alone.
+    pub level: f64,
+    /// Its detectable flipped share at the batch's size (the report's `detectable`).
+    pub detectable: Option<f64>,
+}
+
+impl FlipTest {
+    /// The smallest batch size, from `rows` up, from which random flips of `share` of the
+    /// labels are denied with the stated power: the test runs on the batch's judged rows, up
+    /// to the likelihood-ratio sample, so past the size that fills the sample no size helps.
+    fn sufficient_rows(&self, rows: u64, share: f64) -> Option<u64> {
+        let power_at = self.null.power_curve(share, self.deny, self.level);
+        let per_row = self.null.tested as f64 / rows.max(1) as f64;
+        let tested = |at: u64| ((at as f64 * per_row).round() as u64).min(LR_ROWS as u64);
+        let full = (LR_ROWS as f64 / per_row.max(f64::MIN_POSITIVE)).ceil() as u64;
+        if power_at(LR_ROWS as u64) < POWER {
+            return None;
+        }
+        first_sufficient(rows, WINDOW / 4, |at| {
+            at >= full || power_at(tested(at)) >= POWER
+        })
+    }
+}
+
 /// The smallest batch size, from `rows` up, from which `ok` holds; `None` past [`MAX_ROWS`].
 /// `ok` saws up and down with the size (a critical count is a whole number of rows, a
 /// threshold a share), so the first size found by doubling and bisection is walked forward
@@ -191,7 +223,7 @@ struct Attack {
     pinned: bool,
 }
 
-fn attacks(policy: &Policy, baseline: &Baseline) -> [Attack; 3] {
+fn attacks(policy: &Policy, baseline: &Baseline) -> [Attack; 4] {
     let rule = &policy.checks.evidence_insufficient;
     let poison = baseline.poison.as_ref();
     [
@@ -219,6 +251,13 @@ fn attacks(policy: &Policy, baseline: &Baseline) -> [Attack; 3] {
             codes: &["poison-trigger"],
             pinned: poison.is_some_and(|p| p.classes >= 2 && !p.tables.is_empty()),
         },
+        Attack {
+            name: "label_flips",
+            what: "labels flipped at random",
+            share: rule.label_flips,
+            codes: &["poison-label-inconsistency"],
+            pinned: poison.is_some_and(|p| p.label_model.is_some()),
+        },
     ]
 }
 
@@ -231,6 +270,7 @@ pub fn insufficient(
     rows: u64,
     tests: &[CountTest],
     trigger: Option<&TriggerTest>,
+    flip: Option<&FlipTest>,
 ) -> Option<Candidate> {
     let severity = if policy.gate.profile.is_strict() {
         Severity::Deny
@@ -259,6 +299,13 @@ pub fn insufficient(
             reach.push((
                 "poison-trigger",
                 t.detectable_at(rows),
+                Box::new(move || t.sufficient_rows(rows, share)),
+            ));
+        }
+        if let Some(t) = flip.filter(|_| attack.codes.contains(&"poison-label-inconsistency")) {
+            reach.push((
+                "poison-label-inconsistency",
+                t.detectable,
                 Box::new(move || t.sufficient_rows(rows, share)),
             ));
         }

@@ -154,6 +154,13 @@ impl Detectable {
     pub fn of(null: &PowerNull, statistic: &str, deny: f64, level: f64) -> Self {
         match *null {
             PowerNull::Count(null) => Self::count(&null, statistic, deny, level),
+            PowerNull::Flip(ref flip) => {
+                let eps = flip.detectable(deny, level, power::POWER);
+                let mut d = Self::threshold(statistic, None, level);
+                d.value = eps.map(tidy);
+                d.rows = eps.map(|e| tidy(e * flip.judged as f64));
+                d
+            }
             PowerNull::Ks {
                 batch,
                 baseline,

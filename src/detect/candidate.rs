@@ -62,7 +62,7 @@ impl CountNull {
 
 /// The null a test decides from, in the form its detectable effect is computed from
 /// ([`crate::stats::power`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PowerNull {
     /// A count of flagged rows against a null rate.
     Count(CountNull),
@@ -88,6 +88,9 @@ pub enum PowerNull {
         /// Whether the label p-value is doubled (tested beside the model's chances).
         doubled: bool,
     },
+    /// The label-flip test (`poison-label-inconsistency`): the tested rows' probabilities
+    /// and the test's null ([`crate::poison::flip_power`]).
+    Flip(std::sync::Arc<crate::poison::flip_power::FlipNull>),
     /// The chi-square homogeneity test of a category mix.
     Chi2 {
         /// Its degrees of freedom.

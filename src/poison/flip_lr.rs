@@ -27,7 +27,7 @@ use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 /// Probabilities are floored here: a label the model finds impossible is very unlikely, not
 /// infinitely so (and a floor keeps one row from deciding the test).
-const Q_FLOOR: f64 = 1e-4;
+pub(crate) const Q_FLOOR: f64 = 1e-4;
 /// Largest flipped share considered.
 const MAX_EPS: f64 = 0.5;
 
@@ -132,7 +132,7 @@ impl Data<'_> {
 }
 
 /// Golden-section search for the maximum of a unimodal `f` on `[lo, hi]` (Kiefer 1953).
-fn golden(lo: f64, hi: f64, iters: usize, f: impl Fn(f64) -> f64) -> (f64, f64) {
+pub(crate) fn golden(lo: f64, hi: f64, iters: usize, f: impl Fn(f64) -> f64) -> (f64, f64) {
     const R: f64 = 0.618_033_988_749_895;
     let (mut a, mut b) = (lo, hi);
     let mut c = b - R * (b - a);
@@ -173,10 +173,23 @@ fn fit(
     alt: Alternative,
     fixed_eps: Option<f64>,
 ) -> (Vec<f64>, f64, f64) {
-    let k = d.k;
+    ascend(bounds, fixed_eps, 1e-6, |w, eps| d.loglik(w, eps, alt))
+}
+
+/// Coordinate ascent of `loglik(w, eps)` over prior weights `w` (class 0 fixed at 1, class
+/// `c` in `[1 / bounds[c], bounds[c]]` on the log scale) and, unless `fixed_eps` is given,
+/// the flip share in `[0, MAX_EPS]`, until a round gains less than `tolerance`: the weights,
+/// the share and the log-likelihood.
+pub(crate) fn ascend(
+    bounds: &[f64],
+    fixed_eps: Option<f64>,
+    tolerance: f64,
+    loglik: impl Fn(&[f64], f64) -> f64,
+) -> (Vec<f64>, f64, f64) {
+    let k = bounds.len();
     let mut w = vec![1.0; k];
     let mut eps = fixed_eps.unwrap_or(0.0);
-    let mut best = d.loglik(&w, eps, alt);
+    let mut best = loglik(&w, eps);
     for _ in 0..4 {
         let before = best;
         for c in 1..k {
@@ -187,7 +200,7 @@ fn fit(
             let (x, v) = golden(-lb, lb, 24, |x| {
                 let mut ww = w.clone();
                 ww[c] = x.exp();
-                d.loglik(&ww, eps, alt)
+                loglik(&ww, eps)
             });
             if v > best {
                 w[c] = x.exp();
@@ -195,13 +208,13 @@ fn fit(
             }
         }
         if fixed_eps.is_none() {
-            let (x, v) = golden(0.0, MAX_EPS, 30, |e| d.loglik(&w, e, alt));
+            let (x, v) = golden(0.0, MAX_EPS, 30, |e| loglik(&w, e));
             if v > best {
                 eps = x;
                 best = v;
             }
         }
-        if best - before < 1e-6 {
+        if best - before < tolerance {
             break;
         }
     }

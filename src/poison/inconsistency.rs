@@ -12,7 +12,7 @@ use super::label::{LabelModel, MIN_GAP, P_FLOOR, segment_codes};
 use super::scan::{Block, LrRow, Pinned, trim_sample};
 use super::{Found, PoisonProfile, RowSelector, Scan, flip_lr};
 use crate::baseline::Baseline;
-use crate::detect::{Accumulator, Candidate, Effect, TopRows, add_counts, add_tables};
+use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows, add_counts, add_tables};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::exact::ExactSum;
@@ -191,6 +191,19 @@ const PRIOR_TOLERANCE: f64 = 1.2;
 /// Most classes for which the likelihood-ratio test fits the prior reweighting.
 pub const MAX_LR_CLASSES: usize = 5;
 
+/// Per class, the bound of the prior reweighting the likelihood-ratio test's null allows
+/// (relative to class 0): the tolerated reweighting widened by the pinned prior's sampling
+/// error.
+fn lr_bounds(m: &LabelModel) -> Vec<f64> {
+    let x0 = m.class_rows[0].max(1) as f64;
+    (0..m.forest.classes)
+        .map(|c| {
+            let xc = m.class_rows[c].max(1) as f64;
+            PRIOR_TOLERANCE * (1.96 * (1.0 / xc + 1.0 / x0).sqrt()).exp()
+        })
+        .collect()
+}
+
 /// The likelihood-ratio test of flips ([`super::flip_lr`]) on the sampled rows of a scan.
 /// `transitions` are the batch's surprising rows by (predicted, given), which rank the
 /// directed alternatives when there are more than two classes.
@@ -200,13 +213,7 @@ fn lr_test(m: &LabelModel, scan: &Scan, transitions: &[u64]) -> Option<super::fl
     if !(2..=MAX_LR_CLASSES).contains(&k) || scan.lr_labels.len() < 30 {
         return None;
     }
-    let x0 = m.class_rows[0].max(1) as f64;
-    let bounds: Vec<f64> = (0..k)
-        .map(|c| {
-            let xc = m.class_rows[c].max(1) as f64;
-            PRIOR_TOLERANCE * (1.96 * (1.0 / xc + 1.0 / x0).sqrt()).exp()
-        })
-        .collect();
+    let bounds = lr_bounds(m);
     let mut alts = vec![Alternative::Random];
     if k == 2 {
         alts.push(Alternative::Directed { from: 0, to: 1 });
@@ -440,6 +447,20 @@ pub fn candidates(
             evidence.insert("flipped_to".into(), to as f64);
         }
     }
+    // What the test could have seen: random flips on these rows under the same null.
+    let power = lr.as_ref().and_then(|r| {
+        super::flip_power::FlipNull::new(
+            classes,
+            &scan.lr_probs,
+            &scan.lr_labels,
+            n,
+            &lr_bounds(m),
+            m.cut,
+            r.tried,
+            if conditional.is_some() { 3 } else { 2 },
+        )
+        .map(|f| PowerNull::Flip(std::sync::Arc::new(f)))
+    });
     let c = Candidate {
         code: "poison-label-inconsistency",
         subject,
@@ -456,7 +477,7 @@ pub fn candidates(
         describe,
         evidence,
         tag: None,
-        power: None,
+        power,
     };
     let excess = match conditional {
         // The class-rate excess still bounds how many surprising rows the quarantine keeps

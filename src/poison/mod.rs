@@ -26,6 +26,7 @@ pub mod anomaly;
 pub mod class_drift;
 pub mod duplicates;
 pub mod flip_lr;
+pub mod flip_power;
 pub mod gbdt;
 pub mod inconsistency;
 pub mod label;

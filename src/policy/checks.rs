@@ -40,6 +40,14 @@ pub struct EvidenceRule {
     /// Rows carrying a trigger value new to the trusted data, all of one class
     /// (`poison-trigger`).
     pub trigger: f64,
+    /// Labels flipped to another class at random (`poison-label-inconsistency`; absent in
+    /// policies written before it was asked about: then 0.05).
+    #[serde(default = "default_label_flips")]
+    pub label_flips: f64,
+}
+
+fn default_label_flips() -> f64 {
+    0.05
 }
 
 /// Numeric drift thresholds (effect sizes; each must also beat the clean-batch null).
@@ -380,6 +388,7 @@ impl Default for Checks {
                 outliers: 0.02,
                 duplicates: 0.02,
                 trigger: 0.01,
+                label_flips: default_label_flips(),
             },
         }
     }

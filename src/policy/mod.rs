@@ -252,6 +252,7 @@ impl Policy {
             ("outliers", ev.outliers),
             ("duplicates", ev.duplicates),
             ("trigger", ev.trigger),
+            ("label-flips", ev.label_flips),
         ] {
             if !(0.0..1.0).contains(&share) {
                 return Err(format!(

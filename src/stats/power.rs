@@ -134,7 +134,7 @@ pub struct ThresholdPower {
 }
 
 /// `z` with `P(Z <= z) = p` for a standard normal `Z`.
-fn normal_quantile(p: f64) -> f64 {
+pub(crate) fn normal_quantile(p: f64) -> f64 {
     use statrs::distribution::{ContinuousCDF, Normal};
     Normal::new(0.0, 1.0).map_or(f64::NAN, |d| d.inverse_cdf(p))
 }

@@ -71,7 +71,7 @@ fn a_one_row_batch_passes_only_with_limited_evidence_and_blocks_under_strict() {
     let off = dir.path().join("off.toml");
     std::fs::write(
         &off,
-        "[checks.evidence-insufficient]\noutliers = 0.0\nduplicates = 0.0\ntrigger = 0.0\n",
+        "[checks.evidence-insufficient]\noutliers = 0.0\nduplicates = 0.0\ntrigger = 0.0\nlabel-flips = 0.0\n",
     )
     .unwrap();
     let (exit, report, _) = check_json(&[&one], &["--policy", off.to_str().unwrap()]);
@@ -109,4 +109,39 @@ fn the_size_that_would_have_sufficed_does() {
     // The bundled 5,000-row batch is large enough for every named attack.
     let (_, report, _) = check_json(&[testdata("clean/batch.parquet").to_str().unwrap()], &[]);
     assert!(insufficient(&report).is_none(), "{report:#}");
+}
+
+#[test]
+fn label_flips_out_of_reach_are_named_with_the_size_that_reaches_them() {
+    // Random flips of 5 % of the labels: the label test's power comes from the batch's own
+    // rows and labels, so the size named is an extrapolation of this batch (its rows' mix of
+    // easy and hard ones) and is about right, not exact.
+    let dir = tempfile::tempdir().unwrap();
+    let flips = |n: usize| {
+        let (exit, report, _) = check_json(&[&head(dir.path(), n)], &[]);
+        assert_eq!(exit, 0, "{report:#}");
+        insufficient(&report)
+            .filter(|f| f["evidence"].get("label_flips_share").is_some())
+            .cloned()
+    };
+    let f = flips(1_500).expect("5 % flips are out of reach at 1,500 rows");
+    let message = f["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "labels flipped at random at 5.000% of rows (poison-label-inconsistency denies from"
+        ),
+        "{message}"
+    );
+    let detectable = f["evidence"]["label_flips_detectable"].as_f64().unwrap();
+    let needed = f["evidence"]["label_flips_rows_needed"].as_f64().unwrap() as usize;
+    assert!(detectable > 0.05 && detectable < 0.1, "{f:#}");
+    assert!(needed > 1_500 && needed < 5_000, "{f:#}");
+    // A quarter past the size named, the batch's own rows reach 5 %.
+    assert!(flips(needed * 5 / 4).is_none(), "{needed} rows named");
+    // On 300 rows, the smallest flip share the test denies is far above 5 %.
+    let f = flips(300).unwrap();
+    assert!(
+        f["evidence"]["label_flips_detectable"].as_f64().unwrap() > 0.1,
+        "{f:#}"
+    );
 }

@@ -461,3 +461,52 @@ fn the_stated_out_of_range_share_is_detected_at_the_stated_power() {
         );
     }
 }
+
+#[test]
+fn the_stated_flip_share_is_detected_at_the_stated_power() {
+    // The stated effect is a share of labels flipped at random (each row's label inverted with
+    // that probability), computed from the batch's own rows and the pinned model.
+    let clean = read(&testdata("clean/batch.parquet"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(285);
+    let code = "poison-label-inconsistency";
+    for n in [400usize, 1_500, 5_000] {
+        let path = clean_head(dir.path(), n);
+        let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
+        assert_eq!(exit, 0, "{report:#}");
+        let d = &column_test(&report, code, "defaulted")["detectable"];
+        assert_eq!(d["statistic"], "flip_share", "{d:#}");
+        let effect = d["value"].as_f64().unwrap();
+        assert!(effect > 0.0 && effect < 0.5, "{d:#}");
+        let head = clean.slice(0, n);
+        let labels: Vec<i64> = head
+            .column("defaulted")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .map(Option::unwrap)
+            .collect();
+        let rate = deny_rate(dir.path(), n, code, "defaulted", || {
+            let flipped: Vec<i64> = labels
+                .iter()
+                .map(|&y| {
+                    if rng.random::<f64>() < effect {
+                        1 - y
+                    } else {
+                        y
+                    }
+                })
+                .collect();
+            let mut df = head.clone();
+            df.replace("defaulted", Column::new("defaulted".into(), flipped))
+                .unwrap();
+            df
+        });
+        eprintln!("n = {n}: flip share {effect}, denied {rate}");
+        assert!(
+            (rate - 0.8).abs() <= TOLERANCE,
+            "n = {n}: stated flip share {effect} denied in {rate} of draws"
+        );
+    }
+}
