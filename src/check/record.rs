@@ -118,6 +118,11 @@ pub struct Detectable {
     /// `2 Phi(shift / 2) - 1` ([`crate::stats::power::location_shift`]).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub normal_shift_sd: Option<f64>,
+    /// For `drift-class-conditional`: the largest distance of the other classes in this
+    /// batch, which the class's own distance must exceed by the effect (its distance is
+    /// `value` plus this).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub other_classes_distance: Option<f64>,
     /// The detection probability the effect is stated at.
     pub power: f64,
     /// The level the test faces when the effect is the batch's only one: the first step of
@@ -154,6 +159,32 @@ impl Detectable {
     pub fn of(null: &PowerNull, statistic: &str, deny: f64, level: f64) -> Self {
         match *null {
             PowerNull::Count(null) => Self::count(&null, statistic, deny, level),
+            PowerNull::ClassDrift {
+                batch,
+                baseline,
+                others,
+            } => {
+                // The class's distance must reach the threshold plus the other classes'.
+                let found = power::ks(batch, baseline, deny + others, level, power::POWER);
+                let found = found.map(|f| power::ThresholdPower {
+                    critical: f.critical - others,
+                    effect: f.effect - others,
+                });
+                let mut d = Self::threshold(statistic, found, level);
+                d.other_classes_distance = Some(tidy(others));
+                d
+            }
+            PowerNull::Segment(ref segment) => {
+                let found = segment.detectable(deny, level, power::POWER);
+                // Stated as the share of the segment's labels relabelled (from its most
+                // common class to the next), not as the total variation the test measures.
+                let _ = statistic;
+                let mut d = Self::threshold("relabelled_share", None, level);
+                d.value = found.map(|f| tidy(f.1));
+                d.rows = found.map(|f| tidy(f.1 * segment.rows() as f64));
+                d.critical_rows = found.map(|f| f.0);
+                d
+            }
             PowerNull::Flip(ref flip) => {
                 let eps = flip.detectable(deny, level, power::POWER);
                 let mut d = Self::threshold(statistic, None, level);
@@ -195,6 +226,7 @@ impl Detectable {
                     critical_rows: k,
                     critical: None,
                     normal_shift_sd: None,
+                    other_classes_distance: None,
                     // The count is the attacker's, not drawn: from it the test always denies.
                     power: 1.0,
                     level: tidy(level),
@@ -220,6 +252,7 @@ impl Detectable {
             critical_rows: None,
             critical: found.map(|f| tidy(f.critical)),
             normal_shift_sd: None,
+            other_classes_distance: None,
             power: power::POWER,
             level: tidy(level),
         }
@@ -238,6 +271,7 @@ impl Detectable {
             critical_rows: found.map(|f| f.critical),
             critical: None,
             normal_shift_sd: None,
+            other_classes_distance: None,
             power: power::POWER,
             level: tidy(level),
         }

@@ -91,6 +91,20 @@ pub enum PowerNull {
     /// The label-flip test (`poison-label-inconsistency`): the tested rows' probabilities
     /// and the test's null ([`crate::poison::flip_power`]).
     Flip(std::sync::Arc<crate::poison::flip_power::FlipNull>),
+    /// The class-mix test of one segment (`poison-segment-label-shift`): its counts and
+    /// reference ([`crate::poison::segment::SegmentNull`]).
+    Segment(std::sync::Arc<crate::poison::segment::SegmentNull>),
+    /// The class-conditional drift test of a numeric feature (`drift-class-conditional`, KS
+    /// over the pinned bins): one class's distance beyond the largest of the other classes',
+    /// `others`.
+    ClassDrift {
+        /// The class's batch values.
+        batch: u64,
+        /// Its trusted values.
+        baseline: u64,
+        /// The other classes' largest distance, which the class's must exceed by the effect.
+        others: f64,
+    },
     /// The chi-square homogeneity test of a category mix.
     Chi2 {
         /// Its degrees of freedom.

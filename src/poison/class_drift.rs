@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use super::{PoisonProfile, Scan};
 use crate::baseline::Baseline;
-use crate::detect::{Candidate, Effect};
+use crate::detect::{Candidate, Effect, PowerNull};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::{binned, chi2, divergence, ks};
@@ -111,7 +111,13 @@ pub fn candidates(
             ),
             evidence,
             tag: None,
-            power: None,
+            // What the test could have seen (numeric features; a categorical one's move
+            // depends on which categories, and is not stated).
+            power: (!categorical).then_some(PowerNull::ClassDrift {
+                batch: n,
+                baseline: m,
+                others,
+            }),
         });
     }
     out

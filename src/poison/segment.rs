@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use super::label::segment_codes;
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
-use crate::detect::{Candidate, Effect};
+use crate::detect::{Candidate, Effect, PowerNull};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::chi2;
@@ -126,31 +126,25 @@ pub fn candidates(
                 })
                 .collect();
         let weight = prior_shift(&segments, k, &prior0, &prior1);
-        for (label, codes, base, batch, reference_rows) in segments {
+        let family = std::sync::Arc::new(Family {
+            segments: segments.clone(),
+            k,
+            prior0: prior0.clone(),
+            prior1: prior1.clone(),
+        });
+        for (index, (label, codes, base, batch, reference_rows)) in segments.into_iter().enumerate()
+        {
             let (nb, na): (f64, f64) = (base.iter().sum(), batch.iter().sum());
             if nb <= 0.0 {
                 continue;
             }
-            let mut expect: Vec<f64> = base.iter().zip(&weight).map(|(b, w)| b * w).collect();
-            let z: f64 = expect.iter().sum();
-            expect.iter_mut().for_each(|e| *e /= z);
-            let tv = 0.5
-                * batch
-                    .iter()
-                    .zip(&expect)
-                    .map(|(a, e)| (a / na - e).abs())
-                    .sum::<f64>();
             // Every tested segment stays in the family, so that the Holm adjustment counts
             // it even when its effect is too small to report.
-            // The reference carries the sampling error of the trusted rows that measured it
-            // (the segment's own rows, or those behind the recalibration ratio): a
-            // homogeneity test against the reference mix at that many rows.
-            let reference: Vec<u64> = expect
-                .iter()
-                .map(|e| (e * reference_rows).round() as u64)
-                .collect();
-            let observed: Vec<u64> = batch.iter().map(|&a| a as u64).collect();
-            let test = chi2::homogeneity(&observed, &reference);
+            let Judged {
+                expect, tv, test, ..
+            } = family.judge(index, &weight);
+            let power = SegmentNull::new(&family, index)
+                .map(|s| PowerNull::Segment(std::sync::Arc::new(s)));
             let (rise, risen) = (0..k)
                 .map(|c| (batch[c] / na - expect[c], c))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -199,7 +193,7 @@ pub fn candidates(
                     ),
                     evidence,
                     tag: None,
-                    power: None,
+                    power,
                 },
                 Some(RowSelector::Segment {
                     feature: j,
@@ -211,6 +205,160 @@ pub fn candidates(
         }
     }
     out
+}
+
+/// One feature's tested segments, with the class priors their prior-shift weights come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    segments: Vec<Segment>,
+    k: usize,
+    prior0: Vec<f64>,
+    prior1: Vec<f64>,
+}
+
+/// A segment's test: the reference mix, the total variation from it and the homogeneity test.
+struct Judged {
+    expect: Vec<f64>,
+    tv: f64,
+    test: chi2::Chi2Test,
+}
+
+impl Family {
+    /// Segment `index` judged at prior-shift weights `weight`: the reference mix carries the
+    /// sampling error of the trusted rows that measured it (the segment's own rows, or those
+    /// behind the recalibration ratio), a homogeneity test against the reference mix at that
+    /// many rows.
+    fn judge(&self, index: usize, weight: &[f64]) -> Judged {
+        let (_, _, base, batch, reference_rows) = &self.segments[index];
+        let na: f64 = batch.iter().sum();
+        let mut expect: Vec<f64> = base.iter().zip(weight).map(|(b, w)| b * w).collect();
+        let z: f64 = expect.iter().sum();
+        expect.iter_mut().for_each(|e| *e /= z);
+        let tv = 0.5
+            * batch
+                .iter()
+                .zip(&expect)
+                .map(|(a, e)| (a / na - e).abs())
+                .sum::<f64>();
+        let reference: Vec<u64> = expect
+            .iter()
+            .map(|e| (e * reference_rows).round() as u64)
+            .collect();
+        let observed: Vec<u64> = batch.iter().map(|&a| a as u64).collect();
+        let test = chi2::homogeneity(&observed, &reference);
+        Judged { expect, tv, test }
+    }
+
+    /// The family with `moved` labels of segment `index` relabelled from class `from` to
+    /// class `to` (the batch's class totals move with them), judged afresh: the prior-shift
+    /// weights are re-estimated from the moved counts, as `check` would.
+    fn moved(&self, index: usize, from: usize, to: usize, moved: f64) -> Judged {
+        let mut family = self.clone();
+        let batch = &mut family.segments[index].3;
+        batch[from] -= moved;
+        batch[to] += moved;
+        family.prior1[from] -= moved;
+        family.prior1[to] += moved;
+        let weight = prior_shift(&family.segments, family.k, &family.prior0, &family.prior1);
+        family.judge(index, &weight)
+    }
+}
+
+/// What a segment's test could have seen: labels of its most common class (by the reference
+/// mix) relabelled as the next most common, on top of the labels the batch has.
+///
+/// The test denies when the chi-square homogeneity p-value of the segment's class counts
+/// against the reference counts is below the level and the total variation from the
+/// reference mix reaches the deny threshold. Moving `j` labels from class `a` to class `b`
+/// changes both deterministically (with the prior-shift weights, re-estimated from the moved
+/// counts), so the decision is evaluated exactly at each `j` (the test's own computation, not
+/// an approximation of it), and the critical count is the fewest moved labels that deny,
+/// searched upwards from the move that brings `b` to its reference share (past it, the shift
+/// only grows). An attacker relabelling each of the `N_a` labels of class `a` with
+/// probability `π` moves `Binomial(N_a, π)` of them, so the power is the binomial tail at the
+/// critical count (as for the count tests, [`crate::stats::power::count`]), and the
+/// detectable effect is the share of the segment's labels, `π N_a / n`, at which it reaches
+/// the stated power.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentNull {
+    family: std::sync::Arc<Family>,
+    index: usize,
+    from: usize,
+    to: usize,
+}
+
+impl SegmentNull {
+    /// The null of segment `index` of `family`; `None` with fewer than two classes in its
+    /// reference mix.
+    #[must_use]
+    pub fn new(family: &std::sync::Arc<Family>, index: usize) -> Option<Self> {
+        let weight = prior_shift(&family.segments, family.k, &family.prior0, &family.prior1);
+        let expect = family.judge(index, &weight).expect;
+        let mut order: Vec<usize> = (0..expect.len()).filter(|&c| expect[c] > 0.0).collect();
+        order.sort_by(|&a, &b| expect[b].total_cmp(&expect[a]).then(a.cmp(&b)));
+        let (&from, &to) = (order.first()?, order.get(1)?);
+        Some(Self {
+            family: family.clone(),
+            index,
+            from,
+            to,
+        })
+    }
+
+    fn batch(&self) -> &[f64] {
+        &self.family.segments[self.index].3
+    }
+
+    /// The segment's batch rows.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        self.batch().iter().sum::<f64>() as u64
+    }
+
+    /// Whether the test denies once `moved` labels of the most common class are relabelled.
+    fn denies(&self, moved: u64, deny: f64, level: f64) -> bool {
+        let j = self
+            .family
+            .moved(self.index, self.from, self.to, moved as f64);
+        // As `decide` applies them: the effect at the threshold, the p-value under the level.
+        j.tv >= deny && j.test.p_value < level
+    }
+
+    /// The fewest relabelled labels that deny and the share of the segment's labels
+    /// relabelled at random from the most common class that is denied with probability
+    /// `power`; `None` when relabelling all of them would not be.
+    #[must_use]
+    pub fn detectable(&self, deny: f64, level: f64, power: f64) -> Option<(u64, f64)> {
+        let available = self.batch()[self.from] as u64;
+        let n = self.rows();
+        if n == 0 || available == 0 {
+            return None;
+        }
+        // The move that brings the target class to its reference share at the batch's
+        // weights; past it the move only adds to the shift.
+        let weight = prior_shift(
+            &self.family.segments,
+            self.family.k,
+            &self.family.prior0,
+            &self.family.prior1,
+        );
+        let expect = self.family.judge(self.index, &weight).expect;
+        let start = (expect[self.to] * n as f64 - self.batch()[self.to])
+            .ceil()
+            .clamp(0.0, available as f64) as u64;
+        let critical = start
+            + crate::stats::power::first_count(available - start, |j| {
+                self.denies(start + j, deny, level)
+            })?;
+        let reaches = |pi: f64| {
+            crate::stats::proportion::binomial_upper_tail(critical, available, pi) >= power
+        };
+        if !reaches(1.0) {
+            return None;
+        }
+        let pi = crate::stats::power::bisect(0.0, 1.0, reaches);
+        Some((critical, pi * available as f64 / n as f64))
+    }
 }
 
 /// Per-class prior-shift weights: the median over segments of the batch-to-trusted share

@@ -48,7 +48,7 @@ pub(crate) fn first_count(n: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
 
 /// The smallest `x` in `[lo, hi]` with `ok(x)`, for a predicate false then true as `x` grows
 /// and true at `hi`, to a relative 1e-12 (resolving far below any effect a report prints).
-fn bisect(mut lo: f64, mut hi: f64, ok: impl Fn(f64) -> bool) -> f64 {
+pub(crate) fn bisect(mut lo: f64, mut hi: f64, ok: impl Fn(f64) -> bool) -> f64 {
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
         if ok(mid) {

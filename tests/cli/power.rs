@@ -13,6 +13,16 @@ use crate::common::*;
 const DRAWS: usize = 60;
 const TOLERANCE: f64 = 0.16;
 
+/// Prints the simulated deny rate of the effect `what` at `n` rows and holds it to the stated
+/// power within the tolerance.
+fn assert_power(n: usize, what: &str, rate: f64) {
+    eprintln!("n = {n}: {what}, denied {rate}");
+    assert!(
+        (rate - 0.8).abs() <= TOLERANCE,
+        "n = {n}: stated {what} denied in {rate} of draws"
+    );
+}
+
 fn write(df: &mut DataFrame, path: &std::path::Path) {
     ParquetWriter::new(std::fs::File::create(path).unwrap())
         .finish(df)
@@ -233,10 +243,10 @@ fn the_stated_numeric_drift_is_detected_at_the_stated_power() {
         let rate = deny_rate_against(&baseline, dir.path(), n, "drift-numeric", "x", || {
             normal(n, shift, &mut rng)
         });
-        eprintln!("n = {n}: shift {shift} sd (ks {effect}, critical {critical}), denied {rate}");
-        assert!(
-            (rate - 0.8).abs() <= TOLERANCE,
-            "n = {n}: stated shift {shift} sd (ks {effect}) denied in {rate} of draws"
+        assert_power(
+            n,
+            &format!("shift {shift} sd (ks {effect}, critical {critical}), denied {rate}"),
+            rate,
         );
     }
 }
@@ -308,11 +318,7 @@ fn the_stated_category_shift_is_detected_at_the_stated_power() {
                 .unwrap();
             df
         });
-        eprintln!("n = {n}: psi {effect}, moved {t}, denied {rate}");
-        assert!(
-            (rate - 0.8).abs() <= TOLERANCE,
-            "n = {n}: stated psi {effect} (moved {t}) denied in {rate} of draws"
-        );
+        assert_power(n, &format!("psi {effect}, moved {t}"), rate);
     }
 }
 
@@ -454,12 +460,30 @@ fn the_stated_out_of_range_share_is_detected_at_the_stated_power() {
                 .unwrap();
             df
         });
-        eprintln!("n = {n}: far share {effect}, denied {rate}");
-        assert!(
-            (rate - 0.8).abs() <= TOLERANCE,
-            "n = {n}: stated far share {effect} denied in {rate} of draws"
-        );
+        assert_power(n, &format!("far share {effect}"), rate);
     }
+}
+
+/// The first `n` rows of the bundled clean batch, the report of a check of them (which must
+/// pass) and their labels.
+fn clean_checked(
+    clean: &DataFrame,
+    dir: &std::path::Path,
+    n: usize,
+) -> (DataFrame, serde_json::Value, Vec<i64>) {
+    let path = clean_head(dir, n);
+    let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
+    assert_eq!(exit, 0, "{report:#}");
+    let head = clean.slice(0, n);
+    let labels = head
+        .column("defaulted")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(Option::unwrap)
+        .collect();
+    (head, report, labels)
 }
 
 #[test]
@@ -471,22 +495,11 @@ fn the_stated_flip_share_is_detected_at_the_stated_power() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(285);
     let code = "poison-label-inconsistency";
     for n in [400usize, 1_500, 5_000] {
-        let path = clean_head(dir.path(), n);
-        let (exit, report, _) = check_json(&[path.to_str().unwrap()], &[]);
-        assert_eq!(exit, 0, "{report:#}");
+        let (head, report, labels) = clean_checked(&clean, dir.path(), n);
         let d = &column_test(&report, code, "defaulted")["detectable"];
         assert_eq!(d["statistic"], "flip_share", "{d:#}");
         let effect = d["value"].as_f64().unwrap();
         assert!(effect > 0.0 && effect < 0.5, "{d:#}");
-        let head = clean.slice(0, n);
-        let labels: Vec<i64> = head
-            .column("defaulted")
-            .unwrap()
-            .i64()
-            .unwrap()
-            .iter()
-            .map(Option::unwrap)
-            .collect();
         let rate = deny_rate(dir.path(), n, code, "defaulted", || {
             let flipped: Vec<i64> = labels
                 .iter()
@@ -503,10 +516,132 @@ fn the_stated_flip_share_is_detected_at_the_stated_power() {
                 .unwrap();
             df
         });
-        eprintln!("n = {n}: flip share {effect}, denied {rate}");
-        assert!(
-            (rate - 0.8).abs() <= TOLERANCE,
-            "n = {n}: stated flip share {effect} denied in {rate} of draws"
+        assert_power(n, &format!("flip share {effect}"), rate);
+    }
+}
+
+#[test]
+fn the_stated_segment_relabelling_is_detected_at_the_stated_power() {
+    // The stated effect is the share of one segment's labels relabelled from its most common
+    // class (`0`) to the next (`1`), on top of the batch's own labels: each `0` label of the
+    // `partner` rows is set to `1` with the probability that moves that share on average.
+    let clean = read(&testdata("clean/batch.parquet"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(286);
+    let code = "poison-segment-label-shift";
+    let segment = |report: &serde_json::Value| -> serde_json::Value {
+        report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                t["code"] == code
+                    && t["subject"]["column"] == "channel"
+                    && t["subject"]["value"] == "= `partner`"
+            })
+            .unwrap_or_else(|| panic!("no partner segment test: {report:#}"))
+            .clone()
+    };
+    for n in [400usize, 1_500, 5_000] {
+        let (head, report, labels) = clean_checked(&clean, dir.path(), n);
+        let d = segment(&report)["detectable"].clone();
+        assert_eq!(d["statistic"], "relabelled_share", "{d:#}");
+        let effect = d["value"].as_f64().unwrap();
+        assert!(effect > 0.0 && effect < 0.5, "{d:#}");
+        let channel: Vec<bool> = head
+            .column("channel")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v == Some("partner"))
+            .collect();
+        let rows = channel.iter().filter(|&&p| p).count() as f64;
+        let zeros = channel
+            .iter()
+            .zip(&labels)
+            .filter(|&(&p, &y)| p && y == 0)
+            .count() as f64;
+        let pi = effect * rows / zeros;
+        let mut denied = 0;
+        for draw in 0..DRAWS {
+            let moved: Vec<i64> = channel
+                .iter()
+                .zip(&labels)
+                .map(|(&p, &y)| {
+                    if p && y == 0 && rng.random::<f64>() < pi {
+                        1
+                    } else {
+                        y
+                    }
+                })
+                .collect();
+            let mut df = head.clone();
+            df.replace("defaulted", Column::new("defaulted".into(), moved))
+                .unwrap();
+            let path = dir.path().join(format!("segment_{n}_{draw}.parquet"));
+            write(&mut df, &path);
+            let (exit, report, out) = check_json(&[path.to_str().unwrap()], &[]);
+            assert!(exit == 0 || exit == 1, "{}", stderr(&out));
+            denied += usize::from(segment(&report)["outcome"] == "deny");
+        }
+        let rate = denied as f64 / DRAWS as f64;
+        assert_power(
+            n,
+            &format!("relabelled share {effect} of {rows} rows, denied {rate}"),
+            rate,
+        );
+    }
+}
+
+#[test]
+fn the_stated_class_conditional_shift_is_detected_at_the_stated_power() {
+    // The stated effect is the class's KS distance beyond the other classes' (stated beside
+    // it). A share of the class-`1` rows' `utilization` equal to that distance plus the other
+    // classes' (each row with that probability) is moved above every trusted value: the
+    // class's distribution function drops by the share below the moved values.
+    let clean = read(&testdata("clean/batch.parquet"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(287);
+    let code = "drift-class-conditional";
+    for n in [400usize, 1_500, 5_000] {
+        let (head, report, labels) = clean_checked(&clean, dir.path(), n);
+        let t = column_test(&report, code, "utilization");
+        assert_eq!(t["subject"]["label"], "1", "{t:#}");
+        let d = &t["detectable"];
+        assert_eq!(d["statistic"], "class_specific_distance", "{d:#}");
+        let effect = d["value"].as_f64().unwrap();
+        let others = d["other_classes_distance"].as_f64().unwrap();
+        assert!(effect > 0.0 && effect < 0.6 && others >= 0.0, "{d:#}");
+        let share = effect + others;
+        let values: Vec<Option<f64>> = head
+            .column("utilization")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        let rate = deny_rate(dir.path(), n, code, "utilization", || {
+            let moved: Vec<Option<f64>> = values
+                .iter()
+                .zip(&labels)
+                .map(|(&v, &y)| {
+                    if y == 1 && rng.random::<f64>() < share {
+                        Some(5.0)
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let mut df = head.clone();
+            df.replace("utilization", Column::new("utilization".into(), moved))
+                .unwrap();
+            df
+        });
+        assert_power(
+            n,
+            &format!("class-specific distance {effect} (+{others}), denied {rate}"),
+            rate,
         );
     }
 }
