@@ -174,17 +174,21 @@ impl Detectable {
                 d.other_classes_distance = Some(tidy(others));
                 d
             }
-            PowerNull::Segment(ref segment) => {
-                let found = segment.detectable(deny, level, power::POWER);
-                // Stated as the share of the segment's labels relabelled (from its most
-                // common class to the next), not as the total variation the test measures.
-                let _ = statistic;
-                let mut d = Self::threshold("relabelled_share", None, level);
-                d.value = found.map(|f| tidy(f.1));
-                d.rows = found.map(|f| tidy(f.1 * segment.rows() as f64));
-                d.critical_rows = found.map(|f| f.0);
-                d
-            }
+            // Stated as the share moved (labels relabelled from the segment's most common
+            // class to the next; a class's values moved between its two most common
+            // categories), not as the total variation the test measures.
+            PowerNull::Segment(ref segment) => Self::moved(
+                "relabelled_share",
+                segment.detectable(deny, level, power::POWER),
+                segment.rows(),
+                level,
+            ),
+            PowerNull::CategoryMove(ref class) => Self::moved(
+                "moved_share",
+                class.detectable(deny, level, power::POWER),
+                class.rows(),
+                level,
+            ),
             PowerNull::Flip(ref flip) => {
                 let eps = flip.detectable(deny, level, power::POWER);
                 let mut d = Self::threshold(statistic, None, level);
@@ -242,6 +246,15 @@ impl Detectable {
                 level,
             ),
         }
+    }
+
+    /// A share of `rows` moved, from the critical count and share found.
+    fn moved(statistic: &str, found: Option<(u64, f64)>, rows: u64, level: f64) -> Self {
+        let mut d = Self::threshold(statistic, None, level);
+        d.value = found.map(|f| tidy(f.1));
+        d.rows = found.map(|f| tidy(f.1 * rows as f64));
+        d.critical_rows = found.map(|f| f.0);
+        d
     }
 
     fn threshold(statistic: &str, found: Option<power::ThresholdPower>, level: f64) -> Self {

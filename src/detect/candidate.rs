@@ -91,6 +91,9 @@ pub enum PowerNull {
     /// The label-flip test (`poison-label-inconsistency`): the tested rows' probabilities
     /// and the test's null ([`crate::poison::flip_power`]).
     Flip(std::sync::Arc<crate::poison::flip_power::FlipNull>),
+    /// The class-conditional test of a categorical feature (`drift-class-conditional`): the
+    /// class's counts by category ([`crate::poison::class_drift::MoveNull`]).
+    CategoryMove(std::sync::Arc<crate::poison::class_drift::MoveNull>),
     /// The class-mix test of one segment (`poison-segment-label-shift`): its counts and
     /// reference ([`crate::poison::segment::SegmentNull`]).
     Segment(std::sync::Arc<crate::poison::segment::SegmentNull>),

@@ -111,14 +111,95 @@ pub fn candidates(
             ),
             evidence,
             tag: None,
-            // What the test could have seen (numeric features; a categorical one's move
-            // depends on which categories, and is not stated).
-            power: (!categorical).then_some(PowerNull::ClassDrift {
-                batch: n,
-                baseline: m,
-                others,
-            }),
+            // What the test could have seen: a shift of a numeric feature by its KS path; for
+            // a categorical one, the class's values moved between its two most common trusted
+            // categories, judged exactly.
+            power: if categorical {
+                MoveNull::new(
+                    column(&profile.tables[j], c),
+                    column(&scan.tables[j], c),
+                    others,
+                )
+                .map(|m| PowerNull::CategoryMove(std::sync::Arc::new(m)))
+            } else {
+                Some(PowerNull::ClassDrift {
+                    batch: n,
+                    baseline: m,
+                    others,
+                })
+            },
         });
     }
     out
+}
+
+/// What a categorical feature's class-conditional test could have seen: values of the class
+/// moved from its most common trusted category to the next, on top of the batch's own values.
+///
+/// The test denies when the class's total variation from its trusted mix, less the other
+/// classes' largest distance, reaches the deny threshold and the chi-square homogeneity
+/// p-value is below the level. Moving `j` values changes both deterministically, so the
+/// decision is evaluated exactly at each `j` (the test's own computation), from the move past
+/// which it only adds to the shift ([`super::segment::move_start`]); an attacker moving each
+/// value of the category with probability `π` moves `Binomial(N, π)` of them
+/// ([`crate::stats::power::moved`]). The detectable effect is the share of the class's values
+/// moved, `π N / n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoveNull {
+    trusted: Vec<u64>,
+    batch: Vec<u64>,
+    others: f64,
+    from: usize,
+    to: usize,
+}
+
+impl MoveNull {
+    /// The null of a class with trusted counts `trusted` and batch counts `batch` by category,
+    /// the other classes' largest distance being `others`; `None` with fewer than two trusted
+    /// categories.
+    #[must_use]
+    pub fn new(trusted: Vec<u64>, batch: Vec<u64>, others: f64) -> Option<Self> {
+        let mut order: Vec<usize> = (0..trusted.len()).filter(|&c| trusted[c] > 0).collect();
+        order.sort_by(|&a, &b| trusted[b].cmp(&trusted[a]).then(a.cmp(&b)));
+        let (&from, &to) = (order.first()?, order.get(1)?);
+        Some(Self {
+            trusted,
+            batch,
+            others,
+            from,
+            to,
+        })
+    }
+
+    /// The class's batch values.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        self.batch.iter().sum()
+    }
+
+    fn denies(&self, moved: u64, deny: f64, level: f64) -> bool {
+        let mut b = self.batch.clone();
+        b[self.from] -= moved;
+        b[self.to] += moved;
+        // As `decide` applies them: the effect at the threshold, the p-value under the level.
+        divergence::total_variation(&self.trusted, &b) - self.others >= deny
+            && chi2::homogeneity(&self.trusted, &b).p_value < level
+    }
+
+    /// The fewest moved values that deny and the share of the class's values moved at random
+    /// from the most common category that is denied with probability `power`.
+    #[must_use]
+    pub fn detectable(&self, deny: f64, level: f64, power: f64) -> Option<(u64, f64)> {
+        let (n, available) = (self.rows(), self.batch[self.from]);
+        if n == 0 || available == 0 {
+            return None;
+        }
+        let total = self.trusted.iter().sum::<u64>().max(1) as f64;
+        let expect: Vec<f64> = self.trusted.iter().map(|&x| x as f64 / total).collect();
+        let batch: Vec<f64> = self.batch.iter().map(|&x| x as f64).collect();
+        let start = super::segment::move_start(&batch, &expect, self.from, self.to);
+        let (critical, pi) =
+            crate::stats::power::moved(available, start, power, |j| self.denies(j, deny, level))?;
+        Some((critical, pi * available as f64 / n as f64))
+    }
 }

@@ -334,8 +334,6 @@ impl SegmentNull {
         if n == 0 || available == 0 {
             return None;
         }
-        // The move that brings the target class to its reference share at the batch's
-        // weights; past it the move only adds to the shift.
         let weight = prior_shift(
             &self.family.segments,
             self.family.k,
@@ -343,22 +341,21 @@ impl SegmentNull {
             &self.family.prior1,
         );
         let expect = self.family.judge(self.index, &weight).expect;
-        let start = (expect[self.to] * n as f64 - self.batch()[self.to])
-            .ceil()
-            .clamp(0.0, available as f64) as u64;
-        let critical = start
-            + crate::stats::power::first_count(available - start, |j| {
-                self.denies(start + j, deny, level)
-            })?;
-        let reaches = |pi: f64| {
-            crate::stats::proportion::binomial_upper_tail(critical, available, pi) >= power
-        };
-        if !reaches(1.0) {
-            return None;
-        }
-        let pi = crate::stats::power::bisect(0.0, 1.0, reaches);
+        let start = move_start(self.batch(), &expect, self.from, self.to);
+        let (critical, pi) =
+            crate::stats::power::moved(available, start, power, |j| self.denies(j, deny, level))?;
         Some((critical, pi * available as f64 / n as f64))
     }
+}
+
+/// The count of rows to move from `from` to `to` before the move only adds to the shift of
+/// counts `batch` from the mix `expect`: until `from` is down to its expected share and `to`
+/// up to its, a move undoes the batch's own lean.
+pub(crate) fn move_start(batch: &[f64], expect: &[f64], from: usize, to: usize) -> u64 {
+    let n: f64 = batch.iter().sum();
+    let down = batch[from] - expect[from] * n;
+    let up = expect[to] * n - batch[to];
+    down.max(up).ceil().clamp(0.0, batch[from].max(0.0)) as u64
 }
 
 /// Per-class prior-shift weights: the median over segments of the batch-to-trusted share

@@ -123,6 +123,28 @@ pub fn count(
     })
 }
 
+/// The detectable share of an attack that moves each of `available` rows (labels of one
+/// class, values of one category) with probability `pi`, for a test whose decision at `j`
+/// moved rows is `denies(j)`, known to hold from some count on once `j >= start` (before
+/// `start` a move can only undo the batch's own lean). The moved count is
+/// `Binomial(available, pi)`, so the power is the binomial tail at the critical count (as in
+/// [`count`]). Returns the critical count and the smallest `pi` with that power at least
+/// `power`; `None` when moving every row would not deny.
+pub fn moved(
+    available: u64,
+    start: u64,
+    power: f64,
+    denies: impl Fn(u64) -> bool,
+) -> Option<(u64, f64)> {
+    let start = start.min(available);
+    let critical = start + first_count(available - start, |j| denies(start + j))?;
+    let reaches = |pi: f64| binomial_upper_tail(critical, available, pi) >= power;
+    if !reaches(1.0) {
+        return None;
+    }
+    Some((critical, bisect(0.0, 1.0, reaches)))
+}
+
 /// What a test on a continuous statistic needs to block: the smallest value of the statistic
 /// that denies, and the smallest true effect denied with the stated power.
 #[derive(Debug, Clone, Copy, PartialEq)]
