@@ -314,11 +314,38 @@ pub fn gate(
         let (summary, _, _, scans) = merged.complete(shown, baseline_sha256, &policy.sha256)?;
         let over = decide_kept(baseline, &policy.policy, dtypes, summary, scans)?;
         let total: u64 = rows + entries.iter().map(|e| e.rows).sum::<u64>();
+        // What the window's tests could have seen replaces what the batch's alone could: the
+        // window is the evidence the ledger gathers.
+        let insufficient = crate::check::evidence::INSUFFICIENT;
         let listed: Vec<String> = entries.iter().map(Entry::describe).collect();
+        eval.findings.retain(|f| f.code != insufficient);
+        eval.records.retain(|r| r.code != insufficient);
+        for f in over.findings.iter().filter(|f| f.code == insufficient) {
+            let mut f = f.clone();
+            f.evidence
+                .insert("window_batches".into(), (entries.len() + 1) as f64);
+            f.evidence.insert("window_rows".into(), total as f64);
+            f.message = format!(
+                "over this batch and the {} accepted before it in {}: {}",
+                entries.len(),
+                dir.display(),
+                f.message
+            );
+            eval.findings.push(f);
+        }
+        eval.records.extend(
+            over.records
+                .iter()
+                .filter(|r| r.code == insufficient)
+                .cloned(),
+        );
+        eval.findings
+            .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        crate::check::record::sort(&mut eval.records);
         let extra: Vec<Finding> = over
             .findings
             .into_iter()
-            .filter(|f| f.severity == Severity::Deny)
+            .filter(|f| f.severity == Severity::Deny && f.code != insufficient)
             .map(|mut f| {
                 f.subject.value = Some(match f.subject.value.take() {
                     Some(v) => format!("{} {v}", f.code),

@@ -103,11 +103,35 @@ fn clean_batches_are_accepted_in_turn_and_a_tampered_ledger_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let files = batches(dir.path(), 8, 0);
     let ledger = dir.path().join("ledger");
+    let mut insufficient = Vec::new();
     for f in &files {
         let (code, report) = check_with(f, Some(&ledger));
         assert_eq!(code, 0, "{report:#}");
         assert!(window_findings(&report).is_empty());
+        insufficient.push(
+            report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["code"] == "evidence-insufficient")
+                .map(|f| f["message"].as_str().unwrap().to_owned()),
+        );
     }
+    // What the tests could have seen is judged over the window: the first batch alone (a
+    // trigger at 1 % is out of reach under 300 rows), then the window, whose 2,000 rows put
+    // the trigger in reach and still not 5 % label flips.
+    let first = insufficient[0].as_deref().unwrap();
+    assert!(
+        first.starts_with("at 250 rows") && first.contains("a trigger"),
+        "{first}"
+    );
+    let last = insufficient[7].as_deref().unwrap();
+    assert!(
+        last.starts_with("over this batch and the 7 accepted before it")
+            && last.contains("at 2000 rows")
+            && !last.contains("a trigger"),
+        "{last}"
+    );
     let log = ledger.join("ledger.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.lines().count(), 8);
