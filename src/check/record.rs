@@ -183,6 +183,13 @@ impl Detectable {
                 segment.rows(),
                 level,
             ),
+            PowerNull::Stitched(ref null) => {
+                let share = power::stitched(null, deny, level, power::POWER);
+                let mut d = Self::threshold(statistic, None, level);
+                d.value = share.map(tidy);
+                d.rows = share.map(|e| tidy(e * null.rows as f64));
+                d
+            }
             PowerNull::CategoryMove(ref class) => Self::moved(
                 "moved_share",
                 class.detectable(deny, level, power::POWER),

@@ -131,6 +131,7 @@ pub fn out_of_range_null(col: &ColumnProfile, values: u64) -> Option<crate::dete
         base: 0.0,
         alpha: 2.0,
         beta: (mf - 1.0).max(1.0),
+        selection: 1.0,
     })
 }
 

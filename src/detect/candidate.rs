@@ -30,6 +30,9 @@ pub struct CountNull {
     pub alpha: f64,
     /// See `alpha`.
     pub beta: f64,
+    /// The factor the tail is multiplied by for the selection of the tested value among
+    /// others (1 for a test of a fixed count).
+    pub selection: f64,
 }
 
 impl CountNull {
@@ -42,6 +45,7 @@ impl CountNull {
             base,
             alpha: x as f64 + 0.5,
             beta: m.saturating_sub(x) as f64 + 0.5,
+            selection: 1.0,
         }
     }
 
@@ -56,7 +60,14 @@ impl CountNull {
     /// The p-value at `k` flagged rows.
     #[must_use]
     pub fn tail(&self, k: u64) -> f64 {
-        crate::stats::proportion::beta_binomial_upper_tail_ab(k, self.trials, self.alpha, self.beta)
+        (self.selection
+            * crate::stats::proportion::beta_binomial_upper_tail_ab(
+                k,
+                self.trials,
+                self.alpha,
+                self.beta,
+            ))
+        .min(1.0)
     }
 }
 
@@ -108,6 +119,8 @@ pub enum PowerNull {
         /// The other classes' largest distance, which the class's must exceed by the effect.
         others: f64,
     },
+    /// The stitched-rows test ([`crate::stats::power::stitched`]).
+    Stitched(crate::stats::power::StitchedNull),
     /// The chi-square homogeneity test of a category mix.
     Chi2 {
         /// Its degrees of freedom.

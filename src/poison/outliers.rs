@@ -205,6 +205,7 @@ pub fn candidates(
                     base: p0,
                     alpha: 1.0,
                     beta: m as f64,
+                    selection: 1.0,
                 }.into()),
             },
             RowSelector::Extreme {

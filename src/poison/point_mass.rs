@@ -29,7 +29,6 @@ use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::value_key;
 use crate::source::Rows;
-use crate::stats::proportion::predictive_upper_tail;
 use crate::summary::for_each_f64_chunk;
 use polars::prelude::DataFrame;
 
@@ -55,6 +54,9 @@ pub struct HeavyValue {
     pub trusted_share: f64,
     /// Trusted non-null rows.
     pub trusted_rows: u64,
+    /// Whether the value is among the column's pinned frequent values (its trusted share is
+    /// its own); otherwise the share is the bound on every value not listed.
+    pub listed: bool,
 }
 
 /// Counters of one feature's values: a Misra–Gries heavy-hitter summary
@@ -334,8 +336,10 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
                 if k < 3.0 || k / n < MIN_SHARE {
                     return None;
                 }
-                let share = shares.share(value_key(*x));
+                let key = value_key(*x);
+                let share = shares.share(key);
                 (k / n >= MIN_RATIO * share).then(|| HeavyValue {
+                    listed: shares.known.contains_key(&key),
                     feature: j,
                     column: name.clone(),
                     value: *x,
@@ -368,6 +372,25 @@ pub fn candidates(
         .map(|h| {
             let k = h.rows.len() as u64;
             let r = k as f64 / nf;
+            // A value not among the pinned frequent ones is the most repeated of however many
+            // unlisted values the batch holds, each with a trusted share of at most `b`: the
+            // chance that *any* of them reaches `k` rows is at most `P(K >= k | b) / b`
+            // (the tail over the share is increasing for k >= 2, and the shares sum to at
+            // most 1), so its p-value carries that factor. Without it, three rows sharing a
+            // value of a rounded continuous column blocked a clean 250-row batch.
+            let null = crate::detect::CountNull {
+                selection: if h.listed {
+                    1.0
+                } else {
+                    1.0 / h.trusted_share.max(f64::MIN_POSITIVE)
+                },
+                ..crate::detect::CountNull::predictive(
+                    n,
+                    h.trusted_share,
+                    h.trusted_share,
+                    baseline.column(&h.column).map_or(1, |c| c.count.max(1)),
+                )
+            };
             let mut evidence = BTreeMap::new();
             evidence.insert("value".into(), h.value);
             evidence.insert("rows".into(), k as f64);
@@ -382,12 +405,7 @@ pub fn candidates(
                         label: None,
                     },
                     // The share was pinned from the column's trusted rows: predictive test.
-                    p_value: Some(predictive_upper_tail(
-                        k,
-                        n,
-                        h.trusted_share,
-                        baseline.column(&h.column).map_or(1, |c| c.count.max(1)),
-                    )),
+                    p_value: Some(null.tail(k)),
                     effects: vec![Effect {
                         name: "excess_share",
                         value: r - h.trusted_share,
@@ -406,15 +424,7 @@ pub fn candidates(
                     ),
                     evidence,
                     tag: None,
-                    power: Some(
-                        crate::detect::CountNull::predictive(
-                            n,
-                            h.trusted_share,
-                            h.trusted_share,
-                            baseline.column(&h.column).map_or(1, |c| c.count.max(1)),
-                        )
-                        .into(),
-                    ),
+                    power: Some(null.into()),
                 },
                 RowSelector::Listed(h.rows.clone()),
             )

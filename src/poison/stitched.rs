@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::{Block, Pinned};
 use super::{Found, RowSelector, Rows, Scan};
-use crate::detect::{Accumulator, Candidate, Effect, TopRows};
+use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, FeatureCode};
@@ -556,7 +556,15 @@ pub fn finish(p: &Pinned<'_>, _: &Scan, st: &StitchedState, policy: &Policy) -> 
             ),
             evidence,
             tag: None,
-            power: None,
+            power: Some(PowerNull::Stitched(crate::stats::power::StitchedNull {
+                rows: st.rows,
+                trusted: s.rows,
+                mean: s.mean,
+                sd: s.sd,
+                stitched: s.mean_stitched,
+                information: s.information,
+                score_sd: s.score_sd,
+            })),
         },
         Some(RowSelector::Stitched { limit }),
     )]

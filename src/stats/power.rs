@@ -138,11 +138,71 @@ pub fn moved(
 ) -> Option<(u64, f64)> {
     let start = start.min(available);
     let critical = start + first_count(available - start, |j| denies(start + j))?;
+    if critical == 0 {
+        // The batch is denied as it is: no move is needed.
+        return Some((0, 0.0));
+    }
     let reaches = |pi: f64| binomial_upper_tail(critical, available, pi) >= power;
     if !reaches(1.0) {
         return None;
     }
     Some((critical, bisect(0.0, 1.0, reaches)))
+}
+
+/// The null of `poison-stitched-rows` as its detectable share needs it: the trusted
+/// cross-fitted mean and spread of the independence weight (`mean`, `sd`), its mean on
+/// shuffled rows (`stitched`), the pairs' summed information (`information`) and the spread of
+/// a row's summed pointwise information (`score_sd`), measured on `trusted` rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StitchedNull {
+    /// Batch rows.
+    pub rows: u64,
+    /// Trusted rows.
+    pub trusted: u64,
+    /// Trusted mean weight.
+    pub mean: f64,
+    /// Its spread.
+    pub sd: f64,
+    /// Mean weight of stitched rows.
+    pub stitched: f64,
+    /// Trusted summed information of the pairs.
+    pub information: f64,
+    /// Spread of a row's summed pointwise information.
+    pub score_sd: f64,
+}
+
+/// The detectable stitched share of `poison-stitched-rows`: the smallest share `e` of rows
+/// stitched from other rows' values that the test denies with probability `power` at
+/// `level`, deny threshold `deny` on the estimated share. The test is the intersection of two
+/// (Berger 1982): the mean weight, normal around `mean + e (stitched - mean)` with standard
+/// error `sd sqrt(1/n + 1/N)`, and the information drop, normal around
+/// `information (1 - (1 - e)^2)` with standard error `score_sd sqrt(1/n + 1/N)` (the
+/// delta-method error the test uses); each must be significant at `level` and give a share
+/// at or past `deny`, which on each path is one threshold on its statistic. The power is the
+/// product of the two paths' (their statistics are positively related, so the product is a
+/// lower bound on the power of both). `None` when no share up to 1 is denied.
+#[must_use]
+pub fn stitched(null: &StitchedNull, deny: f64, level: f64, power: f64) -> Option<f64> {
+    let gap = null.stitched - null.mean;
+    if null.rows == 0 || gap <= 0.0 || null.information <= 0.0 || level.is_nan() || level <= 0.0 {
+        return None;
+    }
+    let scale = (1.0 / null.rows as f64 + 1.0 / null.trusted.max(1) as f64).sqrt();
+    let zc = normal_quantile(1.0 - level);
+    let (se_w, se_i) = (null.sd.max(1e-12) * scale, null.score_sd.max(1e-12) * scale);
+    // The weights' path denies past this excess mean weight; the information's past this drop.
+    let w_critical = (zc * se_w).max(deny * gap);
+    let drop_at = |share: f64| null.information * (1.0 - (1.0 - share).powi(2));
+    let i_critical = (zc * se_i).max(drop_at(deny));
+    let at = |e: f64| {
+        let w = super::proportion::normal_upper_tail((w_critical - e * gap) / se_w);
+        let i = super::proportion::normal_upper_tail((i_critical - drop_at(e)) / se_i);
+        w * i
+    };
+    if at(1.0) < power {
+        return None;
+    }
+    Some(bisect(0.0, 1.0, |e| at(e) >= power))
 }
 
 /// What a test on a continuous statistic needs to block: the smallest value of the statistic

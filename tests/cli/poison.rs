@@ -115,6 +115,34 @@ fn a_categorical_trigger_is_named_with_its_value_and_target_label() {
 }
 
 #[test]
+fn three_clean_rows_sharing_a_rounded_value_do_not_block() {
+    // Rows 2,250-2,499 of the clean batch: three of them share `debt_ratio` = 0.4402, a value
+    // of a rounded continuous column that the trusted rows hold at most 0.05 % of. It is the
+    // most repeated of some 250 values, each that rare: the point-mass test must count the
+    // selection, and the batch passes.
+    use polars::prelude::{ParquetReader, SerReader};
+    let clean = ParquetReader::new(std::fs::File::open(testdata("clean/batch.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    let mut slice = clean.slice(2_250, 250);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slice.parquet");
+    polars::prelude::ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .finish(&mut slice)
+        .unwrap();
+    let (code, report, _) = check_json(&[path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let t = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["code"] == "poison-point-mass" && t["subject"]["column"] == "debt_ratio")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(t["subject"]["value"], "0.4402", "{t:#}");
+    assert_eq!(t["outcome"], "pass", "{t:#}");
+}
+
+#[test]
 fn a_numeric_trigger_shows_as_point_mass_and_trigger() {
     let (code, report, rows) = check_attack("trigger_utilization");
     assert_eq!(code, 1);

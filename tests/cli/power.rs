@@ -698,3 +698,107 @@ fn the_stated_class_conditional_category_move_is_detected_at_the_stated_power() 
         assert_power(n, &format!("moved share {effect}"), rate);
     }
 }
+
+#[test]
+fn the_stated_stitched_share_is_detected_at_the_stated_power() {
+    // The bundled data's features are nearly independent (no pair is kept), so the test runs
+    // on its own data: four dependent columns and a label, a baseline from 20,000 rows. A
+    // stitched row takes each column (and the label) from a different random row.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(289);
+    let normal = rand_distr::StandardNormal;
+    let make = |n: usize, stitched: f64, rng: &mut rand_chacha::ChaCha8Rng| -> DataFrame {
+        let mut cols: [Vec<f64>; 4] = Default::default();
+        let mut label = Vec::with_capacity(n);
+        for _ in 0..n {
+            let e: [f64; 5] = std::array::from_fn(|_| normal.sample(&mut *rng));
+            let x = e[0];
+            let y = x + 0.5 * e[1];
+            cols[0].push(x);
+            cols[1].push(y);
+            cols[2].push(f64::from(u8::from(x + 0.3 * e[2] > 0.0)));
+            cols[3].push(-y + 0.5 * e[3]);
+            label.push(i64::from(x + y + e[4] > 0.0));
+        }
+        for i in 0..n {
+            if rng.random::<f64>() < stitched {
+                for c in &mut cols {
+                    c[i] = c[rng.random_range(0..n)];
+                }
+                label[i] = label[rng.random_range(0..n)];
+            }
+        }
+        let z: Vec<&str> = cols[2]
+            .iter()
+            .map(|&v| if v > 0.5 { "hi" } else { "lo" })
+            .collect();
+        DataFrame::new_infer_height(vec![
+            Column::new("x".into(), &cols[0]),
+            Column::new("y".into(), &cols[1]),
+            Column::new("z".into(), z),
+            Column::new("w".into(), &cols[3]),
+            Column::new("label".into(), label),
+        ])
+        .unwrap()
+    };
+    let trusted = dir.path().join("trusted.parquet");
+    write(&mut make(20_000, 0.0, &mut rng), &trusted);
+    let baseline = dir.path().join("baseline.json");
+    let out = run(&[
+        "profile",
+        trusted.to_str().unwrap(),
+        "-o",
+        baseline.to_str().unwrap(),
+        "--label",
+        "label",
+        "--seed",
+        "7",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let code_ = "poison-stitched-rows";
+    let test = |report: &serde_json::Value| -> serde_json::Value {
+        report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["code"] == code_)
+            .unwrap_or_else(|| panic!("no {code_} test: {report:#}"))
+            .clone()
+    };
+    for n in [400usize, 1_500, 5_000] {
+        let path = dir.path().join(format!("clean_{n}.parquet"));
+        write(&mut make(n, 0.0, &mut rng), &path);
+        let (exit, report, _) = check_json_with(
+            baseline.to_str().unwrap(),
+            &[path.to_str().unwrap()],
+            &[],
+            run,
+        );
+        assert_eq!(exit, 0, "{report:#}");
+        let d = test(&report)["detectable"].clone();
+        assert_eq!(d["statistic"], "stitched_share", "{d:#}");
+        let effect = d["value"].as_f64().unwrap();
+        assert!(effect > 0.0 && effect < 0.5, "{d:#}");
+        let mut denied = 0;
+        for draw in 0..DRAWS {
+            let path = dir.path().join(format!("stitched_{n}_{draw}.parquet"));
+            write(&mut make(n, effect, &mut rng), &path);
+            let (exit, report, out) = check_json_with(
+                baseline.to_str().unwrap(),
+                &[path.to_str().unwrap()],
+                &[],
+                run,
+            );
+            assert!(exit == 0 || exit == 1, "{}", stderr(&out));
+            denied += usize::from(test(&report)["outcome"] == "deny");
+        }
+        // A bound: the two paths' powers are multiplied and the information's spread is the
+        // test's own conservative delta-method one, so at least the stated power is asserted.
+        let rate = denied as f64 / DRAWS as f64;
+        eprintln!("n = {n}: stitched share {effect}, denied {rate}");
+        assert!(
+            rate >= 0.8 - TOLERANCE,
+            "n = {n}: stated stitched share {effect} denied in {rate} of draws"
+        );
+    }
+}
