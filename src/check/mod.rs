@@ -542,6 +542,18 @@ fn decide_rows(
             let deny = policy.checks.poison_trigger.deny;
             rec.detectable = null.map(|n| record::Detectable::of(&n, "share", deny, level));
         }
+        // Likewise the point-mass test: a new value stamped on rows of the numeric feature
+        // where a value the trusted rows do not list is most common.
+        for rec in missing
+            .iter_mut()
+            .filter(|r| r.code == "poison-point-mass" && r.outcome == record::TestOutcome::Pass)
+        {
+            let w = crate::detect::registry::weight(&rec.code).each(1);
+            let level = policy.gate.alpha * w / (eval.total_weight + w);
+            let deny = policy.checks.poison_point_mass.deny;
+            rec.detectable = crate::poison::point_mass::unlisted_null(baseline, rec.n)
+                .map(|n| record::Detectable::count(&n, "excess_share", deny, level));
+        }
     }
     eval.records.append(&mut missing);
     record::sort(&mut eval.records);

@@ -356,6 +356,28 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
     out
 }
 
+/// The null of a value none of the trusted rows' frequent values lists, in the numeric
+/// feature where such a value is most common (the pinned bound is largest, so a stamped value
+/// is hardest to tell from chance there), for a batch of `n` rows: what the test could have
+/// seen when no value was a candidate. `None` without a numeric feature.
+#[must_use]
+pub fn unlisted_null(baseline: &Baseline, n: u64) -> Option<crate::detect::CountNull> {
+    let profile = baseline.poison.as_ref()?;
+    profile
+        .features
+        .iter()
+        .filter_map(|name| {
+            let col = baseline.column(name)?;
+            let share = TrustedShares::new(col.numeric.as_ref()?).share(u64::MAX);
+            Some((share, col.count.max(1)))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(share, m)| crate::detect::CountNull {
+            selection: 1.0 / share.max(f64::MIN_POSITIVE),
+            ..crate::detect::CountNull::predictive(n, share, share, m)
+        })
+}
+
 /// One candidate per heavy value.
 #[must_use]
 pub fn candidates(

@@ -134,6 +134,20 @@ fn the_schema_rate_tests_state_their_detectable_effect_even_when_nothing_rose() 
     }
     // Nine columns' null rates, four categorical columns' unseen values.
     assert_eq!(seen, 13, "{report:#}");
+    // No value was a point-mass candidate either: the test states the excess share of a
+    // stamped value it would deny, past its deny threshold.
+    let t = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["code"] == "poison-point-mass")
+        .unwrap();
+    assert_eq!(t["outcome"], "pass", "{t:#}");
+    let d = &t["detectable"];
+    assert_eq!(d["statistic"], "excess_share", "{t:#}");
+    let value = d["value"].as_f64().unwrap();
+    assert!((0.005..0.05).contains(&value), "{t:#}");
+    assert!(d["critical_rows"].as_u64().unwrap() >= 3, "{t:#}");
 }
 
 fn read(path: &std::path::Path) -> DataFrame {
