@@ -506,6 +506,17 @@ fn decide_rows(
                     .cloned();
                 match why {
                     Some(why) => record::TestRecord::skipped(code, Subject::default(), &why),
+                    // The baseline keeps no pair table when no two features depend on each
+                    // other beyond noise: stitched rows are then indistinguishable.
+                    None if code == "poison-stitched-rows"
+                        && baseline.poison.as_ref().is_some_and(|p| p.stitched.is_none()) =>
+                    {
+                        record::TestRecord::skipped(
+                            code,
+                            Subject::default(),
+                            "not pinned: no two features of the trusted data depend on each other beyond noise, so a row stitched from others' values looks like any other",
+                        )
+                    }
                     // The row-level tests need a few rows: below them none of them tests
                     // anything (`evidence-insufficient` says what that leaves unseen).
                     None if (scan.n as u64) < crate::poison::MIN_ROWS => {
