@@ -816,3 +816,129 @@ fn the_stated_stitched_share_is_detected_at_the_stated_power() {
         );
     }
 }
+
+/// Runs `DRAWS` batches made from the first `n` clean rows by `plant` (each row, with
+/// probability `share`) and returns the share in which the test `code` whose subject has
+/// `key` = `value` denied.
+fn planted_deny_rate(
+    dir: &std::path::Path,
+    head: &DataFrame,
+    (code, key, value): (&str, &str, &str),
+    mut plant: impl FnMut(&DataFrame) -> DataFrame,
+) -> f64 {
+    let mut denied = 0;
+    for draw in 0..DRAWS {
+        let path = dir.join(format!("{code}_{}_{draw}.parquet", head.height()));
+        write(&mut plant(head), &path);
+        let (exit, report, out) = check_json(&[path.to_str().unwrap()], &[]);
+        assert!(exit == 0 || exit == 1, "{}", stderr(&out));
+        let t = report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["code"] == code && t["subject"][key] == value)
+            .unwrap_or_else(|| panic!("no {code} {value} test: {report:#}"));
+        denied += usize::from(t["outcome"] == "deny");
+    }
+    denied as f64 / DRAWS as f64
+}
+
+#[test]
+fn the_stated_null_rate_unseen_share_and_extreme_rows_are_detected_at_the_stated_power() {
+    // Three count tests on the bundled batch's first n rows, each planted row by row with the
+    // stated probability: `region` set to null (`schema-null-rate`), `region` set to a value
+    // the trusted data never held (`schema-unseen-category`), and `utilization` set far above
+    // every trusted value (the extreme-value score of `poison-anomalous-rows`).
+    let clean = read(&testdata("clean/batch.parquet"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(290);
+    type Plant = fn(&DataFrame, f64, &mut rand_chacha::ChaCha8Rng) -> DataFrame;
+    fn set_region(
+        df: &DataFrame,
+        p: f64,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        to: Option<&str>,
+    ) -> DataFrame {
+        let region: Vec<Option<String>> = df
+            .column("region")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                if rng.random::<f64>() < p {
+                    to.map(str::to_owned)
+                } else {
+                    v.map(str::to_owned)
+                }
+            })
+            .collect();
+        let mut df = df.clone();
+        df.replace("region", Column::new("region".into(), region))
+            .unwrap();
+        df
+    }
+    let cases: [(&str, &str, &str, &str, Plant); 3] = [
+        (
+            "schema-null-rate",
+            "column",
+            "region",
+            "increase",
+            |df, p, rng| set_region(df, p, rng, None),
+        ),
+        (
+            "schema-unseen-category",
+            "column",
+            "region",
+            "share",
+            |df, p, rng| set_region(df, p, rng, Some("atlantis")),
+        ),
+        (
+            "poison-anomalous-rows",
+            "value",
+            "extreme values",
+            "excess_share",
+            |df, p, rng| {
+                let u: Vec<Option<f64>> = df
+                    .column("utilization")
+                    .unwrap()
+                    .f64()
+                    .unwrap()
+                    .iter()
+                    .map(|v| {
+                        if rng.random::<f64>() < p {
+                            Some(50.0)
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let mut df = df.clone();
+                df.replace("utilization", Column::new("utilization".into(), u))
+                    .unwrap();
+                df
+            },
+        ),
+    ];
+    for (code, key, value, statistic, plant) in cases {
+        for n in [400usize, 1_500, 5_000] {
+            let (head, report, _) = clean_checked(&clean, dir.path(), n);
+            let t = report["tests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["code"] == code && t["subject"][key] == value)
+                .unwrap_or_else(|| panic!("no {code} {value} test: {report:#}"))
+                .clone();
+            let d = &t["detectable"];
+            assert_eq!(d["statistic"], statistic, "{t:#}");
+            // The batch's own rate is at the null's (no nulls, no new values, the trusted
+            // share of extreme rows): the planted share is the effect on top of it.
+            let effect = d["value"].as_f64().unwrap();
+            let rate = planted_deny_rate(dir.path(), &head, (code, key, value), |df| {
+                plant(df, effect, &mut rng)
+            });
+            assert_power(n, &format!("{code} {statistic} {effect}"), rate);
+        }
+    }
+}
