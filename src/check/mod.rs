@@ -562,8 +562,12 @@ fn decide_rows(
             let w = crate::detect::registry::weight(&rec.code).each(1);
             let level = policy.gate.alpha * w / (eval.total_weight + w);
             let deny = policy.checks.poison_point_mass.deny;
-            rec.detectable = crate::poison::point_mass::unlisted_null(baseline, rec.n)
-                .map(|n| record::Detectable::count(&n, "excess_share", deny, level));
+            rec.detectable = crate::poison::point_mass::unlisted_null(baseline, rec.n).map(|n| {
+                // A value is tested only past the pre-screen (three rows, a share of the
+                // batch, three times its trusted share): a floor on the excess share.
+                let floor = crate::poison::point_mass::prescreen_excess(n.base, rec.n);
+                record::Detectable::count(&n, "excess_share", deny.max(floor), level)
+            });
         }
     }
     eval.records.append(&mut missing);

@@ -378,6 +378,17 @@ pub fn unlisted_null(baseline: &Baseline, n: u64) -> Option<crate::detect::Count
         })
 }
 
+/// The least excess share over a trusted share `share` that a value on `n` rows needs to pass
+/// the pre-screen that makes it a candidate (three rows, [`MIN_SHARE`] of the batch,
+/// [`MIN_RATIO`] times its trusted share).
+#[must_use]
+pub fn prescreen_excess(share: f64, n: u64) -> f64 {
+    let least = (3.0 / n.max(1) as f64)
+        .max(MIN_SHARE)
+        .max(MIN_RATIO * share);
+    least - share
+}
+
 /// One candidate per heavy value.
 #[must_use]
 pub fn candidates(
