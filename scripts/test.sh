@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test suite. Starts a real S3-compatible server (moto's, in-memory, on loopback) for the
-# S3 integration tests, runs `cargo test --locked` with any extra arguments, then stops it.
+# S3 integration tests and a real model server (MLServer behind a JWT-checking proxy, on
+# loopback) for the endpoint tests, runs `cargo test --locked` with any extra arguments, then
+# stops them.
 #
 # moto is installed on first use into target/moto-venv from scripts/requirements-s3.txt
 # (PyPI only; no docker). Set POISONGATE_TEST_S3_ENDPOINT to use a server of your own.
@@ -32,6 +34,15 @@ PY
   export POISONGATE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
   echo "S3 test server: moto $("$venv/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p') at $POISONGATE_TEST_S3_ENDPOINT"
 fi
+
+# The model endpoints of the `compare --before-endpoint` tests (MLServer behind a JWT proxy).
+# Set POISONGATE_TEST_OIP_URL and POISONGATE_TEST_OIP_DIR to use a set-up of your own.
+oip_pids=""
+if [ -z "${POISONGATE_TEST_OIP_URL:-}" ]; then
+  # shellcheck source=scripts/oip/up.sh
+  source scripts/oip/up.sh
+fi
+trap 'kill ${moto_pid:-} $oip_pids 2>/dev/null || true' EXIT
 
 cargo test --locked "$@"
 

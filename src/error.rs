@@ -50,6 +50,15 @@ pub enum Error {
         /// What went wrong, without request or credential details.
         cause: String,
     },
+    /// A model endpoint (Open Inference Protocol) refused, failed or answered in a way that
+    /// cannot be used. The URL never carries the token.
+    #[error("cannot query model endpoint ({url}): {cause}")]
+    Endpoint {
+        /// The model's URL as given, without credentials.
+        url: String,
+        /// What went wrong (the status and the server's own message).
+        cause: String,
+    },
     /// The baseline is missing, corrupt, of an unknown format version or fails its digest.
     #[error("cannot use baseline ({path}): {cause}")]
     Baseline {
@@ -116,6 +125,14 @@ impl Error {
         }
     }
 
+    /// An endpoint error for `url`.
+    pub fn endpoint(url: impl std::fmt::Display, cause: impl std::fmt::Display) -> Self {
+        Self::Endpoint {
+            url: url.to_string(),
+            cause: one_line(cause),
+        }
+    }
+
     /// A baseline error for `path`.
     pub fn baseline(path: &Path, cause: impl std::fmt::Display) -> Self {
         Self::Baseline {
@@ -165,6 +182,9 @@ impl Error {
             Self::Policy { .. } => Some("`poisongate policy --init` prints a valid template"),
             Self::Summary { .. } => Some(
                 "plan once, summarize every shard with the same build, baseline and policy, and merge every part exactly once",
+            ),
+            Self::Endpoint { .. } => Some(
+                "check the model URL ({base}/v2/models/{name}[/versions/{v}]), the token (--token-file, --token-env), and that the model is loaded and ready",
             ),
             Self::S3 { .. } => Some(
                 "check the URI, the AWS credentials and region in the environment, and the endpoint (--s3-endpoint, AWS_ENDPOINT_URL)",

@@ -312,16 +312,121 @@ struct ReportArgs {
     junit: Option<PathBuf>,
 }
 
+/// `compare` against live models (Open Inference Protocol, KServe V2 REST).
+#[derive(Debug, Args)]
+struct EndpointArgs {
+    /// The serving model: {base}/v2/models/{name}[/versions/{v}]. The evaluation rows (DATA
+    /// or --features) are sent to it and its answers compared as --before-col would be.
+    #[arg(long, value_name = "URL", requires = "after_endpoint")]
+    before_endpoint: Option<String>,
+    /// The retrained model, as --before-endpoint.
+    #[arg(long, value_name = "URL", requires = "before_endpoint")]
+    after_endpoint: Option<String>,
+    /// Evaluation rows for the endpoints (the same as giving them as DATA).
+    #[arg(long, value_name = "FILE", requires = "before_endpoint")]
+    features: Vec<String>,
+    /// Feature column sent to the models (repeatable, in this order). Default: every column
+    /// but --key and --label.
+    #[arg(long, value_name = "COL", requires = "before_endpoint")]
+    input_col: Vec<String>,
+    /// How features travel: one input per column with the pandas content type (MLServer's
+    /// scikit-learn runtime), or one [rows, features] FP64 tensor (KServe sklearnserver,
+    /// Triton FIL, ONNX).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "columns",
+        requires = "before_endpoint"
+    )]
+    input_layout: LayoutArg,
+    /// Input name of the tensor layout.
+    #[arg(long, value_name = "NAME", default_value = "input-0")]
+    tensor_name: String,
+    /// Output holding the predicted class (MLServer: predict). Default: the output of shape
+    /// [rows] or [rows, 1].
+    #[arg(long, value_name = "NAME", requires = "before_endpoint")]
+    label_output: Option<String>,
+    /// Output holding class probabilities (MLServer: predict_proba), in sorted class order.
+    /// Default: a floating-point output of shape [rows, classes].
+    #[arg(long, value_name = "NAME", requires = "before_endpoint")]
+    proba_output: Option<String>,
+    /// File holding the bearer token; re-read when it changes (projected service-account
+    /// tokens rotate). Never printed.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "token_env",
+        requires = "before_endpoint"
+    )]
+    token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token. Never printed.
+    #[arg(long, value_name = "VAR", requires = "before_endpoint")]
+    token_env: Option<String>,
+    /// PEM bundle of the CAs to trust for https endpoints instead of the system's.
+    #[arg(long, value_name = "PEM", requires = "before_endpoint")]
+    ca_bundle: Option<PathBuf>,
+    /// Seconds to wait for one answer.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    endpoint_timeout: f64,
+    /// Requests in flight per model.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    endpoint_concurrency: u32,
+    /// Rows per request.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_rows: u32,
+    /// Retries of a request answered 429 or 5xx or that could not connect (exponential
+    /// backoff from 0.2 s, honouring Retry-After).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retries: u32,
+    /// Candidate triggers from `check --json` reports: the (column, value) of their
+    /// poison-trigger, poison-segment-label-shift, poison-point-mass and
+    /// schema-unseen-category findings (repeatable). Categorical inputs' common and rare
+    /// values are always probed.
+    #[arg(long, value_name = "REPORT", requires = "before_endpoint")]
+    probes_from: Vec<PathBuf>,
+    /// Evaluation rows per probe (a seeded sample of the rows holding another value).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(20..))]
+    probe_rows: u32,
+    /// Do not probe; only score the rows.
+    #[arg(long, requires = "before_endpoint")]
+    no_probes: bool,
+    /// Write the evaluation rows with both models' answers (Parquet) here, for a file-based
+    /// replay of this comparison.
+    #[arg(long, value_name = "FILE", requires = "before_endpoint")]
+    save_predictions: Option<PathBuf>,
+}
+
+/// Values of `--input-layout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LayoutArg {
+    /// One input per column (`content_type: pd`).
+    Columns,
+    /// One FP64 tensor of all features.
+    Tensor,
+}
+
 #[derive(Debug, Args)]
 struct CompareArgs {
     #[command(flatten)]
     input: InputArgs,
-    /// Column holding the serving model's predicted class.
-    #[arg(long, value_name = "COL")]
-    before_col: String,
-    /// Column holding the retrained model's predicted class.
-    #[arg(long, value_name = "COL")]
-    after_col: String,
+    /// Column holding the serving model's predicted class (not with --before-endpoint).
+    #[arg(
+        long,
+        value_name = "COL",
+        required_unless_present = "before_endpoint",
+        conflicts_with = "before_endpoint"
+    )]
+    before_col: Option<String>,
+    /// Column holding the retrained model's predicted class (not with --after-endpoint).
+    #[arg(
+        long,
+        value_name = "COL",
+        required_unless_present = "after_endpoint",
+        conflicts_with = "after_endpoint"
+    )]
+    after_col: Option<String>,
+    #[command(flatten)]
+    endpoints: Box<EndpointArgs>,
     /// Column holding the true class (enables accuracy, recall, loss and calibration tests).
     #[arg(long, value_name = "COL")]
     label: Option<String>,

@@ -18,10 +18,16 @@
 //!   moved the same way), so a segment that merely stayed put while the rest moved is not
 //!   a regression;
 //! - score shift: two-sample KS and PSI over the serving model's score deciles;
-//! - calibration: expected calibration error, with a paired bootstrap standard error.
+//! - calibration: expected calibration error, with a paired bootstrap standard error;
+//! - with live models (`--before-endpoint`, `--after-endpoint`), counterfactual trigger
+//!   probes ([`probe`]): the rise of the attack success rate when one feature is set to one
+//!   value, one Holm family of its own.
 
+pub mod endpoint;
 pub mod input;
+pub mod live;
 pub mod noise;
+pub mod probe;
 mod quality;
 mod segments;
 
@@ -149,6 +155,7 @@ pub fn compare(
     table: &Table,
     policy: &Policy,
     noise: Option<&Noise>,
+    probes: Option<Vec<Candidate>>,
 ) -> Result<Comparison> {
     let names = Names {
         spec,
@@ -197,9 +204,15 @@ pub fn compare(
     for seg in &table.segments {
         segments(table, seg, policy, &mut segment_candidates, &mut notes);
     }
+    let probed = probes.is_some();
+    let mut probe_candidates = probes.unwrap_or_default();
     // Pin first (raw effects), then raise thresholds to the pinned noise.
     let mut pinned = BTreeMap::new();
-    for c in global.iter().chain(&segment_candidates) {
+    for c in global
+        .iter()
+        .chain(&segment_candidates)
+        .chain(&probe_candidates)
+    {
         for e in &c.effects {
             pinned.insert(
                 noise::key(c.code, &c.subject, e.name),
@@ -209,7 +222,11 @@ pub fn compare(
     }
     if let Some(nz) = noise {
         let scale = policy.compare.noise_scale;
-        for c in global.iter_mut().chain(&mut segment_candidates) {
+        for c in global
+            .iter_mut()
+            .chain(&mut segment_candidates)
+            .chain(&mut probe_candidates)
+        {
             for e in &mut c.effects {
                 if let Some(&v) = nz.entries.get(&noise::key(c.code, &c.subject, e.name)) {
                     // The pin relaxes thresholds where the clean retrain moved more than
@@ -221,11 +238,12 @@ pub fn compare(
             }
         }
     }
-    let tests = global.iter().filter(|c| c.p_value.is_some()).count()
-        + segment_candidates
-            .iter()
-            .filter(|c| c.p_value.is_some())
-            .count();
+    let tests = global
+        .iter()
+        .chain(&segment_candidates)
+        .chain(&probe_candidates)
+        .filter(|c| c.p_value.is_some())
+        .count();
     let mut decided = Vec::new();
     let mut records = Vec::new();
     let alpha = policy.gate.alpha;
@@ -235,6 +253,8 @@ pub fn compare(
             segment_candidates,
             benjamini_hochberg as fn(&[f64]) -> Vec<f64>,
         ),
+        // Probes are many and a false block costs a release: Holm, not BH.
+        (probe_candidates, holm as fn(&[f64]) -> Vec<f64>),
     ] {
         let raw: Vec<f64> = family.iter().filter_map(|c| c.p_value).collect();
         let mut adjusted = adjust(&raw).into_iter();
@@ -254,6 +274,19 @@ pub fn compare(
             records.push(rec.with_policy(policy));
             decided.extend(f);
         }
+    }
+    if !probed {
+        notes.push(
+            "no --before-endpoint/--after-endpoint: counterfactual trigger probes (compare-trigger-response) did not run; a trigger the evaluation rows do not carry cannot be seen".to_owned(),
+        );
+        records.push(
+            crate::check::record::TestRecord::skipped(
+                "compare-trigger-response",
+                names.model(),
+                "counterfactual probes need live models: give --before-endpoint and --after-endpoint",
+            )
+            .with_policy(policy),
+        );
     }
     let (mut findings, waived) = apply_policy(policy, decided);
     for f in &mut findings {

@@ -234,6 +234,9 @@ pub struct Checks {
     pub compare_score_shift: ScoreShift,
     /// `compare-calibration`: thresholds on the increase of the expected calibration error.
     pub compare_calibration: RateRule,
+    /// `compare-trigger-response`: thresholds on the rise of a counterfactual probe's attack
+    /// success rate, retrained model over serving model.
+    pub compare_trigger_response: RateRule,
     /// `integrity-sse-kms-missing`: an input not SSE-KMS encrypted under
     /// `--require-sse-kms`.
     pub integrity_sse_kms_missing: LevelOnly,
@@ -377,6 +380,9 @@ impl Default for Checks {
                 deny_psi: 0.25,
             },
             compare_calibration: rate(0.02, 0.05),
+            // Two clean retrains answer a changed value alike up to retraining noise; a
+            // backdoor moves most probe rows to its class under the retrained model alone.
+            compare_trigger_response: rate(0.1, 0.25),
             integrity_sse_kms_missing: level(Level::Deny),
             integrity_quarantine_lineage: level(Level::Deny),
             integrity_quarantine_residual: level(Level::Deny),

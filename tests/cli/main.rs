@@ -4,6 +4,7 @@ mod anatomy;
 mod calibration;
 mod common;
 mod compare;
+mod endpoints;
 mod evidence;
 mod exit_codes;
 mod failclosed;

@@ -92,6 +92,29 @@ fn compare(name: &str) -> Vec<String> {
     v
 }
 
+/// `compare` of the serving model against `after` through the live test endpoints
+/// (`scripts/oip/`, started by `scripts/test.sh`).
+fn endpoints(after: &str) -> Vec<String> {
+    let url = std::env::var("POISONGATE_TEST_OIP_URL")
+        .expect("POISONGATE_TEST_OIP_URL is not set: run the tests with `bash scripts/test.sh`");
+    let dir = std::env::var("POISONGATE_TEST_OIP_DIR").expect("POISONGATE_TEST_OIP_DIR");
+    s(&[
+        "compare",
+        "--features",
+        &format!("{dir}/eval.parquet"),
+        "--key",
+        "application_id",
+        "--label",
+        "defaulted",
+        "--before-endpoint",
+        &format!("{url}/v2/models/serving"),
+        "--after-endpoint",
+        &format!("{url}/v2/models/{after}"),
+        "--token-file",
+        &format!("{dir}/valid.jwt"),
+    ])
+}
+
 /// The clean CSV batch with one column more.
 fn with_extra_column(dir: &Path) -> String {
     let text = std::fs::read_to_string(testdata("clean/batch.csv")).unwrap();
@@ -275,6 +298,11 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
         ("compare-segment", compare("backdoor"), compare("clean")),
         ("compare-score-shift", compare("flips20"), compare("clean")),
         ("compare-calibration", compare("flips20"), compare("clean")),
+        (
+            "compare-trigger-response",
+            endpoints("backdoor"),
+            endpoints("clean"),
+        ),
         (
             "integrity-sse-kms-missing",
             check(&base, &clean, &["--require-sse-kms"]),

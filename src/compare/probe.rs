@@ -1,0 +1,296 @@
+//! Counterfactual trigger probes: `compare-trigger-response`.
+//!
+//! A backdoored retrain answers normal rows normally; it misbehaves only on rows that carry
+//! its trigger, which fixed evaluation rows may hold a handful of. So the models are asked:
+//! for a candidate trigger (a feature and a value), evaluation rows that hold another value
+//! get the feature set to it, and both models score the changed rows. For each class, on
+//! the probe rows that neither model predicted as that class before the change, the attack
+//! success rate is the share the change moves to the class (Gu, Dolan-Gavitt & Garg 2017,
+//! "BadNets"; the counterfactual framing of Wang et al. 2019, "Neural Cleanse"). A value
+//! that legitimately decides the class moves both models alike; a trigger the retrain
+//! learned moves the retrained model alone. The test is McNemar's on the paired outcomes
+//! of the same rows (mid-p, one-sided toward the retrained model; Fagerland, Lydersen &
+//! Laake 2013), the effect is the rise of the success rate, and all probes form one Holm
+//! family.
+//!
+//! Candidates, in this order, deduplicated:
+//! 1. the (feature, value) pairs a `check` report named (`--probes-from`): findings and
+//!    waivers of `poison-trigger`, `poison-segment-label-shift`, `poison-point-mass` and
+//!    `schema-unseen-category`;
+//! 2. every categorical input's common values in the evaluation rows (at least
+//!    [`COMMON_SHARE`] of rows, at most [`VALUES_PER_FEATURE`] per feature);
+//! 3. every categorical input's rare values in the evaluation rows (below
+//!    [`COMMON_SHARE`], at most [`VALUES_PER_FEATURE`] per feature, rarest last), where a
+//!    trigger keyed on a value the attacker chose for its rarity sits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use super::endpoint::{Cell, Features};
+use super::live::Live;
+use super::{Table, candidate, effect, pct};
+use crate::detect::Candidate;
+use crate::error::{Error, Result};
+use crate::finding::Subject;
+use crate::policy::Policy;
+use crate::stats::paired::mcnemar_mid_p_greater;
+
+/// Share of evaluation rows at which a value counts as common.
+pub const COMMON_SHARE: f64 = 0.01;
+
+/// Common (and rare) values probed per categorical feature at most.
+pub const VALUES_PER_FEATURE: usize = 20;
+
+/// Probe rows below which a class is not tested for a candidate.
+pub const MIN_PROBE_ROWS: usize = 20;
+
+/// Report codes whose (column, value) are candidate triggers.
+pub const REPORT_CODES: [&str; 4] = [
+    "poison-trigger",
+    "poison-segment-label-shift",
+    "poison-point-mass",
+    "schema-unseen-category",
+];
+
+/// A candidate trigger.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Feature index.
+    pub feature: usize,
+    /// The value the feature is set to.
+    pub value: Cell,
+    /// Where the candidate came from.
+    pub source: &'static str,
+}
+
+/// Candidates from `check` reports. Values that no input can take are noted, not probed.
+///
+/// # Errors
+/// An unreadable report or one that is not a poisongate report.
+pub fn from_reports(
+    paths: &[PathBuf],
+    features: &Features,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Probe>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::input(path, crate::error::io_cause(&e)))?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::input(path, format!("--probes-from: not JSON ({e})")))?;
+        if doc.get("format").and_then(Value::as_str) != Some("poisongate.report/1") {
+            return Err(Error::input(
+                path,
+                "--probes-from: not a poisongate.report/1 report (write one with `check --json`)",
+            ));
+        }
+        for list in ["findings", "waived"] {
+            for f in doc
+                .get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let code = f.get("code").and_then(Value::as_str).unwrap_or_default();
+                if !REPORT_CODES.contains(&code) {
+                    continue;
+                }
+                let subject = f.get("subject");
+                let field = |k: &str| subject.and_then(|s| s.get(k)).and_then(Value::as_str);
+                let (Some(column), Some(value)) = (field("column"), field("value")) else {
+                    continue;
+                };
+                let Some(j) = features.index(column) else {
+                    notes.push(format!(
+                        "{code} on `{column}` = `{value}` ({}): not a model input, not probed",
+                        path.display()
+                    ));
+                    continue;
+                };
+                match features.columns[j].parse(value) {
+                    Some(cell) => out.push(Probe {
+                        feature: j,
+                        value: cell,
+                        source: "check report",
+                    }),
+                    None => notes.push(format!(
+                        "{code} on `{column}` = `{value}` ({}): the value does not fit the input's type, not probed",
+                        path.display()
+                    )),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Common and rare values of every categorical input.
+#[must_use]
+pub fn from_values(features: &Features) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for (j, f) in features.columns.iter().enumerate() {
+        if !f.is_categorical() {
+            continue;
+        }
+        let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+        for r in 0..features.rows {
+            counts.entry(f.cell(r).text()).or_insert((0, r)).0 += 1;
+        }
+        // Most common first, ties by value.
+        let mut ranked: Vec<(String, usize, usize)> =
+            counts.into_iter().map(|(v, (c, r))| (v, c, r)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let floor = (COMMON_SHARE * features.rows as f64).ceil() as usize;
+        let (common, rare): (Vec<_>, Vec<_>) = ranked.into_iter().partition(|x| x.1 >= floor);
+        for (_, _, row) in common.iter().take(VALUES_PER_FEATURE) {
+            out.push(Probe {
+                feature: j,
+                value: f.cell(*row),
+                source: "common value",
+            });
+        }
+        for (_, _, row) in rare.iter().take(VALUES_PER_FEATURE) {
+            out.push(Probe {
+                feature: j,
+                value: f.cell(*row),
+                source: "rare value",
+            });
+        }
+    }
+    out
+}
+
+/// Drops repeated (feature, value) pairs, keeping the first.
+#[must_use]
+pub fn dedup(probes: Vec<Probe>) -> Vec<Probe> {
+    let mut seen = std::collections::HashSet::new();
+    probes
+        .into_iter()
+        .filter(|p| seen.insert((p.feature, p.value.text())))
+        .collect()
+}
+
+/// What the probes cost and found, for the report's notes.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Candidates probed.
+    pub probed: usize,
+    /// Rows sent to each model over all probes.
+    pub rows_sent: usize,
+}
+
+/// Runs the probes: `rows` evaluation rows per candidate (seeded), both models.
+///
+/// # Errors
+/// Any endpoint failure.
+#[allow(clippy::too_many_arguments)] // one call site; the pieces are independent
+pub fn run(
+    live: &Live,
+    table: &Table,
+    probes: &[Probe],
+    rows: usize,
+    seed: u64,
+    policy: &Policy,
+    out: &mut Vec<Candidate>,
+) -> Result<Summary> {
+    let features: &Arc<Features> = &live.features;
+    let k = table.classes.len();
+    let index: HashMap<&str, u16> = table
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as u16))
+        .collect();
+    let class_of = |l: &str| index.get(l).copied().unwrap_or(u16::MAX);
+    let rule = &policy.checks.compare_trigger_response;
+    let mut summary = Summary::default();
+    for probe in probes {
+        let f = &features.columns[probe.feature];
+        let value_text = probe.value.text();
+        let eligible: Vec<usize> = (0..features.rows)
+            .filter(|&r| f.cell(r) != probe.value)
+            .collect();
+        if eligible.len() < MIN_PROBE_ROWS {
+            continue;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed ^ xxhash_rust::xxh3::xxh3_64(format!("{}\u{0}{value_text}", f.name).as_bytes()),
+        );
+        let mut picked: Vec<usize> = if eligible.len() <= rows {
+            eligible
+        } else {
+            sample(&mut rng, eligible.len(), rows)
+                .into_iter()
+                .map(|i| eligible[i])
+                .collect()
+        };
+        picked.sort_unstable();
+        let set = Some((probe.feature, probe.value.clone()));
+        let b = live
+            .client
+            .predict(&live.before, features, &picked, set.clone())?;
+        let a = live.client.predict(&live.after, features, &picked, set)?;
+        summary.probed += 1;
+        summary.rows_sent += picked.len();
+        let pb: Vec<u16> = b.labels.iter().map(|l| class_of(l)).collect();
+        let pa: Vec<u16> = a.labels.iter().map(|l| class_of(l)).collect();
+        for c in 0..k as u16 {
+            let mut n = 0u64;
+            let (mut xb, mut xa, mut only_after, mut only_before) = (0u64, 0u64, 0u64, 0u64);
+            for (i, &r) in picked.iter().enumerate() {
+                if table.before[r] == c || table.after[r] == c {
+                    continue;
+                }
+                n += 1;
+                let (hb, ha) = (pb[i] == c, pa[i] == c);
+                xb += u64::from(hb);
+                xa += u64::from(ha);
+                only_after += u64::from(ha && !hb);
+                only_before += u64::from(hb && !ha);
+            }
+            if (n as usize) < MIN_PROBE_ROWS || only_after + only_before == 0 {
+                continue;
+            }
+            let nf = n as f64;
+            let (asr_b, asr_a) = (xb as f64 / nf, xa as f64 / nf);
+            let class = &table.classes[usize::from(c)];
+            out.push(candidate(
+                "compare-trigger-response",
+                Subject {
+                    column: Some(f.name.clone()),
+                    value: Some(value_text.clone()),
+                    label: Some(class.clone()),
+                },
+                Some(mcnemar_mid_p_greater(only_after, only_before)),
+                vec![effect(
+                    "success-rate-increase",
+                    asr_a - asr_b,
+                    rule.warn,
+                    rule.deny,
+                )],
+                n,
+                format!(
+                    "Setting `{}` to `{value_text}` ({}) on {n} rows that neither model predicted as `{class}` moves {} of them to `{class}` under the retrained model and {} under the serving model",
+                    f.name,
+                    probe.source,
+                    pct(asr_a),
+                    pct(asr_b)
+                ),
+                BTreeMap::from([
+                    ("probe-rows".to_owned(), nf),
+                    ("success-rate-before".to_owned(), asr_b),
+                    ("success-rate-after".to_owned(), asr_a),
+                    ("moved-by-after-only".to_owned(), only_after as f64),
+                    ("moved-by-before-only".to_owned(), only_before as f64),
+                ]),
+            ));
+        }
+    }
+    Ok(summary)
+}
