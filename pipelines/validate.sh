@@ -27,6 +27,18 @@ for f in pipelines/kubernetes/*.yaml; do
   "$venv/bin/kubernetes-validate" --strict --quiet "$f"
   echo "ok: kubernetes-validate --strict $f"
 done
+# KServe InferenceServices and the Istio JWT check in front of them (compare --before-endpoint).
+for f in pipelines/kserve/*-job.yaml; do
+  "$venv/bin/kubernetes-validate" --strict --quiet "$f"
+  echo "ok: kubernetes-validate --strict $f"
+done
+for f in pipelines/kserve/inferenceservice-*.yaml; do
+  "$venv/bin/check-jsonschema" --schemafile "$schemas/serving.kserve.io/inferenceservice_v1beta1.json" "$f"
+done
+"$venv/bin/check-jsonschema" --schemafile "$schemas/security.istio.io/requestauthentication_v1.json" \
+  pipelines/kserve/requestauthentication.yaml
+"$venv/bin/check-jsonschema" --schemafile "$schemas/security.istio.io/authorizationpolicy_v1.json" \
+  pipelines/kserve/authorizationpolicy.yaml
 for f in pipelines/argo/*.yaml; do
   "$venv/bin/check-jsonschema" --schemafile "$schemas/argoproj.io/workflowtemplate_v1alpha1.json" "$f"
 done
