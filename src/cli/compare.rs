@@ -73,6 +73,8 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
         before_scores,
         after_scores,
         positive_class: args.positive_class.clone(),
+        before_confidence: args.before_confidence.clone(),
+        after_confidence: args.after_confidence.clone(),
         seed: args.seed,
     };
     let table = compare::assemble(&spec, &batch, join.as_ref())?;

@@ -444,6 +444,19 @@ struct CompareArgs {
     /// The retrained model's score column(s), as `--before-score`.
     #[arg(long, value_name = "COL")]
     after_score: Vec<String>,
+    /// Column holding the serving model's probability of its own predicted class (what many
+    /// serving logs keep). Binary tasks get every score test; with more classes, score shift
+    /// and top-label calibration. Not with --before-score.
+    #[arg(long, value_name = "COL", requires = "after_confidence", conflicts_with_all = ["before_score", "before_endpoint"])]
+    before_confidence: Option<String>,
+    /// The retrained model's probability of its own predicted class, as --before-confidence.
+    #[arg(
+        long,
+        value_name = "COL",
+        requires = "before_confidence",
+        conflicts_with = "after_score"
+    )]
+    after_confidence: Option<String>,
     /// The class a single score column is the probability of (default: the second of the two
     /// classes in sorted order).
     #[arg(long, value_name = "CLASS")]

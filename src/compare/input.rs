@@ -45,6 +45,11 @@ pub struct Spec {
     pub after_scores: Vec<String>,
     /// The class a single score column is the probability of.
     pub positive_class: Option<String>,
+    /// Column holding the serving model's probability of its predicted class (serving logs
+    /// often keep only that).
+    pub before_confidence: Option<String>,
+    /// Column holding the retrained model's probability of its predicted class.
+    pub after_confidence: Option<String>,
     /// Seed of the bootstrap behind the calibration test.
     pub seed: u64,
 }
@@ -76,6 +81,12 @@ pub struct Table {
     pub before_scores: Vec<f64>,
     /// Row-major class probabilities of the retrained model.
     pub after_scores: Vec<f64>,
+    /// Probability of the predicted class, per row, of the serving model: given as
+    /// `--before-confidence` for more than two classes (a binary task's confidence becomes
+    /// its full scores); empty otherwise.
+    pub before_confidence: Vec<f64>,
+    /// Probability of the predicted class, per row, of the retrained model.
+    pub after_confidence: Vec<f64>,
     /// Segment columns.
     pub segments: Vec<Segment>,
 }
@@ -91,6 +102,12 @@ impl Table {
     #[must_use]
     pub fn has_scores(&self) -> bool {
         !self.before_scores.is_empty()
+    }
+
+    /// Whether only the predicted classes' probabilities were given (more than two classes).
+    #[must_use]
+    pub fn has_confidence(&self) -> bool {
+        !self.before_confidence.is_empty()
     }
 }
 
@@ -317,6 +334,16 @@ pub fn assemble(spec: &Spec, batch: &Batch, join: Option<&Batch>) -> Result<Tabl
             "--before-col and --after-col name the same column".into(),
         ));
     }
+    if spec.before_confidence.is_some() != spec.after_confidence.is_some() {
+        return Err(Error::Usage(
+            "give both --before-confidence and --after-confidence, or neither".into(),
+        ));
+    }
+    if spec.before_confidence.is_some() && !spec.before_scores.is_empty() {
+        return Err(Error::Usage(
+            "--before-confidence/--after-confidence replace --before-score/--after-score; give one kind".into(),
+        ));
+    }
     if spec.before_scores.len() != spec.after_scores.len() {
         return Err(Error::Usage(format!(
             "{} --before-score column(s) but {} --after-score column(s); give the same number",
@@ -484,8 +511,51 @@ pub fn assemble(spec: &Spec, batch: &Batch, join: Option<&Batch>) -> Result<Tabl
         }
         Ok(out)
     };
-    let before_scores = scores(&spec.before_scores, "--before-score")?;
-    let after_scores = scores(&spec.after_scores, "--after-score")?;
+    let mut before_scores = scores(&spec.before_scores, "--before-score")?;
+    let mut after_scores = scores(&spec.after_scores, "--after-score")?;
+    let (mut before_confidence, mut after_confidence) = (Vec::new(), Vec::new());
+    if let (Some(bc), Some(ac)) = (&spec.before_confidence, &spec.after_confidence) {
+        for (col, flag, predicted, full, top) in [
+            (
+                bc,
+                "--before-confidence",
+                &before_idx,
+                &mut before_scores,
+                &mut before_confidence,
+            ),
+            (
+                ac,
+                "--after-confidence",
+                &after_idx,
+                &mut after_scores,
+                &mut after_confidence,
+            ),
+        ] {
+            let c = score_values(&gather(batch, col, flag)?, path, flag)?;
+            // The predicted class's probability is the largest of k: at least 1/k.
+            let floor = 1.0 / k as f64 - 0.01;
+            if let Some(row) = c.iter().position(|&x| x < floor) {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "column `{col}` ({flag}) row {row} holds {}, below 1/{k}: not the probability of the predicted class (for the probability of one class, use --before-score/--after-score)",
+                        num(c[row])
+                    ),
+                ));
+            }
+            if k == 2 {
+                // A binary task's confidence is its full scores.
+                *full = vec![0.0; n * 2];
+                for (r, (&x, &p)) in c.iter().zip(predicted.iter()).enumerate() {
+                    let p = usize::from(p);
+                    full[r * 2 + p] = x;
+                    full[r * 2 + (1 - p)] = 1.0 - x;
+                }
+            } else {
+                *top = c;
+            }
+        }
+    }
     // Keys and the join.
     let aligned = match (join, &spec.key) {
         (Some(_), None) => {
@@ -543,6 +613,8 @@ pub fn assemble(spec: &Spec, batch: &Batch, join: Option<&Batch>) -> Result<Tabl
         label: label_idx,
         before_scores,
         after_scores,
+        before_confidence,
+        after_confidence,
         segments,
     })
 }

@@ -31,7 +31,7 @@ pub mod probe;
 mod quality;
 mod segments;
 
-use quality::{accuracy, calibration, loss, scores};
+use quality::{accuracy, calibration, confidence_shift, loss, scores};
 use segments::segments;
 
 pub use input::{Spec, Table, assemble};
@@ -194,6 +194,15 @@ pub fn compare(
             loss(table, policy, &names, &mut global);
             calibration(table, policy, &names, spec.seed, &mut global);
         }
+    } else if table.has_confidence() {
+        confidence_shift(table, policy, &names, &mut global);
+        if labelled > 0 {
+            calibration(table, policy, &names, spec.seed, &mut global);
+        }
+        notes.push(format!(
+            "--before-confidence/--after-confidence on {} classes: log-loss and Brier need every class's probability and were not tested",
+            table.classes.len()
+        ));
     } else {
         notes.push(
             "no --before-score/--after-score: score shift, loss and calibration were not tested"
@@ -293,7 +302,8 @@ pub fn compare(
         f.tidy();
     }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    let columns_checked = 1 + usize::from(table.has_scores()) + table.segments.len();
+    let columns_checked =
+        1 + usize::from(table.has_scores() || table.has_confidence()) + table.segments.len();
     Ok(Comparison {
         eval: Evaluation {
             findings,

@@ -151,39 +151,9 @@ pub(super) fn deciles(sorted: &[f64]) -> [f64; 3] {
 pub(super) fn scores(table: &Table, policy: &Policy, names: &Names<'_>, out: &mut Vec<Candidate>) {
     let k = table.classes.len();
     let n = table.rows();
-    let rule = &policy.checks.compare_score_shift;
     for j in score_classes(k) {
-        // Scores are compared at a resolution of 0.01: a saturated model's scores (1e-4 vs
-        // 1.2e-4) move under any retrain, and below that resolution no decision changes.
-        let at_resolution = |x: f64| (x * SCORE_RESOLUTION).round() / SCORE_RESOLUTION;
-        let mut before: Vec<f64> = (0..n)
-            .map(|r| at_resolution(table.before_scores[r * k + j]))
-            .collect();
-        let mut after: Vec<f64> = (0..n)
-            .map(|r| at_resolution(table.after_scores[r * k + j]))
-            .collect();
-        // Sorted first: the KS test sorts its own copies, which is linear on sorted input.
-        before.sort_unstable_by(f64::total_cmp);
-        after.sort_unstable_by(f64::total_cmp);
-        let ks = crate::stats::ks::two_sample(&before, &after);
-        // PSI over ten equal-width probability bins: quantile bins of saturated scores
-        // (most near 0 or 1) turn shifts of 1e-5 into large PSI values.
-        let edges: Vec<f64> = (1..10).map(|q| f64::from(q) / 10.0).collect();
-        let count = |sorted: &[f64]| -> Vec<u64> {
-            let mut counts = vec![0u64; edges.len() + 1];
-            let mut prev = 0usize;
-            for (b, &e) in edges.iter().enumerate() {
-                let upto = sorted.partition_point(|&x| x <= e);
-                counts[b] = (upto - prev) as u64;
-                prev = upto;
-            }
-            counts[edges.len()] = (sorted.len() - prev) as u64;
-            counts
-        };
-        let psi_v = psi(&count(&before), &count(&after), PSI_EPS);
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let [b10, b50, b90] = deciles(&before);
-        let [a10, a50, a90] = deciles(&after);
+        let before: Vec<f64> = (0..n).map(|r| table.before_scores[r * k + j]).collect();
+        let after: Vec<f64> = (0..n).map(|r| table.after_scores[r * k + j]).collect();
         let mut subject = names.class(j);
         subject.column = Some(
             names
@@ -197,39 +167,97 @@ pub(super) fn scores(table: &Table, policy: &Policy, names: &Names<'_>, out: &mu
                 .cloned()
                 .unwrap_or_default(),
         );
-        out.push(candidate(
-            "compare-score-shift",
-            subject,
-            Some(ks.p_value),
-            vec![
-                effect("ks", ks.statistic, rule.warn_ks, rule.deny_ks),
-                effect("psi", psi_v, rule.warn_psi, rule.deny_psi),
-            ],
-            n as u64,
-            format!(
-                "Scores for `{}` moved: median {} to {}, 10th-90th percentile {}-{} to {}-{}",
-                table.classes[j],
-                num(b50),
-                num(a50),
-                num(b10),
-                num(b90),
-                num(a10),
-                num(a90)
-            ),
-            BTreeMap::from([
-                ("ks".to_owned(), ks.statistic),
-                ("psi".to_owned(), psi_v),
-                ("mean-before".to_owned(), mean(&before)),
-                ("mean-after".to_owned(), mean(&after)),
-                ("p10-before".to_owned(), b10),
-                ("p50-before".to_owned(), b50),
-                ("p90-before".to_owned(), b90),
-                ("p10-after".to_owned(), a10),
-                ("p50-after".to_owned(), a50),
-                ("p90-after".to_owned(), a90),
-            ]),
-        ));
+        let what = format!("Scores for `{}`", table.classes[j]);
+        out.push(shift(before, after, subject, &what, policy));
     }
+}
+
+/// Shift of the predicted classes' probabilities (`--before-confidence`, more than two
+/// classes): the same KS and PSI on the top-label confidence.
+pub(super) fn confidence_shift(
+    table: &Table,
+    policy: &Policy,
+    names: &Names<'_>,
+    out: &mut Vec<Candidate>,
+) {
+    let subject = Subject::column(names.spec.after_confidence.as_deref().unwrap_or_default());
+    out.push(shift(
+        table.before_confidence.clone(),
+        table.after_confidence.clone(),
+        subject,
+        "Confidence in the predicted class",
+        policy,
+    ));
+}
+
+/// KS and PSI between two score samples.
+fn shift(
+    before: Vec<f64>,
+    after: Vec<f64>,
+    subject: Subject,
+    what: &str,
+    policy: &Policy,
+) -> Candidate {
+    let rule = &policy.checks.compare_score_shift;
+    let n = before.len();
+    // Scores are compared at a resolution of 0.01: a saturated model's scores (1e-4 vs
+    // 1.2e-4) move under any retrain, and below that resolution no decision changes.
+    let at_resolution = |x: f64| (x * SCORE_RESOLUTION).round() / SCORE_RESOLUTION;
+    let mut before: Vec<f64> = before.into_iter().map(at_resolution).collect();
+    let mut after: Vec<f64> = after.into_iter().map(at_resolution).collect();
+    // Sorted first: the KS test sorts its own copies, which is linear on sorted input.
+    before.sort_unstable_by(f64::total_cmp);
+    after.sort_unstable_by(f64::total_cmp);
+    let ks = crate::stats::ks::two_sample(&before, &after);
+    // PSI over ten equal-width probability bins: quantile bins of saturated scores
+    // (most near 0 or 1) turn shifts of 1e-5 into large PSI values.
+    let edges: Vec<f64> = (1..10).map(|q| f64::from(q) / 10.0).collect();
+    let count = |sorted: &[f64]| -> Vec<u64> {
+        let mut counts = vec![0u64; edges.len() + 1];
+        let mut prev = 0usize;
+        for (b, &e) in edges.iter().enumerate() {
+            let upto = sorted.partition_point(|&x| x <= e);
+            counts[b] = (upto - prev) as u64;
+            prev = upto;
+        }
+        counts[edges.len()] = (sorted.len() - prev) as u64;
+        counts
+    };
+    let psi_v = psi(&count(&before), &count(&after), PSI_EPS);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let [b10, b50, b90] = deciles(&before);
+    let [a10, a50, a90] = deciles(&after);
+    candidate(
+        "compare-score-shift",
+        subject,
+        Some(ks.p_value),
+        vec![
+            effect("ks", ks.statistic, rule.warn_ks, rule.deny_ks),
+            effect("psi", psi_v, rule.warn_psi, rule.deny_psi),
+        ],
+        n as u64,
+        format!(
+            "{what} moved: median {} to {}, 10th-90th percentile {}-{} to {}-{}",
+            num(b50),
+            num(a50),
+            num(b10),
+            num(b90),
+            num(a10),
+            num(a90)
+        ),
+        BTreeMap::from([
+            ("ks".to_owned(), ks.statistic),
+            ("psi".to_owned(), psi_v),
+            ("mean-before".to_owned(), mean(&before)),
+            ("mean-after".to_owned(), mean(&after)),
+            ("p10-before".to_owned(), b10),
+            ("p50-before".to_owned(), b50),
+            ("p90-before".to_owned(), b90),
+            ("p10-after".to_owned(), a10),
+            ("p50-after".to_owned(), a50),
+            ("p90-after".to_owned(), a90),
+        ]),
+    )
 }
 
 /// Per-row log-loss and Brier score of one model on one labelled row. The Brier score of a
@@ -354,8 +382,23 @@ pub(super) fn calibration(
     if m < 2 {
         return;
     }
-    let (cb, ob) = confidence(&table.before_scores, k, &rows, &table.label);
-    let (ca, oa) = confidence(&table.after_scores, k, &rows, &table.label);
+    let ((cb, ob), (ca, oa)) = if table.has_scores() {
+        (
+            confidence(&table.before_scores, k, &rows, &table.label),
+            confidence(&table.after_scores, k, &rows, &table.label),
+        )
+    } else {
+        // Only the predicted classes' probabilities: the top-label calibration needs no more.
+        let given = |conf: &[f64], pred: &[u16]| -> (Vec<f64>, Vec<bool>) {
+            rows.iter()
+                .map(|&r| (conf[r], pred[r] == table.label[r]))
+                .unzip()
+        };
+        (
+            given(&table.before_confidence, &table.before),
+            given(&table.after_confidence, &table.after),
+        )
+    };
     let (eb, ea) = (ece(&cb, &ob), ece(&ca, &oa));
     let delta = ea - eb;
     let draw = m.min(ECE_BOOTSTRAP_ROWS);

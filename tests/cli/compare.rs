@@ -33,7 +33,11 @@ fn compare(
 ) -> (i32, serde_json::Value, std::process::Output) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let data = testdata(&format!("compare/{file}"));
+    let data = if std::path::Path::new(file).is_absolute() {
+        std::path::PathBuf::from(file)
+    } else {
+        testdata(&format!("compare/{file}"))
+    };
     let mut args: Vec<&str> = vec!["compare", data.to_str().unwrap()];
     args.extend(flags.iter().map(String::as_str));
     args.extend_from_slice(&["--json", report.to_str().unwrap()]);
@@ -445,6 +449,142 @@ fn check_reports_output_drift_of_pinned_prediction_and_score_columns() {
     assert_eq!(code(&out), 2);
     assert!(
         stderr(&out).contains("--score column `region`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A copy of a fixture with `conf_before`/`conf_after`: each model's probability of its own
+/// predicted class (the largest of its class probabilities), as a serving log keeps it.
+fn with_confidence(file: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    use polars::prelude::*;
+    let path = testdata(&format!("compare/{file}"));
+    let mut df = ParquetReader::new(std::fs::File::open(&path).unwrap())
+        .finish()
+        .unwrap();
+    for side in ["before", "after"] {
+        let cols: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| c.starts_with(&format!("p_{side}_")) || *c == format!("score_{side}"))
+            .collect();
+        let n = df.height();
+        let conf: Vec<f64> = (0..n)
+            .map(|r| {
+                let v: Vec<f64> = cols
+                    .iter()
+                    .map(|c| df.column(c).unwrap().f64().unwrap().get(r).unwrap())
+                    .collect();
+                if v.len() == 1 {
+                    v[0].max(1.0 - v[0])
+                } else {
+                    v.iter().copied().fold(0.0, f64::max)
+                }
+            })
+            .collect();
+        df.with_column(Column::new(format!("conf_{side}").into(), conf))
+            .unwrap();
+    }
+    let out = dir.join(file);
+    ParquetWriter::new(std::fs::File::create(&out).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    out
+}
+
+/// `flags` without the score columns.
+fn without_scores(flags: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = flags.iter();
+    while let Some(f) = it.next() {
+        if f == "--before-score" || f == "--after-score" {
+            it.next();
+        } else {
+            out.push(f.clone());
+        }
+    }
+    out
+}
+
+#[test]
+fn confidence_columns_stand_in_for_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = |report: &serde_json::Value, code: &str| -> Vec<String> {
+        report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["code"] == code)
+            .map(|t| format!("{} {}", t["statistics"], t["outcome"]))
+            .collect()
+    };
+    // Three classes: the top-label calibration equals the one computed from every class's
+    // probability, the score shift is on the confidence, loss is said to be untested; the
+    // verdicts stay what they are with full scores.
+    for (name, want) in [("multiclass_backdoor", 1), ("multiclass_clean", 0)] {
+        let file = with_confidence(&format!("{name}.parquet"), dir.path());
+        let mut args = without_scores(&flags(name));
+        args.extend(
+            [
+                "--before-confidence",
+                "conf_before",
+                "--after-confidence",
+                "conf_after",
+            ]
+            .map(String::from),
+        );
+        let (code_conf, conf, out) = compare(file.to_str().unwrap(), &args, &[]);
+        assert_eq!(code_conf, want, "{name}: {}", stderr(&out));
+        let (_, full, _) = scenario(name, &[]);
+        assert_eq!(
+            stats(&conf, "compare-calibration"),
+            stats(&full, "compare-calibration"),
+            "{name}"
+        );
+        assert_eq!(stats(&conf, "compare-score-shift").len(), 1, "{name}");
+        assert!(stats(&conf, "compare-loss").is_empty());
+        assert!(
+            conf["notes"].to_string().contains("log-loss and Brier"),
+            "{name}"
+        );
+    }
+    // Two classes: the confidence is the full scores, so every statistic matches.
+    for name in ["backdoor", "clean"] {
+        let file = with_confidence(&format!("{name}.parquet"), dir.path());
+        let mut args = without_scores(&flags(name));
+        args.extend(
+            [
+                "--before-confidence",
+                "conf_before",
+                "--after-confidence",
+                "conf_after",
+            ]
+            .map(String::from),
+        );
+        let (c1, conf, out) = compare(file.to_str().unwrap(), &args, &[]);
+        let (c2, full, _) = scenario(name, &[]);
+        assert_eq!(c1, c2, "{name}: {}", stderr(&out));
+        for code in ["compare-loss", "compare-calibration"] {
+            assert_eq!(stats(&conf, code), stats(&full, code), "{name} {code}");
+        }
+    }
+    // A column that is not the predicted class's probability is refused.
+    let file = with_confidence("multiclass_clean.parquet", dir.path());
+    let mut args = without_scores(&flags("multiclass_clean"));
+    args.extend(
+        [
+            "--before-confidence",
+            "p_before_barbera",
+            "--after-confidence",
+            "conf_after",
+        ]
+        .map(String::from),
+    );
+    let (code, _, out) = compare(file.to_str().unwrap(), &args, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr(&out).contains("not the probability of the predicted class"),
         "{}",
         stderr(&out)
     );
