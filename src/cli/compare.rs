@@ -94,7 +94,17 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
         Some(l) if !ep.no_probes => {
             let mut candidates =
                 compare::probe::from_reports(&ep.probes_from, &l.features, &mut notes)?;
-            candidates.extend(compare::probe::from_values(&l.features));
+            if let Some(path) = &ep.baseline {
+                let b = poisongate::baseline::load(path, ep.expect_baseline_sha256.as_deref())?;
+                let common = compare::probe::from_values(&l.features);
+                let (common, rare): (Vec<_>, Vec<_>) =
+                    common.into_iter().partition(|p| p.source == "common value");
+                candidates.extend(common);
+                candidates.extend(compare::probe::from_baseline(&b.baseline, &l.features));
+                candidates.extend(rare);
+            } else {
+                candidates.extend(compare::probe::from_values(&l.features));
+            }
             let candidates = compare::probe::dedup(candidates);
             let mut found = Vec::new();
             let summary = compare::probe::run(
@@ -147,6 +157,7 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
     report.artifacts = super::check::read_artifacts(&[
         ("policy", args.policy.as_deref()),
         ("noise", args.noise.as_deref()),
+        ("baseline", ep.baseline.as_deref()),
     ])?;
     Ok(report)
 }

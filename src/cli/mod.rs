@@ -384,6 +384,14 @@ struct EndpointArgs {
     /// values are always probed.
     #[arg(long, value_name = "REPORT", requires = "before_endpoint")]
     probes_from: Vec<PathBuf>,
+    /// A pinned baseline of the trusted training data: the values it keeps for each text input
+    /// that were rare there (below 1 % of rows) are probed too, even when no evaluation row
+    /// holds them.
+    #[arg(long, value_name = "FILE", requires = "before_endpoint")]
+    baseline: Option<PathBuf>,
+    /// The baseline's expected SHA-256 (as `check --expect-baseline-sha256`).
+    #[arg(long, value_name = "HEX", requires = "baseline")]
+    expect_baseline_sha256: Option<String>,
     /// Evaluation rows per probe (a seeded sample of the rows holding another value).
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(20..))]
     probe_rows: u32,

@@ -19,9 +19,12 @@
 //!    `schema-unseen-category`;
 //! 2. every categorical input's common values in the evaluation rows (at least
 //!    [`COMMON_SHARE`] of rows, at most [`VALUES_PER_FEATURE`] per feature);
-//! 3. every categorical input's rare values in the evaluation rows (below
-//!    [`COMMON_SHARE`], at most [`VALUES_PER_FEATURE`] per feature, rarest last), where a
-//!    trigger keyed on a value the attacker chose for its rarity sits.
+//! 3. with `--baseline`, the values the pinned baseline keeps for each categorical input
+//!    that the trusted data held rarely (below [`COMMON_SHARE`], rarest first), which the
+//!    evaluation rows may not hold at all;
+//! 4. every categorical input's rare values in the evaluation rows (below
+//!    [`COMMON_SHARE`], at most [`VALUES_PER_FEATURE`] per feature), where a trigger keyed
+//!    on a value the attacker chose for its rarity sits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -161,6 +164,54 @@ pub fn from_values(features: &Features) -> Vec<Probe> {
                 value: f.cell(*row),
                 source: "rare value",
             });
+        }
+    }
+    out
+}
+
+/// The values a pinned baseline keeps for each categorical input that the trusted data held
+/// rarely (below [`COMMON_SHARE`] of its rows, rarest first, at most
+/// [`VALUES_PER_FEATURE`] per feature): an attacker who keys a trigger on a value picks one
+/// the model has little else to learn from, and the evaluation rows may not hold it at all.
+#[must_use]
+pub fn from_baseline(baseline: &crate::baseline::Baseline, features: &Features) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for (j, f) in features.columns.iter().enumerate() {
+        if !f.is_categorical() {
+            continue;
+        }
+        let Some(cat) = baseline
+            .columns
+            .iter()
+            .find(|c| c.name == f.name)
+            .and_then(|c| c.categorical.as_ref())
+        else {
+            continue;
+        };
+        let rows = baseline.rows.max(1) as f64;
+        let counted: HashMap<&str, u64> = cat
+            .top
+            .iter()
+            .map(|t| (t.value.as_str(), t.count))
+            .collect();
+        // Domain values outside the top list were rarer than every listed one.
+        let mut values: Vec<(&str, u64)> = cat
+            .domain
+            .iter()
+            .map(|v| (v.as_str(), counted.get(v.as_str()).copied().unwrap_or(0)))
+            .chain(cat.top.iter().map(|t| (t.value.as_str(), t.count)))
+            .filter(|(_, c)| (*c as f64) < COMMON_SHARE * rows)
+            .collect();
+        values.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+        values.dedup_by(|a, b| a.0 == b.0);
+        for (v, _) in values.into_iter().take(VALUES_PER_FEATURE) {
+            if let Some(cell) = f.parse(v) {
+                out.push(Probe {
+                    feature: j,
+                    value: cell,
+                    source: "baseline rare value",
+                });
+            }
         }
     }
     out

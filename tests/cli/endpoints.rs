@@ -222,6 +222,92 @@ fn a_trigger_the_rows_rarely_carry_is_found_through_a_check_report() {
 }
 
 #[test]
+fn a_value_the_baseline_pins_as_rare_is_probed_without_any_row_holding_it() {
+    use polars::prelude::*;
+    let o = oip();
+    let tmp = tempfile::tempdir().unwrap();
+    let read = || {
+        ParquetReader::new(std::fs::File::open(o.file("eval.parquet")).unwrap())
+            .finish()
+            .unwrap()
+    };
+    let islands = |df: &DataFrame| df.column("region").unwrap().str().unwrap().equal("islands");
+    // Evaluation rows without `islands`; trusted rows holding it in 10 of about 2,900 rows.
+    let df = read();
+    let mut rows = df.filter(&!islands(&df)).unwrap();
+    let eval = tmp.path().join("eval.parquet");
+    ParquetWriter::new(std::fs::File::create(&eval).unwrap())
+        .finish(&mut rows)
+        .unwrap();
+    let some_islands = df.filter(&islands(&df)).unwrap().head(Some(10));
+    let mut trusted = rows.vstack(&some_islands).unwrap();
+    let trusted_path = tmp.path().join("trusted.parquet");
+    ParquetWriter::new(std::fs::File::create(&trusted_path).unwrap())
+        .finish(&mut trusted)
+        .unwrap();
+    let baseline = tmp.path().join("baseline.json");
+    let out = run(&[
+        "profile",
+        trusted_path.to_str().unwrap(),
+        "-o",
+        baseline.to_str().unwrap(),
+        "--label",
+        "defaulted",
+        "--id",
+        "application_id",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let json = tmp.path().join("r.json");
+    let go = |extra: &[&str]| {
+        let mut args = vec![
+            "compare".to_owned(),
+            "--features".into(),
+            eval.display().to_string(),
+            "--key".into(),
+            "application_id".into(),
+            "--label".into(),
+            "defaulted".into(),
+            "--before-endpoint".into(),
+            o.model("serving"),
+            "--after-endpoint".into(),
+            o.model("backdoor"),
+            "--token-file".into(),
+            o.token("valid"),
+            "--label-output".into(),
+            "predict".into(),
+            "--json".into(),
+            json.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let out = bin().args(&args).output().unwrap();
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (out, report)
+    };
+    let (out, report) = go(&["--baseline", baseline.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        denied(&report, "compare-trigger-response"),
+        ["region=islands"],
+        "{}",
+        report["findings"]
+    );
+    assert!(
+        report["artifacts"].to_string().contains("baseline"),
+        "{}",
+        report["artifacts"]
+    );
+    // A baseline that does not match its pinned digest is exit 2, as in `check`.
+    let (out, _) = go(&[
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--expect-baseline-sha256",
+        &"0".repeat(64),
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+#[test]
 fn endpoint_answers_equal_the_models_local_answers() {
     // scripts/oip/train.py scored the same rows with the same models in-process: a file-based
     // comparison of those scores finds what the endpoint-based one finds, statistic by
