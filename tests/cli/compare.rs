@@ -493,6 +493,21 @@ fn with_confidence(file: &str, dir: &std::path::Path) -> std::path::PathBuf {
     out
 }
 
+/// A scenario's flags with confidence columns in place of the scores.
+fn confidence_flags(name: &str, before: &str) -> Vec<String> {
+    let mut args = without_scores(&flags(name));
+    args.extend(
+        [
+            "--before-confidence",
+            before,
+            "--after-confidence",
+            "conf_after",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
 /// `flags` without the score columns.
 fn without_scores(flags: &[String]) -> Vec<String> {
     let mut out = Vec::new();
@@ -524,16 +539,7 @@ fn confidence_columns_stand_in_for_scores() {
     // verdicts stay what they are with full scores.
     for (name, want) in [("multiclass_backdoor", 1), ("multiclass_clean", 0)] {
         let file = with_confidence(&format!("{name}.parquet"), dir.path());
-        let mut args = without_scores(&flags(name));
-        args.extend(
-            [
-                "--before-confidence",
-                "conf_before",
-                "--after-confidence",
-                "conf_after",
-            ]
-            .map(String::from),
-        );
+        let args = confidence_flags(name, "conf_before");
         let (code_conf, conf, out) = compare(file.to_str().unwrap(), &args, &[]);
         assert_eq!(code_conf, want, "{name}: {}", stderr(&out));
         let (_, full, _) = scenario(name, &[]);
@@ -552,16 +558,7 @@ fn confidence_columns_stand_in_for_scores() {
     // Two classes: the confidence is the full scores, so every statistic matches.
     for name in ["backdoor", "clean"] {
         let file = with_confidence(&format!("{name}.parquet"), dir.path());
-        let mut args = without_scores(&flags(name));
-        args.extend(
-            [
-                "--before-confidence",
-                "conf_before",
-                "--after-confidence",
-                "conf_after",
-            ]
-            .map(String::from),
-        );
+        let args = confidence_flags(name, "conf_before");
         let (c1, conf, out) = compare(file.to_str().unwrap(), &args, &[]);
         let (c2, full, _) = scenario(name, &[]);
         assert_eq!(c1, c2, "{name}: {}", stderr(&out));
@@ -571,16 +568,7 @@ fn confidence_columns_stand_in_for_scores() {
     }
     // A column that is not the predicted class's probability is refused.
     let file = with_confidence("multiclass_clean.parquet", dir.path());
-    let mut args = without_scores(&flags("multiclass_clean"));
-    args.extend(
-        [
-            "--before-confidence",
-            "p_before_barbera",
-            "--after-confidence",
-            "conf_after",
-        ]
-        .map(String::from),
-    );
+    let args = confidence_flags("multiclass_clean", "p_before_barbera");
     let (code, _, out) = compare(file.to_str().unwrap(), &args, &[]);
     assert_eq!(code, 2);
     assert!(

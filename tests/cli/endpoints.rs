@@ -40,12 +40,23 @@ impl Oip {
     /// `compare` of `before` and `after` on the evaluation rows, with the valid token unless
     /// `extra` names another.
     fn compare(&self, before: &str, after: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+        self.compare_rows(&self.file("eval.parquet"), before, after, extra)
+    }
+
+    /// [`Oip::compare`] on other rows.
+    fn compare_rows(
+        &self,
+        rows: &str,
+        before: &str,
+        after: &str,
+        extra: &[&str],
+    ) -> (Output, serde_json::Value) {
         let tmp = tempfile::tempdir().unwrap();
         let json = tmp.path().join("r.json");
         let mut args: Vec<String> = vec![
             "compare".into(),
             "--features".into(),
-            self.file("eval.parquet"),
+            rows.to_owned(),
             "--key".into(),
             "application_id".into(),
             "--label".into(),
@@ -174,35 +185,12 @@ fn a_trigger_the_rows_rarely_carry_is_found_through_a_check_report() {
     )
     .unwrap();
     let run = |extra: &[&str]| {
-        let json = tmp.path().join("r.json");
-        let mut args = vec![
-            "compare",
-            "--features",
+        o.compare_rows(
             rows.to_str().unwrap(),
-            "--key",
-            "application_id",
-            "--label",
-            "defaulted",
-            "--before-endpoint",
-            &o.url,
-            "--after-endpoint",
-            &o.url,
-            "--label-output",
-            "predict",
-            "--json",
-            json.to_str().unwrap(),
-        ];
-        let before = o.model("serving");
-        let after = o.model("backdoor");
-        let token = o.token("valid");
-        args[8] = &before;
-        args[10] = &after;
-        args.extend(["--token-file", &token]);
-        args.extend(extra);
-        let out = bin().args(&args).output().unwrap();
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        (out, report)
+            &o.model("serving"),
+            &o.model("backdoor"),
+            extra,
+        )
     };
     let (out, report) = run(&["--probes-from", report_path.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -257,32 +245,13 @@ fn a_value_the_baseline_pins_as_rare_is_probed_without_any_row_holding_it() {
         "application_id",
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let json = tmp.path().join("r.json");
     let go = |extra: &[&str]| {
-        let mut args = vec![
-            "compare".to_owned(),
-            "--features".into(),
-            eval.display().to_string(),
-            "--key".into(),
-            "application_id".into(),
-            "--label".into(),
-            "defaulted".into(),
-            "--before-endpoint".into(),
-            o.model("serving"),
-            "--after-endpoint".into(),
-            o.model("backdoor"),
-            "--token-file".into(),
-            o.token("valid"),
-            "--label-output".into(),
-            "predict".into(),
-            "--json".into(),
-            json.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let out = bin().args(&args).output().unwrap();
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        (out, report)
+        o.compare_rows(
+            eval.to_str().unwrap(),
+            &o.model("serving"),
+            &o.model("backdoor"),
+            extra,
+        )
     };
     let (out, report) = go(&["--baseline", baseline.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
