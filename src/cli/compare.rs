@@ -120,14 +120,12 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
                 "counterfactual probes: {} candidate triggers, {} rows sent to each model",
                 summary.probed, summary.rows_sent
             ));
-            Some(found)
+            compare::Probes::Ran(found)
         }
-        _ => None,
+        Some(_) => compare::Probes::Skipped("--no-probes was given"),
+        None => compare::Probes::Skipped(compare::Probes::FILES_ONLY),
     };
     let mut result = compare::compare(&spec, &table, &policy.policy, noise.as_ref(), probes)?;
-    if live.is_some() && ep.no_probes {
-        notes.push("--no-probes: counterfactual trigger probes did not run".to_owned());
-    }
     result.eval.notes.extend(notes);
     let mut inputs = batch.inputs;
     if let Some(j) = join {

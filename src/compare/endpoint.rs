@@ -526,6 +526,9 @@ pub struct Answers {
     pub proba: Vec<f64>,
     /// Columns of `proba`.
     pub proba_classes: usize,
+    /// The model's name and version as the server states them (`model_name`,
+    /// `model_version`), for the audit trail.
+    pub model: Option<String>,
 }
 
 impl Answers {
@@ -1043,6 +1046,12 @@ fn decode(answer: &Value, n: usize, options: &Options) -> std::result::Result<An
             .find(|o| is_float(o) && columns(o).is_some_and(|c| c >= 2)),
     };
     let mut out = Answers::default();
+    if let Some(name) = answer.get("model_name").and_then(Value::as_str) {
+        out.model = Some(match answer.get("model_version").and_then(Value::as_str) {
+            Some(v) => format!("{name} version {v}"),
+            None => name.to_owned(),
+        });
+    }
     if let Some(p) = proba_out {
         let c = columns(p).ok_or_else(|| {
             format!(

@@ -70,6 +70,16 @@ impl Live {
             .all(|l| l.parse::<i64>().is_ok());
         let classes = classes(batch, label, &before, &after)?;
         let mut scored = Scored::default();
+        for (role, ep, answers) in [
+            ("serving", &self.before, &before),
+            ("retrained", &self.after, &after),
+        ] {
+            scored.notes.push(format!(
+                "{role} model: {} (answered as {})",
+                ep.model_url,
+                answers.model.as_deref().unwrap_or("an unnamed model")
+            ));
+        }
         let with_scores = if before.proba_classes == 0 || after.proba_classes == 0 {
             if before.proba_classes + after.proba_classes > 0 {
                 scored.notes.push(

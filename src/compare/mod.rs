@@ -72,6 +72,21 @@ const SCORE_RESOLUTION: f64 = 100.0;
 /// Classes up to which the transition matrix is copied into the evidence.
 const MATRIX_EVIDENCE_CLASSES: usize = 10;
 
+/// Whether the counterfactual trigger probes ran.
+#[derive(Debug, Clone)]
+pub enum Probes {
+    /// They ran; their candidates (one per feature, value and class).
+    Ran(Vec<Candidate>),
+    /// They did not, for this reason.
+    Skipped(&'static str),
+}
+
+impl Probes {
+    /// Why a file-based comparison cannot probe.
+    pub const FILES_ONLY: &'static str =
+        "counterfactual probes need live models: give --before-endpoint and --after-endpoint";
+}
+
 /// What a comparison concluded.
 #[derive(Debug, Clone)]
 pub struct Comparison {
@@ -155,7 +170,7 @@ pub fn compare(
     table: &Table,
     policy: &Policy,
     noise: Option<&Noise>,
-    probes: Option<Vec<Candidate>>,
+    probes: Probes,
 ) -> Result<Comparison> {
     let names = Names {
         spec,
@@ -205,7 +220,7 @@ pub fn compare(
         ));
     } else {
         notes.push(
-            "no --before-score/--after-score: score shift, loss and calibration were not tested"
+            "no class probabilities (--before-score/--after-score, --before-confidence/--after-confidence, or an endpoint's --proba-output): score shift, loss and calibration were not tested"
                 .to_owned(),
         );
     }
@@ -213,8 +228,10 @@ pub fn compare(
     for seg in &table.segments {
         segments(table, seg, policy, &mut segment_candidates, &mut notes);
     }
-    let probed = probes.is_some();
-    let mut probe_candidates = probes.unwrap_or_default();
+    let (mut probe_candidates, skipped) = match probes {
+        Probes::Ran(c) => (c, None),
+        Probes::Skipped(reason) => (Vec::new(), Some(reason)),
+    };
     // Pin first (raw effects), then raise thresholds to the pinned noise.
     let mut pinned = BTreeMap::new();
     for c in global
@@ -284,15 +301,15 @@ pub fn compare(
             decided.extend(f);
         }
     }
-    if !probed {
-        notes.push(
-            "no --before-endpoint/--after-endpoint: counterfactual trigger probes (compare-trigger-response) did not run; a trigger the evaluation rows do not carry cannot be seen".to_owned(),
-        );
+    if let Some(reason) = skipped {
+        notes.push(format!(
+            "counterfactual trigger probes (compare-trigger-response) did not run: {reason}; a trigger the evaluation rows do not carry cannot be seen"
+        ));
         records.push(
             crate::check::record::TestRecord::skipped(
                 "compare-trigger-response",
                 names.model(),
-                "counterfactual probes need live models: give --before-endpoint and --after-endpoint",
+                reason,
             )
             .with_policy(policy),
         );
