@@ -371,7 +371,7 @@ mod tests {
             }
         }
         // Every threshold pair is found, and an inverted one is refused by its name.
-        assert_eq!(c.threshold_pairs().len(), 35);
+        assert_eq!(c.threshold_pairs().len(), 36);
         let mut p = Policy::default();
         p.checks.drift_numeric.warn_psi = 9.0;
         let e = p.validate().unwrap_err();
