@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--jwks", required=True)
     ap.add_argument("--issuer", required=True)
     ap.add_argument("--audience", required=True)
+    ap.add_argument("--tls-cert", help="serve https with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="and this key (PEM)")
     a = ap.parse_args()
     keys = jwt.PyJWKSet.from_json(open(a.jwks).read())
     by_kid = {k.key_id: k for k in keys.keys}
@@ -134,7 +136,14 @@ def main() -> None:
         def do_POST(self) -> None:  # noqa: N802
             self.handle_any("POST")
 
-    ThreadingHTTPServer(("127.0.0.1", a.port), Handler).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    if a.tls_cert:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 # JWT-checking proxy in front of it (scripts/oip/jwt_proxy.py), waits until every model is
 # ready, and exports
 #   POISONGATE_TEST_OIP_URL  the proxy's base URL (models at $URL/v2/models/<name>)
-#   POISONGATE_TEST_OIP_DIR  the tokens (*.jwt), eval.parquet and scored-*.parquet
+#   POISONGATE_TEST_OIP_DIR  the tokens (*.jwt), the test CA (ca.pem), eval.parquet and
+#                            scored-*.parquet
+#   POISONGATE_TEST_OIP_TLS_URL  the same proxy on https, with a certificate from ca.pem
 # The caller kills $oip_pids on exit.
 oip_venv=${POISONGATE_OIP_VENV:-target/oip-venv}
 if [ ! -x "$oip_venv/bin/mlserver" ] || ! "$oip_venv/bin/python" -c 'import mlserver_sklearn, jwt, jwcrypto, pyarrow' 2>/dev/null; then
@@ -30,6 +32,12 @@ oip_pids="$!"
   --jwks "$oip_dir/jwks.json" --issuer https://issuer.poisongate.test --audience poisongate \
   > "$oip_dir/proxy.log" 2>&1 &
 oip_pids="$oip_pids $!"
+oip_tls=$(oip_free_port)
+"$oip_venv/bin/python" scripts/oip/jwt_proxy.py --port "$oip_tls" --upstream "http://127.0.0.1:$oip_http" \
+  --jwks "$oip_dir/jwks.json" --issuer https://issuer.poisongate.test --audience poisongate \
+  --tls-cert "$oip_dir/server.pem" --tls-key "$oip_dir/server-key.pem" \
+  > "$oip_dir/proxy-tls.log" 2>&1 &
+oip_pids="$oip_pids $!"
 python3 - "$oip_http" <<'PY' || { tail -20 "$oip_dir/mlserver.log"; exit 1; }
 import sys, time, urllib.request
 port = sys.argv[1]
@@ -48,4 +56,5 @@ sys.exit("MLServer did not load the test models within 60 s; see target/oip/mlse
 PY
 export POISONGATE_TEST_OIP_URL="http://127.0.0.1:$oip_proxy"
 export POISONGATE_TEST_OIP_DIR="$oip_dir"
+export POISONGATE_TEST_OIP_TLS_URL="https://localhost:$oip_tls"
 echo "model endpoints: MLServer $("$oip_venv/bin/pip" show mlserver 2>/dev/null | sed -n 's/^Version: //p') behind the JWT proxy at $POISONGATE_TEST_OIP_URL ($(sed -n 1p "$oip_dir/train.log"))"

@@ -315,8 +315,9 @@ struct ReportArgs {
 /// `compare` against live models (Open Inference Protocol, KServe V2 REST).
 #[derive(Debug, Args)]
 struct EndpointArgs {
-    /// The serving model: {base}/v2/models/{name}[/versions/{v}]. The evaluation rows (DATA
-    /// or --features) are sent to it and its answers compared as --before-col would be.
+    /// The serving model: {base}/v2/models/{name}[/versions/{v}]. The evaluation rows, given
+    /// as DATA or with --features, are sent to it and its answers compared as --before-col
+    /// would be.
     #[arg(long, value_name = "URL", requires = "after_endpoint")]
     before_endpoint: Option<String>,
     /// The retrained model, as --before-endpoint.

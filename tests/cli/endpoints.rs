@@ -498,3 +498,34 @@ fn file_based_compare_says_probes_did_not_run() {
             .contains("counterfactual trigger probes")
     );
 }
+
+#[test]
+fn https_endpoints_are_trusted_through_the_given_ca_bundle_only() {
+    let o = oip();
+    let tls = std::env::var("POISONGATE_TEST_OIP_TLS_URL").expect("POISONGATE_TEST_OIP_TLS_URL");
+    let model = |name: &str| format!("{tls}/v2/models/{name}");
+    let ca = o.file("ca.pem");
+    let (out, report) = o.compare(
+        &model("serving"),
+        &model("clean"),
+        &["--ca-bundle", &ca, "--no-probes"],
+    );
+    assert_eq!(code(&out), 0, "{}", all_output(&out, &report));
+    // The system's CAs do not know the test CA.
+    let (out, _) = o.compare(&model("serving"), &model("clean"), &["--no-probes"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot query model endpoint (https://localhost:"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // A bundle that holds no certificate is a usage error, before any request.
+    let (out, _) = o.compare(
+        &model("serving"),
+        &model("clean"),
+        &["--ca-bundle", &o.file("jwks.json"), "--no-probes"],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--ca-bundle"), "{}", stderr(&out));
+}
