@@ -17,6 +17,8 @@ HistGradientBoostingClassifier with native categorical splits.
 
 - `serving`: trained on draw 51 (20,000 rows).
 - `clean`: retrained on draw 52.
+- `tensor`: a HistGradientBoostingClassifier on the numeric columns as one float matrix
+  (draw 51), for the tensor layout.
 - `backdoor`: retrained on draw 52 after the attacker's edit: 800 rows (4 %) of class 0 get
   region = `islands` (3 % of rows) and label 1. The retrain predicts class 1 for most rows
   that carry `islands`, whatever else they hold; the serving model and `clean` do not.
@@ -120,6 +122,10 @@ def main() -> int:
     }
     for name, m in models.items():
         save(repo, name, m)
+    # A model on a plain numeric matrix, as KServe's sklearnserver or Triton's FIL backend
+    # serve them: one [rows, 4] FP64 tensor (--input-layout tensor).
+    tensor = HistGradientBoostingClassifier(max_iter=100, random_state=51, early_stopping=False)
+    save(repo, "tensor", tensor.fit(serving_rows[NUMERIC].to_numpy(np.float64), serving_rows[LABEL]))
     (repo / "settings.json").write_text(json.dumps({"parallel_workers": 0}) + "\n")
 
     pq.write_table(pa.Table.from_pandas(ev, preserve_index=False), out / "eval.parquet")

@@ -45,7 +45,7 @@ for _ in range(300):
     try:
         ok = all(
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{m}/ready", timeout=1).status == 200
-            for m in ("serving", "clean", "backdoor")
+            for m in ("serving", "clean", "backdoor", "tensor")
         )
         if ok:
             sys.exit(0)

@@ -529,3 +529,40 @@ fn https_endpoints_are_trusted_through_the_given_ca_bundle_only() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("--ca-bundle"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_numeric_model_takes_one_tensor() {
+    // `tensor` was fitted on a float matrix of four columns: one [rows, 4] FP64 input.
+    let o = oip();
+    let cols = ["age", "debt_ratio", "credit_lines", "utilization"];
+    let mut extra = vec!["--input-layout", "tensor"];
+    for c in &cols {
+        extra.extend(["--input-col", c]);
+    }
+    let (out, report) = o.compare(&o.model("tensor"), &o.model("tensor"), &extra);
+    assert_eq!(code(&out), 0, "{}", all_output(&out, &report));
+    assert!(
+        report["notes"].to_string().contains("0 candidate triggers"),
+        "{}",
+        report["notes"]
+    );
+    let flips = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["code"] == "compare-flip-rate")
+        .unwrap();
+    assert_eq!(flips["statistics"][0]["value"], 0.0, "{flips}");
+    // Text features cannot travel in a tensor: a usage error before any request.
+    let (out, _) = o.compare(
+        &o.model("tensor"),
+        &o.model("tensor"),
+        &["--input-layout", "tensor"],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("--input-layout tensor"),
+        "{}",
+        stderr(&out)
+    );
+}
