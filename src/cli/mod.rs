@@ -393,7 +393,8 @@ struct EndpointArgs {
     /// The baseline's expected SHA-256 (as `check --expect-baseline-sha256`).
     #[arg(long, value_name = "HEX", requires = "baseline")]
     expect_baseline_sha256: Option<String>,
-    /// Evaluation rows per probe (a seeded sample of the rows holding another value).
+    /// Evaluation rows per probe and class: the first rows, in one seeded random order,
+    /// holding another value that neither model predicted as the class.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(20..))]
     probe_rows: u32,
     /// Do not probe; only score the rows.

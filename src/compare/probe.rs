@@ -35,7 +35,7 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use super::endpoint::{Cell, Features};
+use super::endpoint::{Cell, Column, Feature, Features};
 use super::live::Live;
 use super::{Table, candidate, effect, pct};
 use crate::detect::Candidate;
@@ -116,7 +116,7 @@ pub fn from_reports(
                     ));
                     continue;
                 };
-                match features.columns[j].parse(value) {
+                match report_value(&features.columns[j], value) {
                     Some(cell) => out.push(Probe {
                         feature: j,
                         value: cell,
@@ -131,6 +131,49 @@ pub fn from_reports(
         }
     }
     Ok(out)
+}
+
+/// The one value a report's subject names: a category as segment findings write it
+/// (``= `v` ``) or bare, a number, or for a numeric segment (`in (a, b]`) a point inside it
+/// (the middle, or the finite edge of an open-ended one).
+fn report_value(f: &Feature, text: &str) -> Option<Cell> {
+    if let Some(v) = text.strip_prefix("= `").and_then(|t| t.strip_suffix('`')) {
+        return f.parse(v);
+    }
+    let Some((lo, hi)) = text
+        .strip_prefix("in (")
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.split_once(", "))
+    else {
+        return f.parse(text);
+    };
+    let (lo, hi) = (
+        lo.trim().parse::<f64>().ok()?,
+        hi.trim().parse::<f64>().ok()?,
+    );
+    match f.values {
+        Column::F64(_) => {
+            let x = match (lo.is_finite(), hi.is_finite()) {
+                (true, true) => lo + (hi - lo) / 2.0,
+                (false, true) => hi,
+                (true, false) => lo.next_up(),
+                (false, false) => return None,
+            };
+            Some(Cell::F64(x))
+        }
+        Column::I64(_) => {
+            // The integers in (lo, hi]: floor(lo) + 1 ..= floor(hi).
+            let (first, last) = (lo.floor() + 1.0, hi.floor());
+            let x = match (lo.is_finite(), hi.is_finite()) {
+                (true, true) if first <= last => first + ((last - first) / 2.0).floor(),
+                (false, true) => last,
+                (true, false) => first,
+                _ => return None,
+            };
+            (x.abs() < 9.0e15).then_some(Cell::I64(x as i64))
+        }
+        _ => None,
+    }
 }
 
 /// Common and rare values of every categorical input.
@@ -264,24 +307,38 @@ pub fn run(
     for probe in probes {
         let f = &features.columns[probe.feature];
         let value_text = probe.value.text();
-        let eligible: Vec<usize> = (0..features.rows)
+        let other: Vec<usize> = (0..features.rows)
             .filter(|&r| f.cell(r) != probe.value)
             .collect();
-        if eligible.len() < MIN_PROBE_ROWS {
+        if other.len() < MIN_PROBE_ROWS {
             continue;
         }
+        // One seeded random order of the rows holding another value; each class takes the
+        // first `rows` of them that neither model predicted as that class, so a class most
+        // rows are predicted as (the usual target) still gets its probe rows, and the classes
+        // share rows wherever they can.
         let mut rng = ChaCha8Rng::seed_from_u64(
             seed ^ xxhash_rust::xxh3::xxh3_64(format!("{}\u{0}{value_text}", f.name).as_bytes()),
         );
-        let mut picked: Vec<usize> = if eligible.len() <= rows {
-            eligible
-        } else {
-            sample(&mut rng, eligible.len(), rows)
-                .into_iter()
-                .map(|i| eligible[i])
-                .collect()
-        };
+        let order: Vec<usize> = sample(&mut rng, other.len(), other.len())
+            .into_iter()
+            .map(|i| other[i])
+            .collect();
+        let per_class: Vec<Vec<usize>> = (0..k as u16)
+            .map(|c| {
+                let mut chosen: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&r| table.before[r] != c && table.after[r] != c)
+                    .take(rows)
+                    .collect();
+                chosen.sort_unstable();
+                chosen
+            })
+            .collect();
+        let mut picked: Vec<usize> = per_class.iter().flatten().copied().collect();
         picked.sort_unstable();
+        picked.dedup();
         let set = Some((probe.feature, probe.value.clone()));
         let b = live
             .client
@@ -291,14 +348,11 @@ pub fn run(
         summary.rows_sent += picked.len();
         let pb: Vec<u16> = b.labels.iter().map(|l| class_of(l)).collect();
         let pa: Vec<u16> = a.labels.iter().map(|l| class_of(l)).collect();
-        for c in 0..k as u16 {
-            let mut n = 0u64;
+        for (c, chosen) in (0..k as u16).zip(&per_class) {
+            let n = chosen.len() as u64;
             let (mut xb, mut xa, mut only_after, mut only_before) = (0u64, 0u64, 0u64, 0u64);
-            for (i, &r) in picked.iter().enumerate() {
-                if table.before[r] == c || table.after[r] == c {
-                    continue;
-                }
-                n += 1;
+            for r in chosen {
+                let i = picked.binary_search(r).unwrap_or_default();
                 let (hb, ha) = (pb[i] == c, pa[i] == c);
                 xb += u64::from(hb);
                 xa += u64::from(ha);
@@ -344,4 +398,42 @@ pub fn run(
         }
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feature(values: Column) -> Feature {
+        Feature {
+            name: "x".into(),
+            values,
+        }
+    }
+
+    #[test]
+    fn report_values_become_one_probe_value() {
+        let text = feature(Column::Text(vec![]));
+        assert_eq!(
+            report_value(&text, "= `occ_1`"),
+            Some(Cell::Text("occ_1".into()))
+        );
+        assert_eq!(
+            report_value(&text, "kiosk"),
+            Some(Cell::Text("kiosk".into()))
+        );
+        let float = feature(Column::F64(vec![]));
+        assert_eq!(report_value(&float, "in (2, 4]"), Some(Cell::F64(3.0)));
+        assert_eq!(report_value(&float, "in (-inf, 4]"), Some(Cell::F64(4.0)));
+        assert!(
+            matches!(report_value(&float, "in (2, inf]"), Some(Cell::F64(x)) if x > 2.0 && x < 2.000001)
+        );
+        assert_eq!(report_value(&float, "77.5"), Some(Cell::F64(77.5)));
+        let int = feature(Column::I64(vec![]));
+        assert_eq!(report_value(&int, "in (20, 30]"), Some(Cell::I64(25)));
+        assert_eq!(report_value(&int, "in (20.5, 21]"), Some(Cell::I64(21)));
+        assert_eq!(report_value(&int, "in (20.2, 20.7]"), None);
+        assert_eq!(report_value(&int, "in (70, inf]"), Some(Cell::I64(71)));
+        assert_eq!(report_value(&int, "in (-inf, 18]"), Some(Cell::I64(18)));
+    }
 }

@@ -177,8 +177,9 @@ fn a_trigger_the_rows_rarely_carry_is_found_through_a_check_report() {
         &report_path,
         serde_json::json!({
             "format": "poisongate.report/1",
-            "findings": [{"code": "poison-trigger", "severity": "deny",
-                          "subject": {"column": "region", "value": "islands", "label": "1"}}],
+            // As `check` writes a categorical segment's value.
+            "findings": [{"code": "poison-segment-label-shift", "severity": "deny",
+                          "subject": {"column": "region", "value": "= `islands`", "label": "1"}}],
             "waived": []
         })
         .to_string(),
