@@ -126,6 +126,18 @@ impl Feature {
         }
     }
 
+    /// Whether `row` holds `value` (without copying text).
+    #[must_use]
+    pub fn holds(&self, row: usize, value: &Cell) -> bool {
+        match (&self.values, value) {
+            (Column::F64(v), Cell::F64(x)) => v[row] == *x,
+            (Column::I64(v), Cell::I64(x)) => v[row] == *x,
+            (Column::Bool(v), Cell::Bool(x)) => v[row] == *x,
+            (Column::Text(v), Cell::Text(x)) => v[row] == *x,
+            _ => false,
+        }
+    }
+
     /// Parses a value as reports write it into this feature's type; `None` when it does not
     /// fit (a text value for a numeric feature, a fraction for an integer one).
     #[must_use]

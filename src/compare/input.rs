@@ -234,7 +234,7 @@ fn score_values(s: &Series, path: &Path, flag: &str) -> Result<Vec<f64>> {
 }
 
 /// Sorted class names: numerically when every name is an integer, else as text.
-fn sort_classes(set: BTreeSet<String>) -> Vec<String> {
+pub(crate) fn sort_classes(set: BTreeSet<String>) -> Vec<String> {
     let mut classes: Vec<String> = set.into_iter().collect();
     if classes.iter().all(|c| c.parse::<i64>().is_ok()) {
         classes.sort_by_key(|c| c.parse::<i64>().unwrap_or(0));

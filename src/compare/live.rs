@@ -187,11 +187,7 @@ fn classes(
             set.extend(after.labels.iter().cloned());
         }
     }
-    let mut classes: Vec<String> = set.into_iter().collect();
-    if classes.iter().all(|c| c.parse::<i64>().is_ok()) {
-        classes.sort_by_key(|c| c.parse::<i64>().unwrap_or(0));
-    }
-    Ok(classes)
+    Ok(super::input::sort_classes(set))
 }
 
 /// The batch with the answers as one Parquet file.

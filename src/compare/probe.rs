@@ -308,7 +308,7 @@ pub fn run(
         let f = &features.columns[probe.feature];
         let value_text = probe.value.text();
         let other: Vec<usize> = (0..features.rows)
-            .filter(|&r| f.cell(r) != probe.value)
+            .filter(|&r| !f.holds(r, &probe.value))
             .collect();
         if other.len() < MIN_PROBE_ROWS {
             continue;

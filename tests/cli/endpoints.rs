@@ -43,6 +43,16 @@ impl Oip {
         self.compare_rows(&self.file("eval.parquet"), before, after, extra)
     }
 
+    /// The serving model against the backdoored retrain on other rows.
+    fn backdoor_on(&self, rows: &std::path::Path, extra: &[&str]) -> (Output, serde_json::Value) {
+        self.compare_rows(
+            rows.to_str().unwrap(),
+            &self.model("serving"),
+            &self.model("backdoor"),
+            extra,
+        )
+    }
+
     /// [`Oip::compare`] on other rows.
     fn compare_rows(
         &self,
@@ -185,14 +195,7 @@ fn a_trigger_the_rows_rarely_carry_is_found_through_a_check_report() {
         .to_string(),
     )
     .unwrap();
-    let run = |extra: &[&str]| {
-        o.compare_rows(
-            rows.to_str().unwrap(),
-            &o.model("serving"),
-            &o.model("backdoor"),
-            extra,
-        )
-    };
+    let run = |extra: &[&str]| o.backdoor_on(&rows, extra);
     let (out, report) = run(&["--probes-from", report_path.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert_eq!(
@@ -246,14 +249,7 @@ fn a_value_the_baseline_pins_as_rare_is_probed_without_any_row_holding_it() {
         "application_id",
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let go = |extra: &[&str]| {
-        o.compare_rows(
-            eval.to_str().unwrap(),
-            &o.model("serving"),
-            &o.model("backdoor"),
-            extra,
-        )
-    };
+    let go = |extra: &[&str]| o.backdoor_on(&eval, extra);
     let (out, report) = go(&["--baseline", baseline.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert_eq!(
