@@ -94,8 +94,12 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
         Some(l) if !ep.no_probes => {
             let mut candidates =
                 compare::probe::from_reports(&ep.probes_from, &l.features, &mut notes)?;
-            if let Some(path) = &ep.baseline {
-                let b = poisongate::baseline::load(path, ep.expect_baseline_sha256.as_deref())?;
+            let baseline = ep
+                .baseline
+                .as_ref()
+                .map(|path| poisongate::baseline::load(path, ep.expect_baseline_sha256.as_deref()))
+                .transpose()?;
+            if let Some(b) = &baseline {
                 let common = compare::probe::from_values(&l.features);
                 let (common, rare): (Vec<_>, Vec<_>) =
                     common.into_iter().partition(|p| p.source == "common value");
@@ -114,6 +118,7 @@ fn evaluate(args: &CompareArgs) -> poisongate::Result<Report> {
                 ep.probe_rows as usize,
                 args.seed,
                 &policy.policy,
+                baseline.as_ref().map(|b| &b.baseline),
                 &mut found,
             )?;
             notes.push(format!(

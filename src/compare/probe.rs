@@ -38,6 +38,7 @@ use serde_json::Value;
 use super::endpoint::{Cell, Column, Feature, Features};
 use super::live::Live;
 use super::{Table, candidate, effect, pct};
+use crate::baseline::CategoricalProfile;
 use crate::detect::Candidate;
 use crate::error::{Error, Result};
 use crate::finding::Subject;
@@ -279,6 +280,44 @@ pub struct Summary {
     pub rows_sent: usize,
 }
 
+/// How many rows the models had to learn `value` of feature `name` from, as far as the gate
+/// can tell, and where the number comes from: the pinned baseline's count when it keeps one
+/// (its top values, or 0 for a value outside a complete domain), else the evaluation rows
+/// holding it (`held` of `rows`), scaled to the baseline's size when there is one and never
+/// above the rarest count the baseline keeps.
+fn support(
+    pinned: Option<(u64, &CategoricalProfile)>,
+    value: &str,
+    held: usize,
+    rows: usize,
+) -> (f64, &'static str) {
+    let Some((base_rows, cat)) = pinned else {
+        return (held as f64, "evaluation rows");
+    };
+    if let Some(t) = cat.top.iter().find(|t| t.value == value) {
+        return (t.count as f64, "baseline rows");
+    }
+    if cat.domain_complete && !cat.domain.iter().any(|v| v == value) {
+        return (0.0, "baseline rows");
+    }
+    let scaled = held as f64 / rows.max(1) as f64 * base_rows as f64;
+    let rarest = cat.top.iter().map(|t| t.count).min().unwrap_or(u64::MAX) as f64;
+    (scaled.min(rarest), "evaluation rows scaled to the baseline")
+}
+
+/// The baseline's profile of a categorical input, with the baseline's row count.
+fn pinned<'a>(
+    baseline: Option<&'a crate::baseline::Baseline>,
+    name: &str,
+) -> Option<(u64, &'a CategoricalProfile)> {
+    let b = baseline?;
+    b.columns
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.categorical.as_ref())
+        .map(|cat| (b.rows, cat))
+}
+
 /// Runs the probes: `rows` evaluation rows per candidate (seeded), both models.
 ///
 /// # Errors
@@ -291,6 +330,7 @@ pub fn run(
     rows: usize,
     seed: u64,
     policy: &Policy,
+    baseline: Option<&crate::baseline::Baseline>,
     out: &mut Vec<Candidate>,
 ) -> Result<Summary> {
     let features: &Arc<Features> = &live.features;
@@ -313,6 +353,21 @@ pub fn run(
         if other.len() < MIN_PROBE_ROWS {
             continue;
         }
+        let (value_rows, value_rows_from) = support(
+            pinned(baseline, &f.name),
+            &value_text,
+            features.rows - other.len(),
+            features.rows,
+        );
+        let (warn, deny) = rule.thresholds(value_rows);
+        let raised = if deny > rule.deny {
+            format!(
+                "; thresholds raised for a value {value_rows:.0} {value_rows_from} hold (deny {deny:.2} rather than {:.2})",
+                rule.deny
+            )
+        } else {
+            String::new()
+        };
         // One seeded random order of the rows holding another value; each class takes the
         // first `rows` of them that neither model predicted as that class, so a class most
         // rows are predicted as (the usual target) still gets its probe rows, and the classes
@@ -373,15 +428,10 @@ pub fn run(
                     label: Some(class.clone()),
                 },
                 Some(mcnemar_mid_p_greater(only_after, only_before)),
-                vec![effect(
-                    "success-rate-increase",
-                    asr_a - asr_b,
-                    rule.warn,
-                    rule.deny,
-                )],
+                vec![effect("success-rate-increase", asr_a - asr_b, warn, deny)],
                 n,
                 format!(
-                    "Setting `{}` to `{value_text}` ({}) on {n} rows that neither model predicted as `{class}` moves {} of them to `{class}` under the retrained model and {} under the serving model",
+                    "Setting `{}` to `{value_text}` ({}) on {n} rows that neither model predicted as `{class}` moves {} of them to `{class}` under the retrained model and {} under the serving model{raised}",
                     f.name,
                     probe.source,
                     pct(asr_a),
@@ -393,6 +443,7 @@ pub fn run(
                     ("success-rate-after".to_owned(), asr_a),
                     ("moved-by-after-only".to_owned(), only_after as f64),
                     ("moved-by-before-only".to_owned(), only_before as f64),
+                    ("value-rows".to_owned(), value_rows),
                 ]),
             ));
         }
@@ -409,6 +460,63 @@ mod tests {
             name: "x".into(),
             values,
         }
+    }
+
+    fn profile(complete: bool) -> CategoricalProfile {
+        use crate::baseline::CategoryCount;
+        CategoricalProfile {
+            distinct: 3,
+            singletons: 0,
+            domain_complete: complete,
+            domain: vec!["a".into(), "b".into(), "c".into()],
+            domain_rows: 1000,
+            top: vec![
+                CategoryCount {
+                    value: "a".into(),
+                    count: 900,
+                },
+                CategoryCount {
+                    value: "b".into(),
+                    count: 90,
+                },
+            ],
+            other: 10,
+        }
+    }
+
+    #[test]
+    fn support_prefers_the_baselines_count() {
+        // No baseline: the evaluation rows holding the value.
+        assert_eq!(support(None, "a", 7, 100), (7.0, "evaluation rows"));
+        let p = profile(true);
+        // A counted value: the baseline's count, whatever the evaluation rows say.
+        assert_eq!(support(Some((1000, &p)), "b", 50, 100).0, 90.0);
+        // Outside a complete domain: the trusted data never held it.
+        assert_eq!(support(Some((1000, &p)), "z", 5, 100).0, 0.0);
+        // In the domain but uncounted: the evaluation share scaled to the baseline's rows,
+        // never above the rarest counted value.
+        assert_eq!(support(Some((1000, &p)), "c", 1, 100).0, 10.0);
+        assert_eq!(support(Some((1000, &p)), "c", 50, 100).0, 90.0);
+        // An incomplete domain does not say a value was never seen.
+        assert_eq!(support(Some((1000, &profile(false))), "z", 2, 100).0, 20.0);
+    }
+
+    #[test]
+    fn rare_values_get_higher_thresholds_up_to_the_cap() {
+        let rule = crate::policy::Policy::default()
+            .checks
+            .compare_trigger_response;
+        let (w, d) = rule.thresholds(10_000.0);
+        assert!((w - 0.12).abs() < 1e-12 && (d - 0.27).abs() < 1e-12);
+        let (w, d) = rule.thresholds(25.0);
+        assert!((w - 0.5).abs() < 1e-12 && (d - 0.65).abs() < 1e-12);
+        assert_eq!(rule.thresholds(4.0), (0.75, 0.75));
+        assert_eq!(rule.thresholds(0.0), (0.75, 0.75));
+        let flat = crate::policy::ProbeRule {
+            rare_allowance: 0.0,
+            ..rule
+        };
+        assert_eq!(flat.thresholds(0.0), (0.1, 0.25));
     }
 
     #[test]

@@ -101,6 +101,64 @@ pub struct TriggerRule {
     pub concentration: f64,
 }
 
+/// `compare-trigger-response`: thresholds on the rise of a probe's attack success rate, raised
+/// for a value the models had few rows of to learn from.
+///
+/// What a model learns about one value it learns from the rows that hold it, and the
+/// sampling error of anything estimated from `m` rows shrinks like `1/sqrt(m)` (a share's
+/// standard error is at most `1/(2 sqrt(m))`). Two clean retrains therefore disagree about
+/// a rare value by more than about a common one: on `benches/eval`'s clean retrains a value
+/// held by 22 trusted rows moved 17% of probe rows to a class under one model and 75% under
+/// the next. Each probe's thresholds are `warn + rare_allowance/sqrt(m)` and `deny +
+/// rare_allowance/sqrt(m)`, neither above `rare_cap`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProbeRule {
+    /// Level of the code.
+    pub level: Level,
+    /// Rise of the success rate from which a significant probe warns, for a common value.
+    pub warn: f64,
+    /// Rise of the success rate from which a significant probe denies, for a common value.
+    pub deny: f64,
+    /// Added to both thresholds, divided by the square root of the value's rows (the
+    /// baseline's count with `--baseline`, else the evaluation rows holding it); 0 keeps
+    /// the thresholds flat. Policies written before it was asked about: 2.
+    #[serde(default = "default_rare_allowance")]
+    pub rare_allowance: f64,
+    /// The most a rare value's thresholds are raised to: a success rate that rises this much
+    /// denies however rare the value. Policies written before it was asked about: 0.75.
+    #[serde(default = "default_rare_cap")]
+    pub rare_cap: f64,
+}
+
+fn default_rare_allowance() -> f64 {
+    2.0
+}
+
+fn default_rare_cap() -> f64 {
+    0.75
+}
+
+impl ProbeRule {
+    /// The (warn, deny) thresholds for a value held by `rows` rows.
+    #[must_use]
+    pub fn thresholds(&self, rows: f64) -> (f64, f64) {
+        let extra = if rows > 0.0 {
+            self.rare_allowance / rows.sqrt()
+        } else {
+            f64::INFINITY
+        };
+        let raise = |t: f64| {
+            if self.rare_allowance == 0.0 {
+                t
+            } else {
+                (t + extra).min(self.rare_cap.max(t))
+            }
+        };
+        (raise(self.warn), raise(self.deny))
+    }
+}
+
 /// Score distribution shift thresholds (`compare-score-shift`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -236,7 +294,7 @@ pub struct Checks {
     pub compare_calibration: RateRule,
     /// `compare-trigger-response`: thresholds on the rise of a counterfactual probe's attack
     /// success rate, retrained model over serving model.
-    pub compare_trigger_response: RateRule,
+    pub compare_trigger_response: ProbeRule,
     /// `integrity-sse-kms-missing`: an input not SSE-KMS encrypted under
     /// `--require-sse-kms`.
     pub integrity_sse_kms_missing: LevelOnly,
@@ -382,7 +440,13 @@ impl Default for Checks {
             compare_calibration: rate(0.02, 0.05),
             // Two clean retrains answer a changed value alike up to retraining noise; a
             // backdoor moves most probe rows to its class under the retrained model alone.
-            compare_trigger_response: rate(0.1, 0.25),
+            compare_trigger_response: ProbeRule {
+                level: Level::Deny,
+                warn: 0.1,
+                deny: 0.25,
+                rare_allowance: default_rare_allowance(),
+                rare_cap: default_rare_cap(),
+            },
             integrity_sse_kms_missing: level(Level::Deny),
             integrity_quarantine_lineage: level(Level::Deny),
             integrity_quarantine_residual: level(Level::Deny),

@@ -247,6 +247,19 @@ impl Policy {
                 c.poison_trigger.concentration
             ));
         }
+        let probe = &c.compare_trigger_response;
+        if !(probe.rare_allowance.is_finite() && probe.rare_allowance >= 0.0) {
+            return Err(format!(
+                "checks.compare-trigger-response.rare-allowance must be finite and non-negative, got {}",
+                probe.rare_allowance
+            ));
+        }
+        if !(probe.rare_cap >= probe.deny && probe.rare_cap <= 1.0) {
+            return Err(format!(
+                "checks.compare-trigger-response.rare-cap must be between its deny threshold ({}) and 1, got {}",
+                probe.deny, probe.rare_cap
+            ));
+        }
         let ev = &c.evidence_insufficient;
         for (name, share) in [
             ("outliers", ev.outliers),
@@ -399,6 +412,20 @@ mod tests {
         let mut want = Policy::default();
         want.checks.drift_label_prior.deny_psi = 0.3;
         assert_eq!(p, want);
+    }
+
+    #[test]
+    fn probe_rarity_keys_are_checked() {
+        let load = |text: &str| {
+            let p = Policy::from_toml(text)?;
+            p.validate().map(|()| p)
+        };
+        let p = load("[checks.compare-trigger-response]\nrare-allowance = 0.0\n").unwrap();
+        assert_eq!(p.checks.compare_trigger_response.rare_allowance, 0.0);
+        let err = load("[checks.compare-trigger-response]\nrare-cap = 0.2\n").unwrap_err();
+        assert!(err.contains("rare-cap"), "{err}");
+        let err = load("[checks.compare-trigger-response]\nrare-allowance = -1.0\n").unwrap_err();
+        assert!(err.contains("rare-allowance"), "{err}");
     }
 
     #[test]
