@@ -272,7 +272,7 @@ pub fn insufficient(
     trigger: Option<&TriggerTest>,
     flip: Option<&FlipTest>,
 ) -> Option<Candidate> {
-    let severity = if policy.gate.profile.is_strict() {
+    let severity = if policy.gate.profile.is_strict() || policy.gate.insufficient_denies {
         Severity::Deny
     } else {
         Severity::Warn
@@ -381,9 +381,14 @@ pub fn insufficient(
         Subject::default(),
         severity,
         format!(
-            "at {rows} row{} the tests could not have shown {} (attacks the policy names under `evidence-insufficient`): a pass here is limited evidence; accumulate small batches with `check --ledger`",
+            "at {rows} row{} the tests could not have shown {} (attacks the policy names under `evidence-insufficient`): {}",
             if rows == 1 { "" } else { "s" },
-            missed.join("; ")
+            missed.join("; "),
+            if policy.gate.insufficient_denies {
+                "in a re-check after a quarantine this blocks, since the remaining rows cannot be shown clean at this size (a decoy can fill the quarantine while the attack stays); re-check a larger batch or accumulate with `check --ledger`"
+            } else {
+                "a pass here is limited evidence; accumulate small batches with `check --ledger`"
+            }
         ),
     );
     c.n = rows;

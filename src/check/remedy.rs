@@ -259,14 +259,18 @@ pub const FLIP_CODES: [&str; 3] = [
 /// saw could leave half the flips below every threshold (`benches/eval`'s drop-and-recheck loop
 /// found 12 such batches on ANES). And a decoy (a trigger, outliers) that draws the block and
 /// fills the quarantine can sit beside flips too few to block on their own: the small suite
-/// passed two re-checks that way with every flipped row still in the batch. `None` when the
-/// parent recorded no row-level finding.
+/// passed two re-checks that way with every flipped row still in the batch. Significance
+/// needs rows, though: on 200 rows of Fair, ten swapped labels beside a chance trigger left
+/// every label test's p-value between 0.11 and 0.99. So `evidence-insufficient` denies in a
+/// re-check: rows too few for the tests to have seen the policy's attacks cannot show that
+/// the drop removed them. `None` when the parent recorded no row-level finding.
 #[must_use]
 pub fn recheck_policy(policy: &Policy, parent: &Remediation) -> Option<Policy> {
     if parent.findings.is_empty() {
         return None;
     }
     let mut tight = policy.clone();
+    tight.gate.insufficient_denies = true;
     for (_, rule) in flip_rules(&mut tight.checks) {
         rule.warn = 0.0;
         rule.deny = 0.0;

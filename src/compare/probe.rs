@@ -353,12 +353,18 @@ pub fn run(
         if other.len() < MIN_PROBE_ROWS {
             continue;
         }
-        let (value_rows, value_rows_from) = support(
-            pinned(baseline, &f.name),
-            &value_text,
-            features.rows - other.len(),
-            features.rows,
-        );
+        // A numeric input's answer at one point is learned from the rows around it, not
+        // from the rows holding that exact number: its thresholds stay flat.
+        let (value_rows, value_rows_from) = if f.is_categorical() {
+            support(
+                pinned(baseline, &f.name),
+                &value_text,
+                features.rows - other.len(),
+                features.rows,
+            )
+        } else {
+            (f64::INFINITY, "a numeric input")
+        };
         let (warn, deny) = rule.thresholds(value_rows);
         let raised = if deny > rule.deny {
             format!(
@@ -443,8 +449,10 @@ pub fn run(
                     ("success-rate-after".to_owned(), asr_a),
                     ("moved-by-after-only".to_owned(), only_after as f64),
                     ("moved-by-before-only".to_owned(), only_before as f64),
-                    ("value-rows".to_owned(), value_rows),
-                ]),
+                ])
+                .into_iter()
+                .chain(value_rows.is_finite().then(|| ("value-rows".to_owned(), value_rows)))
+                .collect(),
             ));
         }
     }

@@ -120,9 +120,10 @@ pub struct ProbeRule {
     pub warn: f64,
     /// Rise of the success rate from which a significant probe denies, for a common value.
     pub deny: f64,
-    /// Added to both thresholds, divided by the square root of the value's rows (the
-    /// baseline's count with `--baseline`, else the evaluation rows holding it); 0 keeps
-    /// the thresholds flat. Policies written before it was asked about: 2.
+    /// Added to both thresholds of a text or boolean input's value, divided by the square
+    /// root of the value's rows (the baseline's count with `--baseline`, else the evaluation
+    /// rows holding it); 0 keeps the thresholds flat. Policies written before it was asked
+    /// about: 2.
     #[serde(default = "default_rare_allowance")]
     pub rare_allowance: f64,
     /// The most a rare value's thresholds are raised to: a success rate that rises this much

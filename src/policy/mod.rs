@@ -90,6 +90,13 @@ pub struct Gate {
     /// inputs must be encrypted with SSE-KMS even without `--require-sse-kms`.
     #[serde(skip_serializing_if = "Profile::is_default")]
     pub profile: Profile,
+    /// Set by a re-check after a quarantine (`check --after-quarantine`), never read from a
+    /// file: `evidence-insufficient` then denies under any profile, because a re-check must
+    /// show the remaining rows clean and a size at which the tests could not have seen the
+    /// policy's attacks cannot show that.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub insufficient_denies: bool,
 }
 
 impl Default for Gate {
@@ -99,6 +106,7 @@ impl Default for Gate {
             null_draws: 200,
             null_level: 0.995,
             profile: Profile::Default,
+            insufficient_denies: false,
         }
     }
 }

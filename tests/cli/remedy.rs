@@ -20,7 +20,16 @@ pub enum Child {
 /// Checks `testdata/poison/{name}.parquet` with `--quarantine` and `--json`, then writes the
 /// child batch; returns (parent report, child batch) paths.
 pub fn remediated(dir: &Path, name: &str, child: Child) -> (String, String) {
-    let batch = testdata(&format!("poison/{name}.parquet"));
+    remediated_file(
+        dir,
+        &testdata(&format!("poison/{name}.parquet")),
+        name,
+        child,
+    )
+}
+
+/// [`remediated`] for the batch at `batch`.
+pub fn remediated_file(dir: &Path, batch: &Path, name: &str, child: Child) -> (String, String) {
     let report = dir.join(format!("{name}.report.json"));
     let quarantine = dir.join(format!("{name}.quarantine.csv"));
     let out = run(&[
@@ -41,7 +50,7 @@ pub fn remediated(dir: &Path, name: &str, child: Child) -> (String, String) {
         .map(|l| l.split(',').next().unwrap().parse().unwrap())
         .collect();
     assert!(!dropped.is_empty());
-    let mut df = ParquetReader::new(std::fs::File::open(&batch).unwrap())
+    let mut df = ParquetReader::new(std::fs::File::open(batch).unwrap())
         .finish()
         .unwrap();
     if child == Child::OneMore {
@@ -117,7 +126,11 @@ fn dropping_a_quarantine_that_holds_the_attack_passes_and_one_that_does_not_stil
     );
     let (exit, report, _) = recheck(&parent, &child);
     assert_eq!(exit, 1);
-    assert_eq!(deny_codes(&report), vec!["integrity-quarantine-residual"]);
+    let denied = deny_codes(&report);
+    assert!(
+        denied.contains(&"integrity-quarantine-residual".to_owned()),
+        "{denied:?}"
+    );
 }
 
 #[test]
@@ -241,6 +254,47 @@ fn flips_beside_a_decoy_do_not_pass_once_the_decoy_is_dropped() {
         "{report:#}"
     );
     assert!(has_note(&report, "significance alone"), "{report:#}");
+}
+
+#[test]
+fn a_recheck_too_small_to_show_the_rows_clean_is_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first 400 rows of the decoy batch: outliers block and fill the quarantine, and at
+    // 400 rows no label test could have seen flips at 5 %, so the rest cannot be shown clean.
+    let mut df =
+        ParquetReader::new(std::fs::File::open(testdata("poison/decoy_outliers.parquet")).unwrap())
+            .finish()
+            .unwrap()
+            .slice(0, 400);
+    let small = dir.path().join("small.parquet");
+    ParquetWriter::new(std::fs::File::create(&small).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let (parent, child) = remediated_file(dir.path(), &small, "small", Child::Dropped);
+    let insufficient = |report: &serde_json::Value| {
+        findings(report)
+            .into_iter()
+            .find(|f| f.0 == "evidence-insufficient")
+            .map(|f| f.1)
+    };
+    // A fresh check of the rest passes, saying its evidence is limited.
+    let (exit, report, out) = check_json(&[&child], &[]);
+    assert_eq!(exit, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(insufficient(&report).as_deref(), Some("warn"), "{report:#}");
+    // The re-check of the blocked parent does not.
+    let (exit, report, _) = recheck(&parent, &child);
+    assert_eq!(exit, 1, "{report:#}");
+    assert_eq!(deny_codes(&report), ["evidence-insufficient"], "{report:#}");
+    let message = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "evidence-insufficient")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("re-check after a quarantine"), "{message}");
 }
 
 fn has_note(report: &serde_json::Value, text: &str) -> bool {
