@@ -34,13 +34,17 @@ T=${CARGO_TARGET_DIR:-target}
 W=${POISONGATE_FUZZ_WORK:-$T/fuzz}
 seed=${POISONGATE_FUZZ_SEED:-1}
 RUSTC_WRAPPER="$PWD/fuzz/sancov-rustc" cargo build --locked -p poisongate-fuzz --bins
+# Each target process keeps one scratch directory for the files it writes, in a static that
+# is never dropped: point TMPDIR at a directory of this run and remove it at the end.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/poisongate-fuzz-run.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
 failed=()
 for t in "${targets[@]}"; do
   corpus="$W/corpus/$t" crashes="$W/crashes/$t"
   mkdir -p "$corpus" "$crashes"
   log="$W/$t.log"
   set +e
-  FUZZ_TARGET=$t "$T/debug/poisongate-fuzz" "$corpus" "fuzz/seeds/$t" -max_total_time="$seconds" -seed="$seed" -timeout=20 \
+  TMPDIR=$scratch FUZZ_TARGET=$t "$T/debug/poisongate-fuzz" "$corpus" "fuzz/seeds/$t" -max_total_time="$seconds" -seed="$seed" -timeout=20 \
     -rss_limit_mb=2048 -malloc_limit_mb=2048 -artifact_prefix="$crashes/" \
     -print_final_stats=1 > "$log" 2>&1
   rc=$?
