@@ -166,6 +166,12 @@ pub fn evaluate(
         .map(|(c, w)| {
             let (null, e) = (c.power.as_ref()?, c.effects.first()?);
             let level = policy.gate.alpha * w / total_weight;
+            if e.deny.is_infinite() && e.warn.is_finite() {
+                // A test that only warns states what it would warn on.
+                let mut d = record::Detectable::of(null, e.name, e.warn, level);
+                d.raises = Some("warn".to_owned());
+                return Some(d);
+            }
             Some(record::Detectable::of(null, e.name, e.deny, level))
         })
         .collect();
@@ -215,11 +221,19 @@ pub fn evaluate(
         .zip(detectables.iter())
         .find_map(|(c, d)| match (&c.power, d) {
             (Some(crate::detect::PowerNull::Flip(null)), Some(d)) => Some(evidence::FlipTest {
-                null: null.clone(),
+                null: evidence::FlipCurve::Rows(null.clone()),
                 deny: c.effects.first()?.deny,
                 level: d.level,
                 detectable: d.value,
             }),
+            (Some(crate::detect::PowerNull::ClassFlip(null)), Some(d)) => {
+                Some(evidence::FlipTest {
+                    null: evidence::FlipCurve::Classes(null.clone()),
+                    deny: c.effects.first()?.deny,
+                    level: d.level,
+                    detectable: d.value,
+                })
+            }
             _ => None,
         });
     candidates.extend(evidence::insufficient(

@@ -144,8 +144,8 @@ impl TriggerTest {
 /// The label-flip test with the level it faces and its deny threshold.
 #[derive(Debug, Clone)]
 pub struct FlipTest {
-    /// The tested rows' probabilities and the test's null.
-    pub null: std::sync::Arc<crate::poison::flip_power::FlipNull>,
+    /// The test's null.
+    pub null: FlipCurve,
     /// Its deny threshold on the estimated flipped share.
     pub deny: f64,
     /// The level it faces alone.
@@ -154,13 +154,33 @@ pub struct FlipTest {
     pub detectable: Option<f64>,
 }
 
+/// The null of the label-flip test, in the form its power is computed from.
+#[derive(Debug, Clone)]
+pub enum FlipCurve {
+    /// The likelihood-ratio sample's rows and the test's null.
+    Rows(std::sync::Arc<crate::poison::flip_power::FlipNull>),
+    /// The class-stratified tests against the pinned per-class rates (no sample).
+    Classes(std::sync::Arc<crate::poison::flip_power::ClassFlipNull>),
+}
+
 impl FlipTest {
     /// The smallest batch size, from `rows` up, from which random flips of `share` of the
     /// labels are denied with the stated power: the test runs on the batch's judged rows, up
     /// to the likelihood-ratio sample, so past the size that fills the sample no size helps.
     fn sufficient_rows(&self, rows: u64, share: f64) -> Option<u64> {
-        let power_at = self.null.power_curve(share, self.deny, self.level);
-        let per_row = self.null.tested as f64 / rows.max(1) as f64;
+        let null = match &self.null {
+            FlipCurve::Rows(null) => null,
+            FlipCurve::Classes(null) => {
+                // Every judged row counts, with the batch's share of judged rows.
+                let power_at = null.power_curve(share, self.deny, self.level);
+                let per_row = null.judged as f64 / rows.max(1) as f64;
+                return first_sufficient(rows, WINDOW / 4, |at| {
+                    power_at((at as f64 * per_row).round() as u64) >= POWER
+                });
+            }
+        };
+        let power_at = null.power_curve(share, self.deny, self.level);
+        let per_row = null.tested as f64 / rows.max(1) as f64;
         let tested = |at: u64| ((at as f64 * per_row).round() as u64).min(LR_ROWS as u64);
         let full = (LR_ROWS as f64 / per_row.max(f64::MIN_POSITIVE)).ceil() as u64;
         if power_at(LR_ROWS as u64) < POWER {

@@ -570,6 +570,34 @@ fn decide_rows(
             });
         }
     }
+    // The segment and class-conditional tests test every segment or class with enough rows of
+    // the batch and the trusted data: with no candidate, none had enough at this size.
+    for rec in missing
+        .iter_mut()
+        .filter(|r| r.outcome == record::TestOutcome::Pass)
+    {
+        let (statistic, why) = match rec.code.as_str() {
+            "poison-segment-label-shift" => (
+                "relabelled_share",
+                format!(
+                    "ran; no segment holds {} labelled rows of both the batch and the trusted data, so no segment could be tested at this size",
+                    crate::poison::segment::MIN_ROWS
+                ),
+            ),
+            "drift-class-conditional" => (
+                "class_specific_distance",
+                format!(
+                    "ran; for no feature do two classes hold {} rows of both the batch and the trusted data, so no class could be compared at this size",
+                    crate::poison::class_drift::MIN_ROWS
+                ),
+            ),
+            _ => continue,
+        };
+        let w = crate::detect::registry::weight(&rec.code).each(1);
+        let level = policy.gate.alpha * w / (eval.total_weight + w);
+        rec.reason = Some(why);
+        rec.detectable = Some(record::Detectable::none(statistic, level));
+    }
     eval.records.append(&mut missing);
     record::sort(&mut eval.records);
     eval.notes.extend(std::mem::take(&mut outcome.notes));

@@ -123,6 +123,10 @@ pub struct Detectable {
     /// `value` plus this).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub other_classes_distance: Option<f64>,
+    /// `warn` for a test that never denies (values just outside a pinned range): the effect
+    /// is then the smallest that warns with probability `power`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raises: Option<String>,
     /// The detection probability the effect is stated at.
     pub power: f64,
     /// The level the test faces when the effect is the batch's only one: the first step of
@@ -134,6 +138,14 @@ impl Detectable {
     /// The effect in words: `excess_share 0.0118 (59 rows)`, or that none is detectable.
     #[must_use]
     pub fn display(&self) -> String {
+        let effect = self.effect();
+        match &self.raises {
+            Some(level) => format!("{effect} to {level} (it never denies)"),
+            None => effect,
+        }
+    }
+
+    fn effect(&self) -> String {
         match (self.value, self.rows, self.normal_shift_sd) {
             (Some(v), Some(r), _) if self.power >= 1.0 => format!(
                 "{} {} ({} rows, every time)",
@@ -196,13 +208,18 @@ impl Detectable {
                 class.rows(),
                 level,
             ),
-            PowerNull::Flip(ref flip) => {
-                let eps = flip.detectable(deny, level, power::POWER);
-                let mut d = Self::threshold(statistic, None, level);
-                d.value = eps.map(tidy);
-                d.rows = eps.map(|e| tidy(e * flip.judged as f64));
-                d
-            }
+            PowerNull::Flip(ref flip) => Self::flipped(
+                statistic,
+                flip.detectable(deny, level, power::POWER),
+                flip.judged,
+                level,
+            ),
+            PowerNull::ClassFlip(ref flip) => Self::flipped(
+                statistic,
+                flip.detectable(deny, level, power::POWER),
+                flip.judged,
+                level,
+            ),
             PowerNull::Ks {
                 batch,
                 baseline,
@@ -238,6 +255,7 @@ impl Detectable {
                     critical: None,
                     normal_shift_sd: None,
                     other_classes_distance: None,
+                    raises: None,
                     // The count is the attacker's, not drawn: from it the test always denies.
                     power: 1.0,
                     level: tidy(level),
@@ -253,6 +271,20 @@ impl Detectable {
                 level,
             ),
         }
+    }
+
+    /// A test that had nothing large enough to test at this size: no effect is detectable.
+    #[must_use]
+    pub fn none(statistic: &str, level: f64) -> Self {
+        Self::threshold(statistic, None, level)
+    }
+
+    /// A share `eps` of the `judged` labels flipped.
+    fn flipped(statistic: &str, eps: Option<f64>, judged: u64, level: f64) -> Self {
+        let mut d = Self::threshold(statistic, None, level);
+        d.value = eps.map(tidy);
+        d.rows = eps.map(|e| tidy(e * judged as f64));
+        d
     }
 
     /// A share of `rows` moved, from the critical count and share found.
@@ -273,6 +305,7 @@ impl Detectable {
             critical: found.map(|f| tidy(f.critical)),
             normal_shift_sd: None,
             other_classes_distance: None,
+            raises: None,
             power: power::POWER,
             level: tidy(level),
         }
@@ -292,6 +325,7 @@ impl Detectable {
             critical: None,
             normal_shift_sd: None,
             other_classes_distance: None,
+            raises: None,
             power: power::POWER,
             level: tidy(level),
         }
@@ -397,7 +431,10 @@ pub fn detectable_summary(records: &[TestRecord]) -> Option<String> {
     let mut best: std::collections::BTreeMap<&str, &Detectable> = std::collections::BTreeMap::new();
     let key = |d: &Detectable| d.value.unwrap_or(f64::INFINITY);
     for r in records {
-        let Some(d) = &r.detectable else { continue };
+        // The line is about what denies; a test that only warns is stated on its own row.
+        let Some(d) = r.detectable.as_ref().filter(|d| d.raises.is_none()) else {
+            continue;
+        };
         let slot = best.entry(r.code.as_str()).or_insert(d);
         if key(d) < key(slot) {
             *slot = d;

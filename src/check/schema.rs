@@ -292,7 +292,7 @@ pub fn out_of_range(col: &ColumnProfile, s: &NumericSummary, policy: &Policy) ->
             ),
             evidence: base_evidence(share, 2.0 / (mf + 1.0), near),
             tag: None,
-            power: None,
+            power: out_of_range_null(col, s.count).map(Into::into),
         });
     }
     out

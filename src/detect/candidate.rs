@@ -102,6 +102,10 @@ pub enum PowerNull {
     /// The label-flip test (`poison-label-inconsistency`): the tested rows' probabilities
     /// and the test's null ([`crate::poison::flip_power`]).
     Flip(std::sync::Arc<crate::poison::flip_power::FlipNull>),
+    /// The same test without the likelihood-ratio sample (more classes than it fits): its
+    /// class-stratified tests against the pinned per-class rates
+    /// ([`crate::poison::flip_power::ClassFlipNull`]).
+    ClassFlip(std::sync::Arc<crate::poison::flip_power::ClassFlipNull>),
     /// The class-conditional test of a categorical feature (`drift-class-conditional`): the
     /// class's counts by category ([`crate::poison::class_drift::MoveNull`]).
     CategoryMove(std::sync::Arc<crate::poison::class_drift::MoveNull>),

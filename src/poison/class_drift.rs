@@ -22,7 +22,7 @@ use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::{binned, chi2, divergence, ks};
 
-const MIN_ROWS: u64 = 50;
+pub(crate) const MIN_ROWS: u64 = 50;
 
 /// At most one candidate per feature: its most moved class.
 #[must_use]

@@ -279,24 +279,346 @@ impl FlipNull {
     #[must_use]
     pub fn detectable(&self, deny: f64, level: f64, power: f64) -> Option<f64> {
         let tested = self.tested as f64;
-        let at = |eps: f64| {
-            let m = self.moments(eps);
-            self.power_of(&m, tested, deny, level)
-        };
-        if at(MAX_EPS) < power {
+        bisect_share(
+            |eps| {
+                let m = self.moments(eps);
+                self.power_of(&m, tested, deny, level)
+            },
+            power,
+        )
+    }
+}
+
+/// Least gap between a class's flipped and clean mean surprise for its rows to enter the
+/// surprise test's flipped-share estimate (as [`super::inconsistency::candidates`] uses it).
+pub(crate) const MIN_SURPRISE_GAP: f64 = 0.2;
+
+/// The detectable flipped share of `poison-label-inconsistency` when the test runs without
+/// the likelihood-ratio sample (more than [`super::inconsistency::MAX_LR_CLASSES`] classes):
+/// its class-stratified rate and surprise z-tests against the pinned per-class rates.
+///
+/// As for [`FlipNull`], the flips are applied to *this batch's* labels: each label moves to
+/// another class at random with probability `ε`. A row that keeps its label keeps what the
+/// batch observed of it (its class's surprising count and summed surprise, which the state
+/// holds per class); a row moved into class `c` is surprising with the pinned out-of-fold
+/// *flipped* rate of `c` and carries its flipped mean surprise. Each class's excess is then a
+/// sum of independent terms over the rows (kept or not, moved in or not), with an exact mean
+/// and variance; two quantities the state does not hold are taken from the pin: the spread of
+/// the kept rows' surprise (the trusted class's standard deviation) and that of a moved row's
+/// (the same). Each statistic is normal as the test assumes (Lindeberg–Feller), against the
+/// test's own null variance, which also carries the trusted rates' sampling error. The
+/// estimate the test reports is, per visible class, the excess divided by the flipped-to-clean
+/// gap, so it is normal with the mean and variance those ratios add up to. The power is the
+/// larger of the two tests' capped by the estimate's chance of reaching the deny threshold
+/// (the estimate of the test with the larger expected z, the one the decision reports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassFlipNull {
+    /// Per class: its share of the judged rows, what the batch observed of it and its pins.
+    classes: Vec<ClassPin>,
+    /// Labelled rows the test judged.
+    pub judged: u64,
+    /// Statistics the test's p-value is the Bonferroni minimum of.
+    statistics: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ClassPin {
+    /// Share of the judged rows labelled with the class.
+    share: f64,
+    /// Share of them that are surprising, and their mean surprise.
+    surprising: f64,
+    surprise: f64,
+    /// Pinned: trusted rows, clean and flipped surprising rates, clean and flipped mean
+    /// surprise, and the surprise's standard deviation.
+    trusted: f64,
+    clean: f64,
+    flipped: f64,
+    mean: f64,
+    flipped_mean: f64,
+    sd: f64,
+}
+
+/// One z-test's sums: mean excess, null variance, variance under the flips, and for the
+/// estimate the flips it sees, their variance and the share of random flips that land where
+/// they are visible.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClassSums {
+    mean: f64,
+    null_var: f64,
+    alt_var: f64,
+    seen: f64,
+    seen_var: f64,
+    visible: f64,
+}
+
+impl ClassSums {
+    /// Adds one class's excess (`mean`, variance `var` under the flips, null variance
+    /// `null_var`), visible to the estimate through `gap` when it reaches `min_gap`.
+    #[allow(clippy::too_many_arguments)]
+    fn add(&mut self, mean: f64, var: f64, null_var: f64, gap: f64, min_gap: f64, landing: f64) {
+        self.mean += mean;
+        self.null_var += null_var;
+        self.alt_var += var;
+        if gap >= min_gap {
+            self.seen += mean / gap;
+            self.seen_var += var / (gap * gap);
+            self.visible += landing;
+        }
+    }
+}
+
+impl ClassFlipNull {
+    /// The null of the class-stratified test on the batch's judged rows per class
+    /// (`class_n`), their surprising counts (`class_k`) and summed surprise (`class_s`), with
+    /// the model's pinned per-class rates; `None` when the model pinned none or no row was
+    /// judged.
+    #[must_use]
+    pub fn new(
+        m: &super::label::LabelModel,
+        class_n: &[u64],
+        class_k: &[u64],
+        class_s: &[f64],
+        statistics: usize,
+    ) -> Option<Self> {
+        let k = m.forest.classes;
+        let judged: u64 = class_n.iter().sum();
+        let lengths = [
+            m.class_rows.len(),
+            m.class_clean_rate.len(),
+            m.class_flipped_rate.len(),
+            m.class_mean_surprise.len(),
+            m.class_flipped_surprise.len(),
+            m.class_sd_surprise.len(),
+            class_n.len(),
+            class_k.len(),
+            class_s.len(),
+        ];
+        if k < 2 || judged == 0 || lengths.iter().any(|&l| l != k) {
             return None;
         }
-        // The power grows with the share; 16 halvings resolve it to 8e-6 (a report prints
-        // four significant digits of a share of a few percent).
-        let (mut lo, mut hi) = (0.0, MAX_EPS);
-        for _ in 0..16 {
-            let mid = 0.5 * (lo + hi);
-            if at(mid) >= power {
-                hi = mid;
-            } else {
-                lo = mid;
+        let classes = (0..k)
+            .map(|c| {
+                let trusted = m.class_rows[c] as f64;
+                let nc = class_n[c].max(1) as f64;
+                ClassPin {
+                    share: class_n[c] as f64 / judged as f64,
+                    surprising: class_k[c] as f64 / nc,
+                    surprise: class_s[c] / nc,
+                    trusted,
+                    // As the test clamps it.
+                    clean: m.class_clean_rate[c]
+                        .clamp(0.5 / trusted.max(1.0), 1.0 - 0.5 / trusted.max(1.0)),
+                    flipped: m.class_flipped_rate[c].clamp(0.0, 1.0),
+                    mean: m.class_mean_surprise[c],
+                    flipped_mean: m.class_flipped_surprise[c],
+                    sd: m.class_sd_surprise[c],
+                }
+            })
+            .collect();
+        Some(Self {
+            classes,
+            judged,
+            statistics: statistics as f64,
+        })
+    }
+
+    /// The rate and surprise tests' sums at flipped share `eps` on `n` judged rows (the
+    /// batch's per-class shares and rates at that size).
+    fn sums(&self, eps: f64, n: f64) -> (ClassSums, ClassSums) {
+        let k = self.classes.len() as f64;
+        // Each row of another class moves into a given class with this probability.
+        let q = eps / (k - 1.0);
+        let (mut rate, mut surprise) = (ClassSums::default(), ClassSums::default());
+        for c in &self.classes {
+            let nc = c.share * n;
+            if c.trusted <= 0.0 {
+                continue;
             }
+            let others = n - nc;
+            let labelled = nc * (1.0 - eps) + others * q;
+            let landing = (1.0 - labelled / n) / (k - 1.0);
+            let spread = 1.0 + labelled / c.trusted;
+            // Rate test: the surprising count less the clean rate of the labelled rows. A
+            // kept row adds (x - r0), x its observed 0/1; a moved-in row (h - r0), h drawn at
+            // the flipped rate.
+            let (r0, r1) = (c.clean, c.flipped);
+            let kept_sq = nc * (c.surprising * (1.0 - r0).powi(2) + (1.0 - c.surprising) * r0 * r0);
+            let moved_sq = r1 * (1.0 - r0).powi(2) + (1.0 - r1) * r0 * r0;
+            rate.add(
+                (1.0 - eps) * nc * (c.surprising - r0) + others * q * (r1 - r0),
+                eps * (1.0 - eps) * kept_sq + others * (q * moved_sq - (q * (r1 - r0)).powi(2)),
+                labelled * r0 * (1.0 - r0) * spread,
+                r1 - r0,
+                super::label::MIN_GAP,
+                landing,
+            );
+            // Surprise test: the same with each row's surprise less the trusted mean.
+            let (mu, sd2) = (c.mean, c.sd * c.sd);
+            let kept_sq = nc * (sd2 + (c.surprise - mu).powi(2));
+            let moved_sq = sd2 + (c.flipped_mean - mu).powi(2);
+            surprise.add(
+                (1.0 - eps) * nc * (c.surprise - mu) + others * q * (c.flipped_mean - mu),
+                eps * (1.0 - eps) * kept_sq
+                    + others * (q * moved_sq - (q * (c.flipped_mean - mu)).powi(2)),
+                labelled * sd2 * spread,
+                c.flipped_mean - mu,
+                MIN_SURPRISE_GAP,
+                landing,
+            );
         }
-        Some(hi)
+        (rate, surprise)
+    }
+
+    /// The probability that the test denies random flips of share `eps` on `n` judged rows.
+    fn power_at(&self, eps: f64, n: f64, deny: f64, level: f64) -> f64 {
+        let (rate, surprise) = self.sums(eps, n);
+        let zc = crate::stats::power::normal_quantile(1.0 - level / self.statistics);
+        let significant = |s: &ClassSums| {
+            if s.null_var <= 0.0 || s.alt_var <= 0.0 {
+                return 0.0;
+            }
+            normal_upper_tail((zc * s.null_var.sqrt() - s.mean) / s.alt_var.sqrt())
+        };
+        let reaches = |s: &ClassSums| {
+            if s.visible <= 0.0 || s.seen_var <= 0.0 {
+                return 0.0;
+            }
+            let scale = s.visible * n;
+            normal_upper_tail((deny - s.seen / scale) / (s.seen_var.sqrt() / scale))
+        };
+        // The test reports the estimate of whichever z is larger: weigh each test's chance
+        // of reaching the threshold by its chance of being the larger (the two z's taken as
+        // independent, which spreads the weights toward one half).
+        let z = |s: &ClassSums| {
+            let sd = s.null_var.max(f64::MIN_POSITIVE).sqrt();
+            (s.mean / sd, s.alt_var / (sd * sd))
+        };
+        let ((zr, vr), (zs, vs)) = (z(&rate), z(&surprise));
+        let surprise_reported = if vr + vs > 0.0 {
+            normal_upper_tail((zr - zs) / (vr + vs).sqrt())
+        } else {
+            f64::from(u8::from(zs > zr))
+        };
+        let reach =
+            surprise_reported * reaches(&surprise) + (1.0 - surprise_reported) * reaches(&rate);
+        // Both must hold; they rise together with the flips, so the product bounds the
+        // chance of both from below.
+        significant(&rate).max(significant(&surprise)) * reach
+    }
+
+    /// The power against random flips of share `eps` as a function of the judged rows.
+    pub fn power_curve(&self, eps: f64, deny: f64, level: f64) -> impl Fn(u64) -> f64 + '_ {
+        move |n| self.power_at(eps, n as f64, deny, level)
+    }
+
+    /// The smallest share of randomly flipped labels denied with probability `power` at
+    /// `level` on the judged rows; `None` when no share up to the test's bound is.
+    #[must_use]
+    pub fn detectable(&self, deny: f64, level: f64, power: f64) -> Option<f64> {
+        let n = self.judged as f64;
+        bisect_share(|eps| self.power_at(eps, n, deny, level), power)
+    }
+}
+
+/// The smallest share in (0, [`MAX_EPS`]] at which `power_at` reaches `power` (it grows with
+/// the share); `None` when even the largest does not.
+fn bisect_share(power_at: impl Fn(f64) -> f64, power: f64) -> Option<f64> {
+    if power_at(MAX_EPS) < power {
+        return None;
+    }
+    // 16 halvings resolve it to 8e-6 (a report prints four significant digits of a share of
+    // a few percent).
+    let (mut lo, mut hi) = (0.0, MAX_EPS);
+    for _ in 0..16 {
+        let mid = 0.5 * (lo + hi);
+        if power_at(mid) >= power {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Seven equal classes: clean surprising rate 2 %, flipped 40 %; the batch observed
+    /// exactly the clean rate.
+    fn seven() -> ClassFlipNull {
+        let pin = ClassPin {
+            share: 1.0 / 7.0,
+            surprising: 0.02,
+            surprise: 0.5,
+            trusted: 1_000.0,
+            clean: 0.02,
+            flipped: 0.4,
+            mean: 0.5,
+            flipped_mean: 3.0,
+            sd: 0.8,
+        };
+        ClassFlipNull {
+            classes: vec![pin; 7],
+            judged: 2_100,
+            statistics: 2.0,
+        }
+    }
+
+    #[test]
+    fn the_rate_tests_mean_and_variance_under_flips_match_a_simulation() {
+        // Rows with fixed observed surprise flags at the clean rate; each label moves to a
+        // uniform other class with probability eps, a moved row is surprising at the flipped
+        // rate. The excess sum over classes of (surprising - labelled x clean rate) has the
+        // mean and variance `sums` states.
+        let null = seven();
+        let (n, eps, k) = (2_100usize, 0.05, 7usize);
+        let (rate, _) = null.sums(eps, n as f64);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
+        // Exactly 2 % of each class observed surprising.
+        let flags: Vec<bool> = (0..n).map(|i| (i / k) % 50 == 0).collect();
+        let draws = 4_000;
+        let excess: Vec<f64> = (0..draws)
+            .map(|_| {
+                let mut surprising = vec![0f64; k];
+                let mut labelled = vec![0f64; k];
+                for (&y, &x) in labels.iter().zip(&flags) {
+                    if rng.random::<f64>() < eps {
+                        let to = (y + rng.random_range(1..k)) % k;
+                        labelled[to] += 1.0;
+                        surprising[to] += f64::from(u8::from(rng.random::<f64>() < 0.4));
+                    } else {
+                        labelled[y] += 1.0;
+                        surprising[y] += f64::from(u8::from(x));
+                    }
+                }
+                (0..k).map(|c| surprising[c] - 0.02 * labelled[c]).sum()
+            })
+            .collect();
+        let mean = excess.iter().sum::<f64>() / draws as f64;
+        let var = excess.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (draws - 1) as f64;
+        // Standard errors of the simulated mean and variance: about 0.1 and 3 %.
+        assert!((mean - rate.mean).abs() < 0.5, "{mean} vs {}", rate.mean);
+        assert!(
+            (var / rate.alt_var - 1.0).abs() < 0.1,
+            "{var} vs {}",
+            rate.alt_var
+        );
+    }
+
+    #[test]
+    fn power_rises_with_the_share_and_the_detectable_share_falls_with_rows() {
+        let null = seven();
+        let (deny, level) = (0.03, 0.001);
+        let curve = |eps| null.power_at(eps, 2_100.0, deny, level);
+        assert_eq!(curve(0.0), 0.0);
+        let powers: Vec<f64> = [0.01, 0.02, 0.04, 0.08].iter().map(|&e| curve(e)).collect();
+        assert!(powers.windows(2).all(|w| w[0] <= w[1]), "{powers:?}");
+        assert!(powers[3] > 0.99, "{powers:?}");
+        let at = |judged| ClassFlipNull { judged, ..seven() }.detectable(deny, level, 0.8);
+        let (small, large) = (at(400).unwrap(), at(5_000).unwrap());
+        assert!(small > large && large > 0.0, "{small} {large}");
     }
 }

@@ -309,7 +309,7 @@ pub fn candidates(
         s_excess += es;
         s_var += nc * sd * sd * (1.0 + nc / mc);
         let delta = m.class_flipped_surprise[c] - mu;
-        if delta >= 0.2 {
+        if delta >= super::flip_power::MIN_SURPRISE_GAP {
             mean_flips += es / delta;
             mean_visible += landing;
         }
@@ -460,6 +460,13 @@ pub fn candidates(
             if conditional.is_some() { 3 } else { 2 },
         )
         .map(|f| PowerNull::Flip(std::sync::Arc::new(f)))
+    });
+    // Without the sample (more classes than it fits), the class-stratified tests decide.
+    let power = power.or_else(|| {
+        lr.is_none()
+            .then(|| super::flip_power::ClassFlipNull::new(m, class_n, class_k, &class_s, 2))
+            .flatten()
+            .map(|f| PowerNull::ClassFlip(std::sync::Arc::new(f)))
     });
     let c = Candidate {
         code: "poison-label-inconsistency",

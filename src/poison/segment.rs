@@ -41,7 +41,7 @@ use crate::stats::chi2;
 type Segment = (String, Vec<usize>, Vec<f64>, Vec<f64>, f64);
 
 /// Fewest rows a segment needs on each side to be tested.
-const MIN_ROWS: f64 = 30.0;
+pub(crate) const MIN_ROWS: f64 = 30.0;
 
 /// Class totals of a table (`code * classes + class`).
 fn class_totals(table: &[u64], classes: usize) -> Vec<f64> {

@@ -16,6 +16,7 @@ mod ledger;
 mod limits;
 mod poison;
 mod power;
+mod power_rest;
 mod ranges;
 mod reference;
 mod registry;

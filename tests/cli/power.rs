@@ -2,6 +2,8 @@
 //! checked against the detection rate measured by simulation: at three batch sizes, batches
 //! carrying the stated effect are denied by that test in about the stated share of draws.
 
+use std::path::PathBuf;
+
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Binomial, Distribution};
@@ -10,12 +12,12 @@ use crate::common::*;
 
 /// Draws of the simulation per size. At power 0.8 the measured rate's standard error is
 /// 0.8 × 0.2 / 60 under the square root, 0.052; the tolerance is 3 of them.
-const DRAWS: usize = 60;
-const TOLERANCE: f64 = 0.16;
+pub(crate) const DRAWS: usize = 60;
+pub(crate) const TOLERANCE: f64 = 0.16;
 
 /// Prints the simulated deny rate of the effect `what` at `n` rows and holds it to the stated
 /// power within the tolerance.
-fn assert_power(n: usize, what: &str, rate: f64) {
+pub(crate) fn assert_power(n: usize, what: &str, rate: f64) {
     eprintln!("n = {n}: {what}, denied {rate}");
     assert!(
         (rate - 0.8).abs() <= TOLERANCE,
@@ -23,7 +25,7 @@ fn assert_power(n: usize, what: &str, rate: f64) {
     );
 }
 
-fn write(df: &mut DataFrame, path: &std::path::Path) {
+pub(crate) fn write(df: &mut DataFrame, path: &std::path::Path) {
     ParquetWriter::new(std::fs::File::create(path).unwrap())
         .finish(df)
         .unwrap();
@@ -150,14 +152,60 @@ fn the_schema_rate_tests_state_their_detectable_effect_even_when_nothing_rose() 
     assert!(d["critical_rows"].as_u64().unwrap() >= 3, "{t:#}");
 }
 
-fn read(path: &std::path::Path) -> DataFrame {
+/// Writes `trusted` into `dir` and pins a baseline of it with `label`; returns its path.
+pub(crate) fn pinned(dir: &std::path::Path, trusted: &mut DataFrame, label: &str) -> PathBuf {
+    let path = dir.join("trusted.parquet");
+    write(trusted, &path);
+    let baseline = dir.join("baseline.json");
+    let out = run(&[
+        "profile",
+        path.to_str().unwrap(),
+        "-o",
+        baseline.to_str().unwrap(),
+        "--label",
+        label,
+        "--seed",
+        "7",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    baseline
+}
+
+/// `df` with each `utilization` value replaced, with probability `p`, by `to(rng)`.
+pub(crate) fn set_utilization(
+    df: &DataFrame,
+    p: f64,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    to: impl Fn(&mut rand_chacha::ChaCha8Rng) -> f64,
+) -> DataFrame {
+    let u: Vec<Option<f64>> = df
+        .column("utilization")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            if rng.random::<f64>() < p {
+                Some(to(rng))
+            } else {
+                v
+            }
+        })
+        .collect();
+    let mut df = df.clone();
+    df.replace("utilization", Column::new("utilization".into(), u))
+        .unwrap();
+    df
+}
+
+pub(crate) fn read(path: &std::path::Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).unwrap())
         .finish()
         .unwrap()
 }
 
 /// The test record of `code` on column `column`.
-fn column_test<'a>(
+pub(crate) fn column_test<'a>(
     report: &'a serde_json::Value,
     code: &str,
     column: &str,
@@ -183,7 +231,7 @@ fn deny_rate(
 }
 
 /// [`deny_rate`] against the baseline at `baseline`.
-fn deny_rate_against(
+pub(crate) fn deny_rate_against(
     baseline: &std::path::Path,
     dir: &std::path::Path,
     n: usize,
@@ -480,7 +528,7 @@ fn the_stated_out_of_range_share_is_detected_at_the_stated_power() {
 
 /// The first `n` rows of the bundled clean batch, the report of a check of them (which must
 /// pass) and their labels.
-fn clean_checked(
+pub(crate) fn clean_checked(
     clean: &DataFrame,
     dir: &std::path::Path,
     n: usize,
@@ -755,20 +803,7 @@ fn the_stated_stitched_share_is_detected_at_the_stated_power() {
         ])
         .unwrap()
     };
-    let trusted = dir.path().join("trusted.parquet");
-    write(&mut make(20_000, 0.0, &mut rng), &trusted);
-    let baseline = dir.path().join("baseline.json");
-    let out = run(&[
-        "profile",
-        trusted.to_str().unwrap(),
-        "-o",
-        baseline.to_str().unwrap(),
-        "--label",
-        "label",
-        "--seed",
-        "7",
-    ]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let baseline = pinned(dir.path(), &mut make(20_000, 0.0, &mut rng), "label");
     let code_ = "poison-stitched-rows";
     let test = |report: &serde_json::Value| -> serde_json::Value {
         report["tests"]
@@ -820,10 +855,22 @@ fn the_stated_stitched_share_is_detected_at_the_stated_power() {
 /// Runs `DRAWS` batches made from the first `n` clean rows by `plant` (each row, with
 /// probability `share`) and returns the share in which the test `code` whose subject has
 /// `key` = `value` denied.
-fn planted_deny_rate(
+pub(crate) fn planted_deny_rate(
     dir: &std::path::Path,
     head: &DataFrame,
-    (code, key, value): (&str, &str, &str),
+    test: (&str, &str, Option<&str>),
+    plant: impl FnMut(&DataFrame) -> DataFrame,
+) -> f64 {
+    planted_rate(dir, head, test, "deny", plant)
+}
+
+/// The share of `DRAWS` batches planted from `head` in which the test of `code` whose
+/// subject's `key` is `value` (`None`: has no such key) ends with `outcome`.
+pub(crate) fn planted_rate(
+    dir: &std::path::Path,
+    head: &DataFrame,
+    (code, key, value): (&str, &str, Option<&str>),
+    outcome: &str,
     mut plant: impl FnMut(&DataFrame) -> DataFrame,
 ) -> f64 {
     let mut denied = 0;
@@ -833,11 +880,11 @@ fn planted_deny_rate(
         let (exit, report, out) = check_json(&[path.to_str().unwrap()], &[]);
         assert!(exit == 0 || exit == 1, "{}", stderr(&out));
         // A planted value that did not pass a detector's pre-screen has no record of its own.
-        let denied_here = report["tests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["code"] == code && t["subject"][key] == value && t["outcome"] == "deny");
+        let denied_here = report["tests"].as_array().unwrap().iter().any(|t| {
+            // `None`: the record whose subject has no such key.
+            let subject = t["subject"][key].as_str();
+            t["code"] == code && subject == value && t["outcome"] == outcome
+        });
         denied += usize::from(denied_here);
     }
     denied as f64 / DRAWS as f64
@@ -898,26 +945,7 @@ fn the_stated_null_rate_unseen_share_and_extreme_rows_are_detected_at_the_stated
             "value",
             "extreme values",
             "excess_share",
-            |df, p, rng| {
-                let u: Vec<Option<f64>> = df
-                    .column("utilization")
-                    .unwrap()
-                    .f64()
-                    .unwrap()
-                    .iter()
-                    .map(|v| {
-                        if rng.random::<f64>() < p {
-                            Some(50.0)
-                        } else {
-                            v
-                        }
-                    })
-                    .collect();
-                let mut df = df.clone();
-                df.replace("utilization", Column::new("utilization".into(), u))
-                    .unwrap();
-                df
-            },
+            |df, p, rng| set_utilization(df, p, rng, |_| 50.0),
         ),
     ];
     for (code, key, value, statistic, plant) in cases {
@@ -935,7 +963,7 @@ fn the_stated_null_rate_unseen_share_and_extreme_rows_are_detected_at_the_stated
             // The batch's own rate is at the null's (no nulls, no new values, the trusted
             // share of extreme rows): the planted share is the effect on top of it.
             let effect = d["value"].as_f64().unwrap();
-            let rate = planted_deny_rate(dir.path(), &head, (code, key, value), |df| {
+            let rate = planted_deny_rate(dir.path(), &head, (code, key, Some(value)), |df| {
                 plant(df, effect, &mut rng)
             });
             assert_power(n, &format!("{code} {statistic} {effect}"), rate);
@@ -999,7 +1027,7 @@ fn the_stated_point_mass_is_detected_at_the_stated_power() {
         assert!(t["subject"]["column"].is_null(), "{t:#}");
         let effect = t["detectable"]["value"].as_f64().unwrap();
         let share = bound + effect;
-        let rate = planted_deny_rate(dir.path(), &head, (code, "column", &column), |df| {
+        let rate = planted_deny_rate(dir.path(), &head, (code, "column", Some(&column)), |df| {
             // The stamp keeps the column's type (a changed type would be a schema finding
             // that keeps the column out of the row-level tests).
             let values = df.column(&column).unwrap();
