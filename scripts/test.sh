@@ -9,6 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every temporary file of the tests and of their servers goes under one directory, removed at
+# the end: a process a test kills on purpose, or the fuzz seeds' per-process scratch directory,
+# would otherwise leave its own behind in /tmp.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/poisongate-test.XXXXXX")
+export TMPDIR=$scratch
+trap 'rm -rf "$scratch"' EXIT
+
 if [ -z "${POISONGATE_TEST_S3_ENDPOINT:-}" ]; then
   venv=${POISONGATE_MOTO_VENV:-target/moto-venv}
   if [ ! -x "$venv/bin/moto_server" ]; then
@@ -20,7 +27,7 @@ if [ -z "${POISONGATE_TEST_S3_ENDPOINT:-}" ]; then
   mkdir -p target
   "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
   moto_pid=$!
-  trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+  trap 'kill "$moto_pid" 2>/dev/null || true; rm -rf "$scratch"' EXIT
   python3 - "$port" <<'PY'
 import socket, sys, time
 for _ in range(150):
@@ -42,7 +49,7 @@ if [ -z "${POISONGATE_TEST_OIP_URL:-}" ]; then
   # shellcheck source=scripts/oip/up.sh
   source scripts/oip/up.sh
 fi
-trap 'kill ${moto_pid:-} $oip_pids 2>/dev/null || true' EXIT
+trap 'kill ${moto_pid:-} $oip_pids 2>/dev/null || true; rm -rf "$scratch"' EXIT
 
 cargo test --locked "$@"
 

@@ -224,12 +224,7 @@ pub fn from_baseline(baseline: &crate::baseline::Baseline, features: &Features) 
         if !f.is_categorical() {
             continue;
         }
-        let Some(cat) = baseline
-            .columns
-            .iter()
-            .find(|c| c.name == f.name)
-            .and_then(|c| c.categorical.as_ref())
-        else {
+        let Some((_, cat)) = pinned(Some(baseline), &f.name) else {
             continue;
         };
         let rows = baseline.rows.max(1) as f64;
