@@ -6,6 +6,9 @@
 # - Kubernetes kinds: kubernetes-validate --strict (bundled schemas; unknown fields fail).
 # - Argo WorkflowTemplates: check-jsonschema against ../shared/crd-schemas (or
 #   $POISONGATE_CRD_SCHEMAS), whose schemas reject unknown fields.
+# - GitHub Actions, GitLab CI: check-jsonschema's built-in schemas, actionlint, yamllint; DVC and
+#   Kubeflow: run for real (pipelines/dvc/run_local.sh, pipelines/kubeflow/run_local.py). Each
+#   validator also refuses one misspelled field.
 # - pipelines/run_local.py: every container's args, expanded as the engine would, run in the
 #   engine's order on a clean and an attacked batch; the reports must equal plain `check`'s.
 # The validators are installed on first use into target/validators-venv from
@@ -15,7 +18,8 @@ cd "$(dirname "$0")/.."
 BIN=${1:-target/debug/poisongate}
 venv=${POISONGATE_VALIDATORS_VENV:-target/validators-venv}
 schemas=${POISONGATE_CRD_SCHEMAS:-../shared/crd-schemas}
-if [ ! -x "$venv/bin/check-jsonschema" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+if [ ! -x "$venv/bin/check-jsonschema" ] || [ ! -x "$venv/bin/kubernetes-validate" ] \
+  || [ ! -x "$venv/bin/yamllint" ] || [ ! -x "$venv/bin/actionlint" ]; then
   echo "installing the validators into $venv (pipelines/requirements.txt)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r pipelines/requirements.txt
@@ -45,6 +49,69 @@ done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# CI systems: GitHub Actions (workflow and the gate's composite action) and GitLab CI, each
+# with its schema and, for GitHub, actionlint (expressions, job graph, local action inputs).
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows pipelines/github/gated-training.yml
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-actions pipelines/github/action.yml
+"$venv/bin/actionlint" pipelines/github/gated-training.yml
+echo "ok: actionlint pipelines/github/gated-training.yml"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.gitlab-ci --data-transform gitlab-ci \
+  pipelines/gitlab/gated-training.gitlab-ci.yml
+yamllint=(-s -d '{extends: default, rules: {document-start: disable, truthy: {check-keys: false}, line-length: {max: 120}}}')
+"$venv/bin/yamllint" "${yamllint[@]}" pipelines/github pipelines/gitlab pipelines/dvc
+echo "ok: yamllint pipelines/github pipelines/gitlab pipelines/dvc"
+
+# One misspelled field per validator must fail it, for that reason: `refuses WHAT REASON CMD...`
+# runs CMD, which must fail with REASON in its output.
+refuses() {
+  local what=$1 reason=$2; shift 2
+  if "$@" > "$tmp/negative.log" 2>&1; then
+    echo "validate.sh: $what accepted a misspelled field"; exit 1
+  fi
+  grep -qF "$reason" "$tmp/negative.log" || {
+    cat "$tmp/negative.log"; echo "validate.sh: $what failed without saying: $reason"; exit 1
+  }
+  echo "ok: $what refuses it: $reason"
+}
+sed '0,/    runs-on:/s//    run-on:/' pipelines/github/gated-training.yml > "$tmp/gh.yml"
+refuses "check-jsonschema (github-workflows)" "is not valid under any of the given schemas" \
+  "$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows "$tmp/gh.yml"
+refuses actionlint '"runs-on" section is missing' "$venv/bin/actionlint" "$tmp/gh.yml"
+sed 's/inputs.batch }}/inputs.bach }}/' \
+  pipelines/github/gated-training.yml > "$tmp/gh-expr.yml"
+refuses "actionlint (expression)" 'property "bach" is not defined' \
+  "$venv/bin/actionlint" "$tmp/gh-expr.yml"
+sed 's/^runs:/run:/' pipelines/github/action.yml > "$tmp/action.yml"
+refuses "check-jsonschema (github-actions)" "'run' was unexpected" \
+  "$venv/bin/check-jsonschema" --builtin-schema vendor.github-actions "$tmp/action.yml"
+sed '0,/  script:/s//  scripts:/' pipelines/gitlab/gated-training.gitlab-ci.yml > "$tmp/gl.yml"
+refuses "check-jsonschema (gitlab-ci)" "'scripts' was unexpected" \
+  "$venv/bin/check-jsonschema" --builtin-schema \
+  vendor.gitlab-ci --data-transform gitlab-ci "$tmp/gl.yml"
+printf 'stages:\n  gate:\n    cmd: true\n  gate:\n    cmd: false\n' > "$tmp/dup.yaml"
+refuses yamllint "duplication of key" "$venv/bin/yamllint" "${yamllint[@]}" "$tmp/dup.yaml"
+sed '0,/      restartPolicy:/s//      restartPolicyy:/' pipelines/kubernetes/sharded-check.yaml > "$tmp/k8s.yaml"
+refuses "kubernetes-validate --strict" "'restartPolicyy' was unexpected" \
+  "$venv/bin/kubernetes-validate" --strict --quiet "$tmp/k8s.yaml"
+sed '0,/  templates:/s//  template:/' pipelines/argo/sharded-check.yaml > "$tmp/argo.yaml"
+refuses "check-jsonschema (Argo WorkflowTemplate)" "'template' was unexpected" \
+  "$venv/bin/check-jsonschema" \
+  --schemafile "$schemas/argoproj.io/workflowtemplate_v1alpha1.json" "$tmp/argo.yaml"
+
+# DVC: the pipeline run for real (a poisoned batch stops it before training).
+bash pipelines/dvc/run_local.sh "$BIN"
+
+# Kubeflow Pipelines: compiled with kfp and run on kfp.local's subprocess runner.
+kfp_venv=${POISONGATE_KFP_VENV:-target/kfp-venv}
+if [ ! -x "$kfp_venv/bin/python" ] || ! "$kfp_venv/bin/python" -c 'import kfp' 2>/dev/null; then
+  echo "installing kfp into $kfp_venv (pipelines/requirements-kfp.txt)"
+  python3 -m venv "$kfp_venv"
+  "$kfp_venv/bin/pip" install --quiet --disable-pip-version-check -r pipelines/requirements-kfp.txt
+fi
+"$kfp_venv/bin/python" pipelines/kubeflow/run_local.py --bin "$BIN" > "$tmp/kfp.log" 2>&1 \
+  || { cat "$tmp/kfp.log"; echo "validate.sh: pipelines/kubeflow/run_local.py failed"; exit 1; }
+grep '^ok: ' "$tmp/kfp.log"
 "$BIN" profile testdata/trusted/applications.parquet -o "$tmp/baseline.json" \
   --label defaulted --id application_id > /dev/null
 "$venv/bin/python" pipelines/run_local.py --bin "$BIN" --baseline "$tmp/baseline.json" \
