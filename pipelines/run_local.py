@@ -2,7 +2,8 @@
 
 A schema validator proves that a manifest is well formed, not that its arguments are ones the
 binary accepts or that the steps fit together. This runner takes the exact `args` of every
-container in `kubernetes/sharded-check.yaml` and in `argo/sharded-check.yaml`, expands them
+container in `kubernetes/sharded-check.yaml` and in `argo/sharded-check.yaml` (and the one-pod
+gate of `kubernetes/check-job.yaml`), expands them
 the way Kubernetes (`$(VAR)`) and Argo (`{{...}}`) would, maps the volumes and artifacts to
 local directories, swaps the S3 batch and baseline for local files, runs each step in the
 engine's order, and checks that the sharded report is byte for byte the one of a plain
@@ -201,6 +202,38 @@ def argo(opts, sha: str, work: Path) -> tuple[int, bytes]:
     return code, report.read_bytes()
 
 
+def gate_job(opts, sha: str, work: Path) -> tuple[int, dict]:
+    """The one-pod gate of kubernetes/check-job.yaml: its container's args with `$(VAR)` taken
+    from the env it declares (a ConfigMap key), the mounts mapped to local directories. Its
+    report carries its own policy file, so the verdict and findings are compared, not bytes."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(
+        (HERE / "kubernetes" / "check-job.yaml").read_text()) if d}
+    job = docs[("Job", "poisongate-gate")]
+    if job["spec"].get("backoffLimit") != 0:
+        fail("the gate Job may retry")
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    config = docs[("ConfigMap", "poisongate-gate")]["data"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    local = {name: work / f"gate-{name}" for name in mounts}
+    for path in local.values():
+        path.mkdir()
+    for volume in pod["volumes"]:
+        for item in volume.get("configMap", {}).get("items", []):
+            (local[volume["name"]] / item["path"]).write_text(config[item["key"]])
+    args = container["args"]
+    for e in container["env"]:
+        ref = e.get("valueFrom", {}).get("configMapKeyRef")
+        value = config[ref["key"]] if ref else e["value"]
+        args = [a.replace(f"$({e['name']})", value) for a in args]
+    for name, mount in mounts.items():
+        args = [a.replace(f"{mount}/", f"{local[name]}/") for a in args]
+    args = swap(args, "s3://ml-data/credit/dt=2026-11-27/", opts.data,
+                "s3://ml-pins/credit/baseline.json", opts.baseline, sha)
+    code = run(opts.bin, args, allowed=(0, 1))
+    return code, yaml.safe_load((local["reports"] / "report.json").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin", required=True)
@@ -224,6 +257,11 @@ def main() -> None:
             if report != plain.read_bytes():
                 fail(f"{engine}: the sharded report differs from the plain report")
             print(f"ok: {engine} sharded check of {opts.data}: exit {got}, report identical")
+        got, report = gate_job(opts, sha, work)
+        mine = yaml.safe_load(plain.read_text())
+        if got != code or report["findings"] != mine["findings"]:
+            fail(f"kubernetes gate Job: exit {got} and its findings differ from the plain check's")
+        print(f"ok: kubernetes gate Job on {opts.data}: exit {got}, same findings")
 
 
 if __name__ == "__main__":

@@ -58,9 +58,10 @@ trap 'rm -rf "$tmp"' EXIT
 echo "ok: actionlint pipelines/github/gated-training.yml"
 "$venv/bin/check-jsonschema" --builtin-schema vendor.gitlab-ci --data-transform gitlab-ci \
   pipelines/gitlab/gated-training.gitlab-ci.yml
-yamllint=(-s -d '{extends: default, rules: {document-start: disable, truthy: {check-keys: false}, line-length: {max: 120}}}')
-"$venv/bin/yamllint" "${yamllint[@]}" pipelines/github pipelines/gitlab pipelines/dvc
-echo "ok: yamllint pipelines/github pipelines/gitlab pipelines/dvc"
+# Every YAML file of pipelines/ (long lines allowed for the in-cluster URLs of kserve/).
+yamllint=(-s -d '{extends: default, rules: {document-start: disable, truthy: {check-keys: false}, line-length: {max: 130}}}')
+"$venv/bin/yamllint" "${yamllint[@]}" pipelines
+echo "ok: yamllint pipelines/"
 
 # One misspelled field per validator must fail it, for that reason: `refuses WHAT REASON CMD...`
 # runs CMD, which must fail with REASON in its output.
