@@ -3,7 +3,7 @@
 A schema validator proves that a manifest is well formed, not that its arguments are ones the
 binary accepts or that the steps fit together. This runner takes the exact `args` of every
 container in `kubernetes/sharded-check.yaml` and in `argo/sharded-check.yaml` (and the one-pod
-gate of `kubernetes/check-job.yaml`), expands them
+gate of `kubernetes/check-job.yaml` and the step of `tekton/task-check.yaml`), expands them
 the way Kubernetes (`$(VAR)`) and Argo (`{{...}}`) would, maps the volumes and artifacts to
 local directories, swaps the S3 batch and baseline for local files, runs each step in the
 engine's order, and checks that the sharded report is byte for byte the one of a plain
@@ -234,6 +234,29 @@ def gate_job(opts, sha: str, work: Path) -> tuple[int, dict]:
     return code, yaml.safe_load((local["reports"] / "report.json").read_text())
 
 
+def tekton_task(opts, sha: str, work: Path) -> tuple[int, dict]:
+    """The step of tekton/task-check.yaml with its `$(params.*)` and workspace path substituted
+    as Tekton would (the S3 batch and baseline as local files)."""
+    task = yaml.safe_load((HERE / "tekton" / "task-check.yaml").read_text())
+    reports = work / "tekton-reports"
+    reports.mkdir()
+    values = {"params.data": opts.data, "params.baseline": opts.baseline,
+              "params.baseline-sha256": sha, "workspaces.reports.path": str(reports)}
+    declared = {f"params.{p['name']}" for p in task["spec"]["params"]}
+    steps = task["spec"]["steps"]
+    if len(steps) != 1:
+        fail("the Tekton check Task has more than one step")
+    args = []
+    for a in steps[0]["args"]:
+        for ref in re.findall(r"\$\(([^)]+)\)", a):
+            if ref not in values or (ref.startswith("params.") and ref not in declared):
+                fail(f"Tekton: unknown reference $({ref})")
+            a = a.replace(f"$({ref})", values[ref])
+        args.append(a)
+    code = run(opts.bin, args, allowed=(0, 1))
+    return code, yaml.safe_load((reports / "report.json").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin", required=True)
@@ -257,11 +280,12 @@ def main() -> None:
             if report != plain.read_bytes():
                 fail(f"{engine}: the sharded report differs from the plain report")
             print(f"ok: {engine} sharded check of {opts.data}: exit {got}, report identical")
-        got, report = gate_job(opts, sha, work)
         mine = yaml.safe_load(plain.read_text())
-        if got != code or report["findings"] != mine["findings"]:
-            fail(f"kubernetes gate Job: exit {got} and its findings differ from the plain check's")
-        print(f"ok: kubernetes gate Job on {opts.data}: exit {got}, same findings")
+        for name, fn in (("kubernetes gate Job", gate_job), ("Tekton check Task", tekton_task)):
+            got, report = fn(opts, sha, work)
+            if got != code or report["findings"] != mine["findings"]:
+                fail(f"{name}: exit {got} and its findings differ from the plain check's")
+            print(f"ok: {name} on {opts.data}: exit {got}, same findings")
 
 
 if __name__ == "__main__":
