@@ -32,7 +32,7 @@ for f in pipelines/kubernetes/*.yaml; do
   echo "ok: kubernetes-validate --strict $f"
 done
 # KServe InferenceServices and the Istio JWT check in front of them (compare --before-endpoint).
-for f in pipelines/kserve/*-job.yaml; do
+for f in pipelines/kserve/*-job.yaml pipelines/kserve/networkpolicy.yaml pipelines/kserve/rbac.yaml; do
   "$venv/bin/kubernetes-validate" --strict --quiet "$f"
   echo "ok: kubernetes-validate --strict $f"
 done
@@ -41,8 +41,17 @@ for f in pipelines/kserve/inferenceservice-*.yaml; do
 done
 "$venv/bin/check-jsonschema" --schemafile "$schemas/security.istio.io/requestauthentication_v1.json" \
   pipelines/kserve/requestauthentication.yaml
-"$venv/bin/check-jsonschema" --schemafile "$schemas/security.istio.io/authorizationpolicy_v1.json" \
-  pipelines/kserve/authorizationpolicy.yaml
+for f in pipelines/kserve/authorizationpolicy*.yaml; do
+  "$venv/bin/check-jsonschema" --schemafile "$schemas/security.istio.io/authorizationpolicy_v1.json" "$f"
+done
+# The model bucket's policy: JSON, and every statement a Deny with a condition.
+"$venv/bin/python" - pipelines/kserve/bucket-policy.json <<'PY'
+import json, sys
+statements = json.load(open(sys.argv[1]))["Statement"]
+assert {s["Sid"] for s in statements} == {"DenyUnencryptedModelUploads", "DenyUploadsUnderAnotherKey", "DenyInsecureTransport"}
+assert all(s["Effect"] == "Deny" and s["Condition"] for s in statements)
+print(f"ok: {sys.argv[1]}: {len(statements)} deny statements")
+PY
 for f in pipelines/argo/*.yaml; do
   "$venv/bin/check-jsonschema" --schemafile "$schemas/argoproj.io/workflowtemplate_v1alpha1.json" "$f"
 done
@@ -116,6 +125,9 @@ refuses "check-jsonschema (Tekton Task)" "'imagee' was unexpected" \
 sed '0,/      runAfter:/s//      runAftr:/' pipelines/tekton/pipeline.yaml > "$tmp/pipeline.yaml"
 refuses "check-jsonschema (Tekton Pipeline)" "'runAftr' was unexpected" \
   "$venv/bin/check-jsonschema" --schemafile "$tmp/pipeline.json" "$tmp/pipeline.yaml"
+
+# The InferenceServices' verify-before-serving init steps, run with the real binary.
+"$venv/bin/python" pipelines/kserve/verify_init.py --bin "$BIN"
 
 # DVC: the pipeline run for real (a poisoned batch stops it before training).
 bash pipelines/dvc/run_local.sh "$BIN"
