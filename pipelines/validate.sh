@@ -6,6 +6,7 @@
 # - Kubernetes kinds: kubernetes-validate --strict (bundled schemas; unknown fields fail).
 # - Argo WorkflowTemplates: check-jsonschema against ../shared/crd-schemas (or
 #   $POISONGATE_CRD_SCHEMAS), whose schemas reject unknown fields.
+# - The image's Containerfile: hadolint.
 # - GitHub Actions, GitLab CI: check-jsonschema's built-in schemas, actionlint, yamllint; DVC and
 #   Kubeflow: run for real (pipelines/dvc/run_local.sh, pipelines/kubeflow/run_local.py). Each
 #   validator also refuses one misspelled field.
@@ -19,7 +20,7 @@ BIN=${1:-target/debug/poisongate}
 venv=${POISONGATE_VALIDATORS_VENV:-target/validators-venv}
 schemas=${POISONGATE_CRD_SCHEMAS:-../shared/crd-schemas}
 if [ ! -x "$venv/bin/check-jsonschema" ] || [ ! -x "$venv/bin/kubernetes-validate" ] \
-  || [ ! -x "$venv/bin/yamllint" ] || [ ! -x "$venv/bin/actionlint" ]; then
+  || [ ! -x "$venv/bin/yamllint" ] || [ ! -x "$venv/bin/actionlint" ] || [ ! -x "$venv/bin/hadolint" ]; then
   echo "installing the validators into $venv (pipelines/requirements.txt)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r pipelines/requirements.txt
@@ -82,6 +83,11 @@ yamllint=(-s -d '{extends: default, ignore: [pipelines/tekton/crds/], rules: {do
 "$venv/bin/yamllint" "${yamllint[@]}" pipelines
 echo "ok: yamllint pipelines/"
 
+# The image's Containerfile (pipelines/image/build.sh builds and runs it; .ci/run calls that).
+# hadolint's default threshold fails on any finding, info included.
+"$venv/bin/hadolint" --no-color pipelines/image/Containerfile
+echo "ok: hadolint pipelines/image/Containerfile"
+
 # One misspelled field per validator must fail it, for that reason: `refuses WHAT REASON CMD...`
 # runs CMD, which must fail with REASON in its output.
 refuses() {
@@ -125,6 +131,9 @@ refuses "check-jsonschema (Tekton Task)" "'imagee' was unexpected" \
 sed '0,/      runAfter:/s//      runAftr:/' pipelines/tekton/pipeline.yaml > "$tmp/pipeline.yaml"
 refuses "check-jsonschema (Tekton Pipeline)" "'runAftr' was unexpected" \
   "$venv/bin/check-jsonschema" --schemafile "$tmp/pipeline.json" "$tmp/pipeline.yaml"
+
+sed 's/^USER 65532:65532/USER root/' pipelines/image/Containerfile > "$tmp/Containerfile"
+refuses "hadolint (an image that runs as root)" "DL3002" "$venv/bin/hadolint" --no-color "$tmp/Containerfile"
 
 # The InferenceServices' verify-before-serving init steps, run with the real binary.
 "$venv/bin/python" pipelines/kserve/verify_init.py --bin "$BIN"
