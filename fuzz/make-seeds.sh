@@ -11,8 +11,8 @@ BIN=${BIN:-${CARGO_TARGET_DIR:-target}/debug/poisongate}
 PY=${PYTHON:-python3}
 S=fuzz/seeds
 rm -rf "$S" && mkdir -p "$S"
-for t in baseline check_csv ledger noise parent_report policy read_csv read_ipc read_ndjson \
-  read_parquet sha256sum signature summary; do mkdir -p "$S/$t"; done
+for t in baseline check_csv ledger model_scan noise parent_report policy read_csv read_ipc \
+  read_ndjson read_parquet sha256sum signature summary; do mkdir -p "$S/$t"; done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -109,4 +109,6 @@ set +e
 "$BIN" check --baseline "$tmp/baseline.json" testdata/poison/flip10.parquet --quarantine "$tmp/q.csv" --json "$S/parent_report/flip10.json" > /dev/null
 set -e
 test -s "$S/parent_report/flip10.json"
+# Model files: the scan's corpus (benign, hostile and malformed; benches/scan/make_corpus.py).
+for f in testdata/models/*/*; do cp "$f" "$S/model_scan/$(basename "$(dirname "$f")")_$(basename "$f")"; done
 echo "seeds: $(find "$S" -type f | wc -l) files, $(du -sh "$S" | cut -f1)"

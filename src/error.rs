@@ -83,6 +83,15 @@ pub enum Error {
         /// What went wrong.
         cause: String,
     },
+    /// A model artifact that `verify --scan` cannot judge: unreadable, malformed, of an
+    /// unknown format, or past a limit of the scan.
+    #[error("cannot scan model ({path}): {cause}")]
+    Model {
+        /// The artifact.
+        path: PathBuf,
+        /// What went wrong (the archive member and the offset, where there is one).
+        cause: String,
+    },
     /// An argument is invalid in a way the argument parser cannot see.
     #[error("invalid arguments: {0}")]
     Usage(String),
@@ -149,6 +158,14 @@ impl Error {
         }
     }
 
+    /// A model artifact `path` that cannot be judged.
+    pub fn model(path: &Path, cause: impl std::fmt::Display) -> Self {
+        Self::Model {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
     /// A policy error for `path`.
     pub fn policy(path: &Path, cause: impl std::fmt::Display) -> Self {
         Self::Policy {
@@ -180,6 +197,9 @@ impl Error {
                 "re-pin the baseline with `poisongate profile`, or check --expect-baseline-sha256",
             ),
             Self::Policy { .. } => Some("`poisongate policy --init` prints a valid template"),
+            Self::Model { .. } => Some(
+                "the scan judges pickle, joblib, PyTorch zip, NumPy .npy/.npz, safetensors and Keras .keras files; a file it cannot judge never passes",
+            ),
             Self::Summary { .. } => Some(
                 "plan once, summarize every shard with the same build, baseline and policy, and merge every part exactly once",
             ),

@@ -198,6 +198,23 @@ pub fn parent_report(bytes: &[u8]) -> Outcome {
     outcome(crate::check::remedy::read_parent(&path, &pinned))
 }
 
+/// A model file, scanned as `verify --scan` scans it, under tighter limits so that one input
+/// stays within the fuzzer's time budget (the limits themselves are part of the contract:
+/// running out is a refusal, never a pass or a hang).
+pub fn model_scan(bytes: &[u8]) -> Outcome {
+    let path = put("model.bin", bytes);
+    let limits = crate::scan::Limits {
+        max_ops: 2_000_000,
+        max_values: 2_000_000,
+        max_inflated: 64 << 20,
+        time: std::time::Duration::from_secs(10),
+        ..crate::scan::Limits::default()
+    };
+    let scanned = crate::scan::scan_file(&path, &limits).map_err(|e| e.to_string())?;
+    let _ = scanned.judge(&crate::scan::Allowlist::built_in(), None);
+    Ok(())
+}
+
 /// Builds what target `name` reads besides its input (the bundled baseline and schema), so
 /// that the first input is not charged for it.
 pub fn prepare(name: &str) {
@@ -215,6 +232,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("baseline", baseline),
     ("check_csv", check_csv),
     ("ledger", ledger),
+    ("model_scan", model_scan),
     ("noise", noise),
     ("parent_report", parent_report),
     ("policy", policy),

@@ -10,6 +10,7 @@
 //! - [`rows`] and [`poison`] encode whole rows and run the poisoning detectors on them;
 //! - [`compare`] gates a retrained model against the serving one on the same rows;
 //! - [`integrity`] checks `sha256sum` files and ECDSA P-256 blob signatures;
+//! - [`scan`] judges model artifacts by what loading them would import (`verify --scan`);
 //! - [`detect`] holds what every check shares: the candidate finding and the registry of
 //!   codes;
 //! - [`policy`], [`finding`] and [`report`] describe what was decided and why.
@@ -38,6 +39,7 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod rows;
+pub mod scan;
 pub mod schemas;
 pub mod shard;
 pub mod source;

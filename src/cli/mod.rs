@@ -44,7 +44,8 @@ enum Command {
     Policy(PolicyArgs),
     /// Explain a finding code: what it means, why it matters, how to respond.
     Explain(ExplainArgs),
-    /// Verify artifacts: digests from a sha256sum file, or an ECDSA P-256 blob signature.
+    /// Verify artifacts: digests from a sha256sum file, an ECDSA P-256 blob signature, or
+    /// (--scan) what loading a model file would import.
     Verify(VerifyArgs),
     /// List a batch's units (files, hashed) in a manifest, for a sharded check.
     Plan(PlanArgs),
@@ -493,7 +494,7 @@ struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature", "scan"])))]
 struct VerifyArgs {
     /// Files or s3:// objects to verify. With --sha256-file and no FILE, every listed file is
     /// checked (names relative to the checksum file's directory or S3 prefix).
@@ -514,6 +515,27 @@ struct VerifyArgs {
     /// PEM public key (`-----BEGIN PUBLIC KEY-----`) for --signature.
     #[arg(long, value_name = "PEM", requires = "signature")]
     public_key: Option<PathBuf>,
+    /// Scan each FILE (pickle, joblib, PyTorch zip, NumPy .npy/.npz, safetensors, Keras
+    /// .keras) for what loading it would import, without loading it: anything outside the
+    /// allowlist of globals models need is unsafe (exit 1); a file that cannot be judged is
+    /// exit 2.
+    #[arg(long, conflicts_with_all = ["sha256_file", "signature"])]
+    scan: bool,
+    /// With --scan: also allow this global (`module.name`, repeatable), e.g. your own
+    /// transformer class.
+    #[arg(long, value_name = "MODULE.NAME", requires = "scan")]
+    allow: Vec<String>,
+    /// With --scan: write the exact set of globals the (trusted) FILEs import to F, if they
+    /// are safe.
+    #[arg(long, value_name = "F", requires = "scan", conflicts_with = "imports")]
+    pin_imports: Option<PathBuf>,
+    /// With --scan: block any import the pin F (from --pin-imports) does not hold
+    /// (integrity-model-imports), even an allowlisted one.
+    #[arg(long, value_name = "F", requires = "scan")]
+    imports: Option<PathBuf>,
+    /// With --scan: also write the scan as JSON to F.
+    #[arg(long, value_name = "F", requires = "scan")]
+    json: Option<PathBuf>,
     /// Endpoint of an S3-compatible store for s3:// files (implies path-style addressing).
     #[arg(long, value_name = "URL")]
     s3_endpoint: Option<String>,

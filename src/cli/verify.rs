@@ -13,6 +13,9 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
     let sources = Sources::new(S3Options {
         endpoint: args.s3_endpoint.clone(),
     });
+    if args.scan {
+        return scan(args, &sources);
+    }
     // What S3 reported for each object read, for --require-sse-kms.
     let mut objects: Vec<(String, Option<ObjectRef>)> = Vec::new();
     let checked = match (&args.sha256_file, &args.signature, &args.public_key) {
@@ -67,21 +70,7 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
         };
         let _ = writeln!(out, "{}: {what}", c.path);
     }
-    let mut failed = checked.iter().filter(|c| !c.ok).count();
-    if let Some(key) = args.sse.requirement() {
-        let stored: Vec<integrity::Stored<'_>> = objects
-            .iter()
-            .map(|(name, object)| integrity::Stored {
-                name,
-                object: object.as_ref(),
-            })
-            .collect();
-        let refused = integrity::sse_kms_findings(key, &stored);
-        for f in &refused {
-            let _ = writeln!(out, "FAILED: {}: {}", f.code, f.message);
-        }
-        failed += refused.len();
-    }
+    let failed = checked.iter().filter(|c| !c.ok).count() + sse_refusals(args, &objects, &mut out);
     let _ = writeln!(
         out,
         "poisongate verify: {} ({} of {} check(s) failed)",
@@ -101,4 +90,88 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
     } else {
         Verdict::Blocked
     })
+}
+
+/// `verify --scan`: every FILE judged by what loading it would import.
+fn scan(args: &VerifyArgs, sources: &Sources) -> poisongate::Result<Verdict> {
+    if args.files.is_empty() {
+        return Err(poisongate::Error::Usage(
+            "--scan needs at least one FILE".into(),
+        ));
+    }
+    let pin = args
+        .imports
+        .as_deref()
+        .map(poisongate::scan::verdict::load_pin)
+        .transpose()?;
+    let mut files = Vec::with_capacity(args.files.len());
+    let mut objects: Vec<(String, Option<ObjectRef>)> = Vec::new();
+    for name in &args.files {
+        let (path, object) = sources.open(name)?;
+        objects.push((name.clone(), object));
+        files.push((name.clone(), path));
+    }
+    let report =
+        poisongate::scan::scan_all(&files, &args.allow, pin.as_ref(), &Default::default())?;
+    let mut text = report.text();
+    let refused = sse_refusals(args, &objects, &mut text);
+    if let Some(path) = &args.json {
+        let mut json = serde_json::to_vec_pretty(&report)
+            .map_err(|e| poisongate::Error::Internal(format!("scan report: {e}")))?;
+        json.push(b'\n');
+        poisongate::output::write_atomic(path, &json)?;
+    }
+    let passed = report.passed() && refused == 0;
+    if let Some(path) = &args.pin_imports {
+        if passed {
+            let pin = report.pin();
+            let mut json = serde_json::to_vec_pretty(&pin)
+                .map_err(|e| poisongate::Error::Internal(format!("imports pin: {e}")))?;
+            json.push(b'\n');
+            poisongate::output::write_atomic(path, &json)?;
+            let _ = writeln!(
+                text,
+                "pinned {} import(s) of {} file(s) to {}",
+                pin.imports.len(),
+                pin.sources.len(),
+                path.display()
+            );
+        } else {
+            let _ = writeln!(
+                text,
+                "nothing pinned: an unsafe artifact is not a trusted one"
+            );
+        }
+    }
+    let printed = super::stdout(&text);
+    Ok(if passed {
+        printed?;
+        Verdict::Pass
+    } else {
+        Verdict::Blocked
+    })
+}
+
+/// With --require-sse-kms, a `FAILED` line for every object read that is not encrypted as
+/// required; returns how many.
+fn sse_refusals(
+    args: &VerifyArgs,
+    objects: &[(String, Option<ObjectRef>)],
+    out: &mut String,
+) -> usize {
+    let Some(key) = args.sse.requirement() else {
+        return 0;
+    };
+    let stored: Vec<integrity::Stored<'_>> = objects
+        .iter()
+        .map(|(name, object)| integrity::Stored {
+            name,
+            object: object.as_ref(),
+        })
+        .collect();
+    let refused = integrity::sse_kms_findings(key, &stored);
+    for f in &refused {
+        let _ = writeln!(out, "FAILED: {}: {}", f.code, f.message);
+    }
+    refused.len()
 }

@@ -22,6 +22,7 @@ mod reference;
 mod registry;
 mod remedy;
 mod s3;
+mod scan;
 mod schemas;
 mod sharding;
 mod stitched;

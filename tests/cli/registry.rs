@@ -9,6 +9,14 @@ use crate::common::*;
 
 /// The codes of a JSON report's findings (any severity).
 fn codes(report: &serde_json::Value) -> BTreeSet<String> {
+    // `verify --scan --json` reports findings per file.
+    if let Some(files) = report["files"].as_array() {
+        return files
+            .iter()
+            .flat_map(|f| f["findings"].as_array().unwrap().iter())
+            .map(|f| f["code"].as_str().unwrap().to_owned())
+            .collect();
+    }
     report["findings"]
         .as_array()
         .unwrap_or_else(|| panic!("no report: {report:#}"))
@@ -191,6 +199,16 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
     };
     // Data whose columns go together (the bundled data's barely do): see stitched.rs.
     let (st_base, st_clean, st_attacked, _) = crate::stitched::fixture(d);
+    // The imports pin of the trusted model, for integrity-model-imports.
+    let model_pin = path(&d.join("imports.json"));
+    let out = run(&[
+        "verify",
+        "--scan",
+        "--pin-imports",
+        &model_pin,
+        &td("models/pin/trusted.joblib"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     // Per code: (a command that must report it, a clean command that must not).
     let cases: Vec<(&str, Vec<String>, Vec<String>)> = vec![
         (
@@ -341,6 +359,32 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
             "integrity-quarantine-residual",
             after(d, "flip10", crate::remedy::Child::Dropped),
             after(d, "outliers", crate::remedy::Child::Dropped),
+        ),
+        (
+            "integrity-model-unsafe",
+            s(&["verify", "--scan", &td("models/hostile/os_system_p2.pkl")]),
+            s(&[
+                "verify",
+                "--scan",
+                &td("models/benign/sk_logistic_regression.joblib"),
+            ]),
+        ),
+        (
+            "integrity-model-imports",
+            s(&[
+                "verify",
+                "--scan",
+                "--imports",
+                &model_pin,
+                &td("models/pin/swapped.joblib"),
+            ]),
+            s(&[
+                "verify",
+                "--scan",
+                "--imports",
+                &model_pin,
+                &td("models/pin/trusted.joblib"),
+            ]),
         ),
         (
             "evidence-insufficient",
