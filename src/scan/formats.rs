@@ -630,11 +630,12 @@ fn npy_itemsize(descr: &literal::Lit) -> Option<(u64, bool)> {
     match descr {
         literal::Lit::Str(s) => {
             let t = s.trim_start_matches(['<', '>', '|', '=']);
-            let kind = t.chars().next()?;
+            let mut chars = t.chars();
+            let kind = chars.next()?;
             if kind == 'O' {
                 return Some((8, true));
             }
-            let digits: String = t[1..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String = chars.take_while(char::is_ascii_digit).collect();
             let n: u64 = digits.parse().ok()?;
             Some((if kind == 'U' { n * 4 } else { n }, false))
         }
