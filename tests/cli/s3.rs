@@ -916,3 +916,42 @@ fn versioned_buckets_record_the_version_read() {
         sha256_hex(&std::fs::read(&clean).unwrap()).as_str()
     );
 }
+
+#[test]
+fn verify_scan_judges_bucket_objects_as_local_files() {
+    let s = store();
+    let b = s.bucket("pg-scan");
+    let models = testdata("models");
+    s.put_file(
+        &b,
+        "models/benign.joblib",
+        &models.join("benign/sk_pipeline_column_transformer_xz.joblib"),
+        Sse::Kms(KEY_A),
+    );
+    s.put_file(
+        &b,
+        "models/hostile.pt",
+        &models.join("hostile/torch_second_pkl.pt"),
+        Sse::None,
+    );
+    let benign = format!("s3://{b}/models/benign.joblib");
+    let hostile = format!("s3://{b}/models/hostile.pt");
+    let out = s3_run(&["verify", "--scan", &benign, "--require-sse-kms"]);
+    assert_eq!(code(&out), 0, "{}", out_text(&out));
+    assert!(out_text(&out).contains(&format!("{benign}: OK: joblib (xz)")));
+    let out = s3_run(&["verify", "--scan", &hostile]);
+    assert_eq!(code(&out), 1, "{}", out_text(&out));
+    let text = out_text(&out);
+    assert!(text.contains(&format!("{hostile}: UNSAFE")), "{text}");
+    assert!(
+        text.contains("runpy._run_code (member archive/extra_state.pkl"),
+        "{text}"
+    );
+    // A safe model stored without the required key is refused all the same.
+    let out = s3_run(&["verify", "--scan", &hostile, &benign, "--require-sse-kms"]);
+    assert_eq!(code(&out), 1);
+    assert!(out_text(&out).contains("integrity-sse-kms-missing"));
+    let out = s3_run(&["verify", "--scan", &format!("s3://{b}/models/missing.pkl")]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("missing.pkl"), "{}", stderr(&out));
+}
