@@ -32,5 +32,13 @@ pub fn all() -> Vec<(&'static str, Value)> {
             "summary-header",
             schema::<crate::shard::PartHeader>("summary-header"),
         ),
+        (
+            "model-scan",
+            schema::<crate::scan::ScanReport>("model-scan"),
+        ),
+        (
+            "model-imports",
+            schema::<crate::scan::ImportPin>("model-imports"),
+        ),
     ]
 }

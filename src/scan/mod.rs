@@ -211,7 +211,7 @@ pub struct Scanned {
 }
 
 /// One unsafe thing a load would do.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Unsafe {
     /// [`UNSAFE`] or [`NEW_IMPORT`].
     pub code: &'static str,
@@ -316,7 +316,7 @@ fn keras_allows(i: &Import) -> bool {
 }
 
 /// The pin of a trusted artifact's imports (`verify --scan --pin-imports`).
-#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportPin {
     /// Always [`ImportPin::FORMAT`].
@@ -328,7 +328,7 @@ pub struct ImportPin {
 }
 
 /// A file of an [`ImportPin`].
-#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PinnedSource {
     /// As given on the command line.
@@ -339,7 +339,7 @@ pub struct PinnedSource {
 
 impl ImportPin {
     /// The format tag.
-    pub const FORMAT: &'static str = "poisongate-model-imports/1";
+    pub const FORMAT: &'static str = "poisongate.model-imports/1";
 
     /// Reads a pin, refusing anything else (exit 2).
     pub fn load(path: &Path, bytes: &[u8]) -> crate::Result<Self> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{Allowlist, ImportPin, Limits, PinnedSource, Scanned, Unsafe};
 
 /// One file's scan and judgement.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct FileVerdict {
     /// As given on the command line.
     pub path: String,
@@ -22,8 +22,10 @@ pub struct FileVerdict {
 }
 
 /// The scan of every file given.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct ScanReport {
+    /// Always `poisongate.model-scan/1`.
+    pub format: &'static str,
     /// `pass` or `blocked`.
     pub verdict: &'static str,
     /// Entries of the built-in allowlist, and the `--allow` additions.
@@ -62,6 +64,7 @@ pub fn scan_all(
     extra.sort();
     extra.dedup();
     Ok(ScanReport {
+        format: "poisongate.model-scan/1",
         verdict: if blocked { "blocked" } else { "pass" },
         allowlist: allow.len(),
         allowed_extra: extra,

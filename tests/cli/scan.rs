@@ -85,7 +85,7 @@ fn the_pin_blocks_a_swap_that_adds_one_allowlisted_callable() {
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let pinned: serde_json::Value = serde_json::from_slice(&std::fs::read(&pin).unwrap()).unwrap();
-    assert_eq!(pinned["format"], "poisongate-model-imports/1");
+    assert_eq!(pinned["format"], "poisongate.model-imports/1");
     assert!(pinned["imports"].as_array().unwrap().len() > 3);
     // Both pass the allowlist alone.
     let out = run(&["verify", "--scan", swapped.to_str().unwrap()]);

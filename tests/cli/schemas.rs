@@ -78,4 +78,31 @@ fn reports_and_baselines_validate_against_their_schemas() {
     };
     validate("report", &read(&report));
     validate("noise", &read(&noise));
+    // A blocked model scan, and an imports pin.
+    let (scan, pin) = (
+        dir.path().join("scan.json"),
+        dir.path().join("imports.json"),
+    );
+    let models = testdata("models");
+    let out = run(&[
+        "verify",
+        "--scan",
+        models.join("pin/trusted.joblib").to_str().unwrap(),
+        "--pin-imports",
+        pin.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    validate("model-imports", &read(&pin));
+    let out = run(&[
+        "verify",
+        "--scan",
+        models.join("hostile/torch_second_pkl.pt").to_str().unwrap(),
+        models.join("pin/swapped.joblib").to_str().unwrap(),
+        "--imports",
+        pin.to_str().unwrap(),
+        "--json",
+        scan.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    validate("model-scan", &read(&scan));
 }
