@@ -111,17 +111,21 @@ fn scan(args: &VerifyArgs, sources: &Sources) -> poisongate::Result<Verdict> {
         objects.push((name.clone(), object));
         files.push((name.clone(), path));
     }
-    let report =
+    let mut report =
         poisongate::scan::scan_all(&files, &args.allow, pin.as_ref(), &Default::default())?;
+    report.refuse(
+        sse_findings(args, &objects)
+            .into_iter()
+            .map(|f| format!("{}: {}", f.code, f.message)),
+    );
     let mut text = report.text();
-    let refused = sse_refusals(args, &objects, &mut text);
     if let Some(path) = &args.json {
         let mut json = serde_json::to_vec_pretty(&report)
             .map_err(|e| poisongate::Error::Internal(format!("scan report: {e}")))?;
         json.push(b'\n');
         poisongate::output::write_atomic(path, &json)?;
     }
-    let passed = report.passed() && refused == 0;
+    let passed = report.passed();
     if let Some(path) = &args.pin_imports {
         if passed {
             let pin = report.pin();
@@ -152,15 +156,14 @@ fn scan(args: &VerifyArgs, sources: &Sources) -> poisongate::Result<Verdict> {
     })
 }
 
-/// With --require-sse-kms, a `FAILED` line for every object read that is not encrypted as
-/// required; returns how many.
-fn sse_refusals(
+/// With --require-sse-kms, a finding for every object read that is not encrypted as
+/// required.
+fn sse_findings(
     args: &VerifyArgs,
     objects: &[(String, Option<ObjectRef>)],
-    out: &mut String,
-) -> usize {
+) -> Vec<poisongate::finding::Finding> {
     let Some(key) = args.sse.requirement() else {
-        return 0;
+        return Vec::new();
     };
     let stored: Vec<integrity::Stored<'_>> = objects
         .iter()
@@ -169,7 +172,17 @@ fn sse_refusals(
             object: object.as_ref(),
         })
         .collect();
-    let refused = integrity::sse_kms_findings(key, &stored);
+    integrity::sse_kms_findings(key, &stored)
+}
+
+/// A `FAILED` line for every object read that is not encrypted as required; returns how
+/// many.
+fn sse_refusals(
+    args: &VerifyArgs,
+    objects: &[(String, Option<ObjectRef>)],
+    out: &mut String,
+) -> usize {
+    let refused = sse_findings(args, objects);
     for f in &refused {
         let _ = writeln!(out, "FAILED: {}: {}", f.code, f.message);
     }

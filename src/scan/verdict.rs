@@ -36,6 +36,9 @@ pub struct ScanReport {
     pub pinned: Option<usize>,
     /// Per file, in the order given.
     pub files: Vec<FileVerdict>,
+    /// Other refusals of the same run (`integrity-sse-kms-missing: ...` under
+    /// `--require-sse-kms`): each blocks like an unsafe file.
+    pub refused: Vec<String>,
 }
 
 /// Scans `files` (`(as given, local path)`) and judges them.
@@ -70,14 +73,23 @@ pub fn scan_all(
         allowed_extra: extra,
         pinned: pin.map(|p| p.imports.len()),
         files: out,
+        refused: Vec::new(),
     })
 }
 
 impl ScanReport {
-    /// Whether every file is safe to load.
+    /// Whether every file is safe to load and nothing else was refused.
     #[must_use]
     pub fn passed(&self) -> bool {
         self.verdict == "pass"
+    }
+
+    /// Adds refusals of the run besides the scan (`code: message`); any blocks it.
+    pub fn refuse(&mut self, lines: impl IntoIterator<Item = String>) {
+        self.refused.extend(lines);
+        if !self.refused.is_empty() {
+            self.verdict = "blocked";
+        }
     }
 
     /// The pin of these files' imports (only of a report that passed).
@@ -146,11 +158,19 @@ impl ScanReport {
                 );
             }
         }
+        for line in &self.refused {
+            let _ = writeln!(out, "FAILED: {line}");
+        }
         let unsafe_files = self.files.iter().filter(|f| !f.findings.is_empty()).count();
+        let refused = if self.refused.is_empty() {
+            String::new()
+        } else {
+            format!(", {} other refusal(s)", self.refused.len())
+        };
         let _ = writeln!(
             out,
-            "poisongate verify --scan: {} ({} of {} file(s) unsafe)",
-            if unsafe_files == 0 {
+            "poisongate verify --scan: {} ({} of {} file(s) unsafe{refused})",
+            if self.passed() {
                 "PASS (exit 0)"
             } else {
                 "BLOCKED (exit 1)"

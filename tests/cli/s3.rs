@@ -947,10 +947,35 @@ fn verify_scan_judges_bucket_objects_as_local_files() {
         text.contains("runpy._run_code (member archive/extra_state.pkl"),
         "{text}"
     );
-    // A safe model stored without the required key is refused all the same.
-    let out = s3_run(&["verify", "--scan", &hostile, &benign, "--require-sse-kms"]);
-    assert_eq!(code(&out), 1);
-    assert!(out_text(&out).contains("integrity-sse-kms-missing"));
+    // A safe model stored without the required key is refused all the same, and the
+    // summary line and the JSON verdict say so.
+    s.put_file(
+        &b,
+        "models/plain.joblib",
+        &models.join("benign/sk_pipeline_column_transformer_xz.joblib"),
+        Sse::None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("scan.json");
+    let plain = format!("s3://{b}/models/plain.joblib");
+    let out = s3_run(&[
+        "verify",
+        "--scan",
+        &plain,
+        "--require-sse-kms",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", out_text(&out));
+    let text = out_text(&out);
+    assert!(text.contains("FAILED: integrity-sse-kms-missing"), "{text}");
+    assert!(
+        text.contains("BLOCKED (exit 1) (0 of 1 file(s) unsafe, 1 other refusal(s))"),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "blocked");
+    assert_eq!(report["refused"].as_array().unwrap().len(), 1);
     let out = s3_run(&["verify", "--scan", &format!("s3://{b}/models/missing.pkl")]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("missing.pkl"), "{}", stderr(&out));
