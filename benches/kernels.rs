@@ -150,7 +150,7 @@ fn accumulators(c: &mut Criterion) {
     use poisongate::detect::Accumulator;
     use poisongate::poison::{
         Block, Pinned, ScanFold, duplicates::DuplicateState, inconsistency::LabelState,
-        outliers::AnomalyState, tables::ClassTables,
+        outliers::AnomalyState, point_mass::ValueCounts, tables::ClassTables,
     };
     fn one<S: for<'a> Accumulator<Pinned<'a>, Block> + Clone>(
         g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -202,6 +202,7 @@ fn accumulators(c: &mut Criterion) {
         &pinned,
         &block,
     );
+    one::<ValueCounts>(&mut g, "value counts", &pinned, &block);
     g.finish();
 }
 

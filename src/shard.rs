@@ -7,7 +7,7 @@
 //! carries the digest of that list; shard `i/N` takes the contiguous run of units
 //! `[i * len / N, (i + 1) * len / N)`.
 //!
-//! **Parts.** A part (`poisongate.summary/3`) starts with a JSON header: the build, the digests
+//! **Parts.** A part (`poisongate.summary/4`) starts with a JSON header: the build, the digests
 //! of the baseline, the policy and the manifest, and the units it covers. Then come, per unit,
 //! its provenance, schema, column summaries and row-pass state. Column summaries merge by
 //! exact addition (integer counts, exact floating sums: [`crate::stats::exact`]), so merging
@@ -40,9 +40,9 @@ use crate::summary::BatchSummary;
 /// Format tag of a manifest.
 pub const MANIFEST_FORMAT: &str = "poisongate.manifest/1";
 /// Format tag of a summary part.
-pub const PART_FORMAT: &str = "poisongate.summary/3";
+pub const PART_FORMAT: &str = "poisongate.summary/4";
 /// First bytes of a part file.
-const MAGIC: &[u8] = b"poisongate.summary/3\n";
+const MAGIC: &[u8] = b"poisongate.summary/4\n";
 /// Largest JSON section a part may hold (the column summaries of wide batches).
 const MAX_JSON: u64 = 1 << 30;
 
@@ -556,7 +556,7 @@ impl Part {
         let bad = |cause: &str| Error::summary(path, cause);
         let rest = bytes
             .strip_prefix(MAGIC)
-            .ok_or_else(|| bad("not a poisongate.summary/3 part (bad magic)"))?;
+            .ok_or_else(|| bad("not a poisongate.summary/4 part (bad magic)"))?;
         let mut r = Reader { bytes: rest, at: 0 };
         let header: PartHeader =
             serde_json::from_slice(r.section().ok_or_else(|| bad("truncated header"))?)

@@ -12,10 +12,11 @@
 //! into the accumulators of the registry ([`States`]: one line each, below); each detector
 //! turns its merged state into [`Candidate`]s that go through the same decision rule and
 //! multiplicity adjustment as the drift checks. No state grows with the rows. Two detectors
-//! still count candidate values in a second read of their columns and labels
-//! ([`point_mass`], [`trigger`]; the trigger reads the few rows of a concentrated value once
-//! more for the model's chances), and [`quarantine`] lists the rows behind the findings that
-//! fired in a read that encodes and scores the rows again.
+//! ([`point_mass`], [`trigger`]) need the rows and labels of the few values that can pass
+//! their pre-screen; the row pass's exact counts say which, and only when there is one are
+//! their columns read again ([`values`]; the trigger reads the few rows of a concentrated
+//! value once more for the model's chances). [`quarantine`] lists the rows behind the
+//! findings that fired in a read that encodes and scores the rows again.
 //!
 //! **Adding a row-level detector:** a file with its state (an [`Accumulator`] over
 //! [`Block`]s) and a `finish` that turns the merged state into candidates; a line in the
@@ -38,6 +39,7 @@ pub mod segment;
 pub mod stitched;
 pub mod tables;
 pub mod trigger;
+pub mod values;
 
 pub(crate) use quarantine::for_each_block;
 pub use quarantine::{
@@ -405,6 +407,9 @@ registry! {
     duplicates: duplicates::DuplicateState => duplicates::finish,
     /// `poison-stitched-rows`.
     stitched: stitched::StitchedState => stitched::finish,
+    /// `poison-point-mass` and the numeric values of `poison-trigger` (their candidates come
+    /// from the value read that these counts call for: [`values`]).
+    values: point_mass::ValueCounts => point_mass::after_value_read,
 }
 
 /// Runs every detector on a scanned batch.
@@ -470,7 +475,7 @@ pub fn detect(
         profile,
         filter: filter.as_ref(),
     };
-    // The accumulators' detectors and the two that re-read their columns run side by side;
+    // The accumulators' detectors and the two that may read values again run side by side;
     // candidates are appended in a fixed order, so the outcome does not depend on scheduling.
     let rereads = !matches!(rows, BatchRows::Absent);
     if !rereads {
@@ -485,53 +490,15 @@ pub fn detect(
         if !rereads {
             return Ok(Vec::new());
         }
-        // One read for both value detectors: every numeric feature's sketch and the rows of
-        // the over-represented categories, with the label.
-        let mut sketches = point_mass::Sketches::new(baseline, profile);
-        let mut categorical =
-            trigger::CategoricalRows::new(baseline, profile, summary, scan.n as f64);
-        let encoder = crate::rows::Encoder::new(baseline, None);
-        let mut names: Vec<String> = sketches.columns().cloned().collect();
-        for c in categorical.columns() {
-            if !names.contains(c) {
-                names.push(c.clone());
-            }
-        }
-        if !categorical.is_empty() {
-            names.extend(encoder.label.clone());
-        }
-        if !names.is_empty() {
-            let mut offset = 0u32;
-            for_each_block(rows, &names, |df| {
-                sketches.update(df)?;
-                if !categorical.is_empty() {
-                    categorical.update(df, &encoder.labels(df)?, offset)?;
-                }
-                offset += df.height() as u32;
-                Ok(())
-            })?;
-        }
-        let exact = point_mass::resolve(baseline, scan, &sketches.finish(), rows)?;
-        let heavy = point_mass::heavy_values(baseline, scan, &exact);
-        let mut v: Vec<Found> = point_mass::candidates(baseline, &heavy, scan, policy)
-            .into_iter()
-            .map(|(c, s)| (c, Some(s)))
-            .collect();
-        v.extend(
-            trigger::candidates(
-                baseline,
-                profile,
-                categorical,
-                &heavy,
-                scan,
-                rows,
-                policy,
-                broken.is_empty(),
-            )?
-            .into_iter()
-            .map(|(c, s)| (c, Some(s))),
-        );
-        Ok(v)
+        values::candidates(
+            baseline,
+            profile,
+            summary,
+            scan,
+            rows,
+            policy,
+            broken.is_empty(),
+        )
     };
     let (a, b) = rayon::join(|| scan.states.candidates(&pinned, scan, policy), values);
     for (cand, sel) in a.into_iter().chain(b?) {

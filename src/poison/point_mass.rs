@@ -5,9 +5,11 @@
 //! `amount = 13.37`), default values written by a broken producer, and copy-paste floods
 //! that vary other columns.
 //!
-//! **How.** Every numeric feature's exact values are summarised by a heavy-hitter sketch in
-//! one read of those columns (any value holding more than 1/1,025 of the rows survives it),
-//! and the survivors that could pass the test are counted exactly in a second. The trusted
+//! **How.** The row pass counts every numeric feature's pinned frequent values exactly and
+//! every other value in hashed buckets ([`ValueCounts`]); only the values that can pass the
+//! test (a pinned value whose count does, or any value of a bucket whose count does) are
+//! counted one by one, with their rows, in a second read of their columns, which a batch
+//! without such a value never needs ([`super::values`]). The trusted
 //! frequency of a value is its pinned count among the column's most frequent values, or else
 //! the largest count of any value not listed (an upper bound), so naturally discrete columns
 //! (counts, ratings) are judged against their own repeats. A value is reported when it holds
@@ -21,16 +23,14 @@ use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 
-use super::{RowSelector, Scan};
+use serde::{Deserialize, Serialize};
+
+use super::{Block, Pinned, PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
-use crate::detect::{Candidate, Effect};
-use crate::error::{Error, Result};
+use crate::detect::{Accumulator, Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::value_key;
-use crate::source::Rows;
-use crate::summary::for_each_f64_chunk;
-use polars::prelude::DataFrame;
 
 /// Smallest batch share a heavy value must hold.
 pub const MIN_SHARE: f64 = 0.002;
@@ -59,143 +59,203 @@ pub struct HeavyValue {
     pub listed: bool,
 }
 
-/// Counters of one feature's values: a Misra–Gries heavy-hitter summary
-/// (Misra & Gries 1982) with [`SKETCH_COUNTERS`] counters, mergeable across slices (Agarwal et
-/// al. 2012, "Mergeable summaries"). Every value holding more than `total / (counters + 1)`
-/// of the rows survives, and its count is under-estimated by at most that much; the
-/// survivors are then counted exactly in a second pass over the column.
-#[derive(Debug, Clone, Default)]
-pub struct Sketch {
-    /// Value key to (value, estimated count).
-    pub counters: HashMap<u64, (f64, u64)>,
-    /// Values summarised.
-    pub total: u64,
-}
+/// Buckets of one feature's hashed count of the values not pinned among its frequent ones.
+pub const BUCKETS: usize = 1 << 15;
 
-/// Counters per sketch: enough that any value holding [`MIN_SHARE`] of the batch survives.
-pub const SKETCH_COUNTERS: usize = 1024;
-
-impl Sketch {
-    fn add(&mut self, key: u64, x: f64) {
-        self.total += 1;
-        self.counters.entry(key).or_insert((x, 0)).1 += 1;
-        if self.counters.len() > 2 * SKETCH_COUNTERS {
-            self.prune();
-        }
-    }
-
-    /// Subtracts the (k+1)-th largest count from every counter and drops those left at zero,
-    /// k = [`SKETCH_COUNTERS`]: at least k+1 counters lose that much each time, so no count is
-    /// under-estimated by more than `total / (k+1)` (Berinde et al. 2010, "Space-optimal
-    /// heavy hitters with strong error bounds"; the batched form of Misra–Gries). Pruning at
-    /// twice k keeps an update O(1) amortised on a column of distinct values.
-    fn prune(&mut self) {
-        if self.counters.len() <= SKETCH_COUNTERS {
-            return;
-        }
-        let mut counts: Vec<u64> = self.counters.values().map(|c| c.1).collect();
-        let (_, &mut cut, _) = counts.select_nth_unstable_by(SKETCH_COUNTERS, |a, b| b.cmp(a));
-        self.counters.retain(|_, c| {
-            c.1 = c.1.saturating_sub(cut);
-            c.1 > 0
-        });
-    }
-
-    /// Adds another slice's summary and prunes back to [`SKETCH_COUNTERS`] counters.
-    pub fn merge(&mut self, other: Self) {
-        self.total += other.total;
-        // Sums do not depend on the order; sorting keeps the lint (and readers) sure of it.
-        let mut incoming: Vec<(u64, (f64, u64))> = other.counters.into_iter().collect();
-        incoming.sort_unstable_by_key(|e| e.0);
-        for (k, (x, c)) in incoming {
-            self.counters.entry(k).or_insert((x, 0)).1 += c;
-        }
-        self.prune();
-    }
-
-    /// Keys that may hold at least `least(key)` rows (the estimate plus the largest
-    /// under-count).
-    fn candidates(&self, least: impl Fn(u64) -> f64) -> HashMap<u64, f64> {
-        let slack = self.total as f64 / (SKETCH_COUNTERS + 1) as f64;
-        self.counters
-            .iter()
-            .filter(|(k, c)| c.1 as f64 + slack >= least(**k))
-            .map(|(&k, c)| (k, c.0))
-            .collect()
-    }
-}
-
-/// Sketches of every numeric feature's values, filled in the value detectors' one read of
-/// the batch (beside the trigger's categorical rows).
+/// One numeric feature's exact value counts in the row pass: every pinned frequent value
+/// one by one, and every other value in one of [`BUCKETS`] buckets chosen by a fixed hash of
+/// its exact value.
 ///
-/// Every value is sketched, not only those in bins that gained rows: a trigger stamped on 8
-/// rows of a 2,000-row batch at a value inside the trusted range adds 8 rows to a bin of
-/// about 100, well inside the bin's sampling noise, and a search confined to such bins never
-/// saw it (`docs/evasion.md`). The sketch's error bound does not depend on what else the
-/// column holds, so naturally discrete columns cost nothing in what it guarantees.
-#[derive(Debug, Default)]
-pub struct Sketches {
-    /// Per numeric feature: its index in the poison profile, its name and its sketch.
-    features: Vec<(usize, String, Sketch)>,
-    /// Features in the poison profile.
-    all: usize,
+/// Both are plain counts, so states over any split of the batch add up to the same state
+/// (a linear sketch: the Count-Min sketch of Cormode & Muthukrishnan 2005 with one row). A
+/// bucket's count bounds from above the count of every value hashed into it, so a value that
+/// can pass [`heavy_values`]' pre-screen lies in a bucket whose count passes the same
+/// threshold ("hot"); only hot buckets' values are counted one by one, in the value read
+/// ([`super::values`]). A pinned frequent value is judged from its exact count here. With
+/// 32,768 buckets a bucket of a column of distinct values holds `n / 32,768` rows on
+/// average against a threshold of at least `n / 500`, so a clean batch over a few thousand
+/// rows almost never has a hot bucket, and its value detectors need no second read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureCounts {
+    /// Feature index in the poison profile.
+    pub feature: usize,
+    /// Rows per pinned frequent value, in the order of [`listed_keys`].
+    pub listed: Vec<u64>,
+    /// Rows of every other value, per bucket ([`bucket`]).
+    pub buckets: Vec<u64>,
 }
 
-impl Sketches {
-    /// Empty sketches of every numeric feature of the poison profile.
-    #[must_use]
-    pub fn new(baseline: &Baseline, profile: &super::PoisonProfile) -> Self {
-        let features = (profile.features.iter().enumerate())
-            .filter(|(_, name)| baseline.column(name).is_some_and(|c| c.numeric.is_some()))
-            .map(|(j, name)| (j, name.clone(), Sketch::default()))
-            .collect();
-        Self {
-            features,
-            all: profile.features.len(),
-        }
-    }
+/// Every numeric feature's [`FeatureCounts`]: the row pass's state of `poison-point-mass`
+/// (and of the numeric candidates of `poison-trigger`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueCounts {
+    /// One per numeric feature, in profile order.
+    pub features: Vec<FeatureCounts>,
+}
 
-    /// The columns the read must bring.
-    pub fn columns(&self) -> impl Iterator<Item = &String> {
-        self.features.iter().map(|(_, n, _)| n)
-    }
+/// The bucket of a value key: a fixed mix, so every process and shard agrees.
+#[must_use]
+pub fn bucket(key: u64) -> usize {
+    (crate::rows::mix(key ^ 0x706f_696e_745f_6d61) as usize) & (BUCKETS - 1)
+}
 
-    /// Adds one block's values, the features side by side (each sketch sees its column's
-    /// values in row order, so the result does not depend on the scheduling).
-    ///
-    /// # Errors
-    /// A column missing from the block or not readable as numbers.
-    pub fn update(&mut self, df: &DataFrame) -> Result<()> {
-        use rayon::prelude::*;
-        self.features
-            .par_iter_mut()
-            .try_for_each(|(_, name, sketch)| {
-                for_each_f64_chunk(series_of(df, name)?, |v, valid| {
-                    for (i, &x) in v.iter().enumerate() {
-                        if !x.is_nan() && valid.is_none_or(|b| b.get_bit(i)) {
-                            sketch.add(value_key(x), x);
-                        }
-                    }
+/// The distinct keys of a numeric column's pinned frequent values, sorted.
+#[must_use]
+pub fn listed_keys(p: &crate::baseline::NumericProfile) -> Vec<u64> {
+    let mut keys: Vec<u64> = p.frequent.iter().map(|v| value_key(v.value)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The numeric profile of feature `j`, when it has one.
+fn numeric<'b>(
+    baseline: &'b Baseline,
+    profile: &PoisonProfile,
+    j: usize,
+) -> Option<&'b crate::baseline::NumericProfile> {
+    baseline.column(profile.features.get(j)?)?.numeric.as_ref()
+}
+
+impl Accumulator<Pinned<'_>, Block> for ValueCounts {
+    fn new(p: &Pinned<'_>) -> Option<Self> {
+        let features: Vec<FeatureCounts> = (0..p.profile.features.len())
+            .filter_map(|j| {
+                let num = numeric(p.baseline, p.profile, j)?;
+                Some(FeatureCounts {
+                    feature: j,
+                    listed: vec![0; listed_keys(num).len()],
+                    buckets: vec![0; BUCKETS],
                 })
             })
+            .collect();
+        (!features.is_empty()).then_some(Self { features })
     }
 
-    /// The sketches, one per feature of the poison profile (empty for the others).
-    #[must_use]
-    pub fn finish(self) -> Vec<Sketch> {
-        let mut out = vec![Sketch::default(); self.all];
-        for (j, _, s) in self.features {
-            out[j] = s;
+    fn update(&mut self, p: &Pinned<'_>, b: &Block) {
+        for f in &mut self.features {
+            let (Some(values), Some(num)) = (
+                b.e.values.get(f.feature),
+                numeric(p.baseline, p.profile, f.feature),
+            ) else {
+                continue;
+            };
+            let keys = listed_keys(num);
+            let slot: HashMap<u64, usize> = keys.iter().enumerate().map(|(i, &k)| (k, i)).collect();
+            for &x in values {
+                // Nulls are NaN in the encoded values; NaN is no value to count.
+                if x.is_nan() {
+                    continue;
+                }
+                let key = value_key(x);
+                match slot.get(&key) {
+                    Some(&i) => f.listed[i] += 1,
+                    None => f.buckets[bucket(key)] += 1,
+                }
+            }
         }
-        out
+    }
+
+    fn merge(&mut self, _: &Pinned<'_>, other: Self) -> std::result::Result<(), String> {
+        if self.features.len() != other.features.len() {
+            return Err("value counts of different features".to_owned());
+        }
+        for (a, b) in self.features.iter_mut().zip(other.features) {
+            if a.feature != b.feature || a.buckets.len() != b.buckets.len() {
+                return Err("value counts of different features".to_owned());
+            }
+            crate::detect::add_counts(&mut a.listed, &b.listed)?;
+            crate::detect::add_counts(&mut a.buckets, &b.buckets)?;
+        }
+        Ok(())
     }
 }
 
-fn series_of<'a>(df: &'a DataFrame, name: &str) -> Result<&'a polars::prelude::Series> {
-    Ok(df
-        .column(name)
-        .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))?
-        .as_materialized_series())
+/// The registry's finisher of [`ValueCounts`]: none. Its candidates need the rows and labels
+/// of the values it finds, which the value read brings ([`super::values`]).
+#[must_use]
+pub fn after_value_read(
+    _: &Pinned<'_>,
+    _: &Scan,
+    _: &ValueCounts,
+    _: &Policy,
+) -> Vec<super::Found> {
+    Vec::new()
+}
+
+/// What the value read must count in one numeric feature: the pinned frequent values whose
+/// exact count passes the pre-screen, and every other value in a hot bucket.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    /// Feature index in the poison profile.
+    pub feature: usize,
+    /// Column name.
+    pub column: String,
+    /// Keys of the pinned frequent values to count.
+    pub listed: Vec<u64>,
+    /// Every pinned frequent key (these are never counted from a bucket).
+    pub pinned: Vec<u64>,
+    /// Hot buckets, one flag per bucket (empty when none is hot).
+    pub hot: Vec<bool>,
+}
+
+impl Wanted {
+    /// Whether the read must keep the rows of the value with this key.
+    #[must_use]
+    pub fn wants(&self, key: u64) -> bool {
+        if self.pinned.binary_search(&key).is_ok() {
+            self.listed.binary_search(&key).is_ok()
+        } else {
+            !self.hot.is_empty() && self.hot[bucket(key)]
+        }
+    }
+}
+
+/// Per numeric feature with something to count, what the value read must count: the values
+/// that may pass [`heavy_values`]' pre-screen (at least three rows, [`MIN_SHARE`] of the
+/// batch and [`MIN_RATIO`] times the value's trusted share), from the row pass's exact counts.
+#[must_use]
+pub fn wanted(baseline: &Baseline, scan: &Scan) -> Vec<Wanted> {
+    let (Some(profile), Some(counts)) = (&baseline.poison, &scan.states.values) else {
+        return Vec::new();
+    };
+    let n = scan.n as f64;
+    let least = (MIN_SHARE * n).max(3.0);
+    let mut out = Vec::new();
+    for f in &counts.features {
+        let Some(num) = numeric(baseline, profile, f.feature) else {
+            continue;
+        };
+        let shares = TrustedShares::new(num);
+        // A hair below the test's threshold: rounding never drops a value it takes.
+        let bar = |key: u64| least.max(MIN_RATIO * shares.share(key) * n) * (1.0 - 1e-9);
+        let pinned = listed_keys(num);
+        let listed: Vec<u64> = (pinned.iter().zip(&f.listed))
+            .filter(|&(&k, &c)| c as f64 >= bar(k))
+            .map(|(&k, _)| k)
+            .collect();
+        // Every key outside the pinned list has the same trusted share (the pinned bound).
+        let cut = bar(u64::MAX);
+        let mut hot = vec![false; BUCKETS];
+        let mut any = false;
+        for (h, &c) in hot.iter_mut().zip(&f.buckets) {
+            *h = c as f64 >= cut;
+            any |= *h;
+        }
+        if listed.is_empty() && !any {
+            continue;
+        }
+        out.push(Wanted {
+            feature: f.feature,
+            column: profile.features[f.feature].clone(),
+            listed,
+            pinned,
+            hot: if any { hot } else { Vec::new() },
+        });
+    }
+    out
 }
 
 /// A numeric feature's trusted share of each exact value: its pinned count when it is among
@@ -231,86 +291,6 @@ impl<'p> TrustedShares<'p> {
 
 /// Per feature: value key to (value, its rows in batch order, their labels).
 pub type ValueRows = HashMap<u64, (f64, Vec<u32>, Vec<u16>)>;
-
-/// Rows of the sketches' candidate values, counted exactly in one pass over their columns.
-///
-/// # Errors
-/// A column that cannot be read as numbers.
-pub fn resolve(
-    baseline: &Baseline,
-    scan: &Scan,
-    sketches: &[Sketch],
-    rows_of: Rows<'_>,
-) -> Result<Vec<ValueRows>> {
-    let Some(profile) = &baseline.poison else {
-        return Ok(Vec::new());
-    };
-    let n = scan.n as f64;
-    let least = (MIN_SHARE * n).max(3.0);
-    // Only values that can pass [`heavy_values`]' test are counted (and their rows kept):
-    // at least `least` rows and [`MIN_RATIO`] times their trusted share. A value as common
-    // as in the trusted data (every value of a count column) is never resolved.
-    let wanted: Vec<HashMap<u64, f64>> = (0..profile.features.len())
-        .map(|j| {
-            let Some(s) = sketches.get(j) else {
-                return HashMap::default();
-            };
-            let Some(p) = baseline
-                .column(&profile.features[j])
-                .and_then(|c| c.numeric.as_ref())
-            else {
-                return s.candidates(|_| least);
-            };
-            let shares = TrustedShares::new(p);
-            // A hair below the test's threshold: rounding never drops a value it takes.
-            s.candidates(|key| least.max(MIN_RATIO * shares.share(key) * n) * (1.0 - 1e-9))
-        })
-        .collect();
-    let mut out: Vec<ValueRows> = vec![HashMap::default(); profile.features.len()];
-    let mut names: Vec<String> = profile
-        .features
-        .iter()
-        .zip(&wanted)
-        .filter(|(_, w)| !w.is_empty())
-        .map(|(n, _)| n.clone())
-        .collect();
-    if names.is_empty() {
-        return Ok(out);
-    }
-    // The labels of the values' rows come along in the same read (the trigger test counts
-    // them; the row pass keeps nothing per row).
-    let encoder = crate::rows::Encoder::new(baseline, None);
-    names.extend(encoder.label.clone());
-    let mut offset = 0u32;
-    super::for_each_block(rows_of, &names, |df| {
-        let labels = encoder.labels(df)?;
-        for (j, name) in profile.features.iter().enumerate() {
-            let want = &wanted[j];
-            if want.is_empty() {
-                continue;
-            }
-            let rows = &mut out[j];
-            let mut at = offset;
-            for_each_f64_chunk(series_of(df, name)?, |v, valid| {
-                for (i, &x) in v.iter().enumerate() {
-                    let key = value_key(x);
-                    if let Some(&value) = want.get(&key)
-                        && valid.is_none_or(|b| b.get_bit(i))
-                        && !x.is_nan()
-                    {
-                        let e = rows.entry(key).or_insert((value, Vec::new(), Vec::new()));
-                        e.1.push(at + i as u32);
-                        e.2.push(labels[(at - offset) as usize + i]);
-                    }
-                }
-                at += v.len() as u32;
-            })?;
-        }
-        offset += df.height() as u32;
-        Ok(())
-    })?;
-    Ok(out)
-}
 
 /// Exact values over-represented in every numeric feature, from the rows
 /// [`resolve`] found.
@@ -469,70 +449,4 @@ pub fn candidates(
 #[must_use]
 pub fn num_exact(x: f64) -> String {
     format!("{x}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Misra–Gries guarantee: every value holding more than `total / (counters + 1)` rows
-    /// survives any split into slices and merge, under-counted by at most that much.
-    #[test]
-    fn heavy_values_survive_slicing_and_merging() {
-        let mut slices = Vec::new();
-        let mut state = 7u64;
-        for s in 0..8 {
-            let mut sk = Sketch::default();
-            for i in 0..20_000u64 {
-                state = crate::rows::mix(state);
-                // 0.5% of rows carry 4242.0 in some slices only; the rest are all distinct.
-                let x = if s % 2 == 0 && i % 100 == 0 {
-                    4242.0
-                } else {
-                    (state >> 11) as f64
-                };
-                sk.add(value_key(x), x);
-            }
-            slices.push(sk);
-        }
-        let mut all = Sketch::default();
-        for s in slices {
-            all.merge(s);
-        }
-        assert_eq!(all.total, 160_000);
-        let heavy = all.candidates(|_| 400.0);
-        assert_eq!(heavy.get(&value_key(4242.0)), Some(&4242.0));
-        assert!(heavy.len() < 20, "{}", heavy.len());
-    }
-
-    #[test]
-    fn batched_pruning_under_counts_by_at_most_total_over_k_plus_one() {
-        // Zipf-like counts over 50,000 values: value v appears 1 + 5000 / (v + 1) times.
-        let mut truth: Vec<(f64, u64)> = Vec::new();
-        let mut stream: Vec<f64> = Vec::new();
-        for v in 0..50_000u64 {
-            let c = 1 + 5000 / (v + 1);
-            truth.push((v as f64, c));
-            stream.extend(std::iter::repeat_n(v as f64, c as usize));
-        }
-        // Interleave deterministically so that heavy values arrive throughout.
-        let mut state = 11u64;
-        for i in (1..stream.len()).rev() {
-            state = crate::rows::mix(state);
-            stream.swap(i, (state % (i as u64 + 1)) as usize);
-        }
-        let mut sk = Sketch::default();
-        for &x in &stream {
-            sk.add(value_key(x), x);
-        }
-        let bound = sk.total / (SKETCH_COUNTERS as u64 + 1);
-        assert!(sk.counters.len() <= 2 * SKETCH_COUNTERS);
-        for (x, c) in truth {
-            let est = sk.counters.get(&value_key(x)).map_or(0, |e| e.1);
-            assert!(
-                est <= c && c - est <= bound,
-                "{x}: {est} of {c}, bound {bound}"
-            );
-        }
-    }
 }

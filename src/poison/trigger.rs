@@ -26,8 +26,6 @@ use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 
-use crate::source::Rows;
-
 use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
@@ -142,7 +140,16 @@ impl CategoricalRows {
     ///
     /// # Errors
     /// A wanted column missing from the block or not readable as text.
-    pub fn update(&mut self, df: &DataFrame, labels: &[u16], offset: u32) -> Result<()> {
+    ///
+    /// The rows of a value are also pushed to `kept` while the value has at most
+    /// [`MAX_MODEL_ROWS`] rows: the rows whose reference-model chances the test may use.
+    pub fn update(
+        &mut self,
+        df: &DataFrame,
+        labels: &[u16],
+        offset: u32,
+        kept: &mut Vec<u32>,
+    ) -> Result<()> {
         for ((_, name, _, wanted), rows) in self.columns.iter().zip(self.rows.iter_mut()) {
             let series = df
                 .column(name)
@@ -156,14 +163,19 @@ impl CategoricalRows {
                     {
                         let row = offset + (at + i) as u32;
                         let y = labels[at + i];
-                        match rows.get_mut(v) {
+                        let held = match rows.get_mut(v) {
                             Some(r) => {
                                 r.0.push(row);
                                 r.1.push(y);
+                                r.0.len()
                             }
                             None => {
                                 rows.insert(v.to_owned(), (vec![row], vec![y]));
+                                1
                             }
+                        };
+                        if held <= MAX_MODEL_ROWS {
+                            kept.push(row);
                         }
                     }
                 }
@@ -207,7 +219,7 @@ type Hit = (Value, usize, u64, u64, f64);
 
 /// Most rows for the exact Poisson-binomial tail of [`model_chances`]; larger candidates
 /// have power enough from the class mix alone.
-const MAX_MODEL_ROWS: usize = 2000;
+pub const MAX_MODEL_ROWS: usize = 2000;
 
 /// Per labelled row of a candidate, the reference model's probability of class `c`: exact
 /// for rows labelled `c` and for two classes, the remaining mass spread evenly otherwise.
@@ -238,7 +250,7 @@ fn model_chances(facts: &RowFacts, rows: &[u32], c: usize, k: usize) -> Option<V
 }
 
 /// Per row: label, the model's probability of it, inside the trusted support.
-type RowFacts = HashMap<u32, (u16, f32, bool)>;
+pub type RowFacts = HashMap<u32, (u16, f32, bool)>;
 
 /// `P(X >= k)` for a sum of independent Bernoulli(`p_i`) (the Poisson-binomial
 /// distribution), by the exact recursion over rows (Chen & Liu 1997, *Statistica Sinica*
@@ -285,26 +297,26 @@ fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
 /// Trigger candidates (single values and merged pairs); `use_model` weighs each row by the
 /// reference model (off when a feature lost its values in this batch).
 ///
-/// `categorical` holds the rows of the over-represented categorical values, read beside the
-/// point-mass sketch.
-///
-/// # Errors
-/// A failure while reading the rows of a concentrated value for the model's chances.
+/// `categorical` holds the rows of the over-represented categorical values and `facts` the
+/// reference model's view of the rows of the candidates small enough for its chances
+/// ([`MAX_MODEL_ROWS`]), both from the value read ([`super::values`]); `facts` is empty when
+/// the model's chances are not to be used.
 #[allow(clippy::too_many_arguments)] // the pinned inputs, the batch's, and one switch
+#[must_use]
 pub fn candidates(
     baseline: &Baseline,
     profile: &PoisonProfile,
     categorical: CategoricalRows,
     heavy: &[HeavyValue],
     scan: &Scan,
-    frames: Rows<'_>,
+    facts: &RowFacts,
     policy: &Policy,
     use_model: bool,
-) -> Result<Vec<(Candidate, RowSelector)>> {
+) -> Vec<(Candidate, RowSelector)> {
     let rule = &policy.checks.poison_trigger;
     let k = profile.classes;
     if k < 2 || profile.tables.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let n = scan.n as f64;
     let prior = class_prior(profile);
@@ -350,23 +362,12 @@ pub fn candidates(
         let p_prior = binomial_upper_tail(kc, labelled, v.expect[c].clamp(1e-9, 1.0));
         concentrated.push((v, c, kc, labelled, p_prior));
     }
-    // The model's chances for the rows of the small ones, from one targeted read.
-    let mut wanted: Vec<u32> = Vec::new();
-    // Without every feature's values the model's chances mean nothing for this batch.
-    if use_model && profile.label_model.is_some() {
-        for (v, ..) in &concentrated {
-            if v.rows.len() <= MAX_MODEL_ROWS {
-                wanted.extend_from_slice(&v.rows);
-            }
-        }
-    }
-    let facts: RowFacts = super::row_facts(baseline, frames, wanted)?;
     let mut hits: Vec<Hit> = Vec::new();
     for (v, c, kc, labelled, p_prior) in concentrated {
         // Under the pinned model each row has its own chance of class `c`: a dirty-label
         // trigger puts `c` on rows whose features say otherwise, which the value's trusted
         // class mix cannot see when the value is new (Bonferroni over the two nulls).
-        let p_conc = match model_chances(&facts, &v.rows, c, k) {
+        let p_conc = match model_chances(facts, &v.rows, c, k) {
             Some(pi) => (2.0 * p_prior.min(poisson_binomial_upper_tail(kc, &pi))).min(1.0),
             None => p_prior,
         };
@@ -449,7 +450,7 @@ pub fn candidates(
             RowSelector::Listed(rows),
         ));
     }
-    Ok(out)
+    out
 }
 
 /// The trusted class prior, smoothed by half a row a class (Jeffreys), as the label test of a

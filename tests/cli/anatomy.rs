@@ -117,7 +117,7 @@ fn every_accumulator_gives_one_state_for_any_split_and_merge_tree() {
     let one_json = serde_json::to_string(&one.states).unwrap();
     // Every detector of the registry holds a state on this baseline.
     let v: serde_json::Value = serde_json::from_str(&one_json).unwrap();
-    for field in ["label", "tables", "anomaly", "duplicates"] {
+    for field in ["label", "tables", "anomaly", "duplicates", "values"] {
         assert!(v.get(field).is_some(), "{field} has no state: {one_json}");
     }
     let want = candidates(&base, filter.as_ref(), &finish(&base, &usable, one.clone()));
@@ -342,4 +342,95 @@ fn duplicate_state_is_exact_then_a_split_invariant_sample() {
     assert_eq!(back, one);
     let mut other = DuplicateState::with_cap(cap + 1);
     assert!(other.merge(&p, one).is_err());
+}
+
+fn read(rel: &str) -> DataFrame {
+    let files = source::resolve(&[testdata(rel).to_str().unwrap().to_owned()], None).unwrap();
+    let mut df = read_batch(&files).unwrap().frames.remove(0);
+    df.rechunk_mut();
+    df
+}
+
+/// Value key to (value, rows), in key order.
+type Counts = std::collections::BTreeMap<u64, (f64, u64)>;
+
+/// Per numeric feature of the profile, every value's exact count in `df`, by brute force.
+fn exact_counts(base: &Baseline, df: &DataFrame) -> Vec<(usize, Counts)> {
+    let profile = base.poison.as_ref().unwrap();
+    let mut out = Vec::new();
+    for (j, name) in profile.features.iter().enumerate() {
+        if base.column(name).and_then(|c| c.numeric.as_ref()).is_none() {
+            continue;
+        }
+        let s = df.column(name).unwrap().cast(&DataType::Float64).unwrap();
+        let mut m = Counts::new();
+        for x in s.f64().unwrap().iter().flatten() {
+            if !x.is_nan() {
+                m.entry(poisongate::rows::value_key(x)).or_insert((x, 0)).1 += 1;
+            }
+        }
+        out.push((j, m));
+    }
+    out
+}
+
+/// The row pass's value counts call for a second read exactly when some numeric value can
+/// pass the point-mass pre-screen: never on the clean batch, and always for every such value
+/// (checked against brute-force counts of every value) on batches with a stamped value.
+#[test]
+fn value_counts_ask_for_every_value_that_can_pass_and_nothing_on_a_clean_batch() {
+    use poisongate::poison::point_mass::{MIN_RATIO, MIN_SHARE, wanted};
+    let base = baseline();
+    for (rel, planted) in [
+        ("clean/batch.parquet", None),
+        ("poison/trigger_utilization.parquet", Some("utilization")),
+        ("poison/duplicates.parquet", None),
+        ("poison/outliers.parquet", None),
+    ] {
+        let df = read(rel);
+        let usable = columns(&df);
+        let scan = finish(&base, &usable, fold(&base, &usable, &df, 4096));
+        let want = wanted(&base, &scan);
+        let n = df.height() as f64;
+        let mut passing = 0;
+        for (j, counts) in exact_counts(&base, &df) {
+            let name = &base.poison.as_ref().unwrap().features[j];
+            let p = base.column(name).unwrap().numeric.as_ref().unwrap();
+            let trusted = p.counts.iter().sum::<u64>() as f64;
+            for (&key, &(x, k)) in &counts {
+                let tc = p
+                    .frequent
+                    .iter()
+                    .rev()
+                    .find(|v| poisongate::rows::value_key(v.value) == key)
+                    .map_or(p.frequent_bound, |v| v.count);
+                let share = (tc as f64 + 0.5) / (trusted + 1.0);
+                let kf = k as f64;
+                if kf >= 3.0 && kf / n >= MIN_SHARE && kf / n >= MIN_RATIO * share {
+                    passing += 1;
+                    let w = want.iter().find(|w| w.feature == j);
+                    assert!(
+                        w.is_some_and(|w| w.wants(key)),
+                        "{rel}: `{name}` = {x} ({k} rows) can pass but is not read"
+                    );
+                }
+            }
+        }
+        match planted {
+            None if rel.starts_with("clean") => {
+                assert!(
+                    want.is_empty(),
+                    "{rel}: a clean batch asks for a second read"
+                );
+            }
+            Some(col) => {
+                assert!(passing > 0, "{rel}: the fixture has no stamped value");
+                assert!(
+                    want.iter().any(|w| w.column == col),
+                    "{rel}: {col} not read"
+                );
+            }
+            None => {}
+        }
+    }
 }
