@@ -459,7 +459,8 @@ def drift_power_section():
         ks.append({"n": n, "m": m, "deny": deny, "level": level, "critical": crit,
                    "effect": effect})
     for dof, n, m, deny, level in [(1, 500, 20000, 0.0, 0.001), (5, 2000, 20000, 0.1, 0.001),
-                                   (11, 300, 20000, 0.1, 0.0005), (3, 50000, 100000, 0.0, 1e-4)]:
+                                   (11, 300, 20000, 0.1, 0.0005), (3, 50000, 100000, 0.0, 1e-4),
+                                   (5, 10_000_000, 1_000_000, 0.1, 0.001)]:
         n_eff = n * m / (n + m)
         crit = max(float(scipy.stats.chi2.isf(level, dof)), n_eff * deny)
         lam = scipy.optimize.brentq(lambda x: scipy.stats.ncx2.sf(crit, dof, x) - 0.8,
@@ -467,7 +468,8 @@ def drift_power_section():
         chi.append({"dof": dof, "n": n, "m": m, "deny": deny, "level": level,
                     "critical": crit / n_eff, "effect": lam / n_eff})
     for x, dof, lam in [(3.84, 1, 0.5), (10.0, 4, 5.0), (30.0, 11, 12.0), (200.0, 3, 150.0),
-                        (1000.0, 20, 900.0)]:
+                        (1000.0, 20, 900.0), (60000.0, 1, 59000.0), (2.5e6, 5, 2.497e6),
+                        (2.5e6, 999, 2.49e6)]:
         ncx.append({"x": x, "dof": dof, "lambda": lam,
                     "sf": float(scipy.stats.ncx2.sf(x, dof, lam))})
     return ks, chi, ncx
