@@ -73,8 +73,8 @@ pub fn bundled_baseline() -> &'static Baseline {
 }
 
 /// A data file in `format`, through both reading entry points: the whole-file read of
-/// `profile` ([`crate::source::read_file`]) and the streaming first pass of `check`
-/// ([`crate::source::stream::first_pass`]).
+/// `compare` ([`crate::source::read_file`]) and the streaming first pass of `check` and
+/// `profile` ([`crate::source::stream::first_pass`]).
 pub fn read(format: Format, bytes: &[u8]) -> Outcome {
     let path = put(&format!("input.{}", format.name()), bytes);
     let file = InputFile::local(path, format);

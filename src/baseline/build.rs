@@ -1,21 +1,25 @@
 //! Building a baseline from trusted data (`poisongate profile`).
 //!
-//! Profiling is exact: each numeric column's non-null values are gathered and sorted once,
-//! which gives exact quantiles, bin edges and bin counts in one pass over the sorted values
-//! (a sort per column instead of one selection per quantile; see `../shared/NOTES.md`).
+//! The batch is read once, block by block, into the mergeable state of
+//! [`super::accumulate`]. Up to its exact limit a numeric column's non-null values are kept
+//! and sorted once at the end, which gives exact quantiles, bin edges and bin counts in one
+//! pass over the sorted values (a sort per column instead of one selection per quantile; see
+//! `../shared/NOTES.md`); past it the column is sketched with exact bin counts.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use polars::prelude::DataFrame;
+use polars::prelude::{DataFrame, DataType};
 use rayon::prelude::*;
 
 use super::BASELINE_FORMAT;
+use super::accumulate::{
+    ColumnState, LabelState, ProfileState, Profiled, Values, class_moments, counted,
+};
 use super::types::*;
 use crate::error::{Error, Result};
-use crate::source::Batch;
-use crate::summary::{
-    CategoricalPlan, CategoricalSummary, Kind, for_each_f64_chunk, for_each_str_chunk, kind_of,
-};
+use crate::source::{Batch, InputFile};
+use crate::summary::{CategoricalSummary, Kind, kind_of};
 
 /// Quantile levels stored in every numeric profile.
 const REPORTED_LEVELS: [(f64, &str); 9] = [
@@ -65,24 +69,20 @@ pub fn default_calibration() -> Calibration {
     }
 }
 
-/// Profiles a batch of trusted data into a baseline.
-///
-/// # Errors
-/// A named column (label, id, ignored) that does not exist, or a label with too many classes.
-pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
-    let schema = batch.schema();
-    let first = batch
-        .inputs
-        .first()
-        .map(|m| std::path::PathBuf::from(&m.path))
-        .unwrap_or_default();
+/// The profiled columns of a schema (name, dtype, kind) and the index of the label among
+/// them, once the options are checked against it.
+fn plan(
+    schema: &[(String, DataType)],
+    opts: &ProfileOptions,
+    first: &Path,
+) -> Result<(Vec<Profiled>, Option<usize>)> {
     let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
     let require = |col: &str, what: &str| -> Result<()> {
         if names.contains(&col) {
             Ok(())
         } else {
             Err(Error::input(
-                &first,
+                first,
                 format!(
                     "{what} column `{col}` not found; columns are: {}",
                     names.join(", ")
@@ -128,44 +128,128 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
             && kind_of(dtype) != Kind::Numeric
         {
             return Err(Error::input(
-                &first,
+                first,
                 format!("--score column `{c}` has type {dtype}; scores must be numeric"),
             ));
         }
     }
-    let calibration = default_calibration();
-    let profiled: Vec<(String, polars::prelude::DataType)> = schema
-        .into_iter()
+    let columns: Vec<Profiled> = schema
+        .iter()
         .filter(|(n, _)| Some(n) != opts.id.as_ref() && !opts.ignore.contains(n))
-        .collect();
-    let columns: Vec<ColumnProfile> = profiled
-        .par_iter()
         .map(|(name, dtype)| {
-            crate::fault::point("profile-worker");
             let kind = if Some(name) == opts.label.as_ref() || opts.predictions.contains(name) {
                 Kind::Categorical
             } else {
                 kind_of(dtype)
             };
-            let mut col = profile_column(&batch.frames, name, dtype, kind, &calibration)?;
+            (name.clone(), dtype.clone(), kind)
+        })
+        .collect();
+    let label = opts
+        .label
+        .as_ref()
+        .and_then(|l| columns.iter().position(|(n, _, _)| n == l));
+    Ok((columns, label))
+}
+
+/// Profiles a batch of trusted data held in memory into a baseline.
+///
+/// # Errors
+/// A named column (label, id, ignored) that does not exist, or a label with too many classes.
+pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
+    let first = batch
+        .inputs
+        .first()
+        .map(|m| PathBuf::from(&m.path))
+        .unwrap_or_default();
+    let (columns, label) = plan(&batch.schema(), opts, &first)?;
+    let mut state = ProfileState::new(columns, label, opts.seed);
+    crate::source::Rows::Frames(&batch.frames)
+        .for_each_window(None, &mut |blocks, at| fold_window(&mut state, blocks, at))?;
+    finish(state, opts, batch.inputs.clone(), &first)
+}
+
+/// Profiles trusted files into a baseline in one streamed read (each file decoded a window
+/// at a time and hashed as it is read, as `check` reads a batch).
+///
+/// # Errors
+/// Any unreadable, empty or corrupt input; inputs of different schemas; a named column
+/// (label, id, ignored) that does not exist, or a label with too many classes.
+pub fn profile_files(files: &[InputFile], opts: &ProfileOptions) -> Result<Baseline> {
+    let first = files
+        .first()
+        .map(|f| PathBuf::from(f.name()))
+        .unwrap_or_default();
+    let mut state: Option<ProfileState> = None;
+    let inputs = crate::source::stream::first_pass(files, &mut |schema, blocks, at| {
+        let state = match &mut state {
+            Some(s) => s,
+            None => {
+                let schema: Vec<(String, DataType)> = schema
+                    .iter()
+                    .map(|(n, d)| (n.to_string(), d.clone()))
+                    .collect();
+                let (columns, label) = plan(&schema, opts, &first)?;
+                state.insert(ProfileState::new(columns, label, opts.seed))
+            }
+        };
+        fold_window(state, blocks, at)
+    })?;
+    let state = state.ok_or_else(|| Error::input(&first, "no rows"))?;
+    finish(state, opts, inputs, &first)
+}
+
+/// Folds a window's blocks (the first is batch row `at`) in order.
+fn fold_window(state: &mut ProfileState, blocks: &[DataFrame], at: usize) -> Result<()> {
+    let mut first = at as u64;
+    for block in blocks {
+        state.update(block, first)?;
+        first += block.height() as u64;
+    }
+    Ok(())
+}
+
+/// Turns the folded state into the baseline, fitting the poison profile on its sample.
+pub(super) fn finish(
+    state: ProfileState,
+    opts: &ProfileOptions,
+    inputs: Vec<crate::source::InputMeta>,
+    first: &Path,
+) -> Result<Baseline> {
+    let calibration = default_calibration();
+    let rows = state.rows;
+    let columns: Vec<ColumnProfile> = state
+        .columns
+        .par_iter()
+        .zip(&state.states)
+        .map(|((name, dtype, kind), st)| {
+            let mut col = profile_column(name, dtype, *kind, st, rows, &calibration);
             if opts.predictions.contains(name) {
                 col.role = Some(Role::Prediction);
             } else if opts.scores.contains(name) {
                 col.role = Some(Role::Score);
             }
-            Ok(col)
+            col
         })
-        .collect::<Result<_>>()?;
-    let label_profile = match &opts.label {
-        Some(label) => Some(profile_label(&batch.frames, label, &columns, &first)?),
-        None => None,
+        .collect();
+    let label_profile = match (&opts.label, &state.label) {
+        (Some(label), Some((_, ids))) => Some(profile_label(label, &columns, &state, ids, first)?),
+        _ => None,
     };
+    let sampled = (state.sample.level > 0).then(|| {
+        state
+            .sample
+            .frames
+            .iter()
+            .map(|f| f.height() as u64)
+            .sum::<u64>()
+    });
     let mut baseline = Baseline {
         format: BASELINE_FORMAT.to_owned(),
         tool: Tool::current(),
         seed: opts.seed,
-        rows: batch.rows(),
-        inputs: batch.inputs.clone(),
+        rows,
+        inputs,
         label: opts.label.clone(),
         id: opts.id.clone(),
         ignored: opts.ignore.clone(),
@@ -174,77 +258,52 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
         label_profile,
         poison: None,
     };
+    drop(state.states);
     baseline.poison = crate::poison::build(
         &baseline,
-        &batch.frames,
+        &state.sample.frames,
         opts.model_rows.unwrap_or(crate::poison::DEFAULT_MODEL_ROWS),
+        sampled,
     )?;
     Ok(baseline)
 }
 
-fn series<'a>(df: &'a DataFrame, name: &str) -> Result<&'a polars::prelude::Series> {
-    df.column(name)
-        .map(polars::prelude::Column::as_materialized_series)
-        .map_err(|e| Error::Internal(format!("column `{name}`: {e}")))
-}
-
 fn profile_column(
-    frames: &[DataFrame],
     name: &str,
-    dtype: &polars::prelude::DataType,
+    dtype: &DataType,
     kind: Kind,
+    state: &ColumnState,
+    rows: u64,
     cal: &Calibration,
-) -> Result<ColumnProfile> {
-    let rows: u64 = frames.iter().map(|f| f.height() as u64).sum();
+) -> ColumnProfile {
     let mut profile = ColumnProfile {
         name: name.to_owned(),
         dtype: dtype.to_string(),
         kind,
         nullable: false,
-        count: 0,
+        count: counted(state, rows),
         nulls: 0,
         numeric: None,
         categorical: None,
         role: None,
     };
-    match kind {
-        Kind::Numeric => {
-            let mut values = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
-            for df in frames {
-                for_each_f64_chunk(series(df, name)?, |v, valid| match valid {
-                    Some(valid) => values.extend(
-                        v.iter()
-                            .zip(valid.iter())
-                            .filter(|(x, ok)| *ok && !x.is_nan())
-                            .map(|(x, _)| *x),
-                    ),
-                    None => values.extend(v.iter().filter(|x| !x.is_nan())),
-                })?;
-            }
-            values.sort_unstable_by(f64::total_cmp);
-            profile.count = values.len() as u64;
-            profile.numeric = Some(numeric_profile(&values, cal));
+    match state {
+        ColumnState::Numeric(Values::Exact { values, .. }) => {
+            let mut sorted = values.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            profile.numeric = Some(numeric_profile(&sorted, cal));
         }
-        Kind::Categorical => {
-            let mut s = CategoricalSummary::default();
-            let plan = CategoricalPlan::default();
-            for df in frames {
-                for_each_str_chunk(series(df, name)?, |arr| s.update(&plan, arr))?;
-            }
-            profile.count = s.count;
-            profile.categorical = Some(categorical_profile(&s, cal));
+        ColumnState::Numeric(Values::Sketched(s)) => {
+            profile.numeric = Some(s.profile(&cal.edge_levels, &REPORTED_LEVELS));
         }
-        Kind::Unsupported => {
-            let nulls: u64 = frames
-                .iter()
-                .map(|df| series(df, name).map(|s| s.null_count() as u64))
-                .sum::<Result<u64>>()?;
-            profile.count = rows - nulls;
+        ColumnState::Categorical(s) => {
+            profile.categorical = Some(categorical_profile(s, cal));
         }
+        ColumnState::Unsupported { .. } => {}
     }
     profile.nulls = rows - profile.count;
     profile.nullable = profile.nulls > 0;
-    Ok(profile)
+    profile
 }
 
 /// Quantile by linear interpolation between order statistics (Hyndman & Fan 1996, type 7;
@@ -256,7 +315,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
-fn numeric_profile(sorted: &[f64], cal: &Calibration) -> NumericProfile {
+pub(super) fn numeric_profile(sorted: &[f64], cal: &Calibration) -> NumericProfile {
     if sorted.is_empty() {
         return NumericProfile {
             min: 0.0,
@@ -334,6 +393,12 @@ fn frequent_values(sorted: &[f64]) -> (Vec<ValueCount>, u64) {
         runs.push(((j - i) as u64, sorted[i]));
         i = j.max(i + 1);
     }
+    most_frequent(&mut runs)
+}
+
+/// The [`FREQUENT_VALUES`] largest of `(count, value)` runs seen at least twice, most
+/// frequent first (ties by value), and the count of the largest run left out.
+pub(super) fn most_frequent(runs: &mut [(u64, f64)]) -> (Vec<ValueCount>, u64) {
     runs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
     let keep = runs
         .iter()
@@ -374,14 +439,14 @@ fn categorical_profile(s: &CategoricalSummary, cal: &Calibration) -> Categorical
     }
 }
 
-/// Per-class counts and per-class numeric summaries, in one pass per numeric column.
+/// Per-class counts and per-class numeric summaries, from the folded state.
 fn profile_label(
-    frames: &[DataFrame],
     label: &str,
     columns: &[ColumnProfile],
-    first: &std::path::Path,
+    state: &ProfileState,
+    ids: &LabelState,
+    first: &Path,
 ) -> Result<LabelProfile> {
-    // Classes from the label's own profile (already counted), sorted by value.
     let label_col = columns
         .iter()
         .find(|c| c.name == label)
@@ -399,74 +464,45 @@ fn profile_label(
     }
     let mut classes: Vec<String> = label_col.domain.clone();
     classes.sort();
-    // Class of every row as an index into `classes`; NO_CLASS for nulls.
-    const NO_CLASS: u32 = u32::MAX;
-    let index: foldhash::HashMap<&str, u32> = classes
+    // The label id (order of first appearance) of each class.
+    let id_of: Vec<usize> = classes
         .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i as u32))
+        .map(|c| {
+            ids.names
+                .iter()
+                .position(|n| n == c)
+                .ok_or_else(|| Error::Internal(format!("class `{c}` has no label id")))
+        })
+        .collect::<Result<_>>()?;
+    let Some(ColumnState::Categorical(summary)) = state
+        .columns
+        .iter()
+        .position(|(n, _, _)| n == label)
+        .map(|i| &state.states[i])
+    else {
+        return Err(Error::Internal(format!("label `{label}` was not counted")));
+    };
+    let counts: Vec<u64> = classes
+        .iter()
+        .map(|c| summary.counts.get(c).copied().unwrap_or(0))
         .collect();
-    let mut row_class: Vec<u32> = Vec::new();
-    for df in frames {
-        for_each_str_chunk(series(df, label)?, |arr| {
-            row_class.extend(
-                arr.iter()
-                    .map(|v| v.and_then(|s| index.get(s).copied()).unwrap_or(NO_CLASS)),
-            );
-        })?;
-    }
-    let mut counts = vec![0u64; classes.len()];
-    for &c in &row_class {
-        if c != NO_CLASS {
-            counts[c as usize] += 1;
-        }
-    }
     let mut per_class: Vec<BTreeMap<String, MeanStd>> = vec![BTreeMap::new(); classes.len()];
-    for col in columns
-        .iter()
-        .filter(|c| c.kind == Kind::Numeric && c.name != label)
-    {
-        let center = col.numeric.as_ref().map_or(0.0, |n| n.mean);
-        // (count, sum of shifted values, sum of squared shifted values) per class.
-        let mut acc = vec![(0u64, 0.0f64, 0.0f64); classes.len()];
-        let mut row = 0usize;
-        for df in frames {
-            for_each_f64_chunk(series(df, &col.name)?, |v, valid| {
-                for (i, &x) in v.iter().enumerate() {
-                    let ok = valid.is_none_or(|b| b.get_bit(i)) && !x.is_nan();
-                    let c = row_class.get(row + i).copied().unwrap_or(NO_CLASS);
-                    if ok && c != NO_CLASS {
-                        let d = x - center;
-                        let a = &mut acc[c as usize];
-                        a.0 += 1;
-                        a.1 += d;
-                        a.2 += d * d;
-                    }
-                }
-                row += v.len();
-            })?;
+    for (col, st) in columns.iter().zip(&state.states) {
+        let ColumnState::Numeric(values) = st else {
+            continue;
+        };
+        if col.kind != Kind::Numeric || col.name == label {
+            continue;
         }
-        for (class, (n, s1, s2)) in acc.into_iter().enumerate() {
-            let nf = n as f64;
-            let mean = if n > 0 { center + s1 / nf } else { 0.0 };
-            let std = if n > 1 {
-                ((s2 - s1 * s1 / nf) / (nf - 1.0)).max(0.0).sqrt()
-            } else {
-                0.0
-            };
-            per_class[class].insert(
-                col.name.clone(),
-                MeanStd {
-                    count: n,
-                    mean,
-                    std,
-                },
-            );
+        let center = col.numeric.as_ref().map_or(0.0, |n| n.mean);
+        let moments = class_moments(values, center, ids.names.len());
+        for (class, &id) in id_of.iter().enumerate() {
+            per_class[class].insert(col.name.clone(), moments[id]);
         }
     }
     Ok(LabelProfile {
         column: label.to_owned(),
-        nulls: row_class.iter().filter(|&&c| c == NO_CLASS).count() as u64,
+        nulls: ids.nulls,
         classes: classes
             .into_iter()
             .zip(counts)

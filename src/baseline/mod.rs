@@ -3,11 +3,15 @@
 //! Owns the artifact's types, its loading (format version, digest and invariants checked
 //! before use) and its writing. Building one from data lives in [`build`].
 
+pub mod accumulate;
 mod build;
+mod sketch;
+#[cfg(test)]
+mod tests;
 pub mod tolerance;
 mod types;
 
-pub use build::{ProfileOptions, profile};
+pub use build::{ProfileOptions, profile, profile_files};
 pub use types::*;
 
 use std::path::Path;

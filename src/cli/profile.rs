@@ -4,7 +4,6 @@ use poisongate::baseline::{self, ProfileOptions};
 use poisongate::integrity;
 use poisongate::output::write_atomic;
 use poisongate::report::Verdict;
-use poisongate::source;
 use sha2::{Digest, Sha256};
 
 use super::ProfileArgs;
@@ -17,10 +16,24 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
     }
     let sources = args.input.sources();
     let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
-    let batch = source::read_batch(&files)?;
+    let opts = ProfileOptions {
+        label: args.label.clone(),
+        id: args.id.clone(),
+        ignore: args.ignore.clone(),
+        seed: args.seed,
+        predictions: args.prediction.clone(),
+        scores: args.score.clone(),
+        model_rows: usize::try_from(args.model_rows).ok(),
+    };
+    // One streamed read: the inputs are hashed as they are decoded, and the integrity
+    // requirement is judged on what was read, before anything is written.
+    let baseline = baseline::profile_files(&files, &opts)?;
     if let Some(key) = args.sse.requirement() {
-        let stored: Vec<integrity::Stored<'_>> =
-            batch.inputs.iter().map(integrity::Stored::from).collect();
+        let stored: Vec<integrity::Stored<'_>> = baseline
+            .inputs
+            .iter()
+            .map(integrity::Stored::from)
+            .collect();
         let refused = integrity::sse_kms_findings(key, &stored);
         if !refused.is_empty() {
             // Pinning trusted data that fails its integrity requirement would launder it:
@@ -37,16 +50,6 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
             return Ok(Verdict::Blocked);
         }
     }
-    let opts = ProfileOptions {
-        label: args.label.clone(),
-        id: args.id.clone(),
-        ignore: args.ignore.clone(),
-        seed: args.seed,
-        predictions: args.prediction.clone(),
-        scores: args.score.clone(),
-        model_rows: usize::try_from(args.model_rows).ok(),
-    };
-    let baseline = baseline::profile(&batch, &opts)?;
     let bytes = baseline::to_json(&baseline)?;
     let digest = hex::encode(Sha256::digest(&bytes));
     let name = args.output.file_name().map_or_else(
@@ -63,7 +66,7 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
     super::stdout(&format!(
         "pinned {} from {} input(s): {} rows, {} columns{}\nsha256 {digest}\n",
         args.output.display(),
-        batch.inputs.len(),
+        baseline.inputs.len(),
         baseline.rows,
         baseline.columns.len(),
         baseline

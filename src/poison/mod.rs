@@ -14,8 +14,8 @@
 //! multiplicity adjustment as the drift checks. No state grows with the rows. Two detectors
 //! ([`point_mass`], [`trigger`]) need the rows and labels of the few values that can pass
 //! their pre-screen; the row pass's exact counts say which, and only when there is one are
-//! their columns read again ([`values`]; the trigger reads the few rows of a concentrated
-//! value once more for the model's chances). [`quarantine`] lists the rows behind the
+//! their columns read again ([`values`], in one read that also scores the few rows of a
+//! concentrated value with the reference model for the trigger). [`quarantine`] lists the rows behind the
 //! findings that fired in a read that encodes and scores the rows again.
 //!
 //! **Adding a row-level detector:** a file with its state (an [`Accumulator`] over
@@ -44,7 +44,7 @@ pub mod values;
 pub(crate) use quarantine::for_each_block;
 pub use quarantine::{
     QuarantineFormat, QuarantineRow, RowSelector, SecondPass, ids_of, quarantine,
-    render_quarantine, render_scores, residuals, row_facts, row_scores, second_pass,
+    render_quarantine, render_scores, residuals, row_scores, second_pass,
 };
 pub use scan::{Block, BlockScorer, LR_ROWS, LrRow, Pinned, Scan, ScanFold, ScanState, scan};
 
@@ -93,6 +93,11 @@ pub struct PoisonProfile {
     /// or when no pair of features carries information: the test then does not run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stitched: Option<stitched::StitchedProfile>,
+    /// Rows of the hash-selected sample everything above was fitted on, when the trusted
+    /// data had more rows than [`crate::baseline::accumulate::SAMPLE_ROWS`] (absent when
+    /// every trusted row was used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rows: Option<u64>,
 }
 
 /// Per-feature class tables (`code * classes + class`) of rows given by their codes and
@@ -165,6 +170,7 @@ pub fn build(
     baseline: &Baseline,
     frames: &[DataFrame],
     model_rows: usize,
+    sample_rows: Option<u64>,
 ) -> Result<Option<PoisonProfile>> {
     let encoder = Encoder::new(baseline, None);
     if encoder.features.is_empty() {
@@ -192,7 +198,7 @@ pub fn build(
         None
     };
     let anomaly = anomaly::fit(baseline, &encoder, &rows, baseline.seed);
-    let duplicates = duplicates::fit(&rows, baseline.seed);
+    let duplicates = duplicates::fit(&rows, baseline.seed, sample_rows.is_none());
     let stitched = stitched::fit(&encoder, &rows, baseline.seed);
     Ok(Some(PoisonProfile {
         features: encoder.features.iter().map(|f| f.name.clone()).collect(),
@@ -203,6 +209,7 @@ pub fn build(
         anomaly,
         duplicates,
         stitched,
+        sample_rows,
     }))
 }
 

@@ -224,7 +224,7 @@ pub const MAX_MODEL_ROWS: usize = 2000;
 /// Per labelled row of a candidate, the reference model's probability of class `c`: exact
 /// for rows labelled `c` and for two classes, the remaining mass spread evenly otherwise.
 /// `facts` holds, per row (sorted), its label, the model's probability of it and whether the
-/// row lies inside the trusted support ([`super::row_facts`]).
+/// row lies inside the trusted support (read by [`super::values`]).
 fn model_chances(facts: &RowFacts, rows: &[u32], c: usize, k: usize) -> Option<Vec<f64>> {
     if rows.len() > MAX_MODEL_ROWS {
         return None;

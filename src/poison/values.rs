@@ -113,17 +113,12 @@ fn score_rows(
     kept: &mut Vec<u32>,
     facts: &mut trigger::RowFacts,
 ) -> Result<()> {
-    use polars::prelude::{IdxCa, IdxSize};
     kept.sort_unstable();
     kept.dedup();
     if kept.is_empty() {
         return Ok(());
     }
-    let local: Vec<IdxSize> = kept.iter().map(|&r| (r - offset) as IdxSize).collect();
-    let taken = df
-        .take(&IdxCa::from_vec("rows".into(), local))
-        .map_err(|e| Error::Internal(format!("taking rows: {e}")))?;
-    let b = scorer.block(&taken, 0, u64::MAX)?;
+    let b = super::quarantine::score_some(scorer, df, u64::from(offset), kept)?;
     for (i, &r) in kept.iter().enumerate() {
         facts.insert(r, (b.e.label[i], b.p[i], b.inside[i]));
     }

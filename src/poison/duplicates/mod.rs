@@ -156,7 +156,8 @@ pub struct DuplicateProfile {
     pub near_curve: Vec<[f64; 2]>,
     /// Leave-one-out share of trusted rows whose cell holds only other labels.
     pub conflict_rate: f64,
-    /// Trusted (cell) and (cell, label) keys; absent without a label or past 2M rows.
+    /// Trusted (cell) and (cell, label) keys; absent without a label, past 2M rows, or when
+    /// the profile was fitted on a sample.
     pub filter: Option<Bloom>,
 }
 
@@ -197,9 +198,10 @@ fn pair_key(fp: u64, label: u16) -> u64 {
     mix(fp ^ mix(LABEL_SALT + u64::from(label)))
 }
 
-/// Pins the duplicate curves, the conflict rate and the filter.
+/// Pins the duplicate curves, the conflict rate and the filter. The filter needs every
+/// trusted row: `complete` is false when `rows` are a sample, and no filter is pinned.
 #[must_use]
-pub fn fit(rows: &Rows, seed: u64) -> DuplicateProfile {
+pub fn fit(rows: &Rows, seed: u64, complete: bool) -> DuplicateProfile {
     let n = rows.n;
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x6475_7073));
@@ -246,7 +248,7 @@ pub fn fit(rows: &Rows, seed: u64) -> DuplicateProfile {
                 cells[&rows.fp_near[i]] > 1 && pairs[&(rows.fp_near[i], rows.label[i])] == 1
             })
             .count();
-        let filter = (labelled.len() <= MAX_FILTER_ROWS).then(|| {
+        let filter = (complete && labelled.len() <= MAX_FILTER_ROWS).then(|| {
             let mut f = Bloom::new(cells.len() + pairs.len());
             let mut cell_keys: Vec<u64> = cells.keys().copied().collect();
             cell_keys.sort_unstable();

@@ -400,30 +400,13 @@ fn read_ids(
     })
 }
 
-/// The label, the reference model's probability of it, and whether the row lies inside
-/// the trusted support, for a few rows given by their batch index: one read of the features
-/// and the label, where only the wanted rows of each block are encoded and scored. Nothing
-/// is read for no rows.
-///
-/// # Errors
-/// A batch that can no longer be read.
-pub fn row_facts(
-    baseline: &Baseline,
-    rows_of: BatchRows<'_>,
-    wanted: Vec<u32>,
-) -> Result<foldhash::HashMap<u32, (u16, f32, bool)>> {
-    let mut out = foldhash::HashMap::default();
-    visit_rows(baseline, rows_of, wanted, |r, b, i| {
-        out.insert(r, (b.e.label[i], b.p[i], b.inside[i]));
-    })?;
-    Ok(out)
-}
-
 /// A row's label, the reference model's probability of it, and whether it lies inside the
-/// trusted support ([`row_facts`]).
+/// trusted support.
 pub type RowFact = (u16, f32, bool);
 
-/// [`row_facts`], with each row's stitched-rows weight too (NaN without that test).
+/// Per wanted row (batch index), its [`RowFact`] and its stitched-rows weight (NaN without
+/// that test): one read of the features and the label, where only the wanted rows of each
+/// block are encoded and scored. Nothing is read for no rows.
 ///
 /// # Errors
 /// A batch that can no longer be read.
@@ -448,7 +431,6 @@ fn visit_rows(
     mut wanted: Vec<u32>,
     mut visit: impl FnMut(u32, &Block, usize),
 ) -> Result<()> {
-    use polars::prelude::{IdxCa, IdxSize};
     wanted.sort_unstable();
     wanted.dedup();
     if wanted.is_empty() {
@@ -467,15 +449,7 @@ fn visit_rows(
             next += 1;
         }
         if next > start {
-            let local: Vec<IdxSize> = wanted[start..next]
-                .iter()
-                .map(|&r| (u64::from(r) - offset) as IdxSize)
-                .collect();
-            let idx = IdxCa::from_vec("rows".into(), local);
-            let taken = df
-                .take(&idx)
-                .map_err(|e| crate::error::Error::Internal(format!("taking rows: {e}")))?;
-            let b = scorer.block(&taken, 0, u64::MAX)?;
+            let b = score_some(&scorer, df, offset, &wanted[start..next])?;
             for (i, &r) in wanted[start..next].iter().enumerate() {
                 visit(r, &b, i);
             }
@@ -483,6 +457,28 @@ fn visit_rows(
         offset = end;
         Ok(())
     })
+}
+
+/// Encodes and scores the rows `sorted` (batch rows, ascending, inside the block) of a block
+/// whose first row is batch row `offset`, alone: row `i` of the result is `sorted[i]`.
+///
+/// # Errors
+/// Rows the block does not hold, or a block that cannot be encoded.
+pub(crate) fn score_some(
+    scorer: &BlockScorer<'_>,
+    df: &DataFrame,
+    offset: u64,
+    sorted: &[u32],
+) -> Result<Block> {
+    use polars::prelude::{IdxCa, IdxSize};
+    let local: Vec<IdxSize> = sorted
+        .iter()
+        .map(|&r| (u64::from(r) - offset) as IdxSize)
+        .collect();
+    let taken = df
+        .take(&IdxCa::from_vec("rows".into(), local))
+        .map_err(|e| crate::error::Error::Internal(format!("taking rows: {e}")))?;
+    scorer.block(&taken, 0, u64::MAX)
 }
 
 /// Attaches the rows behind each fired poison finding: every row flagged by a deny finding
