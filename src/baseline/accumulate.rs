@@ -17,7 +17,7 @@
 //!
 //! The poison profile (reference model, anomaly cuts, duplicate curves, pair tables) is
 //! fitted on every row up to [`SAMPLE_ROWS`] rows, and past that on a sample chosen by a hash
-//! of each row's place in the batch (adaptive threshold sampling: a row is kept while the top
+//! of each row's place (its input and its row there) and the seed (adaptive threshold sampling: a row is kept while the top
 //! `level` bits of its hash are zero, and `level` grows by one whenever more than
 //! [`SAMPLE_ROWS`] rows are kept; Gibbons 2001, "Distinct sampling for highly-accurate answers
 //! to distinct values queries", VLDB), so the sample is a function of the rows alone.
@@ -236,27 +236,36 @@ pub struct Sample {
     pub level: u32,
     /// Kept rows, in batch order.
     pub frames: Vec<DataFrame>,
-    /// Batch row of every kept row, parallel to `frames`.
+    /// The hash of every kept row, parallel to `frames`.
     rows: Vec<Vec<u64>>,
 }
 
 impl Sample {
-    fn keeps(seed: u64, level: u32, row: u64) -> bool {
-        level == 0 || mix(seed ^ SAMPLE_SALT ^ mix(row)) >> (64 - level) == 0
+    /// The hash of row `row` of input `input`: its place, not its content, so that copies
+    /// of a row are sampled independently.
+    fn hash(seed: u64, input: u64, row: u64) -> u64 {
+        mix(mix(seed ^ SAMPLE_SALT ^ input.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_add(row))
+    }
+
+    fn keeps(level: u32, hash: u64) -> bool {
+        level == 0 || hash >> (64 - level) == 0
     }
 
     fn kept(&self) -> usize {
         self.rows.iter().map(Vec::len).sum()
     }
 
-    /// Keeps the rows of `df` (batch rows from `first`) that the current level keeps.
-    fn push(&mut self, seed: u64, df: &DataFrame, first: u64) -> Result<()> {
-        let rows: Vec<u64> = (first..first + df.height() as u64).collect();
-        self.push_rows(seed, df.clone(), rows)
+    /// Keeps the rows of `df` (rows from `first` of input `input`) that the current level
+    /// keeps.
+    fn push(&mut self, seed: u64, df: &DataFrame, input: u64, first: u64) -> Result<()> {
+        let rows: Vec<u64> = (first..first + df.height() as u64)
+            .map(|r| Self::hash(seed, input, r))
+            .collect();
+        self.push_rows(df.clone(), rows)
     }
 
-    fn push_rows(&mut self, seed: u64, df: DataFrame, rows: Vec<u64>) -> Result<()> {
-        let (df, rows) = Self::thin(seed, self.level, df, rows)?;
+    fn push_rows(&mut self, df: DataFrame, rows: Vec<u64>) -> Result<()> {
+        let (df, rows) = Self::thin(self.level, df, rows)?;
         if !rows.is_empty() {
             self.frames.push(df);
             self.rows.push(rows);
@@ -264,9 +273,9 @@ impl Sample {
         Ok(())
     }
 
-    /// The rows of `df` (batch rows `rows`) that `level` keeps.
-    fn thin(seed: u64, level: u32, df: DataFrame, rows: Vec<u64>) -> Result<(DataFrame, Vec<u64>)> {
-        let keep: Vec<bool> = rows.iter().map(|&r| Self::keeps(seed, level, r)).collect();
+    /// The rows of `df` (row hashes `rows`) that `level` keeps.
+    fn thin(level: u32, df: DataFrame, rows: Vec<u64>) -> Result<(DataFrame, Vec<u64>)> {
+        let keep: Vec<bool> = rows.iter().map(|&h| Self::keeps(level, h)).collect();
         if keep.iter().all(|&k| k) {
             return Ok((df, rows));
         }
@@ -281,7 +290,7 @@ impl Sample {
     }
 
     /// Thins every kept frame to `level` (at least the current one).
-    fn raise(&mut self, seed: u64, level: u32) -> Result<()> {
+    fn raise(&mut self, level: u32) -> Result<()> {
         if level <= self.level {
             return Ok(());
         }
@@ -289,27 +298,27 @@ impl Sample {
         let frames = std::mem::take(&mut self.frames);
         let rows = std::mem::take(&mut self.rows);
         for (df, r) in frames.into_iter().zip(rows) {
-            self.push_rows(seed, df, r)?;
+            self.push_rows(df, r)?;
         }
         Ok(())
     }
 
     /// Raises the level until at most `cap` rows are kept.
-    fn settle(&mut self, seed: u64, cap: usize) -> Result<()> {
+    fn settle(&mut self, cap: usize) -> Result<()> {
         while self.kept() > cap && self.level < 64 {
-            self.raise(seed, self.level + 1)?;
+            self.raise(self.level + 1)?;
         }
         Ok(())
     }
 
     /// Takes in the sample of the rows that follow this one's.
-    fn merge(&mut self, seed: u64, o: Self, cap: usize) -> Result<()> {
+    fn merge(&mut self, o: Self, cap: usize) -> Result<()> {
         let level = self.level.max(o.level);
-        self.raise(seed, level)?;
+        self.raise(level)?;
         for (df, r) in o.frames.into_iter().zip(o.rows) {
-            self.push_rows(seed, df, r)?;
+            self.push_rows(df, r)?;
         }
-        self.settle(seed, cap)
+        self.settle(cap)
     }
 }
 
@@ -370,11 +379,12 @@ impl ProfileState {
         }
     }
 
-    /// Folds one block whose first row is batch row `first` (blocks arrive in batch order).
+    /// Folds one block whose first row is row `first` of input `input` (blocks arrive in
+    /// batch order).
     ///
     /// # Errors
     /// A column the block lacks or cannot be cast.
-    pub fn update(&mut self, block: &DataFrame, first: u64) -> Result<()> {
+    pub fn update(&mut self, block: &DataFrame, input: u64, first: u64) -> Result<()> {
         let column = |name: &str| {
             block
                 .column(name)
@@ -402,8 +412,8 @@ impl ProfileState {
             },
         )?;
         self.rows += block.height() as u64;
-        self.sample.push(self.seed, block, first)?;
-        self.sample.settle(self.seed, self.limits.sample_rows)
+        self.sample.push(self.seed, block, input, first)?;
+        self.sample.settle(self.limits.sample_rows)
     }
 
     /// Takes in the state of the rows that follow this one's.
@@ -433,8 +443,7 @@ impl ProfileState {
             }
         }
         self.rows += o.rows;
-        self.sample
-            .merge(self.seed, o.sample, self.limits.sample_rows)
+        self.sample.merge(o.sample, self.limits.sample_rows)
     }
 }
 

@@ -164,8 +164,12 @@ pub fn profile(batch: &Batch, opts: &ProfileOptions) -> Result<Baseline> {
         .unwrap_or_default();
     let (columns, label) = plan(&batch.schema(), opts, &first)?;
     let mut state = ProfileState::new(columns, label, opts.seed);
-    crate::source::Rows::Frames(&batch.frames)
-        .for_each_window(None, &mut |blocks, at| fold_window(&mut state, blocks, at))?;
+    for (input, df) in batch.frames.iter().enumerate() {
+        crate::source::Rows::Frames(std::slice::from_ref(df))
+            .for_each_window(None, &mut |blocks, at| {
+                fold_window(&mut state, blocks, input as u64, at as u64)
+            })?;
+    }
     finish(state, opts, batch.inputs.clone(), &first)
 }
 
@@ -193,18 +197,18 @@ pub fn profile_files(files: &[InputFile], opts: &ProfileOptions) -> Result<Basel
                 state.insert(ProfileState::new(columns, label, opts.seed))
             }
         };
-        fold_window(state, blocks, at)
+        fold_window(state, blocks, at.input as u64, at.input_row as u64)
     })?;
     let state = state.ok_or_else(|| Error::input(&first, "no rows"))?;
     finish(state, opts, inputs, &first)
 }
 
-/// Folds a window's blocks (the first is batch row `at`) in order.
-fn fold_window(state: &mut ProfileState, blocks: &[DataFrame], at: usize) -> Result<()> {
-    let mut first = at as u64;
+/// Folds a window's blocks in order; the first is row `row` of input `input`.
+fn fold_window(state: &mut ProfileState, blocks: &[DataFrame], input: u64, row: u64) -> Result<()> {
+    let mut row = row;
     for block in blocks {
-        state.update(block, first)?;
-        first += block.height() as u64;
+        state.update(block, input, row)?;
+        row += block.height() as u64;
     }
     Ok(())
 }

@@ -97,7 +97,9 @@ fn fold(
     let mut at = from;
     while at < to {
         let len = rng.random_range(1..=900).min(to - at);
-        state.update(&df.slice(at as i64, len), at as u64).unwrap();
+        state
+            .update(&df.slice(at as i64, len), 0, at as u64)
+            .unwrap();
         at += len;
     }
     state

@@ -218,7 +218,7 @@ fn stream_pass<'a>(
             pass = Some((p, columns));
         }
         match pass.as_mut() {
-            Some((p, _)) => p.update(blocks, at),
+            Some((p, _)) => p.update(blocks, at.row),
             None => Err(Error::Internal("check: no pass".into())),
         }
     })?;

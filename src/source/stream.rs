@@ -53,8 +53,19 @@ pub enum Rows<'a> {
     Absent,
 }
 
-/// A first-pass callback: the batch's schema, a window's blocks, the batch row of the first.
-pub type FirstPassFn<'f> = dyn FnMut(&Schema, &[DataFrame], usize) -> Result<()> + 'f;
+/// A first-pass callback: the batch's schema, a window's blocks, the place of the first.
+pub type FirstPassFn<'f> = dyn FnMut(&Schema, &[DataFrame], Place) -> Result<()> + 'f;
+
+/// Where a window's first row lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Its row in the batch.
+    pub row: usize,
+    /// The input (file) it comes from, from 0.
+    pub input: usize,
+    /// Its row in that input (in the whole file, for a range of one).
+    pub input_row: usize,
+}
 
 /// A callback over one window: its blocks, and the batch row of the first one.
 pub type WindowFn<'f> = dyn FnMut(&[DataFrame], usize) -> Result<()> + 'f;
@@ -352,7 +363,7 @@ pub fn first_pass(files: &[InputFile], f: &mut FirstPassFn<'_>) -> Result<Vec<In
     let mut first_schema: Option<DataFrame> = None;
     let mut first_row = 0usize;
     let progress = crate::progress::files(files.len() as u64);
-    for file in files {
+    for (input, file) in files.iter().enumerate() {
         progress.set_message(file.name());
         let name = file.name();
         let shown = Path::new(&name);
@@ -395,8 +406,14 @@ pub fn first_pass(files: &[InputFile], f: &mut FirstPassFn<'_>) -> Result<Vec<In
                         schema_df = Some(empty);
                     }
                     let schema = schema_df.as_ref().map(DataFrame::schema).cloned();
-                    windows_of(w, first_row + start, &mut |blocks, at| {
-                        f(schema.as_ref().expect("set above"), blocks, at)
+                    let base = file.range.as_ref().map_or(0, |r| r.start);
+                    windows_of(w, start, &mut |blocks, at| {
+                        let place = Place {
+                            row: first_row + at,
+                            input,
+                            input_row: base + at,
+                        };
+                        f(schema.as_ref().expect("set above"), blocks, place)
                     })
                 },
             );
@@ -486,7 +503,8 @@ mod tests {
         let mut seen = Vec::new();
         let metas = first_pass(&files, &mut |schema, blocks, first| {
             assert_eq!(schema.len(), 2);
-            seen.push((first, blocks.len()));
+            assert_eq!(first.input_row, first.row - 300_001 * first.input);
+            seen.push((first.row, blocks.len()));
             Ok(())
         })
         .unwrap();
@@ -546,7 +564,8 @@ mod tests {
         let mut got: Option<DataFrame> = None;
         let mut firsts = Vec::new();
         let metas = first_pass(std::slice::from_ref(&ranged), &mut |_, blocks, first| {
-            firsts.push(first);
+            assert_eq!(first.input_row, first.row + CHUNK_ROWS);
+            firsts.push(first.row);
             for b in blocks {
                 match &mut got {
                     Some(df) => {
