@@ -181,7 +181,7 @@ pub enum ColumnState {
 /// The label's classes in order of first appearance, with their rows.
 #[derive(Debug, Clone, Default)]
 pub struct LabelState {
-    ids: foldhash::HashMap<String, u32>,
+    pub(super) ids: foldhash::HashMap<String, u32>,
     /// Class names by id.
     pub names: Vec<String>,
     /// Null labels.
@@ -237,7 +237,9 @@ pub struct Sample {
     /// Kept rows, in batch order.
     pub frames: Vec<DataFrame>,
     /// The hash of every kept row, parallel to `frames`.
-    rows: Vec<Vec<u64>>,
+    pub(super) rows: Vec<Vec<u64>>,
+    /// No rows, the columns of the blocks (so an empty sample still has a schema).
+    pub(super) empty: Option<DataFrame>,
 }
 
 impl Sample {
@@ -251,13 +253,16 @@ impl Sample {
         level == 0 || hash >> (64 - level) == 0
     }
 
-    fn kept(&self) -> usize {
+    pub(super) fn kept(&self) -> usize {
         self.rows.iter().map(Vec::len).sum()
     }
 
     /// Keeps the rows of `df` (rows from `first` of input `input`) that the current level
     /// keeps.
     fn push(&mut self, seed: u64, df: &DataFrame, input: u64, first: u64) -> Result<()> {
+        if self.empty.is_none() {
+            self.empty = Some(df.clear());
+        }
         let rows: Vec<u64> = (first..first + df.height() as u64)
             .map(|r| Self::hash(seed, input, r))
             .collect();
@@ -313,6 +318,9 @@ impl Sample {
 
     /// Takes in the sample of the rows that follow this one's.
     fn merge(&mut self, o: Self, cap: usize) -> Result<()> {
+        if self.empty.is_none() {
+            self.empty = o.empty.clone();
+        }
         let level = self.level.max(o.level);
         self.raise(level)?;
         for (df, r) in o.frames.into_iter().zip(o.rows) {
@@ -338,8 +346,8 @@ pub struct ProfileState {
     pub rows: u64,
     /// The poison profile's rows.
     pub sample: Sample,
-    seed: u64,
-    limits: Limits,
+    pub(super) seed: u64,
+    pub(super) limits: Limits,
 }
 
 impl ProfileState {
@@ -374,6 +382,28 @@ impl ProfileState {
             label: label.map(|i| (i, LabelState::default())),
             rows: 0,
             sample: Sample::default(),
+            seed,
+            limits,
+        }
+    }
+
+    /// A state read back from its parts (see [`super::part`]).
+    #[must_use]
+    pub(super) fn restore(
+        columns: Vec<Profiled>,
+        states: Vec<ColumnState>,
+        label: Option<(usize, LabelState)>,
+        rows: u64,
+        sample: Sample,
+        seed: u64,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            columns,
+            states,
+            label,
+            rows,
+            sample,
             seed,
             limits,
         }

@@ -38,7 +38,8 @@ const REPORTED_LEVELS: [(f64, &str); 9] = [
 const MAX_CLASSES: usize = 1_000;
 
 /// What `profile` was asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileOptions {
     /// Label column.
     pub label: Option<String>,
@@ -184,6 +185,25 @@ pub fn profile_files(files: &[InputFile], opts: &ProfileOptions) -> Result<Basel
         .first()
         .map(|f| PathBuf::from(f.name()))
         .unwrap_or_default();
+    let places: Vec<u64> = (0..files.len() as u64).collect();
+    let (state, inputs) = fold_files(files, &places, opts)?;
+    finish(state, opts, inputs, &first)
+}
+
+/// Folds files into a profile state in one streamed read; `places[i]` is the position of
+/// `files[i]` among the inputs of the whole batch (which seeds the sample's row hash).
+///
+/// # Errors
+/// As [`profile_files`].
+pub fn fold_files(
+    files: &[InputFile],
+    places: &[u64],
+    opts: &ProfileOptions,
+) -> Result<(ProfileState, Vec<crate::source::InputMeta>)> {
+    let first = files
+        .first()
+        .map(|f| PathBuf::from(f.name()))
+        .unwrap_or_default();
     let mut state: Option<ProfileState> = None;
     let inputs = crate::source::stream::first_pass(files, &mut |schema, blocks, at| {
         let state = match &mut state {
@@ -197,10 +217,11 @@ pub fn profile_files(files: &[InputFile], opts: &ProfileOptions) -> Result<Basel
                 state.insert(ProfileState::new(columns, label, opts.seed))
             }
         };
-        fold_window(state, blocks, at.input as u64, at.input_row as u64)
+        let input = places.get(at.input).copied().unwrap_or(at.input as u64);
+        fold_window(state, blocks, input, at.input_row as u64)
     })?;
     let state = state.ok_or_else(|| Error::input(&first, "no rows"))?;
-    finish(state, opts, inputs, &first)
+    Ok((state, inputs))
 }
 
 /// Folds a window's blocks in order; the first is row `row` of input `input`.

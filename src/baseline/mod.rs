@@ -5,13 +5,15 @@
 
 pub mod accumulate;
 mod build;
+pub mod part;
 mod sketch;
 #[cfg(test)]
 mod tests;
 pub mod tolerance;
 mod types;
 
-pub use build::{ProfileOptions, profile, profile_files};
+pub use build::{ProfileOptions, fold_files, profile, profile_files};
+pub use part::{ProfilePart, profile_parts};
 pub use types::*;
 
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! `f64` order, exact sums, and exact counts of its values while they are few (see
 //! [`super::accumulate`] for where it is used and what it guarantees).
 
+use serde::{Deserialize, Serialize};
+
 use super::accumulate::{MAX_LABEL_IDS, NO_LABEL};
 use super::types::{MeanStd, NumericProfile, ValueCount};
 use crate::rows::value_key;
@@ -287,4 +289,94 @@ fn sketched_std(n: u64, sum: &ExactSum, squares: &ExactSum) -> f64 {
     ((squares.value() - s1 * (s1 / nf)) / (nf - 1.0))
         .max(0.0)
         .sqrt()
+}
+
+/// A [`Sketch`] as it travels in a profile part: buckets and distinct values sorted by key,
+/// every `f64` as its bits (infinities included).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SketchWire {
+    count: u64,
+    /// (bucket, count, bits of the minimum, bits of the maximum).
+    buckets: Vec<(u32, u64, u64, u64)>,
+    sum: ExactSum,
+    squares: ExactSum,
+    /// (value key, bits of the value, count).
+    distinct: Option<Vec<(u64, u64, u64)>>,
+    /// Per label id: (count, sum, sum of squares).
+    classes: Vec<(u64, ExactSum, ExactSum)>,
+}
+
+impl Sketch {
+    /// The sketch as it is written to a part.
+    #[must_use]
+    pub fn to_wire(&self) -> SketchWire {
+        let mut buckets: Vec<(u32, u64, u64, u64)> = self
+            .buckets
+            .iter()
+            .map(|(&k, b)| (k, b.count, b.min.to_bits(), b.max.to_bits()))
+            .collect();
+        buckets.sort_unstable();
+        let distinct = self.distinct.as_ref().map(|d| {
+            let mut v: Vec<(u64, u64, u64)> =
+                d.iter().map(|(&k, &(x, n))| (k, x.to_bits(), n)).collect();
+            v.sort_unstable();
+            v
+        });
+        SketchWire {
+            count: self.count,
+            buckets,
+            sum: self.sum.clone(),
+            squares: self.squares.clone(),
+            distinct,
+            classes: self
+                .classes
+                .iter()
+                .map(|c| (c.count, c.sum.clone(), c.squares.clone()))
+                .collect(),
+        }
+    }
+
+    /// A sketch read from a part.
+    ///
+    /// # Errors
+    /// Counts that do not add up, a bucket whose extremes lie outside it, or too many classes.
+    pub fn from_wire(w: SketchWire) -> Result<Self, String> {
+        let mut buckets = foldhash::HashMap::default();
+        let mut total = 0u64;
+        for (k, count, min, max) in w.buckets {
+            let (min, max) = (f64::from_bits(min), f64::from_bits(max));
+            if count == 0 || bucket_of(min) != k || bucket_of(max) != k || min > max {
+                return Err("a sketch bucket is malformed".into());
+            }
+            total = total.checked_add(count).ok_or("sketch counts overflow")?;
+            buckets.insert(k, Bucket { count, min, max });
+        }
+        if total != w.count {
+            return Err("sketch bucket counts do not add up".into());
+        }
+        if w.classes.len() > MAX_LABEL_IDS + 1 {
+            return Err("a sketch holds more classes than a label may".into());
+        }
+        Ok(Self {
+            count: w.count,
+            buckets,
+            sum: w.sum,
+            squares: w.squares,
+            distinct: w.distinct.map(|v| {
+                v.into_iter()
+                    .map(|(k, x, n)| (k, (f64::from_bits(x), n)))
+                    .collect()
+            }),
+            classes: w
+                .classes
+                .into_iter()
+                .map(|(count, sum, squares)| ClassSums {
+                    count,
+                    sum,
+                    squares,
+                })
+                .collect(),
+        })
+    }
 }

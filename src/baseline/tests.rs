@@ -264,3 +264,51 @@ fn the_sample_is_bounded_and_holds_no_filter() {
     assert!(poison.duplicates.filter.is_none());
     assert_eq!(b.rows, ROWS as u64);
 }
+
+/// A state through the bytes of a profile part and back.
+fn through_bytes(state: ProfileState) -> ProfileState {
+    let part = super::part::ProfilePart {
+        header: super::part::ProfilePartHeader {
+            format: super::part::PROFILE_PART_FORMAT.into(),
+            tool: "t".into(),
+            manifest_sha256: String::new(),
+            units_total: 1,
+            units: vec![0],
+            options: opts(),
+            inputs: Vec::new(),
+        },
+        state: Some(state),
+    };
+    let bytes = part.to_bytes().unwrap();
+    let path = std::path::Path::new("p");
+    let back = super::part::ProfilePart::from_bytes(path, &bytes).unwrap();
+    assert_eq!(back.header, part.header);
+    // Truncated or extended bytes are refused, never misread.
+    for cut in [MAGIC_LEN, bytes.len() / 2, bytes.len() - 1] {
+        assert!(super::part::ProfilePart::from_bytes(path, &bytes[..cut]).is_err());
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(super::part::ProfilePart::from_bytes(path, &longer).is_err());
+    back.state.unwrap()
+}
+
+const MAGIC_LEN: usize = "poisongate.profile-part/1\n".len();
+
+#[test]
+fn parts_written_and_read_back_merge_to_the_same_baseline() {
+    let df = table();
+    for limits in [small(), Limits::default()] {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let whole = baseline_bytes(fold(&df, 0, ROWS, &mut rng, limits));
+        let cuts = [0, 1_700, 1_701, 4_000, ROWS];
+        let mut states = cuts
+            .windows(2)
+            .map(|w| through_bytes(fold(&df, w[0], w[1], &mut rng, limits)));
+        let mut merged = states.next().unwrap();
+        for s in states {
+            merged.merge(s).unwrap();
+        }
+        assert!(baseline_bytes(through_bytes(merged)) == whole);
+    }
+}

@@ -187,6 +187,22 @@ struct ProfileArgs {
     #[arg(long, value_name = "ROWS", default_value_t = poisongate::poison::DEFAULT_MODEL_ROWS as u64,
           value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
     model_rows: u64,
+    /// A sharded profile: fold the units of one shard (`--shard`) of this `plan` manifest (a
+    /// file or an s3:// object) into a profile part, written to `-o`, instead of a baseline.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "shard",
+        conflicts_with = "summaries"
+    )]
+    manifest: Option<String>,
+    /// Which shard of `--manifest`: I/N, 0 <= I < N.
+    #[arg(long, value_name = "I/N", requires = "manifest")]
+    shard: Option<String>,
+    /// Write the baseline from the profile parts of every shard (files, or directories of
+    /// them), merged in unit order: the baseline one process writes from the same files.
+    #[arg(long, value_name = "PART", num_args = 1.., conflicts_with = "manifest")]
+    summaries: Vec<PathBuf>,
     #[command(flatten)]
     sse: SseArgs,
 }

@@ -15,7 +15,12 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
         ));
     }
     let sources = args.input.sources();
-    let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
+    if (args.manifest.is_some() || !args.summaries.is_empty()) && !args.input.data.is_empty() {
+        return Err(poisongate::Error::Usage(
+            "DATA comes from the manifest with --manifest, and from the parts with --summaries; give no DATA"
+                .into(),
+        ));
+    }
     let opts = ProfileOptions {
         label: args.label.clone(),
         id: args.id.clone(),
@@ -25,30 +30,27 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
         scores: args.score.clone(),
         model_rows: usize::try_from(args.model_rows).ok(),
     };
+    if let Some(manifest) = &args.manifest {
+        return shard_part(args, &sources, manifest, &opts);
+    }
     // One streamed read: the inputs are hashed as they are decoded, and the integrity
     // requirement is judged on what was read, before anything is written.
-    let baseline = baseline::profile_files(&files, &opts)?;
-    if let Some(key) = args.sse.requirement() {
-        let stored: Vec<integrity::Stored<'_>> = baseline
-            .inputs
-            .iter()
-            .map(integrity::Stored::from)
-            .collect();
-        let refused = integrity::sse_kms_findings(key, &stored);
-        if !refused.is_empty() {
-            // Pinning trusted data that fails its integrity requirement would launder it:
-            // nothing is written and the run is blocked.
-            let mut out = String::new();
-            for f in &refused {
-                out.push_str(&format!("deny {}: {}\n", f.code, f.message));
-            }
-            out.push_str(&format!(
-                "poisongate profile: BLOCKED (exit 1): {} input(s) fail --require-sse-kms; no baseline written\n",
-                refused.len()
-            ));
-            let _ = super::stdout(&out);
-            return Ok(Verdict::Blocked);
+    let baseline = if args.summaries.is_empty() {
+        let files = sources.resolve(&args.input.data, args.input.input_format()?)?;
+        baseline::profile_files(&files, &opts)?
+    } else {
+        let paths = super::shard::part_paths(&args.summaries)?;
+        let mut parts = Vec::with_capacity(paths.len());
+        for p in &paths {
+            let bytes = std::fs::read(p)
+                .map_err(|e| poisongate::Error::summary(p, poisongate::source::io_cause(&e)))?;
+            parts.push(baseline::ProfilePart::from_bytes(p, &bytes)?);
         }
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        baseline::profile_parts(parts, &names, &opts)?
+    };
+    if refuse_unencrypted(args, &baseline.inputs)? {
+        return Ok(Verdict::Blocked);
     }
     let bytes = baseline::to_json(&baseline)?;
     let digest = hex::encode(Sha256::digest(&bytes));
@@ -73,6 +75,120 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
             .label
             .as_ref()
             .map_or(String::new(), |l| format!(", label `{l}`")),
+    ))?;
+    Ok(Verdict::Pass)
+}
+
+/// With `--require-sse-kms`, prints the inputs that fail it and returns true (the run is
+/// blocked and nothing is written): pinning trusted data that fails its integrity requirement
+/// would launder it.
+fn refuse_unencrypted(
+    args: &ProfileArgs,
+    inputs: &[poisongate::source::InputMeta],
+) -> poisongate::Result<bool> {
+    let Some(key) = args.sse.requirement() else {
+        return Ok(false);
+    };
+    let stored: Vec<integrity::Stored<'_>> = inputs.iter().map(integrity::Stored::from).collect();
+    let refused = integrity::sse_kms_findings(key, &stored);
+    if refused.is_empty() {
+        return Ok(false);
+    }
+    let mut out = String::new();
+    for f in &refused {
+        out.push_str(&format!("deny {}: {}\n", f.code, f.message));
+    }
+    out.push_str(&format!(
+        "poisongate profile: BLOCKED (exit 1): {} input(s) fail --require-sse-kms; nothing written\n",
+        refused.len()
+    ));
+    let _ = super::stdout(&out);
+    Ok(true)
+}
+
+/// `profile --manifest M --shard I/N -o PART`: folds the shard's units, each checked
+/// against the SHA-256 the manifest pins, into one profile part.
+fn shard_part(
+    args: &ProfileArgs,
+    sources: &poisongate::source::Sources,
+    manifest: &str,
+    opts: &ProfileOptions,
+) -> poisongate::Result<Verdict> {
+    use poisongate::baseline::part::{PROFILE_PART_FORMAT, ProfilePart, ProfilePartHeader};
+    let manifest = super::shard::load_manifest(sources, manifest)?;
+    let spec = args.shard.as_deref().unwrap_or_default();
+    let units = manifest.shard(spec)?;
+    // Each unit's file's place among the batch's inputs (a file cut into ranges is one
+    // input): the units up to it that start a file.
+    let place_of = |index: usize| -> u64 {
+        let mut seen = 0u64;
+        let mut last: Option<&str> = None;
+        for u in &manifest.units[..=index] {
+            if last.is_some_and(|p| p == u.path && u.range.is_some_and(|r| r[0] > 0)) {
+                continue;
+            }
+            last = Some(&u.path);
+            seen += 1;
+        }
+        seen - 1
+    };
+    let mut state: Option<poisongate::baseline::accumulate::ProfileState> = None;
+    let mut inputs = Vec::with_capacity(units.len());
+    for unit in &units {
+        let mut files = sources.resolve(std::slice::from_ref(&unit.path), Some(unit.format))?;
+        let Some(mut file) = files.pop() else {
+            return Err(poisongate::Error::input(
+                std::path::Path::new(&unit.path),
+                "not found",
+            ));
+        };
+        file.range = unit.range.map(|[a, b]| a as usize..b as usize);
+        let (unit_state, mut metas) =
+            baseline::fold_files(std::slice::from_ref(&file), &[place_of(unit.index)], opts)?;
+        let Some(meta) = metas.pop() else {
+            return Err(poisongate::Error::input(
+                std::path::Path::new(&unit.path),
+                "no rows",
+            ));
+        };
+        if meta.sha256 != unit.sha256 || meta.bytes != unit.bytes {
+            return Err(poisongate::Error::input(
+                std::path::Path::new(&unit.path),
+                format!(
+                    "the file changed since `plan` (SHA-256 {}, the manifest pins {})",
+                    meta.sha256, unit.sha256
+                ),
+            ));
+        }
+        inputs.push((unit.index, meta, unit.range));
+        match &mut state {
+            Some(s) => s.merge(unit_state)?,
+            None => state = Some(unit_state),
+        }
+    }
+    let metas: Vec<poisongate::source::InputMeta> = inputs.iter().map(|i| i.1.clone()).collect();
+    if refuse_unencrypted(args, &metas)? {
+        return Ok(Verdict::Blocked);
+    }
+    // A shard with no units (more shards than units) writes a part with no state.
+    let rows = state.as_ref().map_or(0, |s| s.rows);
+    let part = ProfilePart {
+        header: ProfilePartHeader {
+            format: PROFILE_PART_FORMAT.to_owned(),
+            tool: poisongate::shard::tool(),
+            manifest_sha256: manifest.sha256.clone(),
+            units_total: manifest.units.len(),
+            units: units.iter().map(|u| u.index).collect(),
+            options: opts.clone(),
+            inputs,
+        },
+        state,
+    };
+    write_atomic(&args.output, &part.to_bytes()?)?;
+    super::stdout(&format!(
+        "poisongate profile: shard {spec}: {} units, {rows} rows -> {}\n",
+        part.header.units.len(),
+        args.output.display()
     ))?;
     Ok(Verdict::Pass)
 }

@@ -112,7 +112,9 @@ pub(super) fn read_part(path: &Path) -> poisongate::Result<Part> {
 /// (hidden and `_`-prefixed names skipped, as for data directories). A directory lets a
 /// step with no shell (a `FROM scratch` image in an Argo fan-in) merge every part it was
 /// handed without a glob.
-fn part_paths(args: &[std::path::PathBuf]) -> poisongate::Result<Vec<std::path::PathBuf>> {
+pub(super) fn part_paths(
+    args: &[std::path::PathBuf],
+) -> poisongate::Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
     for arg in args {
         if !arg.is_dir() {

@@ -451,3 +451,110 @@ fn row_range_units_of_one_file_give_the_same_report() {
             .contains("\"range\"")
     );
 }
+
+/// A sharded `profile` (`plan`, `profile --manifest --shard` per shard, `profile
+/// --summaries`) writes the baseline of `profile` on the files, byte for byte: several files,
+/// one of them cut into row ranges across row groups, any shard count and part order. Parts
+/// that are missing, repeated or made with other options are exit 2 and write nothing.
+#[test]
+fn sharded_profile_is_byte_identical_to_profile() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let trusted = read("trusted/applications.parquet").frames[0].clone();
+    let mut big = trusted.clone();
+    for _ in 1..8 {
+        big.vstack_mut(&trusted).unwrap();
+    }
+    let big_file = d("big.parquet");
+    ParquetWriter::new(std::fs::File::create(&big_file).unwrap())
+        .with_row_group_size(Some(30_000))
+        .finish(&mut big)
+        .unwrap();
+    let small = testdata("clean/batch.parquet").display().to_string();
+    let opts = [
+        "--label",
+        "defaulted",
+        "--id",
+        "application_id",
+        "--seed",
+        "9",
+    ];
+    let direct = d("direct.json");
+    let mut args = vec!["profile", &small, &big_file, &small, "-o", &direct];
+    args.extend(opts);
+    ok(&args);
+    let want = std::fs::read(&direct).unwrap();
+    let manifest = d("manifest.json");
+    ok(&[
+        "plan",
+        &small,
+        &big_file,
+        &small,
+        "--unit-rows",
+        "65536",
+        "-o",
+        &manifest,
+    ]);
+    for shards in [1usize, 2, 5] {
+        let parts: Vec<String> = (0..shards)
+            .rev()
+            .map(|i| {
+                let part = d(&format!("p{shards}-{i}"));
+                let shard = format!("{i}/{shards}");
+                let mut args = vec![
+                    "profile",
+                    "--manifest",
+                    &manifest,
+                    "--shard",
+                    &shard,
+                    "-o",
+                    &part,
+                ];
+                args.extend(opts);
+                ok(&args);
+                part
+            })
+            .collect();
+        let sharded = d(&format!("sharded-{shards}.json"));
+        let mut args = vec!["profile", "--summaries"];
+        args.extend(parts.iter().map(String::as_str));
+        args.extend(["-o", &sharded]);
+        args.extend(opts);
+        ok(&args);
+        assert!(
+            std::fs::read(&sharded).unwrap() == want,
+            "{shards} shards: the baseline differs"
+        );
+        if shards == 5 {
+            let refused = |extra: &[&str], parts: &[&String], why: &str| {
+                let out_file = d("refused.json");
+                let mut args = vec!["profile", "--summaries"];
+                args.extend(parts.iter().map(|p| p.as_str()));
+                args.extend(["-o", &out_file]);
+                args.extend(extra);
+                let out = crate::common::run(&args);
+                assert_eq!(crate::common::code(&out), 2, "{why}");
+                let err = crate::common::stderr(&out);
+                assert!(err.contains(why), "{why}: {err}");
+                assert!(!std::path::Path::new(&out_file).exists());
+            };
+            refused(
+                &opts,
+                &parts[1..].iter().collect::<Vec<_>>(),
+                "no part covers unit",
+            );
+            let twice: Vec<&String> = parts.iter().chain(&parts[..1]).collect();
+            refused(&opts, &twice, "is in another part too");
+            let other = [
+                "--label",
+                "defaulted",
+                "--id",
+                "application_id",
+                "--seed",
+                "8",
+            ];
+            refused(&other, &parts.iter().collect::<Vec<_>>(), "other options");
+        }
+    }
+}
