@@ -201,7 +201,7 @@ impl Error {
                 "the scan judges pickle, joblib, PyTorch zip, NumPy .npy/.npz, safetensors and Keras .keras files; a file it cannot judge never passes",
             ),
             Self::Summary { .. } => Some(
-                "plan once, summarize every shard with the same build, baseline and policy, and merge every part exactly once",
+                "plan once, summarize (or `profile --manifest`) every shard with the same build and the same baseline and policy (or profile flags), and use every part exactly once",
             ),
             Self::Endpoint { .. } => Some(
                 "check the model URL ({base}/v2/models/{name}[/versions/{v}]), the token (--token-file, --token-env), and that the model is loaded and ready",
