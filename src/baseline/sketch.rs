@@ -8,6 +8,7 @@ use super::accumulate::{MAX_LABEL_IDS, NO_LABEL};
 use super::types::{MeanStd, NumericProfile, ValueCount};
 use crate::rows::value_key;
 use crate::stats::exact::ExactSum;
+use crate::stats::long_sum::LongSum;
 
 /// Bits of a value's order-preserving key that name its bucket.
 const BUCKET_BITS: u32 = 24;
@@ -34,8 +35,8 @@ struct Bucket {
 #[derive(Debug, Clone, Default)]
 struct ClassSums {
     count: u64,
-    sum: ExactSum,
-    squares: ExactSum,
+    sum: LongSum,
+    squares: LongSum,
 }
 
 /// The bounded state of a numeric column past [`EXACT_VALUES`] values.
@@ -43,8 +44,8 @@ struct ClassSums {
 pub struct Sketch {
     pub(super) count: u64,
     buckets: foldhash::HashMap<u32, Bucket>,
-    sum: ExactSum,
-    squares: ExactSum,
+    sum: LongSum,
+    squares: LongSum,
     /// Count per value key while at most [`DISTINCT_VALUES`] distinct values were seen.
     distinct: Option<foldhash::HashMap<u64, (f64, u64)>>,
     /// Per label id.
@@ -201,7 +202,7 @@ impl Sketch {
         let lower = grid.partition_point(|(_, b)| edges.first().is_some_and(|&e| b.max <= e));
         let upper = grid.partition_point(|(_, b)| edges.last().is_none_or(|&e| b.max <= e));
         let nf = n as f64;
-        let mean = self.sum.value() / nf;
+        let mean = self.sum.to_exact().value() / nf;
         let (frequent, frequent_bound) = self.frequent();
         NumericProfile {
             min: grid[0].1.min,
@@ -244,7 +245,7 @@ impl Sketch {
             .map(|id| match self.classes.get(id) {
                 Some(c) if c.count > 0 => MeanStd {
                     count: c.count,
-                    mean: c.sum.value() / c.count as f64,
+                    mean: c.sum.to_exact().value() / c.count as f64,
                     std: sketched_std(c.count, &c.sum, &c.squares),
                 },
                 _ => MeanStd {
@@ -280,13 +281,13 @@ impl Sketch {
 }
 
 /// Standard deviation (`n - 1`) from exact sums of the values and of their squares.
-fn sketched_std(n: u64, sum: &ExactSum, squares: &ExactSum) -> f64 {
+fn sketched_std(n: u64, sum: &LongSum, squares: &LongSum) -> f64 {
     if n < 2 {
         return 0.0;
     }
     let nf = n as f64;
-    let s1 = sum.value();
-    ((squares.value() - s1 * (s1 / nf)) / (nf - 1.0))
+    let s1 = sum.to_exact().value();
+    ((squares.to_exact().value() - s1 * (s1 / nf)) / (nf - 1.0))
         .max(0.0)
         .sqrt()
 }
@@ -326,13 +327,13 @@ impl Sketch {
         SketchWire {
             count: self.count,
             buckets,
-            sum: self.sum.clone(),
-            squares: self.squares.clone(),
+            sum: self.sum.to_exact(),
+            squares: self.squares.to_exact(),
             distinct,
             classes: self
                 .classes
                 .iter()
-                .map(|c| (c.count, c.sum.clone(), c.squares.clone()))
+                .map(|c| (c.count, c.sum.to_exact(), c.squares.to_exact()))
                 .collect(),
         }
     }
@@ -361,8 +362,8 @@ impl Sketch {
         Ok(Self {
             count: w.count,
             buckets,
-            sum: w.sum,
-            squares: w.squares,
+            sum: LongSum::from_exact(&w.sum),
+            squares: LongSum::from_exact(&w.squares),
             distinct: w.distinct.map(|v| {
                 v.into_iter()
                     .map(|(k, x, n)| (k, (f64::from_bits(x), n)))
@@ -373,8 +374,8 @@ impl Sketch {
                 .into_iter()
                 .map(|(count, sum, squares)| ClassSums {
                     count,
-                    sum,
-                    squares,
+                    sum: LongSum::from_exact(&sum),
+                    squares: LongSum::from_exact(&squares),
                 })
                 .collect(),
         })

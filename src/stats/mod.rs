@@ -10,6 +10,7 @@ pub mod chi2;
 pub mod divergence;
 pub mod exact;
 pub mod ks;
+pub mod long_sum;
 pub mod multitest;
 pub mod null;
 pub mod paired;
