@@ -41,6 +41,7 @@ pub mod report;
 pub mod rows;
 pub mod scan;
 pub mod schemas;
+mod sections;
 pub mod shard;
 pub mod source;
 pub mod stats;

@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::check::UnitSummary;
 use crate::error::{Error, Result};
 use crate::poison::{LrRow, ScanState, States};
-use crate::source::{Format, InputFile, InputMeta, ObjectRef};
+use crate::sections::{Reader, put_section};
+use crate::source::{Format, InputFile, InputMeta, ObjectRef, Sources, continues_input};
 use crate::summary::BatchSummary;
 
 /// Format tag of a manifest.
@@ -139,6 +140,38 @@ pub fn plan(files: &[InputFile], unit_rows: Option<usize>) -> Result<Manifest> {
     })
 }
 
+impl Unit {
+    /// The unit's file, resolved through `sources` and limited to the unit's range.
+    ///
+    /// # Errors
+    /// As [`Sources::resolve`]; a path that resolves to nothing.
+    pub fn input(&self, sources: &Sources) -> Result<InputFile> {
+        let mut files = sources.resolve(std::slice::from_ref(&self.path), Some(self.format))?;
+        let Some(mut file) = files.pop() else {
+            return Err(Error::input(Path::new(&self.path), "not found"));
+        };
+        file.range = self.range.map(|[a, b]| a as usize..b as usize);
+        Ok(file)
+    }
+
+    /// Refuses a read of the unit whose bytes are not the ones `plan` hashed.
+    ///
+    /// # Errors
+    /// Another SHA-256 or size than the manifest pins.
+    pub fn check_read(&self, meta: &InputMeta) -> Result<()> {
+        if meta.sha256 == self.sha256 && meta.bytes == self.bytes {
+            return Ok(());
+        }
+        Err(Error::input(
+            Path::new(&self.path),
+            format!(
+                "the file changed since `plan` (SHA-256 {}, the manifest pins {})",
+                meta.sha256, self.sha256
+            ),
+        ))
+    }
+}
+
 impl Manifest {
     /// Reads and checks a manifest.
     ///
@@ -170,6 +203,23 @@ impl Manifest {
             ));
         }
         Ok(m)
+    }
+
+    /// Each unit's input's position among the batch's inputs (the pieces of one file are one
+    /// input; see [`continues_input`]).
+    #[must_use]
+    pub fn input_places(&self) -> Vec<u64> {
+        let mut place = 0u64;
+        self.units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                if i > 0 && !(continues_input(u.range) && self.units[i - 1].path == u.path) {
+                    place += 1;
+                }
+                place
+            })
+            .collect()
     }
 
     /// The units of shard `spec` (`i/N`, `0 <= i < N`): a contiguous run, possibly empty when
@@ -557,7 +607,7 @@ impl Part {
         let rest = bytes
             .strip_prefix(MAGIC)
             .ok_or_else(|| bad("not a poisongate.summary/4 part (bad magic)"))?;
-        let mut r = Reader { bytes: rest, at: 0 };
+        let mut r = Reader::new(rest, MAX_JSON);
         let header: PartHeader =
             serde_json::from_slice(r.section().ok_or_else(|| bad("truncated header"))?)
                 .map_err(|e| Error::summary(path, format!("bad header: {e}")))?;
@@ -583,7 +633,7 @@ impl Part {
             };
             units.push((body, scan));
         }
-        if r.at != r.bytes.len() {
+        if !r.at_end() {
             return Err(bad("trailing bytes after the last unit"));
         }
         Ok(Self { header, units })
@@ -592,43 +642,6 @@ impl Part {
 
 fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
-}
-
-fn put_section(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let s = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(s)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-
-    fn section(&mut self) -> Option<&'a [u8]> {
-        let n = self.u64()?;
-        if n > MAX_JSON {
-            return None;
-        }
-        self.take(usize::try_from(n).ok()?)
-    }
-
-    /// `n` values of `width` bytes each.
-    fn array(&mut self, n: usize, width: usize) -> Option<&'a [u8]> {
-        self.take(n.checked_mul(width)?)
-    }
 }
 
 fn write_sample(out: &mut Vec<u8>, sample: &[LrRow]) {

@@ -19,6 +19,7 @@ use super::accumulate::{ColumnState, LabelState, Limits, ProfileState, Sample, V
 use super::build::{ProfileOptions, finish};
 use super::sketch::{Sketch, SketchWire};
 use crate::error::{Error, Result};
+use crate::sections::{Reader, put_section};
 use crate::source::InputMeta;
 use crate::summary::{CategoricalSummary, Kind};
 
@@ -84,11 +85,6 @@ struct Body {
 
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(e.to_string())
-}
-
-fn put_section(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
 }
 
 impl ProfilePart {
@@ -175,7 +171,7 @@ impl ProfilePart {
         let rest = bytes
             .strip_prefix(MAGIC)
             .ok_or_else(|| bad(format!("not a {PROFILE_PART_FORMAT} part (bad magic)")))?;
-        let mut r = Reader { bytes: rest, at: 0 };
+        let mut r = Reader::new(rest, MAX_JSON);
         let header: ProfilePartHeader =
             serde_json::from_slice(r.section().ok_or_else(|| bad("truncated header".into()))?)
                 .map_err(|e| bad(format!("bad header: {e}")))?;
@@ -186,7 +182,7 @@ impl ProfilePart {
             serde_json::from_slice(r.section().ok_or_else(|| bad("truncated state".into()))?)
                 .map_err(|e| bad(format!("bad state: {e}")))?;
         let Some(body) = body else {
-            if r.at != r.bytes.len() || !header.units.is_empty() {
+            if !r.at_end() || !header.units.is_empty() {
                 return Err(bad("a part with units but no state".into()));
             }
             return Ok(Self {
@@ -243,7 +239,7 @@ impl ProfilePart {
             .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
             .collect();
         let ipc = r.section().ok_or_else(|| bad("truncated sample".into()))?;
-        if r.at != r.bytes.len() {
+        if !r.at_end() {
             return Err(bad("trailing bytes after the sample".into()));
         }
         let sample = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -372,7 +368,9 @@ pub fn profile_parts(
     for (_, meta, range) in units {
         match (inputs.last_mut(), range) {
             (Some(prev), Some([start, end]))
-                if start > 0 && prev.path == meta.path && last_end == Some(start) =>
+                if crate::source::continues_input(range)
+                    && prev.path == meta.path
+                    && last_end == Some(start) =>
             {
                 prev.rows += meta.rows;
                 last_end = Some(end);
@@ -389,30 +387,4 @@ pub fn profile_parts(
         .map(|m| PathBuf::from(&m.path))
         .unwrap_or_default();
     finish(state, opts, inputs, &first)
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let s = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(s)
-    }
-
-    fn section(&mut self) -> Option<&'a [u8]> {
-        let n = u64::from_le_bytes(self.take(8)?.try_into().ok()?);
-        if n > MAX_JSON {
-            return None;
-        }
-        self.take(usize::try_from(n).ok()?)
-    }
-
-    fn array(&mut self, n: usize, width: usize) -> Option<&'a [u8]> {
-        self.take(n.checked_mul(width)?)
-    }
 }

@@ -118,48 +118,20 @@ fn shard_part(
     let manifest = super::shard::load_manifest(sources, manifest)?;
     let spec = args.shard.as_deref().unwrap_or_default();
     let units = manifest.shard(spec)?;
-    // Each unit's file's place among the batch's inputs (a file cut into ranges is one
-    // input): the units up to it that start a file.
-    let place_of = |index: usize| -> u64 {
-        let mut seen = 0u64;
-        let mut last: Option<&str> = None;
-        for u in &manifest.units[..=index] {
-            if last.is_some_and(|p| p == u.path && u.range.is_some_and(|r| r[0] > 0)) {
-                continue;
-            }
-            last = Some(&u.path);
-            seen += 1;
-        }
-        seen - 1
-    };
+    let places = manifest.input_places();
     let mut state: Option<poisongate::baseline::accumulate::ProfileState> = None;
     let mut inputs = Vec::with_capacity(units.len());
     for unit in &units {
-        let mut files = sources.resolve(std::slice::from_ref(&unit.path), Some(unit.format))?;
-        let Some(mut file) = files.pop() else {
-            return Err(poisongate::Error::input(
-                std::path::Path::new(&unit.path),
-                "not found",
-            ));
-        };
-        file.range = unit.range.map(|[a, b]| a as usize..b as usize);
+        let file = unit.input(sources)?;
         let (unit_state, mut metas) =
-            baseline::fold_files(std::slice::from_ref(&file), &[place_of(unit.index)], opts)?;
+            baseline::fold_files(std::slice::from_ref(&file), &[places[unit.index]], opts)?;
         let Some(meta) = metas.pop() else {
             return Err(poisongate::Error::input(
                 std::path::Path::new(&unit.path),
                 "no rows",
             ));
         };
-        if meta.sha256 != unit.sha256 || meta.bytes != unit.bytes {
-            return Err(poisongate::Error::input(
-                std::path::Path::new(&unit.path),
-                format!(
-                    "the file changed since `plan` (SHA-256 {}, the manifest pins {})",
-                    meta.sha256, unit.sha256
-                ),
-            ));
-        }
+        unit.check_read(&meta)?;
         inputs.push((unit.index, meta, unit.range));
         match &mut state {
             Some(s) => s.merge(unit_state)?,

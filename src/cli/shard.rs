@@ -63,21 +63,9 @@ pub fn summarize(args: &SummarizeArgs) -> poisongate::Result<Verdict> {
     let units = manifest.shard(&args.shard)?;
     let mut summaries = Vec::with_capacity(units.len());
     for unit in units {
-        let mut files = sources.resolve(std::slice::from_ref(&unit.path), Some(unit.format))?;
-        let Some(mut file) = files.pop() else {
-            return Err(poisongate::Error::input(Path::new(&unit.path), "not found"));
-        };
-        file.range = unit.range.map(|[a, b]| a as usize..b as usize);
+        let file = unit.input(&sources)?;
         let summary = check::summarize_file(&loaded.baseline, &policy.policy, &file)?;
-        if summary.meta.sha256 != unit.sha256 || summary.meta.bytes != unit.bytes {
-            return Err(poisongate::Error::input(
-                Path::new(&unit.path),
-                format!(
-                    "the file changed since `plan` (SHA-256 {}, the manifest pins {})",
-                    summary.meta.sha256, unit.sha256
-                ),
-            ));
-        }
+        unit.check_read(&summary.meta)?;
         summaries.push((unit.index, summary));
     }
     let header = PartHeader {

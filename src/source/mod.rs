@@ -35,6 +35,14 @@ pub struct InputFile {
     pub range: Option<std::ops::Range<usize>>,
 }
 
+/// Whether a unit with `range` continues the input of the unit before it: a range that
+/// starts past row 0 is a later piece of the same file, and the pieces of one file make one
+/// input, as a single read of the file records it.
+#[must_use]
+pub fn continues_input(range: Option<[u64; 2]>) -> bool {
+    range.is_some_and(|[start, _]| start > 0)
+}
+
 impl InputFile {
     /// A local file.
     #[must_use]
