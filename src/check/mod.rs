@@ -102,9 +102,10 @@ pub fn check(baseline: &Baseline, policy: &Policy, batch: &Batch) -> Result<Eval
 }
 
 /// Checks a batch streamed from its files, one window of blocks at a time
-/// ([`crate::source::stream`]): the decoded batch is never held, only the summaries and a few
-/// bytes per row for the row-level detectors. Returns the evaluation and the inputs'
-/// provenance.
+/// ([`crate::source::stream`]): only the summaries and bounded row-pass state are held, and
+/// the decoded blocks while they fit in [`KEEP_DECODED_BYTES`] (a batch that fits is read
+/// once; a larger one is read again for the value read and the rows behind a finding).
+/// Returns the evaluation and the inputs' provenance.
 ///
 /// # Errors
 /// Any unreadable, empty or mismatched input; the pinned label column missing from the
@@ -115,9 +116,24 @@ pub fn check_files(
     files: &[InputFile],
     extras: Extras,
 ) -> Result<(Evaluation, Vec<InputMeta>)> {
-    let (mut pass, _, metas) = stream_pass(baseline, policy, files)?;
+    check_files_keeping(baseline, policy, files, extras, KEEP_DECODED_BYTES)
+}
+
+/// As [`check_files`], keeping at most `keep_bytes` of decoded blocks (0: every later read
+/// opens the files again). The decision is the same whatever `keep_bytes`.
+///
+/// # Errors
+/// As [`check_files`].
+pub fn check_files_keeping(
+    baseline: &Baseline,
+    policy: &Policy,
+    files: &[InputFile],
+    extras: Extras,
+    keep_bytes: usize,
+) -> Result<(Evaluation, Vec<InputMeta>)> {
+    let (mut pass, _, metas, kept) = stream_pass(baseline, policy, files, keep_bytes)?;
     pass.extras = extras;
-    let eval = pass.finish(Rows::Files(files, &metas))?;
+    let eval = pass.finish(kept.rows(files, &metas))?;
     Ok((eval, metas))
 }
 
@@ -132,7 +148,8 @@ pub fn check_files_kept(
     files: &[InputFile],
     extras: Extras,
 ) -> Result<(Evaluation, Vec<InputMeta>, UnitSummary)> {
-    let (mut pass, schema, metas) = stream_pass(baseline, policy, files)?;
+    let (mut pass, schema, metas, decoded) =
+        stream_pass(baseline, policy, files, KEEP_DECODED_BYTES)?;
     pass.extras = extras;
     let kept = UnitSummary {
         meta: batch_meta(&metas),
@@ -141,7 +158,7 @@ pub fn check_files_kept(
         scan: pass.scan.as_ref().map(crate::poison::ScanFold::state),
         range: None,
     };
-    let eval = pass.finish(Rows::Files(files, &metas))?;
+    let eval = pass.finish(decoded.rows(files, &metas))?;
     Ok((eval, metas, kept))
 }
 
@@ -199,16 +216,67 @@ pub fn decide_kept(
 
 type Schema = Vec<(String, polars::prelude::DataType)>;
 
-/// The first pass over files: every window folded into one [`Pass`]; with the batch's schema
-/// and the inputs' provenance.
+/// Decoded bytes of a batch that the first pass keeps for the reads that come after it (the
+/// value read, the rows behind a finding): a batch up to this size is opened once, whatever
+/// its verdict. About a million rows of twenty numeric and categorical columns; the
+/// window the pass decodes anyway is a quarter of it at that width.
+pub const KEEP_DECODED_BYTES: usize = 256 << 20;
+
+/// The blocks of the first pass, while they fit in `budget` bytes.
+#[derive(Default)]
+struct Decoded {
+    blocks: Vec<polars::prelude::DataFrame>,
+    bytes: usize,
+    budget: usize,
+    over: bool,
+}
+
+impl Decoded {
+    fn keep(&mut self, blocks: &[polars::prelude::DataFrame]) {
+        if self.over {
+            return;
+        }
+        self.bytes += blocks
+            .iter()
+            .map(polars::prelude::DataFrame::estimated_size)
+            .sum::<usize>();
+        if self.bytes > self.budget {
+            self.over = true;
+            self.blocks = Vec::new();
+        } else {
+            self.blocks.extend_from_slice(blocks);
+        }
+    }
+
+    /// The batch's rows for the later reads: the kept blocks, or the files read again.
+    fn rows<'r>(&'r self, files: &'r [InputFile], metas: &'r [InputMeta]) -> Rows<'r> {
+        if self.over {
+            Rows::Files(files, metas)
+        } else {
+            Rows::Frames(&self.blocks)
+        }
+    }
+}
+
+/// The first pass over files: every window folded into one [`Pass`]; with the batch's schema,
+/// the inputs' provenance, and the decoded blocks when the batch is small enough to keep
+/// (`keep_bytes`).
 fn stream_pass<'a>(
     baseline: &'a Baseline,
     policy: &'a Policy,
     files: &[InputFile],
-) -> Result<(Pass<'a>, Schema, Vec<InputMeta>)> {
+    keep_bytes: usize,
+) -> Result<(Pass<'a>, Schema, Vec<InputMeta>, Decoded)> {
     let first = files.first().map(InputFile::name).unwrap_or_default();
     let mut pass: Option<(Pass<'a>, Schema)> = None;
+    // A unit of a sharded check is not read again here: it keeps nothing (0).
+    let mut decoded = Decoded {
+        budget: keep_bytes,
+        over: keep_bytes == 0,
+        ..Decoded::default()
+    };
     let metas = crate::source::stream::first_pass(files, &mut |schema, blocks, at| {
+        decoded.keep(blocks);
         if pass.is_none() {
             let columns: Schema = schema
                 .iter()
@@ -223,7 +291,7 @@ fn stream_pass<'a>(
         }
     })?;
     match pass {
-        Some((pass, schema)) => Ok((pass, schema, metas)),
+        Some((pass, schema)) => Ok((pass, schema, metas, decoded)),
         None => Err(Error::input(std::path::Path::new(&first), "no rows")),
     }
 }
@@ -253,7 +321,8 @@ pub fn summarize_file(
     policy: &Policy,
     file: &InputFile,
 ) -> Result<UnitSummary> {
-    let (pass, schema, mut metas) = stream_pass(baseline, policy, std::slice::from_ref(file))?;
+    let (pass, schema, mut metas, _) =
+        stream_pass(baseline, policy, std::slice::from_ref(file), 0)?;
     let Some(meta) = metas.pop() else {
         return Err(Error::input(std::path::Path::new(&file.name()), "no rows"));
     };

@@ -161,7 +161,9 @@ pub(super) fn decode(path: &Path, shown: &Path, format: Format, walked: bool) ->
             scan_lines(path, shown, format)?;
         }
         Format::Ndjson => scan_lines(path, shown, format)?,
-        Format::Parquet => guard(path, shown, format, || super::walk::parquet_pages(path))?,
+        Format::Parquet => guard(path, shown, format, || {
+            super::walk::parquet_pages(&std::fs::File::open(path)?)
+        })?,
         Format::Ipc => guard(path, shown, format, || super::walk::ipc_messages(path))?,
     }
     guard(path, shown, format, || decode_inner(path, format))

@@ -206,12 +206,6 @@ fn decode_windows(
         f(&df, 0)?;
         return Ok(df.height() as u64);
     }
-    // Page headers first: a page that would make the decoder abort is refused here.
-    if !walked {
-        guard(path, shown, Format::Parquet, || {
-            super::walk::parquet_pages(path)
-        })?;
-    }
     // One open per pass: every reader takes a duplicate of the same handle (the decoder maps
     // the file and reads by position, so the duplicates share no offset that matters).
     let opened;
@@ -222,6 +216,12 @@ fn decode_windows(
             &opened
         }
     };
+    // Page headers first: a page that would make the decoder abort is refused here.
+    if !walked {
+        guard(path, shown, Format::Parquet, || {
+            super::walk::parquet_pages(handle)
+        })?;
+    }
     let open = || {
         handle
             .try_clone()

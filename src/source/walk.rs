@@ -47,12 +47,16 @@ pub(super) fn accepted(path: &Path, sha256: &str) -> bool {
 /// looks at the data, and an allocation it cannot make aborts the process instead of failing
 /// (a flipped bit made one page claim 2^61 values; found by `fuzz/`, replayed from
 /// `fuzz/regressions/read_parquet/`). Costs one more read of the file's bytes, a column chunk
-/// at a time, in the first pass only ([`accepted`]).
-pub(super) fn parquet_pages(path: &Path) -> PolarsResult<()> {
+/// at a time, in the first pass only ([`accepted`]). It reads through `handle` by position,
+/// so the pass that decodes the file opens it once.
+pub(super) fn parquet_pages(handle: &File) -> PolarsResult<()> {
     use polars_parquet::parquet::page::CompressedPage;
     use polars_parquet::parquet::read::{PageReader, read_metadata};
-    let mut file = File::open(path)?;
-    let size = file.metadata()?.len();
+    let mut file = Positioned {
+        file: handle,
+        at: 0,
+    };
+    let size = handle.metadata()?.len();
     let meta = read_metadata(&mut file).map_err(|e| bad(e.to_string()))?;
     for (g, group) in meta.row_groups.iter().enumerate() {
         if group.num_rows() as u64 > MAX_BATCH_ROWS {
@@ -92,6 +96,43 @@ pub(super) fn parquet_pages(path: &Path) -> PolarsResult<()> {
         }
     }
     Ok(())
+}
+
+/// A reader of a shared handle by position (`pread`): it moves no offset that another
+/// reader of the same open file description would see.
+struct Positioned<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for Positioned<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        #[cfg(not(unix))]
+        let n = {
+            let mut f = self.file;
+            f.seek(SeekFrom::Start(self.at))?;
+            f.read(buf)?
+        };
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Positioned<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let end = || self.file.metadata().map(|m| m.len());
+        let at = match to {
+            SeekFrom::Start(a) => Some(a),
+            SeekFrom::Current(d) => self.at.checked_add_signed(d),
+            SeekFrom::End(d) => end()?.checked_add_signed(d),
+        };
+        self.at = at.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.at)
+    }
 }
 
 /// Walks every message of an Arrow IPC file (the footer's record batch and dictionary blocks)

@@ -45,6 +45,30 @@ fn same_decision(files: &[InputFile]) {
     );
     assert_eq!(whole.tests, streamed.tests, "{name}: tests");
     assert_eq!(whole.notes, streamed.notes, "{name}: notes");
+    // Small batches are kept from the first pass; with nothing kept, the later reads open
+    // the files again and must decide alike.
+    let (reread, _) = check::check_files_keeping(
+        base,
+        &policy,
+        files,
+        check::Extras {
+            row_scores: true,
+            quarantine: true,
+        },
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        json(&reread),
+        json(&streamed),
+        "{name}: findings, read again"
+    );
+    assert_eq!(
+        reread.quarantine, streamed.quarantine,
+        "{name}: quarantine, read again"
+    );
+    assert_eq!(reread.tests, streamed.tests, "{name}: tests, read again");
+    assert_eq!(reread.notes, streamed.notes, "{name}: notes, read again");
 }
 
 #[test]
