@@ -1,4 +1,4 @@
-"""Runs the sharded-check definitions of pipelines/ locally, step by step, with the real binary.
+"""Runs the sharded definitions of pipelines/ locally, step by step, with the real binary.
 
 A schema validator proves that a manifest is well formed, not that its arguments are ones the
 binary accepts or that the steps fit together. This runner takes the exact `args` of every
@@ -11,6 +11,11 @@ engine's order, and checks that the sharded report is byte for byte the one of a
 
     python pipelines/run_local.py --bin target/debug/poisongate --baseline B.json \\
         --data testdata/clean/shards --expect 0
+    python pipelines/run_local.py --bin target/debug/poisongate \\
+        --profile testdata/clean/shards --label defaulted --shards 3
+
+With --profile it runs `argo/sharded-profile.yaml` instead, and the baseline must be the one a
+plain `poisongate profile` writes.
 
 Uses PyYAML only. Exits non-zero with one line on the first mismatch.
 """
@@ -99,15 +104,31 @@ def kubernetes(opts, sha: str, work: Path) -> tuple[int, bytes]:
 
 
 def argo(opts, sha: str, work: Path) -> tuple[int, bytes]:
-    wt = yaml.safe_load((HERE / "argo" / "sharded-check.yaml").read_text())
+    codes, outputs = argo_workflow(
+        "sharded-check.yaml", {"data": opts.data, "baseline": opts.baseline,
+                               "baseline-sha256": sha, "shards": str(opts.shards)},
+        opts.bin, work, gate="check")
+    if "check" not in codes:
+        fail("the workflow has no check step")
+    return codes["check"], outputs["check"]["report"].read_bytes()
+
+
+def argo_workflow(file: str, given: dict[str, str], binary: str, work: Path,
+                  gate: str | None = None) -> tuple[dict[str, int], dict[str, dict[str, Path]]]:
+    """Runs the DAG of the WorkflowTemplate `argo/FILE` with the parameters `given`: each
+    task's exit code and output artifacts, by task. Only the template `gate` may exit 1."""
+    wt = yaml.safe_load((HERE / "argo" / file).read_text())
     spec = wt["spec"]
     params = {p["name"]: p.get("value") for p in spec["arguments"]["parameters"]}
-    params.update({"data": opts.data, "baseline": opts.baseline, "baseline-sha256": sha,
-                   "shards": str(opts.shards)})
+    unknown = set(given) - set(params)
+    if unknown:
+        fail(f"{file}: no parameters {sorted(unknown)}")
+    params.update(given)
     templates = {t["name"]: t for t in spec["templates"]}
-    repo = work / "argo-repo"  # the artifact repository: key -> file
-    workflow_name = "poisongate-sharded-check-local"
+    repo = work / f"argo-repo-{file}"  # the artifact repository: key -> file
+    workflow_name = f"poisongate-{Path(file).stem}-local"
     outputs: dict[str, dict[str, Path]] = {}
+    codes: dict[str, int] = {}
 
     def expand(text: str, inputs: dict[str, str]) -> str:
         def sub(m):
@@ -124,7 +145,7 @@ def argo(opts, sha: str, work: Path) -> tuple[int, bytes]:
     def execute(task_name: str, template_name: str, in_params: dict[str, str],
                 in_artifacts: dict[str, Path]) -> int:
         t = templates.get(template_name) or fail(f"no template {template_name}")
-        pod = work / "argo-pods" / task_name
+        pod = work / f"argo-pods-{file}" / task_name
         pod.mkdir(parents=True)
         declared = {p["name"] for p in t.get("inputs", {}).get("parameters", [])}
         if declared != set(in_params):
@@ -150,7 +171,7 @@ def argo(opts, sha: str, work: Path) -> tuple[int, bytes]:
         # Mounts are mapped before parameters are expanded, so a local data path that
         # happens to start with /work/ is left alone.
         args = [expand(local(a), in_params) for a in t["container"]["args"]]
-        code = run(opts.bin, args, allowed=(0, 1) if template_name == "check" else (0,))
+        code = run(binary, args, allowed=(0, 1) if template_name == gate else (0,))
         produced = {}
         for art in t.get("outputs", {}).get("artifacts", []):
             path = pod / art["path"].lstrip("/")
@@ -177,7 +198,6 @@ def argo(opts, sha: str, work: Path) -> tuple[int, bytes]:
 
     tasks = templates[spec["entrypoint"]]["dag"]["tasks"]
     done: set[str] = set()
-    code = None
     while len(done) < len(tasks):
         ready = [t for t in tasks if t["name"] not in done
                  and all(d in done for d in re.findall(r"[\w-]+", t.get("depends", "")))]
@@ -192,14 +212,31 @@ def argo(opts, sha: str, work: Path) -> tuple[int, bytes]:
                     p = {k: v.replace("{{item}}", str(item)) for k, v in params_of.items()}
                     execute(f"{task['name']}-{item}", task["template"], p, artifacts_of(task))
             else:
-                got = execute(task["name"], task["template"], params_of, artifacts_of(task))
-                if task["template"] == "check":
-                    code = got
-                    report = outputs[task["name"]]["report"]
+                codes[task["name"]] = execute(task["name"], task["template"], params_of,
+                                              artifacts_of(task))
             done.add(task["name"])
-    if code is None:
-        fail("the workflow has no check step")
-    return code, report.read_bytes()
+    return codes, outputs
+
+
+def argo_profile(opts, work: Path) -> None:
+    """The sharded profile of argo/sharded-profile.yaml: its baseline must be, byte for byte,
+    the one a plain `profile` writes with the same flags."""
+    plain = work / "plain-baseline.json"
+    run(opts.bin, ["profile", opts.profile, "--label", opts.label, "--seed", "0",
+                   "-o", str(plain)])
+    _, outputs = argo_workflow("sharded-profile.yaml",
+                               {"data": opts.profile, "label": opts.label,
+                                "shards": str(opts.shards)}, opts.bin, work)
+    got = outputs.get("baseline", {})
+    if "baseline" not in got or "baseline-sha256" not in got:
+        fail("argo sharded profile: the baseline step wrote no baseline or digest")
+    if got["baseline"].read_bytes() != plain.read_bytes():
+        fail("argo sharded profile: the baseline differs from the plain profile's")
+    digest = hashlib.sha256(plain.read_bytes()).hexdigest()
+    if got["baseline-sha256"].read_text() != f"{digest}  baseline.json\n":
+        fail("argo sharded profile: the digest artifact does not name the baseline's SHA-256")
+    print(f"ok: argo sharded profile of {opts.profile} ({opts.shards} shards): "
+          "baseline identical")
 
 
 def gate_job(opts, sha: str, work: Path) -> tuple[int, dict]:
@@ -260,11 +297,21 @@ def tekton_task(opts, sha: str, work: Path) -> tuple[int, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin", required=True)
-    parser.add_argument("--baseline", required=True)
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--baseline")
+    parser.add_argument("--data")
     parser.add_argument("--shards", type=int, default=8)
-    parser.add_argument("--expect", type=int, required=True, help="the plain check's exit code")
+    parser.add_argument("--expect", type=int, help="the plain check's exit code")
+    parser.add_argument("--profile", help="trusted data: run the sharded profile instead")
+    parser.add_argument("--label", help="with --profile: the label column")
     opts = parser.parse_args()
+    if opts.profile:
+        if not opts.label:
+            parser.error("--profile needs --label")
+        with tempfile.TemporaryDirectory(prefix="pg-pipelines-") as tmp:
+            argo_profile(opts, Path(tmp))
+        return
+    if opts.baseline is None or opts.data is None or opts.expect is None:
+        parser.error("a sharded check needs --baseline, --data and --expect")
     sha = hashlib.sha256(Path(opts.baseline).read_bytes()).hexdigest()
     with tempfile.TemporaryDirectory(prefix="pg-pipelines-") as tmp:
         work = Path(tmp)

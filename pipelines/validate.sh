@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Validates pipelines/ offline and runs its sharded-check definitions with the real binary.
+# Validates pipelines/ offline and runs its sharded check and profile definitions with the real
+# binary.
 #
 #   bash pipelines/validate.sh [BIN]      (BIN defaults to target/debug/poisongate)
 #
@@ -11,7 +12,8 @@
 #   Kubeflow: run for real (pipelines/dvc/run_local.sh, pipelines/kubeflow/run_local.py). Each
 #   validator also refuses one misspelled field.
 # - pipelines/run_local.py: every container's args, expanded as the engine would, run in the
-#   engine's order on a clean and an attacked batch; the reports must equal plain `check`'s.
+#   engine's order on a clean and an attacked batch; the reports must equal plain `check`'s,
+#   and the sharded profile's baseline plain `profile`'s.
 # The validators are installed on first use into target/validators-venv from
 # pipelines/requirements.txt (PyPI only).
 set -euo pipefail
@@ -157,4 +159,10 @@ grep '^ok: ' "$tmp/kfp.log"
   --data testdata/clean/shards --expect 0
 "$venv/bin/python" pipelines/run_local.py --bin "$BIN" --baseline "$tmp/baseline.json" \
   --data testdata/poison/trigger_channel.parquet --shards 3 --expect 1
+# The sharded profile (argo/sharded-profile.yaml): three files over three shards, and one file
+# over two (one shard then holds no unit).
+"$venv/bin/python" pipelines/run_local.py --bin "$BIN" --profile testdata/clean/shards \
+  --label defaulted --shards 3
+"$venv/bin/python" pipelines/run_local.py --bin "$BIN" \
+  --profile testdata/trusted/applications.parquet --label defaulted --shards 2
 echo "pipelines/ validated."
