@@ -14,8 +14,8 @@ engine's order, and checks that the sharded report is byte for byte the one of a
     python pipelines/run_local.py --bin target/debug/poisongate \\
         --profile testdata/clean/shards --label defaulted --shards 3
 
-With --profile it runs `argo/sharded-profile.yaml` instead, and the baseline must be the one a
-plain `poisongate profile` writes.
+With --profile it runs `kubernetes/sharded-profile.yaml` and `argo/sharded-profile.yaml`
+instead, and each baseline must be the one a plain `poisongate profile` writes.
 
 Uses PyYAML only. Exits non-zero with one line on the first mismatch.
 """
@@ -218,25 +218,78 @@ def argo_workflow(file: str, given: dict[str, str], binary: str, work: Path,
     return codes, outputs
 
 
-def argo_profile(opts, work: Path) -> None:
-    """The sharded profile of argo/sharded-profile.yaml: its baseline must be, byte for byte,
-    the one a plain `profile` writes with the same flags."""
-    plain = work / "plain-baseline.json"
-    run(opts.bin, ["profile", opts.profile, "--label", opts.label, "--seed", "0",
-                   "-o", str(plain)])
+def same_baseline(engine: str, opts, baseline: Path, digest_file: Path, plain: Path) -> None:
+    """A sharded profile's baseline and its `.sha256` must be the plain profile's, byte for
+    byte."""
+    if not baseline.is_file() or not digest_file.is_file():
+        fail(f"{engine} sharded profile: no baseline or digest was written")
+    if baseline.read_bytes() != plain.read_bytes():
+        fail(f"{engine} sharded profile: the baseline differs from the plain profile's")
+    digest = hashlib.sha256(plain.read_bytes()).hexdigest()
+    if digest_file.read_text() != f"{digest}  baseline.json\n":
+        fail(f"{engine} sharded profile: the digest file does not name the baseline's SHA-256")
+    print(f"ok: {engine} sharded profile of {opts.profile} ({opts.shards} shards): "
+          "baseline identical")
+
+
+def argo_profile(opts, work: Path, plain: Path) -> None:
+    """The sharded profile of argo/sharded-profile.yaml."""
     _, outputs = argo_workflow("sharded-profile.yaml",
                                {"data": opts.profile, "label": opts.label,
                                 "shards": str(opts.shards)}, opts.bin, work)
     got = outputs.get("baseline", {})
     if "baseline" not in got or "baseline-sha256" not in got:
         fail("argo sharded profile: the baseline step wrote no baseline or digest")
-    if got["baseline"].read_bytes() != plain.read_bytes():
-        fail("argo sharded profile: the baseline differs from the plain profile's")
-    digest = hashlib.sha256(plain.read_bytes()).hexdigest()
-    if got["baseline-sha256"].read_text() != f"{digest}  baseline.json\n":
-        fail("argo sharded profile: the digest artifact does not name the baseline's SHA-256")
-    print(f"ok: argo sharded profile of {opts.profile} ({opts.shards} shards): "
-          "baseline identical")
+    same_baseline("argo", opts, got["baseline"], got["baseline-sha256"], plain)
+
+
+def kubernetes_profile(opts, work: Path, plain: Path) -> None:
+    """The sharded profile of kubernetes/sharded-profile.yaml: the Jobs' args with `$(SHARD)`
+    expanded, the shard count and the label set to the ones under test, the shared volume a
+    local directory."""
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
+        (HERE / "kubernetes" / "sharded-profile.yaml").read_text()) if d}
+    shared = work / "k8s-profile-shared"
+    (shared / "profile" / "parts").mkdir(parents=True)
+
+    def args_of(container, env=None) -> list[str]:
+        args = list(container["args"])
+        for name, value in (env or {}).items():
+            args = [a.replace(f"$({name})", value) for a in args]
+        if any("$(" in a for a in args):
+            fail(f"unexpanded variable in {container['name']}: {args}")
+        args = [a.replace("/shared/", f"{shared}/") for a in args]
+        args = [opts.profile if a == "s3://ml-data/credit/trusted/" else a for a in args]
+        for i, a in enumerate(args[:-1]):
+            if a == "--label":
+                args[i + 1] = opts.label
+            if a == "--shard":
+                index, count = args[i + 1].split("/")
+                if count != str(completions):
+                    fail(f"--shard {args[i + 1]} does not count the Job's {completions} pods")
+                args[i + 1] = f"{index}/{opts.shards}"
+        return args
+
+    def spec_of(name: str):
+        job = docs.get(name) or fail(f"no Job {name}")
+        return job["spec"], job["spec"]["template"]["spec"]
+
+    _, plan = spec_of("poisongate-profile-plan")
+    job, pod = spec_of("poisongate-profile-shards")
+    if job.get("completionMode") != "Indexed":
+        fail("the profile-shards Job is not an Indexed Job")
+    completions = int(job["completions"])
+    run(opts.bin, args_of(plan["containers"][0]))
+    # Pods of an Indexed Job run in any order; the count under test replaces the Job's.
+    for index in reversed(range(opts.shards)):
+        run(opts.bin, args_of(pod["containers"][0], {"SHARD": str(index)}))
+    job, pod = spec_of("poisongate-profile-pin")
+    if job.get("backoffLimit") != 0:
+        fail("the pinning Job may retry")
+    run(opts.bin, args_of(pod["containers"][0]))
+    baseline = shared / "profile" / "baseline.json"
+    same_baseline("kubernetes", opts, baseline, shared / "profile" / "baseline.json.sha256",
+                  plain)
 
 
 def gate_job(opts, sha: str, work: Path) -> tuple[int, dict]:
@@ -308,7 +361,12 @@ def main() -> None:
         if not opts.label:
             parser.error("--profile needs --label")
         with tempfile.TemporaryDirectory(prefix="pg-pipelines-") as tmp:
-            argo_profile(opts, Path(tmp))
+            plain = Path(tmp) / "plain" / "baseline.json"
+            plain.parent.mkdir()
+            run(opts.bin, ["profile", opts.profile, "--label", opts.label, "--seed", "0",
+                           "-o", str(plain)])
+            kubernetes_profile(opts, Path(tmp), plain)
+            argo_profile(opts, Path(tmp), plain)
         return
     if opts.baseline is None or opts.data is None or opts.expect is None:
         parser.error("a sharded check needs --baseline, --data and --expect")
