@@ -159,8 +159,8 @@ grep '^ok: ' "$tmp/kfp.log"
   --data testdata/clean/shards --expect 0
 "$venv/bin/python" pipelines/run_local.py --bin "$BIN" --baseline "$tmp/baseline.json" \
   --data testdata/poison/trigger_channel.parquet --shards 3 --expect 1
-# The sharded profile (argo/sharded-profile.yaml): three files over three shards, and one file
-# over two (one shard then holds no unit).
+# The sharded profiles (kubernetes/ and argo/sharded-profile.yaml): three files over three
+# shards, and one file over two (one shard then holds no unit).
 "$venv/bin/python" pipelines/run_local.py --bin "$BIN" --profile testdata/clean/shards \
   --label defaulted --shards 3
 "$venv/bin/python" pipelines/run_local.py --bin "$BIN" \
