@@ -150,6 +150,39 @@ class SparkCheck(unittest.TestCase):
         self.assertEqual(caught.exception.exit_code, 2)
         self.assertIn("truncated.parquet", str(caught.exception))
 
+    def test_sharded_profile_pins_the_plain_baseline(self):
+        import pyarrow as pa
+
+        flags = ["--label", "defaulted", "--seed", "3"]
+        table = pq.read_table(TESTDATA / "trusted" / "applications.parquet")
+        big = self.tmp / "profile-big.parquet"
+        pq.write_table(pa.concat_tables([table] * 4), big, row_group_size=30_000)
+        for name, data, shards, unit_rows in (
+                ("three-files", [str(TESTDATA / "clean" / "shards")], 2, None),
+                # 80,000 rows in two row-range units over three shards (one shard empty).
+                ("ranges", [str(big)], 3, 65536)):
+            plain = self.tmp / f"profile-{name}-plain" / "baseline.json"
+            plain.parent.mkdir()
+            self.assertEqual(gate("profile", *data, "-o", str(plain), *flags), 0)
+            out = self.tmp / f"profile-{name}-spark" / "baseline.json"
+            out.parent.mkdir()
+            digest = poisongate_spark.profile(self.spark, data, out, profile_args=flags,
+                                              shards=shards, binary=BIN, unit_rows=unit_rows)
+            self.assertEqual(out.read_bytes(), plain.read_bytes(), f"{name}: baselines differ")
+            self.assertEqual(Path(f"{out}.sha256").read_text(),
+                             f"{digest}  baseline.json\n")
+        # A shard that cannot read its unit fails the whole profile: exit 2, nothing written.
+        out = self.tmp / "profile-broken" / "baseline.json"
+        out.parent.mkdir()
+        with self.assertRaises(PoisongateError) as caught:
+            poisongate_spark.profile(
+                self.spark, [str(TESTDATA / "clean" / "shards" / "part-0.parquet"),
+                             str(TESTDATA / "broken" / "truncated.parquet")], out,
+                profile_args=flags, shards=2, binary=BIN)
+        self.assertEqual(caught.exception.exit_code, 2)
+        self.assertIn("truncated.parquet", str(caught.exception))
+        self.assertFalse(out.exists())
+
     def test_module_entry_point_exits_with_the_gate_code(self):
         out = self.tmp / "cli.json"
         code = cli_main(["--baseline", str(self.baseline), "--binary", BIN, "--shards", "2",

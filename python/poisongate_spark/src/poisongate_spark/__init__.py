@@ -1,4 +1,4 @@
-"""A sharded ``poisongate check`` on Spark.
+"""A sharded ``poisongate check`` (and ``poisongate profile``) on Spark.
 
 The driver runs ``poisongate plan`` over the batch, Spark runs one ``poisongate summarize``
 per shard on its executors (``mapInArrow`` over a DataFrame of shard ids), and the driver
@@ -15,6 +15,10 @@ shipped with ``SparkContext.addFile`` (under content-addressed names, so that tw
 one session never collide); ``s3://`` baselines are read by the binary itself. The data
 files must be readable from every executor at the paths the manifest names (``s3://``
 objects or a shared file system), as for any Spark job.
+
+:func:`profile` pins a baseline the same way: ``plan`` on the driver, one ``profile
+--manifest --shard`` per shard on the executors, and ``profile --summaries`` on the driver;
+the baseline is byte for byte the one ``poisongate profile`` writes from the same files.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "check",
     "decide",
     "plan",
+    "profile",
     "summarize",
 ]
 
@@ -126,8 +131,9 @@ def _resolve(ref: str) -> str:
     return ref
 
 
-def _summarize_partition(binary_ref, baseline_ref, manifest_ref, policy_ref, shards, extra):
-    """The executor side: one ``poisongate summarize`` per shard id in the batches."""
+def _shard_partition(binary_ref, command, shards):
+    """The executor side: ``poisongate COMMAND... --shard i/N -o PART`` per shard id in the
+    batches (``sparkfile:`` arguments resolved to the executor's copies)."""
 
     def run(batches):
         import pyarrow as pa
@@ -145,11 +151,8 @@ def _summarize_partition(binary_ref, baseline_ref, manifest_ref, policy_ref, sha
             for shard in batch.column("id").to_pylist():
                 with tempfile.TemporaryDirectory(prefix="poisongate-part-") as work:
                     out = os.path.join(work, "part")
-                    argv = [binary, "summarize", "--baseline", _resolve(baseline_ref),
-                            "--manifest", _resolve(manifest_ref),
-                            "--shard", f"{shard}/{shards}", "-o", out, *extra]
-                    if policy_ref is not None:
-                        argv += ["--policy", _resolve(policy_ref)]
+                    argv = [binary, *map(_resolve, command), "--shard", f"{shard}/{shards}",
+                            "-o", out]
                     try:
                         done = subprocess.run(argv, capture_output=True, text=True, check=False)
                         code, err = done.returncode, done.stderr.strip()
@@ -161,7 +164,7 @@ def _summarize_partition(binary_ref, baseline_ref, manifest_ref, policy_ref, sha
                             with open(out, "rb") as f:
                                 part = f.read()
                         except OSError as e:
-                            code, err = ERROR, f"summarize wrote no part: {e}"
+                            code, err = ERROR, f"{command[0]} wrote no part: {e}"
                 ids.append(shard)
                 codes.append(code)
                 parts.append(part)
@@ -175,11 +178,10 @@ def _summarize_partition(binary_ref, baseline_ref, manifest_ref, policy_ref, sha
     return run
 
 
-def summarize(spark, baseline: str, manifest: str | os.PathLike, shards: int, parts_dir,
-              *, binary=None, policy: str | None = None, s3_endpoint: str | None = None,
-              expect_baseline_sha256: str | None = None) -> list[Path]:
-    """Runs ``summarize --shard i/N`` for every i on Spark's executors; writes the parts to
-    ``parts_dir`` on the driver and returns their paths, in shard order.
+def _run_shards(spark, binary, command, ship, shards: int, parts_dir) -> list[Path]:
+    """Runs ``poisongate COMMAND --shard i/N`` for every i on Spark's executors, with the local
+    files ``ship`` (name -> path) shipped and put in place of ``{name}`` in ``command``; writes
+    the parts to ``parts_dir`` on the driver and returns their paths, in shard order.
 
     Raises :class:`PoisongateError` if any shard failed, is missing or came back twice."""
     if shards < 1:
@@ -190,16 +192,10 @@ def summarize(spark, baseline: str, manifest: str | os.PathLike, shards: int, pa
     staging = Path(tempfile.mkdtemp(prefix="poisongate-ship-"))
     try:
         binary_ref = _ship(sc, _binary(binary), staging)
-        baseline_ref = _ship(sc, os.fspath(baseline), staging)
-        manifest_ref = _ship(sc, os.fspath(manifest), staging)
-        policy_ref = _ship(sc, os.fspath(policy), staging) if policy is not None else None
-        extra = []
-        if s3_endpoint:
-            extra += ["--s3-endpoint", s3_endpoint]
-        if expect_baseline_sha256:
-            extra += ["--expect-baseline-sha256", expect_baseline_sha256]
-        fn = _summarize_partition(binary_ref, baseline_ref, manifest_ref, policy_ref, shards,
-                                  extra)
+        refs = {name: _ship(sc, os.fspath(path), staging) for name, path in ship.items()}
+        argv = [refs.get(a[1:-1], a) if a.startswith("{") and a.endswith("}") else a
+                for a in command]
+        fn = _shard_partition(binary_ref, argv, shards)
         rows = (spark.range(0, shards, 1, numPartitions=shards)
                 .mapInArrow(fn, "shard long, exit_code int, part binary, stderr string")
                 .collect())
@@ -209,7 +205,7 @@ def summarize(spark, baseline: str, manifest: str | os.PathLike, shards: int, pa
     for row in rows:
         if row.exit_code != PASS:
             raise PoisongateError(
-                f"poisongate summarize --shard {row.shard}/{shards}: "
+                f"poisongate {command[0]} --shard {row.shard}/{shards}: "
                 f"{row.stderr or 'exit ' + str(row.exit_code)}")
         if row.shard in seen:
             raise PoisongateError(f"shard {row.shard}/{shards} came back twice")
@@ -225,6 +221,25 @@ def summarize(spark, baseline: str, manifest: str | os.PathLike, shards: int, pa
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+def summarize(spark, baseline: str, manifest: str | os.PathLike, shards: int, parts_dir,
+              *, binary=None, policy: str | None = None, s3_endpoint: str | None = None,
+              expect_baseline_sha256: str | None = None) -> list[Path]:
+    """Runs ``summarize --shard i/N`` for every i on Spark's executors; writes the parts to
+    ``parts_dir`` on the driver and returns their paths, in shard order.
+
+    Raises :class:`PoisongateError` if any shard failed, is missing or came back twice."""
+    command = ["summarize", "--baseline", "{baseline}", "--manifest", "{manifest}"]
+    ship = {"baseline": baseline, "manifest": manifest}
+    if policy is not None:
+        command += ["--policy", "{policy}"]
+        ship["policy"] = policy
+    if s3_endpoint:
+        command += ["--s3-endpoint", s3_endpoint]
+    if expect_baseline_sha256:
+        command += ["--expect-baseline-sha256", expect_baseline_sha256]
+    return _run_shards(spark, binary, command, ship, shards, parts_dir)
 
 
 def decide(baseline: str, parts: Sequence[str | os.PathLike], workdir, *, binary=None,
@@ -286,6 +301,42 @@ def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = Non
             sha += ["--expect-baseline-sha256", expect_baseline_sha256]
         return decide(baseline, parts, workdir, binary=binary, policy=policy, check_args=sha,
                       s3_endpoint=s3_endpoint)
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def profile(spark, data: Sequence[str], output: str | os.PathLike, *,
+            profile_args: Sequence[str] = (), shards: int | None = None, binary=None,
+            workdir=None, s3_endpoint: str | None = None,
+            unit_rows: int | None = None) -> str:
+    """plan → ``profile --manifest --shard`` on Spark → ``profile --summaries``: writes the
+    baseline at ``output`` (and its ``.sha256`` beside it) and returns its SHA-256.
+
+    ``profile_args`` (``--label``, ``--id``, ``--seed``, ...) go to every profile step: the
+    parts record them and the last step refuses parts made with others. The baseline is byte
+    for byte the one ``poisongate profile DATA... -o OUTPUT PROFILE_ARGS`` writes. ``shards``
+    defaults as for :func:`check`. Raises :class:`PoisongateError` when any step fails;
+    nothing is written then."""
+    own = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="poisongate-spark-") if own else workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        manifest_path = workdir / "manifest.json"
+        manifest = plan(data, manifest_path, binary=binary, s3_endpoint=s3_endpoint,
+                        unit_rows=unit_rows)
+        if shards is None:
+            cap = max(1, spark.sparkContext.defaultParallelism * 4)
+            shards = max(1, min(len(manifest["units"]), cap))
+        flags = list(profile_args)
+        if s3_endpoint:
+            flags += ["--s3-endpoint", s3_endpoint]
+        command = ["profile", "--manifest", "{manifest}", *flags]
+        parts_dir = workdir / "profile-parts"
+        _run_shards(spark, binary, command, {"manifest": manifest_path}, shards, parts_dir)
+        _run([_binary(binary), "profile", "--summaries", str(parts_dir), "-o",
+              os.fspath(output), *flags])
+        return hashlib.sha256(Path(output).read_bytes()).hexdigest()
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
