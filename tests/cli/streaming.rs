@@ -68,6 +68,19 @@ fn same_decision(files: &[InputFile]) {
         "{name}: quarantine, read again"
     );
     assert_eq!(reread.tests, streamed.tests, "{name}: tests, read again");
+    assert_eq!(
+        reread
+            .row_scores
+            .iter()
+            .map(|s| s.to_bits())
+            .collect::<Vec<_>>(),
+        streamed
+            .row_scores
+            .iter()
+            .map(|s| s.to_bits())
+            .collect::<Vec<_>>(),
+        "{name}: row scores, read again"
+    );
     assert_eq!(reread.notes, streamed.notes, "{name}: notes, read again");
 }
 
