@@ -171,6 +171,14 @@ class SparkCheck(unittest.TestCase):
             self.assertEqual(out.read_bytes(), plain.read_bytes(), f"{name}: baselines differ")
             self.assertEqual(Path(f"{out}.sha256").read_text(),
                              f"{digest}  baseline.json\n")
+        # The module entry point pins the same baseline, and exits 0.
+        out = self.tmp / "profile-cli" / "baseline.json"
+        out.parent.mkdir()
+        code = cli_main(["profile", "-o", str(out), "--binary", BIN, "--shards", "2",
+                         str(TESTDATA / "clean" / "shards"), "--", *flags])
+        self.assertEqual(code, 0)
+        self.assertEqual(out.read_bytes(),
+                         (self.tmp / "profile-three-files-plain" / "baseline.json").read_bytes())
         # A shard that cannot read its unit fails the whole profile: exit 2, nothing written.
         out = self.tmp / "profile-broken" / "baseline.json"
         out.parent.mkdir()
