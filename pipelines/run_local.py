@@ -60,25 +60,28 @@ def swap(args: list[str], data_s3: str, data: str, baseline_s3: str, baseline: s
     return out
 
 
+def container_args(container, env, shared: Path) -> list[str]:
+    """A Job container's args as its pod would run them: `$(VAR)` expanded from `env` (an
+    unexpanded one fails), and the `/shared` volume mapped to the local directory `shared`."""
+    args = list(container["args"])
+    for name, value in (env or {}).items():
+        args = [a.replace(f"$({name})", value) for a in args]
+    if any("$(" in a for a in args):
+        fail(f"unexpanded variable in {container['name']}: {args}")
+    return [a.replace("/shared/", f"{shared}/").replace("/shared", str(shared)) for a in args]
+
+
 def kubernetes(opts, sha: str, work: Path) -> tuple[int, bytes]:
     docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
         (HERE / "kubernetes" / "sharded-check.yaml").read_text()) if d}
     shared = work / "k8s-shared"
     (shared / "parts").mkdir(parents=True)
 
-    def local(a: str) -> str:
-        return a.replace("/shared/", f"{shared}/").replace("/shared", str(shared))
-
     def args_of(container, env=None) -> list[str]:
-        args = container["args"]
-        for name, value in (env or {}).items():
-            args = [a.replace(f"$({name})", value) for a in args]
-        if any("$(" in a for a in args):
-            fail(f"unexpanded variable in {container['name']}: {args}")
         # Volume paths are mapped before the S3 swap, so that a local data path is never
         # taken for a mount.
-        return swap([local(a) for a in args], "s3://ml-data/credit/dt=2026-11-27/", opts.data,
-                    "s3://ml-pins/credit/baseline.json", opts.baseline, sha)
+        return swap(container_args(container, env, shared), "s3://ml-data/credit/dt=2026-11-27/",
+                    opts.data, "s3://ml-pins/credit/baseline.json", opts.baseline, sha)
 
     plan = docs["poisongate-plan"]["spec"]["template"]["spec"]["containers"][0]
     run(opts.bin, args_of(plan))
@@ -253,12 +256,7 @@ def kubernetes_profile(opts, work: Path, plain: Path) -> None:
     (shared / "profile" / "parts").mkdir(parents=True)
 
     def args_of(container, env=None) -> list[str]:
-        args = list(container["args"])
-        for name, value in (env or {}).items():
-            args = [a.replace(f"$({name})", value) for a in args]
-        if any("$(" in a for a in args):
-            fail(f"unexpanded variable in {container['name']}: {args}")
-        args = [a.replace("/shared/", f"{shared}/") for a in args]
+        args = container_args(container, env, shared)
         args = [opts.profile if a == "s3://ml-data/credit/trusted/" else a for a in args]
         for i, a in enumerate(args[:-1]):
             if a == "--label":

@@ -269,9 +269,11 @@ fn stream_pass<'a>(
 ) -> Result<(Pass<'a>, Schema, Vec<InputMeta>, Decoded)> {
     let first = files.first().map(InputFile::name).unwrap_or_default();
     let mut pass: Option<(Pass<'a>, Schema)> = None;
-    // A unit of a sharded check is not read again here: it keeps nothing (0). Files larger
-    // on disk than the budget decode to more than it (their bytes are compressed), so a large
-    // batch keeps nothing from the start rather than holding the budget until it overflows.
+    // A unit of a sharded check is not read again here: it keeps nothing (0). A batch larger
+    // on disk than the budget keeps nothing from the start rather than holding the budget
+    // until it overflows. Parquet and IPC bytes are compressed, so such a batch decodes to
+    // more than the budget anyway; CSV or NDJSON text may decode smaller, and is then read
+    // again although it would have fitted, which costs a read and never changes a decision.
     let on_disk: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(&f.path).ok())

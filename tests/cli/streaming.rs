@@ -27,24 +27,7 @@ fn same_decision(files: &[InputFile]) {
     .unwrap();
     let name = files[0].path.display().to_string();
     assert_eq!(metas, batch.inputs, "{name}: provenance");
-    let json = |e: &check::Evaluation| serde_json::to_string(&e.findings).unwrap();
-    assert_eq!(json(&whole), json(&streamed), "{name}: findings");
-    assert_eq!(whole.quarantine, streamed.quarantine, "{name}: quarantine");
-    assert_eq!(
-        whole
-            .row_scores
-            .iter()
-            .map(|s| s.to_bits())
-            .collect::<Vec<_>>(),
-        streamed
-            .row_scores
-            .iter()
-            .map(|s| s.to_bits())
-            .collect::<Vec<_>>(),
-        "{name}: row scores"
-    );
-    assert_eq!(whole.tests, streamed.tests, "{name}: tests");
-    assert_eq!(whole.notes, streamed.notes, "{name}: notes");
+    assert_same(&whole, &streamed, &name);
     // Small batches are kept from the first pass; with nothing kept, the later reads open
     // the files again and must decide alike.
     let (reread, _) = check::check_files_keeping(
@@ -58,30 +41,18 @@ fn same_decision(files: &[InputFile]) {
         0,
     )
     .unwrap();
-    assert_eq!(
-        json(&reread),
-        json(&streamed),
-        "{name}: findings, read again"
-    );
-    assert_eq!(
-        reread.quarantine, streamed.quarantine,
-        "{name}: quarantine, read again"
-    );
-    assert_eq!(reread.tests, streamed.tests, "{name}: tests, read again");
-    assert_eq!(
-        reread
-            .row_scores
-            .iter()
-            .map(|s| s.to_bits())
-            .collect::<Vec<_>>(),
-        streamed
-            .row_scores
-            .iter()
-            .map(|s| s.to_bits())
-            .collect::<Vec<_>>(),
-        "{name}: row scores, read again"
-    );
-    assert_eq!(reread.notes, streamed.notes, "{name}: notes, read again");
+    assert_same(&reread, &streamed, &format!("{name}, read again"));
+}
+
+/// Two evaluations decide alike: findings, quarantine, tests, notes and row scores (as bits).
+fn assert_same(a: &check::Evaluation, b: &check::Evaluation, what: &str) {
+    let json = |e: &check::Evaluation| serde_json::to_string(&e.findings).unwrap();
+    assert_eq!(json(a), json(b), "{what}: findings");
+    assert_eq!(a.quarantine, b.quarantine, "{what}: quarantine");
+    let bits = |e: &check::Evaluation| e.row_scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(a), bits(b), "{what}: row scores");
+    assert_eq!(a.tests, b.tests, "{what}: tests");
+    assert_eq!(a.notes, b.notes, "{what}: notes");
 }
 
 #[test]

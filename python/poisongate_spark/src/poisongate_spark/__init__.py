@@ -23,6 +23,7 @@ the baseline is byte for byte the one ``poisongate profile`` writes from the sam
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -273,16 +274,13 @@ def decide(baseline: str, parts: Sequence[str | os.PathLike], workdir, *, binary
     return CheckResult(done.returncode, report, done.stdout, done.stderr)
 
 
-def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = None,
-          binary=None, policy: str | None = None, check_args: Sequence[str] = (),
-          workdir=None, s3_endpoint: str | None = None,
-          expect_baseline_sha256: str | None = None,
-          unit_rows: int | None = None) -> CheckResult:
-    """plan → summarize on Spark → merge → check. ``shards`` defaults to the number of
-    units (files) in the manifest, capped at ``spark.sparkContext.defaultParallelism * 4``.
-
-    Returns the decision (exit code 0 or 1); raises :class:`PoisongateError` (exit code 2)
-    when the batch could not be evaluated."""
+@contextlib.contextmanager
+def _planned(spark, data: Sequence[str], workdir, shards: int | None, *, binary=None,
+             s3_endpoint: str | None = None, unit_rows: int | None = None):
+    """The set-up that :func:`check` and :func:`profile` share: a work directory (a fresh one,
+    removed on exit, when ``workdir`` is None), ``plan`` into ``workdir/manifest.json``, and
+    the shard count, by default the number of units capped at
+    ``spark.sparkContext.defaultParallelism * 4``. Yields ``(workdir, manifest_path, shards)``."""
     own = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="poisongate-spark-") if own else workdir)
     try:
@@ -293,6 +291,24 @@ def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = Non
         if shards is None:
             cap = max(1, spark.sparkContext.defaultParallelism * 4)
             shards = max(1, min(len(manifest["units"]), cap))
+        yield workdir, manifest_path, shards
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = None,
+          binary=None, policy: str | None = None, check_args: Sequence[str] = (),
+          workdir=None, s3_endpoint: str | None = None,
+          expect_baseline_sha256: str | None = None,
+          unit_rows: int | None = None) -> CheckResult:
+    """plan → summarize on Spark → merge → check. ``shards`` defaults to the number of
+    units (files) in the manifest, capped at ``spark.sparkContext.defaultParallelism * 4``.
+
+    Returns the decision (exit code 0 or 1); raises :class:`PoisongateError` (exit code 2)
+    when the batch could not be evaluated."""
+    with _planned(spark, data, workdir, shards, binary=binary, s3_endpoint=s3_endpoint,
+                  unit_rows=unit_rows) as (workdir, manifest_path, shards):
         parts = summarize(spark, baseline, manifest_path, shards, workdir / "parts",
                           binary=binary, policy=policy, s3_endpoint=s3_endpoint,
                           expect_baseline_sha256=expect_baseline_sha256)
@@ -301,9 +317,6 @@ def check(spark, baseline: str, data: Sequence[str], *, shards: int | None = Non
             sha += ["--expect-baseline-sha256", expect_baseline_sha256]
         return decide(baseline, parts, workdir, binary=binary, policy=policy, check_args=sha,
                       s3_endpoint=s3_endpoint)
-    finally:
-        if own:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def profile(spark, data: Sequence[str], output: str | os.PathLike, *,
@@ -318,16 +331,8 @@ def profile(spark, data: Sequence[str], output: str | os.PathLike, *,
     for byte the one ``poisongate profile DATA... -o OUTPUT PROFILE_ARGS`` writes. ``shards``
     defaults as for :func:`check`. Raises :class:`PoisongateError` when any step fails;
     nothing is written then."""
-    own = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="poisongate-spark-") if own else workdir)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        manifest_path = workdir / "manifest.json"
-        manifest = plan(data, manifest_path, binary=binary, s3_endpoint=s3_endpoint,
-                        unit_rows=unit_rows)
-        if shards is None:
-            cap = max(1, spark.sparkContext.defaultParallelism * 4)
-            shards = max(1, min(len(manifest["units"]), cap))
+    with _planned(spark, data, workdir, shards, binary=binary, s3_endpoint=s3_endpoint,
+                  unit_rows=unit_rows) as (workdir, manifest_path, shards):
         flags = list(profile_args)
         if s3_endpoint:
             flags += ["--s3-endpoint", s3_endpoint]
@@ -337,6 +342,3 @@ def profile(spark, data: Sequence[str], output: str | os.PathLike, *,
         _run([_binary(binary), "profile", "--summaries", str(parts_dir), "-o",
               os.fspath(output), *flags])
         return hashlib.sha256(Path(output).read_bytes()).hexdigest()
-    finally:
-        if own:
-            shutil.rmtree(workdir, ignore_errors=True)
