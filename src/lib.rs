@@ -11,8 +11,9 @@
 //! - [`compare`] gates a retrained model against the serving one on the same rows;
 //! - [`integrity`] checks `sha256sum` files and ECDSA P-256 blob signatures;
 //! - [`scan`] judges model artifacts by what loading them would import (`verify --scan`);
-//! - [`detect`] holds what every check shares: the candidate finding and the registry of
-//!   codes;
+//! - [`detect`] holds what every check shares: the accumulator trait, the candidate finding
+//!   and what the registry says of a code; [`codes`] lists every code, the row-level
+//!   detectors' from their own files;
 //! - [`policy`], [`finding`] and [`report`] describe what was decided and why.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@
 
 pub mod baseline;
 pub mod check;
+pub mod codes;
 pub mod compare;
 pub mod detect;
 pub mod digest;
@@ -47,5 +49,4 @@ pub mod source;
 pub mod stats;
 pub mod summary;
 
-pub use detect::registry as codes;
 pub use error::{Error, Result};

@@ -143,13 +143,13 @@ pub fn evaluate(
     let weights: Vec<f64> = candidates
         .iter()
         .filter(|c| c.p_value.is_some())
-        .map(|c| crate::detect::registry::weight(c.code).each(per_code[c.code]))
+        .map(|c| crate::codes::weight(c.code).each(per_code[c.code]))
         .collect();
     let mut adjusted = weighted_holm(&raw, &weights).into_iter();
     let total_weight: f64 = weights.iter().sum();
     for (i, null, deny) in unstated {
         let rec = &mut records[i];
-        let w = crate::detect::registry::weight(&rec.code).each(1);
+        let w = crate::codes::weight(&rec.code).each(1);
         let level = policy.gate.alpha * w / (total_weight + w);
         let statistic = match rec.code.as_str() {
             "schema-null-rate" => "increase",
@@ -192,7 +192,7 @@ pub fn evaluate(
         .collect();
     // The trigger test at the level it faces alone, whether or not a value was a candidate.
     let trigger = baseline.poison.as_ref().and_then(|profile| {
-        let w = crate::detect::registry::weight("poison-trigger").each(1);
+        let w = crate::codes::weight("poison-trigger").each(1);
         let null =
             crate::poison::trigger::power_null(profile, summary.rows, baseline.rows, None, true)?;
         let crate::detect::PowerNull::Trigger {

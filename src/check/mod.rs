@@ -469,8 +469,7 @@ impl<'a> Pass<'a> {
         let usable = schema::structure(baseline, schema, &mut candidates);
         let plans = plans(baseline, &usable, policy);
         let summary = BatchSummary::new(&plans);
-        let all_allowed =
-            crate::detect::registry::row_codes().all(|c| policy.level(c) == Level::Allow);
+        let all_allowed = crate::codes::row_codes().all(|c| policy.level(c) == Level::Allow);
         let scan = if all_allowed {
             None
         } else {
@@ -527,7 +526,7 @@ impl<'a> Pass<'a> {
         let Some(scan) = scan.map(crate::poison::ScanFold::finish) else {
             let mut eval = evaluate(baseline, policy, &summary, candidates)?;
             if let Some(why) = &skipped {
-                for code in crate::detect::registry::row_codes() {
+                for code in crate::codes::row_codes() {
                     eval.records
                         .push(record::TestRecord::skipped(code, Subject::default(), why));
                 }
@@ -570,7 +569,7 @@ fn decide_rows(
         .collect();
     let skipped: HashSet<&str> = outcome.skipped.iter().map(|s| s.0).collect();
     missing.extend(
-        crate::detect::registry::row_codes()
+        crate::codes::row_codes()
             .filter(|code| !ran.contains(*code) && !skipped.contains(*code))
             .map(|code| {
                 let why = outcome
@@ -578,7 +577,7 @@ fn decide_rows(
                     .iter()
                     .find(|n| {
                         let phrase =
-                            crate::detect::registry::lookup(code).map_or("", |c| c.skip_phrase);
+                            crate::codes::lookup(code).map_or("", |c| c.skip_phrase);
                         !phrase.is_empty() && n.contains(phrase)
                     })
                     .cloned();
@@ -626,7 +625,7 @@ fn decide_rows(
             let use_model = broken.is_empty();
             let null =
                 crate::poison::trigger::power_null(profile, rec.n, baseline.rows, None, use_model);
-            let w = crate::detect::registry::weight(&rec.code).each(1);
+            let w = crate::codes::weight(&rec.code).each(1);
             let level = policy.gate.alpha * w / (eval.total_weight + w);
             let deny = policy.checks.poison_trigger.deny;
             rec.detectable = null.map(|n| record::Detectable::of(&n, "share", deny, level));
@@ -637,7 +636,7 @@ fn decide_rows(
             .iter_mut()
             .filter(|r| r.code == "poison-point-mass" && r.outcome == record::TestOutcome::Pass)
         {
-            let w = crate::detect::registry::weight(&rec.code).each(1);
+            let w = crate::codes::weight(&rec.code).each(1);
             let level = policy.gate.alpha * w / (eval.total_weight + w);
             let deny = policy.checks.poison_point_mass.deny;
             rec.detectable = crate::poison::point_mass::unlisted_null(baseline, rec.n).map(|n| {
@@ -671,7 +670,7 @@ fn decide_rows(
             ),
             _ => continue,
         };
-        let w = crate::detect::registry::weight(&rec.code).each(1);
+        let w = crate::codes::weight(&rec.code).each(1);
         let level = policy.gate.alpha * w / (eval.total_weight + w);
         rec.reason = Some(why);
         rec.detectable = Some(record::Detectable::none(statistic, level));

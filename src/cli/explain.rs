@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use poisongate::codes::{CODES, lookup};
+use poisongate::codes::{all, lookup};
 use poisongate::report::Verdict;
 
 use super::ExplainArgs;
@@ -10,7 +10,7 @@ use super::ExplainArgs;
 pub fn run(args: &ExplainArgs) -> poisongate::Result<Verdict> {
     let mut s = String::new();
     if args.list {
-        for c in CODES {
+        for c in all() {
             let _ = writeln!(s, "{:<26} {}", c.code, c.summary);
         }
         super::stdout(&s)?;

@@ -17,10 +17,24 @@ use std::collections::BTreeMap;
 
 use super::{PoisonProfile, Scan};
 use crate::baseline::Baseline;
+use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Candidate, Effect, PowerNull};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::{binned, chi2, divergence, ks};
+
+/// `drift-class-conditional`, as the registry describes it.
+pub const CODE: CodeInfo = CodeInfo {
+    code: "drift-class-conditional",
+    family: Family::Row,
+    weight: Weight::One,
+    joint: false,
+    doc: "docs/detectors.md#drift-class-conditional",
+    skip_phrase: "the segment, trigger and class-conditional detectors",
+    summary: "One class's feature distribution moved while the other classes' did not.",
+    why: "A shift confined to one class changes P(label | features), which is what the model learns; clean-label attacks and joins broken for one class look like this.",
+    respond: "Compare the class's rows with the trusted ones on the named feature; find which source feeds that class before training.",
+};
 
 pub(crate) const MIN_ROWS: u64 = 50;
 

@@ -10,12 +10,26 @@ use serde::{Deserialize, Serialize};
 
 use super::label::{LabelModel, MIN_GAP, P_FLOOR, segment_codes};
 use super::scan::{Block, LrRow, Pinned, trim_sample};
-use super::{Found, PoisonProfile, RowSelector, Scan, flip_lr};
+use super::{Detector, Found, PoisonProfile, RowSelector, Scan, flip_lr};
 use crate::baseline::Baseline;
+use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows, add_counts, add_tables};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::exact::ExactSum;
+
+/// `poison-label-inconsistency`, as the registry describes it.
+pub const CODE: CodeInfo = CodeInfo {
+    code: "poison-label-inconsistency",
+    family: Family::Row,
+    weight: Weight::Detector,
+    joint: true,
+    doc: "docs/detectors.md#poison-label-inconsistency",
+    skip_phrase: "label-consistency detector",
+    summary: "More labels disagree with the pinned reference model of P(label | features) than on the trusted data out of fold: an estimated share of flipped labels.",
+    why: "Label flipping (random, targeted, or swaps that keep every marginal) degrades or steers the retrained model and is invisible to per-column drift statistics.",
+    respond: "Open the quarantine: the rows are ranked by how surprising their label is, and the message names the dominant predicted -> given class pair and region. Audit the labelling source for those rows; drop them and check again.",
+};
 
 /// The label test's state over the rows seen so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,12 +190,15 @@ impl Accumulator<Pinned<'_>, Block> for LabelState {
     }
 }
 
-/// The label-consistency candidate, when a reference model was pinned.
-#[must_use]
-pub fn finish(p: &Pinned<'_>, scan: &Scan, _: &LabelState, policy: &Policy) -> Vec<Found> {
-    match &p.profile.label_model {
-        Some(m) => candidates(p.baseline, p.profile, m, scan, policy),
-        None => Vec::new(),
+impl Detector for LabelState {
+    const CODES: &'static [CodeInfo] = &[CODE];
+
+    /// The label-consistency candidate, when a reference model was pinned.
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
+        match &p.profile.label_model {
+            Some(m) => candidates(p.baseline, p.profile, m, scan, policy),
+            None => Vec::new(),
+        }
     }
 }
 

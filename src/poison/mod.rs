@@ -19,9 +19,9 @@
 //! findings that fired in a read that encodes and scores the rows again.
 //!
 //! **Adding a row-level detector:** a file with its state (an [`Accumulator`] over
-//! [`Block`]s) and a `finish` that turns the merged state into candidates; a line in the
-//! registry below; its code, family and documentation in [`crate::detect::registry`]; and
-//! its thresholds in the policy.
+//! [`Block`]s) that is a [`Detector`] (its codes, with their family, weight and documentation,
+//! and a `finish` that turns the merged state into candidates), and a line in the registry
+//! below; its thresholds are a section of the policy.
 
 pub mod anomaly;
 pub mod class_drift;
@@ -52,6 +52,7 @@ use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
+use crate::detect::registry::CodeInfo;
 use crate::detect::{Accumulator, Candidate};
 use crate::error::Result;
 
@@ -295,16 +296,15 @@ pub struct Broken {
     pub why: String,
 }
 
-/// The detectors whose pinned null is over every feature together (the reference model,
-/// the anomaly scores, the row fingerprints): a feature that lost its values moves them all.
-pub const JOINT_CODES: [&str; 6] = [
-    "poison-label-inconsistency",
-    "poison-segment-label-shift",
-    "poison-anomalous-rows",
-    "poison-stitched-rows",
-    "poison-duplicate-flood",
-    "poison-label-conflict",
-];
+/// The codes whose pinned null is over every feature together (the reference model, the
+/// anomaly scores, the row fingerprints): a feature that lost its values moves them all
+/// ([`CodeInfo::joint`]).
+fn is_joint(code: &str) -> bool {
+    ROW_CODES
+        .iter()
+        .flat_map(|c| c.iter())
+        .any(|c| c.joint && c.code == code)
+}
 
 impl Outcome {
     fn push(&mut self, c: Candidate, rows: Option<RowSelector>) {
@@ -339,11 +339,26 @@ pub(crate) fn top_features(
 /// A candidate of a row-level detector with the rows it points at.
 pub type Found = (Candidate, Option<RowSelector>);
 
+/// A row-level detector: an [`Accumulator`] over [`Block`]s of the row pass that declares the
+/// codes it emits and turns its merged state into candidates. The registry below lists each
+/// one once; its codes, documentation and weights come from here.
+pub trait Detector {
+    /// The codes it emits, with what the registry says of each.
+    const CODES: &'static [CodeInfo];
+
+    /// The candidates of the merged state over the whole batch.
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found>;
+}
+
 /// The registry of row-level accumulators: the state each keeps while the pass runs, and the
 /// function that turns the merged state into candidates, in the order their candidates are
 /// reported. One line per detector.
 macro_rules! registry {
-    ($($(#[$doc:meta])* $field:ident: $state:ty => $finish:path,)*) => {
+    ($($(#[$doc:meta])* $field:ident: $state:ty,)*) => {
+        /// Every row-level detector's codes, in registry order ([`Detector::CODES`]);
+        /// [`crate::codes`] lists them with every other code.
+        pub const ROW_CODES: &[&[CodeInfo]] = &[$(<$state as Detector>::CODES,)*];
+
         /// Every row-level accumulator's state (`None`: the detector cannot run on this
         /// baseline). Serialised into the parts of a sharded check.
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -395,7 +410,7 @@ macro_rules! registry {
                 type Finisher<'f> = Box<dyn Fn() -> Vec<Found> + Send + Sync + 'f>;
                 let mut all: Vec<Finisher<'_>> = Vec::new();
                 $(if let Some(s) = &self.$field {
-                    all.push(Box::new(move || $finish(p, scan, s, policy)));
+                    all.push(Box::new(move || s.finish(p, scan, policy)));
                 })*
                 all.par_iter().flat_map_iter(|f| f()).collect()
             }
@@ -405,18 +420,18 @@ macro_rules! registry {
 
 registry! {
     /// `poison-label-inconsistency`.
-    label: inconsistency::LabelState => inconsistency::finish,
+    label: inconsistency::LabelState,
     /// `poison-segment-label-shift` and `drift-class-conditional`.
-    tables: tables::ClassTables => tables::candidates,
+    tables: tables::ClassTables,
     /// `poison-anomalous-rows`.
-    anomaly: outliers::AnomalyState => outliers::finish,
+    anomaly: outliers::AnomalyState,
     /// `poison-duplicate-flood` and `poison-label-conflict`.
-    duplicates: duplicates::DuplicateState => duplicates::finish,
+    duplicates: duplicates::DuplicateState,
     /// `poison-stitched-rows`.
-    stitched: stitched::StitchedState => stitched::finish,
+    stitched: stitched::StitchedState,
     /// `poison-point-mass` and the numeric values of `poison-trigger` (their candidates come
     /// from the value read that these counts call for: [`values`]).
-    values: point_mass::ValueCounts => point_mass::after_value_read,
+    values: point_mass::ValueCounts,
 }
 
 /// Runs every detector on a scanned batch.
@@ -444,11 +459,16 @@ pub fn detect(
             "{} lost its values in this batch: the detectors that read every feature together (the reference model, the anomaly scores, the row fingerprints) would only find that again, so they did not run; the others left the column out",
             what.join(", ")
         );
-        out.skipped = JOINT_CODES.iter().map(|&c| (c, why.clone())).collect();
+        out.skipped = ROW_CODES
+            .iter()
+            .flat_map(|c| c.iter())
+            .filter(|c| c.joint)
+            .map(|c| (c.code, why.clone()))
+            .collect();
         out.notes.push(why);
     }
     let is_broken = |c: &Candidate| {
-        JOINT_CODES.contains(&c.code) && !broken.is_empty()
+        is_joint(c.code) && !broken.is_empty()
             || c.subject.column.as_deref().is_some_and(|col| {
                 col.split(" & ")
                     .any(|one| broken.iter().any(|b| b.column == one))

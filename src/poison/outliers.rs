@@ -11,11 +11,25 @@ use serde::{Deserialize, Serialize};
 
 use super::anomaly::AnomalyProfile;
 use super::scan::{Block, Pinned};
-use super::{Found, RowSelector, Scan};
+use super::{Detector, Found, RowSelector, Scan};
+use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, TopRows, add_counts};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::proportion::{beta_binomial_upper_tail, beta_binomial_upper_tail_ab};
+
+/// `poison-anomalous-rows`, as the registry describes it.
+pub const CODE: CodeInfo = CodeInfo {
+    code: "poison-anomalous-rows",
+    family: Family::Row,
+    weight: Weight::Detector,
+    joint: true,
+    doc: "docs/detectors.md#poison-anomalous-rows",
+    skip_phrase: "",
+    summary: "More rows than on the trusted data score as anomalous (histogram outlier score or copula Mahalanobis distance past the trusted 99.5th percentile).",
+    why: "Injected outliers and rows stitched together from different rows pull decision boundaries; each value can look normal while the row is implausible.",
+    respond: "Inspect the top rows in the report or the quarantine; drop injected rows, or fix the unit or join that produced them.",
+};
 
 /// Rows past the anomaly cuts among the rows seen so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,15 +94,18 @@ impl Accumulator<Pinned<'_>, Block> for AnomalyState {
     }
 }
 
-/// The anomalous-rows candidates, when anomaly scores were pinned.
-#[must_use]
-pub fn finish(p: &Pinned<'_>, scan: &Scan, _: &AnomalyState, policy: &Policy) -> Vec<Found> {
-    match &p.profile.anomaly {
-        Some(a) => candidates(a, &p.profile.features, scan, policy)
-            .into_iter()
-            .map(|(c, s)| (c, Some(s)))
-            .collect(),
-        None => Vec::new(),
+impl Detector for AnomalyState {
+    const CODES: &'static [CodeInfo] = &[CODE];
+
+    /// The anomalous-rows candidates, when anomaly scores were pinned.
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
+        match &p.profile.anomaly {
+            Some(a) => candidates(a, &p.profile.features, scan, policy)
+                .into_iter()
+                .map(|(c, s)| (c, Some(s)))
+                .collect(),
+            None => Vec::new(),
+        }
     }
 }
 

@@ -27,10 +27,24 @@ use serde::{Deserialize, Serialize};
 
 use super::{Block, Pinned, PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
+use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::value_key;
+
+/// `poison-point-mass`, as the registry describes it.
+pub const CODE: CodeInfo = CodeInfo {
+    code: "poison-point-mass",
+    family: Family::Row,
+    weight: Weight::Shared,
+    joint: false,
+    doc: "docs/detectors.md#poison-point-mass",
+    skip_phrase: "",
+    summary: "One exact numeric value repeats far more often than the trusted data allows.",
+    why: "Stamped trigger values, defaults written by a broken producer and copy-paste floods all show as an exact value repeated in many rows.",
+    respond: "Look up where the value comes from (a default, a sentinel, a trigger); fix the producer or drop the rows listed in the quarantine.",
+};
 
 /// Smallest batch share a heavy value must hold.
 pub const MIN_SHARE: f64 = 0.002;
@@ -173,16 +187,14 @@ impl Accumulator<Pinned<'_>, Block> for ValueCounts {
     }
 }
 
-/// The registry's finisher of [`ValueCounts`]: none. Its candidates need the rows and labels
-/// of the values it finds, which the value read brings ([`super::values`]).
-#[must_use]
-pub fn after_value_read(
-    _: &Pinned<'_>,
-    _: &Scan,
-    _: &ValueCounts,
-    _: &Policy,
-) -> Vec<super::Found> {
-    Vec::new()
+impl super::Detector for ValueCounts {
+    const CODES: &'static [CodeInfo] = &[super::trigger::CODE, CODE];
+
+    /// None here: the candidates need the rows and labels of the values these counts find,
+    /// which the value read brings ([`super::values`]).
+    fn finish(&self, _: &Pinned<'_>, _: &Scan, _: &Policy) -> Vec<super::Found> {
+        Vec::new()
+    }
 }
 
 /// What the value read must count in one numeric feature: the pinned frequent values whose

@@ -31,10 +31,24 @@ use std::collections::BTreeMap;
 use super::label::segment_codes;
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
+use crate::detect::registry::{self, CodeInfo, Weight};
 use crate::detect::{Candidate, Effect, PowerNull};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::stats::chi2;
+
+/// `poison-segment-label-shift`, as the registry describes it.
+pub const CODE: CodeInfo = CodeInfo {
+    code: "poison-segment-label-shift",
+    family: registry::Family::Row,
+    weight: Weight::Shared,
+    joint: true,
+    doc: "docs/detectors.md#poison-segment-label-shift",
+    skip_phrase: "the segment, trigger and class-conditional detectors",
+    summary: "Inside one segment (a category or a numeric decile) the class mix moved beyond what the batch's overall class prior explains.",
+    why: "Rewriting the labels of every row that shares a common value plants a backdoor keyed on that value while the overall class balance barely moves.",
+    respond: "Check who labelled the rows of the named segment; compare with the previous batch's labels for the same segment before training.",
+};
 
 /// A testable segment: description, codes, reference class counts, batch class counts, and
 /// the trusted rows whose counts the reference mix was measured on.

@@ -45,12 +45,26 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::scan::{Block, Pinned};
-use super::{Found, RowSelector, Rows, Scan};
+use super::{Detector, Found, RowSelector, Rows, Scan};
+use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
 use crate::rows::{Encoded, Encoder, FeatureCode};
 use crate::stats::proportion::normal_upper_tail;
+
+/// `poison-stitched-rows`, as the registry describes it.
+pub const CODE: CodeInfo = CodeInfo {
+    code: "poison-stitched-rows",
+    family: Family::Row,
+    weight: Weight::Detector,
+    joint: true,
+    doc: "docs/detectors.md#poison-stitched-rows",
+    skip_phrase: "",
+    summary: "Rows go together less than trusted rows do: the mean ratio of each row's density with its values drawn independently to its density in the trusted pairwise model is above the trusted rows' own, as if a share of rows were stitched from other rows' values.",
+    why: "Rows assembled column by column from different rows (crude synthetic rows, re-paired features) look ordinary value by value; they teach a model combinations that never occur, and their labels carry no signal.",
+    respond: "Inspect the listed rows (highest weight first) against the named feature pairs; find the join, generator or producer that assembled them.",
+};
 
 /// Most feature pairs scored.
 pub const MAX_PAIRS: usize = 24;
@@ -458,114 +472,119 @@ impl Accumulator<Pinned<'_>, Block> for StitchedState {
     }
 }
 
-/// The stitched-rows candidate of a scanned batch.
-pub fn finish(p: &Pinned<'_>, _: &Scan, st: &StitchedState, policy: &Policy) -> Vec<Found> {
-    let Some(s) = &p.profile.stitched else {
-        return Vec::new();
-    };
-    if st.rows < MIN_BATCH {
-        return Vec::new();
-    }
-    let rule = &policy.checks.poison_stitched_rows;
-    let n = st.rows as f64;
-    let big_n = s.rows.max(1) as f64;
-    // The weights: the score test of the mixture.
-    let mean = st.sum as f64 / SCALE / n;
-    let z_weight = (mean - s.mean) / (s.sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt());
-    let gap = s.mean_stitched - s.mean;
-    let se_weight = s.sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt();
-    let (share_weight, share_weight_high) = if gap > 0.0 {
-        (
-            ((mean - s.mean) / gap).clamp(0.0, 1.0),
-            ((mean - s.mean + Z95 * se_weight) / gap).clamp(0.0, 1.0),
-        )
-    } else {
-        (0.0, 0.0)
-    };
-    // The batch's own tables: how much the pairs' information dropped. Stitching a share ε
-    // scales each pair's dependence by about (1 − ε)², and a shift of one column's values,
-    // which moves the weights, moves the batch's own tables with it.
-    let information: f64 = st
-        .tables
-        .iter()
-        .zip(&s.pairs)
-        .map(|(t, &[a, b])| {
-            let t: Vec<f64> = t.iter().map(|&c| c as f64).collect();
-            information(&t, s.width(a), s.width(b))
-        })
-        .sum();
-    let z_information =
-        (s.information - information) / (s.score_sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt());
-    let share_information = if s.information > 0.0 {
-        (1.0 - (information.max(0.0) / s.information).sqrt()).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    // Both must show it (an intersection–union test; Berger 1982): the weights alone also
-    // move when a column shifts, and the information alone when the class mix changes.
-    let (z, share) = (
-        z_weight.min(z_information),
-        share_weight.min(share_information),
-    );
-    let mut evidence = BTreeMap::new();
-    evidence.insert("mean_weight".into(), mean);
-    evidence.insert("trusted_mean_weight".into(), s.mean);
-    evidence.insert("stitched_mean_weight".into(), s.mean_stitched);
-    evidence.insert("stitched_share_weight".into(), share_weight);
-    // The upper end of the weights' share (one-sided 95 %), for what a dropped quarantine
-    // leaves (`quarantine::residuals`).
-    evidence.insert("stitched_share_high".into(), share_weight_high.max(share));
-    evidence.insert("information".into(), information);
-    evidence.insert("trusted_information".into(), s.information);
-    evidence.insert("stitched_share_information".into(), share_information);
-    evidence.insert("z_weight".into(), z_weight);
-    evidence.insert("z_information".into(), z_information);
-    evidence.insert("pairs".into(), s.pairs.len() as f64);
-    let names = |k: usize| {
-        s.pairs
+impl Detector for StitchedState {
+    const CODES: &'static [CodeInfo] = &[CODE];
+
+    /// The stitched-rows candidate of a scanned batch.
+    fn finish(&self, p: &Pinned<'_>, _: &Scan, policy: &Policy) -> Vec<Found> {
+        let st = self;
+        let Some(s) = &p.profile.stitched else {
+            return Vec::new();
+        };
+        if st.rows < MIN_BATCH {
+            return Vec::new();
+        }
+        let rule = &policy.checks.poison_stitched_rows;
+        let n = st.rows as f64;
+        let big_n = s.rows.max(1) as f64;
+        // The weights: the score test of the mixture.
+        let mean = st.sum as f64 / SCALE / n;
+        let z_weight = (mean - s.mean) / (s.sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt());
+        let gap = s.mean_stitched - s.mean;
+        let se_weight = s.sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt();
+        let (share_weight, share_weight_high) = if gap > 0.0 {
+            (
+                ((mean - s.mean) / gap).clamp(0.0, 1.0),
+                ((mean - s.mean + Z95 * se_weight) / gap).clamp(0.0, 1.0),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        // The batch's own tables: how much the pairs' information dropped. Stitching a share ε
+        // scales each pair's dependence by about (1 − ε)², and a shift of one column's values,
+        // which moves the weights, moves the batch's own tables with it.
+        let information: f64 = st
+            .tables
             .iter()
-            .take(k)
-            .map(|&[a, b]| format!("{} × {}", p.profile.features[a], p.profile.features[b]))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let limit = (share * n).ceil() as usize;
-    vec![(
-        Candidate {
-            code: "poison-stitched-rows",
-            subject: Subject::default(),
-            p_value: Some(normal_upper_tail(z)),
-            effects: vec![Effect {
-                name: "stitched_share",
-                value: share,
-                warn: rule.warn,
-                deny: rule.deny,
-            }],
-            fixed: None,
-            n: st.rows,
-            n_baseline: s.rows,
-            describe: format!(
-                "rows go together less than trusted rows do: mean independence weight {} against {} (trusted) and {} (columns shuffled), and the pairs' information {} against {} nats, as if {}% of the rows were stitched from other rows' values (pairs: {})",
-                num(mean),
-                num(s.mean),
-                num(s.mean_stitched),
-                num(information),
-                num(s.information),
-                num(100.0 * share),
-                names(3)
-            ),
-            evidence,
-            tag: None,
-            power: Some(PowerNull::Stitched(crate::stats::power::StitchedNull {
-                rows: st.rows,
-                trusted: s.rows,
-                mean: s.mean,
-                sd: s.sd,
-                stitched: s.mean_stitched,
-                information: s.information,
-                score_sd: s.score_sd,
-            })),
-        },
-        Some(RowSelector::Stitched { limit }),
-    )]
+            .zip(&s.pairs)
+            .map(|(t, &[a, b])| {
+                let t: Vec<f64> = t.iter().map(|&c| c as f64).collect();
+                information(&t, s.width(a), s.width(b))
+            })
+            .sum();
+        let z_information = (s.information - information)
+            / (s.score_sd.max(1e-12) * (1.0 / n + 1.0 / big_n).sqrt());
+        let share_information = if s.information > 0.0 {
+            (1.0 - (information.max(0.0) / s.information).sqrt()).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        // Both must show it (an intersection–union test; Berger 1982): the weights alone also
+        // move when a column shifts, and the information alone when the class mix changes.
+        let (z, share) = (
+            z_weight.min(z_information),
+            share_weight.min(share_information),
+        );
+        let mut evidence = BTreeMap::new();
+        evidence.insert("mean_weight".into(), mean);
+        evidence.insert("trusted_mean_weight".into(), s.mean);
+        evidence.insert("stitched_mean_weight".into(), s.mean_stitched);
+        evidence.insert("stitched_share_weight".into(), share_weight);
+        // The upper end of the weights' share (one-sided 95 %), for what a dropped quarantine
+        // leaves (`quarantine::residuals`).
+        evidence.insert("stitched_share_high".into(), share_weight_high.max(share));
+        evidence.insert("information".into(), information);
+        evidence.insert("trusted_information".into(), s.information);
+        evidence.insert("stitched_share_information".into(), share_information);
+        evidence.insert("z_weight".into(), z_weight);
+        evidence.insert("z_information".into(), z_information);
+        evidence.insert("pairs".into(), s.pairs.len() as f64);
+        let names = |k: usize| {
+            s.pairs
+                .iter()
+                .take(k)
+                .map(|&[a, b]| format!("{} × {}", p.profile.features[a], p.profile.features[b]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let limit = (share * n).ceil() as usize;
+        vec![(
+            Candidate {
+                code: "poison-stitched-rows",
+                subject: Subject::default(),
+                p_value: Some(normal_upper_tail(z)),
+                effects: vec![Effect {
+                    name: "stitched_share",
+                    value: share,
+                    warn: rule.warn,
+                    deny: rule.deny,
+                }],
+                fixed: None,
+                n: st.rows,
+                n_baseline: s.rows,
+                describe: format!(
+                    "rows go together less than trusted rows do: mean independence weight {} against {} (trusted) and {} (columns shuffled), and the pairs' information {} against {} nats, as if {}% of the rows were stitched from other rows' values (pairs: {})",
+                    num(mean),
+                    num(s.mean),
+                    num(s.mean_stitched),
+                    num(information),
+                    num(s.information),
+                    num(100.0 * share),
+                    names(3)
+                ),
+                evidence,
+                tag: None,
+                power: Some(PowerNull::Stitched(crate::stats::power::StitchedNull {
+                    rows: st.rows,
+                    trusted: s.rows,
+                    mean: s.mean,
+                    sd: s.sd,
+                    stitched: s.mean_stitched,
+                    information: s.information,
+                    score_sd: s.score_sd,
+                })),
+            },
+            Some(RowSelector::Stitched { limit }),
+        )]
+    }
 }

@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::scan::{Block, Pinned};
-use super::{Found, Scan, class_drift, class_tables, segment};
+use super::{Detector, Found, Scan, class_drift, class_tables, segment};
+use crate::detect::registry::CodeInfo;
 use crate::detect::{Accumulator, add_tables};
 use crate::policy::Policy;
 use crate::stats::exact::ExactSum;
@@ -92,14 +93,17 @@ impl Accumulator<Pinned<'_>, Block> for ClassTables {
     }
 }
 
-/// The segment and class-conditional candidates.
-#[must_use]
-pub fn candidates(p: &Pinned<'_>, scan: &Scan, _: &ClassTables, policy: &Policy) -> Vec<Found> {
-    let mut v = segment::candidates(p.baseline, p.profile, scan, policy);
-    v.extend(
-        class_drift::candidates(p.baseline, p.profile, scan, policy)
-            .into_iter()
-            .map(|c| (c, None)),
-    );
-    v
+impl Detector for ClassTables {
+    const CODES: &'static [CodeInfo] = &[segment::CODE, class_drift::CODE];
+
+    /// The segment and class-conditional candidates.
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
+        let mut v = segment::candidates(p.baseline, p.profile, scan, policy);
+        v.extend(
+            class_drift::candidates(p.baseline, p.profile, scan, policy)
+                .into_iter()
+                .map(|c| (c, None)),
+        );
+        v
+    }
 }

@@ -29,6 +29,7 @@ use foldhash::HashMap;
 use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
+use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Candidate, Effect, PowerNull};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
@@ -38,6 +39,19 @@ use crate::stats::binned::bin_index;
 use crate::stats::proportion::{beta_binomial_upper_tail, binomial_upper_tail};
 use crate::summary::{BatchSummary, ColumnSummary, for_each_str_chunk};
 use polars::prelude::DataFrame;
+
+/// `poison-trigger`, as the registry describes it.
+pub const CODE: CodeInfo = CodeInfo {
+    code: "poison-trigger",
+    family: Family::Row,
+    weight: Weight::Shared,
+    joint: false,
+    doc: "docs/detectors.md#poison-trigger",
+    skip_phrase: "the segment, trigger and class-conditional detectors",
+    summary: "A value (or pair of values), rare or absent in the trusted data, is over-represented in the batch and its rows carry almost only one label.",
+    why: "This is the shape of a backdoor: the model learns 'trigger means target class' and an attacker can later flip any prediction by stamping the trigger.",
+    respond: "Treat as an incident: find where the rows with the named value came from, quarantine them (the quarantine lists them), and do not train on the batch until explained.",
+};
 
 /// A candidate value with its rows and the trusted class mix expected for them.
 struct Value {

@@ -392,7 +392,7 @@ mod tests {
             crate::scan::UNSAFE,
             crate::scan::NEW_IMPORT,
         ];
-        for info in crate::codes::CODES {
+        for info in crate::codes::all() {
             if !unconfigurable.contains(&info.code) {
                 assert!(sections.contains_key(info.code), "{}", info.code);
             }

@@ -368,7 +368,7 @@ fn a_column_that_lost_its_values_makes_a_schema_finding_and_no_row_level_one() {
         "{notes}"
     );
     // The joint detectors are recorded as skipped, with the reason.
-    for code in poisongate::poison::JOINT_CODES {
+    for code in poisongate::codes::joint_codes() {
         let rec = report["tests"]
             .as_array()
             .unwrap()

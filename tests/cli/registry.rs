@@ -397,7 +397,7 @@ fn every_registry_code_fires_on_its_fixture_and_stays_quiet_on_clean_data() {
             check(&base, &td("mild/batch.parquet"), &["--policy", &waiver]),
         ),
     ];
-    let registry: BTreeSet<&str> = poisongate::codes::CODES.iter().map(|c| c.code).collect();
+    let registry: BTreeSet<&str> = poisongate::codes::all().iter().map(|c| c.code).collect();
     let covered: BTreeSet<&str> = cases.iter().map(|c| c.0).collect();
     assert_eq!(
         covered, registry,

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::Pinned;
 use super::{Found, RowSelector, Rows, Scan};
+use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::policy::Policy;
@@ -45,6 +46,32 @@ use crate::stats::proportion::predictive_upper_tail;
 mod state;
 pub use state::{
     DuplicateCounts, DuplicateState, Group, Groups, MAX_GROUPS, RepeatedRows, conflicts,
+};
+
+/// `poison-duplicate-flood`, as the registry describes it.
+pub const FLOOD: CodeInfo = CodeInfo {
+    code: "poison-duplicate-flood",
+    family: Family::Row,
+    weight: Weight::Detector,
+    joint: true,
+    doc: "docs/detectors.md#poison-duplicate-flood",
+    skip_phrase: "",
+    summary: "More rows repeat an earlier row (exactly, or in the same bins and categories) than the trusted data does at this batch size.",
+    why: "Repeating a few poisoned rows many times multiplies their weight in training; near duplicates dodge exact de-duplication.",
+    respond: "De-duplicate, and check the repeated rows' labels (evidence counts groups whose labels disagree); a re-sent file is the benign cause.",
+};
+
+/// `poison-label-conflict`, as the registry describes it.
+pub const CONFLICT: CodeInfo = CodeInfo {
+    code: "poison-label-conflict",
+    family: Family::Row,
+    weight: Weight::Detector,
+    joint: true,
+    doc: "docs/detectors.md#poison-label-conflict",
+    skip_phrase: "",
+    summary: "Rows match trusted rows' values (same bins and categories) but carry a label that no matching trusted row has, more often than on the trusted data.",
+    why: "Re-submitting trusted rows with new labels is a direct way to overwrite what the model learned.",
+    respond: "Compare the listed rows with the trusted source; relabelled copies should be dropped and their origin investigated.",
 };
 
 /// Hash functions of the filter.
@@ -303,13 +330,16 @@ pub fn expected_share(curve: &[[f64; 2]], n: f64) -> f64 {
     (last[1] * (n / last[0]).powf(slope)).min(1.0)
 }
 
-/// The duplicate-flood and label-conflict candidates.
-#[must_use]
-pub fn finish(p: &Pinned<'_>, _: &Scan, state: &DuplicateState, policy: &Policy) -> Vec<Found> {
-    candidates(&p.profile.duplicates, state, policy)
-        .into_iter()
-        .map(|(c, s)| (c, Some(s)))
-        .collect()
+impl super::Detector for DuplicateState {
+    const CODES: &'static [CodeInfo] = &[FLOOD, CONFLICT];
+
+    /// The duplicate-flood and label-conflict candidates.
+    fn finish(&self, p: &Pinned<'_>, _: &Scan, policy: &Policy) -> Vec<Found> {
+        candidates(&p.profile.duplicates, self, policy)
+            .into_iter()
+            .map(|(c, s)| (c, Some(s)))
+            .collect()
+    }
 }
 
 /// Duplicate-flood and label-conflict candidates.
