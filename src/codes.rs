@@ -14,7 +14,9 @@ pub use crate::detect::registry::{
 };
 
 static ALL: LazyLock<Vec<CodeInfo>> = LazyLock::new(|| {
-    let rows = crate::poison::ROW_CODES.iter().flat_map(|c| c.iter());
+    let rows = crate::poison::ROW_CODES
+        .iter()
+        .flat_map(|c| c.iter().map(|r| &r.info));
     BEFORE_ROWS
         .iter()
         .chain(rows)
@@ -97,7 +99,7 @@ mod tests {
             assert!(!c.joint, "{}", c.code);
         }
         for c in crate::poison::ROW_CODES.iter().flat_map(|c| c.iter()) {
-            assert_eq!(c.family, Family::Row, "{}", c.code);
+            assert_eq!(c.info.family, Family::Row, "{}", c.info.code);
         }
         assert!(row_codes().count() >= 9);
     }

@@ -210,7 +210,7 @@ pub fn evaluate(
         let prior = if doubled { 0.0 } else { prior };
         Some(evidence::TriggerTest {
             null: (trusted, prior, doubled),
-            deny: policy.checks.poison_trigger.deny,
+            deny: crate::poison::trigger::rule(policy).deny,
             level: policy.gate.alpha * w / (total_weight + w),
         })
     });

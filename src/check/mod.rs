@@ -627,7 +627,7 @@ fn decide_rows(
                 crate::poison::trigger::power_null(profile, rec.n, baseline.rows, None, use_model);
             let w = crate::codes::weight(&rec.code).each(1);
             let level = policy.gate.alpha * w / (eval.total_weight + w);
-            let deny = policy.checks.poison_trigger.deny;
+            let deny = crate::poison::trigger::rule(policy).deny;
             rec.detectable = null.map(|n| record::Detectable::of(&n, "share", deny, level));
         }
         // Likewise the point-mass test: a new value stamped on rows of the numeric feature
@@ -638,7 +638,7 @@ fn decide_rows(
         {
             let w = crate::codes::weight(&rec.code).each(1);
             let level = policy.gate.alpha * w / (eval.total_weight + w);
-            let deny = policy.checks.poison_point_mass.deny;
+            let deny = crate::poison::point_mass::rule(policy).deny;
             rec.detectable = crate::poison::point_mass::unlisted_null(baseline, rec.n).map(|n| {
                 // A value is tested only past the pre-screen (three rows, a share of the
                 // batch, three times its trusted share): a floor on the excess share.

@@ -134,20 +134,10 @@ fn residual_bar(policy: &Policy, r: &Residual, all: &[Residual]) -> f64 {
     if !all.iter().all(|a| FLIP_CODES.contains(&a.code.as_str())) {
         return r.threshold;
     }
-    let mut checks = policy.checks.clone();
-    flip_rules(&mut checks)
-        .into_iter()
-        .find(|(code, _)| *code == r.code)
-        .map_or(r.threshold, |(_, rule)| rule.warn.min(r.threshold))
-}
-
-/// The rules of [`FLIP_CODES`], by code, in that order.
-fn flip_rules(c: &mut crate::policy::Checks) -> [(&'static str, &mut crate::policy::RateRule); 3] {
-    [
-        (FLIP_CODES[0], &mut c.poison_label_inconsistency),
-        (FLIP_CODES[1], &mut c.poison_segment_label_shift),
-        (FLIP_CODES[2], &mut c.poison_label_conflict),
-    ]
+    match policy.checks.rows.get(&r.code) {
+        Some(crate::policy::RowRule::Rate(rule)) => rule.warn.min(r.threshold),
+        _ => r.threshold,
+    }
 }
 
 /// What a `check --quarantine` report pins for a re-check of the remaining rows: the row sets
@@ -271,9 +261,11 @@ pub fn recheck_policy(policy: &Policy, parent: &Remediation) -> Option<Policy> {
     }
     let mut tight = policy.clone();
     tight.gate.insufficient_denies = true;
-    for (_, rule) in flip_rules(&mut tight.checks) {
-        rule.warn = 0.0;
-        rule.deny = 0.0;
+    for code in FLIP_CODES {
+        if let Some(rule) = tight.checks.rows.rate_mut(code) {
+            rule.warn = 0.0;
+            rule.deny = 0.0;
+        }
     }
     Some(tight)
 }

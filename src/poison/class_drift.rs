@@ -20,21 +20,29 @@ use crate::baseline::Baseline;
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Candidate, Effect, PowerNull};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{RateRule, RowRule};
 use crate::stats::{binned, chi2, divergence, ks};
 
-/// `drift-class-conditional`, as the registry describes it.
-pub const CODE: CodeInfo = CodeInfo {
-    code: "drift-class-conditional",
-    family: Family::Row,
-    weight: Weight::One,
-    joint: false,
-    doc: "docs/detectors.md#drift-class-conditional",
-    skip_phrase: "the segment, trigger and class-conditional detectors",
-    summary: "One class's feature distribution moved while the other classes' did not.",
-    why: "A shift confined to one class changes P(label | features), which is what the model learns; clean-label attacks and joins broken for one class look like this.",
-    respond: "Compare the class's rows with the trusted ones on the named feature; find which source feeds that class before training.",
+/// `drift-class-conditional`, as the registry describes it, with its policy defaults.
+pub const CODE: RowCode = RowCode {
+    info: CodeInfo {
+        code: "drift-class-conditional",
+        family: Family::Row,
+        weight: Weight::One,
+        joint: false,
+        doc: "docs/detectors.md#drift-class-conditional",
+        skip_phrase: "the segment, trigger and class-conditional detectors",
+        summary: "One class's feature distribution moved while the other classes' did not.",
+        why: "A shift confined to one class changes P(label | features), which is what the model learns; clean-label attacks and joins broken for one class look like this.",
+        respond: "Compare the class's rows with the trusted ones on the named feature; find which source feeds that class before training.",
+    },
+    rule: RowRule::Rate(RULE),
 };
+
+/// `[checks.drift-class-conditional]` when the policy leaves it out. Thresholds on one class's distance beyond the other classes'.
+pub const RULE: RateRule = RateRule::denying(0.1, 0.2);
 
 pub(crate) const MIN_ROWS: u64 = 50;
 
@@ -46,7 +54,7 @@ pub fn candidates(
     scan: &Scan,
     policy: &Policy,
 ) -> Vec<Candidate> {
-    let rule = &policy.checks.drift_class_conditional;
+    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
     let k = profile.classes;
     let names: Vec<String> = baseline.class_names();
     let mut out = Vec::new();

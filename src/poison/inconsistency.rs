@@ -15,21 +15,30 @@ use crate::baseline::Baseline;
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows, add_counts, add_tables};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{RateRule, RowRule};
 use crate::stats::exact::ExactSum;
 
-/// `poison-label-inconsistency`, as the registry describes it.
-pub const CODE: CodeInfo = CodeInfo {
-    code: "poison-label-inconsistency",
-    family: Family::Row,
-    weight: Weight::Detector,
-    joint: true,
-    doc: "docs/detectors.md#poison-label-inconsistency",
-    skip_phrase: "label-consistency detector",
-    summary: "More labels disagree with the pinned reference model of P(label | features) than on the trusted data out of fold: an estimated share of flipped labels.",
-    why: "Label flipping (random, targeted, or swaps that keep every marginal) degrades or steers the retrained model and is invisible to per-column drift statistics.",
-    respond: "Open the quarantine: the rows are ranked by how surprising their label is, and the message names the dominant predicted -> given class pair and region. Audit the labelling source for those rows; drop them and check again.",
+/// `poison-label-inconsistency`, as the registry describes it, with its policy defaults.
+pub const CODE: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-label-inconsistency",
+        family: Family::Row,
+        weight: Weight::Detector,
+        joint: true,
+        doc: "docs/detectors.md#poison-label-inconsistency",
+        skip_phrase: "label-consistency detector",
+        summary: "More labels disagree with the pinned reference model of P(label | features) than on the trusted data out of fold: an estimated share of flipped labels.",
+        why: "Label flipping (random, targeted, or swaps that keep every marginal) degrades or steers the retrained model and is invisible to per-column drift statistics.",
+        respond: "Open the quarantine: the rows are ranked by how surprising their label is, and the message names the dominant predicted -> given class pair and region. Audit the labelling source for those rows; drop them and check again.",
+    },
+    rule: RowRule::Rate(RULE),
 };
+
+/// `[checks.poison-label-inconsistency]` when the policy leaves it out. Thresholds on the estimated share of flipped labels: 5% random flips estimate at about
+/// 0.05; clean batches at 0 ± sampling noise.
+pub const RULE: RateRule = RateRule::denying(0.015, 0.03);
 
 /// The label test's state over the rows seen so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +200,7 @@ impl Accumulator<Pinned<'_>, Block> for LabelState {
 }
 
 impl Detector for LabelState {
-    const CODES: &'static [CodeInfo] = &[CODE];
+    const CODES: &'static [RowCode] = &[CODE];
 
     /// The label-consistency candidate, when a reference model was pinned.
     fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
@@ -272,7 +281,7 @@ pub fn candidates(
     scan: &Scan,
     policy: &Policy,
 ) -> Vec<(Candidate, Option<RowSelector>)> {
-    let rule = &policy.checks.poison_label_inconsistency;
+    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
     let classes = m.forest.classes;
     let Some(st) = &scan.states.label else {
         return Vec::new();

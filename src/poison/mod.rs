@@ -19,25 +19,21 @@
 //! findings that fired in a read that encodes and scores the rows again.
 //!
 //! **Adding a row-level detector:** a file with its state (an [`Accumulator`] over
-//! [`Block`]s) that is a [`Detector`] (its codes, with their family, weight and documentation,
-//! and a `finish` that turns the merged state into candidates), and a line in the registry
-//! below; its thresholds are a section of the policy.
+//! [`Block`]s) that is a [`Detector`] (its codes, each with its registry entry and its policy
+//! section's defaults, and a `finish` that turns the merged state into candidates), and a line
+//! in the registry below, which declares the file's module. A detector that pins something
+//! new from trusted data adds it to [`PoisonProfile`]; one whose rows the quarantine finds by
+//! scoring the batch again adds its selector to [`quarantine`].
 
 pub mod anomaly;
 pub mod class_drift;
-pub mod duplicates;
 pub mod flip_lr;
 pub mod flip_power;
 pub mod gbdt;
-pub mod inconsistency;
 pub mod label;
-pub mod outliers;
-pub mod point_mass;
 mod quarantine;
 pub mod scan;
 pub mod segment;
-pub mod stitched;
-pub mod tables;
 pub mod trigger;
 pub mod values;
 
@@ -56,7 +52,7 @@ use crate::detect::registry::CodeInfo;
 use crate::detect::{Accumulator, Candidate};
 use crate::error::Result;
 
-use crate::policy::Policy;
+use crate::policy::{Policy, RowRule};
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::source::Rows as BatchRows;
 use crate::summary::BatchSummary;
@@ -299,11 +295,12 @@ pub struct Broken {
 /// The codes whose pinned null is over every feature together (the reference model, the
 /// anomaly scores, the row fingerprints): a feature that lost its values moves them all
 /// ([`CodeInfo::joint`]).
-fn is_joint(code: &str) -> bool {
+fn joint_codes() -> impl Iterator<Item = &'static str> {
     ROW_CODES
         .iter()
         .flat_map(|c| c.iter())
-        .any(|c| c.joint && c.code == code)
+        .filter(|c| c.info.joint)
+        .map(|c| c.info.code)
 }
 
 impl Outcome {
@@ -339,25 +336,39 @@ pub(crate) fn top_features(
 /// A candidate of a row-level detector with the rows it points at.
 pub type Found = (Candidate, Option<RowSelector>);
 
+/// A code of a row-level detector: what the registry says of it and its policy section's
+/// defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct RowCode {
+    /// The code's entry in the registry of codes.
+    pub info: CodeInfo,
+    /// Its section of the policy (`[checks.CODE]`) when the policy file leaves it out.
+    pub rule: RowRule,
+}
+
 /// A row-level detector: an [`Accumulator`] over [`Block`]s of the row pass that declares the
 /// codes it emits and turns its merged state into candidates. The registry below lists each
-/// one once; its codes, documentation and weights come from here.
+/// one once; its codes, documentation, weights and policy defaults come from here.
 pub trait Detector {
-    /// The codes it emits, with what the registry says of each.
-    const CODES: &'static [CodeInfo];
+    /// The codes it emits, with what the registry says of each and its policy defaults.
+    const CODES: &'static [RowCode];
 
     /// The candidates of the merged state over the whole batch.
     fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found>;
 }
 
-/// The registry of row-level accumulators: the state each keeps while the pass runs, and the
-/// function that turns the merged state into candidates, in the order their candidates are
-/// reported. One line per detector.
+/// The registry of row-level detectors: the state each keeps while the pass runs (a
+/// [`Detector`], which also turns the merged state into candidates), in the order their
+/// candidates are reported. One line per detector, `field: module::State`; the line declares
+/// the detector's module too.
 macro_rules! registry {
-    ($($(#[$doc:meta])* $field:ident: $state:ty,)*) => {
+    ($($(#[$doc:meta])* $field:ident: $module:ident::$state:ident,)*) => {
+        $(pub mod $module;)*
+
+
         /// Every row-level detector's codes, in registry order ([`Detector::CODES`]);
         /// [`crate::codes`] lists them with every other code.
-        pub const ROW_CODES: &[&[CodeInfo]] = &[$(<$state as Detector>::CODES,)*];
+        pub const ROW_CODES: &[&[RowCode]] = &[$(<$module::$state as Detector>::CODES,)*];
 
         /// Every row-level accumulator's state (`None`: the detector cannot run on this
         /// baseline). Serialised into the parts of a sharded check.
@@ -365,14 +376,14 @@ macro_rules! registry {
         #[serde(deny_unknown_fields)]
         pub struct States {
             $($(#[$doc])* #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub $field: Option<$state>,)*
+            pub $field: Option<$module::$state>,)*
         }
 
         impl States {
             /// The states over no rows.
             #[must_use]
             pub fn new(p: &Pinned<'_>) -> Self {
-                Self { $($field: <$state as Accumulator<Pinned<'_>, Block>>::new(p),)* }
+                Self { $($field: <$module::$state as Accumulator<Pinned<'_>, Block>>::new(p),)* }
             }
 
             /// Folds one block into every state.
@@ -385,7 +396,7 @@ macro_rules! registry {
             /// Renumbers the batch rows the states name: they follow `by` earlier rows.
             pub fn shift_rows(&mut self, by: u64) {
                 $(if let Some(s) = &mut self.$field {
-                    <$state as Accumulator<Pinned<'_>, Block>>::shift_rows(s, by);
+                    <$module::$state as Accumulator<Pinned<'_>, Block>>::shift_rows(s, by);
                 })*
             }
 
@@ -459,16 +470,11 @@ pub fn detect(
             "{} lost its values in this batch: the detectors that read every feature together (the reference model, the anomaly scores, the row fingerprints) would only find that again, so they did not run; the others left the column out",
             what.join(", ")
         );
-        out.skipped = ROW_CODES
-            .iter()
-            .flat_map(|c| c.iter())
-            .filter(|c| c.joint)
-            .map(|c| (c.code, why.clone()))
-            .collect();
+        out.skipped = joint_codes().map(|c| (c, why.clone())).collect();
         out.notes.push(why);
     }
     let is_broken = |c: &Candidate| {
-        is_joint(c.code) && !broken.is_empty()
+        !broken.is_empty() && joint_codes().any(|j| j == c.code)
             || c.subject.column.as_deref().is_some_and(|col| {
                 col.split(" & ")
                     .any(|one| broken.iter().any(|b| b.column == one))

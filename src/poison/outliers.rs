@@ -15,21 +15,29 @@ use super::{Detector, Found, RowSelector, Scan};
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, TopRows, add_counts};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{RateRule, RowRule};
 use crate::stats::proportion::{beta_binomial_upper_tail, beta_binomial_upper_tail_ab};
 
-/// `poison-anomalous-rows`, as the registry describes it.
-pub const CODE: CodeInfo = CodeInfo {
-    code: "poison-anomalous-rows",
-    family: Family::Row,
-    weight: Weight::Detector,
-    joint: true,
-    doc: "docs/detectors.md#poison-anomalous-rows",
-    skip_phrase: "",
-    summary: "More rows than on the trusted data score as anomalous (histogram outlier score or copula Mahalanobis distance past the trusted 99.5th percentile).",
-    why: "Injected outliers and rows stitched together from different rows pull decision boundaries; each value can look normal while the row is implausible.",
-    respond: "Inspect the top rows in the report or the quarantine; drop injected rows, or fix the unit or join that produced them.",
+/// `poison-anomalous-rows`, as the registry describes it, with its policy defaults.
+pub const CODE: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-anomalous-rows",
+        family: Family::Row,
+        weight: Weight::Detector,
+        joint: true,
+        doc: "docs/detectors.md#poison-anomalous-rows",
+        skip_phrase: "",
+        summary: "More rows than on the trusted data score as anomalous (histogram outlier score or copula Mahalanobis distance past the trusted 99.5th percentile).",
+        why: "Injected outliers and rows stitched together from different rows pull decision boundaries; each value can look normal while the row is implausible.",
+        respond: "Inspect the top rows in the report or the quarantine; drop injected rows, or fix the unit or join that produced them.",
+    },
+    rule: RowRule::Rate(RULE),
 };
+
+/// `[checks.poison-anomalous-rows]` when the policy leaves it out. Thresholds on the excess share of anomalous rows.
+pub const RULE: RateRule = RateRule::denying(0.005, 0.01);
 
 /// Rows past the anomaly cuts among the rows seen so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,7 +103,7 @@ impl Accumulator<Pinned<'_>, Block> for AnomalyState {
 }
 
 impl Detector for AnomalyState {
-    const CODES: &'static [CodeInfo] = &[CODE];
+    const CODES: &'static [RowCode] = &[CODE];
 
     /// The anomalous-rows candidates, when anomaly scores were pinned.
     fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
@@ -118,7 +126,7 @@ pub fn candidates(
     scan: &Scan,
     policy: &Policy,
 ) -> Vec<(Candidate, RowSelector)> {
-    let rule = &policy.checks.poison_anomalous_rows;
+    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
     let Some(st) = &scan.states.anomaly else {
         return Vec::new();
     };

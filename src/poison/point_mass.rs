@@ -30,21 +30,35 @@ use crate::baseline::Baseline;
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{RateRule, RowRule};
 use crate::rows::value_key;
 
-/// `poison-point-mass`, as the registry describes it.
-pub const CODE: CodeInfo = CodeInfo {
-    code: "poison-point-mass",
-    family: Family::Row,
-    weight: Weight::Shared,
-    joint: false,
-    doc: "docs/detectors.md#poison-point-mass",
-    skip_phrase: "",
-    summary: "One exact numeric value repeats far more often than the trusted data allows.",
-    why: "Stamped trigger values, defaults written by a broken producer and copy-paste floods all show as an exact value repeated in many rows.",
-    respond: "Look up where the value comes from (a default, a sentinel, a trigger); fix the producer or drop the rows listed in the quarantine.",
+/// `poison-point-mass`, as the registry describes it, with its policy defaults.
+pub const CODE: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-point-mass",
+        family: Family::Row,
+        weight: Weight::Shared,
+        joint: false,
+        doc: "docs/detectors.md#poison-point-mass",
+        skip_phrase: "",
+        summary: "One exact numeric value repeats far more often than the trusted data allows.",
+        why: "Stamped trigger values, defaults written by a broken producer and copy-paste floods all show as an exact value repeated in many rows.",
+        respond: "Look up where the value comes from (a default, a sentinel, a trigger); fix the producer or drop the rows listed in the quarantine.",
+    },
+    rule: RowRule::Rate(RULE),
 };
+
+/// `[checks.poison-point-mass]` when the policy leaves it out. Thresholds on a value's excess share of the batch.
+pub const RULE: RateRule = RateRule::denying(0.002, 0.005);
+
+/// The policy's `[checks.poison-point-mass]`.
+#[must_use]
+pub fn rule(policy: &Policy) -> &RateRule {
+    policy.checks.rows.rate(CODE.info.code, &RULE)
+}
 
 /// Smallest batch share a heavy value must hold.
 pub const MIN_SHARE: f64 = 0.002;
@@ -188,7 +202,7 @@ impl Accumulator<Pinned<'_>, Block> for ValueCounts {
 }
 
 impl super::Detector for ValueCounts {
-    const CODES: &'static [CodeInfo] = &[super::trigger::CODE, CODE];
+    const CODES: &'static [RowCode] = &[super::trigger::CODE, CODE];
 
     /// None here: the candidates need the rows and labels of the values these counts find,
     /// which the value read brings ([`super::values`]).
@@ -389,7 +403,7 @@ pub fn candidates(
     scan: &Scan,
     policy: &Policy,
 ) -> Vec<(Candidate, RowSelector)> {
-    let rule = &policy.checks.poison_point_mass;
+    let rule = rule(policy);
     let n = scan.n as u64;
     let nf = n as f64;
     values

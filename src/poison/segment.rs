@@ -34,21 +34,29 @@ use crate::baseline::Baseline;
 use crate::detect::registry::{self, CodeInfo, Weight};
 use crate::detect::{Candidate, Effect, PowerNull};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{RateRule, RowRule};
 use crate::stats::chi2;
 
-/// `poison-segment-label-shift`, as the registry describes it.
-pub const CODE: CodeInfo = CodeInfo {
-    code: "poison-segment-label-shift",
-    family: registry::Family::Row,
-    weight: Weight::Shared,
-    joint: true,
-    doc: "docs/detectors.md#poison-segment-label-shift",
-    skip_phrase: "the segment, trigger and class-conditional detectors",
-    summary: "Inside one segment (a category or a numeric decile) the class mix moved beyond what the batch's overall class prior explains.",
-    why: "Rewriting the labels of every row that shares a common value plants a backdoor keyed on that value while the overall class balance barely moves.",
-    respond: "Check who labelled the rows of the named segment; compare with the previous batch's labels for the same segment before training.",
+/// `poison-segment-label-shift`, as the registry describes it, with its policy defaults.
+pub const CODE: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-segment-label-shift",
+        family: registry::Family::Row,
+        weight: Weight::Shared,
+        joint: true,
+        doc: "docs/detectors.md#poison-segment-label-shift",
+        skip_phrase: "the segment, trigger and class-conditional detectors",
+        summary: "Inside one segment (a category or a numeric decile) the class mix moved beyond what the batch's overall class prior explains.",
+        why: "Rewriting the labels of every row that shares a common value plants a backdoor keyed on that value while the overall class balance barely moves.",
+        respond: "Check who labelled the rows of the named segment; compare with the previous batch's labels for the same segment before training.",
+    },
+    rule: RowRule::Rate(RULE),
 };
+
+/// `[checks.poison-segment-label-shift]` when the policy leaves it out. Thresholds on a segment's class-mix total variation.
+pub const RULE: RateRule = RateRule::denying(0.05, 0.1);
 
 /// A testable segment: description, codes, reference class counts, batch class counts, and
 /// the trusted rows whose counts the reference mix was measured on.
@@ -74,7 +82,7 @@ pub fn candidates(
     scan: &Scan,
     policy: &Policy,
 ) -> Vec<(Candidate, Option<RowSelector>)> {
-    let rule = &policy.checks.poison_segment_label_shift;
+    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
     let k = profile.classes;
     let mut out = Vec::new();
     let names: Vec<String> = baseline.class_names();

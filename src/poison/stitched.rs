@@ -49,22 +49,30 @@ use super::{Detector, Found, RowSelector, Rows, Scan};
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{RateRule, RowRule};
 use crate::rows::{Encoded, Encoder, FeatureCode};
 use crate::stats::proportion::normal_upper_tail;
 
-/// `poison-stitched-rows`, as the registry describes it.
-pub const CODE: CodeInfo = CodeInfo {
-    code: "poison-stitched-rows",
-    family: Family::Row,
-    weight: Weight::Detector,
-    joint: true,
-    doc: "docs/detectors.md#poison-stitched-rows",
-    skip_phrase: "",
-    summary: "Rows go together less than trusted rows do: the mean ratio of each row's density with its values drawn independently to its density in the trusted pairwise model is above the trusted rows' own, as if a share of rows were stitched from other rows' values.",
-    why: "Rows assembled column by column from different rows (crude synthetic rows, re-paired features) look ordinary value by value; they teach a model combinations that never occur, and their labels carry no signal.",
-    respond: "Inspect the listed rows (highest weight first) against the named feature pairs; find the join, generator or producer that assembled them.",
+/// `poison-stitched-rows`, as the registry describes it, with its policy defaults.
+pub const CODE: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-stitched-rows",
+        family: Family::Row,
+        weight: Weight::Detector,
+        joint: true,
+        doc: "docs/detectors.md#poison-stitched-rows",
+        skip_phrase: "",
+        summary: "Rows go together less than trusted rows do: the mean ratio of each row's density with its values drawn independently to its density in the trusted pairwise model is above the trusted rows' own, as if a share of rows were stitched from other rows' values.",
+        why: "Rows assembled column by column from different rows (crude synthetic rows, re-paired features) look ordinary value by value; they teach a model combinations that never occur, and their labels carry no signal.",
+        respond: "Inspect the listed rows (highest weight first) against the named feature pairs; find the join, generator or producer that assembled them.",
+    },
+    rule: RowRule::Rate(RULE),
 };
+
+/// `[checks.poison-stitched-rows]` when the policy leaves it out. Thresholds on the estimated share of rows stitched together from other rows' values.
+pub const RULE: RateRule = RateRule::denying(0.01, 0.02);
 
 /// Most feature pairs scored.
 pub const MAX_PAIRS: usize = 24;
@@ -473,7 +481,7 @@ impl Accumulator<Pinned<'_>, Block> for StitchedState {
 }
 
 impl Detector for StitchedState {
-    const CODES: &'static [CodeInfo] = &[CODE];
+    const CODES: &'static [RowCode] = &[CODE];
 
     /// The stitched-rows candidate of a scanned batch.
     fn finish(&self, p: &Pinned<'_>, _: &Scan, policy: &Policy) -> Vec<Found> {
@@ -484,7 +492,7 @@ impl Detector for StitchedState {
         if st.rows < MIN_BATCH {
             return Vec::new();
         }
-        let rule = &policy.checks.poison_stitched_rows;
+        let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
         let n = st.rows as f64;
         let big_n = s.rows.max(1) as f64;
         // The weights: the score test of the mixture.

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::{Block, Pinned};
 use super::{Detector, Found, Scan, class_drift, class_tables, segment};
-use crate::detect::registry::CodeInfo;
 use crate::detect::{Accumulator, add_tables};
+use crate::poison::RowCode;
 use crate::policy::Policy;
 use crate::stats::exact::ExactSum;
 
@@ -94,7 +94,7 @@ impl Accumulator<Pinned<'_>, Block> for ClassTables {
 }
 
 impl Detector for ClassTables {
-    const CODES: &'static [CodeInfo] = &[segment::CODE, class_drift::CODE];
+    const CODES: &'static [RowCode] = &[segment::CODE, class_drift::CODE];
 
     /// The segment and class-conditional candidates.
     fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {

@@ -33,25 +33,49 @@ use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Candidate, Effect, PowerNull};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{Level, RowRule, TriggerRule};
 use crate::rows::NO_CLASS;
 use crate::stats::binned::bin_index;
 use crate::stats::proportion::{beta_binomial_upper_tail, binomial_upper_tail};
 use crate::summary::{BatchSummary, ColumnSummary, for_each_str_chunk};
 use polars::prelude::DataFrame;
 
-/// `poison-trigger`, as the registry describes it.
-pub const CODE: CodeInfo = CodeInfo {
-    code: "poison-trigger",
-    family: Family::Row,
-    weight: Weight::Shared,
-    joint: false,
-    doc: "docs/detectors.md#poison-trigger",
-    skip_phrase: "the segment, trigger and class-conditional detectors",
-    summary: "A value (or pair of values), rare or absent in the trusted data, is over-represented in the batch and its rows carry almost only one label.",
-    why: "This is the shape of a backdoor: the model learns 'trigger means target class' and an attacker can later flip any prediction by stamping the trigger.",
-    respond: "Treat as an incident: find where the rows with the named value came from, quarantine them (the quarantine lists them), and do not train on the batch until explained.",
+/// `poison-trigger`, as the registry describes it, with its policy defaults.
+pub const CODE: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-trigger",
+        family: Family::Row,
+        weight: Weight::Shared,
+        joint: false,
+        doc: "docs/detectors.md#poison-trigger",
+        skip_phrase: "the segment, trigger and class-conditional detectors",
+        summary: "A value (or pair of values), rare or absent in the trusted data, is over-represented in the batch and its rows carry almost only one label.",
+        why: "This is the shape of a backdoor: the model learns 'trigger means target class' and an attacker can later flip any prediction by stamping the trigger.",
+        respond: "Treat as an incident: find where the rows with the named value came from, quarantine them (the quarantine lists them), and do not train on the batch until explained.",
+    },
+    rule: RowRule::Trigger(RULE),
 };
+
+/// `[checks.poison-trigger]` when the policy leaves it out. Thresholds on the share of batch rows carrying a trigger, and how concentrated on one
+/// label its rows must be.
+pub const RULE: TriggerRule = TriggerRule {
+    level: Level::Deny,
+    // A trigger's budget at the earlier 0.5 % was its threshold (a 2,000-row batch passed
+    // with 8 trigger rows, raising the attack success of a model trained on it by 4-14
+    // points; benches/eval/budget.py); no clean or mildly drifted batch of the evaluation
+    // reached 0.2 %.
+    warn: 0.001,
+    deny: 0.002,
+    concentration: 0.9,
+};
+
+/// The policy's `[checks.poison-trigger]`.
+#[must_use]
+pub fn rule(policy: &Policy) -> &TriggerRule {
+    policy.checks.rows.trigger(CODE.info.code, &RULE)
+}
 
 /// A candidate value with its rows and the trusted class mix expected for them.
 struct Value {
@@ -327,7 +351,7 @@ pub fn candidates(
     policy: &Policy,
     use_model: bool,
 ) -> Vec<(Candidate, RowSelector)> {
-    let rule = &policy.checks.poison_trigger;
+    let rule = rule(policy);
     let k = profile.classes;
     if k < 2 || profile.tables.is_empty() {
         return Vec::new();

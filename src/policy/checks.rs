@@ -14,7 +14,7 @@ pub struct LevelOnly {
 }
 
 /// A check on a share of rows: warn and deny thresholds on the share (or its increase).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RateRule {
     /// Level of the code.
@@ -23,6 +23,18 @@ pub struct RateRule {
     pub warn: f64,
     /// Effect size from which a significant finding denies.
     pub deny: f64,
+}
+
+impl RateRule {
+    /// A rule at level deny with these thresholds.
+    #[must_use]
+    pub const fn denying(warn: f64, deny: f64) -> Self {
+        Self {
+            level: Level::Deny,
+            warn,
+            deny,
+        }
+    }
 }
 
 /// `evidence-insufficient`: the attacks a batch's tests must be able to show at its size, each
@@ -88,7 +100,7 @@ pub struct CategoricalDrift {
 
 /// Trigger thresholds: the share of batch rows carrying the trigger, and how concentrated on
 /// one label its rows must be.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TriggerRule {
     /// Level of the code.
@@ -228,9 +240,10 @@ impl Default for CompareSettings {
     }
 }
 
-/// Per-code settings. Keys are the finding codes.
+/// Per-code settings. Keys are the finding codes; an unknown key is an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, rename_all = "kebab-case")]
+#[schemars(extend("additionalProperties" = false))]
 pub struct Checks {
     /// `schema-missing-column`.
     pub schema_missing_column: LevelOnly,
@@ -252,26 +265,13 @@ pub struct Checks {
     pub drift_categorical: CategoricalDrift,
     /// `drift-label-prior`.
     pub drift_label_prior: CategoricalDrift,
-    /// `drift-class-conditional`: thresholds on one class's distance beyond the other classes'.
-    pub drift_class_conditional: RateRule,
-    /// `poison-label-inconsistency`: thresholds on the estimated share of flipped labels.
-    pub poison_label_inconsistency: RateRule,
-    /// `poison-segment-label-shift`: thresholds on a segment's class-mix total variation.
-    pub poison_segment_label_shift: RateRule,
-    /// `poison-trigger`.
-    pub poison_trigger: TriggerRule,
-    /// `poison-point-mass`: thresholds on a value's excess share of the batch.
-    pub poison_point_mass: RateRule,
-    /// `poison-anomalous-rows`: thresholds on the excess share of anomalous rows.
-    pub poison_anomalous_rows: RateRule,
-    /// `poison-stitched-rows`: thresholds on the estimated share of rows stitched together
-    /// from other rows' values.
-    pub poison_stitched_rows: RateRule,
-    /// `poison-duplicate-flood`: thresholds on the excess share of repeated rows.
-    pub poison_duplicate_flood: RateRule,
-    /// `poison-label-conflict`: thresholds on the excess share of rows that contradict trusted
-    /// rows' labels.
-    pub poison_label_conflict: RateRule,
+    /// Each row-level detector's code (`drift-class-conditional` and the `poison-*` codes),
+    /// as its detector declares it ([`crate::poison::Detector::CODES`]).
+    // Every key that is not a field above or below reaches `RowRules`, which refuses the ones
+    // that are not a row-level code either: serde's `deny_unknown_fields` does not combine
+    // with `flatten`.
+    #[serde(flatten)]
+    pub rows: RowRules,
     /// `output-prediction`: drift of a pinned prediction column (as `drift-categorical`).
     pub output_prediction: CategoricalDrift,
     /// `output-score`: drift of a pinned score column (as `drift-numeric`).
@@ -370,25 +370,7 @@ impl Default for Checks {
                 warn_js: 0.05,
                 deny_js: 0.15,
             },
-            drift_class_conditional: rate(0.1, 0.2),
-            // 5% random flips estimate at about 0.05; clean batches at 0 ± sampling noise.
-            poison_label_inconsistency: rate(0.015, 0.03),
-            poison_segment_label_shift: rate(0.05, 0.1),
-            poison_trigger: TriggerRule {
-                level: Level::Deny,
-                // A trigger's budget at the earlier 0.5 % was its threshold (a 2,000-row
-                // batch passed with 8 trigger rows, raising the attack success of a model
-                // trained on it by 4-14 points; benches/eval/budget.py); no clean or mildly
-                // drifted batch of the evaluation reached 0.2 %.
-                warn: 0.001,
-                deny: 0.002,
-                concentration: 0.9,
-            },
-            poison_point_mass: rate(0.002, 0.005),
-            poison_anomalous_rows: rate(0.005, 0.01),
-            poison_stitched_rows: rate(0.01, 0.02),
-            poison_duplicate_flood: rate(0.005, 0.01),
-            poison_label_conflict: rate(0.005, 0.01),
+            rows: RowRules::default(),
             output_prediction: CategoricalDrift {
                 level: Level::Deny,
                 warn_psi: 0.1,
@@ -503,5 +485,179 @@ impl Checks {
             }
         }
         out
+    }
+}
+
+/// The policy section of a row-level detector's code, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RowRule {
+    /// Warn and deny thresholds on a share of rows.
+    Rate(RateRule),
+    /// `poison-trigger`'s thresholds.
+    Trigger(TriggerRule),
+}
+
+impl RowRule {
+    /// Reads a section of the same kind as this one (the detector's default).
+    fn read_like<'de, A: serde::de::MapAccess<'de>>(
+        &self,
+        map: &mut A,
+        code: &str,
+    ) -> Result<Self, A::Error> {
+        let context = |e: A::Error| serde::de::Error::custom(format!("checks.{code}: {e}"));
+        Ok(match self {
+            Self::Rate(_) => Self::Rate(map.next_value().map_err(context)?),
+            Self::Trigger(_) => Self::Trigger(map.next_value().map_err(context)?),
+        })
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        match self {
+            Self::Rate(_) => generator.subschema_for::<RateRule>(),
+            Self::Trigger(_) => generator.subschema_for::<TriggerRule>(),
+        }
+    }
+}
+
+/// The sections of the row-level detectors' codes, in the detector registry's order: each
+/// code and its defaults come from its detector ([`crate::poison::Detector::CODES`]), so a new
+/// detector adds its section here without an edit to the policy. Deserialised from the keys
+/// of `[checks]` that are not a field of [`Checks`]: a key that is not a row-level code either
+/// is refused, as every unknown key of the policy is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRules(Vec<(&'static str, RowRule)>);
+
+impl Default for RowRules {
+    fn default() -> Self {
+        Self(
+            crate::poison::ROW_CODES
+                .iter()
+                .flat_map(|c| c.iter())
+                .map(|c| (c.info.code, c.rule))
+                .collect(),
+        )
+    }
+}
+
+impl RowRules {
+    /// The section of `code`.
+    #[must_use]
+    pub fn get(&self, code: &str) -> Option<&RowRule> {
+        self.0.iter().find(|(c, _)| *c == code).map(|(_, r)| r)
+    }
+
+    /// The rate section of `code`: the policy's, or `default` (the detector's, which a policy
+    /// that left the code out holds anyway).
+    #[must_use]
+    pub fn rate<'a>(&'a self, code: &str, default: &'a RateRule) -> &'a RateRule {
+        match self.get(code) {
+            Some(RowRule::Rate(r)) => r,
+            _ => default,
+        }
+    }
+
+    /// The rate section of `code`, to change it.
+    pub fn rate_mut(&mut self, code: &str) -> Option<&mut RateRule> {
+        self.0.iter_mut().find_map(|(c, r)| match r {
+            RowRule::Rate(r) if *c == code => Some(r),
+            _ => None,
+        })
+    }
+
+    /// The trigger section of `code`: the policy's, or `default`.
+    #[must_use]
+    pub fn trigger<'a>(&'a self, code: &str, default: &'a TriggerRule) -> &'a TriggerRule {
+        match self.get(code) {
+            Some(RowRule::Trigger(r)) => r,
+            _ => default,
+        }
+    }
+
+    /// The level of `code`, to change it.
+    pub fn level_mut(&mut self, code: &str) -> Option<&mut Level> {
+        self.0
+            .iter_mut()
+            .find(|(c, _)| *c == code)
+            .map(|(_, r)| match r {
+                RowRule::Rate(r) => &mut r.level,
+                RowRule::Trigger(r) => &mut r.level,
+            })
+    }
+}
+
+impl Serialize for RowRules {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (code, rule) in &self.0 {
+            map.serialize_entry(code, rule)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RowRules {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RowRules;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of policy sections keyed by finding code")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RowRules, A::Error> {
+                let mut rules = RowRules::default();
+                let mut seen = std::collections::BTreeSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(slot) = rules.0.iter_mut().find(|(c, _)| *c == key) else {
+                        return Err(serde::de::Error::custom(format!(
+                            "unknown field `{key}` in [checks]: not a finding code of this build (`poisongate explain --list` lists them)"
+                        )));
+                    };
+                    if !seen.insert(slot.0) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate field `{key}` in [checks]"
+                        )));
+                    }
+                    slot.1 = slot.1.read_like(&mut map, slot.0)?;
+                }
+                Ok(rules)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl schemars::JsonSchema for RowRules {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RowRules".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut properties = serde_json::Map::new();
+        for c in crate::poison::ROW_CODES.iter().flat_map(|c| c.iter()) {
+            let mut schema = c.rule.schema(generator);
+            if let Ok(default) = serde_json::to_value(c.rule) {
+                schema.insert("default".to_owned(), default);
+            }
+            schema.insert(
+                "description".to_owned(),
+                format!("`{}`: {}", c.info.code, c.info.summary).into(),
+            );
+            properties.insert(c.info.code.to_owned(), schema.to_value());
+        }
+        schemars::json_schema!({
+            "type": "object",
+            "properties": properties,
+        })
     }
 }

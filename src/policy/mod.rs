@@ -249,10 +249,11 @@ impl Policy {
         if cs.min_segment_rows == 0 {
             return Err("compare.min-segment-rows must be at least 1".to_owned());
         }
-        if !(c.poison_trigger.concentration > 0.0 && c.poison_trigger.concentration <= 1.0) {
+        let trigger = crate::poison::trigger::rule(self);
+        if !(trigger.concentration > 0.0 && trigger.concentration <= 1.0) {
             return Err(format!(
                 "checks.poison-trigger.concentration must be in (0, 1], got {}",
-                c.poison_trigger.concentration
+                trigger.concentration
             ));
         }
         let probe = &c.compare_trigger_response;
@@ -407,7 +408,7 @@ mod tests {
             "{e}"
         );
         p = Policy::default();
-        p.checks.poison_trigger.level = Level::Warn;
+        *p.checks.rows.level_mut("poison-trigger").unwrap() = Level::Warn;
         assert_eq!(p.level("poison-trigger"), Level::Warn);
         assert_eq!(p.level("policy-unused-exception"), Level::Deny);
     }
@@ -418,6 +419,43 @@ mod tests {
         assert!(err.unwrap_err().contains("deny-kss"));
         assert!(Policy::from_toml("[gate]\nalfa = 0.05\n").is_err());
         assert!(Policy::from_toml("[checks.drift-nope]\nlevel = \"deny\"\n").is_err());
+        // A row-level detector's section is refused by its own kind, named by its code.
+        let err = Policy::from_toml("[checks.poison-trigger]\nconcentraton = 0.5\n").unwrap_err();
+        assert!(
+            err.contains("checks.poison-trigger") && err.contains("concentraton"),
+            "{err}"
+        );
+        let err = Policy::from_toml("[checks.poison-stitched-rows]\nlevel = \"maybe\"\n");
+        assert!(err.unwrap_err().contains("checks.poison-stitched-rows"));
+    }
+
+    #[test]
+    fn a_detector_section_reaches_the_detector_and_the_rest_keep_their_defaults() {
+        use crate::poison::{ROW_CODES, stitched, trigger};
+        let p = Policy::from_toml(
+            "[checks.poison-stitched-rows]\nwarn = 0.03\ndeny = 0.4\n[checks.poison-trigger]\nlevel = \"warn\"\n",
+        )
+        .unwrap();
+        let r = p
+            .checks
+            .rows
+            .rate(stitched::CODE.info.code, &stitched::RULE);
+        assert_eq!((r.level, r.warn, r.deny), (Level::Deny, 0.03, 0.4));
+        assert_eq!(p.level("poison-stitched-rows"), Level::Deny);
+        assert_eq!(p.level("poison-trigger"), Level::Warn);
+        assert_eq!(trigger::rule(&p).deny, trigger::RULE.deny);
+        // Every detector's code has its section, with its detector's defaults.
+        let d = Policy::default();
+        for code in ROW_CODES.iter().flat_map(|c| c.iter()) {
+            assert_eq!(d.checks.rows.get(code.info.code), Some(&code.rule));
+            let left = p.checks.rows.get(code.info.code).unwrap();
+            if !["poison-stitched-rows", "poison-trigger"].contains(&code.info.code) {
+                assert_eq!(left, &code.rule, "{}", code.info.code);
+            }
+        }
+        // The sections round-trip through the policy's own TOML.
+        let text = toml::to_string(&p).unwrap();
+        assert_eq!(Policy::from_toml(&text).unwrap(), p);
     }
 
     #[test]

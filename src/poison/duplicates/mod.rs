@@ -39,7 +39,9 @@ use super::{Found, RowSelector, Rows, Scan};
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
+use crate::poison::RowCode;
 use crate::policy::Policy;
+use crate::policy::{RateRule, RowRule};
 use crate::rows::{NO_CLASS, mix};
 use crate::stats::proportion::predictive_upper_tail;
 
@@ -48,31 +50,43 @@ pub use state::{
     DuplicateCounts, DuplicateState, Group, Groups, MAX_GROUPS, RepeatedRows, conflicts,
 };
 
-/// `poison-duplicate-flood`, as the registry describes it.
-pub const FLOOD: CodeInfo = CodeInfo {
-    code: "poison-duplicate-flood",
-    family: Family::Row,
-    weight: Weight::Detector,
-    joint: true,
-    doc: "docs/detectors.md#poison-duplicate-flood",
-    skip_phrase: "",
-    summary: "More rows repeat an earlier row (exactly, or in the same bins and categories) than the trusted data does at this batch size.",
-    why: "Repeating a few poisoned rows many times multiplies their weight in training; near duplicates dodge exact de-duplication.",
-    respond: "De-duplicate, and check the repeated rows' labels (evidence counts groups whose labels disagree); a re-sent file is the benign cause.",
+/// `poison-duplicate-flood`, as the registry describes it, with its policy defaults.
+pub const FLOOD: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-duplicate-flood",
+        family: Family::Row,
+        weight: Weight::Detector,
+        joint: true,
+        doc: "docs/detectors.md#poison-duplicate-flood",
+        skip_phrase: "",
+        summary: "More rows repeat an earlier row (exactly, or in the same bins and categories) than the trusted data does at this batch size.",
+        why: "Repeating a few poisoned rows many times multiplies their weight in training; near duplicates dodge exact de-duplication.",
+        respond: "De-duplicate, and check the repeated rows' labels (evidence counts groups whose labels disagree); a re-sent file is the benign cause.",
+    },
+    rule: RowRule::Rate(FLOOD_RULE),
 };
 
-/// `poison-label-conflict`, as the registry describes it.
-pub const CONFLICT: CodeInfo = CodeInfo {
-    code: "poison-label-conflict",
-    family: Family::Row,
-    weight: Weight::Detector,
-    joint: true,
-    doc: "docs/detectors.md#poison-label-conflict",
-    skip_phrase: "",
-    summary: "Rows match trusted rows' values (same bins and categories) but carry a label that no matching trusted row has, more often than on the trusted data.",
-    why: "Re-submitting trusted rows with new labels is a direct way to overwrite what the model learned.",
-    respond: "Compare the listed rows with the trusted source; relabelled copies should be dropped and their origin investigated.",
+/// `[checks.poison-duplicate-flood]` when the policy leaves it out. Thresholds on the excess share of repeated rows.
+pub const FLOOD_RULE: RateRule = RateRule::denying(0.005, 0.01);
+
+/// `poison-label-conflict`, as the registry describes it, with its policy defaults.
+pub const CONFLICT: RowCode = RowCode {
+    info: CodeInfo {
+        code: "poison-label-conflict",
+        family: Family::Row,
+        weight: Weight::Detector,
+        joint: true,
+        doc: "docs/detectors.md#poison-label-conflict",
+        skip_phrase: "",
+        summary: "Rows match trusted rows' values (same bins and categories) but carry a label that no matching trusted row has, more often than on the trusted data.",
+        why: "Re-submitting trusted rows with new labels is a direct way to overwrite what the model learned.",
+        respond: "Compare the listed rows with the trusted source; relabelled copies should be dropped and their origin investigated.",
+    },
+    rule: RowRule::Rate(CONFLICT_RULE),
 };
+
+/// `[checks.poison-label-conflict]` when the policy leaves it out. Thresholds on the excess share of rows that contradict trusted rows' labels.
+pub const CONFLICT_RULE: RateRule = RateRule::denying(0.005, 0.01);
 
 /// Hash functions of the filter.
 const HASHES: u32 = 10;
@@ -331,7 +345,7 @@ pub fn expected_share(curve: &[[f64; 2]], n: f64) -> f64 {
 }
 
 impl super::Detector for DuplicateState {
-    const CODES: &'static [CodeInfo] = &[FLOOD, CONFLICT];
+    const CODES: &'static [RowCode] = &[FLOOD, CONFLICT];
 
     /// The duplicate-flood and label-conflict candidates.
     fn finish(&self, p: &Pinned<'_>, _: &Scan, policy: &Policy) -> Vec<Found> {
@@ -355,7 +369,7 @@ pub fn candidates(
         return out;
     }
     let nf = n as f64;
-    let rule = &policy.checks.poison_duplicate_flood;
+    let rule = policy.checks.rows.rate(FLOOD.info.code, &FLOOD_RULE);
     let counts = state.counts();
     let (exact, exact_mixed, near_all, near_mixed) = (
         counts.exact,
@@ -441,7 +455,7 @@ pub fn candidates(
         ));
     }
     if let Some(filter) = &profile.filter {
-        let rule = &policy.checks.poison_label_conflict;
+        let rule = policy.checks.rows.rate(CONFLICT.info.code, &CONFLICT_RULE);
         let (labelled, k) = (state.labelled, state.conflicting);
         if labelled >= 30 {
             let p0 = (profile.conflict_rate + filter.false_positive_rate()).min(1.0);
