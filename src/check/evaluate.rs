@@ -195,15 +195,16 @@ pub fn evaluate(
         let w = crate::codes::weight("poison-trigger").each(1);
         let null =
             crate::poison::trigger::power_null(profile, summary.rows, baseline.rows, None, true)?;
-        let crate::detect::PowerNull::Trigger {
+        let crate::detect::PowerNull::Model(model) = null else {
+            return None;
+        };
+        let any: &dyn std::any::Any = model.as_ref();
+        let &crate::poison::trigger::TriggerNull {
             trusted,
             prior,
             doubled,
             ..
-        } = null
-        else {
-            return None;
-        };
+        } = any.downcast_ref()?;
         // With the model's chances beside the prior, a dirty-label trigger's label p-value can
         // be as small as the model makes it: only the conditions that do not depend on the
         // labels bound the rows it needs (a count below which it is surely out of reach).
@@ -219,22 +220,25 @@ pub fn evaluate(
         .iter()
         .filter(|c| c.p_value.is_some())
         .zip(detectables.iter())
-        .find_map(|(c, d)| match (&c.power, d) {
-            (Some(crate::detect::PowerNull::Flip(null)), Some(d)) => Some(evidence::FlipTest {
-                null: evidence::FlipCurve::Rows(null.clone()),
+        .find_map(|(c, d)| {
+            let (Some(crate::detect::PowerNull::Model(model)), Some(d)) = (&c.power, d) else {
+                return None;
+            };
+            // The label-flip detector's null (either form), shared, not copied.
+            let any: std::sync::Arc<dyn std::any::Any + Send + Sync> = model.clone();
+            let null = match any.downcast::<crate::poison::flip_power::FlipNull>() {
+                Ok(rows) => evidence::FlipCurve::Rows(rows),
+                Err(any) => evidence::FlipCurve::Classes(
+                    any.downcast::<crate::poison::flip_power::ClassFlipNull>()
+                        .ok()?,
+                ),
+            };
+            Some(evidence::FlipTest {
+                null,
                 deny: c.effects.first()?.deny,
                 level: d.level,
                 detectable: d.value,
-            }),
-            (Some(crate::detect::PowerNull::ClassFlip(null)), Some(d)) => {
-                Some(evidence::FlipTest {
-                    null: evidence::FlipCurve::Classes(null.clone()),
-                    deny: c.effects.first()?.deny,
-                    level: d.level,
-                    detectable: d.value,
-                })
-            }
-            _ => None,
+            })
         });
     candidates.extend(evidence::insufficient(
         policy,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::PowerModel;
 use crate::finding::{Severity, Subject};
 
 /// An effect size and the thresholds it is compared with.
@@ -73,7 +74,7 @@ impl CountNull {
 
 /// The null a test decides from, in the form its detectable effect is computed from
 /// ([`crate::stats::power`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum PowerNull {
     /// A count of flagged rows against a null rate.
     Count(CountNull),
@@ -87,31 +88,8 @@ pub enum PowerNull {
         /// The deny threshold of its Wasserstein effect (the second way it denies a shift).
         deny_wasserstein: f64,
     },
-    /// The trigger test (`poison-trigger`): a value new to the trusted data on rows of one
-    /// class ([`crate::poison::trigger::critical_rows`]).
-    Trigger {
-        /// Rows of the batch.
-        rows: u64,
-        /// Trusted rows.
-        trusted: u64,
-        /// The trusted share of the rows' class.
-        prior: f64,
-        /// Whether the label p-value is doubled (tested beside the model's chances).
-        doubled: bool,
-    },
-    /// The label-flip test (`poison-label-inconsistency`): the tested rows' probabilities
-    /// and the test's null ([`crate::poison::flip_power`]).
-    Flip(std::sync::Arc<crate::poison::flip_power::FlipNull>),
-    /// The same test without the likelihood-ratio sample (more classes than it fits): its
-    /// class-stratified tests against the pinned per-class rates
-    /// ([`crate::poison::flip_power::ClassFlipNull`]).
-    ClassFlip(std::sync::Arc<crate::poison::flip_power::ClassFlipNull>),
-    /// The class-conditional test of a categorical feature (`drift-class-conditional`): the
-    /// class's counts by category ([`crate::poison::class_drift::MoveNull`]).
-    CategoryMove(std::sync::Arc<crate::poison::class_drift::MoveNull>),
-    /// The class-mix test of one segment (`poison-segment-label-shift`): its counts and
-    /// reference ([`crate::poison::segment::SegmentNull`]).
-    Segment(std::sync::Arc<crate::poison::segment::SegmentNull>),
+    /// A detector's own null ([`PowerModel`], in the detector's file).
+    Model(std::sync::Arc<dyn PowerModel>),
     /// The class-conditional drift test of a numeric feature (`drift-class-conditional`, KS
     /// over the pinned bins): one class's distance beyond the largest of the other classes',
     /// `others`.

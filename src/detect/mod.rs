@@ -1,14 +1,17 @@
-//! What every check shares, below the decision layer: the candidate finding each check
-//! hands to the decision rule, and the registry of codes.
+//! What every check shares, below the decision layer: the accumulator trait, the candidate
+//! finding each check hands to the decision rule with the null of its power (a detector's own
+//! null is a [`PowerModel`] in its file), and what the registry says of a code.
 //!
 //! Nothing here imports the detectors, the baseline, the decision layer or the CLI; they all
 //! import this.
 
 pub mod candidate;
+pub mod detectable;
 pub mod registry;
 pub mod top;
 
 pub use candidate::{Candidate, CountNull, Effect, PowerNull};
+pub use detectable::{Detectable, PowerModel};
 pub use top::{TOP_ROWS, TopRows};
 
 /// A check's state as a mergeable accumulator over blocks of rows, after DataFusion's

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use super::{PoisonProfile, Scan};
 use crate::baseline::Baseline;
 use crate::detect::registry::{CodeInfo, Family, Weight};
-use crate::detect::{Candidate, Effect, PowerNull};
+use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull};
 use crate::finding::{Subject, num};
 use crate::poison::RowCode;
 use crate::policy::Policy;
@@ -142,7 +142,7 @@ pub fn candidates(
                     column(&scan.tables[j], c),
                     others,
                 )
-                .map(|m| PowerNull::CategoryMove(std::sync::Arc::new(m)))
+                .map(|m| PowerNull::Model(std::sync::Arc::new(m)))
             } else {
                 Some(PowerNull::ClassDrift {
                     batch: n,
@@ -223,5 +223,18 @@ impl MoveNull {
         let (critical, pi) =
             crate::stats::power::moved(available, start, power, |j| self.denies(j, deny, level))?;
         Some((critical, pi * available as f64 / n as f64))
+    }
+}
+
+impl PowerModel for MoveNull {
+    // Stated as the share of the class's values moved between its two most common
+    // categories, not as the distance the test measures.
+    fn detectable(&self, _: &str, deny: f64, level: f64) -> Detectable {
+        Detectable::moved(
+            "moved_share",
+            MoveNull::detectable(self, deny, level, crate::stats::power::POWER),
+            self.rows(),
+            level,
+        )
     }
 }

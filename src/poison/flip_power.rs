@@ -540,6 +540,28 @@ fn bisect_share(power_at: impl Fn(f64) -> f64, power: f64) -> Option<f64> {
     Some(hi)
 }
 
+impl crate::detect::PowerModel for FlipNull {
+    fn detectable(&self, statistic: &str, deny: f64, level: f64) -> crate::detect::Detectable {
+        crate::detect::Detectable::flipped(
+            statistic,
+            FlipNull::detectable(self, deny, level, crate::stats::power::POWER),
+            self.judged,
+            level,
+        )
+    }
+}
+
+impl crate::detect::PowerModel for ClassFlipNull {
+    fn detectable(&self, statistic: &str, deny: f64, level: f64) -> crate::detect::Detectable {
+        crate::detect::Detectable::flipped(
+            statistic,
+            ClassFlipNull::detectable(self, deny, level, crate::stats::power::POWER),
+            self.judged,
+            level,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -485,14 +485,14 @@ pub fn candidates(
             r.tried,
             if conditional.is_some() { 3 } else { 2 },
         )
-        .map(|f| PowerNull::Flip(std::sync::Arc::new(f)))
+        .map(|f| PowerNull::Model(std::sync::Arc::new(f)))
     });
     // Without the sample (more classes than it fits), the class-stratified tests decide.
     let power = power.or_else(|| {
         lr.is_none()
             .then(|| super::flip_power::ClassFlipNull::new(m, class_n, class_k, &class_s, 2))
             .flatten()
-            .map(|f| PowerNull::ClassFlip(std::sync::Arc::new(f)))
+            .map(|f| PowerNull::Model(std::sync::Arc::new(f)))
     });
     let c = Candidate {
         code: "poison-label-inconsistency",

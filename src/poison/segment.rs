@@ -32,7 +32,7 @@ use super::label::segment_codes;
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
 use crate::detect::registry::{self, CodeInfo, Weight};
-use crate::detect::{Candidate, Effect, PowerNull};
+use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull};
 use crate::finding::{Subject, num};
 use crate::poison::RowCode;
 use crate::policy::Policy;
@@ -165,8 +165,8 @@ pub fn candidates(
             let Judged {
                 expect, tv, test, ..
             } = family.judge(index, &weight);
-            let power = SegmentNull::new(&family, index)
-                .map(|s| PowerNull::Segment(std::sync::Arc::new(s)));
+            let power =
+                SegmentNull::new(&family, index).map(|s| PowerNull::Model(std::sync::Arc::new(s)));
             let (rise, risen) = (0..k)
                 .map(|c| (batch[c] / na - expect[c], c))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -403,4 +403,17 @@ fn prior_shift(segments: &[Segment], k: usize, prior0: &[f64], prior1: &[f64]) -
             }
         })
         .collect()
+}
+
+impl PowerModel for SegmentNull {
+    // Stated as the share of the segment's rows relabelled from its most common class to the
+    // next, not as the total variation the test measures.
+    fn detectable(&self, _: &str, deny: f64, level: f64) -> Detectable {
+        Detectable::moved(
+            "relabelled_share",
+            SegmentNull::detectable(self, deny, level, crate::stats::power::POWER),
+            self.rows(),
+            level,
+        )
+    }
 }

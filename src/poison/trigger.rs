@@ -30,9 +30,9 @@ use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
 use crate::baseline::Baseline;
 use crate::detect::registry::{CodeInfo, Family, Weight};
-use crate::detect::{Candidate, Effect, PowerNull};
+use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull};
 use crate::error::{Error, Result};
-use crate::finding::{Subject, num};
+use crate::finding::{Subject, num, tidy};
 use crate::poison::RowCode;
 use crate::policy::Policy;
 use crate::policy::{Level, RowRule, TriggerRule};
@@ -528,12 +528,48 @@ pub fn power_null(
         Some(c) => *prior.get(c)?,
         None => prior.iter().copied().fold(0.0, f64::max),
     };
-    Some(PowerNull::Trigger {
+    Some(PowerNull::Model(std::sync::Arc::new(TriggerNull {
         rows,
         trusted,
         prior: share,
         doubled: use_model && profile.label_model.is_some(),
-    })
+    })))
+}
+
+/// The null of the trigger test ([`power_null`]): a value new to the trusted data on rows of
+/// one class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TriggerNull {
+    /// Rows of the batch.
+    pub rows: u64,
+    /// Trusted rows.
+    pub trusted: u64,
+    /// The trusted share of the rows' class.
+    pub prior: f64,
+    /// Whether the label p-value is doubled (tested beside the model's chances).
+    pub doubled: bool,
+}
+
+impl PowerModel for TriggerNull {
+    fn detectable(&self, statistic: &str, deny: f64, level: f64) -> Detectable {
+        let k = critical_rows(
+            self.rows,
+            self.trusted,
+            self.prior,
+            self.doubled,
+            deny,
+            level,
+        );
+        let n = self.rows.max(1) as f64;
+        let mut d = Detectable::threshold(statistic, None, level);
+        d.value = k.map(|k| tidy(k as f64 / n));
+        d.rows = k.map(|k| k as f64);
+        d.critical_rows = k;
+        d.critical = None;
+        // The count is the attacker's, not drawn: from it the test always denies.
+        d.power = 1.0;
+        d
+    }
 }
 
 /// The fewest rows of a batch of `n` rows that a trigger needs to be denied: a value the

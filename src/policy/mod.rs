@@ -5,9 +5,11 @@
 //! code for one column and must give a reason; an exception that matches nothing is reported.
 
 mod checks;
+mod rows;
 mod template;
 
 pub use checks::*;
+pub use rows::{RowRule, RowRules};
 
 pub use template::template;
 
