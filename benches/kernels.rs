@@ -188,7 +188,7 @@ fn accumulators(c: &mut Criterion) {
     };
     let base = baseline::profile(&batch(labelled(200_000, 1)), &opts).unwrap();
     let usable: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
-    let fold = ScanFold::new(&base, &usable).unwrap();
+    let fold = ScanFold::new(&base.view(), &usable).unwrap();
     let block = fold.block(&labelled(65_536, 2), 0).unwrap();
     let pinned = fold.pinned();
     let mut g = c.benchmark_group("accumulators");
@@ -230,20 +230,20 @@ fn poison(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROWS as u64));
     g.bench_function("row pass, 5 features, 1M rows", |b| {
         b.iter(|| {
-            poisongate::poison::scan(&base, &usable, Rows::Frames(black_box(&frames)))
+            poisongate::poison::scan(&base.view(), &usable, Rows::Frames(black_box(&frames)))
                 .unwrap()
                 .unwrap()
         })
     });
-    let scan = poisongate::poison::scan(&base, &usable, Rows::Frames(&frames))
+    let scan = poisongate::poison::scan(&base.view(), &usable, Rows::Frames(&frames))
         .unwrap()
         .unwrap();
     let policy = poisongate::policy::Policy::default();
     g.bench_function("detectors' decisions, 1M rows", |b| {
         b.iter(|| {
             poisongate::poison::detect(
-                &base,
-                &policy,
+                &base.view(),
+                &policy.checks.rows,
                 &summary,
                 black_box(&scan),
                 Rows::Frames(&frames),

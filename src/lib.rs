@@ -4,7 +4,8 @@
 //! and maps the outcome to an exit code (0 pass, 1 blocked, 2 could not evaluate).
 //!
 //! - [`source`] reads inputs and records their digests;
-//! - [`baseline`] pins a profile of trusted data (`profile`) and loads it back;
+//! - [`baseline`] pins a profile of trusted data (`profile`) and loads it back; [`pinned`]
+//!   holds the column and label profiles it carries, which the checks read;
 //! - [`summary`] summarises a batch chunk by chunk into mergeable counts;
 //! - [`check`] turns a summary into calibrated findings;
 //! - [`rows`] and [`poison`] encode whole rows and run the poisoning detectors on them;
@@ -36,6 +37,7 @@ pub mod ledger;
 pub mod limits;
 pub mod lineage;
 pub mod output;
+pub mod pinned;
 pub mod poison;
 pub mod policy;
 pub mod progress;

@@ -20,8 +20,8 @@ use foldhash::{HashMap, HashMapExt};
 use polars::prelude::*;
 use polars_arrow::array::{Array, Utf8ViewArray, View};
 
-use crate::baseline::{Baseline, ColumnProfile};
 use crate::error::{Error, Result};
+use crate::pinned::{ColumnProfile, Trusted};
 use crate::stats::binned::BinLookup;
 use crate::summary::{Kind, for_each_f64_chunk, for_each_str_chunk};
 
@@ -170,10 +170,10 @@ impl Encoder {
     /// The encoder for a baseline's numeric and categorical columns; `usable` limits it to the
     /// columns the batch has with a usable type.
     #[must_use]
-    pub fn new(baseline: &Baseline, usable: Option<&[String]>) -> Self {
+    pub fn new(baseline: &Trusted<'_>, usable: Option<&[String]>) -> Self {
         let label = baseline.label.clone();
         let mut features = Vec::new();
-        for col in &baseline.columns {
+        for col in baseline.columns {
             if Some(&col.name) == label.as_ref()
                 || col.role.is_some()
                 || usable.is_some_and(|u| !u.contains(&col.name))

@@ -285,7 +285,7 @@ pub(super) fn finish(
     };
     drop(state.states);
     baseline.poison = crate::poison::build(
-        &baseline,
+        &baseline.view(),
         &state.sample.frames,
         opts.model_rows.unwrap_or(crate::poison::DEFAULT_MODEL_ROWS),
         sampled,

@@ -9,9 +9,9 @@ pub mod part;
 mod sketch;
 #[cfg(test)]
 mod tests;
-pub mod tolerance;
 mod types;
 
+pub use crate::pinned::tolerance;
 pub use build::{ProfileOptions, fold_files, profile, profile_files};
 pub use part::{ProfilePart, profile_parts};
 pub use types::*;

@@ -211,7 +211,7 @@ pub fn evaluate(
         let prior = if doubled { 0.0 } else { prior };
         Some(evidence::TriggerTest {
             null: (trusted, prior, doubled),
-            deny: crate::poison::trigger::rule(policy).deny,
+            deny: crate::poison::trigger::rule(&policy.checks.rows).deny,
             level: policy.gate.alpha * w / (total_weight + w),
         })
     });

@@ -475,7 +475,7 @@ impl<'a> Pass<'a> {
         let scan = if all_allowed {
             None
         } else {
-            crate::poison::ScanFold::new(baseline, &usable)
+            crate::poison::ScanFold::new(&baseline.view(), &usable)
         };
         let skipped = match (&baseline.poison, &scan) {
             (None, _) => Some("the baseline pins no row-level profile".to_owned()),

@@ -158,7 +158,7 @@ pub fn remediation(
     }
     let picked: Vec<u64> = quarantine.iter().map(|q| q.row).collect();
     let (all, held) = crate::lineage::row_sets(rows, &picked)?;
-    let mut findings = crate::poison::residuals(baseline, rows, findings, quarantine)?;
+    let mut findings = crate::poison::residuals(&baseline.view(), rows, findings, quarantine)?;
     let bars: Vec<f64> = findings
         .iter()
         .map(|r| residual_bar(policy, r, &findings))

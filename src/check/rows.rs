@@ -25,7 +25,14 @@ pub(super) fn decide_rows(
     extras: Extras,
 ) -> Result<Evaluation> {
     let broken = broken_features(baseline, policy, summary);
-    let mut outcome = crate::poison::detect(baseline, policy, summary, scan, rows, &broken)?;
+    let mut outcome = crate::poison::detect(
+        &baseline.view(),
+        &policy.checks.rows,
+        summary,
+        scan,
+        rows,
+        &broken,
+    )?;
     for (i, mut c) in std::mem::take(&mut outcome.candidates)
         .into_iter()
         .enumerate()
@@ -100,7 +107,7 @@ pub(super) fn decide_rows(
                 crate::poison::trigger::power_null(profile, rec.n, baseline.rows, None, use_model);
             let w = crate::codes::weight(&rec.code).each(1);
             let level = policy.gate.alpha * w / (eval.total_weight + w);
-            let deny = crate::poison::trigger::rule(policy).deny;
+            let deny = crate::poison::trigger::rule(&policy.checks.rows).deny;
             rec.detectable = null.map(|n| record::Detectable::of(&n, "share", deny, level));
         }
         // Likewise the point-mass test: a new value stamped on rows of the numeric feature
@@ -111,13 +118,14 @@ pub(super) fn decide_rows(
         {
             let w = crate::codes::weight(&rec.code).each(1);
             let level = policy.gate.alpha * w / (eval.total_weight + w);
-            let deny = crate::poison::point_mass::rule(policy).deny;
-            rec.detectable = crate::poison::point_mass::unlisted_null(baseline, rec.n).map(|n| {
-                // A value is tested only past the pre-screen (three rows, a share of the
-                // batch, three times its trusted share): a floor on the excess share.
-                let floor = crate::poison::point_mass::prescreen_excess(n.base, rec.n);
-                record::Detectable::count(&n, "excess_share", deny.max(floor), level)
-            });
+            let deny = crate::poison::point_mass::rule(&policy.checks.rows).deny;
+            rec.detectable =
+                crate::poison::point_mass::unlisted_null(&baseline.view(), rec.n).map(|n| {
+                    // A value is tested only past the pre-screen (three rows, a share of the
+                    // batch, three times its trusted share): a floor on the excess share.
+                    let floor = crate::poison::point_mass::prescreen_excess(n.base, rec.n);
+                    record::Detectable::count(&n, "excess_share", deny.max(floor), level)
+                });
         }
     }
     // The segment and class-conditional tests test every segment or class with enough rows of
@@ -162,7 +170,7 @@ pub(super) fn decide_rows(
         .filter_map(|&c| outcome.selectors.get(c)?.as_ref().map(|s| (c, s)))
         .collect();
     let second = crate::poison::second_pass(
-        baseline,
+        &baseline.view(),
         scan,
         &wanted,
         extras.row_scores,
@@ -182,7 +190,7 @@ pub(super) fn decide_rows(
     }
     let materialize = extras.quarantine || extras.row_scores;
     (eval.quarantined_rows, eval.quarantine) = crate::poison::quarantine(
-        baseline,
+        &baseline.view(),
         &outcome,
         &fired,
         &mut eval.findings,

@@ -1,6 +1,7 @@
 //! What every check shares, below the decision layer: the accumulator trait, the candidate
 //! finding each check hands to the decision rule with the null of its power (a detector's own
-//! null is a [`PowerModel`] in its file), and what the registry says of a code.
+//! null is a [`PowerModel`] in its file), what the registry says of a code and the policy
+//! sections a detector reads ([`rules`]).
 //!
 //! Nothing here imports the detectors, the baseline, the decision layer or the CLI; they all
 //! import this.
@@ -8,6 +9,7 @@
 pub mod candidate;
 pub mod detectable;
 pub mod registry;
+pub mod rules;
 pub mod top;
 
 pub use candidate::{Candidate, CountNull, Effect, PowerNull};

@@ -16,13 +16,12 @@
 use std::collections::BTreeMap;
 
 use super::{PoisonProfile, Scan};
-use crate::baseline::Baseline;
 use crate::detect::registry::{CodeInfo, Family, Weight};
+use crate::detect::rules::{RateRule, RowRule, RowRules};
 use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull};
 use crate::finding::{Subject, num};
+use crate::poison::BaselineView;
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{RateRule, RowRule};
 use crate::stats::{binned, chi2, divergence, ks};
 
 /// `drift-class-conditional`, as the registry describes it, with its policy defaults.
@@ -49,12 +48,12 @@ pub(crate) const MIN_ROWS: u64 = 50;
 /// At most one candidate per feature: its most moved class.
 #[must_use]
 pub fn candidates(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     profile: &PoisonProfile,
     scan: &Scan,
-    policy: &Policy,
+    rules: &RowRules,
 ) -> Vec<Candidate> {
-    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
+    let rule = rules.rate(CODE.info.code, &RULE);
     let k = profile.classes;
     let names: Vec<String> = baseline.class_names();
     let mut out = Vec::new();

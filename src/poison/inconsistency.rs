@@ -11,13 +11,12 @@ use serde::{Deserialize, Serialize};
 use super::label::{LabelModel, MIN_GAP, P_FLOOR, segment_codes};
 use super::scan::{Block, LrRow, Pinned, trim_sample};
 use super::{Detector, Found, PoisonProfile, RowSelector, Scan, flip_lr};
-use crate::baseline::Baseline;
+use crate::poison::BaselineView;
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows, add_counts, add_tables};
 use crate::finding::{Subject, num};
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{RateRule, RowRule};
+use crate::detect::rules::{RateRule, RowRule, RowRules};
 use crate::stats::exact::ExactSum;
 
 /// `poison-label-inconsistency`, as the registry describes it, with its policy defaults.
@@ -203,9 +202,9 @@ impl Detector for LabelState {
     const CODES: &'static [RowCode] = &[CODE];
 
     /// The label-consistency candidate, when a reference model was pinned.
-    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, rules: &RowRules) -> Vec<Found> {
         match &p.profile.label_model {
-            Some(m) => candidates(p.baseline, p.profile, m, scan, policy),
+            Some(m) => candidates(&p.baseline, p.profile, m, scan, rules),
             None => Vec::new(),
         }
     }
@@ -275,13 +274,13 @@ pub(crate) use crate::stats::proportion::normal_upper_tail as normal_sf;
 /// The label-consistency candidate of a scanned batch.
 #[must_use]
 pub fn candidates(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     profile: &PoisonProfile,
     m: &LabelModel,
     scan: &Scan,
-    policy: &Policy,
+    rules: &RowRules,
 ) -> Vec<(Candidate, Option<RowSelector>)> {
-    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
+    let rule = rules.rate(CODE.info.code, &RULE);
     let classes = m.forest.classes;
     let Some(st) = &scan.states.label else {
         return Vec::new();
@@ -536,7 +535,7 @@ pub fn candidates(
 /// (numeric decile or category) with the largest excess over an even spread, if it holds at
 /// least a third of them and the excess is clear.
 fn region(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     profile: &PoisonProfile,
     scan: &Scan,
     pred: usize,

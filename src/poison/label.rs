@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use super::gbdt::{self, Forest, Params};
 use super::{PoisonProfile, Rows};
-use crate::baseline::Baseline;
 use crate::finding::num;
+use crate::poison::BaselineView;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::stats::binned;
 
@@ -505,10 +505,7 @@ pub fn score(
 /// Segments of a feature: numeric deciles (by the trusted bin counts) or single categories,
 /// each as (description, codes). Null and "other" codes are left out.
 #[must_use]
-pub fn segment_codes(
-    col: &crate::baseline::ColumnProfile,
-    card: usize,
-) -> Vec<(String, Vec<usize>)> {
+pub fn segment_codes(col: &crate::pinned::ColumnProfile, card: usize) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     if let Some(p) = &col.numeric {
         let groups = binned::coarse_groups(&p.counts, 10);
@@ -551,7 +548,7 @@ const MIN_SUPPORT_ROWS: u64 = 5;
 ///
 /// A row with a null where the trusted rows had (almost) none, with a category value outside
 /// every trusted one, or with a number far outside the pinned range (the tolerance band of
-/// [`crate::baseline::tolerance::tolerance`]) meets a part of the model that no trusted row shaped:
+/// [`crate::pinned::tolerance::tolerance`]) meets a part of the model that no trusted row shaped:
 /// its probabilities say nothing about its label. Such rows are left out of the label test
 /// (and counted), so that a broken column reads as a broken column — a schema finding — and
 /// not as flipped labels.
@@ -566,7 +563,7 @@ pub struct Support {
 impl Support {
     /// The support of a baseline's features, from the trusted rows per code.
     #[must_use]
-    pub fn new(baseline: &Baseline, profile: &PoisonProfile, encoder: &Encoder) -> Self {
+    pub fn new(baseline: &BaselineView<'_>, profile: &PoisonProfile, encoder: &Encoder) -> Self {
         let k = profile.classes.max(1);
         let mut ok = Vec::with_capacity(encoder.features.len());
         let mut far = Vec::with_capacity(encoder.features.len());
@@ -595,7 +592,7 @@ impl Support {
                     .column(&f.name)
                     .and_then(|c| c.numeric.as_ref())
                     .map(|p| {
-                        let t = crate::baseline::tolerance::tolerance(p);
+                        let t = crate::pinned::tolerance::tolerance(p);
                         (t.far_min, t.far_max)
                     }),
             );

@@ -47,12 +47,11 @@ pub use scan::{Block, BlockScorer, LR_ROWS, LrRow, Pinned, Scan, ScanFold, ScanS
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::Baseline;
 use crate::detect::registry::CodeInfo;
+use crate::detect::rules::{RowRule, RowRules};
 use crate::detect::{Accumulator, Candidate};
 use crate::error::Result;
-
-use crate::policy::{Policy, RowRule};
+use crate::pinned::Trusted;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::source::Rows as BatchRows;
 use crate::summary::BatchSummary;
@@ -65,6 +64,25 @@ pub const MAX_MODEL_CLASSES: usize = 20;
 /// Fewest rows a row-level rate test (outliers, duplicates, label conflict, label
 /// inconsistency) tests: below it none of them runs.
 pub const MIN_ROWS: u64 = 30;
+
+/// What the detectors read of a baseline: the trusted columns and label ([`Trusted`], which
+/// it dereferences to) and the detectors' own pinned profile. The baseline module builds it
+/// ([`crate::baseline::Baseline::view`]); nothing here imports the baseline artifact.
+#[derive(Debug, Clone, Copy)]
+pub struct BaselineView<'a> {
+    /// The trusted data's column and label profiles.
+    pub trusted: Trusted<'a>,
+    /// What the detectors pinned, if the baseline has it.
+    pub poison: Option<&'a PoisonProfile>,
+}
+
+impl<'a> std::ops::Deref for BaselineView<'a> {
+    type Target = Trusted<'a>;
+
+    fn deref(&self) -> &Trusted<'a> {
+        &self.trusted
+    }
+}
 
 /// What the detectors pinned from trusted data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -164,7 +182,7 @@ impl Rows {
 /// # Errors
 /// A failure while encoding.
 pub fn build(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     frames: &[DataFrame],
     model_rows: usize,
     sample_rows: Option<u64>,
@@ -354,7 +372,7 @@ pub trait Detector {
     const CODES: &'static [RowCode];
 
     /// The candidates of the merged state over the whole batch.
-    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found>;
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, rules: &RowRules) -> Vec<Found>;
 }
 
 /// The registry of row-level detectors: the state each keeps while the pass runs (a
@@ -416,12 +434,12 @@ macro_rules! registry {
             }
 
             /// Every detector's candidates, computed side by side, in registry order.
-            pub fn candidates(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
+            pub fn candidates(&self, p: &Pinned<'_>, scan: &Scan, rules: &RowRules) -> Vec<Found> {
                 use rayon::prelude::*;
                 type Finisher<'f> = Box<dyn Fn() -> Vec<Found> + Send + Sync + 'f>;
                 let mut all: Vec<Finisher<'_>> = Vec::new();
                 $(if let Some(s) = &self.$field {
-                    all.push(Box::new(move || s.finish(p, scan, policy)));
+                    all.push(Box::new(move || s.finish(p, scan, rules)));
                 })*
                 all.par_iter().flat_map_iter(|f| f()).collect()
             }
@@ -450,8 +468,8 @@ registry! {
 /// # Errors
 /// A failure while re-reading a column for value detectors.
 pub fn detect(
-    baseline: &Baseline,
-    policy: &Policy,
+    baseline: &BaselineView<'_>,
+    rules: &RowRules,
     summary: &BatchSummary,
     scan: &Scan,
     rows: BatchRows<'_>,
@@ -504,7 +522,7 @@ pub fn detect(
     }
     let filter = profile.duplicates.unsealed_filter();
     let pinned = Pinned {
-        baseline,
+        baseline: *baseline,
         profile,
         filter: filter.as_ref(),
     };
@@ -529,11 +547,11 @@ pub fn detect(
             summary,
             scan,
             rows,
-            policy,
+            rules,
             broken.is_empty(),
         )
     };
-    let (a, b) = rayon::join(|| scan.states.candidates(&pinned, scan, policy), values);
+    let (a, b) = rayon::join(|| scan.states.candidates(&pinned, scan, rules), values);
     for (cand, sel) in a.into_iter().chain(b?) {
         if !is_broken(&cand) {
             out.push(cand, sel);

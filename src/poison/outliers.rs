@@ -16,8 +16,7 @@ use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, TopRows, add_counts};
 use crate::finding::{Subject, num};
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{RateRule, RowRule};
+use crate::detect::rules::{RateRule, RowRule, RowRules};
 use crate::stats::proportion::{beta_binomial_upper_tail, beta_binomial_upper_tail_ab};
 
 /// `poison-anomalous-rows`, as the registry describes it, with its policy defaults.
@@ -106,9 +105,9 @@ impl Detector for AnomalyState {
     const CODES: &'static [RowCode] = &[CODE];
 
     /// The anomalous-rows candidates, when anomaly scores were pinned.
-    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, rules: &RowRules) -> Vec<Found> {
         match &p.profile.anomaly {
-            Some(a) => candidates(a, &p.profile.features, scan, policy)
+            Some(a) => candidates(a, &p.profile.features, scan, rules)
                 .into_iter()
                 .map(|(c, s)| (c, Some(s)))
                 .collect(),
@@ -124,9 +123,9 @@ pub fn candidates(
     a: &AnomalyProfile,
     features: &[String],
     scan: &Scan,
-    policy: &Policy,
+    rules: &RowRules,
 ) -> Vec<(Candidate, RowSelector)> {
-    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
+    let rule = rules.rate(CODE.info.code, &RULE);
     let Some(st) = &scan.states.anomaly else {
         return Vec::new();
     };

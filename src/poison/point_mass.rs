@@ -26,13 +26,12 @@ use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Block, Pinned, PoisonProfile, RowSelector, Scan};
-use crate::baseline::Baseline;
+use crate::poison::BaselineView;
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{RateRule, RowRule};
+use crate::detect::rules::{RateRule, RowRule, RowRules};
 use crate::rows::value_key;
 
 /// `poison-point-mass`, as the registry describes it, with its policy defaults.
@@ -56,8 +55,8 @@ pub const RULE: RateRule = RateRule::denying(0.002, 0.005);
 
 /// The policy's `[checks.poison-point-mass]`.
 #[must_use]
-pub fn rule(policy: &Policy) -> &RateRule {
-    policy.checks.rows.rate(CODE.info.code, &RULE)
+pub fn rule(rules: &RowRules) -> &RateRule {
+    rules.rate(CODE.info.code, &RULE)
 }
 
 /// Smallest batch share a heavy value must hold.
@@ -131,7 +130,7 @@ pub fn bucket(key: u64) -> usize {
 
 /// The distinct keys of a numeric column's pinned frequent values, sorted.
 #[must_use]
-pub fn listed_keys(p: &crate::baseline::NumericProfile) -> Vec<u64> {
+pub fn listed_keys(p: &crate::pinned::NumericProfile) -> Vec<u64> {
     let mut keys: Vec<u64> = p.frequent.iter().map(|v| value_key(v.value)).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -140,10 +139,10 @@ pub fn listed_keys(p: &crate::baseline::NumericProfile) -> Vec<u64> {
 
 /// The numeric profile of feature `j`, when it has one.
 fn numeric<'b>(
-    baseline: &'b Baseline,
+    baseline: &'b BaselineView<'b>,
     profile: &PoisonProfile,
     j: usize,
-) -> Option<&'b crate::baseline::NumericProfile> {
+) -> Option<&'b crate::pinned::NumericProfile> {
     baseline.column(profile.features.get(j)?)?.numeric.as_ref()
 }
 
@@ -151,7 +150,7 @@ impl Accumulator<Pinned<'_>, Block> for ValueCounts {
     fn new(p: &Pinned<'_>) -> Option<Self> {
         let features: Vec<FeatureCounts> = (0..p.profile.features.len())
             .filter_map(|j| {
-                let num = numeric(p.baseline, p.profile, j)?;
+                let num = numeric(&p.baseline, p.profile, j)?;
                 Some(FeatureCounts {
                     feature: j,
                     listed: vec![0; listed_keys(num).len()],
@@ -166,7 +165,7 @@ impl Accumulator<Pinned<'_>, Block> for ValueCounts {
         for f in &mut self.features {
             let (Some(values), Some(num)) = (
                 b.e.values.get(f.feature),
-                numeric(p.baseline, p.profile, f.feature),
+                numeric(&p.baseline, p.profile, f.feature),
             ) else {
                 continue;
             };
@@ -206,7 +205,7 @@ impl super::Detector for ValueCounts {
 
     /// None here: the candidates need the rows and labels of the values these counts find,
     /// which the value read brings ([`super::values`]).
-    fn finish(&self, _: &Pinned<'_>, _: &Scan, _: &Policy) -> Vec<super::Found> {
+    fn finish(&self, _: &Pinned<'_>, _: &Scan, _: &RowRules) -> Vec<super::Found> {
         Vec::new()
     }
 }
@@ -243,7 +242,7 @@ impl Wanted {
 /// that may pass [`heavy_values`]' pre-screen (at least three rows, [`MIN_SHARE`] of the
 /// batch and [`MIN_RATIO`] times the value's trusted share), from the row pass's exact counts.
 #[must_use]
-pub fn wanted(baseline: &Baseline, scan: &Scan) -> Vec<Wanted> {
+pub fn wanted(baseline: &BaselineView<'_>, scan: &Scan) -> Vec<Wanted> {
     let (Some(profile), Some(counts)) = (&baseline.poison, &scan.states.values) else {
         return Vec::new();
     };
@@ -289,11 +288,11 @@ pub fn wanted(baseline: &Baseline, scan: &Scan) -> Vec<Wanted> {
 struct TrustedShares<'p> {
     trusted: f64,
     known: HashMap<u64, u64>,
-    profile: &'p crate::baseline::NumericProfile,
+    profile: &'p crate::pinned::NumericProfile,
 }
 
 impl<'p> TrustedShares<'p> {
-    fn new(profile: &'p crate::baseline::NumericProfile) -> Self {
+    fn new(profile: &'p crate::pinned::NumericProfile) -> Self {
         Self {
             trusted: profile.counts.iter().sum::<u64>() as f64,
             known: profile
@@ -321,7 +320,7 @@ pub type ValueRows = HashMap<u64, (f64, Vec<u32>, Vec<u16>)>;
 /// Exact values over-represented in every numeric feature, from the rows
 /// [`resolve`] found.
 #[must_use]
-pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Vec<HeavyValue> {
+pub fn heavy_values(baseline: &BaselineView<'_>, scan: &Scan, exact: &[ValueRows]) -> Vec<HeavyValue> {
     let mut out = Vec::new();
     let Some(profile) = &baseline.poison else {
         return out;
@@ -367,7 +366,7 @@ pub fn heavy_values(baseline: &Baseline, scan: &Scan, exact: &[ValueRows]) -> Ve
 /// is hardest to tell from chance there), for a batch of `n` rows: what the test could have
 /// seen when no value was a candidate. `None` without a numeric feature.
 #[must_use]
-pub fn unlisted_null(baseline: &Baseline, n: u64) -> Option<crate::detect::CountNull> {
+pub fn unlisted_null(baseline: &BaselineView<'_>, n: u64) -> Option<crate::detect::CountNull> {
     let profile = baseline.poison.as_ref()?;
     profile
         .features
@@ -398,12 +397,12 @@ pub fn prescreen_excess(share: f64, n: u64) -> f64 {
 /// One candidate per heavy value.
 #[must_use]
 pub fn candidates(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     values: &[HeavyValue],
     scan: &Scan,
-    policy: &Policy,
+    rules: &RowRules,
 ) -> Vec<(Candidate, RowSelector)> {
-    let rule = rule(policy);
+    let rule = rule(rules);
     let n = scan.n as u64;
     let nf = n as f64;
     values

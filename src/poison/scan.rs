@@ -11,8 +11,8 @@ use polars::prelude::DataFrame;
 
 use super::inconsistency::MAX_LR_CLASSES;
 use super::{PoisonProfile, States, anomaly, label};
-use crate::baseline::Baseline;
 use crate::error::Result;
+use crate::poison::BaselineView;
 use crate::rows::{Encoded, Encoder, NO_CLASS};
 use crate::source::Rows as BatchRows;
 
@@ -25,7 +25,7 @@ pub const LR_ROWS: usize = 50_000;
 #[derive(Clone, Copy)]
 pub struct Pinned<'a> {
     /// The baseline.
-    pub baseline: &'a Baseline,
+    pub baseline: BaselineView<'a>,
     /// Its row-level profile.
     pub profile: &'a PoisonProfile,
     /// The trusted membership filter of the duplicate detectors, decoded.
@@ -133,7 +133,11 @@ pub(crate) fn trim_sample(sample: &mut Vec<LrRow>, exact: bool) {
 ///
 /// # Errors
 /// A failure while reading or encoding.
-pub fn scan(baseline: &Baseline, usable: &[String], rows: BatchRows<'_>) -> Result<Option<Scan>> {
+pub fn scan(
+    baseline: &BaselineView<'_>,
+    usable: &[String],
+    rows: BatchRows<'_>,
+) -> Result<Option<Scan>> {
     let Some(mut fold) = ScanFold::new(baseline, usable) else {
         return Ok(None);
     };
@@ -154,8 +158,8 @@ impl<'a> BlockScorer<'a> {
     /// A scorer for `baseline`'s poison profile, or `None` when it has none or `usable`
     /// (every baseline column when `None`) lacks one of its features.
     #[must_use]
-    pub fn new(baseline: &'a Baseline, usable: Option<&[String]>) -> Option<Self> {
-        let profile = baseline.poison.as_ref()?;
+    pub fn new(baseline: &BaselineView<'a>, usable: Option<&[String]>) -> Option<Self> {
+        let profile = baseline.poison?;
         let encoder = Encoder::new(baseline, usable);
         let names: Vec<&String> = encoder.features.iter().map(|f| &f.name).collect();
         if names.len() != profile.features.len()
@@ -250,7 +254,7 @@ impl<'a> BlockScorer<'a> {
 /// merged in batch order; nothing of the decoded rows is kept, and the state does not grow
 /// with the rows.
 pub struct ScanFold<'a> {
-    baseline: &'a Baseline,
+    baseline: BaselineView<'a>,
     profile: &'a PoisonProfile,
     filter: Option<super::duplicates::Bloom>,
     scorer: BlockScorer<'a>,
@@ -264,17 +268,17 @@ impl<'a> ScanFold<'a> {
     /// A fold for `baseline`'s poison profile, or `None` when it has none or `usable` lacks
     /// one of its features.
     #[must_use]
-    pub fn new(baseline: &'a Baseline, usable: &[String]) -> Option<Self> {
-        let profile = baseline.poison.as_ref()?;
+    pub fn new(baseline: &BaselineView<'a>, usable: &[String]) -> Option<Self> {
+        let profile = baseline.poison?;
         let scorer = BlockScorer::new(baseline, Some(usable))?;
         let filter = profile.duplicates.unsealed_filter();
         let states = States::new(&Pinned {
-            baseline,
+            baseline: *baseline,
             profile,
             filter: filter.as_ref(),
         });
         Some(Self {
-            baseline,
+            baseline: *baseline,
             profile,
             filter,
             scorer,

@@ -30,13 +30,12 @@ use std::collections::BTreeMap;
 
 use super::label::segment_codes;
 use super::{PoisonProfile, RowSelector, Scan};
-use crate::baseline::Baseline;
 use crate::detect::registry::{self, CodeInfo, Weight};
+use crate::detect::rules::{RateRule, RowRule, RowRules};
 use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull};
 use crate::finding::{Subject, num};
+use crate::poison::BaselineView;
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{RateRule, RowRule};
 use crate::stats::chi2;
 
 /// `poison-segment-label-shift`, as the registry describes it, with its policy defaults.
@@ -77,12 +76,12 @@ fn class_totals(table: &[u64], classes: usize) -> Vec<f64> {
 /// One candidate per tested segment that moved at all.
 #[must_use]
 pub fn candidates(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     profile: &PoisonProfile,
     scan: &Scan,
-    policy: &Policy,
+    rules: &RowRules,
 ) -> Vec<(Candidate, Option<RowSelector>)> {
-    let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
+    let rule = rules.rate(CODE.info.code, &RULE);
     let k = profile.classes;
     let mut out = Vec::new();
     let names: Vec<String> = baseline.class_names();

@@ -50,8 +50,7 @@ use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Accumulator, Candidate, Effect, PowerNull, TopRows};
 use crate::finding::{Subject, num};
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{RateRule, RowRule};
+use crate::detect::rules::{RateRule, RowRule, RowRules};
 use crate::rows::{Encoded, Encoder, FeatureCode};
 use crate::stats::proportion::normal_upper_tail;
 
@@ -484,7 +483,7 @@ impl Detector for StitchedState {
     const CODES: &'static [RowCode] = &[CODE];
 
     /// The stitched-rows candidate of a scanned batch.
-    fn finish(&self, p: &Pinned<'_>, _: &Scan, policy: &Policy) -> Vec<Found> {
+    fn finish(&self, p: &Pinned<'_>, _: &Scan, rules: &RowRules) -> Vec<Found> {
         let st = self;
         let Some(s) = &p.profile.stitched else {
             return Vec::new();
@@ -492,7 +491,7 @@ impl Detector for StitchedState {
         if st.rows < MIN_BATCH {
             return Vec::new();
         }
-        let rule = policy.checks.rows.rate(CODE.info.code, &RULE);
+        let rule = rules.rate(CODE.info.code, &RULE);
         let n = st.rows as f64;
         let big_n = s.rows.max(1) as f64;
         // The weights: the score test of the mixture.

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::{Block, Pinned};
 use super::{Detector, Found, Scan, class_drift, class_tables, segment};
+use crate::detect::rules::RowRules;
 use crate::detect::{Accumulator, add_tables};
 use crate::poison::RowCode;
-use crate::policy::Policy;
 use crate::stats::exact::ExactSum;
 
 /// Class tables of the rows seen so far.
@@ -97,10 +97,10 @@ impl Detector for ClassTables {
     const CODES: &'static [RowCode] = &[segment::CODE, class_drift::CODE];
 
     /// The segment and class-conditional candidates.
-    fn finish(&self, p: &Pinned<'_>, scan: &Scan, policy: &Policy) -> Vec<Found> {
-        let mut v = segment::candidates(p.baseline, p.profile, scan, policy);
+    fn finish(&self, p: &Pinned<'_>, scan: &Scan, rules: &RowRules) -> Vec<Found> {
+        let mut v = segment::candidates(&p.baseline, p.profile, scan, rules);
         v.extend(
-            class_drift::candidates(p.baseline, p.profile, scan, policy)
+            class_drift::candidates(&p.baseline, p.profile, scan, rules)
                 .into_iter()
                 .map(|c| (c, None)),
         );

@@ -28,14 +28,13 @@ use foldhash::HashMap;
 
 use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
-use crate::baseline::Baseline;
 use crate::detect::registry::{CodeInfo, Family, Weight};
+use crate::detect::rules::{Level, RowRule, RowRules, TriggerRule};
 use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num, tidy};
+use crate::poison::BaselineView;
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{Level, RowRule, TriggerRule};
 use crate::rows::NO_CLASS;
 use crate::stats::binned::bin_index;
 use crate::stats::proportion::{beta_binomial_upper_tail, binomial_upper_tail};
@@ -73,8 +72,8 @@ pub const RULE: TriggerRule = TriggerRule {
 
 /// The policy's `[checks.poison-trigger]`.
 #[must_use]
-pub fn rule(policy: &Policy) -> &TriggerRule {
-    policy.checks.rows.trigger(CODE.info.code, &RULE)
+pub fn rule(rules: &RowRules) -> &TriggerRule {
+    rules.trigger(CODE.info.code, &RULE)
 }
 
 /// A candidate value with its rows and the trusted class mix expected for them.
@@ -110,7 +109,7 @@ impl CategoricalRows {
     /// least [`MIN_SHARE`] of the batch's `n` rows and [`MIN_RATIO`] times their trusted share.
     #[must_use]
     pub fn new(
-        baseline: &Baseline,
+        baseline: &BaselineView<'_>,
         profile: &PoisonProfile,
         summary: &BatchSummary,
         n: f64,
@@ -342,16 +341,16 @@ fn smooth(counts: &[u64], prior: &[f64]) -> Vec<f64> {
 #[allow(clippy::too_many_arguments)] // the pinned inputs, the batch's, and one switch
 #[must_use]
 pub fn candidates(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     profile: &PoisonProfile,
     categorical: CategoricalRows,
     heavy: &[HeavyValue],
     scan: &Scan,
     facts: &RowFacts,
-    policy: &Policy,
+    rules: &RowRules,
     use_model: bool,
 ) -> Vec<(Candidate, RowSelector)> {
-    let rule = rule(policy);
+    let rule = rule(rules);
     let k = profile.classes;
     if k < 2 || profile.tables.is_empty() {
         return Vec::new();

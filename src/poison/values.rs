@@ -14,9 +14,9 @@ use polars::prelude::DataFrame;
 
 use super::point_mass::{self, ValueRows, Wanted};
 use super::{BlockScorer, Found, PoisonProfile, Scan, for_each_block, trigger};
-use crate::baseline::Baseline;
+use crate::detect::rules::RowRules;
 use crate::error::{Error, Result};
-use crate::policy::Policy;
+use crate::poison::BaselineView;
 use crate::rows::value_key;
 use crate::source::Rows;
 use crate::summary::{BatchSummary, for_each_f64_chunk};
@@ -28,12 +28,12 @@ use crate::summary::{BatchSummary, for_each_f64_chunk};
 /// A failure while reading the batch again.
 #[allow(clippy::too_many_arguments)] // the pinned inputs, the batch's, and one switch
 pub fn candidates(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     profile: &PoisonProfile,
     summary: &BatchSummary,
     scan: &Scan,
     rows: Rows<'_>,
-    policy: &Policy,
+    rules: &RowRules,
     use_model: bool,
 ) -> Result<Vec<Found>> {
     let numeric = point_mass::wanted(baseline, scan);
@@ -82,7 +82,7 @@ pub fn candidates(
         })?;
     }
     let heavy = point_mass::heavy_values(baseline, scan, &exact);
-    let mut out: Vec<Found> = point_mass::candidates(baseline, &heavy, scan, policy)
+    let mut out: Vec<Found> = point_mass::candidates(baseline, &heavy, scan, rules)
         .into_iter()
         .map(|(c, s)| (c, Some(s)))
         .collect();
@@ -94,7 +94,7 @@ pub fn candidates(
             &heavy,
             scan,
             &facts,
-            policy,
+            rules,
             use_model,
         )
         .into_iter()

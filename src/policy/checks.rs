@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Level;
-use super::rows::RowRules;
+use super::{Level, RateRule, RowRules};
 
 /// A check with only a level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -12,30 +11,6 @@ use super::rows::RowRules;
 pub struct LevelOnly {
     /// Level of the code.
     pub level: Level,
-}
-
-/// A check on a share of rows: warn and deny thresholds on the share (or its increase).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RateRule {
-    /// Level of the code.
-    pub level: Level,
-    /// Effect size from which a significant finding warns.
-    pub warn: f64,
-    /// Effect size from which a significant finding denies.
-    pub deny: f64,
-}
-
-impl RateRule {
-    /// A rule at level deny with these thresholds.
-    #[must_use]
-    pub const fn denying(warn: f64, deny: f64) -> Self {
-        Self {
-            level: Level::Deny,
-            warn,
-            deny,
-        }
-    }
 }
 
 /// `evidence-insufficient`: the attacks a batch's tests must be able to show at its size, each
@@ -97,21 +72,6 @@ pub struct CategoricalDrift {
     pub warn_js: f64,
     /// Jensen–Shannon distance that denies.
     pub deny_js: f64,
-}
-
-/// Trigger thresholds: the share of batch rows carrying the trigger, and how concentrated on
-/// one label its rows must be.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TriggerRule {
-    /// Level of the code.
-    pub level: Level,
-    /// Share of batch rows from which a significant trigger warns.
-    pub warn: f64,
-    /// Share of batch rows from which a significant trigger denies.
-    pub deny: f64,
-    /// Least share of the trigger's labelled rows in its most common class.
-    pub concentration: f64,
 }
 
 /// `compare-trigger-response`: thresholds on the rise of a probe's attack success rate, raised

@@ -8,8 +8,8 @@ mod checks;
 mod rows;
 mod template;
 
+pub use crate::detect::rules::{Level, RateRule, RowRule, RowRules, TriggerRule};
 pub use checks::*;
-pub use rows::{RowRule, RowRules};
 
 pub use template::template;
 
@@ -20,30 +20,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-
-/// What a code's findings may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Findings may block (the severity the check computed is kept).
-    Deny,
-    /// Findings are reported but never block.
-    Warn,
-    /// Findings are dropped (counted as waived).
-    Allow,
-}
-
-impl Level {
-    /// Lowercase name, as written in the policy file.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Deny => "deny",
-            Self::Warn => "warn",
-            Self::Allow => "allow",
-        }
-    }
-}
 
 /// The whole policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
@@ -251,7 +227,7 @@ impl Policy {
         if cs.min_segment_rows == 0 {
             return Err("compare.min-segment-rows must be at least 1".to_owned());
         }
-        let trigger = crate::poison::trigger::rule(self);
+        let trigger = crate::poison::trigger::rule(&self.checks.rows);
         if !(trigger.concentration > 0.0 && trigger.concentration <= 1.0) {
             return Err(format!(
                 "checks.poison-trigger.concentration must be in (0, 1], got {}",
@@ -445,7 +421,7 @@ mod tests {
         assert_eq!((r.level, r.warn, r.deny), (Level::Deny, 0.03, 0.4));
         assert_eq!(p.level("poison-stitched-rows"), Level::Deny);
         assert_eq!(p.level("poison-trigger"), Level::Warn);
-        assert_eq!(trigger::rule(&p).deny, trigger::RULE.deny);
+        assert_eq!(trigger::rule(&p.checks.rows).deny, trigger::RULE.deny);
         // Every detector's code has its section, with its detector's defaults.
         let d = Policy::default();
         for code in ROW_CODES.iter().flat_map(|c| c.iter()) {

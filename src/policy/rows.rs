@@ -5,17 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Level, RateRule, TriggerRule};
-
-/// The policy section of a row-level detector's code, by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum RowRule {
-    /// Warn and deny thresholds on a share of rows.
-    Rate(RateRule),
-    /// `poison-trigger`'s thresholds.
-    Trigger(TriggerRule),
-}
+use super::{RateRule, RowRule, RowRules, TriggerRule};
 
 impl RowRule {
     /// Reads a section of the same kind as this one (the detector's default).
@@ -39,14 +29,6 @@ impl RowRule {
     }
 }
 
-/// The sections of the row-level detectors' codes, in the detector registry's order: each
-/// code and its defaults come from its detector ([`crate::poison::Detector::CODES`]), so a new
-/// detector adds its section here without an edit to the policy. Deserialised from the keys
-/// of `[checks]` that are not a field of [`Checks`](super::Checks): a key that is not a
-/// row-level code either is refused, as every unknown key of the policy is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowRules(Vec<(&'static str, RowRule)>);
-
 impl Default for RowRules {
     fn default() -> Self {
         Self(
@@ -56,52 +38,6 @@ impl Default for RowRules {
                 .map(|c| (c.info.code, c.rule))
                 .collect(),
         )
-    }
-}
-
-impl RowRules {
-    /// The section of `code`.
-    #[must_use]
-    pub fn get(&self, code: &str) -> Option<&RowRule> {
-        self.0.iter().find(|(c, _)| *c == code).map(|(_, r)| r)
-    }
-
-    /// The rate section of `code`: the policy's, or `default` (the detector's, which a policy
-    /// that left the code out holds anyway).
-    #[must_use]
-    pub fn rate<'a>(&'a self, code: &str, default: &'a RateRule) -> &'a RateRule {
-        match self.get(code) {
-            Some(RowRule::Rate(r)) => r,
-            _ => default,
-        }
-    }
-
-    /// The rate section of `code`, to change it.
-    pub fn rate_mut(&mut self, code: &str) -> Option<&mut RateRule> {
-        self.0.iter_mut().find_map(|(c, r)| match r {
-            RowRule::Rate(r) if *c == code => Some(r),
-            _ => None,
-        })
-    }
-
-    /// The trigger section of `code`: the policy's, or `default`.
-    #[must_use]
-    pub fn trigger<'a>(&'a self, code: &str, default: &'a TriggerRule) -> &'a TriggerRule {
-        match self.get(code) {
-            Some(RowRule::Trigger(r)) => r,
-            _ => default,
-        }
-    }
-
-    /// The level of `code`, to change it.
-    pub fn level_mut(&mut self, code: &str) -> Option<&mut Level> {
-        self.0
-            .iter_mut()
-            .find(|(c, _)| *c == code)
-            .map(|(_, r)| match r {
-                RowRule::Rate(r) => &mut r.level,
-                RowRule::Trigger(r) => &mut r.level,
-            })
     }
 }
 

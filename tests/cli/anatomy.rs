@@ -70,7 +70,7 @@ fn columns(df: &DataFrame) -> Vec<String> {
 
 /// The fold of some rows, as one window of blocks of at most `block` rows.
 fn fold(base: &Baseline, usable: &[String], df: &DataFrame, block: usize) -> ScanState {
-    let mut f = ScanFold::new(base, usable).unwrap();
+    let mut f = ScanFold::new(&base.view(), usable).unwrap();
     let blocks: Vec<DataFrame> = (0..df.height())
         .step_by(block.max(1))
         .map(|o| df.slice(o as i64, block.min(df.height() - o)))
@@ -85,18 +85,19 @@ fn fold(base: &Baseline, usable: &[String], df: &DataFrame, block: usize) -> Sca
 fn candidates(base: &Baseline, filter: Option<&Bloom>, scan: &Scan) -> String {
     let profile = base.poison.as_ref().unwrap();
     let pinned = Pinned {
-        baseline: base,
+        baseline: base.view(),
         profile,
         filter,
     };
     format!(
         "{:?}",
-        scan.states.candidates(&pinned, scan, &Policy::default())
+        scan.states
+            .candidates(&pinned, scan, &Policy::default().checks.rows)
     )
 }
 
 fn finish(base: &Baseline, usable: &[String], state: ScanState) -> Scan {
-    let mut f = ScanFold::new(base, usable).unwrap();
+    let mut f = ScanFold::new(&base.view(), usable).unwrap();
     f.absorb(state).unwrap();
     f.finish()
 }
@@ -107,7 +108,7 @@ fn every_accumulator_gives_one_state_for_any_split_and_merge_tree() {
     let profile = base.poison.as_ref().unwrap();
     let filter = profile.duplicates.unsealed_filter();
     let pinned = Pinned {
-        baseline: &base,
+        baseline: base.view(),
         profile,
         filter: filter.as_ref(),
     };
@@ -197,12 +198,12 @@ fn a_state_of_another_shape_is_refused() {
     let usable = columns(&df);
     let mut state = fold(&base, &usable, &df.slice(0, 100), 100);
     state.states.tables.as_mut().unwrap().tables[0].push(1);
-    let mut f = ScanFold::new(&base, &usable).unwrap();
+    let mut f = ScanFold::new(&base.view(), &usable).unwrap();
     let e = f.absorb(state).unwrap_err();
     assert!(e.contains("tables"), "{e}");
     let mut state = fold(&base, &usable, &df.slice(0, 100), 100);
     state.states.anomaly = None;
-    let mut f = ScanFold::new(&base, &usable).unwrap();
+    let mut f = ScanFold::new(&base.view(), &usable).unwrap();
     assert!(f.absorb(state).unwrap_err().contains("anomaly"));
 }
 
@@ -263,7 +264,7 @@ fn rows(n: usize, seed: u64) -> Vec<(u64, u64, u16)> {
 fn duplicate_state_is_exact_then_a_split_invariant_sample() {
     let base = baseline();
     let p = Pinned {
-        baseline: &base,
+        baseline: base.view(),
         profile: base.poison.as_ref().unwrap(),
         filter: None,
     };
@@ -324,7 +325,7 @@ fn duplicate_state_is_exact_then_a_split_invariant_sample() {
     let found = poisongate::poison::duplicates::candidates(
         &base.poison.as_ref().unwrap().duplicates,
         &one,
-        &Policy::default(),
+        &Policy::default().checks.rows,
     );
     let flood = &found[0].0;
     assert_eq!(flood.code, "poison-duplicate-flood");
@@ -390,7 +391,7 @@ fn value_counts_ask_for_every_value_that_can_pass_and_nothing_on_a_clean_batch()
         let df = read(rel);
         let usable = columns(&df);
         let scan = finish(&base, &usable, fold(&base, &usable, &df, 4096));
-        let want = wanted(&base, &scan);
+        let want = wanted(&base.view(), &scan);
         let n = df.height() as f64;
         let mut passing = 0;
         for (j, counts) in exact_counts(&base, &df) {
@@ -433,4 +434,62 @@ fn value_counts_ask_for_every_value_that_can_pass_and_nothing_on_a_clean_batch()
             None => {}
         }
     }
+}
+
+/// The `crate::` modules that a Rust file under `dir` names in code (comments left out).
+fn imports(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+    let entries = if dir.is_dir() {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    } else {
+        vec![dir.to_path_buf()]
+    };
+    for path in entries {
+        if path.is_dir() {
+            imports(&path, out);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            for (i, _) in code.match_indices("crate::") {
+                let module: String = code[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                out.push((path.display().to_string(), module));
+            }
+        }
+    }
+}
+
+/// The layering the detector anatomy promises: the detectors read their pinned data
+/// (`pinned`, `poison::BaselineView`) and their policy sections (`detect::rules`) without
+/// importing the baseline artifact, the policy, the decision layer or the CLI; and what every
+/// check shares (`detect`, `pinned`, `rows`) imports no detector either.
+#[test]
+fn no_import_runs_from_the_detectors_up() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let above = [
+        "baseline", "policy", "check", "cli", "report", "compare", "ledger", "shard", "output",
+    ];
+    let mut seen = Vec::new();
+    imports(&src.join("poison"), &mut seen);
+    let detectors = seen.len();
+    for low in ["detect", "pinned", "rows.rs"] {
+        imports(&src.join(low), &mut seen);
+    }
+    assert!(detectors > 50, "the walk found the detectors' imports");
+    let upward: Vec<&(String, String)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, m))| above.contains(&m.as_str()) || (*i >= detectors && m == "poison"))
+        .map(|(_, x)| x)
+        .collect();
+    assert!(upward.is_empty(), "imports running upward: {upward:?}");
 }

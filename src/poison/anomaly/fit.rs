@@ -38,7 +38,12 @@ fn refit_column(col: &ColumnProfile, code: &FeatureCode, counts: &[u64]) -> Colu
 }
 
 /// The HBOS tables of a baseline's features with the counts of the rows in `keep` only.
-fn tables_of(baseline: &Baseline, encoder: &Encoder, rows: &Rows, keep: &[bool]) -> Vec<Table> {
+fn tables_of(
+    baseline: &BaselineView<'_>,
+    encoder: &Encoder,
+    rows: &Rows,
+    keep: &[bool],
+) -> Vec<Table> {
     encoder
         .features
         .iter()
@@ -181,7 +186,7 @@ fn fit_copula(
 /// what clean batches show. The final scorer uses every trusted row.
 #[must_use]
 pub fn fit(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     encoder: &Encoder,
     rows: &Rows,
     seed: u64,

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::Rows;
-use crate::baseline::{Baseline, ColumnProfile};
+use crate::pinned::ColumnProfile;
+use crate::poison::BaselineView;
 use crate::rows::{Encoded, Encoder, FeatureCode};
 
 mod fit;
@@ -295,7 +296,7 @@ impl Table {
 impl Scorer {
     /// The scorer of a baseline's features; `profile` supplies the fitted copula and cuts.
     #[must_use]
-    pub fn new(baseline: &Baseline, encoder: &Encoder, profile: &AnomalyProfile) -> Self {
+    pub fn new(baseline: &BaselineView<'_>, encoder: &Encoder, profile: &AnomalyProfile) -> Self {
         let mut me = Self::tables_only(baseline, encoder);
         me.copula.clone_from(&profile.copula);
         me.chol.clone_from(&profile.cholesky);
@@ -320,7 +321,7 @@ impl Scorer {
         me
     }
 
-    fn tables_only(baseline: &Baseline, encoder: &Encoder) -> Self {
+    fn tables_only(baseline: &BaselineView<'_>, encoder: &Encoder) -> Self {
         let tables = encoder
             .features
             .iter()

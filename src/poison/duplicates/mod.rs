@@ -40,8 +40,7 @@ use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::{Candidate, Effect};
 use crate::finding::{Subject, num};
 use crate::poison::RowCode;
-use crate::policy::Policy;
-use crate::policy::{RateRule, RowRule};
+use crate::detect::rules::{RateRule, RowRule, RowRules};
 use crate::rows::{NO_CLASS, mix};
 use crate::stats::proportion::predictive_upper_tail;
 
@@ -348,8 +347,8 @@ impl super::Detector for DuplicateState {
     const CODES: &'static [RowCode] = &[FLOOD, CONFLICT];
 
     /// The duplicate-flood and label-conflict candidates.
-    fn finish(&self, p: &Pinned<'_>, _: &Scan, policy: &Policy) -> Vec<Found> {
-        candidates(&p.profile.duplicates, self, policy)
+    fn finish(&self, p: &Pinned<'_>, _: &Scan, rules: &RowRules) -> Vec<Found> {
+        candidates(&p.profile.duplicates, self, rules)
             .into_iter()
             .map(|(c, s)| (c, Some(s)))
             .collect()
@@ -361,7 +360,7 @@ impl super::Detector for DuplicateState {
 pub fn candidates(
     profile: &DuplicateProfile,
     state: &DuplicateState,
-    policy: &Policy,
+    rules: &RowRules,
 ) -> Vec<(Candidate, RowSelector)> {
     let mut out = Vec::new();
     let n = state.rows;
@@ -369,7 +368,7 @@ pub fn candidates(
         return out;
     }
     let nf = n as f64;
-    let rule = policy.checks.rows.rate(FLOOD.info.code, &FLOOD_RULE);
+    let rule = rules.rate(FLOOD.info.code, &FLOOD_RULE);
     let counts = state.counts();
     let (exact, exact_mixed, near_all, near_mixed) = (
         counts.exact,
@@ -455,7 +454,7 @@ pub fn candidates(
         ));
     }
     if let Some(filter) = &profile.filter {
-        let rule = policy.checks.rows.rate(CONFLICT.info.code, &CONFLICT_RULE);
+        let rule = rules.rate(CONFLICT.info.code, &CONFLICT_RULE);
         let (labelled, k) = (state.labelled, state.conflicting);
         if labelled >= 30 {
             let p0 = (profile.conflict_rate + filter.false_positive_rate()).min(1.0);

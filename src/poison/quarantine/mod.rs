@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use polars::prelude::DataFrame;
 
 use super::{Block, BlockScorer, Outcome, Scan, duplicates};
-use crate::baseline::Baseline;
 use crate::error::Result;
 use crate::finding::{Finding, RowRef};
+use crate::poison::BaselineView;
 use crate::source::Rows as BatchRows;
 
 mod render;
@@ -228,7 +228,7 @@ fn pick(
 /// # Errors
 /// A batch that can no longer be read, or that changed since the first read.
 pub fn second_pass(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     scan: &Scan,
     wanted: &[(usize, &RowSelector)],
     row_scores: bool,
@@ -411,7 +411,7 @@ pub type RowFact = (u16, f32, bool);
 /// # Errors
 /// A batch that can no longer be read.
 pub fn row_facts_and_weights(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     rows_of: BatchRows<'_>,
     wanted: Vec<u32>,
 ) -> Result<foldhash::HashMap<u32, (RowFact, f32)>> {
@@ -426,7 +426,7 @@ pub fn row_facts_and_weights(
 /// Encodes and scores only the `wanted` rows of each block (one read of the features and the
 /// label) and hands each to `visit` with its block and its index there.
 fn visit_rows(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     rows_of: BatchRows<'_>,
     mut wanted: Vec<u32>,
     mut visit: impl FnMut(u32, &Block, usize),
@@ -489,7 +489,7 @@ pub(crate) fn score_some(
 /// with `materialize`, its rows.
 #[must_use]
 pub fn quarantine(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     outcome: &Outcome,
     fired: &BTreeMap<usize, usize>,
     findings: &mut [Finding],

@@ -32,10 +32,10 @@
 //! capped at those rows.
 
 use super::{QuarantineRow, row_facts_and_weights};
-use crate::baseline::Baseline;
 use crate::error::Result;
 use crate::finding::{Finding, Severity};
 use crate::lineage::Residual;
+use crate::poison::BaselineView;
 use crate::source::Rows as BatchRows;
 
 /// One-sided 95 % normal quantile.
@@ -53,7 +53,7 @@ const LABEL_CODES: [&str; 2] = ["poison-label-inconsistency", "poison-segment-la
 /// A batch that can no longer be read (the label finding reads the quarantined rows' labels
 /// and model probabilities once).
 pub fn residuals(
-    baseline: &Baseline,
+    baseline: &BaselineView<'_>,
     rows: BatchRows<'_>,
     findings: &[Finding],
     quarantine: &[QuarantineRow],
