@@ -41,17 +41,20 @@ pub(super) fn accepted(path: &Path, sha256: &str) -> bool {
             .is_ok_and(|a| a.contains(&(path.to_path_buf(), sha256.to_owned())))
 }
 
-/// Walks every page header of a Parquet file (the footer, then each column chunk's pages,
-/// compressed, without decoding them) and refuses a page whose value count is negative or
-/// larger than its column chunk's: the decoder sizes its buffers from that count before it
-/// looks at the data, and an allocation it cannot make aborts the process instead of failing
-/// (a flipped bit made one page claim 2^61 values; found by `fuzz/`, replayed from
-/// `fuzz/regressions/read_parquet/`). Costs one more read of the file's bytes, a column chunk
-/// at a time, in the first pass only ([`accepted`]). It reads through `handle` by position,
-/// so the pass that decodes the file opens it once.
+/// Walks every page header of a Parquet file (the footer, then each column chunk's page
+/// headers, without reading or decoding the pages' data) and refuses what the decoder would
+/// refuse or choke on: a page whose value count is negative or larger than its column
+/// chunk's (the decoder sizes its buffers from that count before it looks at the data, and
+/// an allocation it cannot make aborts the process instead of failing: a flipped bit made one
+/// page claim 2^61 values; found by `fuzz/`, replayed from `fuzz/regressions/read_parquet/`),
+/// a page that runs past its chunk, a negative size, an unknown page type or a missing
+/// type-specific header. The checks are those of polars' own page reader
+/// (`polars_parquet::parquet::read::PageReader` and its `finish_page`), which the unit tests
+/// hold it to. Only the headers are read (a few kilobytes a page, through a small buffer by
+/// position), in the first pass only ([`accepted`]); it reads through `handle` by position
+/// (`pread`), so the pass that decodes the file opens it once.
 pub(super) fn parquet_pages(handle: &File) -> PolarsResult<()> {
-    use polars_parquet::parquet::page::CompressedPage;
-    use polars_parquet::parquet::read::{PageReader, read_metadata};
+    use polars_parquet::parquet::read::read_metadata;
     let mut file = Positioned {
         file: handle,
         at: 0,
@@ -73,29 +76,92 @@ pub(super) fn parquet_pages(handle: &File) -> PolarsResult<()> {
                     "row group {g}: a column chunk lies outside the file or declares {declared} values"
                 )));
             }
-            let mut bytes = vec![0u8; (range.end - range.start) as usize];
-            file.seek(SeekFrom::Start(range.start))?;
-            file.read_exact(&mut bytes)?;
-            let len = bytes.len();
-            let reader = std::io::Cursor::new(polars_buffer::Buffer::from(bytes));
-            let mut seen = 0usize;
-            for page in PageReader::new(reader, column, Vec::new(), len.max(1)) {
-                let page = page.map_err(|e| bad(e.to_string()))?;
-                if let CompressedPage::Data(p) = page {
-                    // `num_values` is the header's i32 cast to usize: a negative count wraps.
-                    let n = p.num_values();
-                    seen = seen.saturating_add(n);
-                    if n > declared as usize || seen > declared as usize {
-                        return Err(bad(format!(
-                            "row group {g}: a page declares {} values, more than its column chunk's {declared}",
-                            n as i64
-                        )));
-                    }
-                }
-            }
+            chunk_pages(handle, range.start, range.end, declared)
+                .map_err(|e| bad(format!("row group {g}: {e}")))?;
         }
     }
     Ok(())
+}
+
+/// Bytes of a column chunk read at a time for its page headers: a header is tens of bytes,
+/// more with statistics (the buffer refills for a longer one).
+const HEADER_BUFFER: usize = 4096;
+
+/// Walks the page headers of one column chunk (`start..end` in the file, `declared` values),
+/// with the checks of polars' page reader: it stops once the data pages account for every
+/// declared value, as the reader does.
+fn chunk_pages(handle: &File, start: u64, end: u64, declared: i64) -> Result<(), String> {
+    use polars_parquet_format::thrift::protocol::TCompactInputProtocol;
+    use polars_parquet_format::{PageHeader, PageType};
+    let mut at = start;
+    let mut seen: i64 = 0;
+    while seen < declared {
+        let left = end - at;
+        let mut counted = Counted {
+            inner: std::io::BufReader::with_capacity(
+                HEADER_BUFFER,
+                Read::take(Positioned { file: handle, at }, left),
+            ),
+            n: 0,
+        };
+        // As the reader: the chunk's length bounds what the header may allocate.
+        let mut protocol = TCompactInputProtocol::new(&mut counted, left as usize);
+        let header = PageHeader::read_from_in_protocol(&mut protocol)
+            .map_err(|e| format!("a page header cannot be read: {e}"))?;
+        let data = u64::try_from(header.compressed_page_size)
+            .ok()
+            .filter(|&d| d <= left - counted.n)
+            .ok_or_else(|| {
+                format!(
+                    "a page declares {} bytes, more than its column chunk holds",
+                    header.compressed_page_size
+                )
+            })?;
+        if header.uncompressed_page_size < 0 {
+            return Err(format!(
+                "a page declares {} uncompressed bytes",
+                header.uncompressed_page_size
+            ));
+        }
+        let values = match header.type_ {
+            PageType::DATA_PAGE => header.data_page_header.as_ref().map(|h| h.num_values),
+            PageType::DATA_PAGE_V2 => header.data_page_header_v2.as_ref().map(|h| h.num_values),
+            PageType::DICTIONARY_PAGE => match &header.dictionary_page_header {
+                Some(d) if d.num_values < 0 => {
+                    return Err(format!(
+                        "a dictionary page declares {} values",
+                        d.num_values
+                    ));
+                }
+                Some(_) => Some(0),
+                None => None,
+            },
+            other => return Err(format!("a page of unknown type {}", other.0)),
+        }
+        .ok_or_else(|| "a page header lacks the header of its type".to_owned())?;
+        seen = seen.saturating_add(i64::from(values));
+        if values < 0 || i64::from(values) > declared || seen > declared {
+            return Err(format!(
+                "a page declares {values} values, more than its column chunk's {declared}"
+            ));
+        }
+        at += counted.n + data;
+    }
+    Ok(())
+}
+
+/// A reader that counts the bytes it hands out (the length of a page header).
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
 }
 
 /// A reader of a shared handle by position (`pread`): it moves no offset that another
@@ -249,4 +315,133 @@ pub(super) fn ipc_messages(path: &Path) -> PolarsResult<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use polars::prelude::*;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// The walk this one replaced: polars' own page reader over each whole column chunk.
+    fn by_reader(handle: &File) -> PolarsResult<()> {
+        use polars_parquet::parquet::page::CompressedPage;
+        use polars_parquet::parquet::read::{PageReader, read_metadata};
+        let mut file = Positioned {
+            file: handle,
+            at: 0,
+        };
+        let size = handle.metadata()?.len();
+        let meta = read_metadata(&mut file).map_err(|e| bad(e.to_string()))?;
+        for group in &meta.row_groups {
+            for column in group.parquet_columns() {
+                let declared = column.num_values();
+                let range = column.byte_range();
+                if declared < 0 || range.end > size || range.start > range.end {
+                    return Err(bad("outside".into()));
+                }
+                let mut bytes = vec![0u8; (range.end - range.start) as usize];
+                file.seek(SeekFrom::Start(range.start))?;
+                file.read_exact(&mut bytes)?;
+                let len = bytes.len();
+                let reader = std::io::Cursor::new(polars_buffer::Buffer::from(bytes));
+                let mut seen = 0usize;
+                for page in PageReader::new(reader, column, Vec::new(), len.max(1)) {
+                    let page = page.map_err(|e| bad(e.to_string()))?;
+                    if let CompressedPage::Data(p) = page {
+                        let n = p.num_values();
+                        seen = seen.saturating_add(n);
+                        if n > declared as usize || seen > declared as usize {
+                            return Err(bad("values".into()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A small Parquet file with several row groups, pages, dictionaries, nulls and
+    /// statistics.
+    fn parquet() -> Vec<u8> {
+        let n = 3_000usize;
+        let mut df = df!(
+            "i" => (0..n as i64).collect::<Vec<_>>(),
+            "f" => (0..n).map(|k| (k % 7 != 0).then_some(k as f64 / 3.0)).collect::<Vec<_>>(),
+            "s" => (0..n).map(|k| format!("v{}", k % 13)).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        ParquetWriter::new(&mut out)
+            .with_row_group_size(Some(1_000))
+            .with_data_page_size(Some(2_048))
+            .with_statistics(StatisticsOptions::full())
+            .finish(&mut df)
+            .unwrap();
+        out
+    }
+
+    fn walk_both(bytes: &[u8], dir: &std::path::Path, k: usize) -> (bool, bool) {
+        let path = dir.join(format!("m{k}.parquet"));
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        let file = File::open(&path).unwrap();
+        let out = (parquet_pages(&file).is_ok(), by_reader(&file).is_ok());
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        out
+    }
+
+    /// Header-only walk and polars' page reader agree on every mutant of a file: one byte
+    /// changed, most of them inside the column chunks' first bytes (where page headers are),
+    /// the rest anywhere before the footer. Neither accepts what the other refuses.
+    #[test]
+    fn the_header_walk_refuses_what_the_page_reader_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean = parquet();
+        assert_eq!(walk_both(&clean, dir.path(), 0), (true, true));
+        let file = {
+            let path = dir.path().join("clean.parquet");
+            std::fs::write(&path, &clean).unwrap();
+            File::open(&path).unwrap()
+        };
+        let meta =
+            polars_parquet::parquet::read::read_metadata(&mut Positioned { file: &file, at: 0 })
+                .unwrap();
+        let starts: Vec<u64> = meta
+            .row_groups
+            .iter()
+            .flat_map(|g| g.parquet_columns().iter().map(|c| c.byte_range().start))
+            .collect();
+        let footer = clean.len()
+            - 8
+            - u32::from_le_bytes(clean[clean.len() - 8..clean.len() - 4].try_into().unwrap())
+                as usize;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (mut refused, mut differ) = (0, Vec::new());
+        for k in 1..=3_000 {
+            let mut m = clean.clone();
+            let at = if k % 4 == 0 {
+                rng.random_range(4..footer)
+            } else {
+                starts[rng.random_range(0..starts.len())] as usize + rng.random_range(0..24)
+            };
+            m[at] = rng.random();
+            let (new, old) = walk_both(&m, dir.path(), k);
+            refused += usize::from(!new);
+            if new != old {
+                differ.push((at, new, old));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "walks disagree (offset, header walk, reader): {differ:?}"
+        );
+        assert!(refused > 1_000, "only {refused} mutants refused");
+    }
 }

@@ -84,3 +84,19 @@ fn ipc_buffers_claiming_more_than_the_file_are_refused() {
         assert!(err.contains(cause), "{file}: {err}");
     }
 }
+
+/// A Parquet page that claims more values than its column chunk (the decoder would size a
+/// buffer from the claim and abort) is refused by the walk of the page headers, naming the
+/// row group and the claim.
+#[test]
+fn parquet_pages_claiming_more_than_their_chunk_are_refused() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions/read_parquet/negative_page_values.parquet");
+    let (_, read_parquet) = TARGETS.iter().find(|(n, _)| *n == "read_parquet").unwrap();
+    let err = read_parquet(&std::fs::read(file).unwrap()).unwrap_err();
+    assert!(
+        err.contains("row group 0: a page declares")
+            && err.contains("more than its column chunk's"),
+        "{err}"
+    );
+}
