@@ -66,11 +66,15 @@ r=$(median "${read_s[@]}"); c=$(median "${check_s[@]}")
 rr=$(median "${read_rss[@]}"); cr=$(median "${check_rss[@]}")
 verdict=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['verdict'], ','.join(sorted({f['subject'].get('column','') for f in r['findings'] if f['severity']=='deny'})))" "$tmp/report.json")
 echo "rows=$ROWS file=$(du -h "$DIR/current.parquet" | cut -f1) repeat=$REPEAT"
-echo "polars read (in-process, median): ${r} s, peak RSS $((rr / 1024)) MiB"
+# The read swings from run to run on this kind of machine (page cache, CPU contention): its
+# range is printed so that a ratio is read against it.
+rmin=$(printf '%s\n' "${read_s[@]}" | sort -g | head -1); rmax=$(printf '%s\n' "${read_s[@]}" | sort -g | tail -1)
+echo "polars read (in-process, median): ${r} s (range ${rmin}-${rmax} s), peak RSS $((rr / 1024)) MiB"
 d=$(median "${drift_s[@]}"); dr=$(median "${drift_rss[@]}")
 echo "poisongate check, every detector (whole process, median): ${c} s, peak RSS $((cr / 1024)) MiB"
 echo "poisongate check, schema + drift only (median): ${d} s, peak RSS $((dr / 1024)) MiB"
-python3 -c "print(f'every detector / read = {float(\"$c\") / float(\"$r\"):.2f}x (target 3x), RSS ratio = {$cr / $rr:.2f}x')"
+python3 -c "print(f'every detector / read = {float(\"$c\") / float(\"$r\"):.2f}x (target 2.5x), RSS ratio = {$cr / $rr:.2f}x')"
+python3 -c "print(f'every detector / schema + drift = {float(\"$c\") / float(\"$d\"):.2f}x (target 1.7x)')"
 python3 -c "print(f'schema + drift / read = {float(\"$d\") / float(\"$r\"):.2f}x (target 1.5x), RSS ratio = {$dr / $rr:.2f}x')"
 echo "poisongate profile of reference.parquet, with the reference model (one run): ${profile_s} s, peak RSS $((profile_rss / 1024)) MiB"
 python3 -c "print(f'profile / read = {float(\"$profile_s\") / float(\"$r\"):.2f}x (target 4x)')" 2>/dev/null || true
