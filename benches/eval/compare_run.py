@@ -560,6 +560,10 @@ def main() -> int:
         "with more seeds than the thresholds were set on)",
     )
     ap.add_argument(
+        "--seeds-below", type=int,
+        help="gate only files of a seed below this one (with --seeds-from, a range of seeds)",
+    )
+    ap.add_argument(
         "--without",
         default="",
         help="comma-separated inputs to withhold from poisongate: scores, label, segments "
@@ -579,7 +583,8 @@ def main() -> int:
         if flag:
             keep = set(flag.split(","))
             manifest = [e for e in manifest if e[field] in keep]
-    gated = [e for e in manifest if e["role"] == "gate" and e["seed"] >= args.seeds_from]
+    gated = [e for e in manifest if e["role"] == "gate" and e["seed"] >= args.seeds_from
+             and (args.seeds_below is None or e["seed"] < args.seeds_below)]
     if args.scenarios:
         keep = set(args.scenarios.split(","))
         gated = [e for e in gated if e["scenario"] in keep]

@@ -510,9 +510,12 @@ mod tests {
             .checks
             .compare_trigger_response;
         let (w, d) = rule.thresholds(10_000.0);
-        assert!((w - 0.12).abs() < 1e-12 && (d - 0.27).abs() < 1e-12);
+        assert!((w - 0.13).abs() < 1e-12 && (d - 0.28).abs() < 1e-12);
+        let (w, d) = rule.thresholds(100.0);
+        assert!((w - 0.4).abs() < 1e-12 && (d - 0.55).abs() < 1e-12);
+        // 0.10 + 3/5 = 0.70 and 0.25 + 3/5 = 0.85, capped.
         let (w, d) = rule.thresholds(25.0);
-        assert!((w - 0.5).abs() < 1e-12 && (d - 0.65).abs() < 1e-12);
+        assert!((w - 0.7).abs() < 1e-12 && d == 0.75);
         assert_eq!(rule.thresholds(4.0), (0.75, 0.75));
         assert_eq!(rule.thresholds(0.0), (0.75, 0.75));
         let flat = crate::policy::ProbeRule {

@@ -99,17 +99,18 @@ pub(super) fn segments(
                     vec![effect(
                         "accuracy-drop",
                         drop - drop_rest.max(0.0),
-                        rule.warn_accuracy,
-                        rule.deny_accuracy,
+                        rule.raised(rule.warn_accuracy, counts.paired.rows),
+                        rule.raised(rule.deny_accuracy, counts.paired.rows),
                     )],
                     counts.paired.rows,
                     format!(
-                        "Where `{}` is {name} ({} rows), accuracy went from {} to {} while the other rows changed by {} points",
+                        "Where `{}` is {name} ({} rows), accuracy went from {} to {} while the other rows changed by {} points{}",
                         seg.column,
                         counts.rows,
                         pct(counts.paired.right_before as f64 / m),
                         pct(counts.paired.right_after as f64 / m),
-                        num(-100.0 * drop_rest)
+                        num(-100.0 * drop_rest),
+                        raised_note(rule, rule.deny_accuracy, counts.paired.rows)
                     ),
                     BTreeMap::from([
                         ("accuracy-before".to_owned(), counts.paired.right_before as f64 / m),
@@ -140,18 +141,19 @@ pub(super) fn segments(
                 vec![effect(
                     "shift-toward",
                     shift - shift_rest.max(0.0),
-                    rule.warn_shift,
-                    rule.deny_shift,
+                    rule.raised(rule.warn_shift, counts.rows),
+                    rule.raised(rule.deny_shift, counts.rows),
                 )],
                 counts.rows,
                 format!(
-                    "Where `{}` is {name} ({} rows), predictions of `{}` went from {} to {} ({into} flipped to it, {away} away) while the other rows moved {} points",
+                    "Where `{}` is {name} ({} rows), predictions of `{}` went from {} to {} ({into} flipped to it, {away} away) while the other rows moved {} points{}",
                     seg.column,
                     counts.rows,
                     table.classes[j],
                     pct(before_share),
                     pct(after_share),
-                    num(100.0 * shift_rest)
+                    num(100.0 * shift_rest),
+                    raised_note(rule, rule.deny_shift, counts.rows)
                 ),
                 BTreeMap::from([
                     ("share-before".to_owned(), before_share),
@@ -168,5 +170,17 @@ pub(super) fn segments(
             "{small} group(s) of segment `{}` have fewer than {min_rows} rows (or leave fewer than that outside) and were not tested",
             seg.column
         ));
+    }
+}
+
+/// The message's note on a threshold raised for a small segment, or nothing.
+fn raised_note(rule: &crate::policy::SegmentRule, deny: f64, rows: u64) -> String {
+    let raised = rule.raised(deny, rows);
+    if raised > deny {
+        format!(
+            "; thresholds raised for a segment of {rows} rows (deny {raised:.2} rather than {deny:.2})"
+        )
+    } else {
+        String::new()
     }
 }

@@ -82,8 +82,9 @@ pub struct CategoricalDrift {
 /// standard error is at most `1/(2 sqrt(m))`). Two clean retrains therefore disagree about
 /// a rare value by more than about a common one: on `benches/eval`'s clean retrains a value
 /// held by 22 trusted rows moved 17% of probe rows to a class under one model and 75% under
-/// the next. Each probe's thresholds are `warn + rare_allowance/sqrt(m)` and `deny +
-/// rare_allowance/sqrt(m)`, neither above `rare_cap`.
+/// the next, and a random forest's answer for a value held by 154 rows moved 46 points. Each
+/// probe's thresholds are `warn + rare_allowance/sqrt(m)` and `deny + rare_allowance/sqrt(m)`,
+/// neither above `rare_cap`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProbeRule {
@@ -96,7 +97,7 @@ pub struct ProbeRule {
     /// Added to both thresholds of a text or boolean input's value, divided by the square
     /// root of the value's rows (the baseline's count with `--baseline`, else the evaluation
     /// rows holding it); 0 keeps the thresholds flat. Policies written before it was asked
-    /// about: 2.
+    /// about: 3.
     #[serde(default = "default_rare_allowance")]
     pub rare_allowance: f64,
     /// The most a rare value's thresholds are raised to: a success rate that rises this much
@@ -106,7 +107,7 @@ pub struct ProbeRule {
 }
 
 fn default_rare_allowance() -> f64 {
-    2.0
+    3.0
 }
 
 fn default_rare_cap() -> f64 {
@@ -165,7 +166,17 @@ pub struct LossRule {
     pub deny_brier: f64,
 }
 
-/// Segment regression thresholds (`compare-segment`), each beyond the rest of the rows.
+/// Segment regression thresholds (`compare-segment`), each beyond the rest of the rows, raised
+/// for a small segment.
+///
+/// A retrain's answers on a segment are learned from the training rows like it, so two clean
+/// retrains disagree about a small segment by more than about a large one (the same `1/sqrt(m)`
+/// argument as [`ProbeRule`]). The rows of one segment also move together: a tree that moves
+/// a split moves every row beside it, so a per-row test of the flips (binomial, rows taken as
+/// independent) finds a clean retrain's move significant. On `benches/eval`'s clean retrains a
+/// 58-row segment lost 22 points of accuracy and a 140-row one 11 points, with the other rows
+/// unchanged. Each statistic's thresholds are `threshold + small_allowance/sqrt(m)`, `m` the
+/// segment's rows (its labelled rows for the accuracy drop).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SegmentRule {
@@ -179,6 +190,22 @@ pub struct SegmentRule {
     pub warn_shift: f64,
     /// Gain of one class's predicted share that denies.
     pub deny_shift: f64,
+    /// Added to every threshold, divided by the square root of the segment's rows; 0 keeps
+    /// the thresholds flat. Policies written before it was asked about: 2.
+    #[serde(default = "default_small_allowance")]
+    pub small_allowance: f64,
+}
+
+fn default_small_allowance() -> f64 {
+    2.0
+}
+
+impl SegmentRule {
+    /// A threshold raised for a segment of `rows` rows (at least one).
+    #[must_use]
+    pub fn raised(&self, threshold: f64, rows: u64) -> f64 {
+        threshold + self.small_allowance / (rows.max(1) as f64).sqrt()
+    }
 }
 
 /// Settings of `poisongate compare` that are not one code's.
@@ -248,7 +275,7 @@ pub struct Checks {
     /// `compare-class-recall`: thresholds on one class's recall drop.
     pub compare_class_recall: RateRule,
     /// `compare-segment`: thresholds on a segment's accuracy drop or shift toward one class,
-    /// beyond the rest of the rows.
+    /// beyond the rest of the rows, raised for a small segment.
     pub compare_segment: SegmentRule,
     /// `compare-score-shift`.
     pub compare_score_shift: ScoreShift,
@@ -366,13 +393,15 @@ impl Default for Checks {
             },
             compare_class_recall: rate(0.03, 0.06),
             // A clean retrain of a weak model can move a segment whose rows sit near the
-            // decision boundary by 10-20 points; a backdoor moves its segment by far more.
+            // decision boundary by 10-20 points (more in a small one, hence the allowance);
+            // a backdoor moves its segment by far more.
             compare_segment: SegmentRule {
                 level: Level::Deny,
                 warn_accuracy: 0.05,
                 deny_accuracy: 0.1,
                 warn_shift: 0.1,
                 deny_shift: 0.25,
+                small_allowance: default_small_allowance(),
             },
             compare_score_shift: ScoreShift {
                 level: Level::Deny,

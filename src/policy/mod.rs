@@ -234,6 +234,13 @@ impl Policy {
                 trigger.concentration
             ));
         }
+        let seg = &c.compare_segment;
+        if !(seg.small_allowance.is_finite() && seg.small_allowance >= 0.0) {
+            return Err(format!(
+                "checks.compare-segment.small-allowance must be finite and non-negative, got {}",
+                seg.small_allowance
+            ));
+        }
         let probe = &c.compare_trigger_response;
         if !(probe.rare_allowance.is_finite() && probe.rare_allowance >= 0.0) {
             return Err(format!(
@@ -445,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn probe_rarity_keys_are_checked() {
+    fn rarity_allowance_keys_are_checked() {
         let load = |text: &str| {
             let p = Policy::from_toml(text)?;
             p.validate().map(|()| p)
@@ -456,6 +463,10 @@ mod tests {
         assert!(err.contains("rare-cap"), "{err}");
         let err = load("[checks.compare-trigger-response]\nrare-allowance = -1.0\n").unwrap_err();
         assert!(err.contains("rare-allowance"), "{err}");
+        let p = load("[checks.compare-segment]\nsmall-allowance = 0.0\n").unwrap();
+        assert_eq!(p.checks.compare_segment.small_allowance, 0.0);
+        let err = load("[checks.compare-segment]\nsmall-allowance = nan\n").unwrap_err();
+        assert!(err.contains("small-allowance"), "{err}");
     }
 
     #[test]

@@ -577,3 +577,100 @@ fn confidence_columns_stand_in_for_scores() {
         stderr(&out)
     );
 }
+
+/// A 3,000-row comparison in which only the rows of one segment (`seg = s_small` of `small`
+/// rows) change: `newly_wrong` of them become wrong and `newly_right` become right; every row
+/// of the other segments is right under both models.
+fn one_segment_moves(
+    dir: &std::path::Path,
+    small: usize,
+    newly_wrong: usize,
+    newly_right: usize,
+) -> String {
+    use std::fmt::Write as _;
+    let mut csv = String::from("id,seg,label,before,after\n");
+    for i in 0..3000 {
+        let (seg, before, after) = if i < small {
+            let label = 1;
+            let (b, a) = if i < newly_wrong {
+                (label, 0)
+            } else if i < newly_wrong + newly_right {
+                (0, label)
+            } else {
+                (label, label)
+            };
+            ("s_small", b, a)
+        } else {
+            (["s_a", "s_b", "s_c"][i % 3], i % 2, i % 2)
+        };
+        let label = if i < small { 1 } else { i % 2 };
+        writeln!(csv, "{i},{seg},{label},{before},{after}").unwrap();
+    }
+    let path = dir.join("one_segment.csv");
+    std::fs::write(&path, csv).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_small_segments_thresholds_rise_with_its_rarity() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags: Vec<String> = [
+        "--key",
+        "id",
+        "--label",
+        "label",
+        "--before-col",
+        "before",
+        "--after-col",
+        "after",
+        "--segment",
+        "seg",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let small_deny = |report: &serde_json::Value| {
+        denies(report)
+            .iter()
+            .any(|f| f.0 == "compare-segment" && f.2 == "s_small")
+    };
+    // The shape of a clean retrain of a weak model: 58 rows, 16 newly wrong and 3 newly right
+    // (accuracy down 22 points, the rest unmoved). Flat thresholds deny it; the allowance
+    // (deny 0.10 + 2/sqrt(58) = 0.36) does not.
+    let file = one_segment_moves(dir.path(), 58, 16, 3);
+    let (code, report, _) = compare(&file, &flags, &[]);
+    assert!(!small_deny(&report), "{report}");
+    assert_eq!(code, 0, "{report}");
+    // The report's test record carries the raised threshold.
+    let deny = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            t["code"] == "compare-segment"
+                && t["subject"]["value"] == "s_small"
+                && t["subject"]["label"].is_null()
+        })
+        .map(|t| t["statistics"][0]["deny"].as_f64().unwrap())
+        .unwrap();
+    assert!((deny - (0.1 + 2.0 / 58f64.sqrt())).abs() < 1e-9, "{deny}");
+    let flat = dir.path().join("flat.toml");
+    std::fs::write(&flat, "[checks.compare-segment]\nsmall-allowance = 0.0\n").unwrap();
+    let (code, report, _) = compare(&file, &flags, &["--policy", flat.to_str().unwrap()]);
+    assert_eq!(code, 1, "{report}");
+    assert!(small_deny(&report), "{report}");
+    // A backdoor on the same 58 rows (45 newly wrong: accuracy down 78 points) still denies.
+    let file = one_segment_moves(dir.path(), 58, 45, 0);
+    let (code, report, _) = compare(&file, &flags, &[]);
+    assert_eq!(code, 1, "{report}");
+    assert!(small_deny(&report), "{report}");
+    let said = report["findings"].as_array().unwrap().iter().any(|f| {
+        f["code"] == "compare-segment"
+            && f["subject"]["label"].is_null()
+            && f["message"]
+                .as_str()
+                .unwrap()
+                .contains("thresholds raised for a segment of 58 rows (deny 0.36 rather than 0.10)")
+    });
+    assert!(said, "{report}");
+}
