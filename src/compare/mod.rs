@@ -63,9 +63,6 @@ const ECE_BOOTSTRAP: usize = 200;
 /// Rows drawn per bootstrap replicate at most; the standard error is rescaled to all rows.
 const ECE_BOOTSTRAP_ROWS: usize = 50_000;
 
-/// Probabilities are clipped to `[LOG_EPS, 1]` before the log (as scikit-learn's log_loss).
-const LOG_EPS: f64 = 1e-15;
-
 /// Scores are rounded to 1 / SCORE_RESOLUTION before the score-shift statistics.
 const SCORE_RESOLUTION: f64 = 100.0;
 

@@ -674,3 +674,42 @@ fn a_small_segments_thresholds_rise_with_its_rarity() {
     });
     assert!(said, "{report}");
 }
+
+/// The log-loss increase is scikit-learn's (`log_loss`, recorded in truth.json by
+/// scripts/make_compare_testdata.py) wherever no true-class probability is below the floor
+/// of 1/(rows + 2); the multi-class backdoor's retrain puts probabilities of 0 on some rows,
+/// so its increase is lower than scikit-learn's and still denies.
+#[test]
+fn the_log_loss_is_scikit_learns_above_its_floor() {
+    for name in [
+        "clean",
+        "clean2",
+        "flips20",
+        "confident",
+        "targeted",
+        "backdoor",
+        "multiclass_clean",
+        "multiclass_backdoor",
+    ] {
+        let m = &truth()["scenarios"][name]["metrics"];
+        let sklearn =
+            m["log_loss_after"].as_f64().unwrap() - m["log_loss_before"].as_f64().unwrap();
+        let (_, report, _) = scenario(name, &[]);
+        let ours = report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["code"] == "compare-loss" && t["subject"]["value"] == "log-loss")
+            .map(|t| t["statistics"][0]["value"].as_f64().unwrap())
+            .unwrap();
+        if name == "multiclass_backdoor" {
+            assert!(
+                ours < sklearn - 0.05 && ours > 0.05,
+                "{name}: {ours} vs {sklearn}"
+            );
+        } else {
+            // truth.json rounds each mean to 6 decimals.
+            assert!((ours - sklearn).abs() < 2e-6, "{name}: {ours} vs {sklearn}");
+        }
+    }
+}
