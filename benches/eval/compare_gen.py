@@ -3,6 +3,7 @@
 
     python benches/eval/compare_gen.py --out /tmp/pg-compare            # 5 seeds
     python benches/eval/compare_gen.py --out /tmp/pg-compare --quick    # 2 seeds
+    python benches/eval/compare_gen.py --out /tmp/pg-ho --seeds 5 --first-seed 17   # 17-21
 
 For every dataset, model family and seed it trains a serving ("before") model on clean rows
 and seven retrained ("after") models: one on a fresh clean draw and six on the same draw
@@ -735,6 +736,11 @@ def main() -> int:
     ap.add_argument(
         "--seeds", type=int, default=None, help="seeds 0..N-1 (default 5; 2 with --quick)"
     )
+    ap.add_argument(
+        "--first-seed", type=int, default=0,
+        help="seeds K..K+N-1 rather than 0..N-1, for a fresh held-out set (each seed's files "
+        "are those of a run that includes it)",
+    )
     ap.add_argument("--quick", action="store_true", help="2 seeds")
     ap.add_argument("--datasets", default=",".join(DATASETS),
                     help=f"comma-separated subset of {','.join(DATASETS)}")
@@ -750,7 +756,10 @@ def main() -> int:
     n_seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    manifest = generate(args.out, names, models, list(range(n_seeds)))
+    if args.first_seed < 0:
+        ap.error("--first-seed must be at least 0")
+    seeds = list(range(args.first_seed, args.first_seed + n_seeds))
+    manifest = generate(args.out, names, models, seeds)
     write_manifest(args.out / "manifest.json", manifest)
     summary(manifest)
     trigger_summary(manifest)

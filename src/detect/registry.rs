@@ -248,8 +248,8 @@ pub const AFTER_ROWS: &[CodeInfo] = &[
         joint: false,
         doc: "",
         skip_phrase: "",
-        summary: "Predictions flipped toward one class more than away from it: that class's predicted share grew beyond the threshold (sign test on the discordant rows).",
-        why: "Targeted label flips and backdoors pull predictions toward the attacker's class; retraining noise flips both ways.",
+        summary: "Predictions flipped toward one class more than away from it: that class's predicted share (with labels, its share of wrong predictions) grew beyond the threshold (sign test on the discordant rows).",
+        why: "Targeted label flips and backdoors pull rows of other classes to the attacker's class, nearly all wrongly; retraining noise flips both ways, and a moved decision threshold moves rows about as often rightly as wrongly.",
         respond: "Look for the training rows that moved toward the named class (poisongate check on the training batch) before promoting the model.",
     },
     CodeInfo {

@@ -266,7 +266,8 @@ pub struct Checks {
     pub output_score: NumericDrift,
     /// `compare-flip-rate`: thresholds on the share of rows whose prediction changed.
     pub compare_flip_rate: RateRule,
-    /// `compare-targeted-flips`: thresholds on the net change of one class's predicted share.
+    /// `compare-targeted-flips`: thresholds on the net change of one class's predicted share
+    /// (with labels, of its share of wrong predictions on the labelled rows).
     pub compare_targeted_flips: RateRule,
     /// `compare-accuracy`: thresholds on the accuracy drop (points of accuracy, as a share).
     pub compare_accuracy: RateRule,

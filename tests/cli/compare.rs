@@ -138,12 +138,32 @@ fn a_backdoor_is_named_by_segment_value_and_target_class() {
 
 #[test]
 fn label_attacks_block_with_their_signature() {
-    let (_, report, _) = scenario("targeted", &[]);
+    // The targeted retrain predicts `1` on low-income rows, some of which are `1`: 143 of its
+    // 216 flips into `1` are wrong. It blocks on accuracy, and the pull toward `1` is named
+    // (false-share-shift 0.045: warn 0.02, deny 0.05).
+    let (code, report, _) = scenario("targeted", &[]);
+    assert_eq!(code, 1, "{report}");
     let d = denies(&report);
+    assert!(d.iter().any(|f| f.0 == "compare-accuracy"), "{d:?}");
+    let pulled = report["findings"].as_array().unwrap().iter().any(|f| {
+        f["code"] == "compare-targeted-flips"
+            && f["subject"]["label"] == "1"
+            && f["severity"] == "warn"
+    });
+    assert!(pulled, "{report}");
+    // Without the label, the predicted share alone (7.2 % -> 13.7 %) denies.
+    let unlabelled: Vec<String> = {
+        let f = flags("targeted");
+        let at = f.iter().position(|a| a == "--label").unwrap();
+        f[..at].iter().chain(&f[at + 2..]).cloned().collect()
+    };
+    let (code, report, _) = compare("targeted.parquet", &unlabelled, &[]);
+    assert_eq!(code, 1, "{report}");
     assert!(
-        d.iter()
+        denies(&report)
+            .iter()
             .any(|f| f.0 == "compare-targeted-flips" && f.3 == "1"),
-        "{d:?}"
+        "{report}"
     );
     let (_, report, _) = scenario("flips20", &[]);
     let d = denies(&report);
@@ -712,4 +732,91 @@ fn the_log_loss_is_scikit_learns_above_its_floor() {
             assert!((ours - sklearn).abs() < 2e-6, "{name}: {ours} vs {sklearn}");
         }
     }
+}
+
+/// A 3,000-row comparison in which the retrain predicts class 1 on the first `moved` rows
+/// that the serving model predicted 0, every other row unchanged and right. Of the moved rows,
+/// every second one is labelled 1 when `half_right` (a decision threshold that moved: as many
+/// rows become right as wrong), none otherwise (a targeted flip).
+fn threshold_moves(dir: &std::path::Path, moved: usize, half_right: bool) -> String {
+    use std::fmt::Write as _;
+    let mut csv = String::from("id,label,before,after\n");
+    for i in 0..3000 {
+        let (label, before, after) = if i < moved {
+            (usize::from(half_right && i % 2 == 1), 0, 1)
+        } else {
+            let label = usize::from(i % 5 == 0);
+            (label, label, label)
+        };
+        writeln!(csv, "{i},{label},{before},{after}").unwrap();
+    }
+    let path = dir.join(format!("threshold_{moved}_{half_right}.csv"));
+    std::fs::write(&path, csv).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// The targeted-flips record of class 1: (statistic, value, outcome).
+fn targeted_to_1(report: &serde_json::Value) -> (String, f64, String) {
+    let t = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["code"] == "compare-targeted-flips" && t["subject"]["label"] == "1")
+        .unwrap();
+    let s = &t["statistics"][0];
+    (
+        s["name"].as_str().unwrap().to_owned(),
+        s["value"].as_f64().unwrap(),
+        t["outcome"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn with_labels_a_moved_threshold_is_not_a_targeted_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = |label: bool| -> Vec<String> {
+        let mut f = vec![
+            "--key",
+            "id",
+            "--before-col",
+            "before",
+            "--after-col",
+            "after",
+        ];
+        if label {
+            f.extend(["--label", "label"]);
+        }
+        f.iter().map(|s| (*s).to_owned()).collect()
+    };
+    // 180 rows (6 %) move to class 1, half of them rightly: accuracy is unchanged, the false
+    // share of class 1 grows 3 points (warn 0.02, deny 0.05).
+    let file = threshold_moves(dir.path(), 180, true);
+    let (code, report, _) = compare(&file, &flags(true), &[]);
+    let (name, value, outcome) = targeted_to_1(&report);
+    assert_eq!(name, "false-share-shift");
+    assert!((value - 0.03).abs() < 1e-9, "{value}");
+    assert_eq!(outcome, "warn", "{report}");
+    assert_eq!(code, 0, "{report}");
+    // Without labels only the predicted share can be read: it grew 6 points, which denies.
+    let (code, report, _) = compare(&file, &flags(false), &[]);
+    let (name, value, outcome) = targeted_to_1(&report);
+    assert_eq!(name, "share-shift");
+    assert!((value - 0.06).abs() < 1e-9, "{value}");
+    assert_eq!(outcome, "deny", "{report}");
+    assert_eq!(code, 1, "{report}");
+    // The same move with every moved row wrong is a targeted flip, with labels too.
+    let file = threshold_moves(dir.path(), 180, false);
+    let (code, report, _) = compare(&file, &flags(true), &[]);
+    let (name, value, outcome) = targeted_to_1(&report);
+    assert_eq!(name, "false-share-shift");
+    assert!((value - 0.06).abs() < 1e-9, "{value}");
+    assert_eq!(outcome, "deny", "{report}");
+    assert_eq!(code, 1, "{report}");
+    let said = report["findings"].as_array().unwrap().iter().any(|f| {
+        f["code"] == "compare-targeted-flips"
+            && f["message"].as_str().unwrap().contains(
+                "on the 3000 labelled rows 180 became wrong predictions of `1` and 0 wrong ones left it",
+            )
+    });
+    assert!(said, "{report}");
 }

@@ -114,12 +114,21 @@ def _ship(sc, path: str, staging: Path) -> str:
     if path.startswith("s3://"):
         return path
     src = Path(path)
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    name = f"pg-{digest}-{src.name}"
+    sha = hashlib.sha256()
+    with open(src, "rb") as f:
+        # In blocks: the binary is tens of MB and a baseline can be larger.
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    name = f"pg-{sha.hexdigest()[:16]}-{src.name}"
     staged = staging / name
     if not staged.exists():
-        shutil.copyfile(src, staged)
-        staged.chmod(src.stat().st_mode | 0o500)
+        try:
+            # A hard link costs no disk and keeps the binary's mode; the content-addressed name
+            # is all Spark needs. (Executors restore a mode bit a cluster manager dropped.)
+            os.link(src, staged)
+        except OSError:
+            shutil.copyfile(src, staged)
+            staged.chmod(src.stat().st_mode | 0o500)
     sc.addFile(str(staged))
     return "sparkfile:" + name
 
@@ -137,46 +146,56 @@ def _shard_partition(binary_ref, command, shards):
     batches (``sparkfile:`` arguments resolved to the executor's copies)."""
 
     def run(batches):
-        import pyarrow as pa
-
         binary = _resolve(binary_ref)
+        bin_dir = None
         if not os.access(binary, os.X_OK):
             # Some cluster managers drop the mode bits of shipped files.
-            work = tempfile.mkdtemp(prefix="poisongate-bin-")
-            copy = os.path.join(work, "poisongate")
+            bin_dir = tempfile.mkdtemp(prefix="poisongate-bin-")
+            copy = os.path.join(bin_dir, "poisongate")
             shutil.copyfile(binary, copy)
             os.chmod(copy, 0o700)
             binary = copy
-        for batch in batches:
-            ids, codes, parts, errors = [], [], [], []
-            for shard in batch.column("id").to_pylist():
-                with tempfile.TemporaryDirectory(prefix="poisongate-part-") as work:
-                    out = os.path.join(work, "part")
-                    argv = [binary, *map(_resolve, command), "--shard", f"{shard}/{shards}",
-                            "-o", out]
-                    try:
-                        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-                        code, err = done.returncode, done.stderr.strip()
-                    except OSError as e:
-                        code, err = ERROR, f"cannot run {binary}: {e}"
-                    part = b""
-                    if code == PASS:
-                        try:
-                            with open(out, "rb") as f:
-                                part = f.read()
-                        except OSError as e:
-                            code, err = ERROR, f"{command[0]} wrote no part: {e}"
-                ids.append(shard)
-                codes.append(code)
-                parts.append(part)
-                errors.append(err)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(ids, pa.int64()), pa.array(codes, pa.int32()),
-                 pa.array(parts, pa.large_binary()), pa.array(errors, pa.string())],
-                names=["shard", "exit_code", "part", "stderr"],
-            )
+        try:
+            yield from _run_batches(batches, binary, command, shards)
+        finally:
+            if bin_dir is not None:
+                shutil.rmtree(bin_dir, ignore_errors=True)
 
     return run
+
+
+def _run_batches(batches, binary, command, shards):
+    """Runs the shards of each batch of ids; yields one Arrow batch of results per batch."""
+    import pyarrow as pa
+
+    for batch in batches:
+        ids, codes, parts, errors = [], [], [], []
+        for shard in batch.column("id").to_pylist():
+            with tempfile.TemporaryDirectory(prefix="poisongate-part-") as work:
+                out = os.path.join(work, "part")
+                argv = [binary, *map(_resolve, command), "--shard", f"{shard}/{shards}",
+                        "-o", out]
+                try:
+                    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+                    code, err = done.returncode, done.stderr.strip()
+                except OSError as e:
+                    code, err = ERROR, f"cannot run {binary}: {e}"
+                part = b""
+                if code == PASS:
+                    try:
+                        with open(out, "rb") as f:
+                            part = f.read()
+                    except OSError as e:
+                        code, err = ERROR, f"{command[0]} wrote no part: {e}"
+            ids.append(shard)
+            codes.append(code)
+            parts.append(part)
+            errors.append(err)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(ids, pa.int64()), pa.array(codes, pa.int32()),
+             pa.array(parts, pa.large_binary()), pa.array(errors, pa.string())],
+            names=["shard", "exit_code", "part", "stderr"],
+        )
 
 
 def _run_shards(spark, binary, command, ship, shards: int, parts_dir) -> list[Path]:
