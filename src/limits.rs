@@ -49,3 +49,28 @@ pub const MAX_BASELINE_BYTES: u64 = 1 << 30;
 // `summary::categorical::MAX_UNSEEN_DISTINCT` distinct values outside them one by one in a
 // batch (the smallest ones; the rest add to an overflow count), and a label holds at most
 // 1,000 classes.
+
+/// A reader that counts the bytes it has passed on: where a parser stopped, for the offset of
+/// a finding or the bound a header may claim.
+#[derive(Debug)]
+pub struct Counted<R> {
+    /// The reader counted.
+    pub inner: R,
+    /// Bytes read through it so far.
+    pub n: u64,
+}
+
+impl<R> Counted<R> {
+    /// Counts from zero.
+    pub fn new(inner: R) -> Self {
+        Self { inner, n: 0 }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}

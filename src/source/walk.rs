@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::{PolarsError, PolarsResult};
 
-use crate::limits::{MAX_BATCH_ROWS, MAX_IPC_DECODED_BYTES, MAX_IPC_RATIO};
+use crate::limits::{Counted, MAX_BATCH_ROWS, MAX_IPC_DECODED_BYTES, MAX_IPC_RATIO};
 
 fn bad(what: String) -> PolarsError {
     PolarsError::ComputeError(what.into())
@@ -97,13 +97,10 @@ fn chunk_pages(handle: &File, start: u64, end: u64, declared: i64) -> Result<(),
     let mut seen: i64 = 0;
     while seen < declared {
         let left = end - at;
-        let mut counted = Counted {
-            inner: std::io::BufReader::with_capacity(
-                HEADER_BUFFER,
-                Read::take(Positioned { file: handle, at }, left),
-            ),
-            n: 0,
-        };
+        let mut counted = Counted::new(std::io::BufReader::with_capacity(
+            HEADER_BUFFER,
+            Read::take(Positioned { file: handle, at }, left),
+        ));
         // As the reader: the chunk's length bounds what the header may allocate.
         let mut protocol = TCompactInputProtocol::new(&mut counted, left as usize);
         let header = PageHeader::read_from_in_protocol(&mut protocol)
@@ -151,19 +148,6 @@ fn chunk_pages(handle: &File, start: u64, end: u64, declared: i64) -> Result<(),
 }
 
 /// A reader that counts the bytes it hands out (the length of a page header).
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-}
-
 /// A reader of a shared handle by position (`pread`): it moves no offset that another
 /// reader of the same open file description would see.
 struct Positioned<'a> {

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use super::pickle::{self, Malformed};
 use super::{Budget, Import, Limits, Member, Rule, Scanned, Walked};
+use crate::limits::Counted;
 use crate::{Error, Result};
 
 /// Scans one local file.
@@ -216,10 +217,7 @@ fn stream<R: Read>(r: &mut R, budget: &mut Budget) -> std::result::Result<Walked
     let mut count = 0u32;
     let mut base = 0u64;
     loop {
-        let mut counter = Counter {
-            inner: &mut *r,
-            n: 0,
-        };
+        let mut counter = Counted::new(&mut *r);
         let found = pickle::walk(&mut counter, budget, &mut walked, 0, base)?;
         base += counter.n;
         if !found {
@@ -235,19 +233,6 @@ fn stream<R: Read>(r: &mut R, budget: &mut Budget) -> std::result::Result<Walked
         });
     }
     Ok(walked)
-}
-
-pub(super) struct Counter<'r, R> {
-    pub(super) inner: &'r mut R,
-    pub(super) n: u64,
-}
-
-impl<R: Read> Read for Counter<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
 }
 
 // ---------------------------------------------------------------- zip archives

@@ -3,7 +3,8 @@
 
 use std::io::Read;
 
-use super::{Counter, literal};
+use super::literal;
+use crate::limits::Counted;
 use crate::scan::pickle::{self, Malformed};
 use crate::scan::{Budget, Walked};
 
@@ -75,7 +76,7 @@ pub(super) fn npy<R: Read>(
     let data_at = start + hlen;
     if has_object {
         let mut walked = Walked::default();
-        let mut counter = Counter { inner: r, n: 0 };
+        let mut counter = Counted::new(&mut *r);
         let found = pickle::walk(&mut counter, budget, &mut walked, 1, data_at)?;
         if !found {
             return Err(bad(data_at, "an object array without its pickle"));
