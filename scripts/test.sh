@@ -54,8 +54,8 @@ trap 'kill ${moto_pid:-} $oip_pids 2>/dev/null || true; rm -rf "$scratch"' EXIT
 cargo test --locked "$@"
 
 # With no arguments (the full suite), also the Python-side suites against the binary that
-# cargo test built: the Spark package on pyspark in local mode, and pipelines/ (validators
-# plus a local run of the sharded-check definitions). With arguments, only cargo test runs.
+# cargo test built: the Spark package on pyspark in local mode, pipelines/ (validators plus a
+# local run of the sharded-check definitions), and model signing against the reference tool. With arguments, only cargo test runs.
 if [ "$#" -eq 0 ]; then
   BIN="${CARGO_TARGET_DIR:-target}/debug/poisongate"
   spark_venv=${POISONGATE_SPARK_VENV:-target/spark-venv}
@@ -72,4 +72,6 @@ if [ "$#" -eq 0 ]; then
   POISONGATE_BIN="$BIN" "$spark_venv/bin/python" -m unittest discover \
     -s python/poisongate_spark/tests -v
   bash pipelines/validate.sh "$BIN"
+  # OpenSSF model signing against its reference implementation (model-signing, pinned).
+  bash scripts/modelsign/interop.sh "$BIN"
 fi

@@ -92,6 +92,16 @@ pub enum Error {
         /// What went wrong (the archive member and the offset, where there is one).
         cause: String,
     },
+    /// A signature bundle, key or attestation that cannot be used: unreadable, malformed, of a
+    /// mode this verifier refuses (keyless Sigstore), or a hash it does not implement. A
+    /// signature that does not verify is not this error: it is a blocked verdict.
+    #[error("cannot use signature material ({path}): {cause}")]
+    Signing {
+        /// The bundle, key or model directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        cause: String,
+    },
     /// An argument is invalid in a way the argument parser cannot see.
     #[error("invalid arguments: {0}")]
     Usage(String),
@@ -166,6 +176,14 @@ impl Error {
         }
     }
 
+    /// Signature material (`path`: a bundle, key or model directory) that cannot be used.
+    pub fn signing(path: &Path, cause: impl std::fmt::Display) -> Self {
+        Self::Signing {
+            path: path.to_path_buf(),
+            cause: one_line(cause),
+        }
+    }
+
     /// A policy error for `path`.
     pub fn policy(path: &Path, cause: impl std::fmt::Display) -> Self {
         Self::Policy {
@@ -199,6 +217,9 @@ impl Error {
             Self::Policy { .. } => Some("`poisongate policy --init` prints a valid template"),
             Self::Model { .. } => Some(
                 "the scan judges pickle, joblib, PyTorch zip, NumPy .npy/.npz, safetensors and Keras .keras files; a file it cannot judge never passes",
+            ),
+            Self::Signing { .. } => Some(
+                "keys are PEM EC keys on P-256, P-384 or P-521; bundles are Sigstore bundles (v0.3, DSSE) as `model_signing sign key` or `poisongate sign` write them",
             ),
             Self::Summary { .. } => Some(
                 "plan once, summarize (or `profile --manifest`) every shard with the same build and the same baseline and policy (or profile flags), and use every part exactly once",

@@ -36,6 +36,7 @@ pub mod integrity;
 pub mod ledger;
 pub mod limits;
 pub mod lineage;
+pub mod modelsign;
 pub mod output;
 pub mod pinned;
 pub mod poison;

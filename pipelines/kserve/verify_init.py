@@ -1,17 +1,15 @@
 """Runs the verify-before-serving init containers of the InferenceServices here, with the real
-binary, on a model directory signed the way the pipeline's promote step signs it (ECDSA P-256
-over SHA256SUMS, base64 DER, as `cosign sign-blob` or `openssl dgst -sha256 -sign` write it):
-the signed directory passes every step; a changed model file fails `verify-files`; a changed
-SHA256SUMS fails `verify-signature`; a signed model whose pickle would run code, or that imports
-a callable the trusted model's pin lacks, fails `scan-model`. The server would start only after
-all three exit 0. The models are files of the scan's corpus (testdata/models/).
+binary, on a model directory signed the way the pipeline's promote step signs it (OpenSSF model
+signing, `poisongate sign --model DIR --key K`, ECDSA P-256): the signed directory passes every
+step; a changed, added or removed model file and an edited bundle fail `verify-model`; a signed
+model whose pickle would run code, or that imports a callable the trusted model's pin lacks,
+fails `scan-model`. The server would start only after both exit 0. The models are files of the
+scan's corpus (testdata/models/).
 
     python verify_init.py --bin BIN   (needs openssl)
 """
 
 import argparse
-import base64
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -35,7 +33,7 @@ def main() -> int:
         isvc = yaml.safe_load((HERE / name).read_text())
         inits = {c["name"]: c for c in isvc["spec"]["predictor"]["initContainers"]}
         order = [c["name"] for c in isvc["spec"]["predictor"]["initContainers"]]
-        if order != ["fetch-model", "verify-signature", "verify-files", "scan-model"]:
+        if order != ["fetch-model", "verify-model", "scan-model"]:
             fail(f"{name}: init containers in the order {order}")
         if "storageUri" in isvc["spec"]["predictor"]["model"]:
             fail(f"{name}: a storageUri would let KServe fetch the model outside this order")
@@ -50,9 +48,6 @@ def main() -> int:
             subprocess.run([binary, "verify", "--scan", "--pin-imports", str(pins / "imports.json"),
                             str(models / "model.joblib")], check=True, capture_output=True)
             (models / "model-settings.json").write_text('{"name": "credit"}\n')
-            sums = "".join(f"{hashlib.sha256((models / f).read_bytes()).hexdigest()}  {f}\n"
-                           for f in ("model-settings.json", "model.joblib"))
-            (models / "SHA256SUMS").write_text(sums)
             key = Path(tmp, "key.pem")
             subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
                             "-out", str(key)], check=True, capture_output=True)
@@ -60,10 +55,8 @@ def main() -> int:
                             str(keys / "model.pub")], check=True, capture_output=True)
 
             def sign() -> None:
-                der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key),
-                                      str(models / "SHA256SUMS")], check=True,
-                                     capture_output=True).stdout
-                (models / "SHA256SUMS.sig").write_text(base64.b64encode(der).decode())
+                subprocess.run([binary, "sign", "--model", str(models), "--key", str(key)],
+                               check=True, capture_output=True)
 
             def step(container: str) -> int:
                 args = [a.replace("/mnt/models", str(models))
@@ -74,33 +67,39 @@ def main() -> int:
 
             def resign(model: bytes) -> None:
                 (models / "model.joblib").write_bytes(model)
-                (models / "SHA256SUMS").write_text(
-                    "".join(f"{hashlib.sha256((models / f).read_bytes()).hexdigest()}  {f}\n"
-                            for f in ("model-settings.json", "model.joblib")))
                 sign()
 
             sign()
-            got = (step("verify-signature"), step("verify-files"), step("scan-model"))
-            if got != (0, 0, 0):
+            got = (step("verify-model"), step("scan-model"))
+            if got != (0, 0):
                 fail(f"{name}: a signed model directory exited {got}")
             # Signed, and still not safe to load: a pickle that would run a command, and a
             # model that imports one callable the trusted one did not.
             for bad in ("hostile/os_system.joblib", "pin/swapped.joblib"):
                 resign((MODELS / bad).read_bytes())
-                got = (step("verify-signature"), step("verify-files"), step("scan-model"))
-                if got != (0, 0, 1):
+                got = (step("verify-model"), step("scan-model"))
+                if got != (0, 1):
                     fail(f"{name}: a signed {bad} exited {got}, expected the scan to stop it")
             resign(trusted)
             (models / "model.joblib").write_bytes(b"swapped model\n")
-            if step("verify-files") != 1:
-                fail(f"{name}: a swapped model file passed verify-files")
-            (models / "SHA256SUMS").write_text(
-                f"{hashlib.sha256(b'swapped model' + bytes([10])).hexdigest()}  model.joblib\n")
-            if step("verify-signature") != 1:
-                fail(f"{name}: a rewritten SHA256SUMS passed verify-signature")
-        print(f"ok: {name}: a signed model passes the init steps; a swapped file, a rewritten "
-              "SHA256SUMS, or a signed model that would run code or import something new stops "
-              "the server from starting (exit 1)")
+            if step("verify-model") != 1:
+                fail(f"{name}: a swapped model file passed verify-model")
+            resign(trusted)
+            (models / "extra.pkl").write_bytes(b"added beside the signed files\n")
+            if step("verify-model") != 1:
+                fail(f"{name}: a file added to the signed directory passed verify-model")
+            (models / "extra.pkl").unlink()
+            (models / "model-settings.json").unlink()
+            if step("verify-model") != 1:
+                fail(f"{name}: a removed file passed verify-model")
+            resign(trusted)
+            (models / "model.sig").write_text(
+                (models / "model.sig").read_text().replace('"sig":"M', '"sig":"N', 1))
+            if step("verify-model") != 1:
+                fail(f"{name}: an edited bundle passed verify-model")
+        print(f"ok: {name}: a signed model passes the init steps; a swapped, added or removed "
+              "file, an edited bundle, or a signed model that would run code or import something "
+              "new stops the server from starting (exit 1)")
     return 0
 
 

@@ -47,6 +47,9 @@ enum Command {
     /// Verify artifacts: digests from a sha256sum file, an ECDSA P-256 blob signature, or
     /// (--scan) what loading a model file would import.
     Verify(VerifyArgs),
+    /// Sign a model directory as an OpenSSF model-signing bundle (Sigstore bundle v0.3, DSSE,
+    /// in-toto), which `verify --model` and `model_signing verify key` check.
+    Sign(SignArgs),
     /// List a batch's units (files, hashed) in a manifest, for a sharded check.
     Plan(PlanArgs),
     /// Summarise one shard of a planned batch into a part (poisongate.summary/2).
@@ -510,7 +513,7 @@ struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature", "scan"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature", "scan", "model"])))]
 struct VerifyArgs {
     /// Files or s3:// objects to verify. With --sha256-file and no FILE, every listed file is
     /// checked (names relative to the checksum file's directory or S3 prefix).
@@ -528,9 +531,28 @@ struct VerifyArgs {
         conflicts_with = "sha256_file"
     )]
     signature: Option<PathBuf>,
-    /// PEM public key (`-----BEGIN PUBLIC KEY-----`) for --signature.
-    #[arg(long, value_name = "PEM", requires = "signature")]
+    /// PEM public key (`-----BEGIN PUBLIC KEY-----`): an ECDSA P-256 key with a signature, a
+    /// P-256, P-384 or P-521 key with a model directory.
+    #[arg(long, value_name = "PEM")]
     public_key: Option<PathBuf>,
+    /// A model directory to verify against an OpenSSF model-signing bundle (--bundle) with
+    /// --public-key: every file under DIR must be signed and unchanged, as the signed policy
+    /// (ignore paths, symbolic links, shards) says.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires_all = ["bundle", "public_key"],
+        conflicts_with_all = ["sha256_file", "signature", "scan"]
+    )]
+    model: Option<PathBuf>,
+    /// The model's signature: a Sigstore bundle as `model_signing sign key` or `poisongate
+    /// sign` write it (usually DIR/model.sig, which is then not itself verified).
+    #[arg(long, value_name = "SIG", requires = "model")]
+    bundle: Option<PathBuf>,
+    /// With --model: files under DIR that the bundle does not list are not a failure (every
+    /// signed file must still be present and unchanged).
+    #[arg(long, requires = "model")]
+    ignore_unsigned_files: bool,
     /// Scan each FILE (pickle, joblib, PyTorch zip, NumPy .npy/.npz, safetensors, Keras
     /// .keras) for what loading it would import, without loading it: anything outside the
     /// allowlist of globals models need is unsafe (exit 1); a file that cannot be judged is
@@ -557,6 +579,28 @@ struct VerifyArgs {
     s3_endpoint: Option<String>,
     #[command(flatten)]
     sse: SseArgs,
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// The model directory to sign.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Unencrypted PEM EC private key on P-256, P-384 or P-521 (PKCS#8 or SEC1, as `openssl
+    /// ecparam -genkey` writes it).
+    #[arg(long, value_name = "PEM")]
+    key: PathBuf,
+    /// Where to write the bundle (default DIR/model.sig, which the signature then leaves out).
+    #[arg(long, value_name = "SIG")]
+    signature: Option<PathBuf>,
+    /// A path relative to DIR to leave unsigned (repeatable); recorded in the signed policy.
+    /// The git paths (.git, .gitattributes, .github, .gitignore) are always left out.
+    #[arg(long, value_name = "PATH")]
+    ignore_paths: Vec<String>,
+    /// Follow symbolic links to files (recorded in the signed policy); without it a link
+    /// under DIR is an error.
+    #[arg(long)]
+    allow_symlinks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -591,6 +635,7 @@ pub fn run(cli: Cli) -> poisongate::Result<Verdict> {
         Command::Policy(args) => policy::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Sign(args) => verify::sign(&args),
         Command::Plan(args) => shard::plan(&args),
         Command::Summarize(args) => shard::summarize(&args),
         Command::Merge(args) => shard::merge(&args),

@@ -7,7 +7,7 @@ use poisongate::integrity::{self, SignatureCheck};
 use poisongate::report::Verdict;
 use poisongate::source::{ObjectRef, S3Options, Sources};
 
-use super::VerifyArgs;
+use super::{SignArgs, VerifyArgs};
 
 pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
     let sources = Sources::new(S3Options {
@@ -15,6 +15,14 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
     });
     if args.scan {
         return scan(args, &sources);
+    }
+    if let (Some(dir), Some(bundle), Some(key)) = (&args.model, &args.bundle, &args.public_key) {
+        return model(args, dir, bundle, key);
+    }
+    if args.signature.is_some() != args.public_key.is_some() {
+        return Err(poisongate::Error::Usage(
+            "--signature and --public-key go together (or --model DIR --bundle SIG --public-key PEM)".into(),
+        ));
     }
     // What S3 reported for each object read, for --require-sse-kms.
     let mut objects: Vec<(String, Option<ObjectRef>)> = Vec::new();
@@ -82,7 +90,12 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
         failed,
         checked.len() + args.sse.requirement().map_or(0, |_| objects.len())
     );
-    let printed = super::stdout(&out);
+    printed_verdict(&out, failed)
+}
+
+/// Prints `out`; the verdict is a pass only with no failure and a stdout that took it.
+fn printed_verdict(out: &str, failed: usize) -> poisongate::Result<Verdict> {
+    let printed = super::stdout(out);
     Ok(if failed == 0 {
         // A pass nobody could read is not a pass: exit 2. A failure stays a failure.
         printed?;
@@ -187,4 +200,86 @@ fn sse_refusals(
         let _ = writeln!(out, "FAILED: {}: {}", f.code, f.message);
     }
     refused.len()
+}
+
+/// `verify --model DIR --bundle SIG --public-key PEM`: an OpenSSF model-signing bundle.
+fn model(args: &VerifyArgs, dir: &Path, bundle: &Path, key: &Path) -> poisongate::Result<Verdict> {
+    use poisongate::modelsign;
+    if !args.files.is_empty() || args.sse.requirement().is_some() {
+        return Err(poisongate::Error::Usage(
+            "--model verifies a local directory: give no FILE and no --require-sse-kms".into(),
+        ));
+    }
+    let key = modelsign::keys::PublicKey::from_pem_file(key)?;
+    let options = modelsign::VerifyOptions {
+        ignore_unsigned_files: args.ignore_unsigned_files,
+    };
+    let v = modelsign::verify(dir, bundle, &key, options)?;
+    let mut out = String::new();
+    for p in &v.problems {
+        let _ = writeln!(out, "{p}");
+    }
+    if let Some(ser) = &v.serialization {
+        let mut what = format!(
+            "{}: model {:?}, {} serialization ({}), {} signed resource(s), {} file(s), {} bytes hashed",
+            dir.display(),
+            v.model_name,
+            ser.method,
+            ser.hash_type,
+            v.signed,
+            v.files,
+            v.bytes
+        );
+        if v.unsigned_ignored > 0 {
+            let _ = write!(what, ", {} unsigned file(s) ignored", v.unsigned_ignored);
+        }
+        let _ = writeln!(
+            out,
+            "{what}: {}",
+            if v.problems.is_empty() {
+                format!(
+                    "OK: signature verified ({}), every file signed and unchanged",
+                    key.algorithm()
+                )
+            } else {
+                "FAILED".to_owned()
+            }
+        );
+    }
+    let failed = v.problems.len();
+    let _ = writeln!(
+        out,
+        "poisongate verify: {} ({failed} problem(s))",
+        if failed == 0 {
+            "PASS (exit 0)"
+        } else {
+            "BLOCKED (exit 1)"
+        }
+    );
+    printed_verdict(&out, failed)
+}
+
+/// `poisongate sign --model DIR --key PEM`.
+pub fn sign(args: &SignArgs) -> poisongate::Result<Verdict> {
+    use poisongate::modelsign;
+    let key = modelsign::keys::PrivateKey::from_pem_file(&args.key)?;
+    let signature = args
+        .signature
+        .clone()
+        .unwrap_or_else(|| args.model.join("model.sig"));
+    let options = modelsign::SignOptions {
+        ignore_paths: args.ignore_paths.clone(),
+        allow_symlinks: args.allow_symlinks,
+    };
+    let bundle = modelsign::sign(&args.model, &key, &signature, &options)?;
+    poisongate::output::write_atomic(&signature, &bundle)?;
+    super::stdout(&format!(
+        "{}: signed {} ({}); verify with `poisongate verify --model {} --bundle {} --public-key KEY.pub`\n",
+        signature.display(),
+        args.model.display(),
+        key.public_key().algorithm(),
+        args.model.display(),
+        signature.display()
+    ))?;
+    Ok(Verdict::Pass)
 }

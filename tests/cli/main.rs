@@ -14,6 +14,7 @@ mod html;
 mod integrity;
 mod ledger;
 mod limits;
+mod modelsign;
 mod poison;
 mod power;
 mod power_rest;
