@@ -11,6 +11,8 @@
 //! - [`rows`] and [`poison`] encode whole rows and run the poisoning detectors on them;
 //! - [`compare`] gates a retrained model against the serving one on the same rows;
 //! - [`integrity`] checks `sha256sum` files and ECDSA P-256 blob signatures;
+//! - [`modelsign`] signs and verifies model directories (OpenSSF model signing), and
+//!   [`attest`] signs verdicts as SLSA verification summaries that training steps check;
 //! - [`scan`] judges model artifacts by what loading them would import (`verify --scan`);
 //! - [`detect`] holds what every check shares: the accumulator trait, the candidate finding
 //!   and what the registry says of a code; [`codes`] lists every code, the row-level
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attest;
 pub mod baseline;
 pub mod check;
 pub mod codes;

@@ -3,7 +3,8 @@
 # implementation of OpenSSF model signing (the `model-signing` package, pinned in
 # scripts/requirements-modelsign.txt): bundles the reference tool makes in this run verify in
 # poisongate and tampered copies fail with exit 1; bundles poisongate makes verify with
-# `model_signing verify key`. Each case prints one `ok` line; the first failure exits 1.
+# `model_signing verify key`; a verdict signed by `check --attest` verifies with openssl. Each
+# case prints one `ok` line; the first failure exits 1.
 #
 # Usage: scripts/modelsign/interop.sh BIN   (run by scripts/test.sh after cargo test)
 set -euo pipefail
@@ -20,6 +21,7 @@ MS="$(realpath "$venv")/bin/model_signing"
 PY="$(realpath "$venv")/bin/python"
 echo "reference: model-signing $("$venv/bin/pip" show model-signing 2>/dev/null | sed -n 's/^Version: //p')"
 
+repo=$(pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/modelsign.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -178,5 +180,38 @@ b["verificationMaterial"] = {"certificate": {"rawBytes": "MIIB"}, "tlogEntries":
 json.dump(b, open(sys.argv[2], "w"))
 PY
 expect 2 "a keyless Sigstore bundle is refused" "keyless Sigstore bundle" -- verify m-prime256v1 keyless.sig prime256v1.pub
+
+# 6. A signed verdict (check --attest) verified outside poisongate: the DSSE signature over
+# PAE(type, payload) checked by openssl from the shell (neither sigstore-python nor cosign
+# verifies a key-only DSSE bundle without a transparency-log entry offline).
+"$BIN" profile "$repo/testdata/trusted/applications.parquet" -o baseline.json --label defaulted --id application_id > /dev/null
+set +e
+"$BIN" check --baseline baseline.json "$repo/testdata/clean/batch.parquet" --attest prime256v1.pem --attestation verdict.sig > /dev/null
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || fail "check --attest on the clean batch exited $rc"
+"$PY" - verdict.sig <<'PY'
+import base64, json, sys
+b = json.load(open(sys.argv[1]))
+env = b["dsseEnvelope"]
+payload = base64.b64decode(env["payload"])
+t = env["payloadType"].encode()
+open("pae.bin", "wb").write(b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload))
+open("sig.der", "wb").write(base64.b64decode(env["signatures"][0]["sig"]))
+st = json.loads(payload)
+assert st["predicateType"] == "https://slsa.dev/verification_summary/v1", st["predicateType"]
+assert st["predicate"]["verificationResult"] == "PASSED"
+PY
+expect 0 "openssl verifies the DSSE signature of a poisongate verdict" "Verified OK" -- \
+  openssl dgst -sha256 -verify prime256v1.pub -signature sig.der pae.bin
+printf 'X' >> pae.bin
+expect 1 "openssl refuses the verdict with one byte appended" "Verification failure" -- \
+  openssl dgst -sha256 -verify prime256v1.pub -signature sig.der pae.bin
+expect 0 "verify --attestation passes the attested batch" "is a subject of the verdict" -- \
+  "$BIN" verify --attestation verdict.sig --public-key prime256v1.pub "$repo/testdata/clean/batch.parquet"
+cp "$repo/testdata/clean/batch.parquet" swapped.parquet
+printf 'X' >> swapped.parquet
+expect 1 "verify --attestation refuses a batch swapped after the gate" "swapped.parquet: FAILED" -- \
+  "$BIN" verify --attestation verdict.sig --public-key prime256v1.pub swapped.parquet
 
 echo "model-signing interoperability: $cases cases passed"

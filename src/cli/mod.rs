@@ -330,6 +330,16 @@ struct ReportArgs {
     /// Write a JUnit XML report here (one test case per finding plus the gate).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Sign the verdict with this unencrypted PEM EC private key (P-256, P-384 or P-521) and
+    /// write it to --attestation: an in-toto statement (SLSA verification summary) whose
+    /// subjects are the digests of every input read. Written on a block and on an error too
+    /// (FAILED), so a stale passing attestation is never left behind.
+    #[arg(long, value_name = "KEY", requires = "attestation")]
+    attest: Option<PathBuf>,
+    /// Where --attest writes the signed verdict (a Sigstore bundle); `verify --attestation`
+    /// checks it in the training step.
+    #[arg(long, value_name = "F", requires = "attest")]
+    attestation: Option<PathBuf>,
 }
 
 /// `compare` against live models (Open Inference Protocol, KServe V2 REST).
@@ -513,7 +523,7 @@ struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature", "scan", "model"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["sha256_file", "signature", "scan", "model", "attestation"])))]
 struct VerifyArgs {
     /// Files or s3:// objects to verify. With --sha256-file and no FILE, every listed file is
     /// checked (names relative to the checksum file's directory or S3 prefix).
@@ -553,6 +563,15 @@ struct VerifyArgs {
     /// signed file must still be present and unchanged).
     #[arg(long, requires = "model")]
     ignore_unsigned_files: bool,
+    /// A signed verdict (`check --attest`): exit 0 only when it verifies with --public-key,
+    /// says PASSED, and every FILE's SHA-256 is one of its subjects.
+    #[arg(
+        long,
+        value_name = "F",
+        requires = "public_key",
+        conflicts_with_all = ["sha256_file", "signature", "scan", "model"]
+    )]
+    attestation: Option<PathBuf>,
     /// Scan each FILE (pickle, joblib, PyTorch zip, NumPy .npy/.npz, safetensors, Keras
     /// .keras) for what loading it would import, without loading it: anything outside the
     /// allowlist of globals models need is unsafe (exit 1); a file that cannot be judged is
@@ -661,6 +680,11 @@ fn write_reports(
     }
     if let Some(path) = &args.junit {
         write_atomic(path, report::junit::render(report).as_bytes())?;
+    }
+    if let (Some(key), Some(path)) = (&args.attest, &args.attestation) {
+        let key = poisongate::modelsign::keys::PrivateKey::from_pem_file(key)?;
+        let statement = poisongate::attest::statement(report);
+        write_atomic(path, &poisongate::attest::sign(&statement, &key)?)?;
     }
     Ok(json)
 }

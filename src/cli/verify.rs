@@ -16,6 +16,9 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
     if args.scan {
         return scan(args, &sources);
     }
+    if let (Some(attestation), Some(key)) = (&args.attestation, &args.public_key) {
+        return attestation_check(args, &sources, attestation, key);
+    }
     if let (Some(dir), Some(bundle), Some(key)) = (&args.model, &args.bundle, &args.public_key) {
         return model(args, dir, bundle, key);
     }
@@ -89,6 +92,21 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
         },
         failed,
         checked.len() + args.sse.requirement().map_or(0, |_| objects.len())
+    );
+    printed_verdict(&out, failed)
+}
+
+/// Appends the summary line of a check that counts problems, then prints as
+/// [`printed_verdict`].
+fn problems_verdict(mut out: String, failed: usize) -> poisongate::Result<Verdict> {
+    let _ = writeln!(
+        out,
+        "poisongate verify: {} ({failed} problem(s))",
+        if failed == 0 {
+            "PASS (exit 0)"
+        } else {
+            "BLOCKED (exit 1)"
+        }
     );
     printed_verdict(&out, failed)
 }
@@ -247,16 +265,7 @@ fn model(args: &VerifyArgs, dir: &Path, bundle: &Path, key: &Path) -> poisongate
         );
     }
     let failed = v.problems.len();
-    let _ = writeln!(
-        out,
-        "poisongate verify: {} ({failed} problem(s))",
-        if failed == 0 {
-            "PASS (exit 0)"
-        } else {
-            "BLOCKED (exit 1)"
-        }
-    );
-    printed_verdict(&out, failed)
+    problems_verdict(out, failed)
 }
 
 /// `poisongate sign --model DIR --key PEM`.
@@ -282,4 +291,67 @@ pub fn sign(args: &SignArgs) -> poisongate::Result<Verdict> {
         signature.display()
     ))?;
     Ok(Verdict::Pass)
+}
+
+/// `verify --attestation F --public-key PEM DATA...`: the training step's check that the gate
+/// passed exactly these files.
+fn attestation_check(
+    args: &VerifyArgs,
+    sources: &Sources,
+    attestation: &Path,
+    key: &Path,
+) -> poisongate::Result<Verdict> {
+    if args.files.is_empty() {
+        return Err(poisongate::Error::Usage(
+            "--attestation needs the DATA files the training step will read".into(),
+        ));
+    }
+    let key = poisongate::modelsign::keys::PublicKey::from_pem_file(key)?;
+    let mut files = Vec::with_capacity(args.files.len());
+    for name in &args.files {
+        let (path, _) = sources.open(name)?;
+        let (sha256, _) = poisongate::digest::sha256_file(&path)?;
+        files.push((name.clone(), sha256));
+    }
+    let check = poisongate::attest::verify(attestation, &key, files)?;
+    let mut out = String::new();
+    let mut failed = 0;
+    if !check.signed {
+        failed += 1;
+        let _ = writeln!(
+            out,
+            "{}: FAILED: the signature does not verify with this public key ({})",
+            attestation.display(),
+            key.algorithm()
+        );
+    } else if check.result.as_deref() != Some("PASSED") {
+        failed += 1;
+        let _ = writeln!(
+            out,
+            "{}: FAILED: the verdict is {} ({}), not PASSED",
+            attestation.display(),
+            check.result.as_deref().unwrap_or("missing"),
+            check.command.as_deref().unwrap_or("no command recorded")
+        );
+    }
+    for f in &check.files {
+        if !check.signed {
+            continue;
+        }
+        if f.covered {
+            let _ = writeln!(
+                out,
+                "{}: OK: sha256 {} is a subject of the verdict",
+                f.name, f.sha256
+            );
+        } else {
+            failed += 1;
+            let _ = writeln!(
+                out,
+                "{}: FAILED: sha256 {} is not a subject of the verdict (not the bytes the gate read)",
+                f.name, f.sha256
+            );
+        }
+    }
+    problems_verdict(out, failed)
 }

@@ -68,27 +68,7 @@ pub fn verify(
     key: &PublicKey,
     options: VerifyOptions,
 ) -> Result<Verification> {
-    let bytes = std::fs::read(bundle_path)
-        .map_err(|e| Error::signing(bundle_path, crate::error::io_cause(&e)))?;
-    let bundle = Bundle::parse(&bytes).map_err(|cause| Error::signing(bundle_path, cause))?;
-    if bundle.is_keyless() {
-        return Err(Error::signing(
-            bundle_path,
-            "a keyless Sigstore bundle (Fulcio certificate and Rekor entry): verifying it needs the Sigstore trust root and transparency log, which this offline verifier does not implement; sign with a key (model_signing sign key, poisongate sign)",
-        ));
-    }
-    let Some(envelope) = &bundle.dsse_envelope else {
-        return Err(Error::Internal(
-            "a parsed bundle without an envelope".into(),
-        ));
-    };
-    let payload = bundle::decode_b64(&envelope.payload)
-        .map_err(|_| Error::signing(bundle_path, "the DSSE payload is not base64"))?;
-    let message = bundle::pae(&envelope.payload_type, &payload);
-    let signed = envelope
-        .signatures
-        .iter()
-        .any(|s| bundle::decode_b64(&s.sig).is_ok_and(|der| key.verifies(&message, &der)));
+    let (payload, signed) = read_signed(bundle_path, key)?;
     let mut problems = Vec::new();
     if !signed {
         // Nothing in an unverified payload may be believed, not even its file list.
@@ -145,6 +125,37 @@ pub fn verify(
         unsigned_ignored: unsigned.len(),
         problems,
     })
+}
+
+/// Reads a key-signed Sigstore bundle: its DSSE payload, and whether one of its signatures over
+/// `PAE(payloadType, payload)` verifies with `key`. Nothing in a payload whose signature does
+/// not verify may be believed.
+///
+/// # Errors
+/// An unreadable or malformed bundle, or a keyless one.
+pub fn read_signed(path: &Path, key: &PublicKey) -> Result<(Vec<u8>, bool)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::signing(path, crate::error::io_cause(&e)))?;
+    let bundle = Bundle::parse(&bytes).map_err(|cause| Error::signing(path, cause))?;
+    if bundle.is_keyless() {
+        return Err(Error::signing(
+            path,
+            "a keyless Sigstore bundle (Fulcio certificate and Rekor entry): verifying it needs the Sigstore trust root and transparency log, which this offline verifier does not implement; sign with a key (model_signing sign key, poisongate sign)",
+        ));
+    }
+    let Some(envelope) = &bundle.dsse_envelope else {
+        return Err(Error::Internal(
+            "a parsed bundle without an envelope".into(),
+        ));
+    };
+    let payload = bundle::decode_b64(&envelope.payload)
+        .map_err(|_| Error::signing(path, "the DSSE payload is not base64"))?;
+    let message = bundle::pae(&envelope.payload_type, &payload);
+    let signed = envelope
+        .signatures
+        .iter()
+        .any(|s| bundle::decode_b64(&s.sig).is_ok_and(|der| key.verifies(&message, &der)));
+    Ok((payload, signed))
 }
 
 /// The path of `file` relative to `dir`, `/`-separated, when `file` lies inside `dir`.
@@ -305,7 +316,16 @@ pub fn sign(
     let statement = manifest::statement(&name, serialization, &resources);
     let payload =
         serde_json::to_vec_pretty(&statement).map_err(|e| Error::Internal(e.to_string()))?;
-    let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &payload));
+    envelope_bundle(&payload, key)
+}
+
+/// A Sigstore bundle (v0.3) of a DSSE envelope over the in-toto `payload`, signed with `key`,
+/// with the key hint `model_signing` writes: the JSON written to disk.
+///
+/// # Errors
+/// An encoder failure (never for a valid key).
+pub fn envelope_bundle(payload: &[u8], key: &PrivateKey) -> Result<Vec<u8>> {
+    let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, payload));
     let out = Bundle {
         media_type: bundle::MEDIA_TYPE.into(),
         verification_material: bundle::Material {
@@ -316,7 +336,7 @@ pub fn sign(
             ..Default::default()
         },
         dsse_envelope: Some(bundle::Envelope {
-            payload: bundle::encode_b64(&payload),
+            payload: bundle::encode_b64(payload),
             payload_type: bundle::IN_TOTO_PAYLOAD_TYPE.into(),
             signatures: vec![bundle::EnvelopeSignature {
                 sig: bundle::encode_b64(&sig),

@@ -820,3 +820,33 @@ fn with_labels_a_moved_threshold_is_not_a_targeted_flip() {
     });
     assert!(said, "{report}");
 }
+
+#[test]
+fn a_compare_verdict_is_attested_over_its_input_and_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = testdata("modelsign/p256.pem");
+    let mut sigs = Vec::new();
+    for i in 0..2 {
+        let att = dir.path().join(format!("verdict-{i}.sig"));
+        let extra = [
+            "--attest",
+            key.to_str().unwrap(),
+            "--attestation",
+            att.to_str().unwrap(),
+        ];
+        let (code, report, _) = scenario("clean", &extra);
+        assert_eq!(code, 0, "{report:#}");
+        sigs.push(std::fs::read(&att).unwrap());
+    }
+    // Same inputs, same key: byte-identical attestations (no timestamp, RFC 6979 signatures).
+    assert_eq!(sigs[0], sigs[1]);
+    let out = run(&[
+        "verify",
+        "--attestation",
+        dir.path().join("verdict-0.sig").to_str().unwrap(),
+        "--public-key",
+        testdata("modelsign/p256.pub").to_str().unwrap(),
+        testdata("compare/clean.parquet").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+}

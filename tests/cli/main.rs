@@ -1,6 +1,7 @@
 //! One integration-test binary (one link) with a module per concern.
 
 mod anatomy;
+mod attest;
 mod calibration;
 mod common;
 mod compare;

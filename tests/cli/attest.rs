@@ -1,0 +1,136 @@
+//! Signed verdicts: `check --attest` writes a SLSA verification summary over the digests of
+//! what it read; `verify --attestation` lets the training step go on only for those bytes.
+
+use crate::common::{baseline, code, run, stderr, testdata};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn key(name: &str) -> String {
+    testdata(&format!("modelsign/{name}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn gate(batch: &str, att: &std::path::Path) -> i32 {
+    let data = testdata(batch);
+    let out = run(&[
+        "check",
+        "--baseline",
+        baseline().to_str().unwrap(),
+        data.to_str().unwrap(),
+        "--attest",
+        &key("p256.pem"),
+        "--attestation",
+        att.to_str().unwrap(),
+    ]);
+    assert!(att.exists(), "no attestation written: {}", stderr(&out));
+    code(&out)
+}
+
+fn verify(att: &std::path::Path, public: &str, files: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "verify".to_owned(),
+        "--attestation".into(),
+        att.to_str().unwrap().into(),
+        "--public-key".into(),
+        key(public),
+    ];
+    args.extend(
+        files
+            .iter()
+            .map(|f| testdata(f).to_str().unwrap().to_owned()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args)
+}
+
+#[test]
+fn a_passed_batch_is_attested_and_only_its_bytes_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let att = tmp.path().join("verdict.sig");
+    assert_eq!(gate("clean/batch.parquet", &att), 0);
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&att).unwrap()).unwrap();
+    let payload = poisongate::modelsign::bundle::decode_b64(
+        bundle["dsseEnvelope"]["payload"].as_str().unwrap(),
+    )
+    .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        st["predicateType"],
+        "https://slsa.dev/verification_summary/v1"
+    );
+    assert_eq!(st["predicate"]["verificationResult"], "PASSED");
+    assert_eq!(st["predicate"]["poisongate"]["exitCode"], 0);
+    let sha = poisongate::digest::sha256_file(&testdata("clean/batch.parquet"))
+        .unwrap()
+        .0;
+    assert_eq!(st["subject"][0]["digest"]["sha256"], sha.as_str());
+    assert_eq!(
+        st["predicate"]["inputAttestations"][0]["digest"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    let out = verify(&att, "p256.pub", &["clean/batch.parquet"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    // Data the gate did not read: named, exit 1.
+    let out = verify(
+        &att,
+        "p256.pub",
+        &["clean/batch.parquet", "drifted/batch.parquet"],
+    );
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("drifted/batch.parquet: FAILED: sha256"),
+        "{}",
+        stdout(&out)
+    );
+    // Another key, or an edited verdict: exit 1.
+    assert_eq!(
+        code(&verify(&att, "other.pub", &["clean/batch.parquet"])),
+        1
+    );
+    let mut edited = bundle.clone();
+    let text = String::from_utf8(payload)
+        .unwrap()
+        .replace("PASSED", "PASSED ");
+    edited["dsseEnvelope"]["payload"] =
+        poisongate::modelsign::bundle::encode_b64(text.as_bytes()).into();
+    std::fs::write(&att, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let out = verify(&att, "p256.pub", &["clean/batch.parquet"]);
+    assert_eq!(code(&out), 1);
+    assert!(stdout(&out).contains("does not verify"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_blocked_batch_is_attested_failed_and_never_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let att = tmp.path().join("verdict.sig");
+    assert_eq!(gate("drifted/batch.parquet", &att), 1);
+    let out = verify(&att, "p256.pub", &["drifted/batch.parquet"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("the verdict is FAILED (check, exit 1), not PASSED"),
+        "{}",
+        stdout(&out)
+    );
+    // A missing attestation, a key that is not a key, no DATA: exit 2.
+    assert_eq!(
+        code(&verify(
+            &tmp.path().join("none.sig"),
+            "p256.pub",
+            &["drifted/batch.parquet"]
+        )),
+        2
+    );
+    assert_eq!(
+        code(&verify(&att, "p256.pem", &["drifted/batch.parquet"])),
+        2
+    );
+    assert_eq!(code(&verify(&att, "p256.pub", &[])), 2);
+}
