@@ -307,11 +307,12 @@ fn attestation_check(
         ));
     }
     let key = poisongate::modelsign::keys::PublicKey::from_pem_file(key)?;
-    let mut files = Vec::with_capacity(args.files.len());
-    for name in &args.files {
-        let (path, _) = sources.open(name)?;
-        let (sha256, _) = poisongate::digest::sha256_file(&path)?;
-        files.push((name.clone(), sha256));
+    // DATA expands as `check` expands it (directories, globs, S3 prefixes), so the training
+    // step can name what it reads the way the gate was given it.
+    let mut files = Vec::new();
+    for input in sources.resolve(&args.files, None)? {
+        let (sha256, _) = poisongate::digest::sha256_file(&input.path)?;
+        files.push((input.name(), sha256));
     }
     let check = poisongate::attest::verify(attestation, &key, files)?;
     let mut out = String::new();
