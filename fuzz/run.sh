@@ -38,22 +38,39 @@ RUSTC_WRAPPER="$PWD/fuzz/sancov-rustc" cargo build --locked -p poisongate-fuzz -
 # is never dropped: point TMPDIR at a directory of this run and remove it at the end.
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/poisongate-fuzz-run.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
-failed=()
-for t in "${targets[@]}"; do
-  corpus="$W/corpus/$t" crashes="$W/crashes/$t"
+# The targets run POISONGATE_FUZZ_JOBS at a time (default: one per core); each is one
+# single-threaded process with its own seed, corpus and log, so a target's run is the same
+# whether it runs alone or beside another. The summary is printed in target order.
+jobs=${POISONGATE_FUZZ_JOBS:-$(nproc)}
+run_target() {
+  local t=$1 corpus="$W/corpus/$1" crashes="$W/crashes/$1"
   mkdir -p "$corpus" "$crashes"
-  log="$W/$t.log"
+  rm -f "$W/$t.rc"
   set +e
   TMPDIR=$scratch FUZZ_TARGET=$t "$T/debug/poisongate-fuzz" "$corpus" "fuzz/seeds/$t" -max_total_time="$seconds" -seed="$seed" -timeout=20 \
     -rss_limit_mb=2048 -malloc_limit_mb=2048 -artifact_prefix="$crashes/" \
-    -print_final_stats=1 > "$log" 2>&1
-  rc=$?
-  set -e
+    -print_final_stats=1 > "$W/$t.log" 2>&1
+  echo $? > "$W/$t.rc"
+}
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  run_target "$t" &
+  running=$((running + 1))
+done
+wait
+failed=()
+for t in "${targets[@]}"; do
+  log="$W/$t.log" corpus="$W/corpus/$t"
+  rc=$(cat "$W/$t.rc" 2>/dev/null || echo "none")
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
   printf '%-14s %4ss %10s runs  %-12s corpus %5s  exit %s\n' "$t" "$seconds" "${runs:-?}" \
     "${cov:-cov: ?}" "$(find "$corpus" -type f | wc -l)" "$rc"
-  if [ "$rc" -ne 0 ]; then
+  if [ "$rc" != 0 ]; then
     failed+=("$t")
     grep -E 'ERROR|panicked|SUMMARY|Test unit written' "$log" | head -5 || true
   fi

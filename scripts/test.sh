@@ -16,6 +16,16 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/poisongate-test.XXXXXX")
 export TMPDIR=$scratch
 trap 'rm -rf "$scratch"' EXIT
 
+# The full suite (no arguments): compile the tests in the background while the Python
+# environments install (scripts/venvs.sh), which is mostly waiting on the network.
+build_pid=""
+if [ "$#" -eq 0 ]; then
+  cargo test --locked --no-run > "$scratch/build.log" 2>&1 &
+  build_pid=$!
+  trap 'kill "$build_pid" 2>/dev/null || true; rm -rf "$scratch"' EXIT
+  bash scripts/venvs.sh
+fi
+
 if [ -z "${POISONGATE_TEST_S3_ENDPOINT:-}" ]; then
   venv=${POISONGATE_MOTO_VENV:-target/moto-venv}
   if [ ! -x "$venv/bin/moto_server" ]; then
@@ -27,7 +37,7 @@ if [ -z "${POISONGATE_TEST_S3_ENDPOINT:-}" ]; then
   mkdir -p target
   "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
   moto_pid=$!
-  trap 'kill "$moto_pid" 2>/dev/null || true; rm -rf "$scratch"' EXIT
+  trap 'kill ${build_pid:-} "$moto_pid" 2>/dev/null || true; rm -rf "$scratch"' EXIT
   python3 - "$port" <<'PY'
 import socket, sys, time
 for _ in range(150):
@@ -49,8 +59,13 @@ if [ -z "${POISONGATE_TEST_OIP_URL:-}" ]; then
   # shellcheck source=scripts/oip/up.sh
   source scripts/oip/up.sh
 fi
-trap 'kill ${moto_pid:-} $oip_pids 2>/dev/null || true; rm -rf "$scratch"' EXIT
+trap 'kill ${build_pid:-} ${moto_pid:-} $oip_pids 2>/dev/null || true; rm -rf "$scratch"' EXIT
 
+if [ -n "$build_pid" ]; then
+  wait "$build_pid" || { cat "$scratch/build.log"; echo "test.sh: cargo test --no-run failed"; exit 1; }
+  build_pid=""
+  grep -E '^ *(Finished|warning|error)' "$scratch/build.log" || true
+fi
 cargo test --locked "$@"
 
 # With no arguments (the full suite), also the Python-side suites against the binary that
