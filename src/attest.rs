@@ -106,7 +106,7 @@ pub fn statement(report: &Report) -> serde_json::Value {
 /// An encoder failure (never for a valid key).
 pub fn sign(statement: &serde_json::Value, key: &PrivateKey) -> Result<Vec<u8>> {
     let payload = serde_json::to_vec(statement).map_err(|e| Error::Internal(e.to_string()))?;
-    crate::modelsign::envelope_bundle(&payload, key)
+    crate::modelsign::envelope_bundle(&payload, key, &[])
 }
 
 /// One file checked against an attestation.
@@ -152,7 +152,9 @@ pub fn verify(
     key: &PublicKey,
     files: Vec<(String, String)>,
 ) -> Result<AttestationCheck> {
-    let (payload, signed) = crate::modelsign::read_signed(path, key)?;
+    let (payload, refused) =
+        crate::modelsign::read_signed(path, &crate::modelsign::Trust::Key(key.clone()))?;
+    let signed = refused.is_ok();
     if !signed {
         let files = files
             .into_iter()

@@ -172,6 +172,33 @@ echo changed > p-ign/NOTES.md
 expect 0 "a poisongate ignore path is honoured by model_signing" "Verification succeeded" -- \
   "$MS" verify key p-ign --signature p-ign.sig --public_key prime256v1.pub
 
+# 4b. Certificate mode, both ways, with the committed hierarchy of testdata/modelsign/certs
+# (scripts/modelsign/make_certs.py): each bundle carries the signing certificate and the
+# intermediate CA, and each verifier trusts the root only. The two verifiers must agree on
+# every certificate, including the ones they refuse.
+certs="$repo/testdata/modelsign/certs"
+cverify() { "$BIN" verify --model "$1" --bundle "$2" --certificate-chain "$certs/${3:-root.pem}"; }
+for leaf in leaf leaf-eku leaf-expired leaf-nosign leaf-early other-leaf; do
+  make_model "c-$leaf"
+  "$MS" sign certificate "c-$leaf" --private_key "$certs/$leaf.key" --signing_certificate "$certs/$leaf.pem" \
+    --certificate_chain "$certs/intermediate.pem" --signature "c-$leaf/model.sig" > /dev/null
+  make_model "pc-$leaf"
+  "$BIN" sign --model "pc-$leaf" --key "$certs/$leaf.key" --signing-certificate "$certs/$leaf.pem" \
+    --certificate-chain "$certs/intermediate.pem" > /dev/null
+  case $leaf in
+    leaf|leaf-eku|leaf-expired) want=0 ref="Verification succeeded" ours="OK: signature verified" ;;
+    leaf-nosign) want=1 ref="cannot be used for signing" ours="may not sign" ;;
+    *) want=1 ref="unable to get|certificate is not yet valid|verify error" ours="does not chain to the CA certificates" ;;
+  esac
+  expect "$want" "reference sign certificate ($leaf) in poisongate verify --certificate-chain" "$ours" -- cverify "c-$leaf" "c-$leaf/model.sig"
+  expect "$want" "poisongate sign --signing-certificate ($leaf) in model_signing verify certificate" "$ref" -- \
+    "$MS" verify certificate "pc-$leaf" --signature "pc-$leaf/model.sig" --certificate_chain "$certs/root.pem"
+done
+printf 'X' | dd of=c-leaf/weights/shard-00002.bin bs=1 seek=10 conv=notrunc 2> /dev/null
+expect 1 "a changed byte under a reference certificate bundle" "weights/shard-00002.bin: FAILED: changed" -- cverify c-leaf c-leaf/model.sig
+expect 1 "a reference certificate bundle against another root" "no path to a trusted CA" -- cverify c-leaf-eku c-leaf-eku/model.sig other-root.pem
+expect 2 "a reference key bundle in certificate mode" "verify it with --public-key" -- cverify m-prime256v1 m-prime256v1/model.sig
+
 # 5. Modes this verifier refuses: exit 2 with one line, never a pass.
 "$PY" - m-prime256v1/model.sig keyless.sig <<'PY'
 import json, sys

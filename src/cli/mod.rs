@@ -545,13 +545,23 @@ struct VerifyArgs {
     /// P-256, P-384 or P-521 key with a model directory.
     #[arg(long, value_name = "PEM")]
     public_key: Option<PathBuf>,
+    /// With --model, certificate mode: PEM CA certificates (repeatable) that the bundle's
+    /// signing certificate must chain to, at its notBefore; it must allow signing (key usage
+    /// digitalSignature or extended key usage codeSigning).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "model",
+        conflicts_with = "public_key"
+    )]
+    certificate_chain: Vec<PathBuf>,
     /// A model directory to verify against an OpenSSF model-signing bundle (--bundle) with
-    /// --public-key: every file under DIR must be signed and unchanged, as the signed policy
-    /// (ignore paths, symbolic links, shards) says.
+    /// --public-key or --certificate-chain: every file under DIR must be signed and unchanged,
+    /// as the signed policy (ignore paths, symbolic links, shards) says.
     #[arg(
         long,
         value_name = "DIR",
-        requires_all = ["bundle", "public_key"],
+        requires = "bundle",
         conflicts_with_all = ["sha256_file", "signature", "scan"]
     )]
     model: Option<PathBuf>,
@@ -620,6 +630,14 @@ struct SignArgs {
     /// under DIR is an error.
     #[arg(long)]
     allow_symlinks: bool,
+    /// Certificate mode: the PEM certificate of --key, written into the bundle; a verifier
+    /// then trusts the CA certificates it is given instead of this key.
+    #[arg(long, value_name = "PEM")]
+    signing_certificate: Option<PathBuf>,
+    /// With --signing-certificate: PEM certificates (repeatable) that link it to the CA,
+    /// written into the bundle after it.
+    #[arg(long, value_name = "PEM", requires = "signing_certificate")]
+    certificate_chain: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

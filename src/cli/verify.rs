@@ -19,8 +19,8 @@ pub fn run(args: &VerifyArgs) -> poisongate::Result<Verdict> {
     if let (Some(attestation), Some(key)) = (&args.attestation, &args.public_key) {
         return attestation_check(args, &sources, attestation, key);
     }
-    if let (Some(dir), Some(bundle), Some(key)) = (&args.model, &args.bundle, &args.public_key) {
-        return model(args, dir, bundle, key);
+    if let (Some(dir), Some(bundle)) = (&args.model, &args.bundle) {
+        return model(args, dir, bundle);
     }
     if args.signature.is_some() != args.public_key.is_some() {
         return Err(poisongate::Error::Usage(
@@ -220,19 +220,30 @@ fn sse_refusals(
     refused.len()
 }
 
-/// `verify --model DIR --bundle SIG --public-key PEM`: an OpenSSF model-signing bundle.
-fn model(args: &VerifyArgs, dir: &Path, bundle: &Path, key: &Path) -> poisongate::Result<Verdict> {
+/// `verify --model DIR --bundle SIG --public-key PEM|--certificate-chain CA.pem`: an OpenSSF
+/// model-signing bundle.
+fn model(args: &VerifyArgs, dir: &Path, bundle: &Path) -> poisongate::Result<Verdict> {
     use poisongate::modelsign;
     if !args.files.is_empty() || args.sse.requirement().is_some() {
         return Err(poisongate::Error::Usage(
             "--model verifies a local directory: give no FILE and no --require-sse-kms".into(),
         ));
     }
-    let key = modelsign::keys::PublicKey::from_pem_file(key)?;
+    let trust = match (&args.public_key, args.certificate_chain.as_slice()) {
+        (Some(key), []) => modelsign::Trust::Key(modelsign::keys::PublicKey::from_pem_file(key)?),
+        (None, cas) if !cas.is_empty() => {
+            modelsign::Trust::Cas(modelsign::certs::TrustedCas::from_pem_files(cas)?)
+        }
+        _ => {
+            return Err(poisongate::Error::Usage(
+                "--model needs --public-key PEM (key mode) or --certificate-chain CA.pem (certificate mode)".into(),
+            ));
+        }
+    };
     let options = modelsign::VerifyOptions {
         ignore_unsigned_files: args.ignore_unsigned_files,
     };
-    let v = modelsign::verify(dir, bundle, &key, options)?;
+    let v = modelsign::verify(dir, bundle, &trust, options)?;
     let mut out = String::new();
     for p in &v.problems {
         let _ = writeln!(out, "{p}");
@@ -257,7 +268,7 @@ fn model(args: &VerifyArgs, dir: &Path, bundle: &Path, key: &Path) -> poisongate
             if v.problems.is_empty() {
                 format!(
                     "OK: signature verified ({}), every file signed and unchanged",
-                    key.algorithm()
+                    v.signer
                 )
             } else {
                 "FAILED".to_owned()
@@ -276,19 +287,29 @@ pub fn sign(args: &SignArgs) -> poisongate::Result<Verdict> {
         .signature
         .clone()
         .unwrap_or_else(|| args.model.join("model.sig"));
+    let certificates = match &args.signing_certificate {
+        Some(cert) => modelsign::certs::signing_chain(&key, cert, &args.certificate_chain)?,
+        None => Vec::new(),
+    };
     let options = modelsign::SignOptions {
         ignore_paths: args.ignore_paths.clone(),
         allow_symlinks: args.allow_symlinks,
+        certificates,
     };
     let bundle = modelsign::sign(&args.model, &key, &signature, &options)?;
     poisongate::output::write_atomic(&signature, &bundle)?;
     super::stdout(&format!(
-        "{}: signed {} ({}); verify with `poisongate verify --model {} --bundle {} --public-key KEY.pub`\n",
+        "{}: signed {} ({}); verify with `poisongate verify --model {} --bundle {} {}`\n",
         signature.display(),
         args.model.display(),
         key.public_key().algorithm(),
         args.model.display(),
-        signature.display()
+        signature.display(),
+        if args.signing_certificate.is_some() {
+            "--certificate-chain CA.pem"
+        } else {
+            "--public-key KEY.pub"
+        }
     ))?;
     Ok(Verdict::Pass)
 }

@@ -41,13 +41,30 @@ pub struct Material {
     pub public_key: Option<KeyHint>,
     /// Certificate mode: the signing certificate first, then intermediates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub x509_certificate_chain: Option<serde_json::Value>,
+    pub x509_certificate_chain: Option<CertificateChain>,
     /// Keyless mode (Fulcio): one short-lived certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<serde_json::Value>,
     /// Transparency-log (Rekor) entries.
     #[serde(default)]
     pub tlog_entries: Vec<serde_json::Value>,
+}
+
+/// `X509CertificateChain`: the signing certificate first, then the certificates that link it
+/// to a trust anchor (never trusted themselves).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CertificateChain {
+    /// The certificates, in order.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+/// `X509Certificate`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawCertificate {
+    /// Base64 of the DER certificate.
+    pub raw_bytes: String,
 }
 
 /// `PublicKeyIdentifier`.

@@ -39,21 +39,31 @@ impl PublicKey {
     /// # Errors
     /// A key that is not EC on P-256, P-384 or P-521 (RSA and Ed25519 keys included).
     pub fn from_pem(pem: &str) -> std::result::Result<Self, String> {
-        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+        const NOT: &str =
+            "not a PEM public key on P-256, P-384 or P-521 (-----BEGIN PUBLIC KEY-----, EC only)";
+        match p256::pkcs8::der::pem::decode_vec(pem.as_bytes()) {
+            Ok(("PUBLIC KEY", der)) => Self::from_spki_der(&der).map_err(|_| NOT.to_owned()),
+            _ => Err(NOT.into()),
+        }
+    }
+
+    /// Parses a DER `SubjectPublicKeyInfo` (a certificate's key).
+    ///
+    /// # Errors
+    /// A key that is not EC on P-256, P-384 or P-521.
+    pub fn from_spki_der(der: &[u8]) -> std::result::Result<Self, String> {
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
             return Ok(Self::P256(k));
         }
-        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
             return Ok(Self::P384(k));
         }
-        if let Ok(k) = p521::PublicKey::from_public_key_pem(pem) {
+        if let Ok(k) = p521::PublicKey::from_public_key_der(der) {
             let k = p521::ecdsa::VerifyingKey::from_affine(*k.as_affine())
                 .map_err(|e| format!("not a usable P-521 public key: {e}"))?;
             return Ok(Self::P521(k));
         }
-        Err(
-            "not a PEM public key on P-256, P-384 or P-521 (-----BEGIN PUBLIC KEY-----, EC only)"
-                .into(),
-        )
+        Err("not EC on P-256, P-384 or P-521 (the only keys model signing verifies)".into())
     }
 
     /// The curve and its hash, for messages.

@@ -10,6 +10,7 @@
 //! serialization (ignore paths, symbolic links, shards) is followed with no flag to widen it.
 
 pub mod bundle;
+pub mod certs;
 pub mod keys;
 pub mod manifest;
 pub mod tree;
@@ -27,6 +28,16 @@ use crate::error::{Error, Result};
 /// written into the signed `ignore_paths`, so a verifier follows them from there.
 pub const GIT_PATHS: [&str; 4] = [".git", ".gitattributes", ".github", ".gitignore"];
 
+/// Whom a verification trusts: one public key (key mode), or CA certificates that the
+/// bundle's signing certificate must chain to (certificate mode).
+#[derive(Debug)]
+pub enum Trust {
+    /// `--public-key`.
+    Key(PublicKey),
+    /// `--certificate-chain`.
+    Cas(certs::TrustedCas),
+}
+
 /// Options of a verification beyond the signed policy.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct VerifyOptions {
@@ -41,6 +52,8 @@ pub struct VerifyOptions {
 pub struct Verification {
     /// The signed model name.
     pub model_name: String,
+    /// Who signed: the key's algorithm, and in certificate mode the certificate and its CA.
+    pub signer: String,
     /// The signed serialization (`None` when the signature did not verify: nothing in the
     /// payload is believed then).
     pub serialization: Option<Serialization>,
@@ -56,37 +69,38 @@ pub struct Verification {
     pub problems: Vec<String>,
 }
 
-/// Verifies `dir` against `bundle_path` with `key`.
+/// Verifies `dir` against `bundle_path`, trusting `trust`.
 ///
 /// # Errors
 /// Exit 2: an unreadable or malformed bundle, a keyless bundle, a statement of another kind,
 /// a hash or method not implemented, an unreadable directory or file. A signature that does not
-/// verify and every mismatch are problems in the result (exit 1), not errors.
+/// verify, an untrusted certificate and every mismatch are problems in the result (exit 1), not
+/// errors.
 pub fn verify(
     dir: &Path,
     bundle_path: &Path,
-    key: &PublicKey,
+    trust: &Trust,
     options: VerifyOptions,
 ) -> Result<Verification> {
-    let (payload, signed) = read_signed(bundle_path, key)?;
+    let (payload, signer) = read_signed(bundle_path, trust)?;
     let mut problems = Vec::new();
-    if !signed {
-        // Nothing in an unverified payload may be believed, not even its file list.
-        problems.push(format!(
-            "{}: the signature does not verify with this public key ({}); the bundle was not signed by it or was altered",
-            bundle_path.display(),
-            key.algorithm()
-        ));
-        return Ok(Verification {
-            model_name: String::new(),
-            serialization: None,
-            signed: 0,
-            files: 0,
-            bytes: 0,
-            unsigned_ignored: 0,
-            problems,
-        });
-    }
+    let signer = match signer {
+        Ok(signer) => signer,
+        Err(why) => {
+            // Nothing in an unverified payload may be believed, not even its file list.
+            problems.push(format!("{}: {why}", bundle_path.display()));
+            return Ok(Verification {
+                model_name: String::new(),
+                signer: String::new(),
+                serialization: None,
+                signed: 0,
+                files: 0,
+                bytes: 0,
+                unsigned_ignored: 0,
+                problems,
+            });
+        }
+    };
     let manifest = Manifest::from_payload(&payload)
         .map_err(|Refusal::Unsupported(cause)| Error::signing(bundle_path, cause))?;
     problems.extend(manifest.problems.iter().cloned());
@@ -118,6 +132,7 @@ pub fn verify(
     problems.extend(diff(&manifest.resources, &actual, shard.is_some()));
     Ok(Verification {
         model_name: manifest.model_name,
+        signer,
         serialization: Some(manifest.serialization),
         signed: manifest.resources.len(),
         files: files.len(),
@@ -127,20 +142,25 @@ pub fn verify(
     })
 }
 
-/// Reads a key-signed Sigstore bundle: its DSSE payload, and whether one of its signatures over
-/// `PAE(payloadType, payload)` verifies with `key`. Nothing in a payload whose signature does
-/// not verify may be believed.
+/// Reads a key- or certificate-signed Sigstore bundle: its DSSE payload, and who signed it when
+/// one of its signatures over `PAE(payloadType, payload)` verifies with the trusted key or
+/// certificate (or why not, in one line). Nothing in a payload whose signature does not verify
+/// may be believed.
 ///
 /// # Errors
-/// An unreadable or malformed bundle, or a keyless one.
-pub fn read_signed(path: &Path, key: &PublicKey) -> Result<(Vec<u8>, bool)> {
+/// An unreadable or malformed bundle, a keyless one, or in certificate mode a bundle without a
+/// certificate chain or with a certificate that cannot be evaluated.
+pub fn read_signed(
+    path: &Path,
+    trust: &Trust,
+) -> Result<(Vec<u8>, std::result::Result<String, String>)> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::signing(path, crate::error::io_cause(&e)))?;
     let bundle = Bundle::parse(&bytes).map_err(|cause| Error::signing(path, cause))?;
     if bundle.is_keyless() {
         return Err(Error::signing(
             path,
-            "a keyless Sigstore bundle (Fulcio certificate and Rekor entry): verifying it needs the Sigstore trust root and transparency log, which this offline verifier does not implement; sign with a key (model_signing sign key, poisongate sign)",
+            "a keyless Sigstore bundle (Fulcio certificate and Rekor entry): verifying it needs the Sigstore trust root and transparency log, which this offline verifier does not implement; sign with a key or a certificate (model_signing sign key|certificate, poisongate sign)",
         ));
     }
     let Some(envelope) = &bundle.dsse_envelope else {
@@ -151,11 +171,52 @@ pub fn read_signed(path: &Path, key: &PublicKey) -> Result<(Vec<u8>, bool)> {
     let payload = bundle::decode_b64(&envelope.payload)
         .map_err(|_| Error::signing(path, "the DSSE payload is not base64"))?;
     let message = bundle::pae(&envelope.payload_type, &payload);
-    let signed = envelope
-        .signatures
-        .iter()
-        .any(|s| bundle::decode_b64(&s.sig).is_ok_and(|der| key.verifies(&message, &der)));
-    Ok((payload, signed))
+    let signed_by = |key: &PublicKey| {
+        envelope
+            .signatures
+            .iter()
+            .any(|s| bundle::decode_b64(&s.sig).is_ok_and(|der| key.verifies(&message, &der)))
+    };
+    let not_verified = |key: &PublicKey, whose: &str| {
+        format!(
+            "the signature does not verify with {whose} ({}); the bundle was not signed by it or was altered",
+            key.algorithm()
+        )
+    };
+    let signer = match trust {
+        Trust::Key(key) => {
+            if signed_by(key) {
+                Ok(key.algorithm().to_owned())
+            } else {
+                Err(not_verified(key, "this public key"))
+            }
+        }
+        Trust::Cas(cas) => {
+            let Some(chain) = &bundle.verification_material.x509_certificate_chain else {
+                return Err(Error::signing(
+                    path,
+                    "signed with a key, not a certificate (no x509CertificateChain): verify it with --public-key",
+                ));
+            };
+            let der: std::result::Result<Vec<Vec<u8>>, String> = chain
+                .certificates
+                .iter()
+                .map(|c| bundle::decode_b64(&c.raw_bytes))
+                .collect();
+            let der =
+                der.map_err(|_| Error::signing(path, "a certificate of the chain is not base64"))?;
+            match cas.signer(path, &der)? {
+                Err(why) => Err(why),
+                Ok((key, subject)) if signed_by(&key) => Ok(format!(
+                    "{}, certificate {subject} chained to {}",
+                    key.algorithm(),
+                    cas.describe()
+                )),
+                Ok((key, _)) => Err(not_verified(&key, "the signing certificate's key")),
+            }
+        }
+    };
+    Ok((payload, signer))
 }
 
 /// The path of `file` relative to `dir`, `/`-separated, when `file` lies inside `dir`.
@@ -261,6 +322,9 @@ pub struct SignOptions {
     pub ignore_paths: Vec<String>,
     /// Follow symbolic links to files (recorded in the signed policy).
     pub allow_symlinks: bool,
+    /// Certificate mode: the signing certificate and the chain to write in the bundle, DER
+    /// ([`certs::signing_chain`]); empty for key mode.
+    pub certificates: Vec<Vec<u8>>,
 }
 
 /// Signs `dir` with `key` and returns the bundle's JSON, as `model_signing sign key` writes it
@@ -316,22 +380,39 @@ pub fn sign(
     let statement = manifest::statement(&name, serialization, &resources);
     let payload =
         serde_json::to_vec_pretty(&statement).map_err(|e| Error::Internal(e.to_string()))?;
-    envelope_bundle(&payload, key)
+    envelope_bundle(&payload, key, &options.certificates)
 }
 
-/// A Sigstore bundle (v0.3) of a DSSE envelope over the in-toto `payload`, signed with `key`,
-/// with the key hint `model_signing` writes: the JSON written to disk.
+/// A Sigstore bundle (v0.3) of a DSSE envelope over the in-toto `payload`, signed with `key`:
+/// the JSON written to disk. With no `certificates`, it carries the key hint `model_signing sign
+/// key` writes; with them (DER, the signing certificate first), the certificate chain `model_signing
+/// sign certificate` writes.
 ///
 /// # Errors
 /// An encoder failure (never for a valid key).
-pub fn envelope_bundle(payload: &[u8], key: &PrivateKey) -> Result<Vec<u8>> {
+pub fn envelope_bundle(
+    payload: &[u8],
+    key: &PrivateKey,
+    certificates: &[Vec<u8>],
+) -> Result<Vec<u8>> {
     let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, payload));
+    let (public_key, x509_certificate_chain) = if certificates.is_empty() {
+        let hint = Some(key.public_key().hint()?);
+        (Some(bundle::KeyHint { hint }), None)
+    } else {
+        let certificates = certificates
+            .iter()
+            .map(|der| bundle::RawCertificate {
+                raw_bytes: bundle::encode_b64(der),
+            })
+            .collect();
+        (None, Some(bundle::CertificateChain { certificates }))
+    };
     let out = Bundle {
         media_type: bundle::MEDIA_TYPE.into(),
         verification_material: bundle::Material {
-            public_key: Some(bundle::KeyHint {
-                hint: Some(key.public_key().hint()?),
-            }),
+            public_key,
+            x509_certificate_chain,
             tlog_entries: Vec::new(),
             ..Default::default()
         },

@@ -421,3 +421,165 @@ fn what_cannot_be_verified_is_exit_2_with_one_line() {
     let out = verify(&dir, &bad, "p256.pub", &[]);
     assert!(stderr(&out).lines().count() <= 2, "{}", stderr(&out));
 }
+
+/// Signs `dir` in certificate mode with the private key `key_file` and the certificate
+/// `cert_file` (both under testdata/modelsign/), with `chain` after it in the bundle.
+fn sign_certified(
+    dir: &Path,
+    key_file: &str,
+    cert_file: &str,
+    chain: &[&str],
+) -> std::process::Output {
+    let mut args: Vec<String> = ["sign", "--model", dir.to_str().unwrap()]
+        .map(str::to_owned)
+        .into();
+    args.extend(["--key".into(), key(key_file)]);
+    args.extend(["--signing-certificate".into(), key(cert_file)]);
+    for c in chain {
+        args.extend(["--certificate-chain".into(), key(c)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args)
+}
+
+/// Signs `dir` with `testdata/modelsign/certs/{leaf}.key` and `.pem`, the intermediate CA in
+/// the bundle's chain.
+fn sign_with_certificate(dir: &Path, leaf: &str) -> std::process::Output {
+    sign_certified(
+        dir,
+        &format!("certs/{leaf}.key"),
+        &format!("certs/{leaf}.pem"),
+        &["certs/intermediate.pem"],
+    )
+}
+
+fn verify_with_cas(dir: &Path, cas: &[&str]) -> std::process::Output {
+    let sig = dir.join("model.sig");
+    let mut args = vec![
+        "verify".to_owned(),
+        "--model".into(),
+        dir.to_str().unwrap().into(),
+        "--bundle".into(),
+        sig.to_str().unwrap().into(),
+    ];
+    for ca in cas {
+        args.extend(["--certificate-chain".into(), key(&format!("certs/{ca}"))]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args)
+}
+
+#[test]
+fn certificate_mode_trusts_the_ca_at_the_signing_certificates_start_and_its_usages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model(tmp.path());
+    // Signed under the test root through the intermediate: verified against the root alone.
+    for leaf in ["leaf", "leaf-eku", "leaf-expired"] {
+        let out = sign_with_certificate(&dir, leaf);
+        assert_eq!(code(&out), 0, "{leaf}: {}", stderr(&out));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("model.sig")).unwrap()).unwrap();
+        let chain = &json["verificationMaterial"]["x509CertificateChain"]["certificates"];
+        assert_eq!(chain.as_array().map(Vec::len), Some(2), "{json}");
+        assert!(json["verificationMaterial"].get("publicKey").is_none());
+        // leaf-expired ended in 2022: the chain is checked at its notBefore (2021), as the
+        // reference verifier does, so it still verifies.
+        expect(
+            &verify_with_cas(&dir, &["root.pem"]),
+            0,
+            &format!("chained to {}", key("certs/root.pem")),
+        );
+        let out = verify_with_cas(&dir, &["other-root.pem"]);
+        expect(&out, 1, "does not chain to the CA certificates");
+        assert!(
+            stdout(&out).contains("no path to a trusted CA"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // A tampered file still fails in certificate mode, naming the file.
+    sign_with_certificate(&dir, "leaf");
+    std::fs::write(dir.join("config.json"), b"{\"hidden\": 17}\n").unwrap();
+    expect(
+        &verify_with_cas(&dir, &["root.pem"]),
+        1,
+        "config.json: FAILED: changed",
+    );
+    std::fs::write(dir.join("config.json"), b"{\"hidden\": 16}\n").unwrap();
+
+    // A certificate that may not sign (keyEncipherment, serverAuth) chains but is refused.
+    assert_eq!(code(&sign_with_certificate(&dir, "leaf-nosign")), 0);
+    expect(&verify_with_cas(&dir, &["root.pem"]), 1, "may not sign");
+    // A certificate older than its CA: the chain was not valid at its start.
+    assert_eq!(code(&sign_with_certificate(&dir, "leaf-early")), 0);
+    expect(
+        &verify_with_cas(&dir, &["root.pem"]),
+        1,
+        "was not valid at that time",
+    );
+    // Another hierarchy's certificate with this bundle's chain: no path to the root.
+    let out = sign_certified(&dir, "certs/other-leaf.key", "certs/other-leaf.pem", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    expect(
+        &verify_with_cas(&dir, &["root.pem"]),
+        1,
+        "no path to a trusted CA",
+    );
+    expect(
+        &verify_with_cas(&dir, &["root.pem", "other-root.pem"]),
+        0,
+        "OK",
+    );
+
+    // A signing certificate swapped for another one under the same CA: the chain is valid,
+    // the signature is not.
+    assert_eq!(code(&sign_with_certificate(&dir, "leaf")), 0);
+    let sig = dir.join("model.sig");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
+    let other = std::fs::read_to_string(key("certs/leaf-expired.pem")).unwrap();
+    let der: String = other.lines().filter(|l| !l.starts_with("-----")).collect();
+    json["verificationMaterial"]["x509CertificateChain"]["certificates"][0]["rawBytes"] =
+        serde_json::Value::String(der);
+    std::fs::write(&sig, serde_json::to_vec(&json).unwrap()).unwrap();
+    expect(
+        &verify_with_cas(&dir, &["root.pem"]),
+        1,
+        "does not verify with the signing certificate's key",
+    );
+}
+
+#[test]
+fn certificate_mode_refuses_what_it_cannot_evaluate_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model(tmp.path());
+    // A key-signed bundle given CA certificates.
+    sign(&dir, "p256.pem");
+    expect(
+        &verify_with_cas(&dir, &["root.pem"]),
+        2,
+        "verify it with --public-key",
+    );
+    // A CA file that holds no certificate.
+    expect(
+        &verify_with_cas(&dir, &["../p256.pub"]),
+        2,
+        "holds no PEM certificate",
+    );
+    // --model with neither a key nor CA certificates.
+    let out = run(&[
+        "verify",
+        "--model",
+        dir.to_str().unwrap(),
+        "--bundle",
+        dir.join("model.sig").to_str().unwrap(),
+    ]);
+    expect(
+        &out,
+        2,
+        "--public-key PEM (key mode) or --certificate-chain",
+    );
+    // Signing with a certificate that is not the key's.
+    let out = sign_certified(&dir, "p256.pem", "certs/leaf.pem", &[]);
+    expect(&out, 2, "not the signing key's");
+}
