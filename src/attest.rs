@@ -1,4 +1,4 @@
-//! Signed verdicts: a `check` or `compare` decision as an in-toto Statement v1 with SLSA's
+//! Signed verdicts: a `check`, `compare` or `profile` decision as an in-toto Statement v1 with SLSA's
 //! Verification Summary Attestation predicate (`https://slsa.dev/verification_summary/v1`),
 //! in a DSSE envelope inside a Sigstore bundle (v0.3), signed with the gate's EC key, so that
 //! the training step can refuse data the gate did not pass.
@@ -19,9 +19,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::Tool;
 use crate::error::{Error, Result};
 use crate::modelsign::keys::{PrivateKey, PublicKey};
 use crate::report::{Report, Verdict};
+use crate::source::InputMeta;
 
 /// The VSA predicate type.
 pub const VSA: &str = "https://slsa.dev/verification_summary/v1";
@@ -40,11 +42,10 @@ pub struct Subject {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// The statement of a report's verdict.
-#[must_use]
-pub fn statement(report: &Report) -> serde_json::Value {
-    let subjects: Vec<Subject> = report
-        .inputs
+/// The subjects of a run: every input it read, with its SHA-256 and, for S3 objects, the
+/// ETag and version id that name the exact object version.
+fn subjects(inputs: &[InputMeta]) -> Vec<Subject> {
+    inputs
         .iter()
         .map(|i| {
             let mut annotations = BTreeMap::new();
@@ -62,42 +63,102 @@ pub fn statement(report: &Report) -> serde_json::Value {
                 annotations,
             }
         })
-        .collect();
-    let passed = report.verdict == Verdict::Pass;
+        .collect()
+}
+
+/// A VSA statement over `inputs`. `policy` is VSA's `policy` (what the inputs were verified
+/// against), `input_attestations` the artifacts the decision relied on, and `details` the
+/// `poisongate` object (command, verdict, exit code and what the command counted).
+fn vsa(
+    inputs: &[InputMeta],
+    passed: bool,
+    command: &str,
+    policy: serde_json::Value,
+    input_attestations: Vec<serde_json::Value>,
+    details: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "_type": crate::modelsign::manifest::STATEMENT_TYPE,
+        "subject": subjects(inputs),
+        "predicateType": VSA,
+        "predicate": {
+            "verifier": {"id": VERIFIER_ID, "version": {"poisongate": Tool::current().version}},
+            "resourceUri": inputs.first().map_or("", |i| i.path.as_str()),
+            "policy": policy,
+            "inputAttestations": input_attestations,
+            "verificationResult": if passed { "PASSED" } else { "FAILED" },
+            "verifiedLevels": if passed { vec![format!("POISONGATE_{}_PASSED", command.to_uppercase())] } else { Vec::new() },
+            "slsaVersion": "1.0",
+            "poisongate": details,
+        },
+    })
+}
+
+/// The statement of a `check` or `compare` report's verdict.
+#[must_use]
+pub fn statement(report: &Report) -> serde_json::Value {
     let mut input_attestations = Vec::new();
     if let Some(b) = &report.baseline {
         input_attestations.push(serde_json::json!({"uri": b.path, "digest": {"sha256": b.sha256}}));
     }
-    let policy = report.policy.as_ref().map(|p| {
-        serde_json::json!({
-            "uri": p.path.clone().unwrap_or_else(|| "poisongate:default-policy".into()),
-            "digest": {"sha256": p.sha256},
-        })
-    });
-    serde_json::json!({
-        "_type": crate::modelsign::manifest::STATEMENT_TYPE,
-        "subject": subjects,
-        "predicateType": VSA,
-        "predicate": {
-            "verifier": {"id": VERIFIER_ID, "version": {"poisongate": report.tool.version}},
-            "resourceUri": report.inputs.first().map_or("", |i| i.path.as_str()),
-            "policy": policy.unwrap_or_else(|| serde_json::json!({"uri": "poisongate:none"})),
-            "inputAttestations": input_attestations,
-            "verificationResult": if passed { "PASSED" } else { "FAILED" },
-            "verifiedLevels": if passed { vec![format!("POISONGATE_{}_PASSED", report.command.to_uppercase())] } else { Vec::new() },
-            "slsaVersion": "1.0",
-            "poisongate": {
-                "command": report.command,
-                "verdict": report.verdict,
-                "exitCode": report.exit_code,
-                "deny": report.counts.deny,
-                "warn": report.counts.warn,
-                "waived": report.counts.waived,
-                "tests": report.counts.tests,
-                "rows": report.rows,
-            },
+    let policy = report.policy.as_ref().map_or_else(
+        || serde_json::json!({"uri": "poisongate:none"}),
+        |p| {
+            serde_json::json!({
+                "uri": p.path.clone().unwrap_or_else(|| "poisongate:default-policy".into()),
+                "digest": {"sha256": p.sha256},
+            })
         },
-    })
+    );
+    vsa(
+        &report.inputs,
+        report.verdict == Verdict::Pass,
+        &report.command,
+        policy,
+        input_attestations,
+        serde_json::json!({
+            "command": report.command,
+            "verdict": report.verdict,
+            "exitCode": report.exit_code,
+            "deny": report.counts.deny,
+            "warn": report.counts.warn,
+            "waived": report.counts.waived,
+            "tests": report.counts.tests,
+            "rows": report.rows,
+        }),
+    )
+}
+
+/// The statement of a `profile` run: its subjects are the trusted inputs it read, and the
+/// baseline it wrote (`baseline`: path and SHA-256, on a pass) is named in the `poisongate`
+/// object, so that a later step can check both that the baseline it pins came from this run
+/// and that the trusted files are the ones profiled. No policy applies to a profile
+/// (`poisongate:none`). `verdict` is the run's outcome: a pass, a block (`--require-sse-kms`
+/// refused an input) or an error (no inputs are known then).
+#[must_use]
+pub fn profile_statement(
+    inputs: &[InputMeta],
+    rows: u64,
+    baseline: Option<(&str, &str)>,
+    verdict: Verdict,
+) -> serde_json::Value {
+    let mut details = serde_json::json!({
+        "command": "profile",
+        "verdict": verdict,
+        "exitCode": verdict.exit_code(),
+        "rows": rows,
+    });
+    if let Some((path, sha256)) = baseline {
+        details["baseline"] = serde_json::json!({"uri": path, "digest": {"sha256": sha256}});
+    }
+    vsa(
+        inputs,
+        verdict == Verdict::Pass,
+        "profile",
+        serde_json::json!({"uri": "poisongate:none"}),
+        Vec::new(),
+        details,
+    )
 }
 
 /// Signs `statement` into a Sigstore bundle's JSON.

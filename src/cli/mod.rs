@@ -11,7 +11,7 @@ mod shard;
 mod verify;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use poisongate::report::Verdict;
@@ -208,6 +208,11 @@ struct ProfileArgs {
     summaries: Vec<PathBuf>,
     #[command(flatten)]
     sse: SseArgs,
+    /// A signed statement of the profile (`--attest KEY --attestation F`): its subjects are the
+    /// trusted inputs, and it names the baseline written. Not with --manifest (a part is not a
+    /// decision).
+    #[command(flatten)]
+    sign: AttestArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +335,13 @@ struct ReportArgs {
     /// Write a JUnit XML report here (one test case per finding plus the gate).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    #[command(flatten)]
+    sign: AttestArgs,
+}
+
+/// `--attest KEY --attestation F` of `check`, `compare` and `profile`.
+#[derive(Debug, Args)]
+struct AttestArgs {
     /// Sign the verdict with this unencrypted PEM EC private key (P-256, P-384 or P-521) and
     /// write it to --attestation: an in-toto statement (SLSA verification summary) whose
     /// subjects are the digests of every input read. Written on a block and on an error too
@@ -340,6 +352,20 @@ struct ReportArgs {
     /// checks it in the training step.
     #[arg(long, value_name = "F", requires = "attest")]
     attestation: Option<PathBuf>,
+}
+
+impl AttestArgs {
+    /// The key and the path, when asked for; the key is read first, so that a bad key fails
+    /// the run before anything is written.
+    fn load(&self) -> poisongate::Result<Option<(poisongate::modelsign::keys::PrivateKey, &Path)>> {
+        match (&self.attest, &self.attestation) {
+            (Some(key), Some(path)) => Ok(Some((
+                poisongate::modelsign::keys::PrivateKey::from_pem_file(key)?,
+                path.as_path(),
+            ))),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// `compare` against live models (Open Inference Protocol, KServe V2 REST).
@@ -699,8 +725,7 @@ fn write_reports(
     if let Some(path) = &args.junit {
         write_atomic(path, report::junit::render(report).as_bytes())?;
     }
-    if let (Some(key), Some(path)) = (&args.attest, &args.attestation) {
-        let key = poisongate::modelsign::keys::PrivateKey::from_pem_file(key)?;
+    if let Some((key, path)) = args.sign.load()? {
         let statement = poisongate::attest::statement(report);
         write_atomic(path, &poisongate::attest::sign(&statement, &key)?)?;
     }

@@ -8,7 +8,42 @@ use sha2::{Digest, Sha256};
 
 use super::ProfileArgs;
 
+/// What a profile run did, for its signed statement.
+struct Outcome {
+    verdict: Verdict,
+    inputs: Vec<poisongate::source::InputMeta>,
+    rows: u64,
+    /// The baseline written, and its SHA-256.
+    baseline: Option<(String, String)>,
+}
+
 pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
+    if args.manifest.is_some() && args.sign.attest.is_some() {
+        return Err(poisongate::Error::Usage(
+            "--attest signs a baseline; a --manifest run writes a profile part: sign the --summaries run that merges the parts".into(),
+        ));
+    }
+    let signer = args.sign.load()?;
+    let result = profile(args);
+    if let Some((key, path)) = signer {
+        // Written on an error too (FAILED, no subjects), so a stale passing statement is never
+        // left behind.
+        let statement = match &result {
+            Ok(o) => poisongate::attest::profile_statement(
+                &o.inputs,
+                o.rows,
+                o.baseline.as_ref().map(|(p, d)| (p.as_str(), d.as_str())),
+                o.verdict,
+            ),
+            Err(_) => poisongate::attest::profile_statement(&[], 0, None, Verdict::Error),
+        };
+        let signed = poisongate::attest::sign(&statement, &key)?;
+        write_atomic(path, &signed)?;
+    }
+    result.map(|o| o.verdict)
+}
+
+fn profile(args: &ProfileArgs) -> poisongate::Result<Outcome> {
     if args.input.stdout_json()? {
         return Err(poisongate::Error::Usage(
             "`profile` has no JSON stdout; the baseline is the output".into(),
@@ -31,7 +66,13 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
         model_rows: usize::try_from(args.model_rows).ok(),
     };
     if let Some(manifest) = &args.manifest {
-        return shard_part(args, &sources, manifest, &opts);
+        let verdict = shard_part(args, &sources, manifest, &opts)?;
+        return Ok(Outcome {
+            verdict,
+            inputs: Vec::new(),
+            rows: 0,
+            baseline: None,
+        });
     }
     // One streamed read: the inputs are hashed as they are decoded, and the integrity
     // requirement is judged on what was read, before anything is written.
@@ -50,7 +91,12 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
         baseline::profile_parts(parts, &names, &opts)?
     };
     if refuse_unencrypted(args, &baseline.inputs)? {
-        return Ok(Verdict::Blocked);
+        return Ok(Outcome {
+            verdict: Verdict::Blocked,
+            inputs: baseline.inputs,
+            rows: baseline.rows,
+            baseline: None,
+        });
     }
     let bytes = baseline::to_json(&baseline)?;
     let digest = hex::encode(Sha256::digest(&bytes));
@@ -76,7 +122,12 @@ pub fn run(args: &ProfileArgs) -> poisongate::Result<Verdict> {
             .as_ref()
             .map_or(String::new(), |l| format!(", label `{l}`")),
     ))?;
-    Ok(Verdict::Pass)
+    Ok(Outcome {
+        verdict: Verdict::Pass,
+        rows: baseline.rows,
+        inputs: baseline.inputs,
+        baseline: Some((args.output.display().to_string(), digest)),
+    })
 }
 
 /// With `--require-sse-kms`, prints the inputs that fail it and returns true (the run is

@@ -134,3 +134,82 @@ fn a_blocked_batch_is_attested_failed_and_never_verifies() {
     );
     assert_eq!(code(&verify(&att, "p256.pub", &[])), 2);
 }
+
+/// The statement inside a signed bundle.
+fn statement_of(att: &std::path::Path) -> serde_json::Value {
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(att).unwrap()).unwrap();
+    let payload = poisongate::modelsign::bundle::decode_b64(
+        bundle["dsseEnvelope"]["payload"].as_str().unwrap(),
+    )
+    .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
+#[test]
+fn a_profile_is_attested_over_its_trusted_inputs_and_names_the_baseline_it_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let att = tmp.path().join("profile.sig");
+    let out_path = tmp.path().join("baseline.json");
+    let profile = |data: &str| {
+        run(&[
+            "profile",
+            testdata(data).to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--label",
+            "defaulted",
+            "--attest",
+            &key("p384-pkcs8.pem"),
+            "--attestation",
+            att.to_str().unwrap(),
+        ])
+    };
+    let out = profile("trusted/applications.parquet");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let st = statement_of(&att);
+    assert_eq!(st["predicate"]["verificationResult"], "PASSED");
+    assert_eq!(
+        st["predicate"]["verifiedLevels"][0],
+        "POISONGATE_PROFILE_PASSED"
+    );
+    let p = &st["predicate"]["poisongate"];
+    assert_eq!(p["command"], "profile");
+    assert_eq!(p["exitCode"], 0);
+    assert!(p["rows"].as_u64().unwrap() > 0);
+    // The baseline named is the one written, byte for byte.
+    let written = poisongate::digest::sha256_file(&out_path).unwrap().0;
+    assert_eq!(p["baseline"]["digest"]["sha256"], written.as_str());
+    // The trusted file verifies against it; a batch the profile did not read does not.
+    let out = verify(&att, "p384.pub", &["trusted/applications.parquet"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let out = verify(&att, "p384.pub", &["clean/batch.parquet"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+
+    // A profile that fails (an unreadable input) replaces the passing statement with a FAILED
+    // one without subjects: a stale pass never survives a failed rerun.
+    let out = profile("broken/truncated.parquet");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let st = statement_of(&att);
+    assert_eq!(st["predicate"]["verificationResult"], "FAILED");
+    assert_eq!(st["subject"].as_array().map(Vec::len), Some(0));
+    assert_eq!(st["predicate"]["poisongate"]["exitCode"], 2);
+    let out = verify(&att, "p384.pub", &["trusted/applications.parquet"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+
+    // A sharded part is not a decision: --attest with --manifest is refused before any work.
+    let out = run(&[
+        "profile",
+        "--manifest",
+        "m.json",
+        "--shard",
+        "0/1",
+        "-o",
+        out_path.to_str().unwrap(),
+        "--attest",
+        &key("p256.pem"),
+        "--attestation",
+        att.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--summaries"), "{}", stderr(&out));
+}

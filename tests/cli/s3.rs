@@ -889,6 +889,8 @@ fn versioned_buckets_record_the_version_read() {
         .to_owned();
     let dir = tempfile::tempdir().unwrap();
     let (md, html) = (dir.path().join("r.md"), dir.path().join("r.html"));
+    let att = dir.path().join("verdict.sig");
+    let key = |name: &str| testdata(&format!("modelsign/{name}"));
     let (c, r, out) = check(
         baseline().to_str().unwrap(),
         &[&format!("s3://{b}/batch.parquet")],
@@ -897,10 +899,37 @@ fn versioned_buckets_record_the_version_read() {
             md.to_str().unwrap(),
             "--html",
             html.to_str().unwrap(),
+            "--attest",
+            key("p256.pem").to_str().unwrap(),
+            "--attestation",
+            att.to_str().unwrap(),
         ],
     );
     assert_eq!(c, 0, "{}", out_text(&out));
     assert_eq!(r["inputs"][0]["object"]["version_id"], want.as_str());
+    // The signed verdict names the object version and ETag it read, and the training step's
+    // check of the same object passes.
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&att).unwrap()).unwrap();
+    let payload = poisongate::modelsign::bundle::decode_b64(
+        bundle["dsseEnvelope"]["payload"].as_str().unwrap(),
+    )
+    .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    let subject = &st["subject"][0];
+    assert_eq!(subject["annotations"]["s3VersionId"], want.as_str());
+    assert_eq!(
+        subject["annotations"]["s3ETag"],
+        r["inputs"][0]["object"]["etag"]
+    );
+    let out = s3_run(&[
+        "verify",
+        "--attestation",
+        att.to_str().unwrap(),
+        "--public-key",
+        key("p256.pub").to_str().unwrap(),
+        &format!("s3://{b}/batch.parquet"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", out_text(&out));
     // The human reports show what was read, for an auditor.
     for page in [&md, &html] {
         let text = std::fs::read_to_string(page).unwrap();
