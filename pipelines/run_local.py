@@ -3,7 +3,8 @@
 A schema validator proves that a manifest is well formed, not that its arguments are ones the
 binary accepts or that the steps fit together. This runner takes the exact `args` of every
 container in `kubernetes/sharded-check.yaml` and in `argo/sharded-check.yaml` (and the one-pod
-gate of `kubernetes/check-job.yaml` and the step of `tekton/task-check.yaml`), expands them
+gate of `kubernetes/check-job.yaml`, the step of `tekton/task-check.yaml` and the `verify`
+step of `tekton/task-verified-data.yaml` on a copy of the batch), expands them
 the way Kubernetes (`$(VAR)`) and Argo (`{{...}}`) would, maps the volumes and artifacts to
 local directories, swaps the S3 batch and baseline for local files, runs each step in the
 engine's order, and checks that the sharded report is byte for byte the one of a plain
@@ -322,18 +323,13 @@ def gate_job(opts, sha: str, work: Path) -> tuple[int, dict]:
     return code, yaml.safe_load((local["reports"] / "report.json").read_text())
 
 
-def tekton_task(opts, sha: str, work: Path) -> tuple[int, dict]:
-    """The step of tekton/task-check.yaml with its `$(params.*)` and workspace path substituted
-    as Tekton would (the S3 batch and baseline as local files)."""
-    task = yaml.safe_load((HERE / "tekton" / "task-check.yaml").read_text())
-    reports = work / "tekton-reports"
-    reports.mkdir()
-    values = {"params.data": opts.data, "params.baseline": opts.baseline,
-              "params.baseline-sha256": sha, "workspaces.reports.path": str(reports)}
+def substituted(task: dict, step_name: str, values: dict[str, str]) -> list[str]:
+    """The arguments of one step of a Tekton Task with its `$(...)` references replaced as
+    Tekton would; an undeclared parameter or an unknown reference fails."""
     declared = {f"params.{p['name']}" for p in task["spec"]["params"]}
-    steps = task["spec"]["steps"]
+    steps = [s for s in task["spec"]["steps"] if s["name"] == step_name]
     if len(steps) != 1:
-        fail("the Tekton check Task has more than one step")
+        fail(f"Tekton: no single step {step_name!r} in {task['metadata']['name']}")
     args = []
     for a in steps[0]["args"]:
         for ref in re.findall(r"\$\(([^)]+)\)", a):
@@ -341,7 +337,46 @@ def tekton_task(opts, sha: str, work: Path) -> tuple[int, dict]:
                 fail(f"Tekton: unknown reference $({ref})")
             a = a.replace(f"$({ref})", values[ref])
         args.append(a)
-    code = run(opts.bin, args, allowed=(0, 1))
+    return args
+
+
+def tekton_task(opts, sha: str, work: Path) -> tuple[int, dict]:
+    """The step of tekton/task-check.yaml with its `$(params.*)` and workspace paths substituted
+    as Tekton would (the S3 batch and baseline as local files), then the `verify` step of
+    tekton/task-verified-data.yaml on a copy of the batch: it must pass exactly when the gate
+    passed, and refuse the copy once a file the gate did not read is added to it."""
+    task = yaml.safe_load((HERE / "tekton" / "task-check.yaml").read_text())
+    if len(task["spec"]["steps"]) != 1:
+        fail("the Tekton check Task has more than one step")
+    reports = work / "tekton-reports"
+    reports.mkdir()
+    keys = work / "tekton-gate-key"
+    keys.mkdir()
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+                    str(keys / "gate.pem")], check=True)
+    subprocess.run(["openssl", "ec", "-in", str(keys / "gate.pem"), "-pubout", "-out",
+                    str(keys / "gate.pub")], check=True, stderr=subprocess.DEVNULL)
+    values = {"params.data": opts.data, "params.baseline": opts.baseline,
+              "params.baseline-sha256": sha, "workspaces.reports.path": str(reports),
+              "workspaces.gate-key.path": str(keys)}
+    code = run(opts.bin, substituted(task, "check", values), allowed=(0, 1))
+
+    verified = yaml.safe_load((HERE / "tekton" / "task-verified-data.yaml").read_text())
+    data = work / "tekton-data"
+    batch = data / "batch"
+    if Path(opts.data).is_dir():
+        shutil.copytree(opts.data, batch)
+    else:
+        batch.mkdir(parents=True)
+        shutil.copy(opts.data, batch)
+    args = substituted(verified, "verify", {"workspaces.reports.path": str(reports),
+                                            "workspaces.gate-pub.path": str(keys),
+                                            "workspaces.data.path": str(data)})
+    if (got := run(opts.bin, args, allowed=(0, 1))) != code:
+        fail(f"Tekton verified-data: verify exited {got} on the gate's batch, the gate {code}")
+    shutil.copy(HERE.parent / "testdata" / "poison" / "trigger_channel.parquet", batch / "late.parquet")
+    if run(opts.bin, args, allowed=(0, 1)) != 1:
+        fail("Tekton verified-data: a file added after the gate was not refused")
     return code, yaml.safe_load((reports / "report.json").read_text())
 
 
@@ -388,7 +423,9 @@ def main() -> None:
             got, report = fn(opts, sha, work)
             if got != code or report["findings"] != mine["findings"]:
                 fail(f"{name}: exit {got} and its findings differ from the plain check's")
-            print(f"ok: {name} on {opts.data}: exit {got}, same findings")
+            extra = ("; verified-data Task: the copy verifies exactly when the gate passed, and "
+                     "a file added after the gate is refused") if name.startswith("Tekton") else ""
+            print(f"ok: {name} on {opts.data}: exit {got}, same findings{extra}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ for entry in "${envs[@]}"; do
     continue
   fi
   start=$(date +%s)
-  python3 -m venv "$dir"
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
   "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$reqs"
   echo "$want" > "$stamp"
   echo "venv: $dir from $reqs in $(( $(date +%s) - start )) s"

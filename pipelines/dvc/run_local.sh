@@ -5,7 +5,9 @@
 #   2. the same repository with a poisoned batch swapped in: `dvc repro` fails at the gate, no
 #      later stage runs, and the model and promotion of the earlier run are gone;
 #   3. a poisoned batch from the start: `dvc repro` fails, no model;
-#   4. a dvc.yaml with a misspelled field is refused.
+#   4. a batch swapped after the gate passed (only `train` rerun): training refuses it, because
+#      the gate's signed verdict does not name its digest, and no model is left;
+#   5. a dvc.yaml with a misspelled field is refused.
 #
 #   bash pipelines/dvc/run_local.sh [BIN]      (BIN defaults to target/debug/poisongate)
 #
@@ -34,8 +36,9 @@ fail() { echo "run_local.sh: $*" >&2; exit 1; }
 # A repository laid out as dvc.yaml expects, with BATCH as the batch.
 repo() {
   local dir=$1 batch=$2
-  mkdir -p "$dir"/{baseline,data,eval}
+  mkdir -p "$dir"/{baseline,data,eval,keys}
   cp "$root"/pipelines/dvc/{dvc.yaml,train.py,promote.py} "$dir/"
+  cp "$work/gate.pem" "$work/gate.pub" "$dir/keys/"
   cp "$work/baseline.json" "$work/baseline.json.sha256" "$dir/baseline/"
   cp "$root/$batch" "$dir/data/batch.parquet"
   cp "$root/testdata/compare/clean.parquet" "$dir/eval/predictions.parquet"
@@ -46,6 +49,9 @@ repro() { (cd "$1" && "$dvc" repro > repro.log 2>&1); }
 
 poisongate profile testdata/trusted/applications.parquet -o "$work/baseline.json" \
   --label defaulted --id application_id > /dev/null
+# The gate's signing key (a secret in real use).
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/gate.pem"
+openssl ec -in "$work/gate.pem" -pubout -out "$work/gate.pub" 2> /dev/null
 
 # 1. Clean: every stage runs.
 repo "$work/a" testdata/clean/batch.parquet
@@ -69,7 +75,20 @@ if repro "$work/b"; then fail "a poisoned batch passed dvc repro"; fi
 test ! -e "$work/b/model" || fail "a model was trained on a poisoned batch"
 echo "ok: dvc repro, poisoned batch: stopped at the gate, no model"
 
-# 4. A misspelled field is refused.
+# 4. A clean run, then the batch swapped and only `train` rerun (as if written to between the
+#    stages): the signed verdict does not name the new bytes, so training refuses them.
+repo "$work/d" testdata/clean/batch.parquet
+repro "$work/d" || { cat "$work/d/repro.log"; fail "a clean batch failed dvc repro"; }
+cp testdata/poison/trigger_channel.parquet "$work/d/data/batch.parquet"
+if (cd "$work/d" && "$dvc" repro --single-item train > repro.log 2>&1); then
+  fail "training accepted a batch swapped after the gate"
+fi
+grep -q "is not a batch the gate passed" "$work/d/repro.log" || { cat "$work/d/repro.log"; fail "train did not refuse the swapped batch"; }
+grep -q "FAILED: sha256" "$work/d/repro.log" || { cat "$work/d/repro.log"; fail "verify --attestation did not name the file"; }
+test ! -e "$work/d/model/model.json" || fail "a model was trained on a swapped batch"
+echo "ok: dvc repro, batch swapped after the gate: training refused it (not in the signed verdict), no model"
+
+# 5. A misspelled field is refused.
 repo "$work/c" testdata/clean/batch.parquet
 sed -i '0,/    deps:/s//    dep:/' "$work/c/dvc.yaml"
 if (cd "$work/c" && "$dvc" stage list > stage.log 2>&1); then fail "dvc accepted a misspelled field"; fi

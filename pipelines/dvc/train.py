@@ -1,29 +1,39 @@
-"""Stand-in for a training step, with the check a real one should make first: it trains only on
-the exact bytes a passing `poisongate check` report names (same SHA-256), so a batch swapped
-after the gate ran is refused.
+"""Stand-in for a training step, with the check a real one should make first: it copies the
+batch into a private directory, has `poisongate verify --attestation` check that copy against
+the gate's signed verdict, and trains on that copy only. A batch swapped after the gate ran, or
+while this step runs, is refused: the bytes verified are the bytes trained on.
 
-    python3 train.py BATCH GATE_REPORT MODEL_OUT
+    python3 train.py BATCH VERDICT GATE_PUBLIC_KEY MODEL_OUT
+
+POISONGATE names the binary (default: poisongate on PATH).
 """
 
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 
 def main() -> int:
-    batch, report_path, out = sys.argv[1:4]
-    with open(report_path, encoding="utf-8") as f:
-        report = json.load(f)
-    with open(batch, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if report.get("verdict") != "pass":
-        sys.exit(f"train.py: the gate report {report_path} is not a pass")
-    if digest not in {i.get("sha256") for i in report.get("inputs", [])}:
-        sys.exit(f"train.py: {batch} (sha256 {digest}) is not the batch the gate passed")
+    batch, verdict, public_key, out = sys.argv[1:5]
+    poisongate = os.environ.get("POISONGATE", "poisongate")
+    # A fresh directory only this process can write to (mode 0700).
+    with tempfile.TemporaryDirectory() as private:
+        copy = os.path.join(private, os.path.basename(batch))
+        shutil.copyfile(batch, copy)
+        code = subprocess.run([poisongate, "verify", "--attestation", verdict,
+                               "--public-key", public_key, copy], check=False).returncode
+        if code != 0:
+            sys.exit(f"train.py: {batch} is not a batch the gate passed "
+                     f"(poisongate verify --attestation exited {code})")
+        with open(copy, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"trained_on": digest, "rows": report.get("rows")}, f)
+        json.dump({"trained_on": digest}, f)
     print(f"trained on {batch} ({digest[:12]}...)")
     return 0
 

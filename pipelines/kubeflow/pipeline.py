@@ -5,7 +5,10 @@ Each step is a Python component that runs the `poisongate` binary of its image a
 it exits non-zero, so a blocked batch (exit 1) or one the gate could not evaluate (exit 2)
 fails the gate task and Kubeflow never starts the tasks after it. The reports are the tasks'
 output artifacts. `train` and `promote` are stand-ins for your own steps; `train` shows the
-check a real one should make first: it trains only on the bytes a passing report names.
+check a real one should make first: the gate signs its verdict over the digests of what it read
+(`--attest`, with the gate's key from a Kubernetes Secret), and training copies the batch into a
+private directory, has `poisongate verify --attestation` check that copy with the gate's public
+key, and trains on that copy only, so a batch swapped after the gate is refused.
 
 Compile: python pipeline.py OUT.yaml (or `kfp dsl compile --py pipeline.py --function
 gated_training --output OUT.yaml`).
@@ -33,14 +36,16 @@ def verify_baseline(poisongate: str, baseline: str, checksums: str) -> str:
 
 
 @dsl.component(base_image=IMAGE)
-def gate(poisongate: str, baseline: str, baseline_sha256: str, batch: str,
-         report: Output[Artifact], summary: Output[Markdown]):
+def gate(poisongate: str, baseline: str, baseline_sha256: str, batch: str, gate_key: str,
+         report: Output[Artifact], summary: Output[Markdown], verdict: Output[Artifact]):
     """poisongate check: exit 0 lets training start, 1 and 2 fail the task. The Markdown report
-    is a Markdown artifact, which the Kubeflow UI renders."""
+    is a Markdown artifact, which the Kubeflow UI renders; the verdict, signed with the key at
+    `gate_key` (mount it from a Secret), is what training checks."""
     import subprocess
 
     argv = [poisongate, "check", "--baseline", baseline, "--expect-baseline-sha256",
-            baseline_sha256, batch, "--json", report.path, "--markdown", summary.path]
+            baseline_sha256, batch, "--json", report.path, "--markdown", summary.path,
+            "--attest", gate_key, "--attestation", verdict.path]
     code = subprocess.run(argv, check=False).returncode
     if code != 0:
         what = {1: "blocked", 2: "could not evaluate"}.get(code, "failed")
@@ -48,17 +53,27 @@ def gate(poisongate: str, baseline: str, baseline_sha256: str, batch: str,
 
 
 @dsl.component(base_image=IMAGE)
-def train(batch: str, gate_report: Input[Artifact], model: Output[Model]):
-    """Stand-in training step: only on the bytes the passing gate report names."""
+def train(poisongate: str, batch: str, verdict: Input[Artifact], gate_public_key: str,
+          model: Output[Model]):
+    """Stand-in training step: only on a private copy of the batch that the gate's signed
+    verdict names."""
     import hashlib
     import json
+    import os
+    import shutil
+    import subprocess
+    import tempfile
 
-    with open(gate_report.path, encoding="utf-8") as f:
-        report = json.load(f)
-    with open(batch, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if report.get("verdict") != "pass" or digest not in {i["sha256"] for i in report["inputs"]}:
-        raise RuntimeError(f"{batch} is not the batch the gate passed")
+    with tempfile.TemporaryDirectory() as private:
+        copy = os.path.join(private, os.path.basename(batch))
+        shutil.copyfile(batch, copy)
+        code = subprocess.run([poisongate, "verify", "--attestation", verdict.path,
+                               "--public-key", gate_public_key, copy], check=False).returncode
+        if code != 0:
+            raise RuntimeError(f"{batch} is not a batch the gate passed "
+                               f"(poisongate verify --attestation exited {code})")
+        with open(copy, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
     with open(model.path, "w", encoding="utf-8") as f:
         json.dump({"trained_on": digest}, f)
 
@@ -93,11 +108,12 @@ def promote(model: Input[Model], compare_report: Input[Artifact], promoted: str)
 
 @dsl.pipeline(name="gated-training")
 def gated_training(poisongate: str, baseline: str, checksums: str, batch: str,
-                   predictions: str, promoted: str):
+                   gate_key: str, gate_public_key: str, predictions: str, promoted: str):
     verified = verify_baseline(poisongate=poisongate, baseline=baseline, checksums=checksums)
     checked = gate(poisongate=poisongate, baseline=baseline, baseline_sha256=verified.output,
-                   batch=batch)
-    trained = train(batch=batch, gate_report=checked.outputs["report"])
+                   batch=batch, gate_key=gate_key)
+    trained = train(poisongate=poisongate, batch=batch, verdict=checked.outputs["verdict"],
+                    gate_public_key=gate_public_key)
     compared = compare(poisongate=poisongate, predictions=predictions,
                        model=trained.outputs["model"])
     promote(model=trained.outputs["model"], compare_report=compared.outputs["report"],

@@ -599,8 +599,8 @@ struct VerifyArgs {
     /// signed file must still be present and unchanged).
     #[arg(long, requires = "model")]
     ignore_unsigned_files: bool,
-    /// A signed verdict (`check --attest`): exit 0 only when it verifies with --public-key,
-    /// says PASSED, and every FILE's SHA-256 is one of its subjects.
+    /// A signed verdict (`check`, `compare` or `profile` with --attest): exit 0 only when it
+    /// verifies with --public-key, says PASSED, and every FILE's SHA-256 is one of its subjects.
     #[arg(
         long,
         value_name = "F",
