@@ -1,18 +1,7 @@
 //! Signed verdicts: `check --attest` writes a SLSA verification summary over the digests of
 //! what it read; `verify --attestation` lets the training step go on only for those bytes.
 
-use crate::common::{baseline, code, run, stderr, testdata};
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn key(name: &str) -> String {
-    testdata(&format!("modelsign/{name}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
+use crate::common::{baseline, code, run, signing_file, stderr, stdout, testdata};
 
 fn gate(batch: &str, att: &std::path::Path) -> i32 {
     let data = testdata(batch);
@@ -22,7 +11,7 @@ fn gate(batch: &str, att: &std::path::Path) -> i32 {
         baseline().to_str().unwrap(),
         data.to_str().unwrap(),
         "--attest",
-        &key("p256.pem"),
+        &signing_file("p256.pem"),
         "--attestation",
         att.to_str().unwrap(),
     ]);
@@ -36,7 +25,7 @@ fn verify(att: &std::path::Path, public: &str, files: &[&str]) -> std::process::
         "--attestation".into(),
         att.to_str().unwrap().into(),
         "--public-key".into(),
-        key(public),
+        signing_file(public),
     ];
     args.extend(
         files
@@ -159,7 +148,7 @@ fn a_profile_is_attested_over_its_trusted_inputs_and_names_the_baseline_it_wrote
             "--label",
             "defaulted",
             "--attest",
-            &key("p384-pkcs8.pem"),
+            &signing_file("p384-pkcs8.pem"),
             "--attestation",
             att.to_str().unwrap(),
         ])
@@ -206,7 +195,7 @@ fn a_profile_is_attested_over_its_trusted_inputs_and_names_the_baseline_it_wrote
         "-o",
         out_path.to_str().unwrap(),
         "--attest",
-        &key("p256.pem"),
+        &signing_file("p256.pem"),
         "--attestation",
         att.to_str().unwrap(),
     ]);

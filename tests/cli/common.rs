@@ -31,6 +31,18 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A file of testdata/modelsign/ (keys and certificates), as an argument.
+pub fn signing_file(name: &str) -> String {
+    testdata(&format!("modelsign/{name}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The trusted demo baseline, pinned once per test run into a temporary directory.
 pub fn baseline() -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();

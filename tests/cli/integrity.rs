@@ -3,10 +3,6 @@
 
 use crate::common::*;
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn sha256sum_files_written_by_coreutils_verify_and_tampering_fails() {
     let dir = tempfile::tempdir().unwrap();

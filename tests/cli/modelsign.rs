@@ -5,18 +5,7 @@ use std::path::{Path, PathBuf};
 
 use poisongate::modelsign::{bundle, keys, manifest, tree};
 
-use crate::common::{code, run, stderr, testdata};
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn key(name: &str) -> String {
-    testdata(&format!("modelsign/{name}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
+use crate::common::{code, run, signing_file, stderr, stdout};
 
 /// A model directory: config, tokenizer, weight shards, an empty file, git metadata.
 fn model(root: &Path) -> PathBuf {
@@ -43,7 +32,7 @@ fn sign(dir: &Path, private: &str) {
         "--model",
         dir.to_str().unwrap(),
         "--key",
-        &key(private),
+        &signing_file(private),
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
@@ -56,7 +45,7 @@ fn verify(dir: &Path, sig: &Path, public: &str, extra: &[&str]) -> std::process:
         "--bundle",
         sig.to_str().unwrap(),
     ];
-    let k = key(public);
+    let k = signing_file(public);
     args.extend(["--public-key", &k]);
     args.extend(extra);
     run(&args)
@@ -160,7 +149,7 @@ fn git_paths_and_the_signature_are_skipped_but_symlinks_and_special_files_block(
             "--model",
             dir.to_str().unwrap(),
             "--key",
-            &key("p256.pem"),
+            &signing_file("p256.pem"),
             "--signature",
             tmp.path().join("s.sig").to_str().unwrap(),
         ]);
@@ -190,7 +179,7 @@ fn an_allowed_symlink_is_hashed_as_its_target() {
         "--model",
         dir.to_str().unwrap(),
         "--key",
-        &key("p256.pem"),
+        &signing_file("p256.pem"),
         "--allow-symlinks",
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -206,7 +195,7 @@ fn an_allowed_symlink_is_hashed_as_its_target() {
 
 /// Signs `statement` with the test P-256 key into a bundle at `path`.
 fn write_signed(path: &Path, payload: &[u8]) {
-    let pem = std::fs::read_to_string(key("p256.pem")).unwrap();
+    let pem = std::fs::read_to_string(signing_file("p256.pem")).unwrap();
     let k = keys::PrivateKey::from_pem(pem.trim()).unwrap();
     let sig = k.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, payload));
     let b = serde_json::json!({
@@ -414,7 +403,7 @@ fn what_cannot_be_verified_is_exit_2_with_one_line() {
         "--model",
         dir.to_str().unwrap(),
         "--key",
-        &key("p256.pub"),
+        &signing_file("p256.pub"),
     ]);
     expect(&out, 2, "not an unencrypted PEM EC private key");
     // The stderr error is one line plus the hint.
@@ -433,10 +422,10 @@ fn sign_certified(
     let mut args: Vec<String> = ["sign", "--model", dir.to_str().unwrap()]
         .map(str::to_owned)
         .into();
-    args.extend(["--key".into(), key(key_file)]);
-    args.extend(["--signing-certificate".into(), key(cert_file)]);
+    args.extend(["--key".into(), signing_file(key_file)]);
+    args.extend(["--signing-certificate".into(), signing_file(cert_file)]);
     for c in chain {
-        args.extend(["--certificate-chain".into(), key(c)]);
+        args.extend(["--certificate-chain".into(), signing_file(c)]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(&args)
@@ -463,7 +452,10 @@ fn verify_with_cas(dir: &Path, cas: &[&str]) -> std::process::Output {
         sig.to_str().unwrap().into(),
     ];
     for ca in cas {
-        args.extend(["--certificate-chain".into(), key(&format!("certs/{ca}"))]);
+        args.extend([
+            "--certificate-chain".into(),
+            signing_file(&format!("certs/{ca}")),
+        ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(&args)
@@ -487,7 +479,7 @@ fn certificate_mode_trusts_the_ca_at_the_signing_certificates_start_and_its_usag
         expect(
             &verify_with_cas(&dir, &["root.pem"]),
             0,
-            &format!("chained to {}", key("certs/root.pem")),
+            &format!("chained to {}", signing_file("certs/root.pem")),
         );
         let out = verify_with_cas(&dir, &["other-root.pem"]);
         expect(&out, 1, "does not chain to the CA certificates");
@@ -537,7 +529,7 @@ fn certificate_mode_trusts_the_ca_at_the_signing_certificates_start_and_its_usag
     let sig = dir.join("model.sig");
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
-    let other = std::fs::read_to_string(key("certs/leaf-expired.pem")).unwrap();
+    let other = std::fs::read_to_string(signing_file("certs/leaf-expired.pem")).unwrap();
     let der: String = other.lines().filter(|l| !l.starts_with("-----")).collect();
     json["verificationMaterial"]["x509CertificateChain"]["certificates"][0]["rawBytes"] =
         serde_json::Value::String(der);

@@ -890,7 +890,6 @@ fn versioned_buckets_record_the_version_read() {
     let dir = tempfile::tempdir().unwrap();
     let (md, html) = (dir.path().join("r.md"), dir.path().join("r.html"));
     let att = dir.path().join("verdict.sig");
-    let key = |name: &str| testdata(&format!("modelsign/{name}"));
     let (c, r, out) = check(
         baseline().to_str().unwrap(),
         &[&format!("s3://{b}/batch.parquet")],
@@ -900,7 +899,7 @@ fn versioned_buckets_record_the_version_read() {
             "--html",
             html.to_str().unwrap(),
             "--attest",
-            key("p256.pem").to_str().unwrap(),
+            &signing_file("p256.pem"),
             "--attestation",
             att.to_str().unwrap(),
         ],
@@ -926,7 +925,7 @@ fn versioned_buckets_record_the_version_read() {
         "--attestation",
         att.to_str().unwrap(),
         "--public-key",
-        key("p256.pub").to_str().unwrap(),
+        &signing_file("p256.pub"),
         &format!("s3://{b}/batch.parquet"),
     ]);
     assert_eq!(code(&out), 0, "{}", out_text(&out));
