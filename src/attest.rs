@@ -170,6 +170,18 @@ pub fn sign(statement: &serde_json::Value, key: &PrivateKey) -> Result<Vec<u8>> 
     crate::modelsign::envelope_bundle(&payload, key, &[])
 }
 
+/// How a file stands against an attestation's subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Its digest is a subject, matched by no other file.
+    Subject,
+    /// Its digest is no subject: bytes the gate did not read.
+    NotSubject,
+    /// Its digest is a subject that other files given already match: the same bytes under
+    /// more names than the gate read them (rows that would count more than once).
+    Repeated,
+}
+
 /// One file checked against an attestation.
 #[derive(Debug)]
 pub struct Covered {
@@ -178,7 +190,7 @@ pub struct Covered {
     /// Its SHA-256.
     pub sha256: String,
     /// Whether that digest is a subject.
-    pub covered: bool,
+    pub coverage: Coverage,
 }
 
 /// What `verify --attestation` found.
@@ -188,48 +200,62 @@ pub struct AttestationCheck {
     pub signed: bool,
     /// `verificationResult` (when signed).
     pub result: Option<String>,
-    /// The command and exit code the gate recorded.
+    /// The command the gate recorded.
     pub command: Option<String>,
+    /// The exit code it recorded.
+    pub exit_code: Option<i64>,
+    /// Whether the recorded command is the one asked for.
+    pub command_matches: bool,
     /// Each file.
     pub files: Vec<Covered>,
+    /// Subjects (name, SHA-256) that no file given matches: inputs the gate read that are
+    /// missing from what the training step is about to read.
+    pub missing: Vec<(String, String)>,
 }
 
 impl AttestationCheck {
-    /// Whether the training step may go on: signed, PASSED, and every file a subject.
+    /// Whether the training step may go on: signed by the key, a PASSED verdict of the command
+    /// asked for, and the files exactly the subjects (every file one, every subject one file).
     #[must_use]
     pub fn passes(&self) -> bool {
         self.signed
+            && self.command_matches
             && self.result.as_deref() == Some("PASSED")
-            && self.files.iter().all(|f| f.covered)
+            && self.files.iter().all(|f| f.coverage == Coverage::Subject)
+            && self.missing.is_empty()
     }
 }
 
-/// Checks `files` (name, SHA-256) against the attestation at `path`.
+/// Checks `files` (name, SHA-256) against the attestation at `path`: signed by `key`, a verdict
+/// of `command`, and its subjects' digests equal, as a multiset, to the files' digests.
 ///
 /// # Errors
 /// An unreadable or malformed bundle, or a signed statement that is not a VSA.
 pub fn verify(
     path: &Path,
     key: &PublicKey,
+    command: &str,
     files: Vec<(String, String)>,
 ) -> Result<AttestationCheck> {
     let (payload, refused) =
         crate::modelsign::read_signed(path, &crate::modelsign::Trust::Key(key.clone()))?;
-    let signed = refused.is_ok();
-    if !signed {
+    if refused.is_err() {
         let files = files
             .into_iter()
             .map(|(name, sha256)| Covered {
                 name,
                 sha256,
-                covered: false,
+                coverage: Coverage::NotSubject,
             })
             .collect();
         return Ok(AttestationCheck {
-            signed,
+            signed: false,
             result: None,
             command: None,
+            exit_code: None,
+            command_matches: false,
             files,
+            missing: Vec::new(),
         });
     }
     let st: serde_json::Value = serde_json::from_slice(&payload)
@@ -243,31 +269,50 @@ pub fn verify(
             ),
         ));
     }
-    let digests: std::collections::BTreeSet<String> = st["subject"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["digest"]["sha256"].as_str().map(str::to_ascii_lowercase))
-        .collect();
+    // Subjects by digest, each with the names the gate read under it (a multiset).
+    let mut subjects: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in st["subject"].as_array().into_iter().flatten() {
+        if let Some(d) = s["digest"]["sha256"].as_str() {
+            subjects
+                .entry(d.to_ascii_lowercase())
+                .or_default()
+                .push(s["name"].as_str().unwrap_or("").to_owned());
+        }
+    }
     let files = files
         .into_iter()
         .map(|(name, sha256)| {
-            let covered = digests.contains(&sha256);
+            let coverage = match subjects.get_mut(&sha256) {
+                Some(names) if !names.is_empty() => {
+                    names.pop();
+                    Coverage::Subject
+                }
+                Some(_) => Coverage::Repeated,
+                None => Coverage::NotSubject,
+            };
             Covered {
                 name,
                 sha256,
-                covered,
+                coverage,
             }
         })
         .collect();
+    let missing = subjects
+        .into_iter()
+        .flat_map(|(d, names)| names.into_iter().map(move |n| (n, d.clone())))
+        .collect();
+    let recorded = st["predicate"]["poisongate"]["command"]
+        .as_str()
+        .map(str::to_owned);
     Ok(AttestationCheck {
-        signed,
+        signed: true,
         result: st["predicate"]["verificationResult"]
             .as_str()
             .map(str::to_owned),
-        command: st["predicate"]["poisongate"]["command"]
-            .as_str()
-            .map(|c| format!("{c}, exit {}", st["predicate"]["poisongate"]["exitCode"])),
+        command_matches: recorded.as_deref() == Some(command),
+        command: recorded,
+        exit_code: st["predicate"]["poisongate"]["exitCode"].as_i64(),
         files,
+        missing,
     })
 }

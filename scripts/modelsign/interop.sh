@@ -198,6 +198,21 @@ printf 'X' | dd of=c-leaf/weights/shard-00002.bin bs=1 seek=10 conv=notrunc 2> /
 expect 1 "a changed byte under a reference certificate bundle" "weights/shard-00002.bin: FAILED: changed" -- cverify c-leaf c-leaf/model.sig
 expect 1 "a reference certificate bundle against another root" "no path to a trusted CA" -- cverify c-leaf-eku c-leaf-eku/model.sig other-root.pem
 expect 2 "a reference key bundle in certificate mode" "verify it with --public-key" -- cverify m-prime256v1 m-prime256v1/model.sig
+# Anchors both verifiers refuse: the root's key and name with path length 0, or expired before
+# the signing certificate's notBefore, and a certificate that is no CA (ours refuses it as a CA
+# file, exit 2; the reference finds no issuer, exit 1).
+for anchor in root-pathlen0 root-expired; do
+  case $anchor in
+    root-pathlen0) ours="path length constraint \(0\) is exceeded" ref="path length constraint exceeded" ;;
+    root-expired) ours="the CA certificate was not valid at that time" ref="certificate has expired" ;;
+  esac
+  expect 1 "poisongate verify with $anchor.pem as the CA" "$ours" -- cverify c-leaf-eku c-leaf-eku/model.sig "$anchor.pem"
+  expect 1 "model_signing verify with $anchor.pem as the CA" "$ref" -- \
+    "$MS" verify certificate c-leaf-eku --signature c-leaf-eku/model.sig --certificate_chain "$certs/$anchor.pem"
+done
+expect 2 "poisongate verify with a signing certificate as the CA" "is not a CA certificate" -- cverify c-leaf-eku c-leaf-eku/model.sig leaf.pem
+expect 1 "model_signing verify with a signing certificate as the CA" "Verification failed" -- \
+  "$MS" verify certificate c-leaf-eku --signature c-leaf-eku/model.sig --certificate_chain "$certs/leaf.pem"
 
 # 5. Modes this verifier refuses: exit 2 with one line, never a pass.
 "$PY" - m-prime256v1/model.sig keyless.sig <<'PY'

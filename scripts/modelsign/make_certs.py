@@ -16,6 +16,9 @@ other bytes with the same structure; the tests depend on the structure only.
     certificate's notBefore (as the reference verifier does), not at the time of verification;
   - leaf-early: notBefore 2019, before the CAs are valid: refused.
 - other-root.pem, other-leaf.pem / .key: a second hierarchy the verifier does not trust.
+- root-pathlen0.pem, root-expired.pem: the root's key and name in certificates a verifier
+  must not accept as the anchor of these chains: path length 0 (the intermediate exceeds it),
+  and valid 2020 only (not valid at the signing certificates' notBefore).
 """
 
 import datetime
@@ -73,6 +76,10 @@ def main():
     root_key = ec.generate_private_key(ec.SECP256R1())
     root = cert("test root CA", root_key, name("test root CA"), root_key, when(2020), when(2120), True, ca_usage, path_length=1)
     write("root", root)
+    write("root-pathlen0", cert("test root CA", root_key, name("test root CA"), root_key, when(2020), when(2120),
+                                True, ca_usage, path_length=0))
+    write("root-expired", cert("test root CA", root_key, name("test root CA"), root_key, when(2020), when(2021),
+                               True, ca_usage, path_length=1))
     inter_key = ec.generate_private_key(ec.SECP384R1())
     inter = cert("test signing CA", inter_key, root.subject, root_key, when(2020), when(2120), True, ca_usage)
     write("intermediate", inter)

@@ -599,8 +599,9 @@ struct VerifyArgs {
     /// signed file must still be present and unchanged).
     #[arg(long, requires = "model")]
     ignore_unsigned_files: bool,
-    /// A signed verdict (`check`, `compare` or `profile` with --attest): exit 0 only when it
-    /// verifies with --public-key, says PASSED, and every FILE's SHA-256 is one of its subjects.
+    /// A signed verdict (an attestation that check, compare or profile wrote): exit 0 only when it
+    /// verifies with --public-key, is a verdict of --verdict-of, says PASSED, and the FILEs'
+    /// SHA-256 digests are exactly its subjects (a local directory: every file in it).
     #[arg(
         long,
         value_name = "F",
@@ -608,6 +609,11 @@ struct VerifyArgs {
         conflicts_with_all = ["sha256_file", "signature", "scan", "model"]
     )]
     attestation: Option<PathBuf>,
+    /// With --attestation: the command whose verdict lets the files through (a `profile`
+    /// verdict judges nothing, so it must never stand in for a `check`).
+    #[arg(long, value_name = "COMMAND", requires = "attestation", default_value = "check",
+          value_parser = ["check", "compare", "profile"])]
+    verdict_of: String,
     /// Scan each FILE (pickle, joblib, PyTorch zip, NumPy .npy/.npz, safetensors, Keras
     /// .keras) for what loading it would import, without loading it: anything outside the
     /// allowlist of globals models need is unsafe (exit 1); a file that cannot be judged is

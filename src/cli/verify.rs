@@ -328,14 +328,27 @@ fn attestation_check(
         ));
     }
     let key = poisongate::modelsign::keys::PublicKey::from_pem_file(key)?;
-    // DATA expands as `check` expands it (directories, globs, S3 prefixes), so the training
-    // step can name what it reads the way the gate was given it.
+    // DATA expands as `check` expands it (globs, S3 prefixes), so the training step can name
+    // what it reads the way the gate was given it; but a local directory is every file a
+    // reader of it would load, whatever its extension, so no file the gate could not read
+    // passes unseen.
     let mut files = Vec::new();
-    for input in sources.resolve(&args.files, None)? {
-        let (sha256, _) = poisongate::digest::sha256_file(&input.path)?;
-        files.push((input.name(), sha256));
+    for arg in &args.files {
+        let local = Path::new(arg);
+        if !arg.starts_with("s3://") && local.is_dir() {
+            for path in poisongate::source::every_file(local)? {
+                let (sha256, _) = poisongate::digest::sha256_file(&path)?;
+                files.push((path.display().to_string(), sha256));
+            }
+            continue;
+        }
+        for input in sources.resolve(std::slice::from_ref(arg), None)? {
+            let (sha256, _) = poisongate::digest::sha256_file(&input.path)?;
+            files.push((input.name(), sha256));
+        }
     }
-    let check = poisongate::attest::verify(attestation, &key, files)?;
+    let command = args.verdict_of.as_str();
+    let check = poisongate::attest::verify(attestation, &key, command, files)?;
     let mut out = String::new();
     let mut failed = 0;
     if !check.signed {
@@ -346,32 +359,49 @@ fn attestation_check(
             attestation.display(),
             key.algorithm()
         );
+    } else if !check.command_matches {
+        failed += 1;
+        let _ = writeln!(
+            out,
+            "{}: FAILED: a verdict of `{}`, not of `{command}` (--verdict-of names the command expected)",
+            attestation.display(),
+            check.command.as_deref().unwrap_or("no command recorded"),
+        );
     } else if check.result.as_deref() != Some("PASSED") {
         failed += 1;
         let _ = writeln!(
             out,
-            "{}: FAILED: the verdict is {} ({}), not PASSED",
+            "{}: FAILED: the verdict is {} ({}, exit {}), not PASSED",
             attestation.display(),
             check.result.as_deref().unwrap_or("missing"),
-            check.command.as_deref().unwrap_or("no command recorded")
+            check.command.as_deref().unwrap_or("no command recorded"),
+            check
+                .exit_code
+                .map_or_else(|| "?".to_owned(), |c| c.to_string())
         );
     }
-    for f in &check.files {
-        if !check.signed {
-            continue;
+    if check.signed {
+        use poisongate::attest::Coverage;
+        for f in &check.files {
+            let what = match f.coverage {
+                Coverage::Subject => "OK: sha256 {} is a subject of the verdict",
+                Coverage::NotSubject => {
+                    "FAILED: sha256 {} is not a subject of the verdict (not the bytes the gate read)"
+                }
+                Coverage::Repeated => {
+                    "FAILED: sha256 {} is a subject, but more files given carry it than the gate read (the same bytes under another name)"
+                }
+            };
+            if f.coverage != Coverage::Subject {
+                failed += 1;
+            }
+            let _ = writeln!(out, "{}: {}", f.name, what.replace("{}", &f.sha256));
         }
-        if f.covered {
-            let _ = writeln!(
-                out,
-                "{}: OK: sha256 {} is a subject of the verdict",
-                f.name, f.sha256
-            );
-        } else {
+        for (name, sha256) in &check.missing {
             failed += 1;
             let _ = writeln!(
                 out,
-                "{}: FAILED: sha256 {} is not a subject of the verdict (not the bytes the gate read)",
-                f.name, f.sha256
+                "{name}: FAILED: read by the gate (sha256 {sha256}) but not among the files given (missing from what would be trained on)"
             );
         }
     }

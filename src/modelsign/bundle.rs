@@ -39,9 +39,11 @@ pub struct Material {
     /// A hint naming the public key; written, never trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<KeyHint>,
-    /// Certificate mode: the signing certificate first, then intermediates.
+    /// Certificate mode: the signing certificate first, then intermediates
+    /// ([`CertificateChain`]); read only when verifying in certificate mode, so that its shape
+    /// never decides whether a key-signed bundle parses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub x509_certificate_chain: Option<CertificateChain>,
+    pub x509_certificate_chain: Option<serde_json::Value>,
     /// Keyless mode (Fulcio): one short-lived certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<serde_json::Value>,

@@ -15,18 +15,22 @@
 //!   curve implies.
 //!
 //! Path building and validation are rustls-webpki's (RFC 5280 §6 as browsers apply it: issuer
-//! signatures, validity, basic constraints and path length, name constraints). Two differences
-//! from the reference's OpenSSL store, both stricter or equal for a forged chain: any
-//! certificate in the user's CA files is an anchor (OpenSSL's default wants the chain to end
-//! at a self-signed one), and extended key usages of the CAs are not checked (as with OpenSSL
-//! when no purpose is set).
+//! signatures, validity, basic constraints and path length of intermediates, name
+//! constraints). What webpki leaves to the caller and OpenSSL checks is checked here: every CA
+//! certificate given must be a CA (basic constraints `cA`, `keyCertSign` when it states key
+//! usages), valid at the signing time, with a path length the chain respects, and every
+//! intermediate must allow `keyCertSign` when it states key usages. Known differences from the
+//! reference's OpenSSL store: a CA certificate given need not be self-signed (OpenSSL's default
+//! wants the chain to end at one; the user chose to trust it), critical extensions are judged by
+//! webpki's list rather than OpenSSL's, and extended key usages of the CAs are not checked (as
+//! with OpenSSL when no purpose is set).
 
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use x509_cert::der::{Decode, Encode};
-use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 
 use super::keys::PublicKey;
 use crate::error::{Error, Result};
@@ -35,39 +39,79 @@ use crate::error::{Error, Result};
 const CODE_SIGNING: x509_cert::der::oid::ObjectIdentifier =
     x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
 
+/// Most certificates a bundle's chain may hold (the signing certificate included); a longer one
+/// is refused before any is parsed, so that path building stays cheap on a hostile bundle.
+pub const MAX_CHAIN: usize = 10;
+
+/// One trusted CA certificate: its anchor for path building, and what webpki does not check of
+/// an anchor (its validity and path length), read from the certificate itself.
+struct Ca {
+    anchor: TrustAnchor<'static>,
+    not_before: std::time::Duration,
+    not_after: std::time::Duration,
+    path_len: Option<u8>,
+}
+
 /// The CA certificates a verifier trusts (`--certificate-chain`, PEM, one or more files).
 pub struct TrustedCas {
-    anchors: Vec<TrustAnchor<'static>>,
+    cas: Vec<Ca>,
     /// The files, for messages.
     files: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for TrustedCas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TrustedCas({} certificates)", self.anchors.len())
+        write!(f, "TrustedCas({} certificates)", self.cas.len())
     }
 }
 
 impl TrustedCas {
-    /// Reads every PEM certificate of `files`.
+    /// Reads every PEM certificate of `files`; each must be a CA certificate (basic constraints
+    /// `cA`, and `keyCertSign` when it states key usages), as OpenSSL requires of an issuer.
     ///
     /// # Errors
-    /// An unreadable file, one with no certificate, or a certificate that does not parse.
+    /// An unreadable file, one with no certificate, a certificate that does not parse, or one
+    /// that is not a CA.
     pub fn from_pem_files(files: &[PathBuf]) -> Result<Self> {
-        let mut anchors = Vec::new();
+        let mut cas = Vec::new();
         for path in files {
             for der in read_pem_certificates(path)? {
+                let bad = |cause: String| Error::signing(path, cause);
                 let anchor =
                     webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
-                        .map_err(|e| {
-                            Error::signing(path, format!("a certificate that does not parse: {e}"))
-                        })?
+                        .map_err(|e| bad(format!("a certificate that does not parse: {e}")))?
                         .to_owned();
-                anchors.push(anchor);
+                let cert = x509_cert::Certificate::from_der(&der)
+                    .map_err(|e| bad(format!("a certificate that does not parse: {e}")))?;
+                let tbs = &cert.tbs_certificate;
+                let constraints = tbs
+                    .get::<BasicConstraints>()
+                    .map_err(|e| bad(format!("{}: malformed basic constraints: {e}", tbs.subject)))?
+                    .map(|(_, bc)| bc);
+                let Some(constraints) = constraints.filter(|bc| bc.ca) else {
+                    return Err(bad(format!(
+                        "{} is not a CA certificate (no basic constraints cA); give the CA that issued the signing certificate",
+                        tbs.subject
+                    )));
+                };
+                if !usage_allows(tbs, KeyUsage::key_cert_sign)
+                    .map_err(|e| bad(format!("{}: {e}", tbs.subject)))?
+                {
+                    return Err(bad(format!(
+                        "{} may not issue certificates (its key usage lacks keyCertSign)",
+                        tbs.subject
+                    )));
+                }
+                cas.push(Ca {
+                    anchor,
+                    not_before: tbs.validity.not_before.to_unix_duration(),
+                    not_after: tbs.validity.not_after.to_unix_duration(),
+                    path_len: constraints.path_len_constraint,
+                });
             }
         }
         Ok(Self {
-            anchors,
+            cas,
             files: files.to_vec(),
         })
     }
@@ -84,7 +128,7 @@ impl TrustedCas {
     ///
     /// # Errors
     /// Exit 2 for what cannot be evaluated: an empty chain, a signing certificate that does not
-    /// parse, or a key other than EC on the three curves.
+    /// parse, a signature algorithm not implemented, or a key other than EC on the three curves.
     pub fn signer(
         &self,
         bundle: &Path,
@@ -96,67 +140,145 @@ impl TrustedCas {
                 "the bundle's certificate chain is empty",
             ));
         };
-        let parsed = x509_cert::Certificate::from_der(leaf).map_err(|e| {
-            Error::signing(
-                bundle,
-                format!("the signing certificate does not parse: {e}"),
-            )
-        })?;
+        let unusable =
+            |what: String| Error::signing(bundle, format!("the signing certificate {what}"));
+        let parsed = x509_cert::Certificate::from_der(leaf)
+            .map_err(|e| unusable(format!("does not parse: {e}")))?;
         let tbs = &parsed.tbs_certificate;
-        let spki = tbs
-            .subject_public_key_info
-            .to_der()
-            .map_err(|e| Error::signing(bundle, format!("the signing certificate's key: {e}")))?;
-        let key = PublicKey::from_spki_der(&spki).map_err(|cause| {
-            Error::signing(bundle, format!("the signing certificate's key is {cause}"))
-        })?;
-        let not_before = tbs.validity.not_before.to_unix_duration();
-        let at = UnixTime::since_unix_epoch(not_before);
+        let at = UnixTime::since_unix_epoch(tbs.validity.not_before.to_unix_duration());
         let leaf_der = CertificateDer::from(leaf.as_slice());
-        let end_entity = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| {
-            Error::signing(
-                bundle,
-                format!("the signing certificate does not parse: {e}"),
-            )
-        })?;
+        let end_entity = webpki::EndEntityCert::try_from(&leaf_der)
+            .map_err(|e| unusable(format!("does not parse: {e}")))?;
         let intermediates: Vec<CertificateDer<'_>> = rest
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        if let Err(e) = end_entity.verify_for_usage(
+        let anchors: Vec<TrustAnchor<'_>> = self.cas.iter().map(|c| c.anchor.clone()).collect();
+        // What webpki leaves to the caller, checked on each candidate path: the anchor's
+        // validity at the signing time and its path length, and keyCertSign on every
+        // intermediate. The first reason a path failed is kept for the message.
+        let why = std::cell::RefCell::new(None::<String>);
+        let check_path = |path: &webpki::VerifiedPath<'_>| {
+            let reason = self.path_problem(path, at);
+            match reason {
+                None => Ok(()),
+                Some(r) => {
+                    why.borrow_mut().get_or_insert(r);
+                    Err(webpki::Error::UnknownIssuer)
+                }
+            }
+        };
+        let verified = end_entity.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
-            &self.anchors,
+            &anchors,
             &intermediates,
             at,
             AnyPurpose,
             None,
-            None,
-        ) {
+            Some(&check_path),
+        );
+        if let Err(e) = verified {
+            if matches!(
+                e,
+                webpki::Error::UnsupportedSignatureAlgorithmContext(_)
+                    | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+                    | webpki::Error::UnsupportedCertVersion
+            ) {
+                return Err(unusable(format!(
+                    "or its chain uses what this verifier does not implement ({e:?}); ECDSA on P-256, P-384 or P-521, RSA of 2048 bits or more and Ed25519 are"
+                )));
+            }
+            let cause = why.into_inner().unwrap_or_else(|| chain_cause(&e));
             return Ok(Err(format!(
-                "the signing certificate ({}) does not chain to the CA certificates of {} at its notBefore {}: {}",
+                "the signing certificate ({}) does not chain to the CA certificates of {} at its notBefore {}: {cause}",
                 tbs.subject,
                 self.describe(),
                 tbs.validity.not_before,
-                chain_cause(&e)
             )));
         }
-        let digital_signature = tbs
-            .get::<KeyUsage>()
-            .ok()
-            .flatten()
-            .is_some_and(|(_, ku)| ku.digital_signature());
+        // The reference's rule: key usage digitalSignature (stated, not implied by its absence),
+        // or extended key usage codeSigning. A malformed extension is a refusal, never ignored.
+        let may_sign = match tbs.get::<KeyUsage>() {
+            Ok(ku) => Ok(ku.is_some_and(|(_, ku)| ku.digital_signature())),
+            Err(e) => Err(format!("key usage: {e}")),
+        };
         let code_signing = tbs
             .get::<ExtendedKeyUsage>()
-            .ok()
-            .flatten()
-            .is_some_and(|(_, eku)| eku.0.contains(&CODE_SIGNING));
-        if !digital_signature && !code_signing {
-            return Ok(Err(format!(
-                "the signing certificate ({}) may not sign: its key usage lacks digitalSignature and its extended key usage lacks codeSigning",
-                tbs.subject
-            )));
+            .map(|e| e.is_some_and(|(_, eku)| eku.0.contains(&CODE_SIGNING)))
+            .map_err(|e| format!("extended key usage: {e}"));
+        match (may_sign, code_signing) {
+            (Err(e), _) | (_, Err(e)) => {
+                return Ok(Err(format!(
+                    "the signing certificate ({}) has a malformed usage extension: {e}",
+                    tbs.subject
+                )));
+            }
+            (Ok(false), Ok(false)) => {
+                return Ok(Err(format!(
+                    "the signing certificate ({}) may not sign: its key usage lacks digitalSignature and its extended key usage lacks codeSigning",
+                    tbs.subject
+                )));
+            }
+            _ => {}
         }
+        let spki = tbs
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| unusable(format!("key: {e}")))?;
+        let key =
+            PublicKey::from_spki_der(&spki).map_err(|cause| unusable(format!("key is {cause}")))?;
         Ok(Ok((key, tbs.subject.to_string())))
+    }
+
+    /// Why a path webpki built is not trusted, or `None`.
+    fn path_problem(&self, path: &webpki::VerifiedPath<'_>, at: UnixTime) -> Option<String> {
+        let anchor = path.anchor();
+        let ca = self.cas.iter().find(|c| {
+            c.anchor.subject == anchor.subject
+                && c.anchor.subject_public_key_info == anchor.subject_public_key_info
+        })?;
+        let at = std::time::Duration::from_secs(at.as_secs());
+        if at < ca.not_before || at > ca.not_after {
+            return Some("the CA certificate was not valid at that time".into());
+        }
+        let intermediates: Vec<_> = path.intermediate_certificates().collect();
+        if let Some(n) = ca.path_len
+            && intermediates.len() > usize::from(n)
+        {
+            return Some(format!(
+                "the CA's path length constraint ({n}) is exceeded by {} intermediate certificate(s)",
+                intermediates.len()
+            ));
+        }
+        for cert in intermediates {
+            let parsed = x509_cert::Certificate::from_der(cert.der().as_ref()).ok()?;
+            match usage_allows(&parsed.tbs_certificate, KeyUsage::key_cert_sign) {
+                Ok(true) => {}
+                _ => {
+                    return Some(format!(
+                        "the intermediate {} may not issue certificates (key usage without keyCertSign)",
+                        parsed.tbs_certificate.subject
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Whether the certificate's key usage allows `bit`: true when it states no key usage (RFC 5280
+/// §4.2.1.3 leaves the key unrestricted then).
+///
+/// # Errors
+/// A malformed key usage extension.
+fn usage_allows(
+    tbs: &x509_cert::TbsCertificate,
+    bit: fn(&KeyUsage) -> bool,
+) -> std::result::Result<bool, String> {
+    match tbs.get::<KeyUsage>() {
+        Ok(None) => Ok(true),
+        Ok(Some((_, ku))) => Ok(bit(&ku)),
+        Err(e) => Err(format!("malformed key usage: {e}")),
     }
 }
 

@@ -198,6 +198,23 @@ pub fn read_signed(
                     "signed with a key, not a certificate (no x509CertificateChain): verify it with --public-key",
                 ));
             };
+            let chain: bundle::CertificateChain =
+                serde_json::from_value(chain.clone()).map_err(|e| {
+                    Error::signing(
+                        path,
+                        format!("the x509CertificateChain does not parse: {e}"),
+                    )
+                })?;
+            if chain.certificates.len() > certs::MAX_CHAIN {
+                return Err(Error::signing(
+                    path,
+                    format!(
+                        "the certificate chain holds {} certificates; at most {} are read",
+                        chain.certificates.len(),
+                        certs::MAX_CHAIN
+                    ),
+                ));
+            }
             let der: std::result::Result<Vec<Vec<u8>>, String> = chain
                 .certificates
                 .iter()
@@ -406,7 +423,9 @@ pub fn envelope_bundle(
                 raw_bytes: bundle::encode_b64(der),
             })
             .collect();
-        (None, Some(bundle::CertificateChain { certificates }))
+        let chain = serde_json::to_value(bundle::CertificateChain { certificates })
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        (None, Some(chain))
     };
     let out = Bundle {
         media_type: bundle::MEDIA_TYPE.into(),

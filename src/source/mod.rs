@@ -345,6 +345,37 @@ fn is_data_name(name: &str, format: Option<Format>) -> bool {
 }
 
 fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()> {
+    walk_with(dir, &|name| is_data_name(name, format), out)
+}
+
+/// Every file under `dir` that a reader of the directory would load, whatever its extension:
+/// all but hidden files and Spark/Hadoop markers (names starting with `.` or `_`, which Spark,
+/// pyarrow and pandas skip too), sorted. What a training step verifies before reading a
+/// directory: a file the gate could not read (`part-9.csv.gz`, `part-9`) must not pass unseen.
+///
+/// # Errors
+/// An unreadable directory, or an entry that is neither a directory nor a regular file (a
+/// FIFO or a device would block or never end when read).
+pub fn every_file(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    walk_with(
+        dir,
+        &|name| !name.is_empty() && !name.starts_with(['.', '_']),
+        &mut out,
+    )?;
+    for path in &out {
+        if !path.is_file() {
+            return Err(Error::input(
+                path,
+                "neither a directory nor a regular file; it cannot be verified",
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk_with(dir: &Path, keep: &dyn Fn(&str) -> bool, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::input(dir, io_cause(&e)))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::input(dir, io_cause(&e)))?;
@@ -353,9 +384,9 @@ fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()
         let name = name.to_string_lossy();
         if path.is_dir() {
             if !name.starts_with(['.', '_']) {
-                walk(&path, format, out)?;
+                walk_with(&path, keep, out)?;
             }
-        } else if is_data_name(&name, format) {
+        } else if keep(&name) {
             out.push(path);
         }
     }

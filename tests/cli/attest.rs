@@ -20,6 +20,20 @@ fn gate(batch: &str, att: &std::path::Path) -> i32 {
 }
 
 fn verify(att: &std::path::Path, public: &str, files: &[&str]) -> std::process::Output {
+    let files: Vec<String> = files
+        .iter()
+        .map(|f| testdata(f).to_str().unwrap().to_owned())
+        .collect();
+    verify_paths(att, public, &[], &files)
+}
+
+/// `verify --attestation` with `extra` flags over `files` given as paths.
+fn verify_paths(
+    att: &std::path::Path,
+    public: &str,
+    extra: &[&str],
+    files: &[String],
+) -> std::process::Output {
     let mut args = vec![
         "verify".to_owned(),
         "--attestation".into(),
@@ -27,11 +41,8 @@ fn verify(att: &std::path::Path, public: &str, files: &[&str]) -> std::process::
         "--public-key".into(),
         signing_file(public),
     ];
-    args.extend(
-        files
-            .iter()
-            .map(|f| testdata(f).to_str().unwrap().to_owned()),
-    );
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(files.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(&args)
 }
@@ -168,10 +179,23 @@ fn a_profile_is_attested_over_its_trusted_inputs_and_names_the_baseline_it_wrote
     // The baseline named is the one written, byte for byte.
     let written = poisongate::digest::sha256_file(&out_path).unwrap().0;
     assert_eq!(p["baseline"]["digest"]["sha256"], written.as_str());
-    // The trusted file verifies against it; a batch the profile did not read does not.
-    let out = verify(&att, "p384.pub", &["trusted/applications.parquet"]);
+    // The trusted file verifies against it as a profile verdict, never as a check verdict (a
+    // profile judges nothing); a batch the profile did not read does not verify.
+    let trusted = [testdata("trusted/applications.parquet")
+        .to_str()
+        .unwrap()
+        .to_owned()];
+    let out = verify_paths(&att, "p384.pub", &["--verdict-of", "profile"], &trusted);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    let out = verify(&att, "p384.pub", &["clean/batch.parquet"]);
+    let out = verify_paths(&att, "p384.pub", &[], &trusted);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("a verdict of `profile`, not of `check`"),
+        "{}",
+        stdout(&out)
+    );
+    let other = [testdata("clean/batch.parquet").to_str().unwrap().to_owned()];
+    let out = verify_paths(&att, "p384.pub", &["--verdict-of", "profile"], &other);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
 
     // A profile that fails (an unreadable input) replaces the passing statement with a FAILED
@@ -182,7 +206,7 @@ fn a_profile_is_attested_over_its_trusted_inputs_and_names_the_baseline_it_wrote
     assert_eq!(st["predicate"]["verificationResult"], "FAILED");
     assert_eq!(st["subject"].as_array().map(Vec::len), Some(0));
     assert_eq!(st["predicate"]["poisongate"]["exitCode"], 2);
-    let out = verify(&att, "p384.pub", &["trusted/applications.parquet"]);
+    let out = verify_paths(&att, "p384.pub", &["--verdict-of", "profile"], &trusted);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
 
     // A sharded part is not a decision: --attest with --manifest is refused before any work.
@@ -201,4 +225,60 @@ fn a_profile_is_attested_over_its_trusted_inputs_and_names_the_baseline_it_wrote
     ]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("--summaries"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_files_must_be_exactly_the_subjects_and_a_directory_is_every_file_in_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let att = tmp.path().join("verdict.sig");
+    assert_eq!(gate("clean/shards", &att), 0);
+    let shards: Vec<String> = (0..3)
+        .map(|i| {
+            testdata(&format!("clean/shards/part-{i}.parquet"))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let out = verify_paths(&att, "p256.pub", &[], &shards);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    // A file the gate read left out (rows dropped): named.
+    let out = verify_paths(&att, "p256.pub", &[], &shards[..2]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("part-2.parquet: FAILED: read by the gate"),
+        "{}",
+        stdout(&out)
+    );
+    // A copy of the batch, with one file duplicated under a new name (its rows counted twice).
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for s in &shards {
+        let p = std::path::Path::new(s);
+        std::fs::copy(p, copy.join(p.file_name().unwrap())).unwrap();
+    }
+    let dir = [copy.to_str().unwrap().to_owned()];
+    assert_eq!(code(&verify_paths(&att, "p256.pub", &[], &dir)), 0);
+    std::fs::copy(&shards[0], copy.join("part-3.parquet")).unwrap();
+    let out = verify_paths(&att, "p256.pub", &[], &dir);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("more files given carry it than the gate read"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::remove_file(copy.join("part-3.parquet")).unwrap();
+    // A file the gate could not have read (no data extension) that a reader of the directory
+    // would load: not a subject. Hidden files and markers, which readers skip, are skipped.
+    std::fs::write(copy.join("_SUCCESS"), b"").unwrap();
+    std::fs::write(copy.join(".part-0.parquet.crc"), b"x").unwrap();
+    assert_eq!(code(&verify_paths(&att, "p256.pub", &[], &dir)), 0);
+    std::fs::write(copy.join("part-9.csv.gz"), b"late rows").unwrap();
+    let out = verify_paths(&att, "p256.pub", &[], &dir);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("part-9.csv.gz: FAILED: sha256"),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -840,13 +840,29 @@ fn a_compare_verdict_is_attested_over_its_input_and_deterministic() {
     }
     // Same inputs, same key: byte-identical attestations (no timestamp, RFC 6979 signatures).
     assert_eq!(sigs[0], sigs[1]);
-    let out = run(&[
-        "verify",
-        "--attestation",
-        dir.path().join("verdict-0.sig").to_str().unwrap(),
-        "--public-key",
-        testdata("modelsign/p256.pub").to_str().unwrap(),
-        testdata("compare/clean.parquet").to_str().unwrap(),
-    ]);
+    let sig = dir.path().join("verdict-0.sig");
+    let public = testdata("modelsign/p256.pub");
+    let data = testdata("compare/clean.parquet");
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--attestation",
+            sig.to_str().unwrap(),
+            "--public-key",
+            public.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(data.to_str().unwrap());
+        run(&args)
+    };
+    let out = verify(&["--verdict-of", "compare"]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    // A compare verdict is not a check verdict: the default --verdict-of check refuses it.
+    let out = verify(&[]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("a verdict of `compare`, not of `check`"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

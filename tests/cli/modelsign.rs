@@ -545,6 +545,41 @@ fn certificate_mode_trusts_the_ca_at_the_signing_certificates_start_and_its_usag
 fn certificate_mode_refuses_what_it_cannot_evaluate_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = model(tmp.path());
+    // CA certificates a verifier must not accept as the anchor of this chain: the root's key
+    // and name with path length 0 (the bundle's intermediate exceeds it), or valid in 2020
+    // only (not at the signing certificate's notBefore); a certificate that is no CA at all is
+    // refused when the CA file is read.
+    assert_eq!(code(&sign_with_certificate(&dir, "leaf")), 0);
+    expect(
+        &verify_with_cas(&dir, &["root-pathlen0.pem"]),
+        1,
+        "path length constraint (0) is exceeded",
+    );
+    expect(
+        &verify_with_cas(&dir, &["root-expired.pem"]),
+        1,
+        "the CA certificate was not valid at that time",
+    );
+    expect(
+        &verify_with_cas(&dir, &["leaf-eku.pem"]),
+        2,
+        "is not a CA certificate",
+    );
+    // A chain longer than any real one is refused before it is read.
+    let sig = dir.join("model.sig");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
+    let chain = &mut json["verificationMaterial"]["x509CertificateChain"]["certificates"];
+    let first = chain[1].clone();
+    for _ in 0..12 {
+        chain.as_array_mut().unwrap().push(first.clone());
+    }
+    std::fs::write(&sig, serde_json::to_vec(&json).unwrap()).unwrap();
+    expect(
+        &verify_with_cas(&dir, &["root.pem"]),
+        2,
+        "at most 10 are read",
+    );
     // A key-signed bundle given CA certificates.
     sign(&dir, "p256.pem");
     expect(
