@@ -20,7 +20,8 @@ trap 'rm -rf "$scratch"' EXIT
 # environments install (scripts/venvs.sh), which is mostly waiting on the network.
 build_pid=""
 if [ "$#" -eq 0 ]; then
-  cargo test --locked --no-run > "$scratch/build.log" 2>&1 &
+  # --timings keeps target/cargo-timings/cargo-timing.html: which crates the build waited on.
+  cargo test --locked --no-run --timings > "$scratch/build.log" 2>&1 &
   build_pid=$!
   trap 'kill "$build_pid" 2>/dev/null || true; rm -rf "$scratch"' EXIT
   bash scripts/venvs.sh
@@ -84,9 +85,21 @@ if [ "$#" -eq 0 ]; then
   "$spark_venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall \
     ./python/poisongate_spark
   echo "Spark: pyspark $("$spark_venv/bin/python" -c 'import pyspark; print(pyspark.__version__)'), $(java -version 2>&1 | head -1)"
+  # The Spark suite (about a minute, mostly the JVM) runs beside the two suites after it,
+  # which are single processes one after the other; its output is printed when it ends.
   POISONGATE_BIN="$BIN" "$spark_venv/bin/python" -m unittest discover \
-    -s python/poisongate_spark/tests -v
+    -s python/poisongate_spark/tests -v > "$scratch/spark.log" 2>&1 &
+  spark_pid=$!
+  trap 'kill ${spark_pid:-} ${moto_pid:-} $oip_pids 2>/dev/null || true; rm -rf "$scratch"' EXIT
   bash pipelines/validate.sh "$BIN"
   # OpenSSF model signing against its reference implementation (model-signing, pinned).
   bash scripts/modelsign/interop.sh "$BIN"
+  spark_rc=0
+  wait "$spark_pid" || spark_rc=$?
+  spark_pid=""
+  cat "$scratch/spark.log"
+  if [ "$spark_rc" -ne 0 ]; then
+    echo "test.sh: the Spark suite failed (exit $spark_rc)"
+    exit 1
+  fi
 fi

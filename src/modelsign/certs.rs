@@ -221,22 +221,23 @@ impl TrustedCas {
             }
             _ => {}
         }
-        let spki = tbs
-            .subject_public_key_info
-            .to_der()
-            .map_err(|e| unusable(format!("key: {e}")))?;
-        let key =
-            PublicKey::from_spki_der(&spki).map_err(|cause| unusable(format!("key is {cause}")))?;
+        let key = certificate_key(tbs).map_err(|cause| unusable(format!("key is {cause}")))?;
         Ok(Ok((key, tbs.subject.to_string())))
     }
 
     /// Why a path webpki built is not trusted, or `None`.
     fn path_problem(&self, path: &webpki::VerifiedPath<'_>, at: UnixTime) -> Option<String> {
         let anchor = path.anchor();
-        let ca = self.cas.iter().find(|c| {
+        // Fails closed: an anchor that is not one of ours, or an intermediate that does not
+        // parse here, is a problem, never a skipped check.
+        let Some(ca) = self.cas.iter().find(|c| {
             c.anchor.subject == anchor.subject
                 && c.anchor.subject_public_key_info == anchor.subject_public_key_info
-        })?;
+        }) else {
+            return Some(
+                "the chain ends at an anchor that is not among the CA certificates".into(),
+            );
+        };
         let at = std::time::Duration::from_secs(at.as_secs());
         if at < ca.not_before || at > ca.not_after {
             return Some("the CA certificate was not valid at that time".into());
@@ -250,19 +251,25 @@ impl TrustedCas {
                 intermediates.len()
             ));
         }
-        for cert in intermediates {
-            let parsed = x509_cert::Certificate::from_der(cert.der().as_ref()).ok()?;
-            match usage_allows(&parsed.tbs_certificate, KeyUsage::key_cert_sign) {
-                Ok(true) => {}
-                _ => {
-                    return Some(format!(
-                        "the intermediate {} may not issue certificates (key usage without keyCertSign)",
-                        parsed.tbs_certificate.subject
-                    ));
-                }
-            }
-        }
-        None
+        intermediates
+            .into_iter()
+            .find_map(|cert| intermediate_problem(cert.der().as_ref()))
+    }
+}
+
+/// Why an intermediate certificate (DER) may not issue: it does not parse here, or its key
+/// usage lacks keyCertSign. `None` when it may.
+fn intermediate_problem(der: &[u8]) -> Option<String> {
+    let parsed = match x509_cert::Certificate::from_der(der) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("an intermediate certificate does not parse: {e}")),
+    };
+    match usage_allows(&parsed.tbs_certificate, KeyUsage::key_cert_sign) {
+        Ok(true) => None,
+        _ => Some(format!(
+            "the intermediate {} may not issue certificates (key usage without keyCertSign)",
+            parsed.tbs_certificate.subject
+        )),
     }
 }
 
@@ -342,12 +349,7 @@ pub fn signing_chain(
             format!("the certificate does not parse: {e}"),
         )
     })?;
-    let spki = parsed
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|e| Error::signing(signing_certificate, e.to_string()))?;
-    let cert_key = PublicKey::from_spki_der(&spki)
+    let cert_key = certificate_key(&parsed.tbs_certificate)
         .map_err(|cause| Error::signing(signing_certificate, format!("its key is {cause}")))?;
     if cert_key.to_pem()? != key.public_key().to_pem()? {
         return Err(Error::signing(
@@ -359,6 +361,18 @@ pub fn signing_chain(
         out.extend(read_pem_certificates(file)?);
     }
     Ok(out)
+}
+
+/// The certificate's subject public key, as a verifying key.
+///
+/// # Errors
+/// The cause, to follow "key is": an encoding error or a key other than EC on the three curves.
+fn certificate_key(tbs: &x509_cert::TbsCertificate) -> std::result::Result<PublicKey, String> {
+    let spki = tbs
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| format!("not encodable: {e}"))?;
+    PublicKey::from_spki_der(&spki)
 }
 
 /// Every PEM certificate of `path`, DER; at least one.
@@ -378,4 +392,29 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<Vec<u8>>> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn der(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/modelsign/certs")
+            .join(name);
+        read_pem_certificates(&path).unwrap().remove(0)
+    }
+
+    #[test]
+    fn an_intermediate_that_does_not_parse_or_may_not_issue_is_a_problem() {
+        assert_eq!(intermediate_problem(&der("intermediate.pem")), None);
+        let nosign = intermediate_problem(&der("leaf-nosign.pem")).unwrap();
+        assert!(nosign.contains("may not issue"), "{nosign}");
+        // A certificate truncated after webpki's parse would be skipped by a lenient check;
+        // here it is a problem.
+        let mut cut = der("intermediate.pem");
+        cut.truncate(cut.len() / 2);
+        let broken = intermediate_problem(&cut).unwrap();
+        assert!(broken.contains("does not parse"), "{broken}");
+    }
 }
