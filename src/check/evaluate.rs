@@ -175,78 +175,59 @@ pub fn evaluate(
             Some(record::Detectable::of(null, e.name, e.deny, level))
         })
         .collect();
-    let count_tests: Vec<evidence::CountTest> = candidates
+    // What each test answers to `evidence-insufficient`, in the order the report lists the
+    // tests: the count tests, the trigger test at the level it faces alone (whether or not a
+    // value was a candidate), then each detector's own null, the first of each code.
+    let mut reaches: Vec<(&'static str, Box<dyn crate::detect::Reach>)> = candidates
         .iter()
         .filter(|c| c.p_value.is_some())
         .zip(detectables.iter())
         .filter_map(|(c, d)| {
             let d = d.as_ref()?;
-            Some(evidence::CountTest {
-                code: c.code,
+            let reach = crate::detect::CountReach {
                 null: c.power.as_ref()?.count()?,
                 deny: c.effects.first()?.deny,
                 level: d.level,
                 detectable: d.value,
-            })
+            };
+            Some((c.code, Box::new(reach) as Box<dyn crate::detect::Reach>))
         })
         .collect();
-    // The trigger test at the level it faces alone, whether or not a value was a candidate.
-    let trigger = baseline.poison.as_ref().and_then(|profile| {
-        let w = crate::codes::weight("poison-trigger").each(1);
-        let null =
-            crate::poison::trigger::power_null(profile, summary.rows, baseline.rows, None, true)?;
-        let crate::detect::PowerNull::Model(model) = null else {
-            return None;
-        };
-        let any: &dyn std::any::Any = model.as_ref();
-        let &crate::poison::trigger::TriggerNull {
-            trusted,
-            prior,
-            doubled,
-            ..
-        } = any.downcast_ref()?;
-        // With the model's chances beside the prior, a dirty-label trigger's label p-value can
-        // be as small as the model makes it: only the conditions that do not depend on the
-        // labels bound the rows it needs (a count below which it is surely out of reach).
-        let prior = if doubled { 0.0 } else { prior };
-        Some(evidence::TriggerTest {
-            null: (trusted, prior, doubled),
-            deny: crate::poison::trigger::rule(&policy.checks.rows).deny,
-            level: policy.gate.alpha * w / (total_weight + w),
-        })
-    });
-    // The label-flip test, with the power computed from its rows.
-    let flip = candidates
+    reaches.extend(baseline.poison.as_ref().and_then(|profile| {
+        let w = crate::codes::weight(crate::poison::trigger::CODE.info.code).each(1);
+        let reach = crate::poison::trigger::reach(
+            profile,
+            summary.rows,
+            baseline.rows,
+            crate::poison::trigger::rule(&policy.checks.rows).deny,
+            policy.gate.alpha * w / (total_weight + w),
+        )?;
+        Some((crate::poison::trigger::CODE.info.code, reach))
+    }));
+    let mut own: Vec<(&'static str, Box<dyn crate::detect::Reach>)> = Vec::new();
+    for (c, d) in candidates
         .iter()
         .filter(|c| c.p_value.is_some())
         .zip(detectables.iter())
-        .find_map(|(c, d)| {
-            let (Some(crate::detect::PowerNull::Model(model)), Some(d)) = (&c.power, d) else {
-                return None;
-            };
-            // The label-flip detector's null (either form), shared, not copied.
-            let any: std::sync::Arc<dyn std::any::Any + Send + Sync> = model.clone();
-            let null = match any.downcast::<crate::poison::flip_power::FlipNull>() {
-                Ok(rows) => evidence::FlipCurve::Rows(rows),
-                Err(any) => evidence::FlipCurve::Classes(
-                    any.downcast::<crate::poison::flip_power::ClassFlipNull>()
-                        .ok()?,
-                ),
-            };
-            Some(evidence::FlipTest {
-                null,
-                deny: c.effects.first()?.deny,
-                level: d.level,
-                detectable: d.value,
-            })
-        });
+    {
+        let (Some(crate::detect::PowerNull::Model(model)), Some(d), Some(e)) =
+            (&c.power, d, c.effects.first())
+        else {
+            continue;
+        };
+        if own.iter().any(|(code, _)| *code == c.code) {
+            continue;
+        }
+        if let Some(reach) = model.clone().reach(e.deny, d.level, d.value) {
+            own.push((c.code, reach));
+        }
+    }
+    reaches.extend(own);
     candidates.extend(evidence::insufficient(
         policy,
         baseline,
         summary.rows,
-        &count_tests,
-        trigger.as_ref(),
-        flip.as_ref(),
+        &reaches,
     ));
     let mut detectable = detectables.into_iter();
     let mut decided = Vec::new();

@@ -17,6 +17,18 @@ pub trait PowerModel: std::any::Any + std::fmt::Debug + Send + Sync {
     /// The detectable effect of the test, stated in `statistic`, with deny threshold `deny`,
     /// at `level`.
     fn detectable(&self, statistic: &str, deny: f64, level: f64) -> Detectable;
+
+    /// The test's answer to `evidence-insufficient` ([`super::Reach`]), with its deny
+    /// threshold, the level it faces alone and its detectable share at the batch's size (the
+    /// report's); `None`, the default, for a test that no attack the policy names asks about.
+    fn reach(
+        self: std::sync::Arc<Self>,
+        _deny: f64,
+        _level: f64,
+        _detectable: Option<f64>,
+    ) -> Option<Box<dyn super::Reach>> {
+        None
+    }
 }
 
 /// What a test could have seen: the smallest true effect it denies with probability `power`,

@@ -8,12 +8,14 @@
 
 pub mod candidate;
 pub mod detectable;
+pub mod reach;
 pub mod registry;
 pub mod rules;
 pub mod top;
 
 pub use candidate::{Candidate, CountNull, Effect, PowerNull};
 pub use detectable::{Detectable, PowerModel};
+pub use reach::{CountReach, Reach};
 pub use top::{TOP_ROWS, TopRows};
 
 /// A check's state as a mergeable accumulator over blocks of rows, after DataFusion's

@@ -32,6 +32,7 @@
 //! nearly the same probabilities, a few hundred at any batch size.
 
 use super::flip_lr::{Q_FLOOR, ascend};
+use crate::detect::reach::{self, Reach};
 use crate::stats::proportion::normal_upper_tail;
 
 /// Width of a cell of rows on each class's log-odds.
@@ -540,27 +541,121 @@ fn bisect_share(power_at: impl Fn(f64) -> f64, power: f64) -> Option<f64> {
     Some(hi)
 }
 
-impl crate::detect::PowerModel for FlipNull {
-    fn detectable(&self, statistic: &str, deny: f64, level: f64) -> crate::detect::Detectable {
-        crate::detect::Detectable::flipped(
-            statistic,
-            FlipNull::detectable(self, deny, level, crate::stats::power::POWER),
-            self.judged,
-            level,
-        )
+/// The label-flip test's two nulls, as its power model and its answer to
+/// `evidence-insufficient` use them.
+trait FlipCurve: std::fmt::Debug + Send + Sync + 'static {
+    /// The detectable flipped share ([`FlipNull::detectable`], [`ClassFlipNull::detectable`]).
+    fn share(&self, deny: f64, level: f64, power: f64) -> Option<f64>;
+    /// Labelled rows the test judged.
+    fn judged(&self) -> u64;
+    /// The smallest batch size, from `rows` up, from which random flips of `share` of the
+    /// labels are denied with the stated power.
+    fn sufficient_rows(&self, rows: u64, share: f64, deny: f64, level: f64) -> Option<u64>;
+}
+
+impl FlipCurve for FlipNull {
+    fn share(&self, deny: f64, level: f64, power: f64) -> Option<f64> {
+        self.detectable(deny, level, power)
+    }
+
+    fn judged(&self) -> u64 {
+        self.judged
+    }
+
+    /// The test runs on the batch's judged rows up to the likelihood-ratio sample, so past
+    /// the size that fills the sample no size helps.
+    fn sufficient_rows(&self, rows: u64, share: f64, deny: f64, level: f64) -> Option<u64> {
+        let lr_rows = super::LR_ROWS as u64;
+        let power_at = self.power_curve(share, deny, level);
+        let per_row = self.tested as f64 / rows.max(1) as f64;
+        let tested = |at: u64| ((at as f64 * per_row).round() as u64).min(lr_rows);
+        let full = (super::LR_ROWS as f64 / per_row.max(f64::MIN_POSITIVE)).ceil() as u64;
+        if power_at(lr_rows) < crate::stats::power::POWER {
+            return None;
+        }
+        reach::first_sufficient(rows, reach::WINDOW / 4, |at| {
+            at >= full || power_at(tested(at)) >= crate::stats::power::POWER
+        })
     }
 }
 
-impl crate::detect::PowerModel for ClassFlipNull {
-    fn detectable(&self, statistic: &str, deny: f64, level: f64) -> crate::detect::Detectable {
-        crate::detect::Detectable::flipped(
-            statistic,
-            ClassFlipNull::detectable(self, deny, level, crate::stats::power::POWER),
-            self.judged,
-            level,
-        )
+impl FlipCurve for ClassFlipNull {
+    fn share(&self, deny: f64, level: f64, power: f64) -> Option<f64> {
+        self.detectable(deny, level, power)
+    }
+
+    fn judged(&self) -> u64 {
+        self.judged
+    }
+
+    /// Every judged row counts, with the batch's share of judged rows.
+    fn sufficient_rows(&self, rows: u64, share: f64, deny: f64, level: f64) -> Option<u64> {
+        let power_at = self.power_curve(share, deny, level);
+        let per_row = self.judged as f64 / rows.max(1) as f64;
+        reach::first_sufficient(rows, reach::WINDOW / 4, |at| {
+            power_at((at as f64 * per_row).round() as u64) >= crate::stats::power::POWER
+        })
     }
 }
+
+/// The label-flip test's answer to `evidence-insufficient`: its null, deny threshold, the
+/// level it faces alone and its detectable share at the batch's size.
+#[derive(Debug)]
+struct FlipReach<N> {
+    null: std::sync::Arc<N>,
+    deny: f64,
+    level: f64,
+    detectable: Option<f64>,
+}
+
+impl<N: FlipCurve> Reach for FlipReach<N> {
+    fn detectable(&self, _rows: u64) -> Option<f64> {
+        self.detectable
+    }
+
+    fn sufficient_rows(&self, rows: u64, share: f64) -> Option<u64> {
+        self.null
+            .sufficient_rows(rows, share, self.deny, self.level)
+    }
+}
+
+/// The power model of each null: the detectable flipped share, and the answer to
+/// `evidence-insufficient`.
+macro_rules! flip_power_model {
+    ($null:ty) => {
+        impl crate::detect::PowerModel for $null {
+            fn detectable(
+                &self,
+                statistic: &str,
+                deny: f64,
+                level: f64,
+            ) -> crate::detect::Detectable {
+                crate::detect::Detectable::flipped(
+                    statistic,
+                    self.share(deny, level, crate::stats::power::POWER),
+                    self.judged(),
+                    level,
+                )
+            }
+
+            fn reach(
+                self: std::sync::Arc<Self>,
+                deny: f64,
+                level: f64,
+                detectable: Option<f64>,
+            ) -> Option<Box<dyn Reach>> {
+                Some(Box::new(FlipReach {
+                    null: self,
+                    deny,
+                    level,
+                    detectable,
+                }))
+            }
+        }
+    };
+}
+flip_power_model!(FlipNull);
+flip_power_model!(ClassFlipNull);
 
 #[cfg(test)]
 mod tests {

@@ -28,9 +28,10 @@ use foldhash::HashMap;
 
 use super::point_mass::{HeavyValue, MIN_RATIO, MIN_SHARE, num_exact};
 use super::{PoisonProfile, RowSelector, Scan};
+use crate::detect::reach::{WINDOW, first_sufficient};
 use crate::detect::registry::{CodeInfo, Family, Weight};
 use crate::detect::rules::{Level, RowRule, RowRules, TriggerRule};
-use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull};
+use crate::detect::{Candidate, Detectable, Effect, PowerModel, PowerNull, Reach};
 use crate::error::{Error, Result};
 use crate::finding::{Subject, num, tidy};
 use crate::poison::BaselineView;
@@ -568,6 +569,110 @@ impl PowerModel for TriggerNull {
         // The count is the attacker's, not drawn: from it the test always denies.
         d.power = 1.0;
         d
+    }
+}
+
+/// The trigger test's answer to `evidence-insufficient`, whether or not a value was a
+/// candidate: the fewest rows a trigger on the most common class needs at the batch's `rows`
+/// rows (a bound: the count is the attacker's), at deny threshold `deny` and `level`. `None`
+/// when the baseline pins no label tables.
+#[must_use]
+pub fn reach(
+    profile: &PoisonProfile,
+    rows: u64,
+    trusted: u64,
+    deny: f64,
+    level: f64,
+) -> Option<Box<dyn Reach>> {
+    let PowerNull::Model(model) = power_null(profile, rows, trusted, None, true)? else {
+        return None;
+    };
+    let any: &dyn std::any::Any = model.as_ref();
+    let &TriggerNull {
+        trusted,
+        prior,
+        doubled,
+        ..
+    } = any.downcast_ref()?;
+    // With the model's chances beside the prior, a dirty-label trigger's label p-value can be
+    // as small as the model makes it: only the conditions that do not depend on the labels
+    // bound the rows it needs (a count below which it is surely out of reach).
+    let prior = if doubled { 0.0 } else { prior };
+    Some(Box::new(TriggerReach {
+        trusted,
+        prior,
+        doubled,
+        deny,
+        level,
+    }))
+}
+
+/// See [`reach`].
+#[derive(Debug, Clone, Copy)]
+struct TriggerReach {
+    /// Trusted rows.
+    trusted: u64,
+    /// The trusted share of the trigger's class; 0 when the model's chances are tested beside
+    /// it (see [`critical_rows`]).
+    prior: f64,
+    /// Whether the label p-value is doubled.
+    doubled: bool,
+    /// The deny threshold on the share of the batch.
+    deny: f64,
+    /// The level the test faces alone.
+    level: f64,
+}
+
+impl TriggerReach {
+    /// The fewest trigger rows denied at `at` rows.
+    fn critical_at(&self, at: u64) -> Option<u64> {
+        critical_rows(
+            at,
+            self.trusted,
+            self.prior,
+            self.doubled,
+            self.deny,
+            self.level,
+        )
+    }
+}
+
+impl Reach for TriggerReach {
+    fn detectable(&self, rows: u64) -> Option<f64> {
+        self.critical_at(rows)
+            .map(|k| k as f64 / rows.max(1) as f64)
+    }
+
+    /// `None` when the share is under the deny threshold or the pre-screen's, which no size
+    /// overcomes.
+    fn sufficient_rows(&self, rows: u64, share: f64) -> Option<u64> {
+        if share < self.deny || share < MIN_SHARE {
+            return None;
+        }
+        // However large the batch, a new value's share is judged against the never-seen mass
+        // `m` trusted rows leave uncertain: its over-representation p-value cannot fall below
+        // the level under the Beta(1/2, m + 1/2) quantile of that mass (as for the count
+        // tests), and a trigger on a smaller share is out of reach at any size.
+        let limit = statrs::distribution::Beta::new(0.5, self.trusted as f64 + 0.5).map_or(
+            f64::INFINITY,
+            |b| {
+                use statrs::distribution::ContinuousCDF;
+                b.inverse_cdf(1.0 - self.level)
+            },
+        );
+        if limit >= share {
+            return None;
+        }
+        // The trigger's count saws little (its conditions are a count and shares of one
+        // value), and each probe is a search over counts: a short walk.
+        first_sufficient(rows, WINDOW / 4, |at| {
+            self.critical_at(at)
+                .is_some_and(|k| k as f64 <= share * at as f64)
+        })
+    }
+
+    fn is_bound(&self) -> bool {
+        true
     }
 }
 
