@@ -175,9 +175,9 @@ pub fn evaluate(
             Some(record::Detectable::of(null, e.name, e.deny, level))
         })
         .collect();
-    // What each test answers to `evidence-insufficient`, in the order the report lists the
-    // tests: the count tests, the trigger test at the level it faces alone (whether or not a
-    // value was a candidate), then each detector's own null, the first of each code.
+    // What each test answers to `evidence-insufficient`: the count tests in the order the
+    // report lists them, what each detector answers without a candidate (the trigger test at
+    // the level it faces alone), then each candidate's own null, the first of each code.
     let mut reaches: Vec<(&'static str, Box<dyn crate::detect::Reach>)> = candidates
         .iter()
         .filter(|c| c.p_value.is_some())
@@ -193,17 +193,19 @@ pub fn evaluate(
             Some((c.code, Box::new(reach) as Box<dyn crate::detect::Reach>))
         })
         .collect();
-    reaches.extend(baseline.poison.as_ref().and_then(|profile| {
-        let w = crate::codes::weight(crate::poison::trigger::CODE.info.code).each(1);
-        let reach = crate::poison::trigger::reach(
+    if let Some(profile) = baseline.poison.as_ref() {
+        let level = |code: &'static str| {
+            let w = crate::codes::weight(code).each(1);
+            policy.gate.alpha * w / (total_weight + w)
+        };
+        reaches.extend(crate::poison::reaches(
             profile,
             summary.rows,
             baseline.rows,
-            crate::poison::trigger::rule(&policy.checks.rows).deny,
-            policy.gate.alpha * w / (total_weight + w),
-        )?;
-        Some((crate::poison::trigger::CODE.info.code, reach))
-    }));
+            &policy.checks.rows,
+            &level,
+        ));
+    }
     let mut own: Vec<(&'static str, Box<dyn crate::detect::Reach>)> = Vec::new();
     for (c, d) in candidates
         .iter()

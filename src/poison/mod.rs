@@ -373,6 +373,20 @@ pub trait Detector {
 
     /// The candidates of the merged state over the whole batch.
     fn finish(&self, p: &Pinned<'_>, scan: &Scan, rules: &RowRules) -> Vec<Found>;
+
+    /// What its tests answer to `evidence-insufficient` whether or not they ran or found a
+    /// candidate (a candidate's own null answers through [`crate::detect::PowerModel::reach`]):
+    /// for a batch of `rows` rows against `profile`, pinned on `trusted` rows, each test at
+    /// the level it would face alone, `level(code)`. None by default.
+    fn reach(
+        _profile: &PoisonProfile,
+        _rows: u64,
+        _trusted: u64,
+        _rules: &RowRules,
+        _level: &dyn Fn(&'static str) -> f64,
+    ) -> Vec<(&'static str, Box<dyn crate::detect::Reach>)> {
+        Vec::new()
+    }
 }
 
 /// The registry of row-level detectors: the state each keeps while the pass runs (a
@@ -383,10 +397,23 @@ macro_rules! registry {
     ($($(#[$doc:meta])* $field:ident: $module:ident::$state:ident,)*) => {
         $(pub mod $module;)*
 
-
         /// Every row-level detector's codes, in registry order ([`Detector::CODES`]);
         /// [`crate::codes`] lists them with every other code.
         pub const ROW_CODES: &[&[RowCode]] = &[$(<$module::$state as Detector>::CODES,)*];
+
+        /// What every detector answers to `evidence-insufficient` without a candidate
+        /// ([`Detector::reach`]), in registry order.
+        pub fn reaches(
+            profile: &PoisonProfile,
+            rows: u64,
+            trusted: u64,
+            rules: &RowRules,
+            level: &dyn Fn(&'static str) -> f64,
+        ) -> Vec<(&'static str, Box<dyn crate::detect::Reach>)> {
+            let mut all = Vec::new();
+            $(all.extend(<$module::$state as Detector>::reach(profile, rows, trusted, rules, level));)*
+            all
+        }
 
         /// Every row-level accumulator's state (`None`: the detector cannot run on this
         /// baseline). Serialised into the parts of a sharded check.

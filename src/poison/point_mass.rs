@@ -203,6 +203,23 @@ impl Accumulator<Pinned<'_>, Block> for ValueCounts {
 impl super::Detector for ValueCounts {
     const CODES: &'static [RowCode] = &[super::trigger::CODE, CODE];
 
+    /// The trigger test at the level it faces alone, whether or not a value was a candidate
+    /// ([`super::trigger::reach`]).
+    fn reach(
+        profile: &PoisonProfile,
+        rows: u64,
+        trusted: u64,
+        rules: &RowRules,
+        level: &dyn Fn(&'static str) -> f64,
+    ) -> Vec<(&'static str, Box<dyn crate::detect::Reach>)> {
+        let code = super::trigger::CODE.info.code;
+        let deny = super::trigger::rule(rules).deny;
+        super::trigger::reach(profile, rows, trusted, deny, level(code))
+            .map(|r| (code, r))
+            .into_iter()
+            .collect()
+    }
+
     /// None here: the candidates need the rows and labels of the values these counts find,
     /// which the value read brings ([`super::values`]).
     fn finish(&self, _: &Pinned<'_>, _: &Scan, _: &RowRules) -> Vec<super::Found> {
