@@ -178,7 +178,7 @@ pub fn evaluate(
     // What each test answers to `evidence-insufficient`: the count tests in the order the
     // report lists them, what each detector answers without a candidate (the trigger test at
     // the level it faces alone), then each candidate's own null, the first of each code.
-    let mut reaches: Vec<(&'static str, Box<dyn crate::detect::Reach>)> = candidates
+    let mut reaches: crate::detect::reach::Reaches = candidates
         .iter()
         .filter(|c| c.p_value.is_some())
         .zip(detectables.iter())
@@ -206,7 +206,7 @@ pub fn evaluate(
             &level,
         ));
     }
-    let mut own: Vec<(&'static str, Box<dyn crate::detect::Reach>)> = Vec::new();
+    let mut own: crate::detect::reach::Reaches = Vec::new();
     for (c, d) in candidates
         .iter()
         .filter(|c| c.p_value.is_some())

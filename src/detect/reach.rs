@@ -12,6 +12,9 @@ pub const MAX_ROWS: u64 = 1 << 30;
 /// Most sizes after a sufficient size that must hold too (see [`first_sufficient`]).
 pub const WINDOW: u64 = 256;
 
+/// The tests' answers to `evidence-insufficient`, each with its code.
+pub type Reaches = Vec<(&'static str, Box<dyn Reach>)>;
+
 /// A test's answer to `evidence-insufficient`.
 pub trait Reach: std::fmt::Debug {
     /// The share of the batch's `rows` rows from which the test denies with the stated power

@@ -384,7 +384,7 @@ pub trait Detector {
         _trusted: u64,
         _rules: &RowRules,
         _level: &dyn Fn(&'static str) -> f64,
-    ) -> Vec<(&'static str, Box<dyn crate::detect::Reach>)> {
+    ) -> crate::detect::reach::Reaches {
         Vec::new()
     }
 }
@@ -409,7 +409,7 @@ macro_rules! registry {
             trusted: u64,
             rules: &RowRules,
             level: &dyn Fn(&'static str) -> f64,
-        ) -> Vec<(&'static str, Box<dyn crate::detect::Reach>)> {
+        ) -> crate::detect::reach::Reaches {
             let mut all = Vec::new();
             $(all.extend(<$module::$state as Detector>::reach(profile, rows, trusted, rules, level));)*
             all

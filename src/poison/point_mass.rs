@@ -211,7 +211,7 @@ impl super::Detector for ValueCounts {
         trusted: u64,
         rules: &RowRules,
         level: &dyn Fn(&'static str) -> f64,
-    ) -> Vec<(&'static str, Box<dyn crate::detect::Reach>)> {
+    ) -> crate::detect::reach::Reaches {
         let code = super::trigger::CODE.info.code;
         let deny = super::trigger::rule(rules).deny;
         super::trigger::reach(profile, rows, trusted, deny, level(code))
