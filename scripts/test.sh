@@ -91,15 +91,23 @@ if [ "$#" -eq 0 ]; then
     -s python/poisongate_spark/tests -v > "$scratch/spark.log" 2>&1 &
   spark_pid=$!
   trap 'kill ${spark_pid:-} ${moto_pid:-} $oip_pids 2>/dev/null || true; rm -rf "$scratch"' EXIT
-  bash pipelines/validate.sh "$BIN"
+  # A failure of either suite is held until the Spark suite has ended and its output is
+  # printed, so that every failure of the run is reported.
+  suites_rc=0
+  bash pipelines/validate.sh "$BIN" || suites_rc=$?
   # OpenSSF model signing against its reference implementation (model-signing, pinned).
-  bash scripts/modelsign/interop.sh "$BIN"
+  bash scripts/modelsign/interop.sh "$BIN" || suites_rc=$?
   spark_rc=0
   wait "$spark_pid" || spark_rc=$?
   spark_pid=""
   cat "$scratch/spark.log"
   if [ "$spark_rc" -ne 0 ]; then
     echo "test.sh: the Spark suite failed (exit $spark_rc)"
+  fi
+  if [ "$suites_rc" -ne 0 ]; then
+    echo "test.sh: pipelines/validate.sh or scripts/modelsign/interop.sh failed (see above)"
+  fi
+  if [ "$spark_rc" -ne 0 ] || [ "$suites_rc" -ne 0 ]; then
     exit 1
   fi
 fi
